@@ -1,0 +1,600 @@
+//! Policy x inventory -> one `Ruleset` per container. Pure: no I/O, no clock (the caller
+//! passes `now` for expiries), deterministic output (golden-tested through `plan`).
+//!
+//! Chain layout (egress; ingress mirrors it with source addresses):
+//!   loopback accept
+//!   quarantine, blocks          <- before the established shortcut, so they cut live flows
+//!   bandwidth cap (all packets)
+//!   ct established,related accept; ct invalid drop; IPv6 neighbour discovery accept
+//!   connection caps (new flows)
+//!   failsafes, then policies in file order (first match decides), then the default
+//! Peers are matched through per-zone sets, so the rule count follows the number of
+//! policies, never the number of peers.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use fw_proto::{Mode, RuleKind, RuleRef};
+use ipnet::IpNet;
+
+use crate::inventory::{Container, Inventory};
+use crate::rules::validate::set_stem;
+use crate::rules::{Action, Policy, Rule as PolicyRule, Zone, ZoneKind, ZONE_ANY};
+use crate::ruleset::ir::*;
+
+#[derive(Debug, Clone)]
+pub struct CompileOptions {
+    /// NFLOG group the daemon listens on in every namespace.
+    pub log_group: u16,
+    /// Log records per second per rule, and burst: a flood cannot flood the logs.
+    pub log_rate: u32,
+    pub log_burst: u32,
+    /// Unix seconds; rules that expired by then are left out.
+    pub now: i64,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        CompileOptions {
+            log_group: 100,
+            log_rate: 10,
+            log_burst: 20,
+            now: 0,
+        }
+    }
+}
+
+pub const CHAIN_EGRESS: &str = "egress";
+pub const CHAIN_INGRESS: &str = "ingress";
+pub const SET_QUARANTINE_OUT: &str = "quarantine_out";
+pub const SET_QUARANTINE_IN: &str = "quarantine_in";
+pub const SET_BLOCK_DST4: &str = "block_dst4";
+pub const SET_BLOCK_DST6: &str = "block_dst6";
+pub const SET_BLOCK_SRC4: &str = "block_src4";
+pub const SET_BLOCK_SRC6: &str = "block_src6";
+
+/// Which zone each container is in, and each zone's addresses.
+#[derive(Debug, Clone)]
+pub struct Membership<'p> {
+    pub zone_of: HashMap<String, &'p Zone>,
+    pub members: HashMap<String, BTreeSet<IpAddr>>,
+}
+
+impl<'p> Membership<'p> {
+    pub fn new(policy: &'p Policy, inventory: &Inventory) -> Membership<'p> {
+        let mut zone_of = HashMap::with_capacity(inventory.containers.len());
+        let mut members: HashMap<String, BTreeSet<IpAddr>> = HashMap::new();
+        for c in &inventory.containers {
+            let z = policy.zone_of(&c.identity());
+            zone_of.insert(c.name.clone(), z);
+            members
+                .entry(z.name.clone())
+                .or_default()
+                .extend(c.addresses.iter().copied());
+        }
+        Membership { zone_of, members }
+    }
+}
+
+/// Compiles every container in the inventory.
+pub fn compile_all(policy: &Policy, inventory: &Inventory, opts: &CompileOptions) -> Vec<Ruleset> {
+    let m = Membership::new(policy, inventory);
+    inventory
+        .containers
+        .iter()
+        .map(|c| compile_container(policy, &m, c, opts))
+        .collect()
+}
+
+pub fn compile_container(
+    policy: &Policy,
+    m: &Membership<'_>,
+    c: &Container,
+    opts: &CompileOptions,
+) -> Ruleset {
+    let zone = m
+        .zone_of
+        .get(&c.name)
+        .copied()
+        .unwrap_or_else(|| policy.zone_of(&c.identity()));
+    let mut b = Builder {
+        policy,
+        m,
+        opts,
+        zone,
+        sets: Vec::new(),
+        chains: Vec::new(),
+    };
+    b.block_sets();
+    let egress = b.base_chain(Side::Egress);
+    let ingress = b.base_chain(Side::Ingress);
+    let mut chains = vec![egress, ingress];
+    chains.append(&mut b.chains);
+    Ruleset {
+        container: c.name.clone(),
+        zone: zone.name.clone(),
+        mode: zone.mode,
+        sets: b.sets,
+        chains,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Egress,
+    Ingress,
+}
+
+struct Builder<'a, 'p> {
+    policy: &'p Policy,
+    m: &'a Membership<'p>,
+    opts: &'a CompileOptions,
+    zone: &'p Zone,
+    sets: Vec<Set>,
+    /// Action chains (log + verdict), appended after the base chains.
+    chains: Vec<Chain>,
+}
+
+fn builtin(id: &str) -> Option<RuleRef> {
+    Some(RuleRef {
+        kind: RuleKind::Builtin,
+        id: id.into(),
+        source: None,
+    })
+}
+
+fn rule(matches: Vec<Match>, verdict: Verdict, origin: Option<RuleRef>) -> Rule {
+    Rule {
+        matches,
+        counter: true,
+        log: None,
+        verdict: Some(verdict),
+        origin,
+    }
+}
+
+impl<'a, 'p> Builder<'a, 'p> {
+    fn block_sets(&mut self) {
+        let mk = |name: &str, key: SetKey, comment: &str| Set {
+            name: name.into(),
+            key,
+            interval: false,
+            timeout: true,
+            elements: Vec::new(),
+            comment: comment.into(),
+        };
+        self.sets.push(mk(
+            SET_QUARANTINE_OUT,
+            SetKey::NfProto,
+            "operator quarantine: all egress",
+        ));
+        self.sets.push(mk(
+            SET_QUARANTINE_IN,
+            SetKey::NfProto,
+            "operator quarantine: all ingress",
+        ));
+        self.sets.push(mk(
+            SET_BLOCK_DST4,
+            SetKey::Ipv4,
+            "operator blocks: destinations",
+        ));
+        self.sets.push(mk(
+            SET_BLOCK_DST6,
+            SetKey::Ipv6,
+            "operator blocks: destinations",
+        ));
+        self.sets
+            .push(mk(SET_BLOCK_SRC4, SetKey::Ipv4, "operator blocks: sources"));
+        self.sets
+            .push(mk(SET_BLOCK_SRC6, SetKey::Ipv6, "operator blocks: sources"));
+    }
+
+    fn log_prefix(kind: LogKind, id: &str) -> String {
+        let mut p = format!("fw:{}:{}", kind.tag(), id);
+        // NFLOG prefixes are at most 127 bytes.
+        while p.len() > 127 {
+            p.pop();
+        }
+        p
+    }
+
+    /// A chain that logs (rate-limited) and then applies `verdict`; `None` returns to the caller.
+    fn action_chain(&mut self, kind: LogKind, origin: &RuleRef, tail: Vec<Rule>) -> String {
+        let name = format!("{}_{}", kind.tag(), self.chains.len());
+        let log_rule = Rule {
+            matches: vec![Match::Limit {
+                over: false,
+                rate: self.opts.log_rate.into(),
+                unit: RateUnit::Packets,
+                burst: self.opts.log_burst.into(),
+            }],
+            counter: false,
+            log: Some(Log {
+                kind,
+                prefix: Self::log_prefix(kind, &origin.id),
+                group: self.opts.log_group,
+            }),
+            verdict: None,
+            origin: Some(origin.clone()),
+        };
+        let mut rules = vec![log_rule];
+        rules.extend(tail);
+        // Both base chains end in the same default; one chain per distinct action is enough.
+        if let Some(same) = self.chains.iter().find(|c| c.rules == rules) {
+            return same.name.clone();
+        }
+        self.chains.push(Chain {
+            name: name.clone(),
+            base: None,
+            rules,
+        });
+        name
+    }
+
+    /// The verdict for a decision taken in this container's zone, honouring audit mode.
+    fn decide(&mut self, action: Action, origin: &RuleRef) -> Verdict {
+        let terminal = |v: Verdict| Rule {
+            matches: vec![],
+            counter: false,
+            log: None,
+            verdict: Some(v),
+            origin: Some(origin.clone()),
+        };
+        match (action, self.zone.mode) {
+            (Action::Allow, _) => Verdict::Accept,
+            (Action::Log, _) => Verdict::Jump(self.action_chain(
+                LogKind::Allow,
+                origin,
+                vec![terminal(Verdict::Accept)],
+            )),
+            (Action::Deny, Mode::Enforce) => Verdict::Jump(self.action_chain(
+                LogKind::Deny,
+                origin,
+                vec![terminal(Verdict::Drop)],
+            )),
+            (Action::Deny, Mode::Audit) => Verdict::Jump(self.action_chain(
+                LogKind::Audit,
+                origin,
+                vec![terminal(Verdict::Accept)],
+            )),
+        }
+    }
+
+    /// Matches for "the peer is in zone `name`": none for `any`, one alternative per family.
+    fn peer(&mut self, name: &str, dir: Dir) -> Vec<Vec<Match>> {
+        if name == ZONE_ANY {
+            return vec![vec![]];
+        }
+        let Some(zone) = self.policy.zone(name) else {
+            return vec![];
+        };
+        let stem = set_stem(name);
+        let mut alts = Vec::new();
+        for family in [Family::V4, Family::V6] {
+            let (set_name, elems, interval) = match &zone.kind {
+                ZoneKind::External(nets) => {
+                    let e: Vec<SetElem> = nets
+                        .iter()
+                        .filter(|n| {
+                            matches!(
+                                (n, family),
+                                (IpNet::V4(_), Family::V4) | (IpNet::V6(_), Family::V6)
+                            )
+                        })
+                        .map(|n| SetElem::Net(*n))
+                        .collect();
+                    // External zones are static: skip a family they have no networks in.
+                    if e.is_empty() {
+                        continue;
+                    }
+                    (format!("z_{stem}_{}", fam_digit(family)), e, true)
+                }
+                // Container zones keep both families even when empty, so a member joining
+                // later is a set-element update, not a rule change.
+                ZoneKind::Containers(_) => {
+                    let e = self
+                        .m
+                        .members
+                        .get(name)
+                        .map(|s| {
+                            s.iter()
+                                .filter(|a| Family::of(a) == family)
+                                .map(|a| SetElem::Addr(*a))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    (format!("z_{stem}_{}", fam_digit(family)), e, false)
+                }
+            };
+            if self.sets.iter().all(|s| s.name != set_name) {
+                self.sets.push(Set {
+                    name: set_name.clone(),
+                    key: if family == Family::V4 {
+                        SetKey::Ipv4
+                    } else {
+                        SetKey::Ipv6
+                    },
+                    interval,
+                    timeout: false,
+                    elements: elems,
+                    comment: format!("zone {name}"),
+                });
+            }
+            alts.push(vec![Match::AddrInSet {
+                family,
+                dir,
+                set: set_name,
+            }]);
+        }
+        alts
+    }
+
+    fn traffic_matches(r: &PolicyRule) -> Vec<Match> {
+        let mut m = Vec::new();
+        if !r.protos.is_any() {
+            let mut l4 = Vec::new();
+            if r.protos.tcp {
+                l4.push(L4::Tcp);
+            }
+            if r.protos.udp {
+                l4.push(L4::Udp);
+            }
+            if r.protos.icmp {
+                l4.push(L4::Icmp);
+                l4.push(L4::Icmpv6);
+            }
+            m.push(Match::L4Proto(l4));
+        }
+        if !r.ports.is_any() {
+            m.push(Match::Dport(r.ports.0.clone()));
+        }
+        m
+    }
+
+    /// Rules for policies that apply on this side of this container, in order.
+    fn policy_rules(
+        &mut self,
+        side: Side,
+        list: &'p [PolicyRule],
+        kind: RuleKind,
+        out: &mut Vec<Rule>,
+    ) {
+        let zone = self.zone.name.as_str();
+        for r in list.iter().filter(|r| !r.is_expired(self.opts.now)) {
+            let (own, peer, dir) = match side {
+                Side::Egress => (&r.from, &r.to, Dir::Dst),
+                Side::Ingress => (&r.to, &r.from, Dir::Src),
+            };
+            if own != zone && own != ZONE_ANY {
+                continue;
+            }
+            let origin = RuleRef {
+                kind,
+                id: r.id.clone(),
+                source: Some(r.pos.short()),
+            };
+            let verdict = self.decide(r.action, &origin);
+            for mut alt in self.peer(peer, dir) {
+                alt.extend(Self::traffic_matches(r));
+                out.push(rule(alt, verdict.clone(), Some(origin.clone())));
+            }
+        }
+    }
+
+    fn cap_origin(&self, what: &str) -> RuleRef {
+        RuleRef {
+            kind: RuleKind::Cap,
+            id: format!("{}:{what}", self.zone.name),
+            source: self.zone.pos.as_ref().map(|p| p.short()),
+        }
+    }
+
+    /// Jump target for a cap hit: enforce rejects (TCP reset, else drop); audit logs and
+    /// returns so the policies still decide.
+    fn cap_chain(&mut self, what: &str, reject: bool) -> String {
+        let origin = self.cap_origin(what);
+        let t = |v: Verdict, m: Vec<Match>| Rule {
+            matches: m,
+            counter: false,
+            log: None,
+            verdict: Some(v),
+            origin: Some(origin.clone()),
+        };
+        match self.zone.mode {
+            Mode::Audit => {
+                self.action_chain(LogKind::Audit, &origin, vec![t(Verdict::Return, vec![])])
+            }
+            Mode::Enforce if reject => self.action_chain(
+                LogKind::Cap,
+                &origin,
+                vec![
+                    t(Verdict::RejectTcpReset, vec![Match::L4Proto(vec![L4::Tcp])]),
+                    t(Verdict::Drop, vec![]),
+                ],
+            ),
+            Mode::Enforce => {
+                self.action_chain(LogKind::Cap, &origin, vec![t(Verdict::Drop, vec![])])
+            }
+        }
+    }
+
+    fn base_chain(&mut self, side: Side) -> Chain {
+        let (dir, name, hook) = match side {
+            Side::Egress => (Dir::Dst, CHAIN_EGRESS, Hook::Output),
+            Side::Ingress => (Dir::Src, CHAIN_INGRESS, Hook::Input),
+        };
+        let mut rules = Vec::new();
+        let lo_dir = if side == Side::Egress {
+            Dir::Dst
+        } else {
+            Dir::Src
+        };
+        rules.push(Rule {
+            counter: false,
+            ..rule(
+                vec![Match::Loopback(lo_dir)],
+                Verdict::Accept,
+                builtin("loopback"),
+            )
+        });
+
+        // Operator blocks first: they must cut established flows too.
+        let block = RuleRef {
+            kind: RuleKind::Block,
+            id: "quarantine".into(),
+            source: None,
+        };
+        let drop_chain = self.action_chain(
+            LogKind::Block,
+            &block,
+            vec![Rule {
+                verdict: Some(Verdict::Drop),
+                origin: Some(block.clone()),
+                ..Rule::default()
+            }],
+        );
+        let q = if side == Side::Egress {
+            SET_QUARANTINE_OUT
+        } else {
+            SET_QUARANTINE_IN
+        };
+        rules.push(rule(
+            vec![Match::NfProtoInSet(q.into())],
+            Verdict::Jump(drop_chain),
+            Some(block),
+        ));
+        let blocked = RuleRef {
+            kind: RuleKind::Block,
+            id: if side == Side::Egress {
+                "block-dst"
+            } else {
+                "block-src"
+            }
+            .into(),
+            source: None,
+        };
+        let drop_chain = self.action_chain(
+            LogKind::Block,
+            &blocked,
+            vec![Rule {
+                verdict: Some(Verdict::Drop),
+                origin: Some(blocked.clone()),
+                ..Rule::default()
+            }],
+        );
+        let (s4, s6) = if side == Side::Egress {
+            (SET_BLOCK_DST4, SET_BLOCK_DST6)
+        } else {
+            (SET_BLOCK_SRC4, SET_BLOCK_SRC6)
+        };
+        for (family, set) in [(Family::V4, s4), (Family::V6, s6)] {
+            rules.push(rule(
+                vec![Match::AddrInSet {
+                    family,
+                    dir,
+                    set: set.into(),
+                }],
+                Verdict::Jump(drop_chain.clone()),
+                Some(blocked.clone()),
+            ));
+        }
+
+        let caps = self.zone.caps;
+        if side == Side::Egress {
+            if let Some(bps) = caps.egress_bytes_per_sec {
+                let target = self.cap_chain("egress_bytes_per_sec", false);
+                let origin = self.cap_origin("egress_bytes_per_sec");
+                rules.push(rule(
+                    vec![Match::Limit {
+                        over: true,
+                        rate: bps,
+                        unit: RateUnit::Bytes,
+                        burst: bps,
+                    }],
+                    Verdict::Jump(target),
+                    Some(origin),
+                ));
+            }
+        }
+
+        rules.push(Rule {
+            counter: false,
+            ..rule(
+                vec![Match::CtState(vec![CtState::Established, CtState::Related])],
+                Verdict::Accept,
+                builtin("established"),
+            )
+        });
+        rules.push(rule(
+            vec![Match::CtState(vec![CtState::Invalid])],
+            Verdict::Drop,
+            builtin("invalid"),
+        ));
+        rules.push(rule(
+            vec![Match::NfProto(Family::V6), Match::Icmpv6Nd],
+            Verdict::Accept,
+            builtin("ipv6-nd"),
+        ));
+
+        if side == Side::Egress {
+            if let Some(n) = caps.max_conns {
+                let target = self.cap_chain("max_conns", true);
+                let origin = self.cap_origin("max_conns");
+                rules.push(rule(
+                    vec![Match::CtState(vec![CtState::New]), Match::CtCountOver(n)],
+                    Verdict::Jump(target),
+                    Some(origin),
+                ));
+            }
+            if let Some(n) = caps.new_conns_per_sec {
+                let target = self.cap_chain("new_conns_per_sec", true);
+                let origin = self.cap_origin("new_conns_per_sec");
+                rules.push(rule(
+                    vec![
+                        Match::CtState(vec![CtState::New]),
+                        Match::Limit {
+                            over: true,
+                            rate: n.into(),
+                            unit: RateUnit::Packets,
+                            burst: n.into(),
+                        },
+                    ],
+                    Verdict::Jump(target),
+                    Some(origin),
+                ));
+            }
+        }
+
+        // Failsafes are allows that no policy can remove: evaluated before every policy and
+        // never subject to audit mode.
+        let policy = self.policy;
+        self.policy_rules(side, &policy.failsafes, RuleKind::Failsafe, &mut rules);
+        self.policy_rules(side, &policy.rules, RuleKind::Policy, &mut rules);
+
+        let d = &policy.defaults;
+        let origin = RuleRef {
+            kind: RuleKind::Default,
+            id: "default".into(),
+            source: d.pos.as_ref().map(|p| p.short()),
+        };
+        let verdict = self.decide(d.action, &origin);
+        rules.push(rule(vec![], verdict, Some(origin)));
+
+        Chain {
+            name: name.into(),
+            base: Some(BaseChain {
+                hook,
+                priority: 0,
+                policy_drop: true,
+            }),
+            rules,
+        }
+    }
+}
+
+fn fam_digit(f: Family) -> char {
+    match f {
+        Family::V4 => '4',
+        Family::V6 => '6',
+    }
+}

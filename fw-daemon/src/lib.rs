@@ -1,0 +1,11 @@
+//! fw-daemon: trust-zone rule files compiled to nftables inside each container's netns.
+//!
+//! Data path (one-way): rule files -> `rules` (load + validate) -> `Policy`; with an
+//! `inventory` of containers -> `compile` (pure) -> one `ruleset::Ruleset` per container ->
+//! rendered as an nft script (`plan`) or evaluated (`explain`).
+
+pub mod compile;
+pub mod inventory;
+pub mod rules;
+pub mod ruleset;
+pub mod tools;

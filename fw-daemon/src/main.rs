@@ -1,0 +1,187 @@
+//! `fw-daemon`: the fw firewall daemon and its offline tools.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use fw_daemon::compile::CompileOptions;
+use fw_daemon::tools::{self, check, explain, plan, Failed};
+
+#[derive(Parser)]
+#[command(
+    name = "fw-daemon",
+    version,
+    about = "Micro-segmentation firewall for containers: trust-zone rule files -> nftables in each container's netns",
+    long_about = None,
+    after_help = "\
+Typical workflow:
+  fw-daemon check rules/demo                       # every problem, as path:line:col
+  fw-daemon plan rules/demo --inventory rules/demo-inventory.toml --container web-1
+  fw-daemon explain rules/demo --inventory rules/demo-inventory.toml \\
+      --from web-1 --to db-1 --proto tcp --port 5432
+
+The rule language is documented in rules/README.md."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Validate a rules directory; exit 0 when valid, 1 with every error otherwise
+    #[command(after_help = "\
+Every problem is printed as `path:line:col: error: message` (or `warning:`), so editors can jump
+to it. Warnings (overlapping zones, shadowed or expired policies) do not fail the check.
+With --inventory, also shows which zone each container lands in.")]
+    Check {
+        /// Directory of *.toml rule files (merged in file-name order)
+        dir: PathBuf,
+        /// Container inventory to check against the zones
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+    },
+    /// Print the nftables script each container's `table inet fw` would get
+    #[command(after_help = "\
+The output is exactly what would be programmed: `nft -c -f -` accepts each container's script.
+Nothing is changed on this host.")]
+    Plan {
+        dir: PathBuf,
+        /// Container inventory (TOML, see rules/demo-inventory.toml)
+        #[arg(long)]
+        inventory: PathBuf,
+        /// Only this container
+        #[arg(long)]
+        container: Option<String>,
+        /// NFLOG group that drop and audit records are sent to
+        #[arg(long, default_value_t = 100)]
+        log_group: u16,
+    },
+    /// Would FROM reach TO on PROTO/PORT, and which rule decides?
+    #[command(after_help = "\
+FROM and TO are container names from the inventory or IP addresses (an address outside the
+inventory is an external peer). The answer comes from evaluating the compiled rulesets of both
+ends: the sender's egress chain, then the receiver's ingress chain. Verdicts: allow, deny,
+audit-deny (a zone in audit mode would have dropped it: logged and allowed).")]
+    Explain {
+        dir: PathBuf,
+        #[arg(long)]
+        inventory: PathBuf,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long, value_enum)]
+        proto: ProtoArg,
+        /// Destination port (tcp and udp)
+        #[arg(long)]
+        port: Option<u16>,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProtoArg {
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let now = tools::unix_now();
+    match run(cli.cmd, now) {
+        Ok(code) => code,
+        Err(f) => {
+            for l in f.lines() {
+                eprintln!("{l}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
+    match cmd {
+        Cmd::Check { dir, inventory } => {
+            let r = check::check(&dir, inventory.as_deref(), now);
+            for d in &r.diagnostics {
+                eprintln!("{d}");
+            }
+            for l in &r.summary {
+                println!("{l}");
+            }
+            if !r.ok {
+                let n = r.diagnostics.iter().filter(|d| d.is_error()).count();
+                eprintln!(
+                    "{}: {n} error{}",
+                    dir.display(),
+                    if n == 1 { "" } else { "s" }
+                );
+                return Ok(ExitCode::from(1));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Plan {
+            dir,
+            inventory,
+            container,
+            log_group,
+        } => {
+            let (policy, inv, diags) = tools::load_both(&dir, &inventory, now)?;
+            for d in diags {
+                eprintln!("{d}");
+            }
+            let opts = CompileOptions {
+                log_group,
+                now,
+                ..CompileOptions::default()
+            };
+            let plans = plan::plan(&policy, &inv, container.as_deref(), &opts)?;
+            let texts: Vec<&str> = plans.iter().map(|p| p.text.as_str()).collect();
+            print!("{}", texts.join("\n"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Explain {
+            dir,
+            inventory,
+            from,
+            to,
+            proto,
+            port,
+            json,
+        } => {
+            let (policy, inv, _) = tools::load_both(&dir, &inventory, now)?;
+            let proto = match proto {
+                ProtoArg::Tcp => "tcp",
+                ProtoArg::Udp => "udp",
+                ProtoArg::Icmp => "icmp",
+            };
+            let opts = CompileOptions {
+                now,
+                ..CompileOptions::default()
+            };
+            let e = explain::explain(
+                &policy,
+                &inv,
+                &from,
+                &to,
+                explain::parse_proto(proto)?,
+                port,
+                &opts,
+            )?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&e).map_err(|e| Failed::message(e.to_string()))?
+                );
+            } else {
+                print!("{}", explain::render_text(&e));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

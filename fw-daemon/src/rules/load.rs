@@ -1,0 +1,1010 @@
+//! Reading rule files: the directory walk (the only I/O), then per-file extraction of zones,
+//! policies, failsafes and defaults with a diagnostic for every problem. Cross-file checks
+//! (references, ids, shadowing, overlaps) live in `validate`.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fw_proto::Mode;
+use ipnet::IpNet;
+use toml::de::{DeTable, DeValue};
+
+use super::diag::{Diagnostic, Severity};
+use super::glob::Glob;
+use super::model::*;
+use super::reader::{get, FileCtx, Value};
+use super::units::parse_bandwidth;
+
+/// A rule file's name and contents: what the pure loader consumes.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+/// What `load` produced: a policy when there were no errors, and every diagnostic.
+#[derive(Debug)]
+pub struct LoadResult {
+    pub policy: Option<Policy>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl LoadResult {
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| d.is_error())
+    }
+}
+
+/// Rule files are `*.toml` directly inside `dir` (not hidden, not editor backups), in
+/// lexicographic order: the order in which their policies are evaluated.
+pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Diagnostic> {
+    let whole =
+        |msg: String| Diagnostic::whole_file(Severity::Error, Arc::new(dir.to_path_buf()), msg);
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| whole(format!("cannot read rules directory: {e}")))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            !name.starts_with('.') && name.ends_with(".toml") && p.is_file()
+        })
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        return Err(whole("no rule files (*.toml) in this directory".into()));
+    }
+    let mut files = Vec::with_capacity(paths.len());
+    for path in paths {
+        match std::fs::read(&path) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => files.push(SourceFile { path, text }),
+                Err(e) => {
+                    return Err(Diagnostic::whole_file(
+                        Severity::Error,
+                        Arc::new(path),
+                        format!(
+                            "not UTF-8 (byte {}): rule files must be UTF-8 text",
+                            e.utf8_error().valid_up_to()
+                        ),
+                    ))
+                }
+            },
+            Err(e) => {
+                return Err(Diagnostic::whole_file(
+                    Severity::Error,
+                    Arc::new(path),
+                    format!("cannot read: {e}"),
+                ))
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Loads and validates a rules directory. `now` (unix seconds) decides which rules have expired.
+pub fn load_dir(dir: &Path, now: i64) -> LoadResult {
+    match read_dir(dir) {
+        Ok(files) => super::validate::load_sources(&files, now),
+        Err(d) => LoadResult {
+            policy: None,
+            diagnostics: vec![d],
+        },
+    }
+}
+
+/// What one file contributed, before the files are merged.
+#[derive(Default)]
+pub(super) struct RawFile {
+    pub defaults: Option<(Defaults, Option<Mode>)>,
+    pub zones: Vec<RawZone>,
+    pub policies: Vec<RawRule>,
+    pub failsafes: Vec<RawRule>,
+    pub diags: Vec<Diagnostic>,
+}
+
+pub(super) struct RawZone {
+    pub zone: Zone,
+    pub mode_set: bool,
+    /// CIDRs as written, for the overlap warning (aggregated ones are in `zone.kind`).
+    pub raw_cidrs: Vec<(IpNet, SourcePos)>,
+}
+
+pub(super) struct RawRule {
+    pub rule: Rule,
+    pub explicit_id: Option<SourcePos>,
+    pub from_pos: SourcePos,
+    pub to_pos: SourcePos,
+}
+
+const TOP_KEYS: &[&str] = &["defaults", "zone", "policy", "failsafe"];
+const DEFAULT_KEYS: &[&str] = &["action", "mode"];
+const ZONE_KEYS: &[&str] = &[
+    "description",
+    "match",
+    "cidrs",
+    "mode",
+    "max_conns",
+    "new_conns_per_sec",
+    "egress_bytes_per_sec",
+];
+const MATCH_KEYS: &[&str] = &["name", "image", "labels"];
+const POLICY_KEYS: &[&str] = &[
+    "id",
+    "description",
+    "from",
+    "to",
+    "proto",
+    "ports",
+    "action",
+    "inspect",
+    "expires",
+];
+const FAILSAFE_KEYS: &[&str] = &["id", "description", "from", "to", "proto", "ports"];
+const INSPECT_KEYS: &[&str] = &[
+    "protocol",
+    "tls_sni",
+    "http_host",
+    "dns_names",
+    "on_violation",
+    "max_packets",
+];
+
+/// Largest connection cap accepted: beyond the default conntrack table size anyway.
+const MAX_CONNS: u64 = 1 << 24;
+
+pub(super) fn read_file(file: &SourceFile) -> RawFile {
+    let path = Arc::new(file.path.clone());
+    let mut cx = FileCtx::new(path, &file.text);
+    let (doc, errors) = DeTable::parse_recoverable(&file.text);
+    for e in &errors {
+        let span = e.span().unwrap_or(0..0);
+        cx.error(&span, format!("TOML syntax: {}", first_line(e.message())));
+    }
+    let mut raw = RawFile::default();
+    // A syntax error makes the rest of the file unreliable; report only the syntax errors.
+    if errors.is_empty() {
+        read_document(&mut cx, doc.get_ref(), &mut raw);
+    }
+    raw.diags = cx.diags;
+    raw
+}
+
+fn first_line(msg: &str) -> &str {
+    msg.lines().next().unwrap_or(msg).trim()
+}
+
+fn read_document(cx: &mut FileCtx<'_>, doc: &DeTable<'_>, raw: &mut RawFile) {
+    cx.check_keys(doc, TOP_KEYS, "a rule file");
+    if let Some(v) = get(doc, "defaults") {
+        if let Some(t) = cx.table(v, "defaults") {
+            raw.defaults = Some(read_defaults(cx, t, &v.span()));
+        }
+    }
+    if let Some(v) = get(doc, "zone") {
+        if let Some(t) = cx.table(v, "zone") {
+            for (name, body) in t.iter() {
+                if let Some(z) = read_zone(cx, name.get_ref(), &name.span(), body) {
+                    raw.zones.push(z);
+                }
+            }
+        }
+    }
+    for (key, failsafe) in [("policy", false), ("failsafe", true)] {
+        let Some(v) = get(doc, key) else { continue };
+        let DeValue::Array(items) = v.get_ref() else {
+            cx.error(
+                &v.span(),
+                format!("`{key}` must be an array of tables: write each one as [[{key}]]"),
+            );
+            continue;
+        };
+        for item in items.iter() {
+            if let Some(r) = read_rule(cx, item, failsafe) {
+                if failsafe {
+                    raw.failsafes.push(r);
+                } else {
+                    raw.policies.push(r);
+                }
+            }
+        }
+    }
+}
+
+const MODES: &[(&str, Mode)] = &[("enforce", Mode::Enforce), ("audit", Mode::Audit)];
+const ACTIONS: &[(&str, Action)] = &[
+    ("allow", Action::Allow),
+    ("deny", Action::Deny),
+    ("log", Action::Log),
+];
+
+fn read_defaults(
+    cx: &mut FileCtx<'_>,
+    t: &DeTable<'_>,
+    span: &Range<usize>,
+) -> (Defaults, Option<Mode>) {
+    cx.check_keys(t, DEFAULT_KEYS, "[defaults]");
+    let mut d = Defaults {
+        pos: Some(cx.pos(span)),
+        ..Defaults::default()
+    };
+    if let Some(a) = get(t, "action").and_then(|v| cx.choice(v, "action", ACTIONS)) {
+        d.action = a;
+    }
+    let mode = get(t, "mode").and_then(|v| cx.choice(v, "mode", MODES));
+    if let Some(m) = mode {
+        d.mode = m;
+    }
+    (d, mode)
+}
+
+pub(super) fn valid_zone_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+fn read_zone(
+    cx: &mut FileCtx<'_>,
+    name: &str,
+    name_span: &Range<usize>,
+    body: &Value<'_>,
+) -> Option<RawZone> {
+    let ctx = format!("zone `{name}`");
+    let t = cx.table(body, &ctx)?;
+    cx.check_keys(t, ZONE_KEYS, &ctx);
+    let pos = cx.pos(name_span);
+    let mut ok = true;
+    if !valid_zone_name(name) {
+        cx.error(name_span, format!(
+            "zone name `{name}` must be 1-32 letters, digits, `-` or `_`, starting with a letter or digit"
+        ));
+        ok = false;
+    }
+    if name == ZONE_ANY {
+        cx.error(
+            name_span,
+            "`any` is reserved: it means every address and cannot be declared",
+        );
+        ok = false;
+    }
+
+    let selector = get(t, "match").and_then(|v| read_selector(cx, v, &ctx));
+    let mut raw_cidrs = Vec::new();
+    let cidrs_value = get(t, "cidrs");
+    if let Some(v) = cidrs_value {
+        for (text, span) in cx.str_list(v, "cidrs") {
+            match parse_cidr(&text) {
+                Ok(net) => raw_cidrs.push((net, cx.pos(&span))),
+                Err(msg) => cx.error(&span, msg),
+            }
+        }
+    }
+    let kind = match (selector, cidrs_value) {
+        _ if name == ZONE_DEFAULT => {
+            if get(t, "match").is_some() || cidrs_value.is_some() {
+                cx.error(name_span, "zone `default` holds the containers no other zone selects: it takes no `match` or `cidrs`, only mode and caps");
+                ok = false;
+            }
+            ZoneKind::Containers(Selector::default())
+        }
+        (Some(_), Some(v)) => {
+            cx.error(&v.span(), format!("{ctx} has both `match` and `cidrs`: a zone holds either containers or external networks; split it in two"));
+            return None;
+        }
+        (Some(sel), None) => ZoneKind::Containers(sel),
+        (None, Some(_)) => {
+            let nets: Vec<IpNet> = raw_cidrs.iter().map(|(n, _)| *n).collect();
+            ZoneKind::External(IpNet::aggregate(&nets))
+        }
+        (None, None) => {
+            if get(t, "match").is_none() {
+                cx.error(name_span, format!("{ctx} selects nothing: add `match = {{ name = \"web-*\" }}` (containers) or `cidrs = [\"203.0.113.0/24\"]` (external networks)"));
+            }
+            return None;
+        }
+    };
+
+    let mode = get(t, "mode").and_then(|v| cx.choice(v, "mode", MODES));
+    let mut caps = Caps::default();
+    if let Some(v) = get(t, "max_conns") {
+        caps.max_conns = cx
+            .uint(v, "max_conns", MAX_CONNS)
+            .and_then(|n| positive(cx, v, "max_conns", n));
+    }
+    if let Some(v) = get(t, "new_conns_per_sec") {
+        caps.new_conns_per_sec = cx
+            .uint(v, "new_conns_per_sec", MAX_CONNS)
+            .and_then(|n| positive(cx, v, "new_conns_per_sec", n));
+    }
+    if let Some(v) = get(t, "egress_bytes_per_sec") {
+        caps.egress_bytes_per_sec = match v.get_ref() {
+            DeValue::Integer(_) => cx
+                .uint(v, "egress_bytes_per_sec", 1 << 40)
+                .and_then(|n| positive(cx, v, "egress_bytes_per_sec", n).map(u64::from)),
+            DeValue::String(s) => match parse_bandwidth(s) {
+                Ok(n) => Some(n),
+                Err(msg) => {
+                    cx.error(&v.span(), format!("`egress_bytes_per_sec`: {msg}"));
+                    None
+                }
+            },
+            _ => {
+                cx.error(
+                    &v.span(),
+                    "`egress_bytes_per_sec` must be a bandwidth like \"10MB\" or \"80mbit\"",
+                );
+                None
+            }
+        };
+    }
+    let is_external = matches!(kind, ZoneKind::External(_));
+    if is_external && (!caps.is_empty() || mode.is_some()) {
+        cx.warning(name_span, format!("{ctx} is external: fw enforces mode and caps inside containers only, so they are ignored here"));
+    }
+    let description = get(t, "description")
+        .and_then(|v| cx.str(v, "description"))
+        .map(str::to_string);
+    if !ok {
+        return None;
+    }
+    Some(RawZone {
+        zone: Zone {
+            name: name.to_string(),
+            pos: Some(pos),
+            kind,
+            mode: mode.unwrap_or_default(),
+            caps,
+            description,
+        },
+        mode_set: mode.is_some(),
+        raw_cidrs,
+    })
+}
+
+fn positive(cx: &mut FileCtx<'_>, v: &Value<'_>, what: &str, n: u64) -> Option<u32> {
+    if n == 0 {
+        cx.error(
+            &v.span(),
+            format!("`{what}` must be at least 1 (leave it out for no cap)"),
+        );
+        return None;
+    }
+    u32::try_from(n).ok()
+}
+
+fn read_selector(cx: &mut FileCtx<'_>, v: &Value<'_>, ctx: &str) -> Option<Selector> {
+    let what = format!("`match` of {ctx}");
+    let t = cx.table(v, &what)?;
+    cx.check_keys(t, MATCH_KEYS, &what);
+    let mut sel = Selector::default();
+    let glob_list = |cx: &mut FileCtx<'_>, key: &str| -> Vec<Glob> {
+        let Some(v) = get(t, key) else {
+            return Vec::new();
+        };
+        let items = cx.str_list(v, key);
+        if items.is_empty() && matches!(v.get_ref(), DeValue::Array(_)) {
+            cx.error(
+                &v.span(),
+                format!("`{key}` is an empty list: it would match nothing"),
+            );
+        }
+        items
+            .into_iter()
+            .filter_map(|(s, span)| {
+                if s.is_empty() {
+                    cx.error(&span, format!("empty `{key}` pattern"));
+                    None
+                } else {
+                    Some(Glob::new(&s))
+                }
+            })
+            .collect()
+    };
+    sel.names = glob_list(cx, "name");
+    sel.images = glob_list(cx, "image");
+    if let Some(lv) = get(t, "labels") {
+        if let Some(lt) = cx.table(lv, "labels") {
+            for (k, val) in lt.iter() {
+                if let Some(s) = cx.str(val, &format!("labels.{}", k.get_ref())) {
+                    sel.labels.push((k.get_ref().to_string(), Glob::new(s)));
+                }
+            }
+        }
+    }
+    if sel.is_empty() {
+        cx.error(
+            &v.span(),
+            format!("{what} is empty: give `name`, `image` or `labels`"),
+        );
+        return None;
+    }
+    Some(sel)
+}
+
+/// Parses `10.0.0.0/8`, `fd00::/64` or a bare address (a host route); refuses host bits.
+pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    let t = text.trim();
+    let net: IpNet = match t.parse::<IpNet>() {
+        Ok(n) => n,
+        Err(_) => match t.parse::<std::net::IpAddr>() {
+            Ok(a) => IpNet::from(a),
+            Err(_) => {
+                return Err(format!(
+                    "`{text}` is not an IPv4 or IPv6 network (like 10.0.0.0/8 or fd00::/64)"
+                ))
+            }
+        },
+    };
+    if net.trunc() != net {
+        return Err(format!(
+            "`{text}` has host bits set; did you mean `{}`?",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+const PROTOS: &[&str] = &["tcp", "udp", "icmp", "any"];
+
+fn read_rule(cx: &mut FileCtx<'_>, v: &Value<'_>, failsafe: bool) -> Option<RawRule> {
+    let kind = if failsafe { "failsafe" } else { "policy" };
+    let t = cx.table(v, kind)?;
+    cx.check_keys(
+        t,
+        if failsafe { FAILSAFE_KEYS } else { POLICY_KEYS },
+        &format!("[[{kind}]]"),
+    );
+    let pos = cx.pos(&v.span());
+    let mut ok = true;
+
+    let explicit_id = match get(t, "id") {
+        Some(iv) => match cx.str(iv, "id") {
+            Some(id) if valid_id(id) => Some((id.to_string(), cx.pos(&iv.span()))),
+            Some(id) => {
+                cx.error(&iv.span(), format!("id `{id}` must be 1-48 letters, digits, `.`, `_`, `:` or `-`, starting with a letter or digit"));
+                ok = false;
+                None
+            }
+            None => {
+                ok = false;
+                None
+            }
+        },
+        None => None,
+    };
+
+    let zone_ref =
+        |cx: &mut FileCtx<'_>, key: &str, default: Option<&str>| -> Option<(String, SourcePos)> {
+            match get(t, key) {
+                Some(zv) => {
+                    let s = cx.str(zv, key)?;
+                    Some((s.to_string(), cx.pos(&zv.span())))
+                }
+                None => match default {
+                    Some(d) => Some((d.to_string(), pos.clone())),
+                    None => {
+                        cx.error(
+                            &v.span(),
+                            format!("{kind} needs `{key}` (a zone name, or `any`)"),
+                        );
+                        None
+                    }
+                },
+            }
+        };
+    let from = zone_ref(cx, "from", if failsafe { Some(ZONE_ANY) } else { None });
+    let to = zone_ref(cx, "to", None);
+
+    let protos = match get(t, "proto") {
+        None => Some(Protos::ANY),
+        Some(pv) => read_protos(cx, pv),
+    };
+    let ports = get(t, "ports").map(|pv| (read_ports(cx, pv), pv.span()));
+    if let (Some(p), Some((Some(ports), span))) = (&protos, &ports) {
+        if !ports.is_any() && (p.icmp || (!p.tcp && !p.udp)) {
+            cx.error(span, "`ports` need `proto = \"tcp\"`, `\"udp\"` or `[\"tcp\", \"udp\"]`: ICMP and `any` have no ports");
+            ok = false;
+        }
+    }
+
+    let action = if failsafe {
+        Some(Action::Allow)
+    } else {
+        match get(t, "action") {
+            Some(av) => cx.choice(av, "action", ACTIONS),
+            None => {
+                cx.error(
+                    &v.span(),
+                    "policy needs `action` (`allow`, `deny` or `log`)",
+                );
+                None
+            }
+        }
+    };
+    let inspect = match get(t, "inspect") {
+        Some(iv) => {
+            let r = read_inspect(cx, iv, protos.as_ref());
+            if r.is_none() {
+                ok = false;
+            }
+            r
+        }
+        None => None,
+    };
+    if let (Some(Action::Deny), Some(_)) = (action, &inspect) {
+        cx.warning(
+            &v.span(),
+            "`inspect` on a deny policy never runs: denied flows send no packets to inspect",
+        );
+    }
+    let expires = match get(t, "expires") {
+        Some(ev) => {
+            let r = read_expiry(cx, ev);
+            if r.is_none() {
+                ok = false;
+            }
+            r
+        }
+        None => None,
+    };
+    let description = get(t, "description")
+        .and_then(|d| cx.str(d, "description"))
+        .map(str::to_string);
+
+    let (from, from_pos) = from?;
+    let (to, to_pos) = to?;
+    let protos = protos?;
+    let ports = match ports {
+        Some((p, _)) => p?,
+        None => Ports::default(),
+    };
+    let action = action?;
+    if !ok {
+        return None;
+    }
+    let (id, explicit) = match explicit_id {
+        Some((id, p)) => (id, Some(p)),
+        None => (String::new(), None), // derived after merging, when every explicit id is known
+    };
+    Some(RawRule {
+        rule: Rule {
+            id,
+            pos,
+            from,
+            to,
+            protos,
+            ports,
+            action,
+            inspect,
+            expires,
+            description,
+        },
+        explicit_id: explicit,
+        from_pos,
+        to_pos,
+    })
+}
+
+pub(super) fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 48
+        && id.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".:_-".contains(c))
+}
+
+fn read_protos(cx: &mut FileCtx<'_>, v: &Value<'_>) -> Option<Protos> {
+    let items = cx.str_list(v, "proto");
+    if items.is_empty() {
+        cx.error(
+            &v.span(),
+            "`proto` is empty: use \"tcp\", \"udp\", \"icmp\" or \"any\"",
+        );
+        return None;
+    }
+    let mut p = Protos::default();
+    let mut ok = true;
+    for (s, span) in &items {
+        match s.as_str() {
+            "tcp" => p.tcp = true,
+            "udp" => p.udp = true,
+            "icmp" => p.icmp = true,
+            "any" if items.len() == 1 => p = Protos::ANY,
+            "any" => {
+                cx.error(span, "`any` already covers every protocol: use it alone");
+                ok = false;
+            }
+            other => {
+                let hint = super::diag::suggest(other, PROTOS)
+                    .map(|h| format!("; did you mean `{h}`?"))
+                    .unwrap_or_default();
+                cx.error(
+                    span,
+                    format!("unknown protocol `{other}`: use tcp, udp, icmp or any{hint}"),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(p)
+}
+
+/// Ports: an integer, "80", "8000-8100", or an array of those.
+fn read_ports(cx: &mut FileCtx<'_>, v: &Value<'_>) -> Option<Ports> {
+    let items: Vec<&Value<'_>> = match v.get_ref() {
+        DeValue::Array(a) => a.iter().collect(),
+        _ => vec![v],
+    };
+    if items.is_empty() {
+        cx.error(
+            &v.span(),
+            "`ports` is empty: leave it out to mean every port",
+        );
+        return None;
+    }
+    let mut ranges = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for item in items {
+        let r = match item.get_ref() {
+            DeValue::Integer(_) => cx
+                .uint(item, "port", 65535)
+                .and_then(|n| port_range(cx, item, n, n)),
+            DeValue::String(s) => match parse_port_text(s) {
+                Ok((lo, hi)) => port_range(cx, item, lo, hi),
+                Err(msg) => {
+                    cx.error(&item.span(), msg);
+                    None
+                }
+            },
+            other => {
+                cx.error(
+                    &item.span(),
+                    format!(
+                        "a port must be a number or a \"lo-hi\" range string, found {}",
+                        other.type_str()
+                    ),
+                );
+                None
+            }
+        };
+        match r {
+            Some(r) => ranges.push(r),
+            None => ok = false,
+        }
+    }
+    ok.then(|| Ports::new(ranges))
+}
+
+fn parse_port_text(s: &str) -> Result<(u64, u64), String> {
+    let bad = || format!("`{s}` is not a port or a port range like \"8000-8100\"");
+    let num = |t: &str| t.trim().parse::<u64>().map_err(|_| bad());
+    match s.split_once('-') {
+        Some((a, b)) => Ok((num(a)?, num(b)?)),
+        None => {
+            let n = num(s)?;
+            Ok((n, n))
+        }
+    }
+}
+
+fn port_range(cx: &mut FileCtx<'_>, v: &Value<'_>, lo: u64, hi: u64) -> Option<PortRange> {
+    if lo == 0 || hi > 65535 {
+        cx.error(&v.span(), "ports go from 1 to 65535");
+        return None;
+    }
+    if lo > hi {
+        cx.error(
+            &v.span(),
+            format!("port range {lo}-{hi} is backwards: write {hi}-{lo}"),
+        );
+        return None;
+    }
+    Some(PortRange {
+        lo: lo as u16,
+        hi: hi as u16,
+    })
+}
+
+fn read_inspect(cx: &mut FileCtx<'_>, v: &Value<'_>, protos: Option<&Protos>) -> Option<Inspect> {
+    let t = cx.table(v, "inspect")?;
+    cx.check_keys(t, INSPECT_KEYS, "`inspect`");
+    let mut ok = true;
+    let protocol = get(t, "protocol").and_then(|pv| {
+        let r = cx.choice(
+            pv,
+            "protocol",
+            &[
+                ("tls", AppProto::Tls),
+                ("http", AppProto::Http),
+                ("dns", AppProto::Dns),
+            ],
+        );
+        ok &= r.is_some();
+        r
+    });
+    let mut names = |cx: &mut FileCtx<'_>, key: &str, implied: AppProto| -> Vec<String> {
+        let Some(nv) = get(t, key) else {
+            return Vec::new();
+        };
+        if let Some(p) = protocol {
+            if p != implied {
+                cx.error(
+                    &nv.span(),
+                    format!("`{key}` does not apply to protocol `{}`", app_name(p)),
+                );
+                ok = false;
+            }
+        }
+        let mut out = Vec::new();
+        for (name, span) in cx.str_list(nv, key) {
+            match normalize_host_pattern(&name) {
+                Ok(n) => out.push(n),
+                Err(msg) => {
+                    cx.error(&span, msg);
+                    ok = false;
+                }
+            }
+        }
+        out
+    };
+    let tls_sni = names(cx, "tls_sni", AppProto::Tls);
+    let http_host = names(cx, "http_host", AppProto::Http);
+    let dns_names = names(cx, "dns_names", AppProto::Dns);
+    let implied: Vec<AppProto> = [
+        (!tls_sni.is_empty(), AppProto::Tls),
+        (!http_host.is_empty(), AppProto::Http),
+        (!dns_names.is_empty(), AppProto::Dns),
+    ]
+    .into_iter()
+    .filter_map(|(b, p)| b.then_some(p))
+    .collect();
+    if protocol.is_none() && implied.len() > 1 {
+        cx.error(
+            &v.span(),
+            "`inspect` mixes name lists of different protocols: one protocol per policy",
+        );
+        ok = false;
+    }
+    let protocol = protocol.or(implied.first().copied());
+    if protocol.is_none() && ok {
+        cx.error(&v.span(), "`inspect` needs `protocol` (tls, http, dns) or a name list (tls_sni, http_host, dns_names)");
+        ok = false;
+    }
+    if let (Some(p), Some(protos)) = (protocol, protos) {
+        let fits = match p {
+            AppProto::Tls | AppProto::Http => protos.tcp,
+            AppProto::Dns => protos.tcp || protos.udp,
+        };
+        if !fits {
+            cx.error(
+                &v.span(),
+                format!(
+                    "inspecting `{}` needs a policy that covers its transport (tcp{})",
+                    app_name(p),
+                    if p == AppProto::Dns { " or udp" } else { "" }
+                ),
+            );
+            ok = false;
+        }
+    }
+    let on_violation = match get(t, "on_violation") {
+        Some(ov) => cx.choice(
+            ov,
+            "on_violation",
+            &[
+                ("alert", OnViolation::Alert),
+                ("cut", OnViolation::Cut),
+                ("quarantine", OnViolation::Quarantine),
+            ],
+        ),
+        None => Some(OnViolation::Alert),
+    };
+    let max_packets = match get(t, "max_packets") {
+        Some(mv) => match cx.uint(mv, "max_packets", 32) {
+            Some(0) => {
+                cx.error(&mv.span(), "`max_packets` must be between 1 and 32");
+                None
+            }
+            other => other.map(|n| n as u8),
+        },
+        None => Some(DEFAULT_INSPECT_PACKETS),
+    };
+    if !ok {
+        return None;
+    }
+    Some(Inspect {
+        protocol,
+        tls_sni,
+        http_host,
+        dns_names,
+        on_violation: on_violation?,
+        max_packets: max_packets?,
+    })
+}
+
+/// First packets of a flow copied to the daemon when `max_packets` is not given: enough for a
+/// ClientHello split over a few segments, small enough to keep the daemon off the data path.
+pub const DEFAULT_INSPECT_PACKETS: u8 = 6;
+
+fn app_name(p: AppProto) -> &'static str {
+    match p {
+        AppProto::Tls => "tls",
+        AppProto::Http => "http",
+        AppProto::Dns => "dns",
+    }
+}
+
+/// Lower-cases a host name or `*.suffix` pattern and checks its shape (labels of 1-63
+/// characters, 253 in all, a wildcard only as the whole first label).
+pub fn normalize_host_pattern(name: &str) -> Result<String, String> {
+    let n = name.trim().trim_end_matches('.').to_lowercase();
+    let bad = |why: &str| {
+        Err(format!(
+            "`{name}` is not a host name or `*.domain` pattern: {why}"
+        ))
+    };
+    if n.is_empty() {
+        return bad("it is empty");
+    }
+    if n.len() > 253 {
+        return bad("longer than 253 characters");
+    }
+    for (i, label) in n.split('.').enumerate() {
+        if label == "*" && i == 0 && n.len() > 2 {
+            continue;
+        }
+        if label.is_empty() || label.chars().count() > 63 {
+            return bad("each label must be 1-63 characters");
+        }
+        if label.contains('*') {
+            return bad("a wildcard may only be the whole first label, as in `*.example.com`");
+        }
+        if !label
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '-' || c == '_')
+            || label.starts_with('-')
+        {
+            return bad("labels hold letters, digits and inner `-`");
+        }
+    }
+    Ok(n)
+}
+
+fn read_expiry(cx: &mut FileCtx<'_>, v: &Value<'_>) -> Option<i64> {
+    let dt = match v.get_ref() {
+        DeValue::Datetime(dt) => Some(*dt),
+        DeValue::String(s) => s.parse::<toml::value::Datetime>().ok(),
+        _ => None,
+    };
+    let Some(dt) = dt else {
+        cx.error(&v.span(), "`expires` must be a date-time like 2026-12-31T18:00:00Z, or a date like 2026-12-31 (midnight UTC)");
+        return None;
+    };
+    match datetime_to_unix(&dt) {
+        Ok(t) => Some(t),
+        Err(msg) => {
+            cx.error(&v.span(), msg);
+            None
+        }
+    }
+}
+
+/// Converts a TOML datetime with an offset (or a bare date, taken as 00:00 UTC) to unix seconds.
+pub fn datetime_to_unix(dt: &toml::value::Datetime) -> Result<i64, String> {
+    use toml::value::Offset;
+    let Some(date) = dt.date else {
+        return Err("`expires` needs a date, not only a time".into());
+    };
+    let (secs_of_day, offset_min) = match (dt.time, dt.offset) {
+        (None, _) => (0, 0),
+        (Some(t), Some(off)) => {
+            let m = match off {
+                Offset::Z => 0,
+                Offset::Custom { minutes } => i64::from(minutes),
+            };
+            (i64::from(t.hour) * 3600 + i64::from(t.minute) * 60 + i64::from(t.second.unwrap_or(0)), m)
+        }
+        (Some(_), None) => {
+            return Err("`expires` needs a UTC offset, as in 2026-12-31T18:00:00Z: a local time means different instants on different hosts".into())
+        }
+    };
+    let days = days_from_civil(
+        i64::from(date.year),
+        i64::from(date.month),
+        i64::from(date.day),
+    );
+    Ok(days * 86_400 + secs_of_day - offset_min * 60)
+}
+
+/// Days since 1970-01-01 for a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Formats unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (for messages and plan comments).
+pub fn format_unix(t: i64) -> String {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    // Inverse of days_from_civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_time_round_trips() {
+        let dt: toml::value::Datetime = "2026-12-31T18:00:00Z".parse().unwrap();
+        let t = datetime_to_unix(&dt).unwrap();
+        assert_eq!(t, 1_798_740_000);
+        assert_eq!(format_unix(t), "2026-12-31T18:00:00Z");
+        let dt: toml::value::Datetime = "2026-01-01T02:00:00+02:00".parse().unwrap();
+        assert_eq!(
+            format_unix(datetime_to_unix(&dt).unwrap()),
+            "2026-01-01T00:00:00Z"
+        );
+        assert_eq!(format_unix(0), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn cidrs_refuse_host_bits() {
+        assert_eq!(parse_cidr("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(parse_cidr("192.0.2.7").unwrap().to_string(), "192.0.2.7/32");
+        assert!(parse_cidr("10.0.0.1/8")
+            .unwrap_err()
+            .contains("did you mean `10.0.0.0/8`"));
+        assert!(parse_cidr("fd00::1/64").is_err());
+        assert!(parse_cidr("10.0.0.0/33").is_err());
+        assert!(parse_cidr("example.com").is_err());
+    }
+
+    #[test]
+    fn host_patterns() {
+        assert_eq!(
+            normalize_host_pattern("API.Example.com.").unwrap(),
+            "api.example.com"
+        );
+        assert_eq!(
+            normalize_host_pattern("*.example.org").unwrap(),
+            "*.example.org"
+        );
+        assert!(normalize_host_pattern("a.*.example.org").is_err());
+        assert!(normalize_host_pattern("*").is_err());
+        assert!(normalize_host_pattern("bad..name").is_err());
+        assert!(normalize_host_pattern("-x.com").is_err());
+    }
+
+    #[test]
+    fn port_text() {
+        assert_eq!(parse_port_text("8000-8100"), Ok((8000, 8100)));
+        assert_eq!(parse_port_text("443"), Ok((443, 443)));
+        assert!(parse_port_text("80-").is_err());
+        assert!(parse_port_text("http").is_err());
+    }
+}

@@ -1,0 +1,14 @@
+//! Trust-zone rule files: the model, loading with precise diagnostics, and validation.
+
+pub mod diag;
+pub mod glob;
+pub mod load;
+pub mod model;
+mod reader;
+pub mod units;
+pub mod validate;
+
+pub use diag::{Diagnostic, Severity};
+pub use load::{load_dir, read_dir, LoadResult, SourceFile};
+pub use model::*;
+pub use validate::load_sources;

@@ -1,0 +1,373 @@
+//! The merged, validated policy: what the rule files mean, with every source position kept.
+
+use super::glob::Glob;
+use fw_proto::Mode;
+use ipnet::IpNet;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Where something was written: file, 1-based line and column.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourcePos {
+    pub path: Arc<PathBuf>,
+    pub line: u32,
+    pub col: u32,
+}
+
+impl SourcePos {
+    /// `path:line`, the form shown next to verdicts.
+    pub fn short(&self) -> String {
+        format!("{}:{}", self.path.display(), self.line)
+    }
+}
+
+impl fmt::Display for SourcePos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.path.display(), self.line, self.col)
+    }
+}
+
+/// Names that rules may use as a zone but that no file may declare as a container zone.
+pub const ZONE_ANY: &str = "any";
+pub const ZONE_DEFAULT: &str = "default";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    Allow,
+    Deny,
+    /// Allow, and record every new connection to NFLOG with the rule id.
+    Log,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Deny => "deny",
+            Action::Log => "log",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub defaults: Defaults,
+    /// Container zones in precedence order (declaration order), then external zones; the
+    /// implicit `default` zone is always present, last among container zones.
+    pub zones: Vec<Zone>,
+    pub failsafes: Vec<Rule>,
+    /// Policies in evaluation order: files by name, then position in the file.
+    pub rules: Vec<Rule>,
+    /// sha256 over the rule files' names and bytes, first 16 hex digits.
+    pub hash: String,
+    pub files: Vec<PathBuf>,
+}
+
+impl Policy {
+    pub fn zone(&self, name: &str) -> Option<&Zone> {
+        self.zones.iter().find(|z| z.name == name)
+    }
+
+    /// The zone a container with this identity belongs to: the first container zone whose
+    /// selector matches it, else `default`.
+    pub fn zone_of(&self, id: &Identity<'_>) -> &Zone {
+        self.zones
+            .iter()
+            .find(|z| matches!(&z.kind, ZoneKind::Containers(sel) if sel.matches(id)))
+            .or_else(|| self.zone(ZONE_DEFAULT))
+            .expect("the loader always adds the default zone")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    pub action: Action,
+    pub mode: Mode,
+    /// Where the defaults were set, if a file set them.
+    pub pos: Option<SourcePos>,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            action: Action::Deny,
+            mode: Mode::Enforce,
+            pos: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Zone {
+    pub name: String,
+    /// `None` for the implicit default zone.
+    pub pos: Option<SourcePos>,
+    pub kind: ZoneKind,
+    pub mode: Mode,
+    pub caps: Caps,
+    pub description: Option<String>,
+}
+
+impl Zone {
+    pub fn is_external(&self) -> bool {
+        matches!(self.kind, ZoneKind::External(_))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum ZoneKind {
+    /// Containers picked by a selector. The default zone has `Selector::default()` and is only
+    /// used for containers no other zone picks.
+    Containers(Selector),
+    /// Addresses outside fw's control (partners, the internet, a resolver): aggregated CIDRs.
+    External(Vec<IpNet>),
+}
+
+/// Picks containers. Every present criterion must hold; a list holds when any entry matches.
+#[derive(Debug, Clone, Default)]
+pub struct Selector {
+    pub names: Vec<Glob>,
+    pub images: Vec<Glob>,
+    pub labels: Vec<(String, Glob)>,
+}
+
+/// What a selector sees of a container.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity<'a> {
+    pub name: &'a str,
+    pub image: &'a str,
+    pub labels: &'a [(String, String)],
+}
+
+impl Selector {
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty() && self.images.is_empty() && self.labels.is_empty()
+    }
+
+    pub fn matches(&self, id: &Identity<'_>) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        let any = |globs: &[Glob], s: &str| globs.is_empty() || globs.iter().any(|g| g.matches(s));
+        any(&self.names, id.name)
+            && any(&self.images, id.image)
+            && self
+                .labels
+                .iter()
+                .all(|(k, v)| id.labels.iter().any(|(ik, iv)| ik == k && v.matches(iv)))
+    }
+
+    /// Whether the two selectors constrain a common criterion (name, image or a label key)
+    /// and every such common criterion can match the same container. Selectors on disjoint
+    /// criteria (one by name, one by label) are left to the inventory check, which can name
+    /// the container that really matches both; warning on them statically would fire on
+    /// almost every real rule set.
+    pub fn may_overlap(&self, other: &Selector) -> bool {
+        if self.is_empty() || other.is_empty() {
+            return false;
+        }
+        let mut shared = 0;
+        let mut lists = |a: &[Glob], b: &[Glob]| {
+            if a.is_empty() || b.is_empty() {
+                return true;
+            }
+            shared += 1;
+            a.iter().any(|x| b.iter().any(|y| x.intersects(y)))
+        };
+        let names = lists(&self.names, &other.names);
+        let images = lists(&self.images, &other.images);
+        let mut labels = true;
+        for (k, v) in &self.labels {
+            for (_, ov) in other.labels.iter().filter(|(ok, _)| ok == k) {
+                shared += 1;
+                labels &= v.intersects(ov);
+            }
+        }
+        shared > 0 && names && images && labels
+    }
+}
+
+/// Per-zone caps, enforced in each member container's namespace on what it originates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Caps {
+    pub max_conns: Option<u32>,
+    pub new_conns_per_sec: Option<u32>,
+    pub egress_bytes_per_sec: Option<u64>,
+}
+
+impl Caps {
+    pub fn is_empty(&self) -> bool {
+        *self == Caps::default()
+    }
+}
+
+/// Which transport protocols a rule covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Protos {
+    pub tcp: bool,
+    pub udp: bool,
+    pub icmp: bool,
+}
+
+impl Protos {
+    pub const ANY: Protos = Protos {
+        tcp: true,
+        udp: true,
+        icmp: true,
+    };
+
+    pub fn is_any(&self) -> bool {
+        *self == Protos::ANY
+    }
+
+    pub fn contains(&self, other: &Protos) -> bool {
+        (self.tcp || !other.tcp) && (self.udp || !other.udp) && (self.icmp || !other.icmp)
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.tcp {
+            v.push("tcp");
+        }
+        if self.udp {
+            v.push("udp");
+        }
+        if self.icmp {
+            v.push("icmp");
+        }
+        v
+    }
+}
+
+impl fmt::Display for Protos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_any() {
+            f.write_str("any")
+        } else {
+            f.write_str(&self.names().join("+"))
+        }
+    }
+}
+
+/// An inclusive port range; a single port has `lo == hi`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl PortRange {
+    pub fn contains(&self, port: u16) -> bool {
+        self.lo <= port && port <= self.hi
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.lo == self.hi {
+            write!(f, "{}", self.lo)
+        } else {
+            write!(f, "{}-{}", self.lo, self.hi)
+        }
+    }
+}
+
+/// Sorted, merged port ranges; empty means "any port".
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Ports(pub Vec<PortRange>);
+
+impl Ports {
+    pub fn new(mut ranges: Vec<PortRange>) -> Ports {
+        ranges.sort();
+        let mut out: Vec<PortRange> = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            match out.last_mut() {
+                Some(last) if u32::from(r.lo) <= u32::from(last.hi) + 1 => {
+                    last.hi = last.hi.max(r.hi)
+                }
+                _ => out.push(r),
+            }
+        }
+        Ports(out)
+    }
+
+    pub fn is_any(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        self.is_any() || self.0.iter().any(|r| r.contains(port))
+    }
+
+    /// Whether every port in `other` is also in `self`.
+    pub fn covers(&self, other: &Ports) -> bool {
+        if self.is_any() {
+            return true;
+        }
+        if other.is_any() {
+            return false;
+        }
+        other
+            .0
+            .iter()
+            .all(|o| self.0.iter().any(|s| s.lo <= o.lo && o.hi <= s.hi))
+    }
+}
+
+impl fmt::Display for Ports {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_any() {
+            return f.write_str("any");
+        }
+        let parts: Vec<String> = self.0.iter().map(|r| r.to_string()).collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// One policy or failsafe.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub id: String,
+    pub pos: SourcePos,
+    pub from: String,
+    pub to: String,
+    pub protos: Protos,
+    pub ports: Ports,
+    pub action: Action,
+    pub inspect: Option<Inspect>,
+    /// Unix seconds after which the rule no longer applies.
+    pub expires: Option<i64>,
+    pub description: Option<String>,
+}
+
+impl Rule {
+    pub fn is_expired(&self, now: i64) -> bool {
+        self.expires.is_some_and(|t| t <= now)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppProto {
+    Tls,
+    Http,
+    Dns,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnViolation {
+    Alert,
+    Cut,
+    Quarantine,
+}
+
+/// Inspection of a flow's first packets (acted on by the inspection engine).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspect {
+    pub protocol: Option<AppProto>,
+    pub tls_sni: Vec<String>,
+    pub http_host: Vec<String>,
+    pub dns_names: Vec<String>,
+    pub on_violation: OnViolation,
+    pub max_packets: u8,
+}

@@ -1,0 +1,181 @@
+//! Evaluates a `Ruleset` for one packet, the way the kernel walks the chains. `explain`
+//! answers from this, so it reports what the compiled ruleset does, not what we think the
+//! policy means; the enforcement tests compare it with real packets.
+//!
+//! Stateful matches are taken at rest: caps are not exceeded, log limits not reached, no
+//! blocks or quarantines unless their sets hold elements.
+
+use std::net::IpAddr;
+
+use fw_proto::RuleRef;
+
+use super::ir::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+/// The first packet of a new flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packet {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: Proto,
+    pub dport: Option<u16>,
+}
+
+/// What one chain hook decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub verdict: fw_proto::Verdict,
+    /// The rule that decided; `None` only if the chain's own drop policy did.
+    pub by: Option<RuleRef>,
+    /// The NFLOG prefix the packet would be logged with, if any.
+    pub logged: Option<String>,
+    /// The nft text of the deciding rule, for humans.
+    pub rule_text: Option<String>,
+}
+
+const MAX_DEPTH: usize = 16;
+
+pub fn evaluate(rs: &Ruleset, hook: Hook, pkt: &Packet) -> Decision {
+    let Some(base) = rs
+        .chains
+        .iter()
+        .find(|c| c.base.as_ref().is_some_and(|b| b.hook == hook))
+    else {
+        return Decision {
+            verdict: fw_proto::Verdict::Allow,
+            by: None,
+            logged: None,
+            rule_text: None,
+        };
+    };
+    let mut st = Walk {
+        log: None,
+        audit: false,
+    };
+    match walk(rs, base, pkt, &mut st, 0) {
+        Some((v, by, text)) => {
+            let verdict = match v {
+                Terminal::Accept if st.audit => fw_proto::Verdict::AuditDeny,
+                Terminal::Accept => fw_proto::Verdict::Allow,
+                Terminal::Drop => fw_proto::Verdict::Deny,
+            };
+            Decision {
+                verdict,
+                by,
+                logged: st.log,
+                rule_text: Some(text),
+            }
+        }
+        None => Decision {
+            verdict: if base.base.as_ref().is_some_and(|b| b.policy_drop) {
+                fw_proto::Verdict::Deny
+            } else {
+                fw_proto::Verdict::Allow
+            },
+            by: None,
+            logged: st.log,
+            rule_text: None,
+        },
+    }
+}
+
+enum Terminal {
+    Accept,
+    Drop,
+}
+
+struct Walk {
+    log: Option<String>,
+    audit: bool,
+}
+
+fn walk(
+    rs: &Ruleset,
+    chain: &Chain,
+    pkt: &Packet,
+    st: &mut Walk,
+    depth: usize,
+) -> Option<(Terminal, Option<RuleRef>, String)> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    for r in &chain.rules {
+        if !r.matches.iter().all(|m| matches(rs, m, pkt)) {
+            continue;
+        }
+        if let Some(log) = &r.log {
+            st.log = Some(log.prefix.clone());
+            st.audit |= log.kind == LogKind::Audit;
+        }
+        let text = super::render::rule_text(r);
+        match &r.verdict {
+            None => {}
+            Some(Verdict::Accept) => return Some((Terminal::Accept, r.origin.clone(), text)),
+            Some(Verdict::Drop) | Some(Verdict::RejectTcpReset) => {
+                return Some((Terminal::Drop, r.origin.clone(), text))
+            }
+            Some(Verdict::Return) => return None,
+            Some(Verdict::Jump(target)) => {
+                if let Some(c) = rs.chain(target) {
+                    if let Some((t, by, _)) = walk(rs, c, pkt, st, depth + 1) {
+                        // Attribute to the rule that jumped: it is the one in the files.
+                        return Some((t, r.origin.clone().or(by), text));
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+fn matches(rs: &Ruleset, m: &Match, pkt: &Packet) -> bool {
+    let family = Family::of(&pkt.dst);
+    match m {
+        Match::Loopback(_) => false,
+        Match::NfProtoInSet(set) => rs
+            .set(set)
+            .is_some_and(|s| s.elements.contains(&SetElem::NfProto(family))),
+        Match::AddrInSet {
+            family: f,
+            dir,
+            set,
+        } => {
+            let addr = if *dir == Dir::Src { pkt.src } else { pkt.dst };
+            *f == family
+                && rs
+                    .set(set)
+                    .is_some_and(|s| s.elements.iter().any(|e| elem_contains(e, addr)))
+        }
+        Match::NfProto(f) => *f == family,
+        Match::L4Proto(list) => list.iter().any(|p| match (p, pkt.proto) {
+            (L4::Tcp, Proto::Tcp) | (L4::Udp, Proto::Udp) => true,
+            (L4::Icmp, Proto::Icmp) => family == Family::V4,
+            (L4::Icmpv6, Proto::Icmp) => family == Family::V6,
+            _ => false,
+        }),
+        Match::Dport(ranges) => {
+            matches!(pkt.proto, Proto::Tcp | Proto::Udp)
+                && pkt
+                    .dport
+                    .is_some_and(|p| ranges.iter().any(|r| r.contains(p)))
+        }
+        Match::CtState(states) => states.contains(&CtState::New),
+        Match::Icmpv6Nd => false,
+        Match::CtCountOver(_) => false,
+        Match::Limit { over, .. } => !over,
+    }
+}
+
+fn elem_contains(e: &SetElem, addr: IpAddr) -> bool {
+    match e {
+        SetElem::Addr(a) => *a == addr,
+        SetElem::Net(n) => n.contains(&addr),
+        SetElem::NfProto(_) => false,
+    }
+}

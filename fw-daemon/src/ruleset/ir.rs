@@ -1,0 +1,207 @@
+//! The per-container Ruleset IR: what `table inet fw` in one netns contains. Built by
+//! `compile`, rendered to an nft script by `render`, evaluated by `eval` for `explain`, and
+//! (later) turned into a netlink batch by the nft backend.
+
+use std::net::IpAddr;
+
+use fw_proto::{Mode, RuleRef};
+use ipnet::IpNet;
+
+use crate::rules::PortRange;
+
+pub const TABLE: &str = "fw";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ruleset {
+    pub container: String,
+    pub zone: String,
+    pub mode: Mode,
+    pub sets: Vec<Set>,
+    pub chains: Vec<Chain>,
+}
+
+impl Ruleset {
+    pub fn chain(&self, name: &str) -> Option<&Chain> {
+        self.chains.iter().find(|c| c.name == name)
+    }
+
+    pub fn set(&self, name: &str) -> Option<&Set> {
+        self.sets.iter().find(|s| s.name == name)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(addr: &IpAddr) -> Family {
+        match addr {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetKey {
+    Ipv4,
+    Ipv6,
+    /// `meta nfproto`: the quarantine sets hold `ipv4`/`ipv6`, so a whole family can be cut
+    /// with a kernel-side timeout.
+    NfProto,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Set {
+    pub name: String,
+    pub key: SetKey,
+    /// Holds networks (external zones); otherwise plain addresses in a hash set.
+    pub interval: bool,
+    /// Elements may carry a timeout (operator blocks).
+    pub timeout: bool,
+    pub elements: Vec<SetElem>,
+    pub comment: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SetElem {
+    Addr(IpAddr),
+    Net(IpNet),
+    NfProto(Family),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    Input,
+    Output,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaseChain {
+    pub hook: Hook,
+    pub priority: i32,
+    /// Every base chain drops by default: fail closed.
+    pub policy_drop: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chain {
+    pub name: String,
+    pub base: Option<BaseChain>,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Rule {
+    pub matches: Vec<Match>,
+    pub counter: bool,
+    pub log: Option<Log>,
+    pub verdict: Option<Verdict>,
+    /// The rule this one speaks for; also rendered as the nft comment.
+    pub origin: Option<RuleRef>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    Src,
+    Dst,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum L4 {
+    Tcp,
+    Udp,
+    Icmp,
+    Icmpv6,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtState {
+    New,
+    Established,
+    Related,
+    Invalid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateUnit {
+    Packets,
+    Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Match {
+    /// `iif "lo"` (Src) / `oif "lo"` (Dst).
+    Loopback(Dir),
+    /// `meta nfproto @set`.
+    NfProtoInSet(String),
+    /// `ip daddr @set` / `ip6 saddr @set` ...
+    AddrInSet {
+        family: Family,
+        dir: Dir,
+        set: String,
+    },
+    /// `meta nfproto ipv4|ipv6`.
+    NfProto(Family),
+    /// `meta l4proto { tcp, udp }`.
+    L4Proto(Vec<L4>),
+    /// `th dport { 53, 8000-8100 }`; only after an L4Proto of tcp/udp.
+    Dport(Vec<PortRange>),
+    CtState(Vec<CtState>),
+    /// ICMPv6 neighbour/router discovery types (133-136).
+    Icmpv6Nd,
+    /// `ct count over N`: more than N tracked connections went through this rule.
+    CtCountOver(u32),
+    /// `limit rate [over] N/second burst B`. `over: false` matches while under the rate.
+    Limit {
+        over: bool,
+        rate: u64,
+        unit: RateUnit,
+        burst: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogKind {
+    /// An enforced drop (explicit deny, default deny, invalid).
+    Deny,
+    /// A would-be drop in an audit-mode zone: accepted.
+    Audit,
+    /// `action = "log"`: allowed and recorded.
+    Allow,
+    Cap,
+    Block,
+}
+
+impl LogKind {
+    /// The NFLOG prefix tag; the daemon parses `fw:<tag>:<rule id>` back.
+    pub fn tag(self) -> &'static str {
+        match self {
+            LogKind::Deny => "deny",
+            LogKind::Audit => "audit",
+            LogKind::Allow => "log",
+            LogKind::Cap => "cap",
+            LogKind::Block => "block",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Log {
+    pub kind: LogKind,
+    pub prefix: String,
+    pub group: u16,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Accept,
+    Drop,
+    /// TCP reset for TCP; callers follow it with a `Drop` rule for everything else.
+    RejectTcpReset,
+    Jump(String),
+    Return,
+}

@@ -1,0 +1,193 @@
+//! Renders a `Ruleset` as an nft script: what `fw-daemon plan` prints and what `nft -f` (or
+//! `nft -c -f`) accepts. The script replaces the table atomically: add, delete, add.
+
+use std::fmt::Write;
+
+use crate::rules::PortRange;
+
+use super::ir::*;
+
+pub fn render(rs: &Ruleset) -> String {
+    let mut out = String::with_capacity(4096);
+    let _ = writeln!(out, "table inet {TABLE}");
+    let _ = writeln!(out, "delete table inet {TABLE}");
+    let _ = writeln!(out, "table inet {TABLE} {{");
+    for set in &rs.sets {
+        render_set(&mut out, set);
+    }
+    // Jump targets first: a chain must exist before a rule can jump to it.
+    for chain in rs.chains.iter().filter(|c| c.base.is_none()) {
+        render_chain(&mut out, chain);
+    }
+    for chain in rs.chains.iter().filter(|c| c.base.is_some()) {
+        render_chain(&mut out, chain);
+    }
+    out.push_str("}\n");
+    out
+}
+
+fn render_set(out: &mut String, set: &Set) {
+    let _ = writeln!(out, "\tset {} {{", set.name);
+    let ty = match set.key {
+        SetKey::Ipv4 => "ipv4_addr",
+        SetKey::Ipv6 => "ipv6_addr",
+        SetKey::NfProto => "nf_proto",
+    };
+    let _ = writeln!(out, "\t\ttype {ty}");
+    let flags: Vec<&str> = [(set.interval, "interval"), (set.timeout, "timeout")]
+        .into_iter()
+        .filter_map(|(on, f)| on.then_some(f))
+        .collect();
+    if !flags.is_empty() {
+        let _ = writeln!(out, "\t\tflags {}", flags.join(","));
+    }
+    let _ = writeln!(out, "\t\tcomment \"{}\"", escape(&set.comment));
+    if !set.elements.is_empty() {
+        let elems: Vec<String> = set.elements.iter().map(elem).collect();
+        let _ = writeln!(out, "\t\telements = {{ {} }}", elems.join(", "));
+    }
+    out.push_str("\t}\n");
+}
+
+fn elem(e: &SetElem) -> String {
+    match e {
+        SetElem::Addr(a) => a.to_string(),
+        SetElem::Net(n) if n.prefix_len() == n.max_prefix_len() => n.addr().to_string(),
+        SetElem::Net(n) => n.to_string(),
+        SetElem::NfProto(Family::V4) => "ipv4".into(),
+        SetElem::NfProto(Family::V6) => "ipv6".into(),
+    }
+}
+
+fn render_chain(out: &mut String, chain: &Chain) {
+    let _ = writeln!(out, "\tchain {} {{", chain.name);
+    if let Some(base) = &chain.base {
+        let hook = match base.hook {
+            Hook::Input => "input",
+            Hook::Output => "output",
+        };
+        let policy = if base.policy_drop { "drop" } else { "accept" };
+        let _ = writeln!(
+            out,
+            "\t\ttype filter hook {hook} priority {}; policy {policy};",
+            base.priority
+        );
+    }
+    for r in &chain.rules {
+        let _ = writeln!(out, "\t\t{}", rule_text(r));
+    }
+    out.push_str("\t}\n");
+}
+
+/// One rule as nft syntax (also used by `explain` to show the deciding line).
+pub fn rule_text(r: &Rule) -> String {
+    let mut parts: Vec<String> = r.matches.iter().map(match_text).collect();
+    if r.counter {
+        parts.push("counter".into());
+    }
+    if let Some(log) = &r.log {
+        parts.push(format!(
+            "log prefix \"{}\" group {}",
+            escape(&log.prefix),
+            log.group
+        ));
+    }
+    if let Some(v) = &r.verdict {
+        parts.push(match v {
+            Verdict::Accept => "accept".into(),
+            Verdict::Drop => "drop".into(),
+            Verdict::RejectTcpReset => "reject with tcp reset".into(),
+            Verdict::Jump(c) => format!("jump {c}"),
+            Verdict::Return => "return".into(),
+        });
+    }
+    if let Some(o) = &r.origin {
+        parts.push(format!("comment \"{}\"", escape(&comment(o))));
+    }
+    parts.join(" ")
+}
+
+/// The rule comment: `<kind>:<id>`, how readers of `nft list` find the rule in the files.
+pub fn comment(o: &fw_proto::RuleRef) -> String {
+    let mut c = match o.kind {
+        fw_proto::RuleKind::Default => "default".to_string(),
+        _ => format!("{}:{}", o.kind, o.id),
+    };
+    // Kernel limit on rule userdata comments is 128 bytes including the NUL.
+    while c.len() > 127 {
+        c.pop();
+    }
+    c
+}
+
+fn match_text(m: &Match) -> String {
+    match m {
+        Match::Loopback(Dir::Src) => "iif \"lo\"".into(),
+        Match::Loopback(Dir::Dst) => "oif \"lo\"".into(),
+        Match::NfProtoInSet(s) => format!("meta nfproto @{s}"),
+        Match::AddrInSet { family, dir, set } => {
+            let f = if *family == Family::V4 { "ip" } else { "ip6" };
+            let d = if *dir == Dir::Src { "saddr" } else { "daddr" };
+            format!("{f} {d} @{set}")
+        }
+        Match::NfProto(f) => format!("meta nfproto {}", if *f == Family::V4 { "ipv4" } else { "ipv6" }),
+        Match::L4Proto(list) => {
+            let names: Vec<&str> = list
+                .iter()
+                .map(|p| match p {
+                    L4::Tcp => "tcp",
+                    L4::Udp => "udp",
+                    L4::Icmp => "icmp",
+                    L4::Icmpv6 => "ipv6-icmp",
+                })
+                .collect();
+            format!("meta l4proto {}", braces(&names))
+        }
+        Match::Dport(ranges) => {
+            let items: Vec<String> = ranges.iter().map(port).collect();
+            format!("th dport {}", braces(&items))
+        }
+        Match::CtState(states) => {
+            let names: Vec<&str> = states
+                .iter()
+                .map(|s| match s {
+                    CtState::New => "new",
+                    CtState::Established => "established",
+                    CtState::Related => "related",
+                    CtState::Invalid => "invalid",
+                })
+                .collect();
+            format!("ct state {}", names.join(","))
+        }
+        Match::Icmpv6Nd => {
+            "icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert }".into()
+        }
+        Match::CtCountOver(n) => format!("ct count over {n}"),
+        Match::Limit { over, rate, unit, burst } => {
+            let over = if *over { "over " } else { "" };
+            match unit {
+                RateUnit::Packets => format!("limit rate {over}{rate}/second burst {burst} packets"),
+                RateUnit::Bytes => format!("limit rate {over}{rate} bytes/second burst {burst} bytes"),
+            }
+        }
+    }
+}
+
+fn port(r: &PortRange) -> String {
+    r.to_string()
+}
+
+fn braces<S: AsRef<str>>(items: &[S]) -> String {
+    if items.len() == 1 {
+        items[0].as_ref().to_string()
+    } else {
+        let v: Vec<&str> = items.iter().map(|s| s.as_ref()).collect();
+        format!("{{ {} }}", v.join(", "))
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.chars()
+        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+        .collect()
+}

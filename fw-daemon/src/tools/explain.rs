@@ -1,0 +1,246 @@
+//! `fw-daemon explain`: would A reach B on proto/port, and which rule decides? Answered by
+//! evaluating the compiled rulesets of both ends (egress at the sender, ingress at the
+//! receiver), so it reports what the kernel will do with the plan.
+
+use std::net::IpAddr;
+
+use fw_proto::{RuleRef, Verdict};
+use serde::Serialize;
+
+use crate::compile::{compile_container, CompileOptions, Membership};
+use crate::inventory::{Container, Inventory};
+use crate::rules::Policy;
+use crate::ruleset::eval::{evaluate, Decision, Packet, Proto};
+use crate::ruleset::ir::{Family, Hook};
+use crate::tools::Failed;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EndResult {
+    pub container: String,
+    pub zone: String,
+    pub mode: fw_proto::Mode,
+    pub verdict: Verdict,
+    pub rule: Option<RuleRef>,
+    pub logged: Option<String>,
+    pub nft: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub from: String,
+    pub to: String,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: &'static str,
+    pub port: Option<u16>,
+    pub verdict: Verdict,
+    /// The deciding rule; `None` only if a chain's own drop policy decided.
+    pub rule: Option<RuleRef>,
+    /// Sender's egress chain (absent when the sender is not a container).
+    pub egress: Option<EndResult>,
+    /// Receiver's ingress chain (absent when the receiver is not a container, or egress
+    /// already dropped the packet).
+    pub ingress: Option<EndResult>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Endpoint<'a> {
+    Container(&'a Container),
+    External(IpAddr),
+}
+
+fn resolve<'a>(inv: &'a Inventory, s: &str) -> Result<Endpoint<'a>, Failed> {
+    if let Some(c) = inv.get(s) {
+        return Ok(Endpoint::Container(c));
+    }
+    match s.parse::<IpAddr>() {
+        Ok(ip) => Ok(inv
+            .by_address(ip)
+            .map_or(Endpoint::External(ip), Endpoint::Container)),
+        Err(_) => {
+            let known: Vec<&str> = inv.containers.iter().map(|c| c.name.as_str()).collect();
+            Err(Failed::message(format!(
+                "`{s}` is neither a container in the inventory nor an IP address (containers: {})",
+                known.join(", ")
+            )))
+        }
+    }
+}
+
+pub fn parse_proto(s: &str) -> Result<Proto, Failed> {
+    match s {
+        "tcp" => Ok(Proto::Tcp),
+        "udp" => Ok(Proto::Udp),
+        "icmp" => Ok(Proto::Icmp),
+        _ => Err(Failed::message(format!(
+            "--proto must be tcp, udp or icmp, not `{s}`"
+        ))),
+    }
+}
+
+fn proto_name(p: Proto) -> &'static str {
+    match p {
+        Proto::Tcp => "tcp",
+        Proto::Udp => "udp",
+        Proto::Icmp => "icmp",
+    }
+}
+
+/// Picks the addresses the two ends would use: the given IPs, else the first family both have.
+fn addresses(
+    from: &Endpoint<'_>,
+    to: &Endpoint<'_>,
+    from_s: &str,
+    to_s: &str,
+) -> Result<(IpAddr, IpAddr), Failed> {
+    let fixed = |e: &Endpoint<'_>, s: &str| {
+        s.parse::<IpAddr>().ok().or(match e {
+            Endpoint::External(ip) => Some(*ip),
+            Endpoint::Container(_) => None,
+        })
+    };
+    let pick = |e: &Endpoint<'_>, fam: Family| match e {
+        Endpoint::External(ip) => (Family::of(ip) == fam).then_some(*ip),
+        Endpoint::Container(c) => c.addresses.iter().copied().find(|a| Family::of(a) == fam),
+    };
+    let families: Vec<Family> = match (fixed(from, from_s), fixed(to, to_s)) {
+        (Some(a), _) => vec![Family::of(&a)],
+        (None, Some(b)) => vec![Family::of(&b)],
+        (None, None) => vec![Family::V4, Family::V6],
+    };
+    for fam in families {
+        let a = fixed(from, from_s)
+            .filter(|a| Family::of(a) == fam)
+            .or_else(|| pick(from, fam));
+        let b = fixed(to, to_s)
+            .filter(|b| Family::of(b) == fam)
+            .or_else(|| pick(to, fam));
+        if let (Some(a), Some(b)) = (a, b) {
+            return Ok((a, b));
+        }
+    }
+    Err(Failed::message(format!(
+        "`{from_s}` and `{to_s}` have no address family in common"
+    )))
+}
+
+pub fn explain(
+    policy: &Policy,
+    inv: &Inventory,
+    from_s: &str,
+    to_s: &str,
+    proto: Proto,
+    port: Option<u16>,
+    opts: &CompileOptions,
+) -> Result<Explanation, Failed> {
+    let from = resolve(inv, from_s)?;
+    let to = resolve(inv, to_s)?;
+    if let (Endpoint::External(_), Endpoint::External(_)) = (from, to) {
+        return Err(Failed::message(
+            "neither end is a container: fw enforces inside containers only",
+        ));
+    }
+    if matches!(proto, Proto::Tcp | Proto::Udp) && port.is_none() {
+        return Err(Failed::message("--port is needed for tcp and udp"));
+    }
+    let port = if proto == Proto::Icmp { None } else { port };
+    let (src, dst) = addresses(&from, &to, from_s, to_s)?;
+    let pkt = Packet {
+        src,
+        dst,
+        proto,
+        dport: port,
+    };
+    let m = Membership::new(policy, inv);
+    let end = |c: &Container, hook: Hook| -> EndResult {
+        let rs = compile_container(policy, &m, c, opts);
+        let Decision {
+            verdict,
+            by,
+            logged,
+            rule_text,
+        } = evaluate(&rs, hook, &pkt);
+        EndResult {
+            container: c.name.clone(),
+            zone: rs.zone.clone(),
+            mode: rs.mode,
+            verdict,
+            rule: by,
+            logged,
+            nft: rule_text,
+        }
+    };
+    let egress = match from {
+        Endpoint::Container(c) => Some(end(c, Hook::Output)),
+        Endpoint::External(_) => None,
+    };
+    let reaches = egress.as_ref().is_none_or(|e| e.verdict != Verdict::Deny);
+    let ingress = match to {
+        Endpoint::Container(c) if reaches => Some(end(c, Hook::Input)),
+        _ => None,
+    };
+    // The worst end decides (deny > audit-deny > allow); on a tie, the sender's end.
+    let rank = |v: Verdict| match v {
+        Verdict::Allow => 0,
+        Verdict::AuditDeny => 1,
+        Verdict::Deny => 2,
+    };
+    let decider = [egress.as_ref(), ingress.as_ref()]
+        .into_iter()
+        .flatten()
+        .fold(None::<&EndResult>, |best, e| match best {
+            Some(b) if rank(b.verdict) >= rank(e.verdict) => Some(b),
+            _ => Some(e),
+        })
+        .expect("at least one end is a container");
+    Ok(Explanation {
+        from: from_s.to_string(),
+        to: to_s.to_string(),
+        src,
+        dst,
+        proto: proto_name(proto),
+        port,
+        verdict: decider.verdict,
+        rule: decider.rule.clone(),
+        egress: egress.clone(),
+        ingress: ingress.clone(),
+    })
+}
+
+/// The human form of an explanation.
+pub fn render_text(e: &Explanation) -> String {
+    let mut out = String::new();
+    let what = match e.port {
+        Some(p) => format!("{}/{p}", e.proto),
+        None => e.proto.to_string(),
+    };
+    out.push_str(&format!(
+        "{} -> {}  {what}  ({} -> {})\n",
+        e.from, e.to, e.src, e.dst
+    ));
+    let line = |label: &str, r: &Option<EndResult>, out: &mut String| match r {
+        Some(r) => {
+            let by = r
+                .rule
+                .as_ref()
+                .map_or("chain policy (drop)".to_string(), |x| x.to_string());
+            out.push_str(&format!(
+                "  {label:<7} {} (zone {}, {}): {} by {by}\n",
+                r.container, r.zone, r.mode, r.verdict
+            ));
+            if let Some(l) = &r.logged {
+                out.push_str(&format!("          logged to NFLOG as \"{l}\"\n"));
+            }
+        }
+        None => out.push_str(&format!("  {label:<7} (not evaluated)\n")),
+    };
+    line("egress", &e.egress, &mut out);
+    line("ingress", &e.ingress, &mut out);
+    out.push_str(&format!("verdict: {}\n", e.verdict));
+    match &e.rule {
+        Some(r) if r.source.is_some() => out.push_str(&format!("rule: {r}\n")),
+        Some(r) => out.push_str(&format!("rule: {r} (built in)\n")),
+        None => out.push_str("rule: chain policy (drop)\n"),
+    }
+    out
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs every system package fw needs on Debian 12 / Ubuntu. Idempotent: packages already
+# present are not reinstalled, and apt is only touched when something is missing.
+# Used by `make deps` (and so `make test` / `make demo`), by .ci/run, and by the Vagrantfile.
+set -euo pipefail
+
+PACKAGES=(
+  # build: nftnl-sys / mnl-sys link against these
+  build-essential pkg-config libnftnl-dev libmnl-dev
+  # runtime and test tools: nft client for interop checks, netns lab, conntrack, console e2e
+  nftables iproute2 conntrack tmux
+  # real clients and servers for lab traffic
+  netcat-openbsd socat iperf3 curl openssl dnsutils
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "provision.sh: must run as root (it installs system packages)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "provision.sh: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+echo "provision.sh: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "provision.sh: done"
