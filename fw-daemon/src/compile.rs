@@ -35,12 +35,7 @@ pub struct CompileOptions {
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions {
-            log_group: 100,
-            log_rate: 10,
-            log_burst: 20,
-            now: 0,
-        }
+        CompileOptions { log_group: 100, log_rate: 10, log_burst: 20, now: 0 }
     }
 }
 
@@ -67,10 +62,7 @@ impl<'p> Membership<'p> {
         for c in &inventory.containers {
             let z = policy.zone_of(&c.identity());
             zone_of.insert(c.name.clone(), z);
-            members
-                .entry(z.name.clone())
-                .or_default()
-                .extend(c.addresses.iter().copied());
+            members.entry(z.name.clone()).or_default().extend(c.addresses.iter().copied());
         }
         Membership { zone_of, members }
     }
@@ -79,11 +71,7 @@ impl<'p> Membership<'p> {
 /// Compiles every container in the inventory.
 pub fn compile_all(policy: &Policy, inventory: &Inventory, opts: &CompileOptions) -> Vec<Ruleset> {
     let m = Membership::new(policy, inventory);
-    inventory
-        .containers
-        .iter()
-        .map(|c| compile_container(policy, &m, c, opts))
-        .collect()
+    inventory.containers.iter().map(|c| compile_container(policy, &m, c, opts)).collect()
 }
 
 pub fn compile_container(
@@ -92,31 +80,14 @@ pub fn compile_container(
     c: &Container,
     opts: &CompileOptions,
 ) -> Ruleset {
-    let zone = m
-        .zone_of
-        .get(&c.name)
-        .copied()
-        .unwrap_or_else(|| policy.zone_of(&c.identity()));
-    let mut b = Builder {
-        policy,
-        m,
-        opts,
-        zone,
-        sets: Vec::new(),
-        chains: Vec::new(),
-    };
+    let zone = m.zone_of.get(&c.name).copied().unwrap_or_else(|| policy.zone_of(&c.identity()));
+    let mut b = Builder { policy, m, opts, zone, sets: Vec::new(), chains: Vec::new() };
     b.block_sets();
     let egress = b.base_chain(Side::Egress);
     let ingress = b.base_chain(Side::Ingress);
     let mut chains = vec![egress, ingress];
     chains.append(&mut b.chains);
-    Ruleset {
-        container: c.name.clone(),
-        zone: zone.name.clone(),
-        mode: zone.mode,
-        sets: b.sets,
-        chains,
-    }
+    Ruleset { container: c.name.clone(), zone: zone.name.clone(), mode: zone.mode, sets: b.sets, chains }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,21 +107,11 @@ struct Builder<'a, 'p> {
 }
 
 fn builtin(id: &str) -> Option<RuleRef> {
-    Some(RuleRef {
-        kind: RuleKind::Builtin,
-        id: id.into(),
-        source: None,
-    })
+    Some(RuleRef { kind: RuleKind::Builtin, id: id.into(), source: None })
 }
 
 fn rule(matches: Vec<Match>, verdict: Verdict, origin: Option<RuleRef>) -> Rule {
-    Rule {
-        matches,
-        counter: true,
-        log: None,
-        verdict: Some(verdict),
-        origin,
-    }
+    Rule { matches, counter: true, log: None, verdict: Some(verdict), origin }
 }
 
 impl<'a, 'p> Builder<'a, 'p> {
@@ -163,30 +124,12 @@ impl<'a, 'p> Builder<'a, 'p> {
             elements: Vec::new(),
             comment: comment.into(),
         };
-        self.sets.push(mk(
-            SET_QUARANTINE_OUT,
-            SetKey::NfProto,
-            "operator quarantine: all egress",
-        ));
-        self.sets.push(mk(
-            SET_QUARANTINE_IN,
-            SetKey::NfProto,
-            "operator quarantine: all ingress",
-        ));
-        self.sets.push(mk(
-            SET_BLOCK_DST4,
-            SetKey::Ipv4,
-            "operator blocks: destinations",
-        ));
-        self.sets.push(mk(
-            SET_BLOCK_DST6,
-            SetKey::Ipv6,
-            "operator blocks: destinations",
-        ));
-        self.sets
-            .push(mk(SET_BLOCK_SRC4, SetKey::Ipv4, "operator blocks: sources"));
-        self.sets
-            .push(mk(SET_BLOCK_SRC6, SetKey::Ipv6, "operator blocks: sources"));
+        self.sets.push(mk(SET_QUARANTINE_OUT, SetKey::NfProto, "operator quarantine: all egress"));
+        self.sets.push(mk(SET_QUARANTINE_IN, SetKey::NfProto, "operator quarantine: all ingress"));
+        self.sets.push(mk(SET_BLOCK_DST4, SetKey::Ipv4, "operator blocks: destinations"));
+        self.sets.push(mk(SET_BLOCK_DST6, SetKey::Ipv6, "operator blocks: destinations"));
+        self.sets.push(mk(SET_BLOCK_SRC4, SetKey::Ipv4, "operator blocks: sources"));
+        self.sets.push(mk(SET_BLOCK_SRC6, SetKey::Ipv6, "operator blocks: sources"));
     }
 
     fn log_prefix(kind: LogKind, id: &str) -> String {
@@ -209,11 +152,7 @@ impl<'a, 'p> Builder<'a, 'p> {
                 burst: self.opts.log_burst.into(),
             }],
             counter: false,
-            log: Some(Log {
-                kind,
-                prefix: Self::log_prefix(kind, &origin.id),
-                group: self.opts.log_group,
-            }),
+            log: Some(Log { kind, prefix: Self::log_prefix(kind, &origin.id), group: self.opts.log_group }),
             verdict: None,
             origin: Some(origin.clone()),
         };
@@ -223,11 +162,7 @@ impl<'a, 'p> Builder<'a, 'p> {
         if let Some(same) = self.chains.iter().find(|c| c.rules == rules) {
             return same.name.clone();
         }
-        self.chains.push(Chain {
-            name: name.clone(),
-            base: None,
-            rules,
-        });
+        self.chains.push(Chain { name: name.clone(), base: None, rules });
         name
     }
 
@@ -242,21 +177,15 @@ impl<'a, 'p> Builder<'a, 'p> {
         };
         match (action, self.zone.mode) {
             (Action::Allow, _) => Verdict::Accept,
-            (Action::Log, _) => Verdict::Jump(self.action_chain(
-                LogKind::Allow,
-                origin,
-                vec![terminal(Verdict::Accept)],
-            )),
-            (Action::Deny, Mode::Enforce) => Verdict::Jump(self.action_chain(
-                LogKind::Deny,
-                origin,
-                vec![terminal(Verdict::Drop)],
-            )),
-            (Action::Deny, Mode::Audit) => Verdict::Jump(self.action_chain(
-                LogKind::Audit,
-                origin,
-                vec![terminal(Verdict::Accept)],
-            )),
+            (Action::Log, _) => {
+                Verdict::Jump(self.action_chain(LogKind::Allow, origin, vec![terminal(Verdict::Accept)]))
+            }
+            (Action::Deny, Mode::Enforce) => {
+                Verdict::Jump(self.action_chain(LogKind::Deny, origin, vec![terminal(Verdict::Drop)]))
+            }
+            (Action::Deny, Mode::Audit) => {
+                Verdict::Jump(self.action_chain(LogKind::Audit, origin, vec![terminal(Verdict::Accept)]))
+            }
         }
     }
 
@@ -276,10 +205,7 @@ impl<'a, 'p> Builder<'a, 'p> {
                     let e: Vec<SetElem> = nets
                         .iter()
                         .filter(|n| {
-                            matches!(
-                                (n, family),
-                                (IpNet::V4(_), Family::V4) | (IpNet::V6(_), Family::V6)
-                            )
+                            matches!((n, family), (IpNet::V4(_), Family::V4) | (IpNet::V6(_), Family::V6))
                         })
                         .map(|n| SetElem::Net(*n))
                         .collect();
@@ -297,10 +223,7 @@ impl<'a, 'p> Builder<'a, 'p> {
                         .members
                         .get(name)
                         .map(|s| {
-                            s.iter()
-                                .filter(|a| Family::of(a) == family)
-                                .map(|a| SetElem::Addr(*a))
-                                .collect()
+                            s.iter().filter(|a| Family::of(a) == family).map(|a| SetElem::Addr(*a)).collect()
                         })
                         .unwrap_or_default();
                     (format!("z_{stem}_{}", fam_digit(family)), e, false)
@@ -309,22 +232,14 @@ impl<'a, 'p> Builder<'a, 'p> {
             if self.sets.iter().all(|s| s.name != set_name) {
                 self.sets.push(Set {
                     name: set_name.clone(),
-                    key: if family == Family::V4 {
-                        SetKey::Ipv4
-                    } else {
-                        SetKey::Ipv6
-                    },
+                    key: if family == Family::V4 { SetKey::Ipv4 } else { SetKey::Ipv6 },
                     interval,
                     timeout: false,
                     elements: elems,
                     comment: format!("zone {name}"),
                 });
             }
-            alts.push(vec![Match::AddrInSet {
-                family,
-                dir,
-                set: set_name,
-            }]);
+            alts.push(vec![Match::AddrInSet { family, dir, set: set_name }]);
         }
         alts
     }
@@ -352,13 +267,7 @@ impl<'a, 'p> Builder<'a, 'p> {
     }
 
     /// Rules for policies that apply on this side of this container, in order.
-    fn policy_rules(
-        &mut self,
-        side: Side,
-        list: &'p [PolicyRule],
-        kind: RuleKind,
-        out: &mut Vec<Rule>,
-    ) {
+    fn policy_rules(&mut self, side: Side, list: &'p [PolicyRule], kind: RuleKind, out: &mut Vec<Rule>) {
         let zone = self.zone.name.as_str();
         for r in list.iter().filter(|r| !r.is_expired(self.opts.now)) {
             let (own, peer, dir) = match side {
@@ -368,11 +277,7 @@ impl<'a, 'p> Builder<'a, 'p> {
             if own != zone && own != ZONE_ANY {
                 continue;
             }
-            let origin = RuleRef {
-                kind,
-                id: r.id.clone(),
-                source: Some(r.pos.short()),
-            };
+            let origin = RuleRef { kind, id: r.id.clone(), source: Some(r.pos.short()) };
             let verdict = self.decide(r.action, &origin);
             for mut alt in self.peer(peer, dir) {
                 alt.extend(Self::traffic_matches(r));
@@ -401,9 +306,7 @@ impl<'a, 'p> Builder<'a, 'p> {
             origin: Some(origin.clone()),
         };
         match self.zone.mode {
-            Mode::Audit => {
-                self.action_chain(LogKind::Audit, &origin, vec![t(Verdict::Return, vec![])])
-            }
+            Mode::Audit => self.action_chain(LogKind::Audit, &origin, vec![t(Verdict::Return, vec![])]),
             Mode::Enforce if reject => self.action_chain(
                 LogKind::Cap,
                 &origin,
@@ -412,9 +315,7 @@ impl<'a, 'p> Builder<'a, 'p> {
                     t(Verdict::Drop, vec![]),
                 ],
             ),
-            Mode::Enforce => {
-                self.action_chain(LogKind::Cap, &origin, vec![t(Verdict::Drop, vec![])])
-            }
+            Mode::Enforce => self.action_chain(LogKind::Cap, &origin, vec![t(Verdict::Drop, vec![])]),
         }
     }
 
@@ -424,63 +325,30 @@ impl<'a, 'p> Builder<'a, 'p> {
             Side::Ingress => (Dir::Src, CHAIN_INGRESS, Hook::Input),
         };
         let mut rules = Vec::new();
-        let lo_dir = if side == Side::Egress {
-            Dir::Dst
-        } else {
-            Dir::Src
-        };
+        let lo_dir = if side == Side::Egress { Dir::Dst } else { Dir::Src };
         rules.push(Rule {
             counter: false,
-            ..rule(
-                vec![Match::Loopback(lo_dir)],
-                Verdict::Accept,
-                builtin("loopback"),
-            )
+            ..rule(vec![Match::Loopback(lo_dir)], Verdict::Accept, builtin("loopback"))
         });
 
         // Operator blocks first: they must cut established flows too.
-        let block = RuleRef {
-            kind: RuleKind::Block,
-            id: "quarantine".into(),
-            source: None,
-        };
+        let block = RuleRef { kind: RuleKind::Block, id: "quarantine".into(), source: None };
         let drop_chain = self.action_chain(
             LogKind::Block,
             &block,
-            vec![Rule {
-                verdict: Some(Verdict::Drop),
-                origin: Some(block.clone()),
-                ..Rule::default()
-            }],
+            vec![Rule { verdict: Some(Verdict::Drop), origin: Some(block.clone()), ..Rule::default() }],
         );
-        let q = if side == Side::Egress {
-            SET_QUARANTINE_OUT
-        } else {
-            SET_QUARANTINE_IN
-        };
-        rules.push(rule(
-            vec![Match::NfProtoInSet(q.into())],
-            Verdict::Jump(drop_chain),
-            Some(block),
-        ));
+        let q = if side == Side::Egress { SET_QUARANTINE_OUT } else { SET_QUARANTINE_IN };
+        rules.push(rule(vec![Match::NfProtoInSet(q.into())], Verdict::Jump(drop_chain), Some(block)));
         let blocked = RuleRef {
             kind: RuleKind::Block,
-            id: if side == Side::Egress {
-                "block-dst"
-            } else {
-                "block-src"
-            }
-            .into(),
+            id: if side == Side::Egress { "block-dst" } else { "block-src" }.into(),
             source: None,
         };
         let drop_chain = self.action_chain(
             LogKind::Block,
             &blocked,
-            vec![Rule {
-                verdict: Some(Verdict::Drop),
-                origin: Some(blocked.clone()),
-                ..Rule::default()
-            }],
+            vec![Rule { verdict: Some(Verdict::Drop), origin: Some(blocked.clone()), ..Rule::default() }],
         );
         let (s4, s6) = if side == Side::Egress {
             (SET_BLOCK_DST4, SET_BLOCK_DST6)
@@ -489,11 +357,7 @@ impl<'a, 'p> Builder<'a, 'p> {
         };
         for (family, set) in [(Family::V4, s4), (Family::V6, s6)] {
             rules.push(rule(
-                vec![Match::AddrInSet {
-                    family,
-                    dir,
-                    set: set.into(),
-                }],
+                vec![Match::AddrInSet { family, dir, set: set.into() }],
                 Verdict::Jump(drop_chain.clone()),
                 Some(blocked.clone()),
             ));
@@ -505,12 +369,7 @@ impl<'a, 'p> Builder<'a, 'p> {
                 let target = self.cap_chain("egress_bytes_per_sec", false);
                 let origin = self.cap_origin("egress_bytes_per_sec");
                 rules.push(rule(
-                    vec![Match::Limit {
-                        over: true,
-                        rate: bps,
-                        unit: RateUnit::Bytes,
-                        burst: bps,
-                    }],
+                    vec![Match::Limit { over: true, rate: bps, unit: RateUnit::Bytes, burst: bps }],
                     Verdict::Jump(target),
                     Some(origin),
                 ));
@@ -525,11 +384,7 @@ impl<'a, 'p> Builder<'a, 'p> {
                 builtin("established"),
             )
         });
-        rules.push(rule(
-            vec![Match::CtState(vec![CtState::Invalid])],
-            Verdict::Drop,
-            builtin("invalid"),
-        ));
+        rules.push(rule(vec![Match::CtState(vec![CtState::Invalid])], Verdict::Drop, builtin("invalid")));
         rules.push(rule(
             vec![Match::NfProto(Family::V6), Match::Icmpv6Nd],
             Verdict::Accept,
@@ -552,12 +407,7 @@ impl<'a, 'p> Builder<'a, 'p> {
                 rules.push(rule(
                     vec![
                         Match::CtState(vec![CtState::New]),
-                        Match::Limit {
-                            over: true,
-                            rate: n.into(),
-                            unit: RateUnit::Packets,
-                            burst: n.into(),
-                        },
+                        Match::Limit { over: true, rate: n.into(), unit: RateUnit::Packets, burst: n.into() },
                     ],
                     Verdict::Jump(target),
                     Some(origin),
@@ -580,15 +430,7 @@ impl<'a, 'p> Builder<'a, 'p> {
         let verdict = self.decide(d.action, &origin);
         rules.push(rule(vec![], verdict, Some(origin)));
 
-        Chain {
-            name: name.into(),
-            base: Some(BaseChain {
-                hook,
-                priority: 0,
-                policy_drop: true,
-            }),
-            rules,
-        }
+        Chain { name: name.into(), base: Some(BaseChain { hook, priority: 0, policy_drop: true }), rules }
     }
 }
 

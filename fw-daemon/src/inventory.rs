@@ -23,11 +23,7 @@ pub struct Container {
 
 impl Container {
     pub fn identity(&self) -> Identity<'_> {
-        Identity {
-            name: &self.name,
-            image: &self.image,
-            labels: &self.labels,
-        }
+        Identity { name: &self.name, image: &self.image, labels: &self.labels }
     }
 }
 
@@ -84,24 +80,11 @@ pub fn parse_inventory(path: &Path, text: &str) -> Result<Inventory, Vec<Diagnos
     let lines = LineIndex::new(text);
     let at = |offset: usize, msg: String| {
         let (line, col) = lines.locate(text, offset);
-        Diagnostic {
-            severity: Severity::Error,
-            path: path.clone(),
-            line,
-            col,
-            message: msg,
-        }
+        Diagnostic { severity: Severity::Error, path: path.clone(), line, col, message: msg }
     };
     let raw: RawInventory = toml::from_str(text).map_err(|e| {
         let off = e.span().map_or(0, |s| s.start);
-        vec![at(
-            off,
-            e.message()
-                .lines()
-                .next()
-                .unwrap_or("invalid inventory")
-                .to_string(),
-        )]
+        vec![at(off, e.message().lines().next().unwrap_or("invalid inventory").to_string())]
     })?;
     let mut diags = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
@@ -130,10 +113,8 @@ pub fn parse_inventory(path: &Path, text: &str) -> Result<Inventory, Vec<Diagnos
                     }
                     addresses.push(ip);
                 }
-                Err(_) => diags.push(at(
-                    a.span().start,
-                    format!("`{}` is not an IPv4 or IPv6 address", a.get_ref()),
-                )),
+                Err(_) => diags
+                    .push(at(a.span().start, format!("`{}` is not an IPv4 or IPv6 address", a.get_ref()))),
             }
         }
         containers.push(Container {
@@ -163,10 +144,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.containers[0].addresses.len(), 2);
-        assert_eq!(
-            ok.containers[0].labels,
-            vec![("tier".to_string(), "web".to_string())]
-        );
+        assert_eq!(ok.containers[0].labels, vec![("tier".to_string(), "web".to_string())]);
 
         let errs = parse_inventory(
             Path::new("inv.toml"),
@@ -185,17 +163,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors_with_position() {
-        let errs = parse_inventory(
-            Path::new("i.toml"),
-            "[[container]]\nname = \"a\"\nimg = \"x\"\n",
-        )
-        .unwrap_err();
-        assert!(
-            errs[0]
-                .to_string()
-                .starts_with("i.toml:3:1: error: unknown field `img`"),
-            "{}",
-            errs[0]
-        );
+        let errs =
+            parse_inventory(Path::new("i.toml"), "[[container]]\nname = \"a\"\nimg = \"x\"\n").unwrap_err();
+        assert!(errs[0].to_string().starts_with("i.toml:3:1: error: unknown field `img`"), "{}", errs[0]);
     }
 }

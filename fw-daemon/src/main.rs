@@ -116,68 +116,33 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
             }
             if !r.ok {
                 let n = r.diagnostics.iter().filter(|d| d.is_error()).count();
-                eprintln!(
-                    "{}: {n} error{}",
-                    dir.display(),
-                    if n == 1 { "" } else { "s" }
-                );
+                eprintln!("{}: {n} error{}", dir.display(), if n == 1 { "" } else { "s" });
                 return Ok(ExitCode::from(1));
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Plan {
-            dir,
-            inventory,
-            container,
-            log_group,
-        } => {
+        Cmd::Plan { dir, inventory, container, log_group } => {
             let (policy, inv, diags) = tools::load_both(&dir, &inventory, now)?;
             for d in diags {
                 eprintln!("{d}");
             }
-            let opts = CompileOptions {
-                log_group,
-                now,
-                ..CompileOptions::default()
-            };
+            let opts = CompileOptions { log_group, now, ..CompileOptions::default() };
             let plans = plan::plan(&policy, &inv, container.as_deref(), &opts)?;
             let texts: Vec<&str> = plans.iter().map(|p| p.text.as_str()).collect();
             print!("{}", texts.join("\n"));
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Explain {
-            dir,
-            inventory,
-            from,
-            to,
-            proto,
-            port,
-            json,
-        } => {
+        Cmd::Explain { dir, inventory, from, to, proto, port, json } => {
             let (policy, inv, _) = tools::load_both(&dir, &inventory, now)?;
             let proto = match proto {
                 ProtoArg::Tcp => "tcp",
                 ProtoArg::Udp => "udp",
                 ProtoArg::Icmp => "icmp",
             };
-            let opts = CompileOptions {
-                now,
-                ..CompileOptions::default()
-            };
-            let e = explain::explain(
-                &policy,
-                &inv,
-                &from,
-                &to,
-                explain::parse_proto(proto)?,
-                port,
-                &opts,
-            )?;
+            let opts = CompileOptions { now, ..CompileOptions::default() };
+            let e = explain::explain(&policy, &inv, &from, &to, explain::parse_proto(proto)?, port, &opts)?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&e).map_err(|e| Failed::message(e.to_string()))?
-                );
+                println!("{}", serde_json::to_string_pretty(&e).map_err(|e| Failed::message(e.to_string()))?);
             } else {
                 print!("{}", explain::render_text(&e));
             }

@@ -105,14 +105,8 @@ mod tests {
 
     #[test]
     fn verdicts_use_kebab_case_on_the_wire() {
-        assert_eq!(
-            serde_json::to_string(&Verdict::AuditDeny).unwrap(),
-            "\"audit-deny\""
-        );
-        assert_eq!(
-            serde_json::from_str::<Mode>("\"audit\"").unwrap(),
-            Mode::Audit
-        );
+        assert_eq!(serde_json::to_string(&Verdict::AuditDeny).unwrap(), "\"audit-deny\"");
+        assert_eq!(serde_json::from_str::<Mode>("\"audit\"").unwrap(), Mode::Audit);
     }
 
     #[test]
@@ -122,15 +116,8 @@ mod tests {
             id: "web-to-db".into(),
             source: Some("rules/demo/20-policies.toml:12".into()),
         };
-        assert_eq!(
-            r.to_string(),
-            "policy web-to-db (rules/demo/20-policies.toml:12)"
-        );
-        let d = RuleRef {
-            kind: RuleKind::Default,
-            id: "default".into(),
-            source: None,
-        };
+        assert_eq!(r.to_string(), "policy web-to-db (rules/demo/20-policies.toml:12)");
+        let d = RuleRef { kind: RuleKind::Default, id: "default".into(), source: None };
         assert_eq!(d.to_string(), "default");
     }
 }

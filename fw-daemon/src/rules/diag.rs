@@ -24,23 +24,11 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn at(severity: Severity, pos: &SourcePos, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            severity,
-            path: pos.path.clone(),
-            line: pos.line,
-            col: pos.col,
-            message: message.into(),
-        }
+        Diagnostic { severity, path: pos.path.clone(), line: pos.line, col: pos.col, message: message.into() }
     }
 
     pub fn whole_file(severity: Severity, path: Arc<PathBuf>, message: impl Into<String>) -> Self {
-        Diagnostic {
-            severity,
-            path,
-            line: 0,
-            col: 0,
-            message: message.into(),
-        }
+        Diagnostic { severity, path, line: 0, col: 0, message: message.into() }
     }
 
     pub fn is_error(&self) -> bool {
@@ -57,15 +45,7 @@ impl fmt::Display for Diagnostic {
         if self.line == 0 {
             write!(f, "{}: {}: {}", self.path.display(), sev, self.message)
         } else {
-            write!(
-                f,
-                "{}:{}:{}: {}: {}",
-                self.path.display(),
-                self.line,
-                self.col,
-                sev,
-                self.message
-            )
+            write!(f, "{}:{}:{}: {}: {}", self.path.display(), self.line, self.col, sev, self.message)
         }
     }
 }
@@ -79,20 +59,13 @@ pub struct LineIndex {
 impl LineIndex {
     pub fn new(text: &str) -> LineIndex {
         let mut starts = vec![0];
-        starts.extend(
-            text.char_indices()
-                .filter(|(_, c)| *c == '\n')
-                .map(|(i, _)| i + 1),
-        );
+        starts.extend(text.char_indices().filter(|(_, c)| *c == '\n').map(|(i, _)| i + 1));
         LineIndex { starts }
     }
 
     pub fn locate(&self, text: &str, offset: usize) -> (u32, u32) {
         let offset = offset.min(text.len());
-        let line = self
-            .starts
-            .partition_point(|&s| s <= offset)
-            .saturating_sub(1);
+        let line = self.starts.partition_point(|&s| s <= offset).saturating_sub(1);
         let start = self.starts[line];
         // Clamp to a char boundary so a span pointing inside a multi-byte char cannot panic.
         let mut end = offset;

@@ -32,10 +32,7 @@ impl Glob {
                 toks.push(t);
             }
         }
-        Glob {
-            text: text.to_string(),
-            toks,
-        }
+        Glob { text: text.to_string(), toks }
     }
 
     pub fn as_str(&self) -> &str {

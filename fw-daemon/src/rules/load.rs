@@ -39,10 +39,8 @@ impl LoadResult {
 /// Rule files are `*.toml` directly inside `dir` (not hidden, not editor backups), in
 /// lexicographic order: the order in which their policies are evaluated.
 pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Diagnostic> {
-    let whole =
-        |msg: String| Diagnostic::whole_file(Severity::Error, Arc::new(dir.to_path_buf()), msg);
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| whole(format!("cannot read rules directory: {e}")))?;
+    let whole = |msg: String| Diagnostic::whole_file(Severity::Error, Arc::new(dir.to_path_buf()), msg);
+    let entries = std::fs::read_dir(dir).map_err(|e| whole(format!("cannot read rules directory: {e}")))?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
@@ -86,10 +84,7 @@ pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Diagnostic> {
 pub fn load_dir(dir: &Path, now: i64) -> LoadResult {
     match read_dir(dir) {
         Ok(files) => super::validate::load_sources(&files, now),
-        Err(d) => LoadResult {
-            policy: None,
-            diagnostics: vec![d],
-        },
+        Err(d) => LoadResult { policy: None, diagnostics: vec![d] },
     }
 }
 
@@ -100,6 +95,9 @@ pub(super) struct RawFile {
     pub zones: Vec<RawZone>,
     pub policies: Vec<RawRule>,
     pub failsafes: Vec<RawRule>,
+    /// Every zone name declared, including zones dropped for errors: references to those are
+    /// not reported again as unknown.
+    pub declared: Vec<String>,
     pub diags: Vec<Diagnostic>,
 }
 
@@ -119,36 +117,14 @@ pub(super) struct RawRule {
 
 const TOP_KEYS: &[&str] = &["defaults", "zone", "policy", "failsafe"];
 const DEFAULT_KEYS: &[&str] = &["action", "mode"];
-const ZONE_KEYS: &[&str] = &[
-    "description",
-    "match",
-    "cidrs",
-    "mode",
-    "max_conns",
-    "new_conns_per_sec",
-    "egress_bytes_per_sec",
-];
+const ZONE_KEYS: &[&str] =
+    &["description", "match", "cidrs", "mode", "max_conns", "new_conns_per_sec", "egress_bytes_per_sec"];
 const MATCH_KEYS: &[&str] = &["name", "image", "labels"];
-const POLICY_KEYS: &[&str] = &[
-    "id",
-    "description",
-    "from",
-    "to",
-    "proto",
-    "ports",
-    "action",
-    "inspect",
-    "expires",
-];
+const POLICY_KEYS: &[&str] =
+    &["id", "description", "from", "to", "proto", "ports", "action", "inspect", "expires"];
 const FAILSAFE_KEYS: &[&str] = &["id", "description", "from", "to", "proto", "ports"];
-const INSPECT_KEYS: &[&str] = &[
-    "protocol",
-    "tls_sni",
-    "http_host",
-    "dns_names",
-    "on_violation",
-    "max_packets",
-];
+const INSPECT_KEYS: &[&str] =
+    &["protocol", "tls_sni", "http_host", "dns_names", "on_violation", "max_packets"];
 
 /// Largest connection cap accepted: beyond the default conntrack table size anyway.
 const MAX_CONNS: u64 = 1 << 24;
@@ -184,6 +160,7 @@ fn read_document(cx: &mut FileCtx<'_>, doc: &DeTable<'_>, raw: &mut RawFile) {
     if let Some(v) = get(doc, "zone") {
         if let Some(t) = cx.table(v, "zone") {
             for (name, body) in t.iter() {
+                raw.declared.push(name.get_ref().to_string());
                 if let Some(z) = read_zone(cx, name.get_ref(), &name.span(), body) {
                     raw.zones.push(z);
                 }
@@ -193,10 +170,7 @@ fn read_document(cx: &mut FileCtx<'_>, doc: &DeTable<'_>, raw: &mut RawFile) {
     for (key, failsafe) in [("policy", false), ("failsafe", true)] {
         let Some(v) = get(doc, key) else { continue };
         let DeValue::Array(items) = v.get_ref() else {
-            cx.error(
-                &v.span(),
-                format!("`{key}` must be an array of tables: write each one as [[{key}]]"),
-            );
+            cx.error(&v.span(), format!("`{key}` must be an array of tables: write each one as [[{key}]]"));
             continue;
         };
         for item in items.iter() {
@@ -212,22 +186,11 @@ fn read_document(cx: &mut FileCtx<'_>, doc: &DeTable<'_>, raw: &mut RawFile) {
 }
 
 const MODES: &[(&str, Mode)] = &[("enforce", Mode::Enforce), ("audit", Mode::Audit)];
-const ACTIONS: &[(&str, Action)] = &[
-    ("allow", Action::Allow),
-    ("deny", Action::Deny),
-    ("log", Action::Log),
-];
+const ACTIONS: &[(&str, Action)] = &[("allow", Action::Allow), ("deny", Action::Deny), ("log", Action::Log)];
 
-fn read_defaults(
-    cx: &mut FileCtx<'_>,
-    t: &DeTable<'_>,
-    span: &Range<usize>,
-) -> (Defaults, Option<Mode>) {
+fn read_defaults(cx: &mut FileCtx<'_>, t: &DeTable<'_>, span: &Range<usize>) -> (Defaults, Option<Mode>) {
     cx.check_keys(t, DEFAULT_KEYS, "[defaults]");
-    let mut d = Defaults {
-        pos: Some(cx.pos(span)),
-        ..Defaults::default()
-    };
+    let mut d = Defaults { pos: Some(cx.pos(span)), ..Defaults::default() };
     if let Some(a) = get(t, "action").and_then(|v| cx.choice(v, "action", ACTIONS)) {
         d.action = a;
     }
@@ -241,9 +204,7 @@ fn read_defaults(
 pub(super) fn valid_zone_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 32
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
 }
 
@@ -259,16 +220,16 @@ fn read_zone(
     let pos = cx.pos(name_span);
     let mut ok = true;
     if !valid_zone_name(name) {
-        cx.error(name_span, format!(
+        cx.error(
+            name_span,
+            format!(
             "zone name `{name}` must be 1-32 letters, digits, `-` or `_`, starting with a letter or digit"
-        ));
+        ),
+        );
         ok = false;
     }
     if name == ZONE_ANY {
-        cx.error(
-            name_span,
-            "`any` is reserved: it means every address and cannot be declared",
-        );
+        cx.error(name_span, "`any` is reserved: it means every address and cannot be declared");
         ok = false;
     }
 
@@ -311,14 +272,11 @@ fn read_zone(
     let mode = get(t, "mode").and_then(|v| cx.choice(v, "mode", MODES));
     let mut caps = Caps::default();
     if let Some(v) = get(t, "max_conns") {
-        caps.max_conns = cx
-            .uint(v, "max_conns", MAX_CONNS)
-            .and_then(|n| positive(cx, v, "max_conns", n));
+        caps.max_conns = cx.uint(v, "max_conns", MAX_CONNS).and_then(|n| positive(cx, v, "max_conns", n));
     }
     if let Some(v) = get(t, "new_conns_per_sec") {
-        caps.new_conns_per_sec = cx
-            .uint(v, "new_conns_per_sec", MAX_CONNS)
-            .and_then(|n| positive(cx, v, "new_conns_per_sec", n));
+        caps.new_conns_per_sec =
+            cx.uint(v, "new_conns_per_sec", MAX_CONNS).and_then(|n| positive(cx, v, "new_conns_per_sec", n));
     }
     if let Some(v) = get(t, "egress_bytes_per_sec") {
         caps.egress_bytes_per_sec = match v.get_ref() {
@@ -333,10 +291,7 @@ fn read_zone(
                 }
             },
             _ => {
-                cx.error(
-                    &v.span(),
-                    "`egress_bytes_per_sec` must be a bandwidth like \"10MB\" or \"80mbit\"",
-                );
+                cx.error(&v.span(), "`egress_bytes_per_sec` must be a bandwidth like \"10MB\" or \"80mbit\"");
                 None
             }
         };
@@ -345,9 +300,7 @@ fn read_zone(
     if is_external && (!caps.is_empty() || mode.is_some()) {
         cx.warning(name_span, format!("{ctx} is external: fw enforces mode and caps inside containers only, so they are ignored here"));
     }
-    let description = get(t, "description")
-        .and_then(|v| cx.str(v, "description"))
-        .map(str::to_string);
+    let description = get(t, "description").and_then(|v| cx.str(v, "description")).map(str::to_string);
     if !ok {
         return None;
     }
@@ -367,10 +320,7 @@ fn read_zone(
 
 fn positive(cx: &mut FileCtx<'_>, v: &Value<'_>, what: &str, n: u64) -> Option<u32> {
     if n == 0 {
-        cx.error(
-            &v.span(),
-            format!("`{what}` must be at least 1 (leave it out for no cap)"),
-        );
+        cx.error(&v.span(), format!("`{what}` must be at least 1 (leave it out for no cap)"));
         return None;
     }
     u32::try_from(n).ok()
@@ -387,10 +337,7 @@ fn read_selector(cx: &mut FileCtx<'_>, v: &Value<'_>, ctx: &str) -> Option<Selec
         };
         let items = cx.str_list(v, key);
         if items.is_empty() && matches!(v.get_ref(), DeValue::Array(_)) {
-            cx.error(
-                &v.span(),
-                format!("`{key}` is an empty list: it would match nothing"),
-            );
+            cx.error(&v.span(), format!("`{key}` is an empty list: it would match nothing"));
         }
         items
             .into_iter()
@@ -416,10 +363,10 @@ fn read_selector(cx: &mut FileCtx<'_>, v: &Value<'_>, ctx: &str) -> Option<Selec
         }
     }
     if sel.is_empty() {
-        cx.error(
-            &v.span(),
-            format!("{what} is empty: give `name`, `image` or `labels`"),
-        );
+        // Unknown keys were already reported; "empty" would only repeat them.
+        if t.is_empty() {
+            cx.error(&v.span(), format!("{what} is empty: give `name`, `image` or `labels`"));
+        }
         return None;
     }
     Some(sel)
@@ -433,17 +380,12 @@ pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
         Err(_) => match t.parse::<std::net::IpAddr>() {
             Ok(a) => IpNet::from(a),
             Err(_) => {
-                return Err(format!(
-                    "`{text}` is not an IPv4 or IPv6 network (like 10.0.0.0/8 or fd00::/64)"
-                ))
+                return Err(format!("`{text}` is not an IPv4 or IPv6 network (like 10.0.0.0/8 or fd00::/64)"))
             }
         },
     };
     if net.trunc() != net {
-        return Err(format!(
-            "`{text}` has host bits set; did you mean `{}`?",
-            net.trunc()
-        ));
+        return Err(format!("`{text}` has host bits set; did you mean `{}`?", net.trunc()));
     }
     Ok(net)
 }
@@ -453,11 +395,7 @@ const PROTOS: &[&str] = &["tcp", "udp", "icmp", "any"];
 fn read_rule(cx: &mut FileCtx<'_>, v: &Value<'_>, failsafe: bool) -> Option<RawRule> {
     let kind = if failsafe { "failsafe" } else { "policy" };
     let t = cx.table(v, kind)?;
-    cx.check_keys(
-        t,
-        if failsafe { FAILSAFE_KEYS } else { POLICY_KEYS },
-        &format!("[[{kind}]]"),
-    );
+    cx.check_keys(t, if failsafe { FAILSAFE_KEYS } else { POLICY_KEYS }, &format!("[[{kind}]]"));
     let pos = cx.pos(&v.span());
     let mut ok = true;
 
@@ -477,25 +415,21 @@ fn read_rule(cx: &mut FileCtx<'_>, v: &Value<'_>, failsafe: bool) -> Option<RawR
         None => None,
     };
 
-    let zone_ref =
-        |cx: &mut FileCtx<'_>, key: &str, default: Option<&str>| -> Option<(String, SourcePos)> {
-            match get(t, key) {
-                Some(zv) => {
-                    let s = cx.str(zv, key)?;
-                    Some((s.to_string(), cx.pos(&zv.span())))
-                }
-                None => match default {
-                    Some(d) => Some((d.to_string(), pos.clone())),
-                    None => {
-                        cx.error(
-                            &v.span(),
-                            format!("{kind} needs `{key}` (a zone name, or `any`)"),
-                        );
-                        None
-                    }
-                },
+    let zone_ref = |cx: &mut FileCtx<'_>, key: &str, default: Option<&str>| -> Option<(String, SourcePos)> {
+        match get(t, key) {
+            Some(zv) => {
+                let s = cx.str(zv, key)?;
+                Some((s.to_string(), cx.pos(&zv.span())))
             }
-        };
+            None => match default {
+                Some(d) => Some((d.to_string(), pos.clone())),
+                None => {
+                    cx.error(&v.span(), format!("{kind} needs `{key}` (a zone name, or `any`)"));
+                    None
+                }
+            },
+        }
+    };
     let from = zone_ref(cx, "from", if failsafe { Some(ZONE_ANY) } else { None });
     let to = zone_ref(cx, "to", None);
 
@@ -517,10 +451,7 @@ fn read_rule(cx: &mut FileCtx<'_>, v: &Value<'_>, failsafe: bool) -> Option<RawR
         match get(t, "action") {
             Some(av) => cx.choice(av, "action", ACTIONS),
             None => {
-                cx.error(
-                    &v.span(),
-                    "policy needs `action` (`allow`, `deny` or `log`)",
-                );
+                cx.error(&v.span(), "policy needs `action` (`allow`, `deny` or `log`)");
                 None
             }
         }
@@ -551,9 +482,7 @@ fn read_rule(cx: &mut FileCtx<'_>, v: &Value<'_>, failsafe: bool) -> Option<RawR
         }
         None => None,
     };
-    let description = get(t, "description")
-        .and_then(|d| cx.str(d, "description"))
-        .map(str::to_string);
+    let description = get(t, "description").and_then(|d| cx.str(d, "description")).map(str::to_string);
 
     let (from, from_pos) = from?;
     let (to, to_pos) = to?;
@@ -571,18 +500,7 @@ fn read_rule(cx: &mut FileCtx<'_>, v: &Value<'_>, failsafe: bool) -> Option<RawR
         None => (String::new(), None), // derived after merging, when every explicit id is known
     };
     Some(RawRule {
-        rule: Rule {
-            id,
-            pos,
-            from,
-            to,
-            protos,
-            ports,
-            action,
-            inspect,
-            expires,
-            description,
-        },
+        rule: Rule { id, pos, from, to, protos, ports, action, inspect, expires, description },
         explicit_id: explicit,
         from_pos,
         to_pos,
@@ -593,18 +511,13 @@ pub(super) fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 48
         && id.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || ".:_-".contains(c))
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || ".:_-".contains(c))
 }
 
 fn read_protos(cx: &mut FileCtx<'_>, v: &Value<'_>) -> Option<Protos> {
     let items = cx.str_list(v, "proto");
     if items.is_empty() {
-        cx.error(
-            &v.span(),
-            "`proto` is empty: use \"tcp\", \"udp\", \"icmp\" or \"any\"",
-        );
+        cx.error(&v.span(), "`proto` is empty: use \"tcp\", \"udp\", \"icmp\" or \"any\"");
         return None;
     }
     let mut p = Protos::default();
@@ -623,10 +536,7 @@ fn read_protos(cx: &mut FileCtx<'_>, v: &Value<'_>) -> Option<Protos> {
                 let hint = super::diag::suggest(other, PROTOS)
                     .map(|h| format!("; did you mean `{h}`?"))
                     .unwrap_or_default();
-                cx.error(
-                    span,
-                    format!("unknown protocol `{other}`: use tcp, udp, icmp or any{hint}"),
-                );
+                cx.error(span, format!("unknown protocol `{other}`: use tcp, udp, icmp or any{hint}"));
                 ok = false;
             }
         }
@@ -641,19 +551,14 @@ fn read_ports(cx: &mut FileCtx<'_>, v: &Value<'_>) -> Option<Ports> {
         _ => vec![v],
     };
     if items.is_empty() {
-        cx.error(
-            &v.span(),
-            "`ports` is empty: leave it out to mean every port",
-        );
+        cx.error(&v.span(), "`ports` is empty: leave it out to mean every port");
         return None;
     }
     let mut ranges = Vec::with_capacity(items.len());
     let mut ok = true;
     for item in items {
         let r = match item.get_ref() {
-            DeValue::Integer(_) => cx
-                .uint(item, "port", 65535)
-                .and_then(|n| port_range(cx, item, n, n)),
+            DeValue::Integer(_) => cx.uint(item, "port", 65535).and_then(|n| port_range(cx, item, n, n)),
             DeValue::String(s) => match parse_port_text(s) {
                 Ok((lo, hi)) => port_range(cx, item, lo, hi),
                 Err(msg) => {
@@ -698,16 +603,10 @@ fn port_range(cx: &mut FileCtx<'_>, v: &Value<'_>, lo: u64, hi: u64) -> Option<P
         return None;
     }
     if lo > hi {
-        cx.error(
-            &v.span(),
-            format!("port range {lo}-{hi} is backwards: write {hi}-{lo}"),
-        );
+        cx.error(&v.span(), format!("port range {lo}-{hi} is backwards: write {hi}-{lo}"));
         return None;
     }
-    Some(PortRange {
-        lo: lo as u16,
-        hi: hi as u16,
-    })
+    Some(PortRange { lo: lo as u16, hi: hi as u16 })
 }
 
 fn read_inspect(cx: &mut FileCtx<'_>, v: &Value<'_>, protos: Option<&Protos>) -> Option<Inspect> {
@@ -718,11 +617,7 @@ fn read_inspect(cx: &mut FileCtx<'_>, v: &Value<'_>, protos: Option<&Protos>) ->
         let r = cx.choice(
             pv,
             "protocol",
-            &[
-                ("tls", AppProto::Tls),
-                ("http", AppProto::Http),
-                ("dns", AppProto::Dns),
-            ],
+            &[("tls", AppProto::Tls), ("http", AppProto::Http), ("dns", AppProto::Dns)],
         );
         ok &= r.is_some();
         r
@@ -733,10 +628,7 @@ fn read_inspect(cx: &mut FileCtx<'_>, v: &Value<'_>, protos: Option<&Protos>) ->
         };
         if let Some(p) = protocol {
             if p != implied {
-                cx.error(
-                    &nv.span(),
-                    format!("`{key}` does not apply to protocol `{}`", app_name(p)),
-                );
+                cx.error(&nv.span(), format!("`{key}` does not apply to protocol `{}`", app_name(p)));
                 ok = false;
             }
         }
@@ -764,15 +656,15 @@ fn read_inspect(cx: &mut FileCtx<'_>, v: &Value<'_>, protos: Option<&Protos>) ->
     .filter_map(|(b, p)| b.then_some(p))
     .collect();
     if protocol.is_none() && implied.len() > 1 {
-        cx.error(
-            &v.span(),
-            "`inspect` mixes name lists of different protocols: one protocol per policy",
-        );
+        cx.error(&v.span(), "`inspect` mixes name lists of different protocols: one protocol per policy");
         ok = false;
     }
     let protocol = protocol.or(implied.first().copied());
     if protocol.is_none() && ok {
-        cx.error(&v.span(), "`inspect` needs `protocol` (tls, http, dns) or a name list (tls_sni, http_host, dns_names)");
+        cx.error(
+            &v.span(),
+            "`inspect` needs `protocol` (tls, http, dns) or a name list (tls_sni, http_host, dns_names)",
+        );
         ok = false;
     }
     if let (Some(p), Some(protos)) = (protocol, protos) {
@@ -843,11 +735,7 @@ fn app_name(p: AppProto) -> &'static str {
 /// characters, 253 in all, a wildcard only as the whole first label).
 pub fn normalize_host_pattern(name: &str) -> Result<String, String> {
     let n = name.trim().trim_end_matches('.').to_lowercase();
-    let bad = |why: &str| {
-        Err(format!(
-            "`{name}` is not a host name or `*.domain` pattern: {why}"
-        ))
-    };
+    let bad = |why: &str| Err(format!("`{name}` is not a host name or `*.domain` pattern: {why}"));
     if n.is_empty() {
         return bad("it is empty");
     }
@@ -864,11 +752,7 @@ pub fn normalize_host_pattern(name: &str) -> Result<String, String> {
         if label.contains('*') {
             return bad("a wildcard may only be the whole first label, as in `*.example.com`");
         }
-        if !label
-            .chars()
-            .all(|c| c.is_alphanumeric() || c == '-' || c == '_')
-            || label.starts_with('-')
-        {
+        if !label.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_') || label.starts_with('-') {
             return bad("labels hold letters, digits and inner `-`");
         }
     }
@@ -913,11 +797,7 @@ pub fn datetime_to_unix(dt: &toml::value::Datetime) -> Result<i64, String> {
             return Err("`expires` needs a UTC offset, as in 2026-12-31T18:00:00Z: a local time means different instants on different hosts".into())
         }
     };
-    let days = days_from_civil(
-        i64::from(date.year),
-        i64::from(date.month),
-        i64::from(date.day),
-    );
+    let days = days_from_civil(i64::from(date.year), i64::from(date.month), i64::from(date.day));
     Ok(days * 86_400 + secs_of_day - offset_min * 60)
 }
 
@@ -946,12 +826,7 @@ pub fn format_unix(t: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
 }
 
 #[cfg(test)]
@@ -965,10 +840,7 @@ mod tests {
         assert_eq!(t, 1_798_740_000);
         assert_eq!(format_unix(t), "2026-12-31T18:00:00Z");
         let dt: toml::value::Datetime = "2026-01-01T02:00:00+02:00".parse().unwrap();
-        assert_eq!(
-            format_unix(datetime_to_unix(&dt).unwrap()),
-            "2026-01-01T00:00:00Z"
-        );
+        assert_eq!(format_unix(datetime_to_unix(&dt).unwrap()), "2026-01-01T00:00:00Z");
         assert_eq!(format_unix(0), "1970-01-01T00:00:00Z");
     }
 
@@ -976,9 +848,7 @@ mod tests {
     fn cidrs_refuse_host_bits() {
         assert_eq!(parse_cidr("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
         assert_eq!(parse_cidr("192.0.2.7").unwrap().to_string(), "192.0.2.7/32");
-        assert!(parse_cidr("10.0.0.1/8")
-            .unwrap_err()
-            .contains("did you mean `10.0.0.0/8`"));
+        assert!(parse_cidr("10.0.0.1/8").unwrap_err().contains("did you mean `10.0.0.0/8`"));
         assert!(parse_cidr("fd00::1/64").is_err());
         assert!(parse_cidr("10.0.0.0/33").is_err());
         assert!(parse_cidr("example.com").is_err());
@@ -986,14 +856,8 @@ mod tests {
 
     #[test]
     fn host_patterns() {
-        assert_eq!(
-            normalize_host_pattern("API.Example.com.").unwrap(),
-            "api.example.com"
-        );
-        assert_eq!(
-            normalize_host_pattern("*.example.org").unwrap(),
-            "*.example.org"
-        );
+        assert_eq!(normalize_host_pattern("API.Example.com.").unwrap(), "api.example.com");
+        assert_eq!(normalize_host_pattern("*.example.org").unwrap(), "*.example.org");
         assert!(normalize_host_pattern("a.*.example.org").is_err());
         assert!(normalize_host_pattern("*").is_err());
         assert!(normalize_host_pattern("bad..name").is_err());

@@ -90,11 +90,7 @@ pub struct Defaults {
 
 impl Default for Defaults {
     fn default() -> Self {
-        Defaults {
-            action: Action::Deny,
-            mode: Mode::Enforce,
-            pos: None,
-        }
+        Defaults { action: Action::Deny, mode: Mode::Enforce, pos: None }
     }
 }
 
@@ -152,10 +148,7 @@ impl Selector {
         let any = |globs: &[Glob], s: &str| globs.is_empty() || globs.iter().any(|g| g.matches(s));
         any(&self.names, id.name)
             && any(&self.images, id.image)
-            && self
-                .labels
-                .iter()
-                .all(|(k, v)| id.labels.iter().any(|(ik, iv)| ik == k && v.matches(iv)))
+            && self.labels.iter().all(|(k, v)| id.labels.iter().any(|(ik, iv)| ik == k && v.matches(iv)))
     }
 
     /// Whether the two selectors constrain a common criterion (name, image or a label key)
@@ -211,11 +204,7 @@ pub struct Protos {
 }
 
 impl Protos {
-    pub const ANY: Protos = Protos {
-        tcp: true,
-        udp: true,
-        icmp: true,
-    };
+    pub const ANY: Protos = Protos { tcp: true, udp: true, icmp: true };
 
     pub fn is_any(&self) -> bool {
         *self == Protos::ANY
@@ -283,9 +272,7 @@ impl Ports {
         let mut out: Vec<PortRange> = Vec::with_capacity(ranges.len());
         for r in ranges {
             match out.last_mut() {
-                Some(last) if u32::from(r.lo) <= u32::from(last.hi) + 1 => {
-                    last.hi = last.hi.max(r.hi)
-                }
+                Some(last) if u32::from(r.lo) <= u32::from(last.hi) + 1 => last.hi = last.hi.max(r.hi),
                 _ => out.push(r),
             }
         }
@@ -308,10 +295,7 @@ impl Ports {
         if other.is_any() {
             return false;
         }
-        other
-            .0
-            .iter()
-            .all(|o| self.0.iter().any(|s| s.lo <= o.lo && o.hi <= s.hi))
+        other.0.iter().all(|o| self.0.iter().any(|s| s.lo <= o.lo && o.hi <= s.hi))
     }
 }
 

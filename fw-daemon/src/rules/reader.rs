@@ -23,21 +23,12 @@ pub struct FileCtx<'s> {
 
 impl<'s> FileCtx<'s> {
     pub fn new(path: Arc<PathBuf>, text: &'s str) -> Self {
-        FileCtx {
-            path,
-            text,
-            lines: LineIndex::new(text),
-            diags: Vec::new(),
-        }
+        FileCtx { path, text, lines: LineIndex::new(text), diags: Vec::new() }
     }
 
     pub fn pos(&self, span: &Range<usize>) -> SourcePos {
         let (line, col) = self.lines.locate(self.text, span.start);
-        SourcePos {
-            path: self.path.clone(),
-            line,
-            col,
-        }
+        SourcePos { path: self.path.clone(), line, col }
     }
 
     pub fn error(&mut self, span: &Range<usize>, msg: impl Into<String>) {
@@ -52,10 +43,7 @@ impl<'s> FileCtx<'s> {
 
     fn type_error(&mut self, v: &Value<'_>, what: &str, expected: &str) {
         let found = v.get_ref().type_str();
-        self.error(
-            &v.span(),
-            format!("`{what}` must be {expected}, found {}", article(found)),
-        );
+        self.error(&v.span(), format!("`{what}` must be {expected}, found {}", article(found)));
     }
 
     /// Reports every key of `table` not in `allowed`, with a suggestion when one is close.
@@ -65,10 +53,7 @@ impl<'s> FileCtx<'s> {
                 continue;
             }
             let msg = match suggest(k.get_ref(), allowed) {
-                Some(s) => format!(
-                    "unknown key `{}` in {context}; did you mean `{s}`?",
-                    k.get_ref()
-                ),
+                Some(s) => format!("unknown key `{}` in {context}; did you mean `{s}`?", k.get_ref()),
                 None => format!(
                     "unknown key `{}` in {context}; expected one of: {}",
                     k.get_ref(),
@@ -135,12 +120,7 @@ impl<'s> FileCtx<'s> {
     }
 
     /// Parses a `one of` string choice.
-    pub fn choice<T: Copy>(
-        &mut self,
-        v: &Value<'_>,
-        what: &str,
-        options: &[(&str, T)],
-    ) -> Option<T> {
+    pub fn choice<T: Copy>(&mut self, v: &Value<'_>, what: &str, options: &[(&str, T)]) -> Option<T> {
         let s = self.str(v, what)?;
         if let Some((_, t)) = options.iter().find(|(name, _)| *name == s) {
             return Some(*t);
@@ -150,13 +130,7 @@ impl<'s> FileCtx<'s> {
             Some(h) => format!("; did you mean `{h}`?"),
             None => String::new(),
         };
-        self.error(
-            &v.span(),
-            format!(
-                "`{what}` must be one of {}, found `{s}`{hint}",
-                quoted(&names)
-            ),
-        );
+        self.error(&v.span(), format!("`{what}` must be one of {}, found `{s}`{hint}", quoted(&names)));
         None
     }
 }

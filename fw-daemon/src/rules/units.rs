@@ -9,12 +9,12 @@
 pub fn parse_bandwidth(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let t = t.strip_suffix("/s").unwrap_or(t).trim_end();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = (&t[..split], t[split..].trim());
     if num.is_empty() {
-        return Err(format!("`{text}` is not a bandwidth: expected a number and a unit, like \"10MB\" or \"80mbit\""));
+        return Err(format!(
+            "`{text}` is not a bandwidth: expected a number and a unit, like \"10MB\" or \"80mbit\""
+        ));
     }
     let ambiguous = ["kb", "Kb", "mb", "Mb", "gb", "Gb", "tb", "Tb"];
     if ambiguous.contains(&unit) {
@@ -48,19 +48,11 @@ pub fn parse_bandwidth(text: &str) -> Result<u64, String> {
         Some((i, f)) => (i, f),
         None => (num, ""),
     };
-    if int.is_empty()
-        || frac.contains('.')
-        || frac.len() > 6
-        || (num.contains('.') && frac.is_empty())
-    {
+    if int.is_empty() || frac.contains('.') || frac.len() > 6 || (num.contains('.') && frac.is_empty()) {
         return Err(format!("`{num}` is not a number with at most 6 decimals"));
     }
     let int: u128 = int.parse().map_err(|_| format!("`{num}` is too large"))?;
-    let frac_val: u128 = if frac.is_empty() {
-        0
-    } else {
-        frac.parse().unwrap_or(0)
-    };
+    let frac_val: u128 = if frac.is_empty() { 0 } else { frac.parse().unwrap_or(0) };
     let scale = 10u128.pow(frac.len() as u32);
     let scaled = int
         .checked_mul(scale)
@@ -99,15 +91,9 @@ mod tests {
     #[test]
     fn refuses_nonsense_with_reasons() {
         assert!(parse_bandwidth("10Mb").unwrap_err().contains("ambiguous"));
-        assert!(parse_bandwidth("10 furlongs")
-            .unwrap_err()
-            .contains("unknown unit"));
-        assert!(parse_bandwidth("MB")
-            .unwrap_err()
-            .contains("not a bandwidth"));
-        assert!(parse_bandwidth("0MB")
-            .unwrap_err()
-            .contains("less than one byte"));
+        assert!(parse_bandwidth("10 furlongs").unwrap_err().contains("unknown unit"));
+        assert!(parse_bandwidth("MB").unwrap_err().contains("not a bandwidth"));
+        assert!(parse_bandwidth("0MB").unwrap_err().contains("less than one byte"));
         assert!(parse_bandwidth("1.2.3MB").is_err());
         assert!(parse_bandwidth("99999999999999999999999999999999999999999TB").is_err());
         assert!(parse_bandwidth("5TB").unwrap_err().contains("1TiB"));

@@ -19,6 +19,7 @@ pub fn load_sources(files: &[SourceFile], now: i64) -> LoadResult {
     let mut zone_mode_set: Vec<bool> = Vec::new();
     let mut raw_rules: Vec<RawRule> = Vec::new();
     let mut raw_failsafes: Vec<RawRule> = Vec::new();
+    let mut declared: Vec<String> = Vec::new();
     let err = |pos: &SourcePos, msg: String| Diagnostic::at(Severity::Error, pos, msg);
     let warn = |pos: &SourcePos, msg: String| Diagnostic::at(Severity::Warning, pos, msg);
 
@@ -53,10 +54,7 @@ pub fn load_sources(files: &[SourceFile], now: i64) -> LoadResult {
                 ));
                 continue;
             }
-            if let Some(prev) = zones
-                .iter()
-                .find(|z| set_stem(&z.name) == set_stem(&rz.zone.name))
-            {
+            if let Some(prev) = zones.iter().find(|z| set_stem(&z.name) == set_stem(&rz.zone.name)) {
                 diags.push(err(&here, format!(
                     "zone `{}` is too close to zone `{}` ({}): names that differ only in `-` vs `_` would share nftables sets",
                     rz.zone.name,
@@ -69,6 +67,7 @@ pub fn load_sources(files: &[SourceFile], now: i64) -> LoadResult {
             zone_mode_set.push(rz.mode_set);
             zones.push(rz.zone);
         }
+        declared.extend(raw.declared);
         raw_rules.extend(raw.policies);
         raw_failsafes.extend(raw.failsafes);
     }
@@ -96,18 +95,15 @@ pub fn load_sources(files: &[SourceFile], now: i64) -> LoadResult {
 
     overlap_warnings(&zones, &mut diags);
 
-    let zone_names: Vec<&str> = zones
-        .iter()
-        .map(|z| z.name.as_str())
-        .chain([ZONE_ANY])
-        .collect();
+    let zone_names: Vec<&str> = zones.iter().map(|z| z.name.as_str()).chain([ZONE_ANY]).collect();
     let check_ref = |name: &str, pos: &SourcePos, diags: &mut Vec<Diagnostic>| -> bool {
         if zone_names.contains(&name) {
             return true;
         }
-        let hint = suggest(name, &zone_names)
-            .map(|s| format!("; did you mean `{s}`?"))
-            .unwrap_or_default();
+        if declared.iter().any(|d| d == name) {
+            return false; // the zone itself has errors, already reported
+        }
+        let hint = suggest(name, &zone_names).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
         diags.push(err(pos, format!("unknown zone `{name}`{hint}")));
         false
     };
@@ -141,11 +137,7 @@ pub fn load_sources(files: &[SourceFile], now: i64) -> LoadResult {
         if let Some(t) = r.expires.filter(|t| *t <= now) {
             diags.push(warn(
                 &r.pos,
-                format!(
-                    "policy `{}` expired at {}: it is ignored",
-                    r.id,
-                    format_unix(t)
-                ),
+                format!("policy `{}` expired at {}: it is ignored", r.id, format_unix(t)),
             ));
         }
     }
@@ -162,10 +154,7 @@ pub fn load_sources(files: &[SourceFile], now: i64) -> LoadResult {
         hash: policy_hash(files),
         files: files.iter().map(|f| f.path.clone()).collect(),
     });
-    LoadResult {
-        policy,
-        diagnostics: diags,
-    }
+    LoadResult { policy, diagnostics: diags }
 }
 
 /// The stem of a zone's nftables set names (`web-tier` -> `web_tier`).
@@ -176,21 +165,13 @@ pub fn set_stem(zone: &str) -> String {
 fn policy_hash(files: &[SourceFile]) -> String {
     let mut h = Sha256::new();
     for f in files {
-        let name = f
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = f.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         h.update(name.as_bytes());
         h.update([0]);
         h.update(f.text.as_bytes());
         h.update([0]);
     }
-    h.finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Explicit ids must be unique; the others get an id derived from what the rule says, so it
@@ -211,10 +192,7 @@ fn assign_ids(failsafes: &mut [RawRule], rules: &mut [RawRule], diags: &mut Vec<
         }
     }
     let mut taken: HashSet<String> = seen.into_keys().collect();
-    for (r, prefix) in failsafes
-        .iter_mut()
-        .map(|r| (r, "failsafe:"))
-        .chain(rules.iter_mut().map(|r| (r, "")))
+    for (r, prefix) in failsafes.iter_mut().map(|r| (r, "failsafe:")).chain(rules.iter_mut().map(|r| (r, "")))
     {
         if r.explicit_id.is_some() {
             continue;
@@ -252,13 +230,10 @@ fn zone_covers(zones: &[Zone], outer: &str, inner: &str) -> bool {
         return true;
     }
     let cidrs = |n: &str| {
-        zones
-            .iter()
-            .find(|z| z.name == n)
-            .and_then(|z| match &z.kind {
-                ZoneKind::External(nets) => Some(nets.clone()),
-                _ => None,
-            })
+        zones.iter().find(|z| z.name == n).and_then(|z| match &z.kind {
+            ZoneKind::External(nets) => Some(nets.clone()),
+            _ => None,
+        })
     };
     match (cidrs(outer), cidrs(inner)) {
         (Some(o), Some(i)) => i.iter().all(|n| o.iter().any(|m| m.contains(n))),
@@ -292,15 +267,17 @@ fn shadow_warnings(
             continue;
         }
         if let Some(a) = live[..j].iter().find(|a| covers(zones, a, b)) {
-            let why = if a.action == b.action {
-                "it is redundant"
-            } else {
-                "it never decides any traffic"
-            };
-            diags.push(Diagnostic::at(Severity::Warning, &b.pos, format!(
-                "policy `{}` is shadowed by `{}` ({}), which matches everything it matches first: {why}",
-                b.id, a.id, a.pos.short()
-            )));
+            let why = if a.action == b.action { "it is redundant" } else { "it never decides any traffic" };
+            diags.push(Diagnostic::at(
+                Severity::Warning,
+                &b.pos,
+                format!(
+                    "policy `{}` is shadowed by `{}` ({}), which matches everything it matches first: {why}",
+                    b.id,
+                    a.id,
+                    a.pos.short()
+                ),
+            ));
         }
     }
 }
@@ -329,11 +306,7 @@ fn overlap_warnings(zones: &[Zone], diags: &mut Vec<Diagnostic>) {
 fn cidr_overlap_warnings(zone: &str, cidrs: &[(IpNet, SourcePos)], diags: &mut Vec<Diagnostic>) {
     let span = |n: &IpNet| -> (bool, u128, u128) {
         match n {
-            IpNet::V4(v) => (
-                false,
-                u32::from(v.network()).into(),
-                u32::from(v.broadcast()).into(),
-            ),
+            IpNet::V4(v) => (false, u32::from(v.network()).into(), u32::from(v.broadcast()).into()),
             IpNet::V6(v) => (true, u128::from(v.network()), u128::from(v.broadcast())),
         }
     };

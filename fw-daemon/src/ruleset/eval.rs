@@ -42,22 +42,10 @@ pub struct Decision {
 const MAX_DEPTH: usize = 16;
 
 pub fn evaluate(rs: &Ruleset, hook: Hook, pkt: &Packet) -> Decision {
-    let Some(base) = rs
-        .chains
-        .iter()
-        .find(|c| c.base.as_ref().is_some_and(|b| b.hook == hook))
-    else {
-        return Decision {
-            verdict: fw_proto::Verdict::Allow,
-            by: None,
-            logged: None,
-            rule_text: None,
-        };
+    let Some(base) = rs.chains.iter().find(|c| c.base.as_ref().is_some_and(|b| b.hook == hook)) else {
+        return Decision { verdict: fw_proto::Verdict::Allow, by: None, logged: None, rule_text: None };
     };
-    let mut st = Walk {
-        log: None,
-        audit: false,
-    };
+    let mut st = Walk { log: None, audit: false };
     match walk(rs, base, pkt, &mut st, 0) {
         Some((v, by, text)) => {
             let verdict = match v {
@@ -65,12 +53,7 @@ pub fn evaluate(rs: &Ruleset, hook: Hook, pkt: &Packet) -> Decision {
                 Terminal::Accept => fw_proto::Verdict::Allow,
                 Terminal::Drop => fw_proto::Verdict::Deny,
             };
-            Decision {
-                verdict,
-                by,
-                logged: st.log,
-                rule_text: Some(text),
-            }
+            Decision { verdict, by, logged: st.log, rule_text: Some(text) }
         }
         None => Decision {
             verdict: if base.base.as_ref().is_some_and(|b| b.policy_drop) {
@@ -138,19 +121,12 @@ fn matches(rs: &Ruleset, m: &Match, pkt: &Packet) -> bool {
     let family = Family::of(&pkt.dst);
     match m {
         Match::Loopback(_) => false,
-        Match::NfProtoInSet(set) => rs
-            .set(set)
-            .is_some_and(|s| s.elements.contains(&SetElem::NfProto(family))),
-        Match::AddrInSet {
-            family: f,
-            dir,
-            set,
-        } => {
+        Match::NfProtoInSet(set) => {
+            rs.set(set).is_some_and(|s| s.elements.contains(&SetElem::NfProto(family)))
+        }
+        Match::AddrInSet { family: f, dir, set } => {
             let addr = if *dir == Dir::Src { pkt.src } else { pkt.dst };
-            *f == family
-                && rs
-                    .set(set)
-                    .is_some_and(|s| s.elements.iter().any(|e| elem_contains(e, addr)))
+            *f == family && rs.set(set).is_some_and(|s| s.elements.iter().any(|e| elem_contains(e, addr)))
         }
         Match::NfProto(f) => *f == family,
         Match::L4Proto(list) => list.iter().any(|p| match (p, pkt.proto) {
@@ -161,9 +137,7 @@ fn matches(rs: &Ruleset, m: &Match, pkt: &Packet) -> bool {
         }),
         Match::Dport(ranges) => {
             matches!(pkt.proto, Proto::Tcp | Proto::Udp)
-                && pkt
-                    .dport
-                    .is_some_and(|p| ranges.iter().any(|r| r.contains(p)))
+                && pkt.dport.is_some_and(|p| ranges.iter().any(|r| r.contains(p)))
         }
         Match::CtState(states) => states.contains(&CtState::New),
         Match::Icmpv6Nd => false,

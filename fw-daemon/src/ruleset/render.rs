@@ -67,11 +67,7 @@ fn render_chain(out: &mut String, chain: &Chain) {
             Hook::Output => "output",
         };
         let policy = if base.policy_drop { "drop" } else { "accept" };
-        let _ = writeln!(
-            out,
-            "\t\ttype filter hook {hook} priority {}; policy {policy};",
-            base.priority
-        );
+        let _ = writeln!(out, "\t\ttype filter hook {hook} priority {}; policy {policy};", base.priority);
     }
     for r in &chain.rules {
         let _ = writeln!(out, "\t\t{}", rule_text(r));
@@ -86,11 +82,7 @@ pub fn rule_text(r: &Rule) -> String {
         parts.push("counter".into());
     }
     if let Some(log) = &r.log {
-        parts.push(format!(
-            "log prefix \"{}\" group {}",
-            escape(&log.prefix),
-            log.group
-        ));
+        parts.push(format!("log prefix \"{}\" group {}", escape(&log.prefix), log.group));
     }
     if let Some(v) = &r.verdict {
         parts.push(match v {
@@ -160,7 +152,8 @@ fn match_text(m: &Match) -> String {
             format!("ct state {}", names.join(","))
         }
         Match::Icmpv6Nd => {
-            "icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert }".into()
+            "icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert }"
+                .into()
         }
         Match::CtCountOver(n) => format!("ct count over {n}"),
         Match::Limit { over, rate, unit, burst } => {
@@ -187,7 +180,5 @@ fn braces<S: AsRef<str>>(items: &[S]) -> String {
 }
 
 fn escape(s: &str) -> String {
-    s.chars()
-        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
-        .collect()
+    s.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect()
 }

@@ -18,11 +18,7 @@ pub fn check(dir: &Path, inventory: Option<&Path>, now: i64) -> CheckReport {
     let mut diagnostics = loaded.diagnostics;
     let mut summary = Vec::new();
     if let Some(p) = &loaded.policy {
-        let containers = p
-            .zones
-            .iter()
-            .filter(|z| matches!(z.kind, ZoneKind::Containers(_)))
-            .count();
+        let containers = p.zones.iter().filter(|z| matches!(z.kind, ZoneKind::Containers(_))).count();
         summary.push(format!(
             "{}: ok: {} files, {} zones ({} container, {} external), {} policies, {} failsafe{}, policy {}",
             dir.display(),
@@ -46,21 +42,23 @@ pub fn check(dir: &Path, inventory: Option<&Path>, now: i64) -> CheckReport {
                         let matching: Vec<&str> = p
                             .zones
                             .iter()
-                            .filter(
-                                |z| matches!(&z.kind, ZoneKind::Containers(s) if s.matches(&id)),
-                            )
+                            .filter(|z| matches!(&z.kind, ZoneKind::Containers(s) if s.matches(&id)))
                             .map(|z| z.name.as_str())
                             .collect();
                         let zone = p.zone_of(&id);
                         summary.push(format!("  {:<16} -> {} ({})", c.name, zone.name, zone.mode));
                         if matching.len() > 1 {
                             if let Some(pos) = p.zone(matching[1]).and_then(|z| z.pos.clone()) {
-                                diagnostics.push(Diagnostic::at(Severity::Warning, &pos, format!(
+                                diagnostics.push(Diagnostic::at(
+                                    Severity::Warning,
+                                    &pos,
+                                    format!(
                                     "container `{}` is selected by zones {}; it joins `{}`, declared first",
                                     c.name,
                                     matching.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
                                     matching[0]
-                                )));
+                                ),
+                                ));
                             }
                         }
                     }
@@ -69,9 +67,5 @@ pub fn check(dir: &Path, inventory: Option<&Path>, now: i64) -> CheckReport {
         }
     }
     let ok = !diagnostics.iter().any(|d| d.is_error());
-    CheckReport {
-        ok,
-        diagnostics,
-        summary,
-    }
+    CheckReport { ok, diagnostics, summary }
 }

@@ -54,9 +54,7 @@ fn resolve<'a>(inv: &'a Inventory, s: &str) -> Result<Endpoint<'a>, Failed> {
         return Ok(Endpoint::Container(c));
     }
     match s.parse::<IpAddr>() {
-        Ok(ip) => Ok(inv
-            .by_address(ip)
-            .map_or(Endpoint::External(ip), Endpoint::Container)),
+        Ok(ip) => Ok(inv.by_address(ip).map_or(Endpoint::External(ip), Endpoint::Container)),
         Err(_) => {
             let known: Vec<&str> = inv.containers.iter().map(|c| c.name.as_str()).collect();
             Err(Failed::message(format!(
@@ -72,9 +70,7 @@ pub fn parse_proto(s: &str) -> Result<Proto, Failed> {
         "tcp" => Ok(Proto::Tcp),
         "udp" => Ok(Proto::Udp),
         "icmp" => Ok(Proto::Icmp),
-        _ => Err(Failed::message(format!(
-            "--proto must be tcp, udp or icmp, not `{s}`"
-        ))),
+        _ => Err(Failed::message(format!("--proto must be tcp, udp or icmp, not `{s}`"))),
     }
 }
 
@@ -109,19 +105,13 @@ fn addresses(
         (None, None) => vec![Family::V4, Family::V6],
     };
     for fam in families {
-        let a = fixed(from, from_s)
-            .filter(|a| Family::of(a) == fam)
-            .or_else(|| pick(from, fam));
-        let b = fixed(to, to_s)
-            .filter(|b| Family::of(b) == fam)
-            .or_else(|| pick(to, fam));
+        let a = fixed(from, from_s).filter(|a| Family::of(a) == fam).or_else(|| pick(from, fam));
+        let b = fixed(to, to_s).filter(|b| Family::of(b) == fam).or_else(|| pick(to, fam));
         if let (Some(a), Some(b)) = (a, b) {
             return Ok((a, b));
         }
     }
-    Err(Failed::message(format!(
-        "`{from_s}` and `{to_s}` have no address family in common"
-    )))
+    Err(Failed::message(format!("`{from_s}` and `{to_s}` have no address family in common")))
 }
 
 pub fn explain(
@@ -136,30 +126,18 @@ pub fn explain(
     let from = resolve(inv, from_s)?;
     let to = resolve(inv, to_s)?;
     if let (Endpoint::External(_), Endpoint::External(_)) = (from, to) {
-        return Err(Failed::message(
-            "neither end is a container: fw enforces inside containers only",
-        ));
+        return Err(Failed::message("neither end is a container: fw enforces inside containers only"));
     }
     if matches!(proto, Proto::Tcp | Proto::Udp) && port.is_none() {
         return Err(Failed::message("--port is needed for tcp and udp"));
     }
     let port = if proto == Proto::Icmp { None } else { port };
     let (src, dst) = addresses(&from, &to, from_s, to_s)?;
-    let pkt = Packet {
-        src,
-        dst,
-        proto,
-        dport: port,
-    };
+    let pkt = Packet { src, dst, proto, dport: port };
     let m = Membership::new(policy, inv);
     let end = |c: &Container, hook: Hook| -> EndResult {
         let rs = compile_container(policy, &m, c, opts);
-        let Decision {
-            verdict,
-            by,
-            logged,
-            rule_text,
-        } = evaluate(&rs, hook, &pkt);
+        let Decision { verdict, by, logged, rule_text } = evaluate(&rs, hook, &pkt);
         EndResult {
             container: c.name.clone(),
             zone: rs.zone.clone(),
@@ -214,16 +192,10 @@ pub fn render_text(e: &Explanation) -> String {
         Some(p) => format!("{}/{p}", e.proto),
         None => e.proto.to_string(),
     };
-    out.push_str(&format!(
-        "{} -> {}  {what}  ({} -> {})\n",
-        e.from, e.to, e.src, e.dst
-    ));
+    out.push_str(&format!("{} -> {}  {what}  ({} -> {})\n", e.from, e.to, e.src, e.dst));
     let line = |label: &str, r: &Option<EndResult>, out: &mut String| match r {
         Some(r) => {
-            let by = r
-                .rule
-                .as_ref()
-                .map_or("chain policy (drop)".to_string(), |x| x.to_string());
+            let by = r.rule.as_ref().map_or("chain policy (drop)".to_string(), |x| x.to_string());
             out.push_str(&format!(
                 "  {label:<7} {} (zone {}, {}): {} by {by}\n",
                 r.container, r.zone, r.mode, r.verdict

@@ -20,11 +20,7 @@ impl Failed {
     }
 
     pub fn lines(&self) -> Vec<String> {
-        self.0
-            .iter()
-            .map(|d| d.to_string())
-            .chain(self.1.iter().cloned())
-            .collect()
+        self.0.iter().map(|d| d.to_string()).chain(self.1.iter().cloned()).collect()
     }
 }
 
@@ -39,11 +35,7 @@ pub fn load_both(
     match (loaded.policy, inv) {
         (Some(p), Ok(i)) => Ok((p, i, loaded.diagnostics)),
         (_, inv) => {
-            let mut d: Vec<Diagnostic> = loaded
-                .diagnostics
-                .into_iter()
-                .filter(|d| d.is_error())
-                .collect();
+            let mut d: Vec<Diagnostic> = loaded.diagnostics.into_iter().filter(|d| d.is_error()).collect();
             if let Err(e) = inv {
                 d.extend(e);
             }
@@ -54,7 +46,5 @@ pub fn load_both(
 
 /// Seconds since the epoch, for rule expiry.
 pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }

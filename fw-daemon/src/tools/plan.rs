@@ -35,19 +35,11 @@ pub fn plan(
     }
     let m = Membership::new(policy, inv);
     let mut out = Vec::new();
-    for c in inv
-        .containers
-        .iter()
-        .filter(|c| only.is_none_or(|n| n == c.name))
-    {
+    for c in inv.containers.iter().filter(|c| only.is_none_or(|n| n == c.name)) {
         let rs = compile_container(policy, &m, c, opts);
         let script = render(&rs);
         let mut text = String::new();
-        let _ = writeln!(
-            text,
-            "# container {}: zone {} ({})",
-            c.name, rs.zone, rs.mode
-        );
+        let _ = writeln!(text, "# container {}: zone {} ({})", c.name, rs.zone, rs.mode);
         if let Some(ns) = &c.netns {
             let _ = writeln!(text, "# netns {}", ns.display());
         }
@@ -55,19 +47,11 @@ pub fn plan(
         let _ = writeln!(
             text,
             "# addresses {}",
-            if addrs.is_empty() {
-                "(none)".into()
-            } else {
-                addrs.join(" ")
-            }
+            if addrs.is_empty() { "(none)".into() } else { addrs.join(" ") }
         );
         let _ = writeln!(text, "# policy {}", policy.hash);
         text.push_str(&script);
-        out.push(ContainerPlan {
-            container: c.name.clone(),
-            text,
-            script,
-        });
+        out.push(ContainerPlan { container: c.name.clone(), text, script });
     }
     Ok(out)
 }

@@ -1,0 +1,267 @@
+//! The compiler and the explain oracle, without privileges: selectors, ports, audit mode,
+//! defaults, expiry, and the "rules follow policies, not peers" property.
+
+mod common;
+use common::{inventory, policy};
+
+use fw_daemon::compile::{compile_all, CompileOptions};
+use fw_daemon::inventory::Inventory;
+use fw_daemon::rules::{Identity, Policy};
+use fw_daemon::ruleset::eval::Proto;
+use fw_daemon::tools::explain::explain;
+use fw_proto::{RuleKind, Verdict};
+
+const ZONES: &str = r#"
+[zone.web]
+match = { name = "web-*" }
+[zone.api]
+match = { labels = { tier = "api" }, image = "corp/api:*" }
+[zone.db]
+match = { image = "postgres:*" }
+mode = "audit"
+[zone.ext]
+cidrs = ["192.0.2.0/24"]
+"#;
+
+const INV: &str = r#"
+[[container]]
+name = "web-1"
+addresses = ["10.0.0.1", "fd00::1"]
+[[container]]
+name = "api-1"
+image = "corp/api:1"
+labels = { tier = "api" }
+addresses = ["10.0.0.2"]
+[[container]]
+name = "api-fake"
+image = "other/api:1"
+labels = { tier = "api" }
+addresses = ["10.0.0.3"]
+[[container]]
+name = "db-1"
+image = "postgres:16"
+addresses = ["10.0.0.4"]
+"#;
+
+fn verdict(
+    p: &Policy,
+    inv: &Inventory,
+    from: &str,
+    to: &str,
+    proto: Proto,
+    port: Option<u16>,
+) -> (Verdict, String) {
+    let opts = CompileOptions::default();
+    let e = explain(p, inv, from, to, proto, port, &opts).map_err(|f| f.lines()).unwrap();
+    (e.verdict, e.rule.map(|r| r.id).unwrap_or_else(|| "<chain policy>".into()))
+}
+
+#[test]
+fn selectors_pick_the_first_matching_zone_else_default() {
+    let p = policy(&[("z.toml", ZONES)]);
+    let inv = inventory(INV);
+    let zone = |name: &str| {
+        let c = inv.get(name).unwrap();
+        p.zone_of(&Identity { name: &c.name, image: &c.image, labels: &c.labels }).name.clone()
+    };
+    assert_eq!(zone("web-1"), "web");
+    assert_eq!(zone("api-1"), "api");
+    // Every criterion must hold: the label matches but the image does not.
+    assert_eq!(zone("api-fake"), "default");
+    assert_eq!(zone("db-1"), "db");
+}
+
+#[test]
+fn port_ranges_are_inclusive_and_merged() {
+    let p = policy(&[
+        ("z.toml", ZONES),
+        (
+            "p.toml",
+            "[[policy]]\nfrom = \"web\"\nto = \"api\"\nproto = \"tcp\"\nports = [\"8000-8010\", 8011, 9000]\naction = \"allow\"\n",
+        ),
+    ]);
+    assert_eq!(p.rules[0].ports.to_string(), "8000-8011,9000");
+    let inv = inventory(INV);
+    for (port, want) in [
+        (7999, Verdict::Deny),
+        (8000, Verdict::Allow),
+        (8011, Verdict::Allow),
+        (8012, Verdict::Deny),
+        (9000, Verdict::Allow),
+    ] {
+        assert_eq!(verdict(&p, &inv, "web-1", "api-1", Proto::Tcp, Some(port)).0, want, "port {port}");
+    }
+    // Same port over UDP is not covered by a tcp policy.
+    assert_eq!(verdict(&p, &inv, "web-1", "api-1", Proto::Udp, Some(8000)).0, Verdict::Deny);
+}
+
+#[test]
+fn first_match_decides_in_file_order() {
+    let p = policy(&[
+        ("z.toml", ZONES),
+        ("10-a.toml", "[[policy]]\nid = \"deny-8080\"\nfrom = \"web\"\nto = \"api\"\nproto = \"tcp\"\nports = 8080\naction = \"deny\"\n"),
+        ("20-b.toml", "[[policy]]\nid = \"allow-tcp\"\nfrom = \"web\"\nto = \"api\"\nproto = \"tcp\"\naction = \"allow\"\n"),
+    ]);
+    let inv = inventory(INV);
+    assert_eq!(
+        verdict(&p, &inv, "web-1", "api-1", Proto::Tcp, Some(8080)),
+        (Verdict::Deny, "deny-8080".into())
+    );
+    assert_eq!(
+        verdict(&p, &inv, "web-1", "api-1", Proto::Tcp, Some(8081)),
+        (Verdict::Allow, "allow-tcp".into())
+    );
+}
+
+#[test]
+fn audit_mode_logs_and_allows_what_it_would_drop() {
+    let p = policy(&[
+        ("z.toml", ZONES),
+        ("p.toml", "[[policy]]\nid = \"db-out\"\nfrom = \"db\"\nto = \"ext\"\nproto = \"tcp\"\nports = 25\naction = \"deny\"\n"),
+    ]);
+    let inv = inventory(INV);
+    let opts = CompileOptions::default();
+    let e = explain(&p, &inv, "db-1", "192.0.2.9", Proto::Tcp, Some(25), &opts).unwrap();
+    assert_eq!(e.verdict, Verdict::AuditDeny);
+    assert_eq!(e.rule.as_ref().unwrap().id, "db-out");
+    assert_eq!(e.egress.as_ref().unwrap().logged.as_deref(), Some("fw:audit:db-out"));
+    // The default deny is audited too, with its own prefix.
+    let e = explain(&p, &inv, "db-1", "192.0.2.9", Proto::Tcp, Some(26), &opts).unwrap();
+    assert_eq!((e.verdict, e.rule.as_ref().unwrap().kind), (Verdict::AuditDeny, RuleKind::Default));
+    assert_eq!(e.egress.as_ref().unwrap().logged.as_deref(), Some("fw:audit:default"));
+    // An enforcing receiver still drops what an auditing sender lets out.
+    let e = explain(&p, &inv, "db-1", "web-1", Proto::Tcp, Some(80), &opts).unwrap();
+    assert_eq!(e.verdict, Verdict::Deny);
+    assert_eq!(e.ingress.as_ref().unwrap().container, "web-1");
+}
+
+#[test]
+fn defaults_decide_when_nothing_matches() {
+    let inv = inventory(INV);
+    let p = policy(&[("z.toml", ZONES), ("d.toml", "[defaults]\naction = \"allow\"\n")]);
+    let (v, id) = verdict(&p, &inv, "web-1", "api-1", Proto::Tcp, Some(1));
+    assert_eq!((v, id.as_str()), (Verdict::Allow, "default"));
+    let p = policy(&[("z.toml", ZONES), ("d.toml", "[defaults]\naction = \"log\"\n")]);
+    let opts = CompileOptions::default();
+    let e = explain(&p, &inv, "web-1", "api-1", Proto::Tcp, Some(1), &opts).unwrap();
+    assert_eq!(e.verdict, Verdict::Allow);
+    assert_eq!(e.egress.unwrap().logged.as_deref(), Some("fw:log:default"));
+    // Without a [defaults] table: deny, attributed to the built-in default.
+    let p = policy(&[("z.toml", ZONES)]);
+    let e = explain(&p, &inv, "web-1", "api-1", Proto::Tcp, Some(1), &opts).unwrap();
+    assert_eq!(e.verdict, Verdict::Deny);
+    let r = e.rule.unwrap();
+    assert_eq!((r.kind, r.source), (RuleKind::Default, None));
+}
+
+#[test]
+fn expired_rules_are_not_compiled() {
+    let p = policy(&[
+        ("z.toml", ZONES),
+        ("p.toml", "[[policy]]\nfrom = \"web\"\nto = \"api\"\naction = \"allow\"\nexpires = 2030-01-01\n"),
+    ]);
+    let inv = inventory(INV);
+    let before = CompileOptions { now: 1_893_455_999, ..CompileOptions::default() };
+    let after = CompileOptions { now: 1_893_456_000, ..CompileOptions::default() };
+    let v = |o: &CompileOptions| explain(&p, &inv, "web-1", "api-1", Proto::Tcp, Some(1), o).unwrap().verdict;
+    assert_eq!(v(&before), Verdict::Allow);
+    assert_eq!(v(&after), Verdict::Deny);
+}
+
+#[test]
+fn icmp_and_ipv6_are_covered() {
+    let p = policy(&[
+        ("z.toml", ZONES),
+        ("p.toml", "[[policy]]\nfrom = \"web\"\nto = \"any\"\nproto = \"icmp\"\naction = \"allow\"\n"),
+    ]);
+    let mut inv = inventory(INV);
+    inv.containers[1].addresses.push("fd00::2".parse().unwrap());
+    let opts = CompileOptions::default();
+    let e = explain(&p, &inv, "web-1", "fd00::2", Proto::Icmp, None, &opts).unwrap();
+    // `to = "any"` covers api-1's ingress as well, over IPv6 (ICMPv6) too.
+    assert_eq!((e.src.to_string(), e.verdict), ("fd00::1".to_string(), Verdict::Allow));
+    assert_eq!(e.ingress.unwrap().rule.unwrap().id, "web->any:icmp");
+    // Nothing lets api-1 ping web-1.
+    let e = explain(&p, &inv, "api-1", "web-1", Proto::Icmp, None, &opts).unwrap();
+    assert_eq!(e.verdict, Verdict::Deny);
+}
+
+#[test]
+fn rule_count_follows_policies_not_peers() {
+    let p = policy(&[
+        ("z.toml", ZONES),
+        (
+            "p.toml",
+            "[[policy]]\nfrom = \"web\"\nto = \"api\"\nproto = \"tcp\"\nports = 443\naction = \"allow\"\n",
+        ),
+    ]);
+    let small = inventory(INV);
+    let mut big = small.clone();
+    for i in 0..500u32 {
+        big.containers.push(fw_daemon::inventory::Container {
+            name: format!("api-x{i}"),
+            netns: None,
+            image: "corp/api:2".into(),
+            labels: vec![("tier".into(), "api".into())],
+            addresses: vec![std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a01_0000 + i))],
+        });
+    }
+    let opts = CompileOptions::default();
+    let rules = |inv: &Inventory| -> (usize, usize) {
+        let rs = compile_all(&p, inv, &opts).into_iter().find(|r| r.container == "web-1").unwrap();
+        let n_rules = rs.chains.iter().map(|c| c.rules.len()).sum();
+        let n_elems = rs.set("z_api_4").unwrap().elements.len();
+        (n_rules, n_elems)
+    };
+    let (r_small, e_small) = rules(&small);
+    let (r_big, e_big) = rules(&big);
+    assert_eq!(r_small, r_big, "rule count must not depend on peers");
+    assert_eq!((e_small, e_big), (1, 501));
+}
+
+#[test]
+fn external_zones_only_get_the_families_they_have() {
+    let p = policy(&[
+        ("z.toml", ZONES),
+        ("p.toml", "[[policy]]\nfrom = \"web\"\nto = \"ext\"\naction = \"allow\"\n"),
+    ]);
+    let inv = inventory(INV);
+    let rs = compile_all(&p, &inv, &CompileOptions::default())
+        .into_iter()
+        .find(|r| r.container == "web-1")
+        .unwrap();
+    assert!(rs.set("z_ext_4").is_some_and(|s| s.interval));
+    assert!(rs.set("z_ext_6").is_none());
+    // Container zones keep both families so members can join without a rule change.
+    let p = policy(&[
+        ("z.toml", ZONES),
+        ("p.toml", "[[policy]]\nfrom = \"web\"\nto = \"db\"\naction = \"allow\"\n"),
+    ]);
+    let rs = compile_all(&p, &inv, &CompileOptions::default())
+        .into_iter()
+        .find(|r| r.container == "web-1")
+        .unwrap();
+    assert!(rs.set("z_db_6").is_some_and(|s| s.elements.is_empty() && !s.interval));
+}
+
+#[test]
+fn blocks_sit_before_the_established_shortcut() {
+    let p = policy(&[("z.toml", ZONES)]);
+    let inv = inventory(INV);
+    for rs in compile_all(&p, &inv, &CompileOptions::default()) {
+        for chain in ["egress", "ingress"] {
+            let c = rs.chain(chain).unwrap();
+            let pos = |kind: RuleKind, id: &str| {
+                c.rules
+                    .iter()
+                    .position(|r| r.origin.as_ref().is_some_and(|o| o.kind == kind && o.id == id))
+                    .unwrap()
+            };
+            let est = pos(RuleKind::Builtin, "established");
+            assert!(pos(RuleKind::Block, "quarantine") < est, "{} {chain}", rs.container);
+            let block = if chain == "egress" { "block-dst" } else { "block-src" };
+            assert!(pos(RuleKind::Block, block) < est);
+            assert!(c.base.as_ref().unwrap().policy_drop, "base chains fail closed");
+        }
+    }
+}
