@@ -25,6 +25,10 @@ for p in "${PACKAGES[@]}"; do
   fi
 done
 
+if ! command -v cargo >/dev/null && [ ! -x "${HOME:-/root}/.cargo/bin/cargo" ]; then
+  echo "provision.sh: warning: no Rust toolchain; install Rust >= 1.85 with rustup (the Vagrantfile does)" >&2
+fi
+
 if [ ${#missing[@]} -eq 0 ]; then
   echo "provision.sh: all ${#PACKAGES[@]} packages present"
   exit 0

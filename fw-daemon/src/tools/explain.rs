@@ -193,7 +193,7 @@ pub fn render_text(e: &Explanation) -> String {
         None => e.proto.to_string(),
     };
     out.push_str(&format!("{} -> {}  {what}  ({} -> {})\n", e.from, e.to, e.src, e.dst));
-    let line = |label: &str, r: &Option<EndResult>, out: &mut String| match r {
+    let line = |label: &str, r: &Option<EndResult>, why_absent: &str, out: &mut String| match r {
         Some(r) => {
             let by = r.rule.as_ref().map_or("chain policy (drop)".to_string(), |x| x.to_string());
             out.push_str(&format!(
@@ -204,10 +204,15 @@ pub fn render_text(e: &Explanation) -> String {
                 out.push_str(&format!("          logged to NFLOG as \"{l}\"\n"));
             }
         }
-        None => out.push_str(&format!("  {label:<7} (not evaluated)\n")),
+        None => out.push_str(&format!("  {label:<7} ({why_absent})\n")),
     };
-    line("egress", &e.egress, &mut out);
-    line("ingress", &e.ingress, &mut out);
+    line("egress", &e.egress, "the sender is not a container: nothing to enforce there", &mut out);
+    let why = if e.egress.as_ref().is_some_and(|x| x.verdict == Verdict::Deny) {
+        "not reached: dropped at egress"
+    } else {
+        "the receiver is not a container: nothing to enforce there"
+    };
+    line("ingress", &e.ingress, why, &mut out);
     out.push_str(&format!("verdict: {}\n", e.verdict));
     match &e.rule {
         Some(r) if r.source.is_some() => out.push_str(&format!("rule: {r}\n")),
