@@ -6,6 +6,8 @@
 
 pub mod compile;
 pub mod inventory;
+pub mod netns;
+pub mod nft;
 pub mod rules;
 pub mod ruleset;
 pub mod tools;

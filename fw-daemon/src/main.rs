@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use fw_daemon::compile::CompileOptions;
-use fw_daemon::tools::{self, check, explain, plan, Failed};
+use fw_daemon::tools::{self, apply, check, explain, plan, Failed};
 
 #[derive(Parser)]
 #[command(
@@ -57,6 +57,28 @@ Nothing is changed on this host.")]
         /// NFLOG group that drop and audit records are sent to
         #[arg(long, default_value_t = 100)]
         log_group: u16,
+    },
+    /// Program every container in the inventory once (one atomic batch each) and exit
+    #[command(after_help = "\
+Each container's `table inet fw` is replaced atomically inside its network namespace: it has
+either the old ruleset or the new one, never a mix. One failing container does not stop the
+others; the exit code is 1 if any failed. Needs CAP_NET_ADMIN (root).")]
+    Apply {
+        dir: PathBuf,
+        #[arg(long)]
+        inventory: PathBuf,
+        /// Only this container
+        #[arg(long)]
+        container: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        log_group: u16,
+    },
+    /// Remove `table inet fw` from every container in the inventory
+    Flush {
+        #[arg(long)]
+        inventory: PathBuf,
+        #[arg(long)]
+        container: Option<String>,
     },
     /// Would FROM reach TO on PROTO/PORT, and which rule decides?
     #[command(after_help = "\
@@ -132,6 +154,18 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
             print!("{}", texts.join("\n"));
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Apply { dir, inventory, container, log_group } => {
+            let (policy, inv, diags) = tools::load_both(&dir, &inventory, now)?;
+            for d in diags {
+                eprintln!("{d}");
+            }
+            let opts = CompileOptions { log_group, now, ..CompileOptions::default() };
+            Ok(report(apply::apply(&policy, &inv, container.as_deref(), &opts), "programmed"))
+        }
+        Cmd::Flush { inventory, container } => {
+            let inv = fw_daemon::inventory::load_inventory(&inventory).map_err(|d| Failed(d, Vec::new()))?;
+            Ok(report(apply::flush(&inv, container.as_deref()), "flushed"))
+        }
         Cmd::Explain { dir, inventory, from, to, proto, port, json } => {
             let (policy, inv, _) = tools::load_both(&dir, &inventory, now)?;
             let proto = match proto {
@@ -149,4 +183,22 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn report(outcomes: Vec<apply::Outcome>, verb: &str) -> ExitCode {
+    let mut failed = 0;
+    for o in &outcomes {
+        match &o.result {
+            Ok(t) => println!("{}: {verb} in {:.1} ms", o.container, t.as_secs_f64() * 1000.0),
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("{failed} of {} containers failed", outcomes.len());
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
 }

@@ -7,12 +7,15 @@ use fw_daemon::ruleset::eval::Proto;
 use fw_daemon::tools::explain::{explain, render_text};
 use fw_proto::Verdict;
 
+/// (from, to, proto, port, expected verdict, deciding rule id)
+type Cell = (&'static str, &'static str, Proto, Option<u16>, Verdict, &'static str);
+
 #[test]
 fn demo_cells() {
     let p = common::demo_policy();
     let inv = common::demo_inventory();
     let opts = CompileOptions::default();
-    let cases: &[(&str, &str, Proto, Option<u16>, Verdict, &str)] = &[
+    let cases: &[Cell] = &[
         ("web-1", "api-2", Proto::Tcp, Some(8080), Verdict::Allow, "web-to-api"),
         ("web-1", "api-2", Proto::Tcp, Some(9005), Verdict::Allow, "web-to-api"),
         ("web-1", "api-2", Proto::Tcp, Some(22), Verdict::Deny, "default"),

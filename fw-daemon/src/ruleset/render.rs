@@ -67,7 +67,8 @@ fn render_chain(out: &mut String, chain: &Chain) {
             Hook::Output => "output",
         };
         let policy = if base.policy_drop { "drop" } else { "accept" };
-        let _ = writeln!(out, "\t\ttype filter hook {hook} priority {}; policy {policy};", base.priority);
+        let prio = if base.priority == 0 { "filter".to_string() } else { base.priority.to_string() };
+        let _ = writeln!(out, "\t\ttype filter hook {hook} priority {prio}; policy {policy};");
     }
     for r in &chain.rules {
         let _ = writeln!(out, "\t\t{}", rule_text(r));
@@ -77,7 +78,30 @@ fn render_chain(out: &mut String, chain: &Chain) {
 
 /// One rule as nft syntax (also used by `explain` to show the deciding line).
 pub fn rule_text(r: &Rule) -> String {
-    let mut parts: Vec<String> = r.matches.iter().map(match_text).collect();
+    let mut parts: Vec<String> = Vec::with_capacity(r.matches.len() + 4);
+    let mut i = 0;
+    // nft's canonical spellings, so `nft list` reads back exactly what plan printed:
+    // `meta l4proto tcp th dport P` is `tcp dport P`; the IPv6 check before ND is implied.
+    while i < r.matches.len() {
+        match (&r.matches[i], r.matches.get(i + 1)) {
+            (Match::L4Proto(l), Some(Match::Dport(ports)))
+                if matches!(l.as_slice(), [L4::Tcp] | [L4::Udp]) =>
+            {
+                let p = if l[0] == L4::Tcp { "tcp" } else { "udp" };
+                let items: Vec<String> = ports.iter().map(port).collect();
+                parts.push(format!("{p} dport {}", braces(&items)));
+                i += 2;
+            }
+            (Match::NfProto(Family::V6), Some(m @ Match::Icmpv6Nd)) => {
+                parts.push(match_text(m));
+                i += 2;
+            }
+            (m, _) => {
+                parts.push(match_text(m));
+                i += 1;
+            }
+        }
+    }
     if r.counter {
         parts.push("counter".into());
     }

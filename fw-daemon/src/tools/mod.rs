@@ -1,6 +1,7 @@
 //! The offline tools: `check`, `plan`, `explain`. Each returns its output as values so tests
 //! can run them without a process; `main` only prints and picks the exit code.
 
+pub mod apply;
 pub mod check;
 pub mod explain;
 pub mod plan;

@@ -1,0 +1,46 @@
+//! Running code inside a network namespace given by path (`/run/netns/NAME`,
+//! `/proc/PID/ns/net`, `/var/run/docker/netns/ID`).
+//!
+//! `setns` only moves the calling thread, so every entry happens on a fresh std thread that
+//! exits afterwards: tokio workers and the caller never change namespace. A netlink socket
+//! opened on that thread stays bound to the namespace and is usable from any thread.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use nix::sched::{setns, CloneFlags};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error("netns {path}: cannot open: {source}")]
+    Open { path: PathBuf, source: std::io::Error },
+    #[error("netns {path}: cannot enter: {source}")]
+    Enter { path: PathBuf, source: nix::Error },
+    #[error("netns {path}: worker thread failed: {what}")]
+    Thread { path: PathBuf, what: String },
+}
+
+/// Runs `f` on a new thread inside the namespace at `path` and returns its result.
+pub fn run_in<T, F>(path: &Path, f: F) -> Result<T, NetnsError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let file = File::open(path).map_err(|source| NetnsError::Open { path: path.to_path_buf(), source })?;
+    let p = path.to_path_buf();
+    let handle = std::thread::Builder::new()
+        .name("fw-netns".into())
+        .spawn(move || -> Result<T, NetnsError> {
+            setns(&file, CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Enter { path: p, source })?;
+            Ok(f())
+        })
+        .map_err(|e| NetnsError::Thread { path: path.to_path_buf(), what: e.to_string() })?;
+    handle.join().map_err(|_| NetnsError::Thread { path: path.to_path_buf(), what: "panicked".into() })?
+}
+
+/// Opens a netlink socket of `protocol` inside the namespace at `path`.
+pub fn netlink_socket(path: &Path, protocol: isize) -> Result<netlink_sys::Socket, NetnsError> {
+    let p = path.to_path_buf();
+    run_in(path, move || netlink_sys::Socket::new(protocol))?
+        .map_err(|e| NetnsError::Thread { path: p, what: format!("netlink socket: {e}") })
+}

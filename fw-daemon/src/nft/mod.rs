@@ -1,0 +1,264 @@
+//! The nftables backend: the only code that talks to netfilter. One `Nft` per container
+//! namespace: a NETLINK_NETFILTER socket opened inside it, kept open, used for whole-table
+//! replacement (one atomic batch), set-element updates, flush, and counter read-back.
+
+mod build;
+pub mod netlink;
+mod sys;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nftnl::MsgType;
+use nix::sys::socket::{setsockopt, sockopt};
+
+pub use build::BuildError;
+use build::{elem_key, interval_elems, key_type, Built, Emitter};
+pub use netlink::RuleCounters;
+use sys::Elem;
+
+use crate::netns::{self, NetnsError};
+use crate::ruleset::ir::{Ruleset, SetElem};
+use crate::ruleset::SetKey;
+
+const NETLINK_NETFILTER: isize = 12;
+const RECV_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("{who}: {what}: {source}")]
+    Io { who: String, what: &'static str, source: std::io::Error },
+    #[error("{who}: {0}", .source)]
+    Build { who: String, source: BuildError },
+    #[error("{who}: the kernel rejected {what}: {}{}", errno_text(*.errno), .msg.as_ref().map(|m| format!(" ({m})")).unwrap_or_default())]
+    Rejected { who: String, what: String, errno: i32, msg: Option<String> },
+    #[error("{who}: no answer from the kernel for {what} within {RECV_TIMEOUT:?}")]
+    Timeout { who: String, what: String },
+}
+
+fn errno_text(errno: i32) -> String {
+    format!("{} (errno {errno})", std::io::Error::from_raw_os_error(errno))
+}
+
+/// A set element change for incremental updates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetChange {
+    pub set: String,
+    pub key: SetKey,
+    pub add: Vec<SetElem>,
+    pub remove: Vec<SetElem>,
+    /// Timeout for added elements (operator blocks).
+    pub timeout_ms: Option<u64>,
+}
+
+/// An open nftables socket inside one namespace.
+pub struct Nft {
+    sock: netlink_sys::Socket,
+    /// Who this is for, in every error: the container name.
+    who: String,
+    netns: PathBuf,
+    buf: Vec<u8>,
+    seq: u32,
+}
+
+impl Nft {
+    /// Opens the socket inside the namespace at `netns`; `who` names it in errors.
+    pub fn open(netns: &Path, who: &str) -> Result<Nft, NftError> {
+        let sock = netns::netlink_socket(netns, NETLINK_NETFILTER)?;
+        Self::setup(sock, netns, who)
+    }
+
+    fn setup(mut sock: netlink_sys::Socket, netns: &Path, who: &str) -> Result<Nft, NftError> {
+        let io = |what: &'static str| move |source| NftError::Io { who: who.to_string(), what, source };
+        sock.bind_auto().map_err(io("bind"))?;
+        // Extended ACKs carry the kernel's reason; capped ACKs do not echo our messages back.
+        sock.set_ext_ack(true).map_err(io("extended ack"))?;
+        sock.set_cap_ack(true).map_err(io("capped ack"))?;
+        setsockopt(
+            &sock,
+            sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(RECV_TIMEOUT.as_secs() as i64, 0),
+        )
+        .map_err(|e| NftError::Io { who: who.into(), what: "receive timeout", source: e.into() })?;
+        Ok(Nft {
+            sock,
+            who: who.to_string(),
+            netns: netns.to_path_buf(),
+            buf: vec![0; 1 << 16],
+            seq: 1 << 20,
+        })
+    }
+
+    pub fn netns(&self) -> &Path {
+        &self.netns
+    }
+
+    fn build_err(&self, source: BuildError) -> NftError {
+        NftError::Build { who: self.who.clone(), source }
+    }
+
+    /// Replaces `table inet fw` with `rs` in one atomic batch: on any error the previous
+    /// table stays exactly as it was.
+    pub fn apply(&mut self, rs: &Ruleset) -> Result<(), NftError> {
+        let built = build::ruleset_batch(rs).map_err(|e| self.build_err(e))?;
+        self.send_batch(built)
+    }
+
+    /// Removes `table inet fw` if present.
+    pub fn flush(&mut self) -> Result<(), NftError> {
+        self.send_batch(build::flush_batch())
+    }
+
+    /// Adds and removes set elements, all in one atomic batch (no table replacement).
+    pub fn update_sets(&mut self, changes: &[SetChange]) -> Result<(), NftError> {
+        let mut em = Emitter::new();
+        for c in changes {
+            let key = key_type(c.key);
+            let elems = |list: &[SetElem], timeout_ms: Option<u64>| -> Vec<Elem> {
+                let nets: Vec<(Vec<u8>, Vec<u8>)> = list
+                    .iter()
+                    .filter_map(|e| match e {
+                        SetElem::Net(n) if n.prefix_len() != n.max_prefix_len() => Some((
+                            elem_key(&SetElem::Addr(n.network())),
+                            elem_key(&SetElem::Addr(n.broadcast())),
+                        )),
+                        _ => None,
+                    })
+                    .collect();
+                if !nets.is_empty() {
+                    return interval_elems(&nets, timeout_ms)
+                        .into_iter()
+                        .filter(|e| e.key.iter().any(|b| *b != 0) || e.flags == 0)
+                        .collect();
+                }
+                list.iter().map(|e| Elem { key: elem_key(e), flags: 0, timeout_ms }).collect()
+            };
+            if !c.remove.is_empty() {
+                em.elements(&c.set, key, &elems(&c.remove, None), MsgType::Del)
+                    .map_err(|e| self.build_err(e))?;
+            }
+            if !c.add.is_empty() {
+                em.elements(&c.set, key, &elems(&c.add, c.timeout_ms), MsgType::Add)
+                    .map_err(|e| self.build_err(e))?;
+            }
+        }
+        self.send_batch(em.finish())
+    }
+
+    fn send_batch(&mut self, built: Built) -> Result<(), NftError> {
+        let Built { batch, what } = built;
+        let mut bytes = Vec::new();
+        for page in batch.iter() {
+            bytes.extend_from_slice(page);
+        }
+        // Large batches (10k set elements) exceed the default socket send buffer.
+        if bytes.len() > 200_000 {
+            let _ = setsockopt(&self.sock, sockopt::SndBufForce, &(bytes.len() * 2));
+        }
+        let seqs = batch.sequence_numbers();
+        // Messages are numbered in order; begin/end take the first and last number when the
+        // kernel acknowledges them (>= 6.10).
+        let first = if seqs.len() == what.len() + 2 { seqs.start + 1 } else { seqs.start };
+        let describe = |seq: u32| -> String {
+            seq.checked_sub(first)
+                .and_then(|i| what.get(i as usize))
+                .cloned()
+                .unwrap_or_else(|| "the batch".to_string())
+        };
+        self.sock.send(&bytes, 0).map_err(|source| NftError::Io {
+            who: self.who.clone(),
+            what: "send batch",
+            source,
+        })?;
+
+        let mut pending: std::collections::BTreeSet<u32> = (first..first + what.len() as u32).collect();
+        let mut first_error: Option<NftError> = None;
+        while !pending.is_empty() {
+            let n = match self.sock.recv(&mut &mut self.buf[..], 0) {
+                Ok(n) => n,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    return Err(first_error.unwrap_or(NftError::Timeout {
+                        who: self.who.clone(),
+                        what: describe(*pending.iter().next().unwrap_or(&first)),
+                    }));
+                }
+                Err(source) => return Err(NftError::Io { who: self.who.clone(), what: "receive", source }),
+            };
+            for m in netlink::messages(&self.buf[..n]) {
+                if let Some(ack) = netlink::parse_ack(&m) {
+                    pending.remove(&ack.seq);
+                    if ack.errno != 0 && first_error.is_none() {
+                        first_error = Some(NftError::Rejected {
+                            who: self.who.clone(),
+                            what: describe(ack.seq),
+                            errno: ack.errno,
+                            msg: ack.msg,
+                        });
+                    }
+                }
+            }
+        }
+        // The end-of-batch ACK (if any) may still be queued; it carries nothing we need and
+        // the next exchange ignores unknown sequence numbers.
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Lists the rules of `table inet fw` with their counters and comments.
+    pub fn list_rules(&mut self) -> Result<Vec<RuleCounters>, NftError> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let req = netlink::getrule_request(seq);
+        self.sock.send(&req, 0).map_err(|source| NftError::Io {
+            who: self.who.clone(),
+            what: "send dump",
+            source,
+        })?;
+        let mut out = Vec::new();
+        loop {
+            let n = match self.sock.recv(&mut &mut self.buf[..], 0) {
+                Ok(n) => n,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    return Err(NftError::Timeout { who: self.who.clone(), what: "rule dump".into() })
+                }
+                Err(source) => {
+                    return Err(NftError::Io { who: self.who.clone(), what: "receive dump", source })
+                }
+            };
+            for m in netlink::messages(&self.buf[..n]) {
+                if m.seq != seq {
+                    continue; // a late ACK of an earlier batch
+                }
+                match m.ty {
+                    netlink::NLMSG_DONE => return Ok(out),
+                    netlink::NLMSG_ERROR => {
+                        if let Some(a) = netlink::parse_ack(&m) {
+                            if a.errno == libc::ENOENT {
+                                return Ok(Vec::new()); // no table: no rules
+                            }
+                            if a.errno != 0 {
+                                return Err(NftError::Rejected {
+                                    who: self.who.clone(),
+                                    what: "rule dump".into(),
+                                    errno: a.errno,
+                                    msg: a.msg,
+                                });
+                            }
+                        }
+                    }
+                    _ => out.extend(netlink::parse_rule(&m)),
+                }
+            }
+        }
+    }
+}
