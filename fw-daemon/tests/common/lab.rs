@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -171,7 +171,7 @@ pub enum Probe {
 }
 
 /// Connects over TCP from inside `from` and reads the server's greeting.
-pub fn tcp_probe(from: &PathBuf, dst: SocketAddr, timeout: Duration) -> Probe {
+pub fn tcp_probe(from: &Path, dst: SocketAddr, timeout: Duration) -> Probe {
     run_in(from, move || match TcpStream::connect_timeout(&dst, timeout) {
         Ok(mut s) => {
             let _ = s.set_read_timeout(Some(timeout));
@@ -193,7 +193,7 @@ pub fn tcp_probe(from: &PathBuf, dst: SocketAddr, timeout: Duration) -> Probe {
 }
 
 /// Sends a datagram from inside `from` and waits for the echo.
-pub fn udp_probe(from: &PathBuf, dst: SocketAddr, timeout: Duration) -> Probe {
+pub fn udp_probe(from: &Path, dst: SocketAddr, timeout: Duration) -> Probe {
     run_in(from, move || {
         let bind: SocketAddr =
             if dst.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
