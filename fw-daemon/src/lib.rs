@@ -5,6 +5,7 @@
 //! rendered as an nft script (`plan`) or evaluated (`explain`).
 
 pub mod compile;
+pub mod flows;
 pub mod inventory;
 pub mod netns;
 pub mod nft;

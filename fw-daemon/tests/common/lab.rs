@@ -126,6 +126,61 @@ impl Lab {
         }
     }
 
+    /// A TCP server that keeps every accepted connection open until the lab is dropped.
+    pub fn serve_tcp_hold(&mut self, node: &str, port: u16) {
+        let path = self.node(node).path();
+        let l =
+            run_in(&path, move || TcpListener::bind(("::", port))).expect("enter netns").expect("bind tcp");
+        l.set_nonblocking(true).expect("nonblocking");
+        let stop = self.stop.clone();
+        self.servers.push(std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((s, _)) => held.push(s),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        }));
+    }
+
+    /// A TCP sink: counts every byte received on `port`, returned as a shared counter.
+    pub fn serve_sink(&mut self, node: &str, port: u16) -> Arc<std::sync::atomic::AtomicU64> {
+        let path = self.node(node).path();
+        let l =
+            run_in(&path, move || TcpListener::bind(("::", port))).expect("enter netns").expect("bind tcp");
+        l.set_nonblocking(true).expect("nonblocking");
+        let stop = self.stop.clone();
+        let total = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let t = total.clone();
+        self.servers.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((mut s, _)) = l.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+                let mut buf = vec![0u8; 64 * 1024];
+                while !stop.load(Ordering::Relaxed) {
+                    match s.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            t.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) => {}
+                        Err(_) => break,
+                    }
+                }
+            }
+        }));
+        total
+    }
+
     /// UDP echo servers on every port inside `node`.
     pub fn serve_udp(&mut self, node: &str, ports: &[u16]) {
         let path = self.node(node).path();

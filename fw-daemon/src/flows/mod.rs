@@ -1,0 +1,3 @@
+//! What the kernel reports about traffic: NFLOG records now; conntrack flows later.
+
+pub mod nflog;

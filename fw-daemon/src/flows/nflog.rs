@@ -1,0 +1,237 @@
+//! NFLOG records from a container's namespace: the drops, audit would-drops, cap hits and
+//! logged allows that the ruleset sends to its log group, each carrying `fw:<kind>:<rule id>`.
+//! The socket is opened inside the namespace (a group is per namespace); parsing is plain,
+//! bounds-checked byte work over hostile input.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use nix::sys::socket::{setsockopt, sockopt};
+use pnet_packet::ip::IpNextHeaderProtocols;
+use pnet_packet::ipv4::Ipv4Packet;
+use pnet_packet::ipv6::Ipv6Packet;
+use pnet_packet::tcp::TcpPacket;
+use pnet_packet::udp::UdpPacket;
+use pnet_packet::Packet;
+
+use crate::netns::{self, NetnsError};
+use crate::nft::netlink::{attrs, messages, parse_ack};
+
+const NETLINK_NETFILTER: isize = 12;
+const NFNL_SUBSYS_ULOG: u16 = 4;
+const NFULNL_MSG_PACKET: u16 = 0;
+const NFULNL_MSG_CONFIG: u16 = 1;
+const NFULA_CFG_CMD: u16 = 1;
+const NFULA_CFG_MODE: u16 = 2;
+const NFULNL_CFG_CMD_BIND: u8 = 1;
+const NFULNL_COPY_PACKET: u8 = 2;
+const NFULA_PAYLOAD: u16 = 9;
+const NFULA_PREFIX: u16 = 10;
+const NFULA_IFINDEX_INDEV: u16 = 4;
+const NFULA_IFINDEX_OUTDEV: u16 = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NflogError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("nflog group {group}: {what}: {source}")]
+    Io { group: u16, what: &'static str, source: std::io::Error },
+    #[error("nflog group {group}: the kernel refused to bind: {}", std::io::Error::from_raw_os_error(*.errno))]
+    Bind { group: u16, errno: i32 },
+}
+
+/// What the rule that logged said about the packet: `fw:<kind>:<rule id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tag {
+    pub kind: String,
+    pub rule: String,
+}
+
+impl Tag {
+    pub fn parse(prefix: &str) -> Option<Tag> {
+        let rest = prefix.strip_prefix("fw:")?;
+        let (kind, rule) = rest.split_once(':')?;
+        Some(Tag { kind: kind.to_string(), rule: rule.to_string() })
+    }
+}
+
+/// One logged packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    pub prefix: String,
+    pub tag: Option<Tag>,
+    /// Egress packets have an out device, ingress packets an in device.
+    pub indev: Option<u32>,
+    pub outdev: Option<u32>,
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    pub proto: Option<u8>,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+}
+
+/// Parses the NFLOG packet messages in a receive buffer; anything malformed is skipped.
+pub fn parse_records(buf: &[u8]) -> Vec<LogRecord> {
+    let mut out = Vec::new();
+    for m in messages(buf) {
+        if m.ty != (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET {
+            continue;
+        }
+        let Some(body) = m.payload.get(4..) else { continue };
+        let mut r = LogRecord {
+            prefix: String::new(),
+            tag: None,
+            indev: None,
+            outdev: None,
+            src: None,
+            dst: None,
+            proto: None,
+            sport: None,
+            dport: None,
+        };
+        for (ty, v) in attrs(body) {
+            match ty {
+                NFULA_PREFIX => {
+                    r.prefix =
+                        String::from_utf8_lossy(v.split(|b| *b == 0).next().unwrap_or(&[])).into_owned()
+                }
+                NFULA_IFINDEX_INDEV => {
+                    r.indev = v.get(0..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                }
+                NFULA_IFINDEX_OUTDEV => {
+                    r.outdev = v.get(0..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                }
+                NFULA_PAYLOAD => parse_ip(v, &mut r),
+                _ => {}
+            }
+        }
+        r.tag = Tag::parse(&r.prefix);
+        out.push(r);
+    }
+    out
+}
+
+fn parse_ip(p: &[u8], r: &mut LogRecord) {
+    let (proto, l4): (u8, &[u8]) = match p.first().map(|b| b >> 4) {
+        Some(4) => {
+            let Some(ip) = Ipv4Packet::new(p) else { return };
+            let hl = usize::from(ip.get_header_length()) * 4;
+            r.src = Some(IpAddr::V4(ip.get_source()));
+            r.dst = Some(IpAddr::V4(ip.get_destination()));
+            (ip.get_next_level_protocol().0, p.get(hl.max(20)..).unwrap_or(&[]))
+        }
+        Some(6) => {
+            let Some(ip) = Ipv6Packet::new(p) else { return };
+            r.src = Some(IpAddr::V6(ip.get_source()));
+            r.dst = Some(IpAddr::V6(ip.get_destination()));
+            (ip.get_next_header().0, p.get(40..).unwrap_or(&[]))
+        }
+        _ => return,
+    };
+    r.proto = Some(proto);
+    if proto == IpNextHeaderProtocols::Tcp.0 {
+        if let Some(t) = TcpPacket::new(l4) {
+            r.sport = Some(t.get_source());
+            r.dport = Some(t.get_destination());
+            let _ = t.payload();
+        }
+    } else if proto == IpNextHeaderProtocols::Udp.0 {
+        if let Some(u) = UdpPacket::new(l4) {
+            r.sport = Some(u.get_source());
+            r.dport = Some(u.get_destination());
+        }
+    }
+}
+
+/// A bound NFLOG group inside one namespace.
+pub struct Nflog {
+    sock: netlink_sys::Socket,
+    group: u16,
+    buf: Vec<u8>,
+}
+
+fn config_msg(group: u16, seq: u32) -> Vec<u8> {
+    let mut b = Vec::with_capacity(48);
+    let len: u32 = 16 + 4 + 8 + 12;
+    b.extend_from_slice(&len.to_ne_bytes());
+    b.extend_from_slice(&((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG).to_ne_bytes());
+    b.extend_from_slice(&(1u16 | 4).to_ne_bytes()); // NLM_F_REQUEST | NLM_F_ACK
+    b.extend_from_slice(&seq.to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    b.extend_from_slice(&[0, 0]); // nfgenmsg: AF_UNSPEC, version 0
+    b.extend_from_slice(&group.to_be_bytes()); // res_id: the group, big-endian
+                                               // NFULA_CFG_CMD { command: BIND }, padded to 8.
+    b.extend_from_slice(&5u16.to_ne_bytes());
+    b.extend_from_slice(&NFULA_CFG_CMD.to_ne_bytes());
+    b.extend_from_slice(&[NFULNL_CFG_CMD_BIND, 0, 0, 0]);
+    // NFULA_CFG_MODE { copy_range: be32, copy_mode: u8, pad }, padded to 12.
+    b.extend_from_slice(&10u16.to_ne_bytes());
+    b.extend_from_slice(&NFULA_CFG_MODE.to_ne_bytes());
+    b.extend_from_slice(&256u32.to_be_bytes()); // headers are all we need
+    b.extend_from_slice(&[NFULNL_COPY_PACKET, 0, 0, 0]);
+    b
+}
+
+impl Nflog {
+    /// Binds NFLOG `group` inside the namespace at `netns`. Only one listener per group and
+    /// namespace: a second bind fails with EBUSY.
+    pub fn open(netns: &Path, group: u16, rcvbuf: usize) -> Result<Nflog, NflogError> {
+        let mut sock = netns::netlink_socket(netns, NETLINK_NETFILTER)?;
+        let io = |what| move |source| NflogError::Io { group, what, source };
+        sock.bind_auto().map_err(io("bind"))?;
+        // A flood must not overflow the socket before the daemon reads it.
+        let _ = setsockopt(&sock, sockopt::RcvBufForce, &rcvbuf);
+        sock.send(&config_msg(group, 1), 0).map_err(io("send config"))?;
+        let mut buf = vec![0u8; 1 << 16];
+        setsockopt(&sock, sockopt::ReceiveTimeout, &nix::sys::time::TimeVal::new(2, 0))
+            .map_err(|e| NflogError::Io { group, what: "timeout", source: e.into() })?;
+        let n = sock.recv(&mut &mut buf[..], 0).map_err(io("receive config ack"))?;
+        for m in messages(&buf[..n]) {
+            if let Some(a) = parse_ack(&m) {
+                if a.errno != 0 {
+                    return Err(NflogError::Bind { group, errno: a.errno });
+                }
+            }
+        }
+        Ok(Nflog { sock, group, buf })
+    }
+
+    /// Waits up to `timeout` for records; an empty vec means none arrived.
+    pub fn recv(&mut self, timeout: Duration) -> Result<Vec<LogRecord>, NflogError> {
+        let t = nix::sys::time::TimeVal::new(timeout.as_secs() as i64, timeout.subsec_micros() as i64);
+        let _ = setsockopt(&self.sock, sockopt::ReceiveTimeout, &t);
+        match self.sock.recv(&mut &mut self.buf[..], 0) {
+            Ok(n) => Ok(parse_records(&self.buf[..n])),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Ok(Vec::new())
+            }
+            Err(source) => Err(NflogError::Io { group: self.group, what: "receive", source }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn tags_parse() {
+        assert_eq!(
+            Tag::parse("fw:audit:batch-to-db"),
+            Some(Tag { kind: "audit".into(), rule: "batch-to-db".into() })
+        );
+        assert_eq!(Tag::parse("fw:deny:web->db:tcp/5432").unwrap().rule, "web->db:tcp/5432");
+        assert_eq!(Tag::parse("other"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn records_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {
+            let _ = parse_records(&bytes);
+            let mut r = LogRecord { prefix: String::new(), tag: None, indev: None, outdev: None, src: None, dst: None, proto: None, sport: None, dport: None };
+            parse_ip(&bytes, &mut r);
+        }
+    }
+}
