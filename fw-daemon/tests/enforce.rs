@@ -362,3 +362,37 @@ fn rules_survive_kill_9_of_the_process_that_applied_them() {
     assert_eq!(tcp_probe(&web.path(), SocketAddr::new(api, 8080), WAIT), Probe::Connected);
     assert!(nft_in(web, &["list", "table", "inet", "fw"]).contains("policy:no-web-to-db"));
 }
+
+#[test]
+fn a_container_joining_updates_peers_without_replacing_their_tables() {
+    if !privileged() {
+        return;
+    }
+    let (mut lab, policy, mut inv) = demo_lab();
+    let opts = CompileOptions::default();
+    let web1 = |inv: &Inventory| {
+        compile_all(&policy, inv, &opts).into_iter().find(|r| r.container == "web-1").unwrap()
+    };
+    let before = web1(&inv);
+    // api-3 starts and is programmed; web-1 does not know it yet.
+    let addr: IpAddr = "10.77.0.23".parse().unwrap();
+    lab.add("api-3", &[addr]);
+    inv.containers.push(fw_daemon::inventory::Container {
+        name: "api-3".into(),
+        netns: Some(lab.node("api-3").path()),
+        image: "fw/api:2.3".into(),
+        labels: vec![("tier".into(), "api".into())],
+        addresses: vec![addr],
+    });
+    let out = apply(&policy, &inv, Some("api-3"), &opts);
+    assert!(out[0].result.is_ok());
+    lab.serve_tcp("api-3", &[8080]);
+    let web = lab.node("web-1").path();
+    assert_eq!(tcp_probe(&web, SocketAddr::new(addr, 8080), WAIT), Probe::TimedOut);
+    let mut nft = Nft::open(&web, "web-1").unwrap();
+    let handles: Vec<u64> = nft.list_rules().unwrap().iter().map(|r| r.handle).collect();
+    let replaced = nft.converge(Some(&before), &web1(&inv)).unwrap();
+    assert!(!replaced, "a membership change must be a set update");
+    assert_eq!(handles, nft.list_rules().unwrap().iter().map(|r| r.handle).collect::<Vec<_>>());
+    assert_eq!(tcp_probe(&web, SocketAddr::new(addr, 8080), WAIT), Probe::Connected);
+}

@@ -42,16 +42,7 @@ fn errno_text(errno: i32) -> String {
     format!("{} (errno {errno})", std::io::Error::from_raw_os_error(errno))
 }
 
-/// A set element change for incremental updates.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SetChange {
-    pub set: String,
-    pub key: SetKey,
-    pub add: Vec<SetElem>,
-    pub remove: Vec<SetElem>,
-    /// Timeout for added elements (operator blocks).
-    pub timeout_ms: Option<u64>,
-}
+pub use crate::ruleset::diff::SetChange;
 
 /// An open nftables socket inside one namespace.
 pub struct Nft {
@@ -104,6 +95,20 @@ impl Nft {
     pub fn apply(&mut self, rs: &Ruleset) -> Result<(), NftError> {
         let built = build::ruleset_batch(rs).map_err(|e| self.build_err(e))?;
         self.send_batch(built)
+    }
+
+    /// Brings the table from `last` (what this socket programmed before, if anything) to
+    /// `next`: element updates when only set members changed, else one atomic replacement.
+    /// Returns whether it replaced the table.
+    pub fn converge(&mut self, last: Option<&Ruleset>, next: &Ruleset) -> Result<bool, NftError> {
+        if let Some(changes) = last.and_then(|l| crate::ruleset::diff::set_changes(l, next)) {
+            if !changes.is_empty() {
+                self.update_sets(&changes)?;
+            }
+            return Ok(false);
+        }
+        self.apply(next)?;
+        Ok(true)
     }
 
     /// Removes `table inet fw` if present.

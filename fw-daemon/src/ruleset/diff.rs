@@ -1,0 +1,121 @@
+//! What changed between two rulesets of one container. When only the members of plain
+//! (non-interval) sets differ, which is what a container joining, leaving or changing
+//! address produces, the change is a list of element additions and removals; anything else
+//! needs a whole-table replacement.
+
+use std::collections::BTreeSet;
+
+use super::ir::{Ruleset, SetElem, SetKey};
+
+/// Element changes for one named set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetChange {
+    pub set: String,
+    pub key: SetKey,
+    pub add: Vec<SetElem>,
+    pub remove: Vec<SetElem>,
+    /// Timeout for the added elements (operator blocks); `None` for zone members.
+    pub timeout_ms: Option<u64>,
+}
+
+/// `Some(changes)` (possibly empty) when `new` differs from `old` only in the elements of
+/// non-interval sets; `None` when the table must be replaced.
+pub fn set_changes(old: &Ruleset, new: &Ruleset) -> Option<Vec<SetChange>> {
+    if old.chains != new.chains || old.sets.len() != new.sets.len() {
+        return None;
+    }
+    let mut out = Vec::new();
+    for (a, b) in old.sets.iter().zip(&new.sets) {
+        let same_shape = a.name == b.name
+            && a.key == b.key
+            && a.interval == b.interval
+            && a.timeout == b.timeout
+            && a.comment == b.comment;
+        if !same_shape {
+            return None;
+        }
+        if a.elements == b.elements {
+            continue;
+        }
+        // Interval sets hold external zones, which only change with the rule files.
+        if a.interval {
+            return None;
+        }
+        let before: BTreeSet<&SetElem> = a.elements.iter().collect();
+        let after: BTreeSet<&SetElem> = b.elements.iter().collect();
+        out.push(SetChange {
+            set: b.name.clone(),
+            key: b.key,
+            add: after.difference(&before).map(|e| (*e).clone()).collect(),
+            remove: before.difference(&after).map(|e| (*e).clone()).collect(),
+            timeout_ms: None,
+        });
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::{compile_all, CompileOptions};
+    use crate::inventory::{Container, Inventory};
+
+    fn demo() -> (crate::rules::Policy, Inventory) {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let p = crate::rules::load_dir(&root.join("rules/demo"), 0).policy.unwrap();
+        let inv = crate::inventory::load_inventory(&root.join("rules/demo-inventory.toml")).unwrap();
+        (p, inv)
+    }
+
+    fn web1(p: &crate::rules::Policy, inv: &Inventory) -> Ruleset {
+        compile_all(p, inv, &CompileOptions::default()).into_iter().find(|r| r.container == "web-1").unwrap()
+    }
+
+    #[test]
+    fn a_new_member_is_an_element_addition() {
+        let (p, mut inv) = demo();
+        let old = web1(&p, &inv);
+        inv.containers.push(Container {
+            name: "api-3".into(),
+            netns: None,
+            image: "fw/api:2.3".into(),
+            labels: vec![("tier".into(), "api".into())],
+            addresses: vec!["10.77.0.23".parse().unwrap()],
+        });
+        let changes = set_changes(&old, &web1(&p, &inv)).expect("membership only");
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].set, "z_api_4");
+        assert_eq!(changes[0].add, vec![SetElem::Addr("10.77.0.23".parse().unwrap())]);
+        assert!(changes[0].remove.is_empty());
+    }
+
+    #[test]
+    fn an_address_change_is_a_swap_and_no_change_is_empty() {
+        let (p, mut inv) = demo();
+        let old = web1(&p, &inv);
+        assert_eq!(set_changes(&old, &old), Some(vec![]));
+        inv.containers.iter_mut().find(|c| c.name == "db-1").unwrap().addresses[0] =
+            "10.77.0.32".parse().unwrap();
+        let changes = set_changes(&old, &web1(&p, &inv)).unwrap();
+        assert_eq!(changes[0].set, "z_db_4");
+        assert_eq!(changes[0].add, vec![SetElem::Addr("10.77.0.32".parse().unwrap())]);
+        assert_eq!(changes[0].remove, vec![SetElem::Addr("10.77.0.31".parse().unwrap())]);
+    }
+
+    #[test]
+    fn a_policy_change_needs_a_replacement() {
+        let (p, inv) = demo();
+        let old = web1(&p, &inv);
+        let mut p2 = p.clone();
+        p2.rules.retain(|r| r.id != "web-to-api");
+        assert_eq!(set_changes(&old, &web1(&p2, &inv)), None);
+        // A container changing zone changes its own chains: replacement too.
+        let mut inv2 = inv.clone();
+        inv2.containers.iter_mut().find(|c| c.name == "web-1").unwrap().name = "misc-9".into();
+        let moved = compile_all(&p, &inv2, &CompileOptions::default())
+            .into_iter()
+            .find(|r| r.container == "misc-9")
+            .unwrap();
+        assert_eq!(set_changes(&old, &moved), None);
+    }
+}
