@@ -19,7 +19,6 @@ use sys::Elem;
 
 use crate::netns::{self, NetnsError};
 use crate::ruleset::ir::{Ruleset, SetElem};
-use crate::ruleset::SetKey;
 
 const NETLINK_NETFILTER: isize = 12;
 const RECV_TIMEOUT: Duration = Duration::from_secs(5);
