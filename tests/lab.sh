@@ -10,8 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cmd="${1:-status}"
 INV="${2:-rules/demo-inventory.toml}"
-BR=fwdemo-br
-PARTNER=fwdemo-partner-1
+BR="${LAB_BRIDGE:-fwdemo-br}"
+PARTNER="${LAB_PARTNER:-fwdemo-partner-1}"
 
 # "netns-name addr addr ..." per container, read from the inventory.
 nodes() {
