@@ -11,6 +11,8 @@ PACKAGES=(
   nftables iproute2 conntrack tmux
   # real clients and servers for lab traffic
   netcat-openbsd socat iperf3 curl openssl dnsutils
+  # benchmark scripts: arithmetic and JSON from iperf3
+  bc python3
 )
 
 if [ "$(id -u)" -ne 0 ]; then
