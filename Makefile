@@ -1,0 +1,44 @@
+# fw: two entry points for people (see README.md), the rest for developers.
+#   make demo   run the demo
+#   make test   install what is missing, build, run every test
+SHELL := /bin/bash
+CARGO ?= cargo
+FUZZ_SECONDS ?= 600
+SMOKE_FUZZ_SECONDS ?= 15
+BIN := target/debug
+
+.PHONY: demo test deps build lint unit e2e fuzz-smoke fuzz bench clean
+
+deps:
+	@bash vagrant/provision.sh
+
+build: deps
+	$(CARGO) build --workspace --all-targets
+
+lint: build
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit: build
+	$(CARGO) test --workspace
+
+e2e: build
+	bash tests/e2e-offline.sh $(BIN)
+
+fuzz-smoke: deps
+	bash fuzz/smoke.sh $(SMOKE_FUZZ_SECONDS)
+
+test: lint unit e2e fuzz-smoke
+	@echo "make test: all suites passed"
+
+demo: build
+	bash tests/demo.sh $(BIN)
+
+fuzz: deps
+	bash fuzz/smoke.sh $(FUZZ_SECONDS)
+
+bench: deps
+	bash bench/run.sh
+
+clean:
+	$(CARGO) clean
