@@ -44,8 +44,12 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let policy = fw_daemon::rules::load_dir(&root.join("rules/demo"), 0).policy.expect("demo rules");
-    let demo = fw_daemon::inventory::load_inventory(&root.join("rules/demo-inventory.toml")).expect("demo inventory");
-    println!("{:>8} {:>14} {:>16} {:>14} {:>16} {:>14}", "members", "initial load", "add median", "add p99", "remove median", "remove p99");
+    let demo = fw_daemon::inventory::load_inventory(&root.join("rules/demo-inventory.toml"))
+        .expect("demo inventory");
+    println!(
+        "{:>8} {:>14} {:>16} {:>14} {:>16} {:>14}",
+        "members", "initial load", "add median", "add p99", "remove median", "remove p99"
+    );
     for n in [100usize, 1_000, 10_000] {
         let mut inv = Inventory { containers: demo.containers.clone() };
         for i in 0..n as u32 {
@@ -57,7 +61,10 @@ fn main() {
                 addresses: vec![IpAddr::V4(Ipv4Addr::from(0x0a50_0000 + i))],
             });
         }
-        let rs = compile_all(&policy, &inv, &CompileOptions::default()).into_iter().find(|r| r.container == "web-1").unwrap();
+        let rs = compile_all(&policy, &inv, &CompileOptions::default())
+            .into_iter()
+            .find(|r| r.container == "web-1")
+            .unwrap();
         let members = rs.set("z_api_4").map_or(0, |s| s.elements.len());
         let ns = Netns::new("fwbench-sets");
         let mut nft = Nft::open(&ns.path(), "web-1").expect("open");
