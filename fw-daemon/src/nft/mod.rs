@@ -215,6 +215,48 @@ impl Nft {
         }
     }
 
+    /// The namespace's nftables generation id: it changes with every committed batch from
+    /// anyone, so an unchanged id since our last commit means nobody touched the ruleset.
+    pub fn generation(&mut self) -> Result<u32, NftError> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        self.sock.send(&netlink::getgen_request(seq), 0).map_err(|source| NftError::Io {
+            who: self.who.clone(),
+            what: "send getgen",
+            source,
+        })?;
+        loop {
+            let n = match self.sock.recv(&mut &mut self.buf[..], 0) {
+                Ok(n) => n,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    return Err(NftError::Timeout { who: self.who.clone(), what: "generation".into() })
+                }
+                Err(source) => {
+                    return Err(NftError::Io { who: self.who.clone(), what: "receive getgen", source })
+                }
+            };
+            for m in netlink::messages(&self.buf[..n]) {
+                if m.seq != seq {
+                    continue; // a late ACK of an earlier batch
+                }
+                if let Some(id) = netlink::parse_genid(&m) {
+                    return Ok(id);
+                }
+                if let Some(a) = netlink::parse_ack(&m).filter(|a| a.errno != 0) {
+                    return Err(NftError::Rejected {
+                        who: self.who.clone(),
+                        what: "generation".into(),
+                        errno: a.errno,
+                        msg: a.msg,
+                    });
+                }
+            }
+        }
+    }
+
     /// Lists the rules of `table inet fw` with their counters and comments.
     pub fn list_rules(&mut self) -> Result<Vec<RuleCounters>, NftError> {
         self.seq = self.seq.wrapping_add(1);

@@ -11,6 +11,9 @@ const NLMSGERR_ATTR_MSG: u16 = 1;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_GETRULE: u16 = 7;
+const NFT_MSG_NEWGEN: u16 = 15;
+const NFT_MSG_GETGEN: u16 = 16;
+const NFTA_GEN_ID: u16 = 1;
 const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
 const NFTA_RULE_HANDLE: u16 = 3;
@@ -127,6 +130,32 @@ pub fn getrule_request(seq: u32) -> Vec<u8> {
     b.extend_from_slice(table);
     b.resize(len, 0);
     b
+}
+
+/// A GETGEN request: the namespace's ruleset generation, bumped by every committed change
+/// to any table there (ours or anyone's), which makes tampering cheap to notice.
+pub fn getgen_request(seq: u32) -> Vec<u8> {
+    let len = 16 + 4;
+    let mut b = Vec::with_capacity(len);
+    b.extend_from_slice(&(len as u32).to_ne_bytes());
+    b.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN).to_ne_bytes());
+    b.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    b.extend_from_slice(&seq.to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    b.extend_from_slice(&[0, 0, 0, 0]); // nfgenmsg: AF_UNSPEC, version, res_id
+    b
+}
+
+/// The generation id of a NEWGEN reply.
+pub fn parse_genid(m: &Msg<'_>) -> Option<u32> {
+    if m.ty != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN {
+        return None;
+    }
+    let body = m.payload.get(4..)?; // after nfgenmsg
+    attrs(body)
+        .into_iter()
+        .find(|(t, _)| *t == NFTA_GEN_ID)
+        .and_then(|(_, v)| Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?)))
 }
 
 /// A rule as read back from the kernel.
