@@ -5,10 +5,13 @@
 //! rendered as an nft script (`plan`) or evaluated (`explain`).
 
 pub mod compile;
+pub mod daemon;
 pub mod flows;
 pub mod inventory;
 pub mod netns;
 pub mod nft;
+pub mod reconcile;
 pub mod rules;
 pub mod ruleset;
+pub mod state;
 pub mod tools;

@@ -2,10 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use fw_daemon::compile::CompileOptions;
+use fw_daemon::daemon;
 use fw_daemon::tools::{self, apply, check, explain, plan, Failed};
 
 #[derive(Parser)]
@@ -80,6 +82,36 @@ others; the exit code is 1 if any failed. Needs CAP_NET_ADMIN (root).")]
         #[arg(long)]
         container: Option<String>,
     },
+    /// Run the daemon: keep every container's firewall equal to the rule files
+    #[command(after_help = "\
+Containers come from the static inventory (--inventory), re-read whenever it changes; Docker
+discovery is not implemented yet. The rules directory is watched (inotify, plus a re-read every
+--resync seconds); SIGHUP reloads both. A reload is validated and compiled for every container
+before anything changes; invalid files change nothing (errors are logged as path:line:col and
+kept in STATE_DIR/status.json) and the last good policy stays enforced, also across restarts
+(STATE_DIR/last-good/). Tables changed from inside a container are restored at the next tick.
+SIGTERM stops the daemon and leaves enforcement in place; `fw-daemon flush` removes it.")]
+    Run {
+        /// Directory of *.toml rule files
+        #[arg(long, default_value = "/etc/fw/rules")]
+        rules: PathBuf,
+        /// Static container inventory (TOML, see rules/demo-inventory.toml)
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+        /// Where the last good policy and the status survive restarts
+        #[arg(long, default_value = "/var/lib/fw")]
+        state_dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+        log_format: LogFormat,
+        #[arg(long, default_value_t = 100)]
+        log_group: u16,
+        /// Seconds between drift checks of every namespace
+        #[arg(long, default_value_t = 1.0)]
+        tick: f64,
+        /// Seconds between full re-reads and re-reconciles (missed events, policy expiries)
+        #[arg(long, default_value_t = 5.0)]
+        resync: f64,
+    },
     /// Would FROM reach TO on PROTO/PORT, and which rule decides?
     #[command(after_help = "\
 FROM and TO are container names from the inventory or IP addresses (an address outside the
@@ -103,6 +135,12 @@ audit-deny (a zone in audit mode would have dropped it: logged and allowed).")]
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -166,6 +204,24 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
             let inv = fw_daemon::inventory::load_inventory(&inventory).map_err(|d| Failed(d, Vec::new()))?;
             Ok(report(apply::flush(&inv, container.as_deref()), "flushed"))
         }
+        Cmd::Run { rules, inventory, state_dir, log_format, log_group, tick, resync } => {
+            init_logging(log_format);
+            let secs = |s: f64, what: &str| {
+                Duration::try_from_secs_f64(s).ok().filter(|d| !d.is_zero()).ok_or_else(|| {
+                    Failed::message(format!("--{what}: expected a positive number of seconds"))
+                })
+            };
+            let cfg = daemon::Config {
+                rules: std::path::absolute(&rules).unwrap_or(rules),
+                inventory: inventory.map(|p| std::path::absolute(&p).unwrap_or(p)),
+                state_dir,
+                opts: CompileOptions { log_group, now, ..CompileOptions::default() },
+                tick: secs(tick, "tick")?,
+                resync: secs(resync, "resync")?,
+            };
+            daemon::run(cfg).map_err(|e| Failed::message(format!("error: {e}")))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Explain { dir, inventory, from, to, proto, port, json } => {
             let (policy, inv, _) = tools::load_both(&dir, &inventory, now)?;
             let proto = match proto {
@@ -182,6 +238,17 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FW_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == LogFormat::Json {
+        b.json().init();
+    } else {
+        b.init();
     }
 }
 

@@ -1,0 +1,320 @@
+//! `fw-daemon run`: keeps every container's firewall equal to the rule files.
+//!
+//! One thread owns the reconciler (and so every nftables socket) and reacts to events:
+//! rule or inventory files changed (inotify, plus a periodic re-read in case an event was
+//! missed), SIGHUP (reload both), SIGTERM / SIGINT (stop, leaving enforcement in place: the
+//! tables are kernel state). Between events it checks every namespace for drift each tick
+//! and re-reconciles periodically so policy expiries take effect.
+//!
+//! A reload is all or nothing: the new files are validated in full and compiled for every
+//! container before any namespace changes; invalid files change nothing, their errors are
+//! logged (path:line:col) and kept in the state directory, and the last good policy stays.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use notify::{RecursiveMode, Watcher};
+use tracing::{error, info, warn};
+
+use crate::compile::CompileOptions;
+use crate::inventory::{load_inventory, Inventory};
+use crate::reconcile::{Reconciler, Report};
+use crate::rules::{load_sources, read_dir, Policy, SourceFile};
+use crate::state::{StateDir, StateError, Status};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub rules: PathBuf,
+    pub inventory: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub opts: CompileOptions,
+    /// How often every namespace is checked for drift.
+    pub tick: Duration,
+    /// How often files are re-read and the fleet re-reconciled without an event.
+    pub resync: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("no valid policy: {0} has errors and there is no last good copy in the state directory")]
+    NoPolicy(PathBuf),
+    #[error("watching {path}: {source}")]
+    Watch {
+        path: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+    #[error("installing signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Event {
+    Rules,
+    Inventory,
+    /// SIGHUP: reload rules and inventory.
+    Reload,
+    Stop,
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Reads and validates a rules directory; on errors, logs and returns them as lines.
+fn load_rules(dir: &Path, now: i64) -> Result<(Arc<Policy>, Vec<SourceFile>), Vec<String>> {
+    let files = read_dir(dir).map_err(|d| vec![d.to_string()])?;
+    let result = load_sources(&files, now);
+    for d in result.diagnostics.iter().filter(|d| !d.is_error()) {
+        warn!("{d}");
+    }
+    match result.policy {
+        Some(p) => Ok((Arc::new(p), files)),
+        None => Err(result.errors().map(|d| d.to_string()).collect()),
+    }
+}
+
+fn read_inventory(path: Option<&Path>) -> Result<Inventory, Vec<String>> {
+    match path {
+        None => Ok(Inventory::default()),
+        Some(p) => load_inventory(p).map_err(|ds| ds.iter().map(|d| d.to_string()).collect()),
+    }
+}
+
+fn log_report(what: &str, r: &Report) {
+    info!(
+        replaced = r.replaced.len(),
+        updated = r.updated.len(),
+        unchanged = r.unchanged,
+        forgotten = r.forgotten.len(),
+        failed = r.failed.len(),
+        "{what}"
+    );
+}
+
+struct Daemon {
+    cfg: Config,
+    state: StateDir,
+    rec: Reconciler,
+    status: Status,
+    /// The rule files as last read (good or not): a periodic re-read that differs means a
+    /// change the watcher missed.
+    seen_rules: Vec<(PathBuf, String)>,
+    seen_inventory: Option<String>,
+}
+
+fn snapshot(files: &[SourceFile]) -> Vec<(PathBuf, String)> {
+    files.iter().map(|f| (f.path.clone(), f.text.clone())).collect()
+}
+
+impl Daemon {
+    fn start(cfg: Config) -> Result<Daemon, DaemonError> {
+        let state = StateDir::open(&cfg.state_dir)?;
+        let mut status = Status::default();
+        let t = now();
+        let (policy, files) = match load_rules(&cfg.rules, t) {
+            Ok(ok) => ok,
+            Err(errors) => {
+                for e in &errors {
+                    error!("{e}");
+                }
+                let fallback = load_rules(&state.last_good_dir(), t)
+                    .map_err(|_| DaemonError::NoPolicy(cfg.rules.clone()))?;
+                warn!(
+                    "{} is invalid: enforcing the last good policy from {}",
+                    cfg.rules.display(),
+                    state.last_good_dir().display()
+                );
+                status.rejected = errors;
+                fallback
+            }
+        };
+        if status.rejected.is_empty() {
+            state.save_last_good(&files)?;
+        }
+        status.policy_hash = policy.hash.clone();
+        status.loaded_at = t;
+        let inventory = read_inventory(cfg.inventory.as_deref()).unwrap_or_else(|errors| {
+            for e in &errors {
+                error!("{e}");
+            }
+            Inventory::default()
+        });
+        let mut opts = cfg.opts.clone();
+        opts.now = t;
+        let mut rec = Reconciler::new(policy, inventory, opts);
+        // Replacing an existing table is one atomic batch, so adopting the tables of a
+        // previous run never opens a window.
+        log_report("initial reconcile", &rec.reconcile());
+        state.write_status(&status)?;
+        let seen_rules = read_dir(&cfg.rules).map(|f| snapshot(&f)).unwrap_or_default();
+        let seen_inventory = cfg.inventory.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
+        info!(policy = %status.policy_hash, containers = rec.programmed().count(), "enforcing");
+        Ok(Daemon { cfg, state, rec, status, seen_rules, seen_inventory })
+    }
+
+    fn reload_rules(&mut self) {
+        let t = now();
+        if let Ok(files) = read_dir(&self.cfg.rules) {
+            self.seen_rules = snapshot(&files);
+        }
+        match load_rules(&self.cfg.rules, t) {
+            Ok((policy, files)) => {
+                let changed = policy.hash != self.status.policy_hash;
+                self.rec.set_now(t);
+                self.rec.set_policy(policy.clone());
+                let report = self.rec.reconcile();
+                log_report("reload", &report);
+                if let Err(e) = self.state.save_last_good(&files) {
+                    error!("{e}");
+                }
+                self.status = Status { policy_hash: policy.hash.clone(), loaded_at: t, rejected: Vec::new() };
+                if changed {
+                    info!(policy = %policy.hash, "new policy enforced");
+                }
+            }
+            Err(errors) => {
+                for e in &errors {
+                    error!("{e}");
+                }
+                warn!(policy = %self.status.policy_hash, "reload rejected: the last good policy stays enforced");
+                self.status.rejected = errors;
+            }
+        }
+        if let Err(e) = self.state.write_status(&self.status) {
+            error!("{e}");
+        }
+    }
+
+    fn reload_inventory(&mut self) {
+        let Some(path) = self.cfg.inventory.clone() else { return };
+        self.seen_inventory = std::fs::read_to_string(&path).ok();
+        match read_inventory(Some(&path)) {
+            Ok(inv) => {
+                self.rec.set_inventory(inv);
+                log_report("inventory changed", &self.rec.reconcile());
+            }
+            Err(errors) => {
+                for e in &errors {
+                    error!("{e}");
+                }
+                warn!("inventory rejected: containers stay as they were");
+            }
+        }
+    }
+
+    /// Catches changes the watcher missed, and lets expiries take effect.
+    fn resync(&mut self) {
+        let rules_now = read_dir(&self.cfg.rules).map(|f| snapshot(&f)).unwrap_or_default();
+        if rules_now != self.seen_rules {
+            info!("rule files changed (periodic check)");
+            self.reload_rules();
+        }
+        let inv_now = self.cfg.inventory.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
+        if inv_now != self.seen_inventory {
+            info!("inventory changed (periodic check)");
+            self.reload_inventory();
+        }
+        self.rec.set_now(now());
+        let report = self.rec.reconcile();
+        if report != (Report { unchanged: report.unchanged, ..Report::default() }) {
+            log_report("resync", &report);
+        }
+    }
+}
+
+fn watch(cfg: &Config, tx: Sender<Event>) -> Result<notify::RecommendedWatcher, DaemonError> {
+    let rules = cfg.rules.clone();
+    let inventory = cfg.inventory.clone();
+    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let Ok(ev) = res else { return };
+        if ev.kind.is_access() {
+            return;
+        }
+        for p in &ev.paths {
+            if p.parent() == Some(rules.as_path()) || p == &rules {
+                let _ = tx.send(Event::Rules);
+            }
+            if inventory.as_deref() == Some(p.as_path()) {
+                let _ = tx.send(Event::Inventory);
+            }
+        }
+    })
+    .map_err(|source| DaemonError::Watch { path: cfg.rules.clone(), source })?;
+    w.watch(&cfg.rules, RecursiveMode::NonRecursive)
+        .map_err(|source| DaemonError::Watch { path: cfg.rules.clone(), source })?;
+    // The inventory's directory, not the file: editors and tools replace files by rename.
+    if let Some(dir) = cfg.inventory.as_deref().and_then(Path::parent) {
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        w.watch(dir, RecursiveMode::NonRecursive)
+            .map_err(|source| DaemonError::Watch { path: dir.to_path_buf(), source })?;
+    }
+    Ok(w)
+}
+
+fn signals(tx: Sender<Event>) -> Result<(), DaemonError> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut sigs =
+        signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM]).map_err(DaemonError::Signals)?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for s in sigs.forever() {
+                let ev = if s == SIGHUP { Event::Reload } else { Event::Stop };
+                if tx.send(ev).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(DaemonError::Signals)?;
+    Ok(())
+}
+
+/// Editors write a file in several steps: wait briefly and take every pending event.
+fn settle(first: Event, rx: &Receiver<Event>) -> Vec<Event> {
+    let mut events = vec![first];
+    let until = Instant::now() + Duration::from_millis(150);
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(e) => events.push(e),
+            Err(_) => break,
+        }
+    }
+    events
+}
+
+pub fn run(cfg: Config) -> Result<(), DaemonError> {
+    let (tx, rx) = mpsc::channel();
+    let _watcher = watch(&cfg, tx.clone())?;
+    signals(tx)?;
+    let mut d = Daemon::start(cfg)?;
+    let mut last_resync = Instant::now();
+    loop {
+        match rx.recv_timeout(d.cfg.tick) {
+            Ok(first) => {
+                let events = settle(first, &rx);
+                if events.contains(&Event::Stop) {
+                    info!("stopping; enforcement stays in place (`fw-daemon flush` removes it)");
+                    return Ok(());
+                }
+                if events.iter().any(|e| matches!(e, Event::Inventory | Event::Reload)) {
+                    d.reload_inventory();
+                }
+                if events.iter().any(|e| matches!(e, Event::Rules | Event::Reload)) {
+                    d.reload_rules();
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        }
+        d.rec.restore_drift();
+        if last_resync.elapsed() >= d.cfg.resync {
+            d.resync();
+            last_resync = Instant::now();
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Keeps every container's `table inet fw` equal to policy x inventory.
+//!
+//! Everything is compiled (pure) before anything is applied, so a policy that cannot be
+//! compiled for one container never leaves the fleet half-switched. Each namespace then
+//! switches in one atomic batch, or by set-element updates when only membership changed.
+//! Each programmed container keeps its open socket (it pins the namespace; dropping it is
+//! how a container is forgotten) and the nftables generation id seen after our last commit:
+//! a different id later means someone else changed the ruleset there.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tracing::{info, info_span, warn};
+
+use crate::compile::{compile_container, CompileOptions, Membership};
+use crate::inventory::Inventory;
+use crate::nft::{Nft, NftError};
+use crate::rules::Policy;
+use crate::ruleset::Ruleset;
+
+struct Programmed {
+    nft: Nft,
+    netns: PathBuf,
+    last: Ruleset,
+    generation: u32,
+}
+
+/// What one pass did, per container name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Whole table (re)programmed: new containers, or a changed policy.
+    pub replaced: Vec<String>,
+    /// Only set elements changed.
+    pub updated: Vec<String>,
+    pub unchanged: usize,
+    /// Gone from the inventory: socket closed, container forgotten (its table is left to
+    /// disappear with its namespace).
+    pub forgotten: Vec<String>,
+    pub failed: Vec<(String, String)>,
+}
+
+pub struct Reconciler {
+    policy: Arc<Policy>,
+    inventory: Inventory,
+    opts: CompileOptions,
+    programmed: BTreeMap<String, Programmed>,
+}
+
+impl Reconciler {
+    pub fn new(policy: Arc<Policy>, inventory: Inventory, opts: CompileOptions) -> Reconciler {
+        Reconciler { policy, inventory, opts, programmed: BTreeMap::new() }
+    }
+
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    pub fn set_policy(&mut self, policy: Arc<Policy>) {
+        self.policy = policy;
+    }
+
+    pub fn set_inventory(&mut self, inventory: Inventory) {
+        self.inventory = inventory;
+    }
+
+    /// The clock for policy expiries; the caller reconciles periodically so expired policies
+    /// leave the tables without a reload.
+    pub fn set_now(&mut self, now: i64) {
+        self.opts.now = now;
+    }
+
+    pub fn programmed(&self) -> impl Iterator<Item = &str> {
+        self.programmed.keys().map(String::as_str)
+    }
+
+    /// Brings every namespace to the desired state.
+    pub fn reconcile(&mut self) -> Report {
+        let mut report = Report::default();
+        let m = Membership::new(&self.policy, &self.inventory);
+        let desired: BTreeMap<String, (PathBuf, Ruleset)> = self
+            .inventory
+            .containers
+            .iter()
+            .filter_map(|c| {
+                let ns = c.netns.clone()?;
+                Some((c.name.clone(), (ns, compile_container(&self.policy, &m, c, &self.opts))))
+            })
+            .collect();
+
+        let gone: Vec<String> = self
+            .programmed
+            .iter()
+            .filter(|(name, p)| desired.get(*name).is_none_or(|(ns, _)| *ns != p.netns))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            self.programmed.remove(&name);
+            info!(container = %name, "forgotten: left the inventory or moved namespace");
+            report.forgotten.push(name);
+        }
+
+        for (name, (netns, rs)) in desired {
+            let _span = info_span!("container", name = %name).entered();
+            match self.programmed.get_mut(&name) {
+                Some(p) if p.last == rs => report.unchanged += 1,
+                Some(p) => {
+                    let step = p.nft.converge(Some(&p.last), &rs).and_then(|replaced| {
+                        p.generation = p.nft.generation()?;
+                        Ok(replaced)
+                    });
+                    match step {
+                        Ok(replaced) => {
+                            p.last = rs;
+                            if replaced {
+                                info!("table replaced");
+                                report.replaced.push(name);
+                            } else {
+                                info!("zone sets updated");
+                                report.updated.push(name);
+                            }
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "programming failed; previous table stays");
+                            report.failed.push((name, e.to_string()));
+                        }
+                    }
+                }
+                None => match program_new(&netns, &name, &rs) {
+                    Ok((nft, generation)) => {
+                        info!(netns = %netns.display(), "table programmed");
+                        self.programmed.insert(name.clone(), Programmed { nft, netns, last: rs, generation });
+                        report.replaced.push(name);
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "programming failed");
+                        report.failed.push((name, e.to_string()));
+                    }
+                },
+            }
+        }
+        report
+    }
+
+    /// Restores every table someone else changed since our last commit (a container with
+    /// CAP_NET_ADMIN running `nft flush ruleset`, say). Returns the restored containers.
+    pub fn restore_drift(&mut self) -> Vec<String> {
+        let mut restored = Vec::new();
+        for (name, p) in &mut self.programmed {
+            let _span = info_span!("container", name = %name).entered();
+            let step = p.nft.generation().and_then(|g| {
+                if g == p.generation {
+                    return Ok(false);
+                }
+                p.nft.apply(&p.last)?;
+                p.generation = p.nft.generation()?;
+                Ok(true)
+            });
+            match step {
+                Ok(false) => {}
+                Ok(true) => {
+                    warn!("ruleset changed outside fw: table restored");
+                    restored.push(name.clone());
+                }
+                Err(e) => warn!(error = %e, "drift check failed"),
+            }
+        }
+        restored
+    }
+}
+
+fn program_new(netns: &std::path::Path, name: &str, rs: &Ruleset) -> Result<(Nft, u32), NftError> {
+    let mut nft = Nft::open(netns, name)?;
+    nft.apply(rs)?;
+    let generation = nft.generation()?;
+    Ok((nft, generation))
+}

@@ -1,0 +1,257 @@
+//! `fw-daemon run` against a namespace lab with a static inventory: programs on start, hot
+//! reloads (good, broken, good again), restores a table flushed from inside a container,
+//! follows inventory changes with set updates, survives `kill -9` with enforcement intact,
+//! restarts on a broken rules directory from its last good copy, and leaves enforcement in
+//! place on SIGTERM. Real packets decide every check.
+
+mod common;
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::lab::{nft_in, tcp_probe, Lab, Probe};
+
+const ZONES: &str = r#"
+[zone.web]
+match = { name = "web-*" }
+
+[zone.api]
+match = { name = "api-*" }
+
+[zone.db]
+match = { name = "db-*" }
+"#;
+
+const POLICY_A: &str = r#"
+[[policy]]
+id = "api-to-db"
+from = "api"
+to = "db"
+proto = "tcp"
+ports = 5432
+action = "allow"
+"#;
+
+/// A plus web -> db.
+const POLICY_B: &str = r#"
+[[policy]]
+id = "api-to-db"
+from = "api"
+to = "db"
+proto = "tcp"
+ports = 5432
+action = "allow"
+
+[[policy]]
+id = "web-to-db"
+from = "web"
+to = "db"
+proto = "tcp"
+ports = 5432
+action = "allow"
+"#;
+
+const BROKEN: &str =
+    "[[policy]]\nid = \"oops\"\nfrom = \"web\"\nto = \"nowhere\"\nproto = \"tcp\"\nports = 70000\naction = \"allow\"\n";
+
+struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path, tag: &str) -> Daemon {
+        let log = dir.join(format!("daemon-{tag}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_fw-daemon"))
+            .args(["run", "--tick", "0.2", "--resync", "1"])
+            .arg("--rules")
+            .arg(dir.join("rules"))
+            .arg("--inventory")
+            .arg(dir.join("inventory.toml"))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn fw-daemon");
+        Daemon { child: Some(child), log }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("kill -9");
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM)
+            .expect("SIGTERM");
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = c.try_wait().expect("wait") {
+                return st;
+            }
+            assert!(Instant::now() < until, "daemon did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Writes by rename, as editors and config tools do.
+fn write(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp-write");
+    fs::write(&tmp, text).expect("write");
+    fs::rename(&tmp, path).expect("rename");
+}
+
+fn inventory(lab: &Lab, names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| {
+            let node = lab.node(n);
+            format!(
+                "[[container]]\nname = \"{n}\"\nnetns = \"{}\"\naddresses = [\"{}\"]\n",
+                node.path().display(),
+                node.addrs[0]
+            )
+        })
+        .collect()
+}
+
+const T: Duration = Duration::from_millis(300);
+
+/// Polls until `from` -> `to`:5432 gives `want` (reloads are asynchronous), or fails with
+/// the daemon's log.
+fn eventually(d: &Daemon, lab: &Lab, from: &str, to: &str, want: Probe, what: &str) {
+    let dst = SocketAddr::new(lab.node(to).addrs[0], 5432);
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = tcp_probe(&lab.node(from).path(), dst, T);
+        if got == want {
+            return;
+        }
+        if Instant::now() > until {
+            panic!("{what}: {from} -> {to}:5432 is {got:?}, want {want:?}\n--- daemon log ---\n{}", d.log());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn still(lab: &Lab, from: &str, to: &str, want: Probe, what: &str) {
+    let dst = SocketAddr::new(lab.node(to).addrs[0], 5432);
+    assert_eq!(tcp_probe(&lab.node(from).path(), dst, T), want, "{what}: {from} -> {to}:5432");
+}
+
+fn tmpdir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fw-daemon-run-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(d.join("rules")).expect("tmp dir");
+    d
+}
+
+#[test]
+fn daemon_reloads_restores_follows_and_survives() {
+    if !common::require(common::lab::available(), "root with iproute2 (network namespaces)") {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.add("web-1", &["10.77.0.11".parse().unwrap()]);
+    lab.add("api-1", &["10.77.0.21".parse().unwrap()]);
+    lab.add("db-1", &["10.77.0.31".parse().unwrap()]);
+    lab.add("db-2", &["10.77.0.32".parse().unwrap()]);
+    lab.serve_tcp("db-1", &[5432]);
+    lab.serve_tcp("db-2", &[5432]);
+
+    let dir = tmpdir();
+    let rules = dir.join("rules");
+    write(&rules.join("10-zones.toml"), ZONES);
+    write(&rules.join("20-policies.toml"), POLICY_A);
+    write(&dir.join("inventory.toml"), &inventory(&lab, &["web-1", "api-1", "db-1"]));
+
+    // Before the daemon: nothing enforced.
+    still(&lab, "web-1", "db-1", Probe::Connected, "no table yet");
+
+    let mut d = Daemon::start(&dir, "1");
+    eventually(&d, &lab, "web-1", "db-1", Probe::TimedOut, "policy A on start");
+    still(&lab, "api-1", "db-1", Probe::Connected, "policy A allows api -> db");
+
+    // Hot reload to B, then a broken file (nothing changes), then back to A.
+    write(&rules.join("20-policies.toml"), POLICY_B);
+    eventually(&d, &lab, "web-1", "db-1", Probe::Connected, "reload to policy B");
+    write(&rules.join("30-broken.toml"), BROKEN);
+    let until = Instant::now() + Duration::from_secs(10);
+    let status = dir.join("state/status.json");
+    while !fs::read_to_string(&status).unwrap_or_default().contains("30-broken.toml:") {
+        assert!(Instant::now() < until, "broken reload not recorded\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let st = fs::read_to_string(&status).unwrap();
+    assert!(st.contains("30-broken.toml:6:9: error:"), "{st}");
+    assert!(d.log().contains("30-broken.toml:6:9: error:"), "{}", d.log());
+    still(&lab, "web-1", "db-1", Probe::Connected, "broken reload keeps policy B");
+    still(&lab, "api-1", "db-1", Probe::Connected, "broken reload keeps policy B");
+    fs::remove_file(rules.join("30-broken.toml")).unwrap();
+    write(&rules.join("20-policies.toml"), POLICY_A);
+    eventually(&d, &lab, "web-1", "db-1", Probe::TimedOut, "reload back to policy A");
+
+    // Tampering: the table flushed from inside db-1 comes back.
+    nft_in(lab.node("db-1"), &["flush", "ruleset"]);
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let tables = nft_in(lab.node("db-1"), &["list", "tables"]);
+        if tables.contains("inet fw") {
+            break;
+        }
+        assert!(Instant::now() < until, "table not restored after flush\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(d.log().contains("ruleset changed outside fw: table restored"), "{}", d.log());
+
+    // A container joins: it is programmed, and api-1 reaches it through a set update.
+    assert!(!nft_in(lab.node("db-2"), &["list", "tables"]).contains("inet fw"), "db-2 not managed yet");
+    still(&lab, "api-1", "db-2", Probe::TimedOut, "api-1's db set lacks db-2");
+    write(&dir.join("inventory.toml"), &inventory(&lab, &["web-1", "api-1", "db-1", "db-2"]));
+    eventually(&d, &lab, "web-1", "db-2", Probe::TimedOut, "db-2 joined and is enforced");
+    eventually(&d, &lab, "api-1", "db-2", Probe::Connected, "api-1's db set learned db-2");
+    let set = nft_in(lab.node("api-1"), &["list", "set", "inet", "fw", "z_db_4"]);
+    assert!(set.contains("10.77.0.32"), "{set}");
+    assert!(d.log().contains("zone sets updated"), "membership change must not replace tables\n{}", d.log());
+
+    // kill -9: enforcement stays.
+    d.kill9();
+    still(&lab, "web-1", "db-1", Probe::TimedOut, "after kill -9");
+    still(&lab, "api-1", "db-1", Probe::Connected, "after kill -9");
+
+    // Restart with a broken rules directory: the last good copy is enforced.
+    write(&rules.join("30-broken.toml"), BROKEN);
+    let mut d = Daemon::start(&dir, "2");
+    let until = Instant::now() + Duration::from_secs(10);
+    while !d.log().contains("enforcing the last good policy") {
+        assert!(Instant::now() < until, "no fallback to the last good policy\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    still(&lab, "web-1", "db-1", Probe::TimedOut, "restart on broken rules");
+    still(&lab, "api-1", "db-1", Probe::Connected, "restart on broken rules");
+
+    // SIGTERM: a clean exit that leaves the tables.
+    let st = d.terminate();
+    assert!(st.success(), "exit status {st}\n{}", d.log());
+    still(&lab, "web-1", "db-1", Probe::TimedOut, "after SIGTERM");
+    let _ = fs::remove_dir_all(&dir);
+}
