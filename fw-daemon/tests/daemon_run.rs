@@ -2,7 +2,9 @@
 //! reloads (good, broken, good again), restores a table flushed from inside a container,
 //! follows inventory changes with set updates, survives `kill -9` with enforcement intact,
 //! restarts on a broken rules directory from its last good copy, and leaves enforcement in
-//! place on SIGTERM. Real packets decide every check.
+//! place on SIGTERM; and 50 reloads under traffic (two policies and a broken file) that
+//! never let a denied connection through nor cut an allowed one. Real packets decide every
+//! check.
 
 mod common;
 
@@ -158,8 +160,8 @@ fn still(lab: &Lab, from: &str, to: &str, want: Probe, what: &str) {
     assert_eq!(tcp_probe(&lab.node(from).path(), dst, T), want, "{what}: {from} -> {to}:5432");
 }
 
-fn tmpdir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fw-daemon-run-{}", std::process::id()));
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fw-daemon-{tag}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&d);
     fs::create_dir_all(d.join("rules")).expect("tmp dir");
     d
@@ -178,7 +180,7 @@ fn daemon_reloads_restores_follows_and_survives() {
     lab.serve_tcp("db-1", &[5432]);
     lab.serve_tcp("db-2", &[5432]);
 
-    let dir = tmpdir();
+    let dir = tmpdir("run");
     let rules = dir.join("rules");
     write(&rules.join("10-zones.toml"), ZONES);
     write(&rules.join("20-policies.toml"), POLICY_A);
@@ -253,5 +255,143 @@ fn daemon_reloads_restores_follows_and_survives() {
     let st = d.terminate();
     assert!(st.success(), "exit status {st}\n{}", d.log());
     still(&lab, "web-1", "db-1", Probe::TimedOut, "after SIGTERM");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// Policies for the reload storm: both allow api -> db and deny web -> db, and differ
+/// elsewhere (web -> api) so every reload replaces whole tables, not only set elements.
+const STORM_A: &str = r#"
+[[policy]]
+id = "api-to-db"
+from = "api"
+to = "db"
+proto = "tcp"
+ports = "5432-5433"
+action = "allow"
+"#;
+
+const STORM_B: &str = r#"
+[[policy]]
+id = "web-to-api"
+from = "web"
+to = "api"
+proto = "tcp"
+ports = 8080
+action = "allow"
+
+[[policy]]
+id = "api-to-db-b"
+from = "api"
+to = "db"
+proto = "tcp"
+ports = [5432, 5433]
+action = "allow"
+"#;
+
+fn wait_status_change(d: &Daemon, path: &Path, before: &str) -> String {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = fs::read_to_string(path).unwrap_or_default();
+        if now != before && !now.is_empty() {
+            return now;
+        }
+        assert!(Instant::now() < until, "reload not processed\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn fifty_reloads_under_traffic_never_open_or_cut() {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    if !common::require(common::lab::available(), "root with iproute2 (network namespaces)") {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.add("web-1", &["10.77.0.11".parse().unwrap()]);
+    lab.add("api-1", &["10.77.0.21".parse().unwrap()]);
+    lab.add("db-1", &["10.77.0.31".parse().unwrap()]);
+    lab.serve_tcp("db-1", &[5432]);
+    let sink = lab.serve_sink("db-1", 5433);
+
+    let dir = tmpdir("storm");
+    let rules = dir.join("rules");
+    write(&rules.join("10-zones.toml"), ZONES);
+    write(&rules.join("20-policies.toml"), STORM_A);
+    write(&dir.join("inventory.toml"), &inventory(&lab, &["web-1", "api-1", "db-1"]));
+    let d = Daemon::start(&dir, "storm");
+    eventually(&d, &lab, "web-1", "db-1", Probe::TimedOut, "storm policy on start");
+    let status = dir.join("state/status.json");
+
+    // A long-lived allowed connection, written to every few milliseconds throughout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let db = SocketAddr::new(lab.node("db-1").addrs[0], 5433);
+    let mut conn = fw_daemon::netns::run_in(&lab.node("api-1").path(), move || {
+        std::net::TcpStream::connect_timeout(&db, Duration::from_secs(1))
+    })
+    .unwrap()
+    .expect("long-lived connection");
+    conn.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let s = stop.clone();
+    let writer = std::thread::spawn(move || -> Result<u64, String> {
+        let mut sent = 0u64;
+        while !s.load(Ordering::Relaxed) {
+            conn.write_all(&[7u8; 1024]).map_err(|e| format!("after {sent} bytes: {e}"))?;
+            sent += 1024;
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        Ok(sent)
+    });
+
+    // Probes between reloads and while the daemon processes them.
+    let probes = {
+        let stop = stop.clone();
+        let api = lab.node("api-1").path();
+        let web = lab.node("web-1").path();
+        let db = SocketAddr::new(lab.node("db-1").addrs[0], 5432);
+        std::thread::spawn(move || {
+            let (mut allowed, mut denied) = (0, 0);
+            while !stop.load(Ordering::Relaxed) {
+                let a = tcp_probe(&api, db, Duration::from_millis(500));
+                assert_eq!(a, Probe::Connected, "allowed api -> db:5432 failed during a reload");
+                let w = tcp_probe(&web, db, Duration::from_millis(50));
+                assert_ne!(w, Probe::Connected, "denied web -> db:5432 passed during a reload");
+                allowed += 1;
+                denied += 1;
+            }
+            (allowed, denied)
+        })
+    };
+
+    let mut before = fs::read_to_string(&status).unwrap_or_default();
+    for i in 0..50 {
+        match i % 3 {
+            0 => write(&rules.join("20-policies.toml"), STORM_B),
+            1 => write(&rules.join("30-broken.toml"), BROKEN),
+            _ => {
+                fs::remove_file(rules.join("30-broken.toml")).unwrap();
+                write(&rules.join("20-policies.toml"), STORM_A);
+            }
+        }
+        before = wait_status_change(&d, &status, &before);
+        assert_eq!(before.contains("30-broken.toml"), i % 3 == 1, "reload {i}: {before}");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let sent =
+        writer.join().unwrap().unwrap_or_else(|e| panic!("long-lived connection cut: {e}\n{}", d.log()));
+    let (allowed, denied) = probes.join().unwrap_or_else(|_| panic!("a probe failed\n{}", d.log()));
+    let until = Instant::now() + Duration::from_secs(5);
+    while sink.load(Ordering::Relaxed) < sent && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(sink.load(Ordering::Relaxed), sent, "bytes lost on the long-lived connection");
+    assert!(allowed > 20 && denied > 20, "too few probes: {allowed} allowed, {denied} denied");
+    let replaced = d.log().matches("table replaced").count();
+    assert!(replaced >= 33 * 3, "reloads must replace tables ({replaced} replacements)\n{}", d.log());
+    println!("50 reloads: {sent} bytes on one connection, {allowed} allowed and {denied} denied probes");
+    drop(d);
     let _ = fs::remove_dir_all(&dir);
 }
