@@ -48,6 +48,8 @@ pub enum DaemonError {
         #[source]
         source: notify::Error,
     },
+    #[error(transparent)]
+    Privileges(#[from] crate::privileges::PrivError),
     #[error("installing signal handlers: {0}")]
     Signals(#[source] std::io::Error),
 }
@@ -288,6 +290,9 @@ fn settle(first: Event, rx: &Receiver<Event>) -> Vec<Event> {
 }
 
 pub fn run(cfg: Config) -> Result<(), DaemonError> {
+    // Capabilities are per thread: drop them before any thread exists, so every thread
+    // (and every per-namespace socket thread spawned later) inherits the reduced sets.
+    crate::privileges::drop_unneeded()?;
     let (tx, rx) = mpsc::channel();
     let _watcher = watch(&cfg, tx.clone())?;
     signals(tx)?;

@@ -10,6 +10,7 @@ pub mod flows;
 pub mod inventory;
 pub mod netns;
 pub mod nft;
+pub mod privileges;
 pub mod reconcile;
 pub mod rules;
 pub mod ruleset;

@@ -191,6 +191,14 @@ fn daemon_reloads_restores_follows_and_survives() {
 
     let mut d = Daemon::start(&dir, "1");
     eventually(&d, &lab, "web-1", "db-1", Probe::TimedOut, "policy A on start");
+
+    // Only CAP_NET_ADMIN (12), CAP_SYS_PTRACE (19) and CAP_SYS_ADMIN (21) remain.
+    let pid = d.child.as_ref().expect("running").id();
+    let proc_status = fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    for set in ["CapEff", "CapPrm", "CapBnd"] {
+        let line = proc_status.lines().find(|l| l.starts_with(set)).expect("cap line");
+        assert!(line.ends_with("0000000000281000"), "{line}");
+    }
     still(&lab, "api-1", "db-1", Probe::Connected, "policy A allows api -> db");
 
     // Hot reload to B, then a broken file (nothing changes), then back to A.
