@@ -5,7 +5,8 @@
 #      100 and 1,000 containers), then a median / range summary of every benchmark;
 #   2. the real CLI: `fw-daemon plan` on the 1,000 x 50 workload written to disk, wall time of
 #      RUNS runs (default 5), output to /dev/null;
-#   3. netlink (root only): bench/apply-200.sh, the nft_sets binary, bench/throughput.sh.
+#   3. netlink (root only): bench/apply-200.sh, the nft_sets and daemon_churn binaries,
+#      bench/throughput.sh.
 #      Skipped with a notice when not root, or when SKIP_NETLINK=1.
 # Usage: bash bench/run.sh            (criterion arguments: CRITERION_ARGS="--save-baseline x")
 set -euo pipefail
@@ -77,6 +78,8 @@ else
   bash bench/apply-200.sh
   section "netlink: zone set load and updates (cargo run --release -p fw-bench --bin nft_sets)"
   cargo run -q --release -p fw-bench --bin nft_sets
+  section "netlink: daemon reconcile, 200-namespace reload and 500-namespace churn (daemon_churn)"
+  cargo run -q --release -p fw-bench --bin daemon_churn
   section "netlink: TCP throughput with and without the policy (bench/throughput.sh)"
   bash bench/throughput.sh
 fi
