@@ -45,15 +45,23 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 0
 fi
 
-bold "6. Enforce it: a namespace lab, every container programmed over netlink"
+bold "6. Enforce it: a namespace lab, and the daemon programming every container over netlink"
 pids=()
+work=$(mktemp -d)
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   bash tests/lab.sh down >/dev/null
+  rm -rf "$work"
 }
 trap cleanup EXIT
 bash tests/lab.sh up "$INV"
-run "$FW" apply "$RULES" --inventory "$INV"
+# The daemon works on a copy of the rules, so the demo can edit them.
+cp -r "$RULES" "$work/rules"
+printf '$ %s\n' "$FW run --rules $work/rules --inventory $INV --state-dir $work/state &"
+"$FW" run --rules "$work/rules" --inventory "$INV" --state-dir "$work/state" 2>"$work/daemon.log" &
+pids+=($!)
+until ip netns exec fwdemo-misc-1 nft list table inet fw >/dev/null 2>&1; do sleep 0.1; done
+sed 's/^/  /' "$work/daemon.log"
 
 # Listeners for the probes below (nc keeps accepting with -k).
 for spec in api-1:8080 db-1:5432 web-2:443 partner-1:443; do
@@ -81,5 +89,18 @@ CELLS
 
 bold "8. The kernel's counters, per rule id (web-1 egress)"
 ip netns exec fwdemo-web-1 nft list chain inet fw egress | grep -E 'counter packets [1-9]' | sed 's/^\s*/  /'
+
+bold "9. Tampering: flush the ruleset from inside web-1; the daemon restores it"
+run ip netns exec fwdemo-web-1 nft flush ruleset
+sleep 1.5
+grep 'outside fw' "$work/daemon.log" | sed 's/^/  /'
+ip netns exec fwdemo-web-1 nft list tables | sed 's/^/  table present: /'
+
+bold "10. A broken edit is refused; the last good policy stays enforced"
+printf '[[policy]]\nid = "oops"\nfrom = "web"\nto = "db"\nproto = "tcp"\nports = 70000\naction = "allow"\n' | tee "$work/rules/30-oops.toml" | sed 's/^/  30-oops.toml: /' 
+sleep 1.5
+grep -E 'error|rejected' "$work/daemon.log" | sed 's/^/  /'
+verdict=$(ip netns exec fwdemo-web-1 nc -z -w1 10.77.0.31 5432 2>/dev/null && echo connected || echo blocked)
+echo "  web-1 -> db-1 tcp/5432 still: $verdict"
 echo
-echo "(the lab is removed on exit)"
+echo "(the daemon is stopped with SIGTERM and the lab removed on exit)"
