@@ -290,6 +290,33 @@ pub fn plan_end_to_end(files: &[SourceFile], inventory_text: &str) -> Vec<Contai
     }
 }
 
+/// A named network namespace for the root-only benchmarks, deleted on drop (even when a
+/// benchmark panics).
+pub struct Netns(String);
+
+impl Netns {
+    pub fn new(name: &str) -> Netns {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", name])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let ok =
+            std::process::Command::new("ip").args(["netns", "add", name]).status().is_ok_and(|s| s.success());
+        assert!(ok, "ip netns add {name} (run as root)");
+        Netns(name.to_string())
+    }
+
+    pub fn path(&self) -> std::path::PathBuf {
+        std::path::PathBuf::from(format!("/run/netns/{}", self.0))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,8 @@
 
 use caps::{CapSet, Capability, CapsHashSet};
 
-pub const KEPT: [Capability; 3] = [Capability::CAP_NET_ADMIN, Capability::CAP_SYS_ADMIN, Capability::CAP_SYS_PTRACE];
+pub const KEPT: [Capability; 3] =
+    [Capability::CAP_NET_ADMIN, Capability::CAP_SYS_ADMIN, Capability::CAP_SYS_PTRACE];
 
 #[derive(Debug, thiserror::Error)]
 #[error("dropping capabilities ({what}): {source}")]

@@ -8,35 +8,14 @@
 //! Run: cargo run --release -p fw-bench --bin daemon_churn [NAMESPACES] [CYCLES]
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
+use fw_bench::Netns;
 use fw_daemon::compile::CompileOptions;
 use fw_daemon::inventory::{Container, Inventory};
 use fw_daemon::reconcile::Reconciler;
 use fw_daemon::rules::{load_sources, read_dir};
-
-struct Netns(String);
-
-impl Netns {
-    fn new(name: &str) -> Netns {
-        let _ = Command::new("ip").args(["netns", "del", name]).stderr(Stdio::null()).status();
-        let ok = Command::new("ip").args(["netns", "add", name]).status().is_ok_and(|s| s.success());
-        assert!(ok, "ip netns add {name} (run as root)");
-        Netns(name.to_string())
-    }
-
-    fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/run/netns/{}", self.0))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
 
 /// Containers cycling through the demo zones (as bench/apply-200.sh does).
 fn container(i: usize, netns: Option<PathBuf>) -> Container {

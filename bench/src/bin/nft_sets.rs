@@ -6,36 +6,15 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use fw_bench::Netns;
 use fw_daemon::compile::{compile_all, CompileOptions};
 use fw_daemon::inventory::{Container, Inventory};
 use fw_daemon::nft::{Nft, SetChange};
 use fw_daemon::ruleset::ir::{SetElem, SetKey};
 
 const UPDATES: usize = 500;
-
-struct Netns(String);
-
-impl Netns {
-    fn new(name: &str) -> Netns {
-        let _ = Command::new("ip").args(["netns", "del", name]).stderr(std::process::Stdio::null()).status();
-        let ok = Command::new("ip").args(["netns", "add", name]).status().is_ok_and(|s| s.success());
-        assert!(ok, "ip netns add {name} (run as root)");
-        Netns(name.to_string())
-    }
-
-    fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/run/netns/{}", self.0))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]

@@ -215,6 +215,19 @@ impl Nft {
         }
     }
 
+    /// Receives one datagram of a reply into `self.buf`; a timeout names `what`.
+    fn recv_reply(&mut self, what: &str) -> Result<usize, NftError> {
+        match self.sock.recv(&mut &mut self.buf[..], 0) {
+            Ok(n) => Ok(n),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                Err(NftError::Timeout { who: self.who.clone(), what: what.into() })
+            }
+            Err(source) => Err(NftError::Io { who: self.who.clone(), what: "receive", source }),
+        }
+    }
+
     /// The namespace's nftables generation id: it changes with every committed batch from
     /// anyone, so an unchanged id since our last commit means nobody touched the ruleset.
     pub fn generation(&mut self) -> Result<u32, NftError> {
@@ -226,18 +239,7 @@ impl Nft {
             source,
         })?;
         loop {
-            let n = match self.sock.recv(&mut &mut self.buf[..], 0) {
-                Ok(n) => n,
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut =>
-                {
-                    return Err(NftError::Timeout { who: self.who.clone(), what: "generation".into() })
-                }
-                Err(source) => {
-                    return Err(NftError::Io { who: self.who.clone(), what: "receive getgen", source })
-                }
-            };
+            let n = self.recv_reply("generation")?;
             for m in netlink::messages(&self.buf[..n]) {
                 if m.seq != seq {
                     continue; // a late ACK of an earlier batch
@@ -269,18 +271,7 @@ impl Nft {
         })?;
         let mut out = Vec::new();
         loop {
-            let n = match self.sock.recv(&mut &mut self.buf[..], 0) {
-                Ok(n) => n,
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut =>
-                {
-                    return Err(NftError::Timeout { who: self.who.clone(), what: "rule dump".into() })
-                }
-                Err(source) => {
-                    return Err(NftError::Io { who: self.who.clone(), what: "receive dump", source })
-                }
-            };
+            let n = self.recv_reply("rule dump")?;
             for m in netlink::messages(&self.buf[..n]) {
                 if m.seq != seq {
                     continue; // a late ACK of an earlier batch
