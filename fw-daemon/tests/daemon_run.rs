@@ -37,16 +37,8 @@ ports = 5432
 action = "allow"
 "#;
 
-/// A plus web -> db.
-const POLICY_B: &str = r#"
-[[policy]]
-id = "api-to-db"
-from = "api"
-to = "db"
-proto = "tcp"
-ports = 5432
-action = "allow"
-
+/// Added to A to make policy B.
+const WEB_TO_DB: &str = r#"
 [[policy]]
 id = "web-to-db"
 from = "web"
@@ -202,7 +194,7 @@ fn daemon_reloads_restores_follows_and_survives() {
     still(&lab, "api-1", "db-1", Probe::Connected, "policy A allows api -> db");
 
     // Hot reload to B, then a broken file (nothing changes), then back to A.
-    write(&rules.join("20-policies.toml"), POLICY_B);
+    write(&rules.join("20-policies.toml"), &format!("{POLICY_A}{WEB_TO_DB}"));
     eventually(&d, &lab, "web-1", "db-1", Probe::Connected, "reload to policy B");
     write(&rules.join("30-broken.toml"), BROKEN);
     let until = Instant::now() + Duration::from_secs(10);
