@@ -13,6 +13,8 @@ PACKAGES=(
   netcat-openbsd socat iperf3 curl openssl dnsutils
   # benchmark scripts: arithmetic and JSON from iperf3
   bc python3
+  # Docker discovery tests: the engine, and a static busybox to `docker import` as an image
+  docker.io busybox-static
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -19,7 +19,8 @@ use notify::{RecursiveMode, Watcher};
 use tracing::{error, info, warn};
 
 use crate::compile::CompileOptions;
-use crate::inventory::{load_inventory, Inventory};
+use crate::discovery::docker;
+use crate::inventory::{load_inventory, Container, Inventory};
 use crate::reconcile::{Reconciler, Report};
 use crate::rules::{load_sources, read_dir, Policy, SourceFile};
 use crate::state::{StateDir, StateError, Status};
@@ -28,6 +29,8 @@ use crate::state::{StateDir, StateError, Status};
 pub struct Config {
     pub rules: PathBuf,
     pub inventory: Option<PathBuf>,
+    /// Docker API socket to discover containers from, if any.
+    pub docker: Option<String>,
     pub state_dir: PathBuf,
     pub opts: CompileOptions,
     /// How often every namespace is checked for drift.
@@ -50,14 +53,15 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Privileges(#[from] crate::privileges::PrivError),
-    #[error("installing signal handlers: {0}")]
+    #[error("starting a thread or signal handlers: {0}")]
     Signals(#[source] std::io::Error),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Event {
     Rules,
     Inventory,
+    Docker(docker::Update),
     /// SIGHUP: reload rules and inventory.
     Reload,
     Stop,
@@ -107,6 +111,9 @@ struct Daemon {
     /// change the watcher missed.
     seen_rules: Vec<(PathBuf, String)>,
     seen_inventory: Option<String>,
+    /// The two sources, merged into the reconciler's inventory.
+    static_inv: Inventory,
+    docker_inv: Vec<Container>,
 }
 
 fn snapshot(files: &[SourceFile]) -> Vec<(PathBuf, String)> {
@@ -148,7 +155,7 @@ impl Daemon {
         });
         let mut opts = cfg.opts.clone();
         opts.now = t;
-        let mut rec = Reconciler::new(policy, inventory, opts);
+        let mut rec = Reconciler::new(policy, inventory.clone(), opts);
         // Replacing an existing table is one atomic batch, so adopting the tables of a
         // previous run never opens a window.
         log_report("initial reconcile", &rec.reconcile());
@@ -156,7 +163,16 @@ impl Daemon {
         let seen_rules = read_dir(&cfg.rules).map(|f| snapshot(&f)).unwrap_or_default();
         let seen_inventory = cfg.inventory.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
         info!(policy = %status.policy_hash, containers = rec.programmed().count(), "enforcing");
-        Ok(Daemon { cfg, state, rec, status, seen_rules, seen_inventory })
+        Ok(Daemon {
+            cfg,
+            state,
+            rec,
+            status,
+            seen_rules,
+            seen_inventory,
+            static_inv: inventory,
+            docker_inv: Vec::new(),
+        })
     }
 
     fn reload_rules(&mut self) {
@@ -197,7 +213,8 @@ impl Daemon {
         self.seen_inventory = std::fs::read_to_string(&path).ok();
         match read_inventory(Some(&path)) {
             Ok(inv) => {
-                self.rec.set_inventory(inv);
+                self.static_inv = inv;
+                self.rec.set_inventory(merge(&self.static_inv, &self.docker_inv));
                 log_report("inventory changed", &self.rec.reconcile());
             }
             Err(errors) => {
@@ -206,6 +223,21 @@ impl Daemon {
                 }
                 warn!("inventory rejected: containers stay as they were");
             }
+        }
+    }
+
+    fn docker_update(&mut self, u: docker::Update) {
+        match u {
+            docker::Update::Snapshot(containers) => {
+                if containers == self.docker_inv {
+                    return;
+                }
+                self.docker_inv = containers;
+                self.rec.set_inventory(merge(&self.static_inv, &self.docker_inv));
+                log_report("docker containers changed", &self.rec.reconcile());
+            }
+            // Keep enforcing what we know; the source logs and retries by itself.
+            docker::Update::Unavailable(why) => tracing::debug!("docker unavailable: {why}"),
         }
     }
 
@@ -227,6 +259,20 @@ impl Daemon {
             log_report("resync", &report);
         }
     }
+}
+
+/// The static inventory plus Docker's containers; a name in both keeps the static entry
+/// (an operator's explicit word) and is reported.
+fn merge(static_inv: &Inventory, docker: &[Container]) -> Inventory {
+    let mut inv = static_inv.clone();
+    for c in docker {
+        if inv.get(&c.name).is_some() {
+            warn!(container = %c.name, "in both the inventory file and Docker: the inventory file wins");
+            continue;
+        }
+        inv.containers.push(c.clone());
+    }
+    inv
 }
 
 fn watch(cfg: &Config, tx: Sender<Event>) -> Result<notify::RecommendedWatcher, DaemonError> {
@@ -295,7 +341,22 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     crate::privileges::drop_unneeded()?;
     let (tx, rx) = mpsc::channel();
     let _watcher = watch(&cfg, tx.clone())?;
-    signals(tx)?;
+    signals(tx.clone())?;
+    if let Some(socket) = cfg.docker.clone() {
+        let (dtx, drx) = mpsc::channel();
+        docker::spawn(socket, dtx).map_err(DaemonError::Signals)?;
+        // Forward into the daemon's one event queue.
+        std::thread::Builder::new()
+            .name("docker-fwd".into())
+            .spawn(move || {
+                for u in drx {
+                    if tx.send(Event::Docker(u)).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(DaemonError::Signals)?;
+    }
     let mut d = Daemon::start(cfg)?;
     let mut last_resync = Instant::now();
     loop {
@@ -311,6 +372,12 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 }
                 if events.iter().any(|e| matches!(e, Event::Rules | Event::Reload)) {
                     d.reload_rules();
+                }
+                // Snapshots are complete: only the newest matters.
+                if let Some(Event::Docker(u)) =
+                    events.into_iter().rev().find(|e| matches!(e, Event::Docker(_)))
+                {
+                    d.docker_update(u);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}

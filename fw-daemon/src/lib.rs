@@ -6,6 +6,7 @@
 
 pub mod compile;
 pub mod daemon;
+pub mod discovery;
 pub mod flows;
 pub mod inventory;
 pub mod netns;

@@ -84,8 +84,9 @@ others; the exit code is 1 if any failed. Needs CAP_NET_ADMIN (root).")]
     },
     /// Run the daemon: keep every container's firewall equal to the rule files
     #[command(after_help = "\
-Containers come from the static inventory (--inventory), re-read whenever it changes; Docker
-discovery is not implemented yet. The rules directory is watched (inotify, plus a re-read every
+Containers come from Docker (by default when its socket exists: listed at start, then followed
+through its events; netns from the init pid, addresses read inside the netns) and from the static
+inventory (--inventory), re-read whenever it changes; both can run at once. The rules directory is watched (inotify, plus a re-read every
 --resync seconds); SIGHUP reloads both. A reload is validated and compiled for every container
 before anything changes; invalid files change nothing (errors are logged as path:line:col and
 kept in STATE_DIR/status.json) and the last good policy stays enforced, also across restarts
@@ -98,6 +99,14 @@ SIGTERM stops the daemon and leaves enforcement in place; `fw-daemon flush` remo
         /// Static container inventory (TOML, see rules/demo-inventory.toml)
         #[arg(long)]
         inventory: Option<PathBuf>,
+        /// Discover containers from Docker (default: when the socket exists)
+        #[arg(long, overrides_with = "no_docker")]
+        docker: bool,
+        /// Do not use Docker, even when its socket exists
+        #[arg(long)]
+        no_docker: bool,
+        #[arg(long, default_value = fw_daemon::discovery::docker::DEFAULT_SOCKET)]
+        docker_socket: String,
         /// Where the last good policy and the status survive restarts
         #[arg(long, default_value = "/var/lib/fw")]
         state_dir: PathBuf,
@@ -204,7 +213,18 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
             let inv = fw_daemon::inventory::load_inventory(&inventory).map_err(|d| Failed(d, Vec::new()))?;
             Ok(report(apply::flush(&inv, container.as_deref()), "flushed"))
         }
-        Cmd::Run { rules, inventory, state_dir, log_format, log_group, tick, resync } => {
+        Cmd::Run {
+            rules,
+            inventory,
+            docker,
+            no_docker,
+            docker_socket,
+            state_dir,
+            log_format,
+            log_group,
+            tick,
+            resync,
+        } => {
             init_logging(log_format);
             let secs = |s: f64, what: &str| {
                 Duration::try_from_secs_f64(s).ok().filter(|d| !d.is_zero()).ok_or_else(|| {
@@ -214,6 +234,8 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
             let cfg = daemon::Config {
                 rules: std::path::absolute(&rules).unwrap_or(rules),
                 inventory: inventory.map(|p| std::path::absolute(&p).unwrap_or(p)),
+                docker: (docker || (!no_docker && std::path::Path::new(&docker_socket).exists()))
+                    .then_some(docker_socket),
                 state_dir,
                 opts: CompileOptions { log_group, now, ..CompileOptions::default() },
                 tick: secs(tick, "tick")?,

@@ -60,7 +60,7 @@ impl Daemon {
     fn start(dir: &Path, tag: &str) -> Daemon {
         let log = dir.join(format!("daemon-{tag}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_fw-daemon"))
-            .args(["run", "--tick", "0.2", "--resync", "1"])
+            .args(["run", "--no-docker", "--tick", "0.2", "--resync", "1"])
             .arg("--rules")
             .arg(dir.join("rules"))
             .arg("--inventory")

@@ -1,0 +1,3 @@
+//! Where containers come from: the static inventory file (see `inventory`) and Docker.
+
+pub mod docker;
