@@ -362,7 +362,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     loop {
         match rx.recv_timeout(d.cfg.tick) {
             Ok(first) => {
-                let events = settle(first, &rx);
+                // Docker snapshots are complete and need no settling; file edits do.
+                let events = if matches!(first, Event::Docker(_)) { vec![first] } else { settle(first, &rx) };
                 if events.contains(&Event::Stop) {
                     info!("stopping; enforcement stays in place (`fw-daemon flush` removes it)");
                     return Ok(());

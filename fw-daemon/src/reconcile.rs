@@ -101,7 +101,7 @@ impl Reconciler {
         }
 
         for (name, (netns, rs)) in desired {
-            let _span = info_span!("container", name = %name).entered();
+            let _span = info_span!("container", container = %name).entered();
             match self.programmed.get_mut(&name) {
                 Some(p) if p.last == rs => report.unchanged += 1,
                 Some(p) => {
@@ -147,7 +147,7 @@ impl Reconciler {
     pub fn restore_drift(&mut self) -> Vec<String> {
         let mut restored = Vec::new();
         for (name, p) in &mut self.programmed {
-            let _span = info_span!("container", name = %name).entered();
+            let _span = info_span!("container", container = %name).entered();
             let step = p.nft.generation().and_then(|g| {
                 if g == p.generation {
                     return Ok(false);

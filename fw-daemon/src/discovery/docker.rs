@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use bollard::Docker;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use tracing::{debug, info, warn};
 
 use crate::inventory::Container;
@@ -146,6 +146,10 @@ async fn follow(socket: &str, tx: &std::sync::mpsc::Sender<Update>) -> Result<()
     while let Some(ev) = events.next().await {
         let ev = ev.map_err(api(socket))?;
         debug!(action = ?ev.action, "docker event");
+        // One snapshot answers every event already queued (a burst of starts).
+        while let Some(Some(more)) = events.next().now_or_never() {
+            more.map_err(api(socket))?;
+        }
         let snap = snapshot(&docker, socket).await?;
         if tx.send(Update::Snapshot(snap)).is_err() {
             return Ok(());
