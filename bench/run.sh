@@ -6,7 +6,7 @@
 #   2. the real CLI: `fw-daemon plan` on the 1,000 x 50 workload written to disk, wall time of
 #      RUNS runs (default 5), output to /dev/null;
 #   3. netlink (root only): bench/apply-200.sh, the nft_sets and daemon_churn binaries,
-#      bench/throughput.sh.
+#      bench/docker-start.sh (when Docker is installed), bench/throughput.sh.
 #      Skipped with a notice when not root, or when SKIP_NETLINK=1.
 # Usage: bash bench/run.sh            (criterion arguments: CRITERION_ARGS="--save-baseline x")
 set -euo pipefail
@@ -80,6 +80,10 @@ else
   cargo run -q --release -p fw-bench --bin nft_sets
   section "netlink: daemon reconcile, 200-namespace reload and 500-namespace churn (daemon_churn)"
   cargo run -q --release -p fw-bench --bin daemon_churn
+  if command -v docker >/dev/null; then
+    section "docker: start event -> table programmed, 50 starts (bench/docker-start.sh)"
+    bash bench/docker-start.sh 50
+  fi
   section "netlink: TCP throughput with and without the policy (bench/throughput.sh)"
   bash bench/throughput.sh
 fi
