@@ -45,6 +45,8 @@ pub enum DaemonError {
     State(#[from] StateError),
     #[error("no valid policy: {0} has errors and there is no last good copy in the state directory")]
     NoPolicy(PathBuf),
+    #[error("{0}: not a directory (the rules directory must exist to be watched)")]
+    RulesDir(PathBuf),
     #[error("watching {path}: {source}")]
     Watch {
         path: PathBuf,
@@ -339,6 +341,9 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     // Capabilities are per thread: drop them before any thread exists, so every thread
     // (and every per-namespace socket thread spawned later) inherits the reduced sets.
     crate::privileges::drop_unneeded()?;
+    if !cfg.rules.is_dir() {
+        return Err(DaemonError::RulesDir(cfg.rules.clone()));
+    }
     let (tx, rx) = mpsc::channel();
     let _watcher = watch(&cfg, tx.clone())?;
     signals(tx.clone())?;

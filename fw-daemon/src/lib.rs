@@ -5,6 +5,7 @@
 //! rendered as an nft script (`plan`) or evaluated (`explain`).
 
 pub mod compile;
+pub mod config;
 pub mod daemon;
 pub mod discovery;
 pub mod flows;

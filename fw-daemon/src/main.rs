@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use fw_daemon::compile::CompileOptions;
+use fw_daemon::config::{self as fw_config, LogFormat};
 use fw_daemon::daemon;
 use fw_daemon::tools::{self, apply, check, explain, plan, Failed};
 
@@ -93,33 +93,39 @@ kept in STATE_DIR/status.json) and the last good policy stays enforced, also acr
 (STATE_DIR/last-good/). Tables changed from inside a container are restored at the next tick.
 SIGTERM stops the daemon and leaves enforcement in place; `fw-daemon flush` removes it.")]
     Run {
-        /// Directory of *.toml rule files
-        #[arg(long, default_value = "/etc/fw/rules")]
-        rules: PathBuf,
+        /// Config file with the same settings (flags override it) [default: /etc/fw/fw-daemon.toml, if present]
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Directory of *.toml rule files [default: /etc/fw/rules]
+        #[arg(long)]
+        rules: Option<PathBuf>,
         /// Static container inventory (TOML, see rules/demo-inventory.toml)
         #[arg(long)]
         inventory: Option<PathBuf>,
-        /// Discover containers from Docker (default: when the socket exists)
-        #[arg(long, overrides_with = "no_docker")]
+        /// Discover containers from Docker [default: when the socket exists]
+        #[arg(long, conflicts_with = "no_docker")]
         docker: bool,
         /// Do not use Docker, even when its socket exists
         #[arg(long)]
         no_docker: bool,
-        #[arg(long, default_value = fw_daemon::discovery::docker::DEFAULT_SOCKET)]
-        docker_socket: String,
-        /// Where the last good policy and the status survive restarts
-        #[arg(long, default_value = "/var/lib/fw")]
-        state_dir: PathBuf,
-        #[arg(long, value_enum, default_value_t = LogFormat::Human)]
-        log_format: LogFormat,
-        #[arg(long, default_value_t = 100)]
-        log_group: u16,
-        /// Seconds between drift checks of every namespace
-        #[arg(long, default_value_t = 1.0)]
-        tick: f64,
-        /// Seconds between full re-reads and re-reconciles (missed events, policy expiries)
-        #[arg(long, default_value_t = 5.0)]
-        resync: f64,
+        /// Docker API socket [default: /var/run/docker.sock]
+        #[arg(long)]
+        docker_socket: Option<String>,
+        /// Where the last good policy and the status survive restarts [default: /var/lib/fw]
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Log format [default: human]
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
+        /// NFLOG group for drop and audit records [default: 100]
+        #[arg(long)]
+        log_group: Option<u16>,
+        /// Seconds between drift checks of every namespace [default: 1]
+        #[arg(long)]
+        tick: Option<f64>,
+        /// Seconds between full re-reads and re-reconciles (missed events, policy expiries) [default: 5]
+        #[arg(long)]
+        resync: Option<f64>,
     },
     /// Would FROM reach TO on PROTO/PORT, and which rule decides?
     #[command(after_help = "\
@@ -144,12 +150,6 @@ audit-deny (a zone in audit mode would have dropped it: logged and allowed).")]
         #[arg(long)]
         json: bool,
     },
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum LogFormat {
-    Human,
-    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -214,6 +214,7 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
             Ok(report(apply::flush(&inv, container.as_deref()), "flushed"))
         }
         Cmd::Run {
+            config,
             rules,
             inventory,
             docker,
@@ -225,21 +226,46 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
             tick,
             resync,
         } => {
-            init_logging(log_format);
-            let secs = |s: f64, what: &str| {
-                Duration::try_from_secs_f64(s).ok().filter(|d| !d.is_zero()).ok_or_else(|| {
-                    Failed::message(format!("--{what}: expected a positive number of seconds"))
-                })
+            let file = match &config {
+                Some(p) => Some(p.clone()),
+                None => Some(PathBuf::from(fw_config::DEFAULT_CONFIG)).filter(|p| p.exists()),
             };
-            let cfg = daemon::Config {
-                rules: std::path::absolute(&rules).unwrap_or(rules),
-                inventory: inventory.map(|p| std::path::absolute(&p).unwrap_or(p)),
-                docker: (docker || (!no_docker && std::path::Path::new(&docker_socket).exists()))
-                    .then_some(docker_socket),
+            let file_layer = match &file {
+                Some(p) => {
+                    let text = std::fs::read_to_string(p)
+                        .map_err(|e| Failed::message(format!("{}: error: {e}", p.display())))?;
+                    fw_config::parse(p, &text).map_err(Failed::message)?
+                }
+                None => fw_config::Layer::default(),
+            };
+            let flags = fw_config::Layer {
+                rules,
+                inventory,
+                docker: if docker {
+                    Some(true)
+                } else if no_docker {
+                    Some(false)
+                } else {
+                    None
+                },
+                docker_socket,
                 state_dir,
-                opts: CompileOptions { log_group, now, ..CompileOptions::default() },
-                tick: secs(tick, "tick")?,
-                resync: secs(resync, "resync")?,
+                log_format,
+                log_group,
+                tick,
+                resync,
+            };
+            let set = fw_config::resolve(flags.over(file_layer), |s| std::path::Path::new(s).exists())
+                .map_err(|e| Failed::message(format!("error: {e}")))?;
+            init_logging(set.log_format);
+            let cfg = daemon::Config {
+                rules: std::path::absolute(&set.rules).unwrap_or(set.rules),
+                inventory: set.inventory.map(|p| std::path::absolute(&p).unwrap_or(p)),
+                docker: set.docker,
+                state_dir: set.state_dir,
+                opts: CompileOptions { log_group: set.log_group, now, ..CompileOptions::default() },
+                tick: set.tick,
+                resync: set.resync,
             };
             daemon::run(cfg).map_err(|e| Failed::message(format!("error: {e}")))?;
             Ok(ExitCode::SUCCESS)

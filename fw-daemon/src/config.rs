@@ -1,0 +1,134 @@
+//! `fw-daemon run` settings: built-in defaults, then the optional config file
+//! (`/etc/fw/fw-daemon.toml`, or `--config`), then command-line flags, each overriding the
+//! one before. Pure: the caller reads the file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::rules::diag::LineIndex;
+
+pub const DEFAULT_CONFIG: &str = "/etc/fw/fw-daemon.toml";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Every setting, each optional: one layer (the file, or the flags).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    pub rules: Option<PathBuf>,
+    pub inventory: Option<PathBuf>,
+    /// `None`: Docker when its socket exists.
+    pub docker: Option<bool>,
+    pub docker_socket: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub log_format: Option<LogFormat>,
+    pub log_group: Option<u16>,
+    /// Seconds between drift checks.
+    pub tick: Option<f64>,
+    /// Seconds between full re-reads.
+    pub resync: Option<f64>,
+}
+
+impl Layer {
+    /// `self` where set, else `lower`.
+    pub fn over(self, lower: Layer) -> Layer {
+        Layer {
+            rules: self.rules.or(lower.rules),
+            inventory: self.inventory.or(lower.inventory),
+            docker: self.docker.or(lower.docker),
+            docker_socket: self.docker_socket.or(lower.docker_socket),
+            state_dir: self.state_dir.or(lower.state_dir),
+            log_format: self.log_format.or(lower.log_format),
+            log_group: self.log_group.or(lower.log_group),
+            tick: self.tick.or(lower.tick),
+            resync: self.resync.or(lower.resync),
+        }
+    }
+}
+
+/// The resolved settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub rules: PathBuf,
+    pub inventory: Option<PathBuf>,
+    pub docker: Option<String>,
+    pub state_dir: PathBuf,
+    pub log_format: LogFormat,
+    pub log_group: u16,
+    pub tick: Duration,
+    pub resync: Duration,
+}
+
+/// Parses a config file; errors as `path:line:col: error: ...`.
+pub fn parse(path: &Path, text: &str) -> Result<Layer, String> {
+    toml::from_str(text).map_err(|e: toml::de::Error| {
+        let msg = e.message().trim().to_string();
+        match e.span() {
+            Some(span) => {
+                let (line, col) = LineIndex::new(text).locate(text, span.start);
+                format!("{}:{line}:{col}: error: {msg}", path.display())
+            }
+            None => format!("{}: error: {msg}", path.display()),
+        }
+    })
+}
+
+fn seconds(s: f64, what: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{what}: expected a positive number of seconds, got {s}"))
+}
+
+/// Fills in defaults; `docker_socket_exists` decides the Docker default.
+pub fn resolve(layer: Layer, docker_socket_exists: impl Fn(&str) -> bool) -> Result<Settings, String> {
+    let socket = layer.docker_socket.unwrap_or_else(|| crate::discovery::docker::DEFAULT_SOCKET.to_string());
+    let docker = layer.docker.unwrap_or_else(|| docker_socket_exists(&socket));
+    Ok(Settings {
+        rules: layer.rules.unwrap_or_else(|| PathBuf::from("/etc/fw/rules")),
+        inventory: layer.inventory,
+        docker: docker.then_some(socket),
+        state_dir: layer.state_dir.unwrap_or_else(|| PathBuf::from("/var/lib/fw")),
+        log_format: layer.log_format.unwrap_or(LogFormat::Human),
+        log_group: layer.log_group.unwrap_or(100),
+        tick: seconds(layer.tick.unwrap_or(1.0), "tick")?,
+        resync: seconds(layer.resync.unwrap_or(5.0), "resync")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let file =
+            parse(Path::new("fw.toml"), "rules = \"/srv/rules\"\ntick = 2.5\ndocker = false\n").unwrap();
+        let flags = Layer { tick: Some(0.5), ..Layer::default() };
+        let s = resolve(flags.over(file), |_| true).unwrap();
+        assert_eq!(s.rules, PathBuf::from("/srv/rules"));
+        assert_eq!(s.tick, Duration::from_millis(500));
+        assert_eq!(s.docker, None, "the file said no Docker");
+        assert_eq!(s.state_dir, PathBuf::from("/var/lib/fw"));
+        let auto = resolve(Layer::default(), |p| p == "/var/run/docker.sock").unwrap();
+        assert_eq!(auto.docker.as_deref(), Some("/var/run/docker.sock"));
+        assert_eq!(resolve(Layer::default(), |_| false).unwrap().docker, None);
+    }
+
+    #[test]
+    fn file_errors_point_at_the_line() {
+        let e = parse(Path::new("/etc/fw/fw-daemon.toml"), "rules = \"/x\"\ntik = 1\n").unwrap_err();
+        assert!(e.starts_with("/etc/fw/fw-daemon.toml:2:1: error: unknown field `tik`"), "{e}");
+        let e = parse(Path::new("f.toml"), "log_format = \"xml\"\n").unwrap_err();
+        assert!(e.starts_with("f.toml:1:14: error:"), "{e}");
+        let e = resolve(Layer { resync: Some(-1.0), ..Layer::default() }, |_| false).unwrap_err();
+        assert!(e.contains("resync"), "{e}");
+    }
+}
