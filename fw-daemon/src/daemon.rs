@@ -255,6 +255,7 @@ impl Daemon {
             info!("inventory changed (periodic check)");
             self.reload_inventory();
         }
+        self.rec.verify_rules();
         self.rec.set_now(now());
         let report = self.rec.reconcile();
         if report != (Report { unchanged: report.unchanged, ..Report::default() }) {

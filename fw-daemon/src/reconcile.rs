@@ -142,6 +142,33 @@ impl Reconciler {
         report
     }
 
+    /// The backstop for `restore_drift`: a change made between one of our commits and our
+    /// reading of the generation id would hide behind that id, so the rules themselves are
+    /// compared too (the caller does this less often: it is a dump per namespace).
+    pub fn verify_rules(&mut self) -> Vec<String> {
+        let mut restored = Vec::new();
+        for (name, p) in &mut self.programmed {
+            let _span = info_span!("container", container = %name).entered();
+            let step = p.nft.list_rules().and_then(|listed| {
+                if rules_match(&p.last, &listed) {
+                    return Ok(false);
+                }
+                p.nft.apply(&p.last)?;
+                p.generation = p.nft.generation()?;
+                Ok(true)
+            });
+            match step {
+                Ok(false) => {}
+                Ok(true) => {
+                    warn!("rules differ from what fw programmed: table restored");
+                    restored.push(name.clone());
+                }
+                Err(e) => warn!(error = %e, "rule check failed"),
+            }
+        }
+        restored
+    }
+
     /// Restores every table someone else changed since our last commit (a container with
     /// CAP_NET_ADMIN running `nft flush ruleset`, say). Returns the restored containers.
     pub fn restore_drift(&mut self) -> Vec<String> {
@@ -167,6 +194,21 @@ impl Reconciler {
         }
         restored
     }
+}
+
+/// Whether the kernel's rules of `table inet fw` are, chain by chain and in order, the
+/// ones `rs` describes (compared by the comment each rule carries).
+pub fn rules_match(rs: &Ruleset, listed: &[crate::nft::RuleCounters]) -> bool {
+    let expected = rs.chains.iter().flat_map(|c| {
+        c.rules.iter().map(|r| (c.name.as_str(), r.origin.as_ref().map(crate::ruleset::render::comment)))
+    });
+    let got = listed.iter().map(|r| (r.chain.as_str(), r.comment.clone()));
+    let mut expected: Vec<_> = expected.collect();
+    let mut got: Vec<_> = got.collect();
+    // Chains may come back in any order; rules within a chain keep theirs (stable sort).
+    expected.sort_by_key(|(chain, _)| *chain);
+    got.sort_by_key(|(chain, _)| *chain);
+    expected == got
 }
 
 fn program_new(netns: &std::path::Path, name: &str, rs: &Ruleset) -> Result<(Nft, u32), NftError> {

@@ -395,3 +395,40 @@ fn fifty_reloads_under_traffic_never_open_or_cut() {
     drop(d);
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// The rule comparison behind the generation id: no false alarm on an untouched table
+/// (it runs every few seconds), and a deleted rule is put back.
+#[test]
+fn verify_rules_restores_a_changed_rule_and_only_then() {
+    use fw_daemon::compile::CompileOptions;
+    use fw_daemon::reconcile::Reconciler;
+    use std::sync::Arc;
+
+    if !common::require(common::lab::available(), "root with iproute2 (network namespaces)") {
+        return;
+    }
+    let lab_base = common::demo_inventory();
+    let mut lab = Lab::new();
+    for c in &lab_base.containers {
+        lab.add(&c.name, &c.addresses);
+    }
+    let mut rec =
+        Reconciler::new(Arc::new(common::demo_policy()), lab.inventory(&lab_base), CompileOptions::default());
+    let r = rec.reconcile();
+    assert_eq!(r.replaced.len(), lab_base.containers.len(), "{:?}", r.failed);
+    assert!(rec.verify_rules().is_empty(), "false alarm on untouched tables");
+
+    let web = lab.node("web-1");
+    let listing = nft_in(web, &["-a", "list", "chain", "inet", "fw", "egress"]);
+    let handle = listing
+        .lines()
+        .find(|l| l.contains("policy:public-web"))
+        .and_then(|l| l.rsplit("handle ").next())
+        .expect("rule handle")
+        .trim()
+        .to_string();
+    nft_in(web, &["delete", "rule", "inet", "fw", "egress", "handle", &handle]);
+    assert_eq!(rec.verify_rules(), vec!["web-1".to_string()]);
+    assert!(nft_in(web, &["list", "chain", "inet", "fw", "egress"]).contains("policy:public-web"));
+    assert!(rec.verify_rules().is_empty());
+}
