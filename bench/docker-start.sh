@@ -17,6 +17,8 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   docker ps -aq --filter label=fw.bench=$$ | xargs -r docker rm -f >/dev/null
   docker network rm "$net" >/dev/null 2>&1 || true
+  # The host guard outlives the daemon by design; the benchmark removes the one it made.
+  nft delete table bridge fw_guard 2>/dev/null || true
   rm -rf "$tmp"
 }
 trap cleanup EXIT

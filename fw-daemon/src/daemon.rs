@@ -45,6 +45,8 @@ pub enum DaemonError {
     State(#[from] StateError),
     #[error("no valid policy: {0} has errors and there is no last good copy in the state directory")]
     NoPolicy(PathBuf),
+    #[error("host guard: {0}")]
+    Guard(String),
     #[error("{0}: not a directory (the rules directory must exist to be watched)")]
     RulesDir(PathBuf),
     #[error("watching {path}: {source}")]
@@ -116,6 +118,19 @@ struct Daemon {
     /// The two sources, merged into the reconciler's inventory.
     static_inv: Inventory,
     docker_inv: Vec<Container>,
+    /// Docker containers' MACs, and the host guard that admits those of programmed ones.
+    docker_macs: std::collections::HashMap<String, Vec<[u8; 6]>>,
+    guard: Option<Guard>,
+}
+
+/// The host-side guard (see `nft::guard`): only with Docker, whose bridges are in the host
+/// namespace. It is left in place when the daemon stops, so containers started meanwhile
+/// stay cut until a daemon has programmed them.
+struct Guard {
+    nft: crate::nft::Nft,
+    /// What the kernel's guard admits; `None` until this run has written it (a guard left by
+    /// a previous run stays as it was until the first Docker snapshot).
+    admitted: Option<Vec<[u8; 6]>>,
 }
 
 fn snapshot(files: &[SourceFile]) -> Vec<(PathBuf, String)> {
@@ -165,6 +180,14 @@ impl Daemon {
         let seen_rules = read_dir(&cfg.rules).map(|f| snapshot(&f)).unwrap_or_default();
         let seen_inventory = cfg.inventory.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
         info!(policy = %status.policy_hash, containers = rec.programmed().count(), "enforcing");
+        let guard = match &cfg.docker {
+            None => None,
+            Some(_) => Some(Guard {
+                nft: crate::nft::Nft::open(Path::new("/proc/self/ns/net"), "host guard")
+                    .map_err(|e| DaemonError::Guard(e.to_string()))?,
+                admitted: None,
+            }),
+        };
         Ok(Daemon {
             cfg,
             state,
@@ -174,6 +197,8 @@ impl Daemon {
             seen_inventory,
             static_inv: inventory,
             docker_inv: Vec::new(),
+            docker_macs: Default::default(),
+            guard,
         })
     }
 
@@ -189,6 +214,7 @@ impl Daemon {
                 self.rec.set_policy(policy.clone());
                 let report = self.rec.reconcile();
                 log_report("reload", &report);
+                self.update_guard();
                 if let Err(e) = self.state.save_last_good(&files) {
                     error!("{e}");
                 }
@@ -218,6 +244,7 @@ impl Daemon {
                 self.static_inv = inv;
                 self.rec.set_inventory(merge(&self.static_inv, &self.docker_inv));
                 log_report("inventory changed", &self.rec.reconcile());
+                self.update_guard();
             }
             Err(errors) => {
                 for e in &errors {
@@ -230,16 +257,39 @@ impl Daemon {
 
     fn docker_update(&mut self, u: docker::Update) {
         match u {
-            docker::Update::Snapshot(containers) => {
-                if containers == self.docker_inv {
-                    return;
+            docker::Update::Snapshot(found) => {
+                let macs = found.iter().map(|(c, m)| (c.name.clone(), m.clone())).collect();
+                let containers: Vec<Container> = found.into_iter().map(|(c, _)| c).collect();
+                if containers != self.docker_inv {
+                    self.docker_inv = containers;
+                    self.rec.set_inventory(merge(&self.static_inv, &self.docker_inv));
+                    log_report("docker containers changed", &self.rec.reconcile());
                 }
-                self.docker_inv = containers;
-                self.rec.set_inventory(merge(&self.static_inv, &self.docker_inv));
-                log_report("docker containers changed", &self.rec.reconcile());
+                self.docker_macs = macs;
+                self.update_guard();
             }
             // Keep enforcing what we know; the source logs and retries by itself.
             docker::Update::Unavailable(why) => tracing::debug!("docker unavailable: {why}"),
+        }
+    }
+
+    /// Admits exactly the MACs of Docker containers whose tables are programmed: called after
+    /// every reconcile, so a container is admitted only once its own table is in place.
+    fn update_guard(&mut self) {
+        let Some(g) = &mut self.guard else { return };
+        let mut want: Vec<[u8; 6]> =
+            self.rec.programmed().filter_map(|n| self.docker_macs.get(n)).flatten().copied().collect();
+        want.sort();
+        want.dedup();
+        if g.admitted.as_ref() == Some(&want) {
+            return;
+        }
+        match g.nft.apply_guard(&want) {
+            Ok(()) => {
+                info!(admitted = want.len(), "host guard updated");
+                g.admitted = Some(want);
+            }
+            Err(e) => error!(error = %e, "host guard update failed"),
         }
     }
 
@@ -261,6 +311,7 @@ impl Daemon {
         if report != (Report { unchanged: report.unchanged, ..Report::default() }) {
             log_report("resync", &report);
         }
+        self.update_guard();
     }
 }
 

@@ -2,8 +2,9 @@
 //! `--internal` network, enforces a truth table with real connections, follows containers
 //! that start and stop, and re-zones a container recreated with other labels. Docker is
 //! started if installed but not running; the image is built with `docker import` from
-//! Debian's busybox-static (images cannot be pulled here). Everything created is removed,
-//! even when the test fails.
+//! Debian's busybox-static (images cannot be pulled here). A container that sends from its
+//! first instant must not get through before it is programmed (the host guard). Everything
+//! created is removed, even when the test fails.
 
 mod common;
 
@@ -11,12 +12,13 @@ use std::fs;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::lab::{tcp_probe, Probe};
 use fw_daemon::netns::run_in;
 
-const IMAGE: &str = "fw-test-busybox:1";
+const IMAGE: &str = "fw-test-busybox:2";
 
 fn docker(args: &[&str]) -> Result<String, String> {
     let out = Command::new("docker").args(args).output().map_err(|e| format!("docker: {e}"))?;
@@ -60,6 +62,7 @@ fn ensure_image() {
     fs::copy("/bin/busybox", dir.join("bin/busybox")).expect("busybox-static installed (/bin/busybox)");
     std::os::unix::fs::symlink("busybox", dir.join("bin/sleep")).unwrap();
     std::os::unix::fs::symlink("busybox", dir.join("bin/sh")).unwrap();
+    std::os::unix::fs::symlink("busybox", dir.join("bin/nc")).unwrap();
     let tar = dir.with_extension("tar");
     let st = Command::new("tar").arg("-C").arg(&dir).arg("-cf").arg(&tar).arg(".").status().unwrap();
     assert!(st.success(), "tar of the busybox root");
@@ -89,12 +92,17 @@ impl Fleet {
     }
 
     fn run(&mut self, short: &str, labels: &[&str]) {
+        self.run_cmd(short, labels, &["sleep", "3600"]);
+    }
+
+    fn run_cmd(&mut self, short: &str, labels: &[&str], cmd: &[&str]) {
         let name = self.name(short);
         let mut args = vec!["run", "-d", "--name", &name, "--network", &self.net];
         for l in labels {
             args.extend(["--label", l]);
         }
-        args.extend([IMAGE, "sleep", "3600"]);
+        args.push(IMAGE);
+        args.extend(cmd);
         docker(&args).expect("docker run");
         if !self.names.contains(&name) {
             self.names.push(name);
@@ -125,16 +133,32 @@ impl Drop for Fleet {
     }
 }
 
-/// A TCP server inside a container's namespace, for as long as the test runs.
-fn serve(netns: &Path, port: u16) {
+/// A TCP server inside a container's namespace, for as long as the test runs; returns the
+/// peer address of every connection it accepted.
+fn serve(netns: &Path, port: u16) -> Arc<Mutex<Vec<IpAddr>>> {
     let l = run_in(netns, move || TcpListener::bind(("0.0.0.0", port))).expect("netns").expect("bind");
+    let peers = Arc::new(Mutex::new(Vec::new()));
+    let seen = peers.clone();
     std::thread::spawn(move || {
         for s in l.incoming().flatten() {
             use std::io::Write;
             let mut s = s;
+            if let Ok(p) = s.peer_addr() {
+                seen.lock().unwrap().push(p.ip());
+            }
             let _ = s.write_all(b"ok");
         }
     });
+    peers
+}
+
+/// The host guard outlives the daemon by design (fail closed); a test removes its own.
+struct HostGuardCleanup;
+
+impl Drop for HostGuardCleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("nft").args(["delete", "table", "bridge", "fw_guard"]).output();
+    }
 }
 
 struct Daemon(Option<Child>, PathBuf);
@@ -173,9 +197,20 @@ match = { labels = { "fw.test/tier" = "api" } }
 [zone.db]
 match = { labels = { "fw.test/tier" = "db" } }
 
+# db accepts anyone but web: while a new container's address is in no zone set yet, db's
+# ingress lets it in, so only the sender's own egress (once programmed) or the host guard
+# (before that) stops a new web container. This is what exposes the start-up window.
 [[policy]]
-id = "api-to-db"
-from = "api"
+id = "no-web-to-db"
+from = "web"
+to = "db"
+proto = "tcp"
+ports = 5432
+action = "deny"
+
+[[policy]]
+id = "any-to-db"
+from = "any"
 to = "db"
 proto = "tcp"
 ports = 5432
@@ -200,8 +235,9 @@ fn docker_containers_are_discovered_and_enforced() {
     fleet.run("web", &["fw.test/tier=web"]);
     fleet.run("api", &["fw.test/tier=api"]);
     fleet.run("db", &["fw.test/tier=db"]);
-    serve(&fleet.netns("db"), 5432);
+    let db_peers = serve(&fleet.netns("db"), 5432);
     serve(&fleet.netns("api"), 8080);
+    let _cleanup = HostGuardCleanup;
 
     let dir = std::env::temp_dir().join(format!("fw-docker-e2e-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
@@ -231,7 +267,7 @@ fn docker_containers_are_discovered_and_enforced() {
         .args(["nft", "list", "table", "inet", "fw"])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&table.stdout).contains("policy:api-to-db"), "db's table");
+    assert!(String::from_utf8_lossy(&table.stdout).contains("policy:any-to-db"), "db's table");
 
     // A container started under the daemon is enforced, and its peers learn it.
     fleet.run("api2", &["fw.test/tier=api"]);
@@ -248,6 +284,31 @@ fn docker_containers_are_discovered_and_enforced() {
     fleet.rm("web");
     fleet.run("web", &["fw.test/tier=api"]);
     eventually(&d, &fleet.netns("web"), db, Probe::Connected, "re-zoned web -> db allowed");
+
+    // Fail closed from the first instant: a web container that hammers db from its first
+    // instruction (denied by policy) never gets a connection through, neither before its
+    // table is programmed (the host guard drops it) nor after; an api one gets through once
+    // programmed and admitted.
+    let db_ip = fleet.ip("db").to_string();
+    let hammer = format!("while :; do nc -w 1 {db_ip} 5432 </dev/null; done");
+    let before = db_peers.lock().unwrap().len();
+    fleet.run_cmd("eager-web", &["fw.test/tier=web"], &["sh", "-c", &hammer]);
+    fleet.run_cmd("eager-api", &["fw.test/tier=api"], &["sh", "-c", &hammer]);
+    let eager_web = fleet.ip("eager-web");
+    let eager_api = fleet.ip("eager-api");
+    let until = Instant::now() + Duration::from_secs(15);
+    while !db_peers.lock().unwrap()[before..].contains(&eager_api) {
+        assert!(
+            Instant::now() < until,
+            "eager-api never admitted\n{}",
+            fs::read_to_string(&d.1).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let leaked = db_peers.lock().unwrap()[before..].iter().filter(|p| **p == eager_web).count();
+    assert_eq!(leaked, 0, "eager-web reached db {leaked} times before or after programming");
+    assert!(fs::read_to_string(&d.1).unwrap_or_default().contains("host guard updated"));
 
     // A stopped container is forgotten.
     fleet.rm("api2");

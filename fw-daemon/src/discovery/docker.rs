@@ -26,8 +26,8 @@ pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 /// What the source reports to the daemon.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Update {
-    /// Every running container Docker knows, as of now.
-    Snapshot(Vec<Container>),
+    /// Every running container Docker knows, as of now, with its MACs.
+    Snapshot(Vec<(Container, Vec<[u8; 6]>)>),
     /// Docker is unreachable; the last snapshot stays in force.
     Unavailable(String),
 }
@@ -44,25 +44,29 @@ pub enum DockerError {
     StreamEnded,
 }
 
-/// Addresses of a namespace's interfaces with global scope (loopback and link-local left
-/// out: they never identify a container to its peers).
-pub fn netns_addresses(netns: &Path) -> std::io::Result<Vec<IpAddr>> {
+/// What identifies a container on the wire, read from inside its namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WireIdentity {
+    /// Addresses with global scope (loopback and link-local never identify a container).
+    pub addresses: Vec<IpAddr>,
+    /// Ethernet addresses of its interfaces (what the host guard admits).
+    pub macs: Vec<[u8; 6]>,
+}
+
+pub fn wire_identity(netns: &Path) -> std::io::Result<WireIdentity> {
     use rtnetlink::packet_route::address::{AddressAttribute, AddressScope};
-    crate::netns::run_in(netns, || -> std::io::Result<Vec<IpAddr>> {
+    use rtnetlink::packet_route::link::LinkAttribute;
+    crate::netns::run_in(netns, || -> std::io::Result<WireIdentity> {
         // The route socket is created on this thread, inside the namespace.
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         rt.block_on(async {
             let (conn, handle, _) = rtnetlink::new_connection()?;
             let task = tokio::spawn(conn);
-            let msgs: Vec<_> = handle
-                .address()
-                .get()
-                .execute()
-                .try_collect()
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let err = |e: rtnetlink::Error| std::io::Error::other(e.to_string());
+            let addrs: Vec<_> = handle.address().get().execute().try_collect().await.map_err(err)?;
+            let links: Vec<_> = handle.link().get().execute().try_collect().await.map_err(err)?;
             task.abort();
-            let mut out: Vec<IpAddr> = msgs
+            let mut addresses: Vec<IpAddr> = addrs
                 .into_iter()
                 .filter(|m| m.header.scope == AddressScope::Universe)
                 .filter_map(|m| {
@@ -72,9 +76,20 @@ pub fn netns_addresses(netns: &Path) -> std::io::Result<Vec<IpAddr>> {
                     })
                 })
                 .collect();
-            out.sort();
-            out.dedup();
-            Ok(out)
+            addresses.sort();
+            addresses.dedup();
+            let mut macs: Vec<[u8; 6]> = links
+                .into_iter()
+                .flat_map(|l| l.attributes)
+                .filter_map(|a| match a {
+                    LinkAttribute::Address(b) => <[u8; 6]>::try_from(b.as_slice()).ok(),
+                    _ => None,
+                })
+                .filter(|m| *m != [0; 6])
+                .collect();
+            macs.sort();
+            macs.dedup();
+            Ok(WireIdentity { addresses, macs })
         })
     })
     .map_err(|e| std::io::Error::other(e.to_string()))?
@@ -85,7 +100,7 @@ fn api(socket: &str) -> impl Fn(bollard::errors::Error) -> DockerError + '_ {
 }
 
 /// Lists and inspects every running container.
-async fn snapshot(docker: &Docker, socket: &str) -> Result<Vec<Container>, DockerError> {
+async fn snapshot(docker: &Docker, socket: &str) -> Result<Vec<(Container, Vec<[u8; 6]>)>, DockerError> {
     let list = docker.list_containers(Some(ListContainersOptions::default())).await.map_err(api(socket))?;
     let mut out = Vec::with_capacity(list.len());
     for summary in list {
@@ -99,9 +114,9 @@ async fn snapshot(docker: &Docker, socket: &str) -> Result<Vec<Container>, Docke
         let mut labels: Vec<(String, String)> = config.labels.unwrap_or_default().into_iter().collect();
         labels.sort();
         let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
-        let addresses = match tokio::task::spawn_blocking({
+        let wire = match tokio::task::spawn_blocking({
             let netns = netns.clone();
-            move || netns_addresses(&netns)
+            move || wire_identity(&netns)
         })
         .await
         {
@@ -112,15 +127,11 @@ async fn snapshot(docker: &Docker, socket: &str) -> Result<Vec<Container>, Docke
             }
             Err(_) => continue,
         };
-        out.push(Container {
-            name,
-            netns: Some(netns),
-            image: config.image.unwrap_or_default(),
-            labels,
-            addresses,
-        });
+        let image = config.image.unwrap_or_default();
+        let c = Container { name, netns: Some(netns), image, labels, addresses: wire.addresses };
+        out.push((c, wire.macs));
     }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
     Ok(out)
 }
 

@@ -40,6 +40,9 @@ pub struct Built {
 }
 
 pub(super) struct Emitter {
+    /// The table sets belong to, and its NFPROTO_* family.
+    table: CString,
+    family: u16,
     batch: Batch,
     what: Vec<String>,
     next_set_id: u32,
@@ -52,7 +55,18 @@ pub(super) fn cstr(s: &str, what: &str) -> Result<CString, BuildError> {
 
 impl Emitter {
     pub(super) fn new() -> Emitter {
-        Emitter { batch: Batch::new(), what: Vec::new(), next_set_id: 1, set_ids: HashMap::new() }
+        Emitter::for_table(c"fw", libc::NFPROTO_INET as u16)
+    }
+
+    pub(super) fn for_table(table: &std::ffi::CStr, family: u16) -> Emitter {
+        Emitter {
+            table: table.to_owned(),
+            family,
+            batch: Batch::new(),
+            what: Vec::new(),
+            next_set_id: 1,
+            set_ids: HashMap::new(),
+        }
     }
 
     pub(super) fn add<T: NlMsg>(&mut self, msg: &T, ty: MsgType, what: impl Into<String>) {
@@ -75,7 +89,8 @@ impl Emitter {
     ) -> Result<u32, BuildError> {
         let id = self.next_set_id;
         self.next_set_id += 1;
-        let mut set = RawSet::new(c"fw", &cstr(name, "set name")?, id, key, flags, comment);
+        let mut set =
+            RawSet::new(self.family, &self.table, &cstr(name, "set name")?, id, key, flags, comment);
         let what =
             if name.starts_with("__set") { "anonymous set".to_string() } else { format!("set {name}") };
         self.add(&set, MsgType::Add, what.clone());
@@ -97,7 +112,7 @@ impl Emitter {
         elems: &[Elem],
         ty: MsgType,
     ) -> Result<(), BuildError> {
-        let mut set = RawSet::new(c"fw", &cstr(name, "set name")?, 0, key, 0, None);
+        let mut set = RawSet::new(self.family, &self.table, &cstr(name, "set name")?, 0, key, 0, None);
         for e in elems {
             set.add(e);
         }
@@ -298,7 +313,7 @@ fn lookup(em: &Emitter, set: &str, what: &str) -> Result<sys::Lookup, BuildError
         .set_ids
         .get(set)
         .ok_or_else(|| BuildError { what: what.into(), why: format!("unknown set {set}") })?;
-    Ok(sys::Lookup { set: cstr(set, "set name")?, set_id: id })
+    Ok(sys::Lookup { set: cstr(set, "set name")?, set_id: id, invert: false })
 }
 
 /// A lookup in a new anonymous set holding `elems`.
@@ -313,7 +328,7 @@ fn anon_lookup(
         flags |= sys::SET_INTERVAL;
     }
     let id = em.set("__set%d", key, flags, None, elems)?;
-    Ok(sys::Lookup { set: c"__set%d".to_owned(), set_id: id })
+    Ok(sys::Lookup { set: c"__set%d".to_owned(), set_id: id, invert: false })
 }
 
 fn nfproto(rule: &mut Rule<'_>, f: Family) {

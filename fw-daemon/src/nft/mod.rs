@@ -13,6 +13,7 @@ use nftnl::MsgType;
 use nix::sys::socket::{setsockopt, sockopt};
 
 pub use build::BuildError;
+pub mod guard;
 use build::{elem_key, interval_elems, key_type, Built, Emitter};
 pub use netlink::RuleCounters;
 use sys::Elem;
@@ -108,6 +109,12 @@ impl Nft {
         }
         self.apply(next)?;
         Ok(true)
+    }
+
+    /// Replaces the host guard (`table bridge fw_guard`, see `guard`) to admit exactly `macs`.
+    pub fn apply_guard(&mut self, macs: &[[u8; 6]]) -> Result<(), NftError> {
+        let built = guard::guard_batch(macs).map_err(|e| self.build_err(e))?;
+        self.send_batch(built)
     }
 
     /// Removes `table inet fw` if present.

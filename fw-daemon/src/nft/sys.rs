@@ -98,7 +98,11 @@ impl Expression for Connlimit {
 pub struct Lookup {
     pub set: CString,
     pub set_id: u32,
+    /// Match when the key is NOT in the set (`!= @set`).
+    pub invert: bool,
 }
+
+const NFT_LOOKUP_F_INV: u32 = 1;
 
 impl Expression for Lookup {
     fn to_expr(&self, _rule: &Rule) -> NonNull<sys::nftnl_expr> {
@@ -108,6 +112,9 @@ impl Expression for Lookup {
             sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_LOOKUP_SREG as u16, libc::NFT_REG_1 as u32);
             sys::nftnl_expr_set_str(e.as_ptr(), sys::NFTNL_EXPR_LOOKUP_SET as u16, self.set.as_ptr());
             sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_LOOKUP_SET_ID as u16, self.set_id);
+            if self.invert {
+                sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_LOOKUP_FLAGS as u16, NFT_LOOKUP_F_INV);
+            }
         }
         e
     }
@@ -155,6 +162,7 @@ pub enum KeyType {
     InetProto,
     InetService,
     Icmpv6Type,
+    EtherAddr,
 }
 
 impl KeyType {
@@ -166,6 +174,7 @@ impl KeyType {
             KeyType::InetProto => 12,
             KeyType::InetService => 13,
             KeyType::Icmpv6Type => 29,
+            KeyType::EtherAddr => 9,
         }
     }
 
@@ -175,6 +184,7 @@ impl KeyType {
             KeyType::InetService => 2,
             KeyType::Ipv4 => 4,
             KeyType::Ipv6 => 16,
+            KeyType::EtherAddr => 6,
         }
     }
 }
@@ -196,6 +206,8 @@ pub struct Elem {
 /// An nftables set with the flags, comment, and element timeouts nftnl's `Set` lacks.
 pub struct RawSet {
     ptr: NonNull<sys::nftnl_set>,
+    /// NFPROTO_* of the set's table (inet for container tables, bridge for the host guard).
+    family: u16,
 }
 
 // SAFETY: the set is only touched through &self/&mut self; libnftnl objects have no thread
@@ -204,6 +216,7 @@ unsafe impl Send for RawSet {}
 
 impl RawSet {
     pub fn new(
+        family: u16,
         table: &CStr,
         name: &CStr,
         id: u32,
@@ -217,7 +230,7 @@ impl RawSet {
         // NUL-terminated and copied by nftnl.
         unsafe {
             let s = ptr.as_ptr();
-            sys::nftnl_set_set_u32(s, sys::NFTNL_SET_FAMILY as u16, libc::NFPROTO_INET as u32);
+            sys::nftnl_set_set_u32(s, sys::NFTNL_SET_FAMILY as u16, family as u32);
             sys::nftnl_set_set_str(s, sys::NFTNL_SET_TABLE as u16, table.as_ptr());
             sys::nftnl_set_set_str(s, sys::NFTNL_SET_NAME as u16, name.as_ptr());
             sys::nftnl_set_set_u32(s, sys::NFTNL_SET_ID as u16, id);
@@ -225,7 +238,7 @@ impl RawSet {
             sys::nftnl_set_set_u32(s, sys::NFTNL_SET_KEY_TYPE as u16, key.nft_type());
             sys::nftnl_set_set_u32(s, sys::NFTNL_SET_KEY_LEN as u16, key.len());
         }
-        let set = RawSet { ptr };
+        let set = RawSet { ptr, family };
         if let Some(c) = comment {
             set.set_comment(c);
         }
@@ -298,7 +311,7 @@ impl RawSet {
                 let nlh = sys::nftnl_nlmsg_build_hdr(
                     scratch.as_mut_ptr() as *mut c_char,
                     libc::NFT_MSG_NEWSETELEM as u16,
-                    libc::NFPROTO_INET as u16,
+                    self.family,
                     0,
                     0,
                 );
@@ -342,13 +355,7 @@ unsafe impl NlMsg for RawSet {
         let flags = (libc::NLM_F_CREATE | libc::NLM_F_ACK) as u16;
         // SAFETY: see the impl comment; the set is live.
         unsafe {
-            let nlh = sys::nftnl_nlmsg_build_hdr(
-                buf as *mut c_char,
-                ty as u16,
-                libc::NFPROTO_INET as u16,
-                flags,
-                seq,
-            );
+            let nlh = sys::nftnl_nlmsg_build_hdr(buf as *mut c_char, ty as u16, self.family, flags, seq);
             sys::nftnl_set_nlmsg_build_payload(nlh, self.ptr.as_ptr());
         }
     }
