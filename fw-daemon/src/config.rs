@@ -18,6 +18,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// What happens to traffic of containers no source has identified (yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unknown {
+    /// The host guard drops their frames at the bridge until their own table is programmed.
+    Deny,
+    /// No guard: they are treated as the `default` zone by their peers (their addresses are
+    /// in no zone set) and have no table of their own until identified.
+    DefaultZone,
+}
+
 /// Every setting, each optional: one layer (the file, or the flags).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +38,7 @@ pub struct Layer {
     /// `None`: Docker when its socket exists.
     pub docker: Option<bool>,
     pub docker_socket: Option<String>,
+    pub unknown_containers: Option<Unknown>,
     pub state_dir: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
     pub log_group: Option<u16>,
@@ -44,6 +56,7 @@ impl Layer {
             inventory: self.inventory.or(lower.inventory),
             docker: self.docker.or(lower.docker),
             docker_socket: self.docker_socket.or(lower.docker_socket),
+            unknown_containers: self.unknown_containers.or(lower.unknown_containers),
             state_dir: self.state_dir.or(lower.state_dir),
             log_format: self.log_format.or(lower.log_format),
             log_group: self.log_group.or(lower.log_group),
@@ -59,6 +72,7 @@ pub struct Settings {
     pub rules: PathBuf,
     pub inventory: Option<PathBuf>,
     pub docker: Option<String>,
+    pub unknown_containers: Unknown,
     pub state_dir: PathBuf,
     pub log_format: LogFormat,
     pub log_group: u16,
@@ -95,6 +109,7 @@ pub fn resolve(layer: Layer, docker_socket_exists: impl Fn(&str) -> bool) -> Res
         rules: layer.rules.unwrap_or_else(|| PathBuf::from("/etc/fw/rules")),
         inventory: layer.inventory,
         docker: docker.then_some(socket),
+        unknown_containers: layer.unknown_containers.unwrap_or(Unknown::Deny),
         state_dir: layer.state_dir.unwrap_or_else(|| PathBuf::from("/var/lib/fw")),
         log_format: layer.log_format.unwrap_or(LogFormat::Human),
         log_group: layer.log_group.unwrap_or(100),
@@ -117,6 +132,9 @@ mod tests {
         assert_eq!(s.tick, Duration::from_millis(500));
         assert_eq!(s.docker, None, "the file said no Docker");
         assert_eq!(s.state_dir, PathBuf::from("/var/lib/fw"));
+        assert_eq!(s.unknown_containers, Unknown::Deny);
+        let dz = parse(Path::new("f.toml"), "unknown_containers = \"default-zone\"\n").unwrap();
+        assert_eq!(resolve(dz, |_| false).unwrap().unknown_containers, Unknown::DefaultZone);
         let auto = resolve(Layer::default(), |p| p == "/var/run/docker.sock").unwrap();
         assert_eq!(auto.docker.as_deref(), Some("/var/run/docker.sock"));
         assert_eq!(resolve(Layer::default(), |_| false).unwrap().docker, None);

@@ -31,6 +31,8 @@ pub struct Config {
     pub inventory: Option<PathBuf>,
     /// Docker API socket to discover containers from, if any.
     pub docker: Option<String>,
+    /// Deny: the host guard closes the start-up window (with Docker).
+    pub unknown_containers: crate::config::Unknown,
     pub state_dir: PathBuf,
     pub opts: CompileOptions,
     /// How often every namespace is checked for drift.
@@ -180,9 +182,9 @@ impl Daemon {
         let seen_rules = read_dir(&cfg.rules).map(|f| snapshot(&f)).unwrap_or_default();
         let seen_inventory = cfg.inventory.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
         info!(policy = %status.policy_hash, containers = rec.programmed().count(), "enforcing");
-        let guard = match &cfg.docker {
-            None => None,
-            Some(_) => Some(Guard {
+        let guard = match (&cfg.docker, cfg.unknown_containers) {
+            (None, _) | (_, crate::config::Unknown::DefaultZone) => None,
+            (Some(_), crate::config::Unknown::Deny) => Some(Guard {
                 nft: crate::nft::Nft::open(Path::new("/proc/self/ns/net"), "host guard")
                     .map_err(|e| DaemonError::Guard(e.to_string()))?,
                 admitted: None,

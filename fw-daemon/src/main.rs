@@ -111,6 +111,10 @@ SIGTERM stops the daemon and leaves enforcement in place; `fw-daemon flush` remo
         /// Docker API socket [default: /var/run/docker.sock]
         #[arg(long)]
         docker_socket: Option<String>,
+        /// Containers not identified yet: deny (a host guard drops them at the bridge until
+        /// programmed) or default-zone (no guard; peers treat them as the default zone) [default: deny]
+        #[arg(long, value_enum)]
+        unknown_containers: Option<fw_config::Unknown>,
         /// Where the last good policy and the status survive restarts [default: /var/lib/fw]
         #[arg(long)]
         state_dir: Option<PathBuf>,
@@ -220,6 +224,7 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
             docker,
             no_docker,
             docker_socket,
+            unknown_containers,
             state_dir,
             log_format,
             log_group,
@@ -249,6 +254,7 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
                     None
                 },
                 docker_socket,
+                unknown_containers,
                 state_dir,
                 log_format,
                 log_group,
@@ -262,6 +268,7 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
                 rules: std::path::absolute(&set.rules).unwrap_or(set.rules),
                 inventory: set.inventory.map(|p| std::path::absolute(&p).unwrap_or(p)),
                 docker: set.docker,
+                unknown_containers: set.unknown_containers,
                 state_dir: set.state_dir,
                 opts: CompileOptions { log_group: set.log_group, now, ..CompileOptions::default() },
                 tick: set.tick,
