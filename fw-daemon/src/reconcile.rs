@@ -146,47 +146,37 @@ impl Reconciler {
     /// reading of the generation id would hide behind that id, so the rules themselves are
     /// compared too (the caller does this less often: it is a dump per namespace).
     pub fn verify_rules(&mut self) -> Vec<String> {
-        let mut restored = Vec::new();
-        for (name, p) in &mut self.programmed {
-            let _span = info_span!("container", container = %name).entered();
-            let step = p.nft.list_rules().and_then(|listed| {
-                if rules_match(&p.last, &listed) {
-                    return Ok(false);
-                }
-                p.nft.apply(&p.last)?;
-                p.generation = p.nft.generation()?;
-                Ok(true)
-            });
-            match step {
-                Ok(false) => {}
-                Ok(true) => {
-                    warn!("rules differ from what fw programmed: table restored");
-                    restored.push(name.clone());
-                }
-                Err(e) => warn!(error = %e, "rule check failed"),
-            }
-        }
-        restored
+        self.restore_where("rules differ from what fw programmed", |p| {
+            Ok(!rules_match(&p.last, &p.nft.list_rules()?))
+        })
     }
 
     /// Restores every table someone else changed since our last commit (a container with
     /// CAP_NET_ADMIN running `nft flush ruleset`, say). Returns the restored containers.
     pub fn restore_drift(&mut self) -> Vec<String> {
+        self.restore_where("ruleset changed outside fw", |p| Ok(p.nft.generation()? != p.generation))
+    }
+
+    /// Re-applies the last programmed table wherever `changed` says so; returns those names.
+    fn restore_where(
+        &mut self,
+        why: &str,
+        changed: impl Fn(&mut Programmed) -> Result<bool, NftError>,
+    ) -> Vec<String> {
         let mut restored = Vec::new();
         for (name, p) in &mut self.programmed {
             let _span = info_span!("container", container = %name).entered();
-            let step = p.nft.generation().and_then(|g| {
-                if g == p.generation {
-                    return Ok(false);
+            let step = changed(p).and_then(|changed| {
+                if changed {
+                    p.nft.apply(&p.last)?;
+                    p.generation = p.nft.generation()?;
                 }
-                p.nft.apply(&p.last)?;
-                p.generation = p.nft.generation()?;
-                Ok(true)
+                Ok(changed)
             });
             match step {
                 Ok(false) => {}
                 Ok(true) => {
-                    warn!("ruleset changed outside fw: table restored");
+                    warn!("{why}: table restored");
                     restored.push(name.clone());
                 }
                 Err(e) => warn!(error = %e, "drift check failed"),
