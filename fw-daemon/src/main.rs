@@ -76,11 +76,17 @@ others; the exit code is 1 if any failed. Needs CAP_NET_ADMIN (root).")]
         log_group: u16,
     },
     /// Remove `table inet fw` from every container in the inventory
+    #[command(after_help = "\
+With --guard, also removes the host guard the daemon keeps with Docker (`table bridge
+fw_guard`): until a daemon runs again, containers are then no longer held back at the bridge.")]
     Flush {
-        #[arg(long)]
-        inventory: PathBuf,
+        #[arg(long, required_unless_present = "guard")]
+        inventory: Option<PathBuf>,
         #[arg(long)]
         container: Option<String>,
+        /// Remove the host guard too (or only it, without --inventory)
+        #[arg(long)]
+        guard: bool,
     },
     /// Run the daemon: keep every container's firewall equal to the rule files
     #[command(after_help = "\
@@ -213,9 +219,20 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
             let opts = CompileOptions { log_group, now, ..CompileOptions::default() };
             Ok(report(apply::apply(&policy, &inv, container.as_deref(), &opts), "programmed"))
         }
-        Cmd::Flush { inventory, container } => {
-            let inv = fw_daemon::inventory::load_inventory(&inventory).map_err(|d| Failed(d, Vec::new()))?;
-            Ok(report(apply::flush(&inv, container.as_deref()), "flushed"))
+        Cmd::Flush { inventory, container, guard } => {
+            let mut code = ExitCode::SUCCESS;
+            if let Some(inventory) = inventory {
+                let inv =
+                    fw_daemon::inventory::load_inventory(&inventory).map_err(|d| Failed(d, Vec::new()))?;
+                code = report(apply::flush(&inv, container.as_deref()), "flushed");
+            }
+            if guard {
+                fw_daemon::nft::Nft::open(std::path::Path::new("/proc/self/ns/net"), "host guard")
+                    .and_then(|mut nft| nft.flush_guard())
+                    .map_err(|e| Failed::message(format!("error: {e}")))?;
+                println!("host guard: removed");
+            }
+            Ok(code)
         }
         Cmd::Run {
             config,

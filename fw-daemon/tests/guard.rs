@@ -90,6 +90,15 @@ fn guard_admits_only_listed_macs() {
     nft.apply_guard(&[mac(&format!("{p}-a")), mac(&format!("{p}-c"))]).expect("guard");
     assert_eq!(tcp_probe(&path("c"), a, t), Probe::Connected, "c admitted now");
     assert_ne!(tcp_probe(&path("b"), a, t), Probe::Connected, "b no longer admitted");
+    // `fw-daemon flush --guard` run in that namespace lifts it.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &host, env!("CARGO_BIN_EXE_fw-daemon"), "flush", "--guard"])
+        .output()
+        .expect("fw-daemon flush --guard");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tables = Command::new("ip").args(["netns", "exec", &host, "nft", "list", "tables"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&tables.stdout).contains("fw_guard"));
+    assert_eq!(tcp_probe(&path("b"), a, t), Probe::Connected, "guard lifted");
     drop(nft);
     drop(spaces);
 }

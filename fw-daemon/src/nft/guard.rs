@@ -49,3 +49,12 @@ pub fn guard_batch(macs: &[[u8; 6]]) -> Result<Built, BuildError> {
     em.add(&rule, MsgType::Add, "guard rule");
     Ok(em.finish())
 }
+
+/// Removes the guard if present (add + delete, so a missing table is no error).
+pub fn guard_flush_batch() -> Built {
+    let mut em = Emitter::for_table(c"fw_guard", NFPROTO_BRIDGE);
+    let table = Table::new(c"fw_guard", ProtoFamily::Bridge);
+    em.add(&table, MsgType::Add, "table bridge fw_guard");
+    em.add(&table, MsgType::Del, "delete of table bridge fw_guard");
+    em.finish()
+}

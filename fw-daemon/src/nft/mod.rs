@@ -117,6 +117,11 @@ impl Nft {
         self.send_batch(built)
     }
 
+    /// Removes the host guard (`table bridge fw_guard`) if present.
+    pub fn flush_guard(&mut self) -> Result<(), NftError> {
+        self.send_batch(guard::guard_flush_batch())
+    }
+
     /// Removes `table inet fw` if present.
     pub fn flush(&mut self) -> Result<(), NftError> {
         self.send_batch(build::flush_batch())
