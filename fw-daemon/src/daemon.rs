@@ -68,6 +68,8 @@ enum Event {
     Rules,
     Inventory,
     Docker(docker::Update),
+    /// A programmed container's namespace announced a ruleset change (maybe ours): check it.
+    Drift(String),
     /// SIGHUP: reload rules and inventory.
     Reload,
     Stop,
@@ -123,6 +125,9 @@ struct Daemon {
     /// Docker containers' MACs, and the host guard that admits those of programmed ones.
     docker_macs: std::collections::HashMap<String, Vec<[u8; 6]>>,
     guard: Option<Guard>,
+    /// Change notifications: what the watcher listens to.
+    watch: Option<Sender<crate::drift_watch::Cmd>>,
+    watched: std::collections::BTreeMap<String, PathBuf>,
 }
 
 /// The host-side guard (see `nft::guard`): only with Docker, whose bridges are in the host
@@ -201,6 +206,8 @@ impl Daemon {
             docker_inv: Vec::new(),
             docker_macs: Default::default(),
             guard,
+            watch: None,
+            watched: Default::default(),
         })
     }
 
@@ -275,9 +282,26 @@ impl Daemon {
         }
     }
 
+    /// Keeps the change-notification watcher on exactly the programmed namespaces.
+    fn sync_watch(&mut self) {
+        let Some(w) = &self.watch else { return };
+        let now: std::collections::BTreeMap<String, PathBuf> =
+            self.rec.programmed_netns().map(|(n, p)| (n.to_string(), p.to_path_buf())).collect();
+        for (name, ns) in &now {
+            if self.watched.get(name) != Some(ns) {
+                let _ = w.send(crate::drift_watch::Cmd::Watch(name.clone(), ns.clone()));
+            }
+        }
+        for name in self.watched.keys().filter(|n| !now.contains_key(*n)) {
+            let _ = w.send(crate::drift_watch::Cmd::Unwatch(name.clone()));
+        }
+        self.watched = now;
+    }
+
     /// Admits exactly the MACs of Docker containers whose tables are programmed: called after
     /// every reconcile, so a container is admitted only once its own table is in place.
     fn update_guard(&mut self) {
+        self.sync_watch();
         let Some(g) = &mut self.guard else { return };
         let mut want: Vec<[u8; 6]> =
             self.rec.programmed().filter_map(|n| self.docker_macs.get(n)).flatten().copied().collect();
@@ -405,24 +429,50 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         let (dtx, drx) = mpsc::channel();
         docker::spawn(socket, dtx).map_err(DaemonError::Signals)?;
         // Forward into the daemon's one event queue.
+        let fwd = tx.clone();
         std::thread::Builder::new()
             .name("docker-fwd".into())
             .spawn(move || {
                 for u in drx {
-                    if tx.send(Event::Docker(u)).is_err() {
+                    if fwd.send(Event::Docker(u)).is_err() {
                         return;
                     }
                 }
             })
             .map_err(DaemonError::Signals)?;
     }
+    let (ctx, crx) = mpsc::channel::<String>();
+    let watch = crate::drift_watch::spawn(ctx).map_err(DaemonError::Signals)?;
+    let fwd = tx;
+    std::thread::Builder::new()
+        .name("drift-fwd".into())
+        .spawn(move || {
+            for name in crx {
+                if fwd.send(Event::Drift(name)).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(DaemonError::Signals)?;
     let mut d = Daemon::start(cfg)?;
+    d.watch = Some(watch);
+    d.sync_watch();
     let mut last_resync = Instant::now();
+    let mut last_drift_check = Instant::now();
     loop {
         match rx.recv_timeout(d.cfg.tick) {
             Ok(first) => {
-                // Docker snapshots are complete and need no settling; file edits do.
-                let events = if matches!(first, Event::Docker(_)) { vec![first] } else { settle(first, &rx) };
+                // Docker snapshots and change notifications need no settling; file edits do.
+                let mut events = if matches!(first, Event::Docker(_) | Event::Drift(_)) {
+                    vec![first]
+                } else {
+                    settle(first, &rx)
+                };
+                events.extend(rx.try_iter());
+                let drifted: std::collections::BTreeSet<String> = events
+                    .iter()
+                    .filter_map(|e| if let Event::Drift(n) = e { Some(n.clone()) } else { None })
+                    .collect();
                 if events.contains(&Event::Stop) {
                     info!("stopping; enforcement stays in place (`fw-daemon flush` removes it)");
                     return Ok(());
@@ -439,11 +489,18 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 {
                     d.docker_update(u);
                 }
+                if !drifted.is_empty() {
+                    d.rec.restore_drift_in(Some(&drifted));
+                }
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
         }
-        d.rec.restore_drift();
+        // The periodic check, in case a notification was lost (socket overrun).
+        if last_drift_check.elapsed() >= d.cfg.tick {
+            d.rec.restore_drift();
+            last_drift_check = Instant::now();
+        }
         if last_resync.elapsed() >= d.cfg.resync {
             d.resync();
             last_resync = Instant::now();

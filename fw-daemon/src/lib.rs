@@ -8,6 +8,7 @@ pub mod compile;
 pub mod config;
 pub mod daemon;
 pub mod discovery;
+pub mod drift_watch;
 pub mod flows;
 pub mod inventory;
 pub mod netns;

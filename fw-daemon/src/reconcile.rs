@@ -74,6 +74,11 @@ impl Reconciler {
         self.programmed.keys().map(String::as_str)
     }
 
+    /// Programmed containers and their namespaces.
+    pub fn programmed_netns(&self) -> impl Iterator<Item = (&str, &std::path::Path)> {
+        self.programmed.iter().map(|(n, p)| (n.as_str(), p.netns.as_path()))
+    }
+
     /// Brings every namespace to the desired state.
     pub fn reconcile(&mut self) -> Report {
         let mut report = Report::default();
@@ -146,7 +151,7 @@ impl Reconciler {
     /// reading of the generation id would hide behind that id, so the rules themselves are
     /// compared too (the caller does this less often: it is a dump per namespace).
     pub fn verify_rules(&mut self) -> Vec<String> {
-        self.restore_where("rules differ from what fw programmed", |p| {
+        self.restore_where("rules differ from what fw programmed", None, |p| {
             Ok(!rules_match(&p.last, &p.nft.list_rules()?))
         })
     }
@@ -154,17 +159,26 @@ impl Reconciler {
     /// Restores every table someone else changed since our last commit (a container with
     /// CAP_NET_ADMIN running `nft flush ruleset`, say). Returns the restored containers.
     pub fn restore_drift(&mut self) -> Vec<String> {
-        self.restore_where("ruleset changed outside fw", |p| Ok(p.nft.generation()? != p.generation))
+        self.restore_drift_in(None)
+    }
+
+    /// `restore_drift` for some containers only (those a change notification named).
+    pub fn restore_drift_in(&mut self, only: Option<&std::collections::BTreeSet<String>>) -> Vec<String> {
+        self.restore_where("ruleset changed outside fw", only, |p| Ok(p.nft.generation()? != p.generation))
     }
 
     /// Re-applies the last programmed table wherever `changed` says so; returns those names.
     fn restore_where(
         &mut self,
         why: &str,
+        only: Option<&std::collections::BTreeSet<String>>,
         changed: impl Fn(&mut Programmed) -> Result<bool, NftError>,
     ) -> Vec<String> {
         let mut restored = Vec::new();
         for (name, p) in &mut self.programmed {
+            if only.is_some_and(|o| !o.contains(name)) {
+                continue;
+            }
             let _span = info_span!("container", container = %name).entered();
             let step = changed(p).and_then(|changed| {
                 if changed {

@@ -58,9 +58,14 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path, tag: &str) -> Daemon {
+        Daemon::start_with(dir, tag, &["--tick", "0.2", "--resync", "1"])
+    }
+
+    fn start_with(dir: &Path, tag: &str, timing: &[&str]) -> Daemon {
         let log = dir.join(format!("daemon-{tag}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_fw-daemon"))
-            .args(["run", "--no-docker", "--tick", "0.2", "--resync", "1"])
+            .args(["run", "--no-docker"])
+            .args(timing)
             .arg("--rules")
             .arg(dir.join("rules"))
             .arg("--inventory")
@@ -431,4 +436,33 @@ fn verify_rules_restores_a_changed_rule_and_only_then() {
     assert_eq!(rec.verify_rules(), vec!["web-1".to_string()]);
     assert!(nft_in(web, &["list", "chain", "inet", "fw", "egress"]).contains("policy:public-web"));
     assert!(rec.verify_rules().is_empty());
+}
+
+/// With the periodic checks 30 s apart, only the change notification can explain a table
+/// flushed from inside a container coming back within seconds.
+#[test]
+fn change_notifications_restore_without_waiting_for_a_tick() {
+    if !common::require(common::lab::available(), "root with iproute2 (network namespaces)") {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.add("web-1", &["10.77.0.11".parse().unwrap()]);
+    lab.add("db-1", &["10.77.0.31".parse().unwrap()]);
+    lab.serve_tcp("db-1", &[5432]);
+    let dir = tmpdir("notify");
+    write(&dir.join("rules/10-zones.toml"), ZONES);
+    write(&dir.join("rules/20-policies.toml"), POLICY_A);
+    write(&dir.join("inventory.toml"), &inventory(&lab, &["web-1", "db-1"]));
+    let d = Daemon::start_with(&dir, "notify", &["--tick", "30", "--resync", "60"]);
+    eventually(&d, &lab, "web-1", "db-1", Probe::TimedOut, "policy A on start");
+    std::thread::sleep(Duration::from_millis(300)); // let the watcher subscribe
+    nft_in(lab.node("web-1"), &["flush", "ruleset"]);
+    let until = Instant::now() + Duration::from_secs(3);
+    while !nft_in(lab.node("web-1"), &["list", "tables"]).contains("inet fw") {
+        assert!(Instant::now() < until, "not restored within 3 s\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    still(&lab, "web-1", "db-1", Probe::TimedOut, "restored table enforces");
+    drop(d);
+    let _ = fs::remove_dir_all(&dir);
 }
