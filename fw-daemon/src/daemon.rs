@@ -20,7 +20,7 @@ use tracing::{error, info, warn};
 
 use crate::compile::CompileOptions;
 use crate::discovery::docker;
-use crate::inventory::{load_inventory, Container, Inventory};
+use crate::inventory::{parse_inventory, Container, Inventory};
 use crate::reconcile::{Reconciler, Report};
 use crate::rules::{load_sources, read_dir, Policy, SourceFile};
 use crate::state::{StateDir, StateError, Status};
@@ -79,24 +79,30 @@ fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Reads and validates a rules directory; on errors, logs and returns them as lines.
-fn load_rules(dir: &Path, now: i64) -> Result<(Arc<Policy>, Vec<SourceFile>), Vec<String>> {
-    let files = read_dir(dir).map_err(|d| vec![d.to_string()])?;
-    let result = load_sources(&files, now);
+fn read_rules(dir: &Path) -> Result<Vec<SourceFile>, Vec<String>> {
+    read_dir(dir).map_err(|d| vec![d.to_string()])
+}
+
+/// Validates rule files (warnings are logged); errors come back as `path:line:col` lines.
+fn validate(files: &[SourceFile], now: i64) -> Result<Arc<Policy>, Vec<String>> {
+    let result = load_sources(files, now);
     for d in result.diagnostics.iter().filter(|d| !d.is_error()) {
         warn!("{d}");
     }
     match result.policy {
-        Some(p) => Ok((Arc::new(p), files)),
+        Some(p) => Ok(Arc::new(p)),
         None => Err(result.errors().map(|d| d.to_string()).collect()),
     }
 }
 
-fn read_inventory(path: Option<&Path>) -> Result<Inventory, Vec<String>> {
-    match path {
-        None => Ok(Inventory::default()),
-        Some(p) => load_inventory(p).map_err(|ds| ds.iter().map(|d| d.to_string()).collect()),
-    }
+/// The inventory file's text (read once: it is both compared and parsed).
+fn read_inventory_text(path: Option<&Path>) -> Option<String> {
+    std::fs::read_to_string(path?).ok()
+}
+
+fn parse_inventory_text(path: &Path, text: Option<&str>) -> Result<Inventory, Vec<String>> {
+    let text = text.ok_or_else(|| vec![format!("{}: error: cannot read the inventory", path.display())])?;
+    parse_inventory(path, text).map_err(|ds| ds.iter().map(|d| d.to_string()).collect())
 }
 
 fn log_report(what: &str, r: &Report) {
@@ -117,7 +123,7 @@ struct Daemon {
     status: Status,
     /// The rule files as last read (good or not): a periodic re-read that differs means a
     /// change the watcher missed.
-    seen_rules: Vec<(PathBuf, String)>,
+    seen_rules: Vec<SourceFile>,
     seen_inventory: Option<String>,
     /// The two sources, merged into the reconciler's inventory.
     static_inv: Inventory,
@@ -140,22 +146,21 @@ struct Guard {
     admitted: Option<Vec<[u8; 6]>>,
 }
 
-fn snapshot(files: &[SourceFile]) -> Vec<(PathBuf, String)> {
-    files.iter().map(|f| (f.path.clone(), f.text.clone())).collect()
-}
-
 impl Daemon {
     fn start(cfg: Config) -> Result<Daemon, DaemonError> {
         let state = StateDir::open(&cfg.state_dir)?;
         let mut status = Status::default();
         let t = now();
-        let (policy, files) = match load_rules(&cfg.rules, t) {
+        let read = read_rules(&cfg.rules);
+        let seen_rules = read.clone().unwrap_or_default();
+        let (policy, files) = match read.and_then(|f| validate(&f, t).map(|p| (p, f))) {
             Ok(ok) => ok,
             Err(errors) => {
                 for e in &errors {
                     error!("{e}");
                 }
-                let fallback = load_rules(&state.last_good_dir(), t)
+                let fallback = read_rules(&state.last_good_dir())
+                    .and_then(|f| validate(&f, t).map(|p| (p, f)))
                     .map_err(|_| DaemonError::NoPolicy(cfg.rules.clone()))?;
                 warn!(
                     "{} is invalid: enforcing the last good policy from {}",
@@ -171,12 +176,16 @@ impl Daemon {
         }
         status.policy_hash = policy.hash.clone();
         status.loaded_at = t;
-        let inventory = read_inventory(cfg.inventory.as_deref()).unwrap_or_else(|errors| {
-            for e in &errors {
-                error!("{e}");
-            }
-            Inventory::default()
-        });
+        let seen_inventory = read_inventory_text(cfg.inventory.as_deref());
+        let inventory = match &cfg.inventory {
+            None => Inventory::default(),
+            Some(p) => parse_inventory_text(p, seen_inventory.as_deref()).unwrap_or_else(|errors| {
+                for e in &errors {
+                    error!("{e}");
+                }
+                Inventory::default()
+            }),
+        };
         let mut opts = cfg.opts.clone();
         opts.now = t;
         let mut rec = Reconciler::new(policy, inventory.clone(), opts);
@@ -184,8 +193,6 @@ impl Daemon {
         // previous run never opens a window.
         log_report("initial reconcile", &rec.reconcile());
         state.write_status(&status)?;
-        let seen_rules = read_dir(&cfg.rules).map(|f| snapshot(&f)).unwrap_or_default();
-        let seen_inventory = cfg.inventory.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
         info!(policy = %status.policy_hash, containers = rec.programmed().count(), "enforcing");
         let guard = match (&cfg.docker, cfg.unknown_containers) {
             (None, _) | (_, crate::config::Unknown::DefaultZone) => None,
@@ -212,18 +219,23 @@ impl Daemon {
     }
 
     fn reload_rules(&mut self) {
+        let read = read_rules(&self.cfg.rules);
+        self.reload_rules_from(read);
+    }
+
+    /// Reloads from rule files already read (the periodic check reads them to compare).
+    fn reload_rules_from(&mut self, read: Result<Vec<SourceFile>, Vec<String>>) {
         let t = now();
-        if let Ok(files) = read_dir(&self.cfg.rules) {
-            self.seen_rules = snapshot(&files);
+        if let Ok(files) = &read {
+            self.seen_rules = files.clone();
         }
-        match load_rules(&self.cfg.rules, t) {
+        match read.and_then(|f| validate(&f, t).map(|p| (p, f))) {
             Ok((policy, files)) => {
                 let changed = policy.hash != self.status.policy_hash;
                 self.rec.set_now(t);
                 self.rec.set_policy(policy.clone());
-                let report = self.rec.reconcile();
-                log_report("reload", &report);
-                self.update_guard();
+                log_report("reload", &self.rec.reconcile());
+                self.after_reconcile();
                 if let Err(e) = self.state.save_last_good(&files) {
                     error!("{e}");
                 }
@@ -246,14 +258,21 @@ impl Daemon {
     }
 
     fn reload_inventory(&mut self) {
+        let text = read_inventory_text(self.cfg.inventory.as_deref());
+        self.reload_inventory_from(text);
+    }
+
+    /// Reloads from inventory text already read (the periodic check reads it to compare).
+    fn reload_inventory_from(&mut self, text: Option<String>) {
         let Some(path) = self.cfg.inventory.clone() else { return };
-        self.seen_inventory = std::fs::read_to_string(&path).ok();
-        match read_inventory(Some(&path)) {
+        let parsed = parse_inventory_text(&path, text.as_deref());
+        self.seen_inventory = text;
+        match parsed {
             Ok(inv) => {
                 self.static_inv = inv;
                 self.rec.set_inventory(merge(&self.static_inv, &self.docker_inv));
                 log_report("inventory changed", &self.rec.reconcile());
-                self.update_guard();
+                self.after_reconcile();
             }
             Err(errors) => {
                 for e in &errors {
@@ -275,7 +294,7 @@ impl Daemon {
                     log_report("docker containers changed", &self.rec.reconcile());
                 }
                 self.docker_macs = macs;
-                self.update_guard();
+                self.after_reconcile();
             }
             // Keep enforcing what we know; the source logs and retries by itself.
             docker::Update::Unavailable(why) => tracing::debug!("docker unavailable: {why}"),
@@ -298,10 +317,15 @@ impl Daemon {
         self.watched = now;
     }
 
-    /// Admits exactly the MACs of Docker containers whose tables are programmed: called after
-    /// every reconcile, so a container is admitted only once its own table is in place.
-    fn update_guard(&mut self) {
+    /// What follows every reconcile: notifications for the programmed namespaces, and the
+    /// guard admitting them (only now, once their own tables are in place).
+    fn after_reconcile(&mut self) {
         self.sync_watch();
+        self.update_guard();
+    }
+
+    /// Admits exactly the MACs of Docker containers whose tables are programmed.
+    fn update_guard(&mut self) {
         let Some(g) = &mut self.guard else { return };
         let mut want: Vec<[u8; 6]> =
             self.rec.programmed().filter_map(|n| self.docker_macs.get(n)).flatten().copied().collect();
@@ -321,15 +345,17 @@ impl Daemon {
 
     /// Catches changes the watcher missed, and lets expiries take effect.
     fn resync(&mut self) {
-        let rules_now = read_dir(&self.cfg.rules).map(|f| snapshot(&f)).unwrap_or_default();
-        if rules_now != self.seen_rules {
-            info!("rule files changed (periodic check)");
-            self.reload_rules();
+        let read = read_rules(&self.cfg.rules);
+        if read.as_ref().map_or(true, |f| *f != self.seen_rules) {
+            if read.is_ok() {
+                info!("rule files changed (periodic check)");
+            }
+            self.reload_rules_from(read);
         }
-        let inv_now = self.cfg.inventory.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
+        let inv_now = read_inventory_text(self.cfg.inventory.as_deref());
         if inv_now != self.seen_inventory {
             info!("inventory changed (periodic check)");
-            self.reload_inventory();
+            self.reload_inventory_from(inv_now);
         }
         self.rec.verify_rules();
         self.rec.set_now(now());
@@ -337,7 +363,7 @@ impl Daemon {
         if report != (Report { unchanged: report.unchanged, ..Report::default() }) {
             log_report("resync", &report);
         }
-        self.update_guard();
+        self.after_reconcile();
     }
 }
 
@@ -402,6 +428,26 @@ fn signals(tx: Sender<Event>) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// Moves a source's messages into the daemon's one event queue, on a thread of its own.
+fn forward<T: Send + 'static>(
+    name: &str,
+    from: Receiver<T>,
+    to: Sender<Event>,
+    wrap: fn(T) -> Event,
+) -> Result<(), DaemonError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            for m in from {
+                if to.send(wrap(m)).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(DaemonError::Signals)?;
+    Ok(())
+}
+
 /// Editors write a file in several steps: wait briefly and take every pending event.
 fn settle(first: Event, rx: &Receiver<Event>) -> Vec<Event> {
     let mut events = vec![first];
@@ -428,32 +474,11 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     if let Some(socket) = cfg.docker.clone() {
         let (dtx, drx) = mpsc::channel();
         docker::spawn(socket, dtx).map_err(DaemonError::Signals)?;
-        // Forward into the daemon's one event queue.
-        let fwd = tx.clone();
-        std::thread::Builder::new()
-            .name("docker-fwd".into())
-            .spawn(move || {
-                for u in drx {
-                    if fwd.send(Event::Docker(u)).is_err() {
-                        return;
-                    }
-                }
-            })
-            .map_err(DaemonError::Signals)?;
+        forward("docker-fwd", drx, tx.clone(), Event::Docker)?;
     }
     let (ctx, crx) = mpsc::channel::<String>();
     let watch = crate::drift_watch::spawn(ctx).map_err(DaemonError::Signals)?;
-    let fwd = tx;
-    std::thread::Builder::new()
-        .name("drift-fwd".into())
-        .spawn(move || {
-            for name in crx {
-                if fwd.send(Event::Drift(name)).is_err() {
-                    return;
-                }
-            }
-        })
-        .map_err(DaemonError::Signals)?;
+    forward("drift-fwd", crx, tx, Event::Drift)?;
     let mut d = Daemon::start(cfg)?;
     d.watch = Some(watch);
     d.sync_watch();

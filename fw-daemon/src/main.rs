@@ -92,51 +92,14 @@ fw_guard`): until a daemon runs again, containers are then no longer held back a
     #[command(after_help = "\
 Containers come from Docker (by default when its socket exists: listed at start, then followed
 through its events; netns from the init pid, addresses read inside the netns) and from the static
-inventory (--inventory), re-read whenever it changes; both can run at once. The rules directory is watched (inotify, plus a re-read every
---resync seconds); SIGHUP reloads both. A reload is validated and compiled for every container
+inventory (--inventory), re-read whenever it changes; both can run at once. The rules directory
+is watched (inotify, plus a re-read every --resync seconds); SIGHUP reloads both. A reload is validated and compiled for every container
 before anything changes; invalid files change nothing (errors are logged as path:line:col and
 kept in STATE_DIR/status.json) and the last good policy stays enforced, also across restarts
-(STATE_DIR/last-good/). Tables changed from inside a container are restored at the next tick.
+(STATE_DIR/last-good/). Tables changed from inside a container are restored at once (nftables
+change notifications, with a check every --tick seconds as the backstop).
 SIGTERM stops the daemon and leaves enforcement in place; `fw-daemon flush` removes it.")]
-    Run {
-        /// Config file with the same settings (flags override it) [default: /etc/fw/fw-daemon.toml, if present]
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Directory of *.toml rule files [default: /etc/fw/rules]
-        #[arg(long)]
-        rules: Option<PathBuf>,
-        /// Static container inventory (TOML, see rules/demo-inventory.toml)
-        #[arg(long)]
-        inventory: Option<PathBuf>,
-        /// Discover containers from Docker [default: when the socket exists]
-        #[arg(long, conflicts_with = "no_docker")]
-        docker: bool,
-        /// Do not use Docker, even when its socket exists
-        #[arg(long)]
-        no_docker: bool,
-        /// Docker API socket [default: /var/run/docker.sock]
-        #[arg(long)]
-        docker_socket: Option<String>,
-        /// Containers not identified yet: deny (a host guard drops them at the bridge until
-        /// programmed) or default-zone (no guard; peers treat them as the default zone) [default: deny]
-        #[arg(long, value_enum)]
-        unknown_containers: Option<fw_config::Unknown>,
-        /// Where the last good policy and the status survive restarts [default: /var/lib/fw]
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
-        /// Log format [default: human]
-        #[arg(long, value_enum)]
-        log_format: Option<LogFormat>,
-        /// NFLOG group for drop and audit records [default: 100]
-        #[arg(long)]
-        log_group: Option<u16>,
-        /// Seconds between drift checks of every namespace [default: 1]
-        #[arg(long)]
-        tick: Option<f64>,
-        /// Seconds between full re-reads and re-reconciles (missed events, policy expiries) [default: 5]
-        #[arg(long)]
-        resync: Option<f64>,
-    },
+    Run(RunArgs),
     /// Would FROM reach TO on PROTO/PORT, and which rule decides?
     #[command(after_help = "\
 FROM and TO are container names from the inventory or IP addresses (an address outside the
@@ -160,6 +123,77 @@ audit-deny (a zone in audit mode would have dropped it: logged and allowed).")]
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `fw-daemon run` flags: each overrides the config file, which overrides the defaults.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Config file with the same settings (flags override it) [default: /etc/fw/fw-daemon.toml, if present]
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Directory of *.toml rule files [default: /etc/fw/rules]
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Static container inventory (TOML, see rules/demo-inventory.toml)
+    #[arg(long)]
+    inventory: Option<PathBuf>,
+    /// Discover containers from Docker [default: when the socket exists]
+    #[arg(long, conflicts_with = "no_docker")]
+    docker: bool,
+    /// Do not use Docker, even when its socket exists
+    #[arg(long)]
+    no_docker: bool,
+    /// Docker API socket [default: /var/run/docker.sock]
+    #[arg(long)]
+    docker_socket: Option<String>,
+    /// Containers not identified yet: deny (a host guard drops them at the bridge until
+    /// programmed) or default-zone (no guard; peers treat them as the default zone) [default: deny]
+    #[arg(long, value_enum)]
+    unknown_containers: Option<fw_config::Unknown>,
+    /// Where the last good policy and the status survive restarts [default: /var/lib/fw]
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Log format [default: human]
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// NFLOG group for drop and audit records [default: 100]
+    #[arg(long)]
+    log_group: Option<u16>,
+    /// Seconds between drift checks of every namespace [default: 1]
+    #[arg(long)]
+    tick: Option<f64>,
+    /// Seconds between full re-reads and re-reconciles (missed events, policy expiries) [default: 5]
+    #[arg(long)]
+    resync: Option<f64>,
+}
+
+impl RunArgs {
+    /// The config file to read (explicit, or the default one if present) and the flags as
+    /// a settings layer.
+    fn split(self) -> (Option<PathBuf>, fw_config::Layer) {
+        let file =
+            self.config.or_else(|| Some(PathBuf::from(fw_config::DEFAULT_CONFIG)).filter(|p| p.exists()));
+        let docker = if self.docker {
+            Some(true)
+        } else if self.no_docker {
+            Some(false)
+        } else {
+            None
+        };
+        let layer = fw_config::Layer {
+            rules: self.rules,
+            inventory: self.inventory,
+            docker,
+            docker_socket: self.docker_socket,
+            unknown_containers: self.unknown_containers,
+            state_dir: self.state_dir,
+            log_format: self.log_format,
+            log_group: self.log_group,
+            tick: self.tick,
+            resync: self.resync,
+        };
+        (file, layer)
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -234,24 +268,8 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
             }
             Ok(code)
         }
-        Cmd::Run {
-            config,
-            rules,
-            inventory,
-            docker,
-            no_docker,
-            docker_socket,
-            unknown_containers,
-            state_dir,
-            log_format,
-            log_group,
-            tick,
-            resync,
-        } => {
-            let file = match &config {
-                Some(p) => Some(p.clone()),
-                None => Some(PathBuf::from(fw_config::DEFAULT_CONFIG)).filter(|p| p.exists()),
-            };
+        Cmd::Run(args) => {
+            let (file, flags) = args.split();
             let file_layer = match &file {
                 Some(p) => {
                     let text = std::fs::read_to_string(p)
@@ -259,24 +277,6 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
                     fw_config::parse(p, &text).map_err(Failed::message)?
                 }
                 None => fw_config::Layer::default(),
-            };
-            let flags = fw_config::Layer {
-                rules,
-                inventory,
-                docker: if docker {
-                    Some(true)
-                } else if no_docker {
-                    Some(false)
-                } else {
-                    None
-                },
-                docker_socket,
-                unknown_containers,
-                state_dir,
-                log_format,
-                log_group,
-                tick,
-                resync,
             };
             let set = fw_config::resolve(flags.over(file_layer), |s| std::path::Path::new(s).exists())
                 .map_err(|e| Failed::message(format!("error: {e}")))?;

@@ -11,9 +11,9 @@ mod common;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::daemon::Daemon;
 use common::lab::{nft_in, tcp_probe, Lab, Probe};
 
 const ZONES: &str = r#"
@@ -51,65 +51,47 @@ action = "allow"
 const BROKEN: &str =
     "[[policy]]\nid = \"oops\"\nfrom = \"web\"\nto = \"nowhere\"\nproto = \"tcp\"\nports = 70000\naction = \"allow\"\n";
 
-struct Daemon {
-    child: Option<Child>,
-    log: PathBuf,
+/// The daemon on `dir`'s rules and inventory (fast ticks unless `timing` says otherwise).
+fn start(dir: &Path, tag: &str) -> Daemon {
+    start_with(dir, tag, &["--tick", "0.2", "--resync", "1"])
 }
 
-impl Daemon {
-    fn start(dir: &Path, tag: &str) -> Daemon {
-        Daemon::start_with(dir, tag, &["--tick", "0.2", "--resync", "1"])
+fn start_with(dir: &Path, tag: &str, timing: &[&str]) -> Daemon {
+    let mut args: Vec<std::ffi::OsString> =
+        ["run", "--no-docker"].iter().chain(timing).map(Into::into).collect();
+    for (flag, path) in [("--rules", "rules"), ("--inventory", "inventory.toml"), ("--state-dir", "state")] {
+        args.push(flag.into());
+        args.push(dir.join(path).into());
     }
-
-    fn start_with(dir: &Path, tag: &str, timing: &[&str]) -> Daemon {
-        let log = dir.join(format!("daemon-{tag}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_fw-daemon"))
-            .args(["run", "--no-docker"])
-            .args(timing)
-            .arg("--rules")
-            .arg(dir.join("rules"))
-            .arg("--inventory")
-            .arg(dir.join("inventory.toml"))
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn fw-daemon");
-        Daemon { child: Some(child), log }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().expect("kill -9");
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM, then the exit status.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().expect("running");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM)
-            .expect("SIGTERM");
-        let until = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(st) = c.try_wait().expect("wait") {
-                return st;
-            }
-            assert!(Instant::now() < until, "daemon did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+    Daemon::spawn(args, dir.join(format!("daemon-{tag}.log")))
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill9();
+/// Lab nodes by name, at the addresses the tests' zones expect, with TCP servers.
+fn lab_of(nodes: &[&str], servers: &[(&str, u16)]) -> Lab {
+    let mut lab = Lab::new();
+    for n in nodes {
+        let addr = match *n {
+            "web-1" => "10.77.0.11",
+            "api-1" => "10.77.0.21",
+            "db-1" => "10.77.0.31",
+            "db-2" => "10.77.0.32",
+            other => panic!("no address for {other}"),
+        };
+        lab.add(n, &[addr.parse().unwrap()]);
     }
+    for (node, port) in servers {
+        lab.serve_tcp(node, &[*port]);
+    }
+    lab
+}
+
+/// A test directory with the zones, `policy`, and an inventory of `managed` lab nodes.
+fn setup(tag: &str, lab: &Lab, policy: &str, managed: &[&str]) -> PathBuf {
+    let dir = tmpdir(tag);
+    write(&dir.join("rules/10-zones.toml"), ZONES);
+    write(&dir.join("rules/20-policies.toml"), policy);
+    write(&dir.join("inventory.toml"), &inventory(lab, managed));
+    dir
 }
 
 /// Writes by rename, as editors and config tools do.
@@ -169,28 +151,18 @@ fn daemon_reloads_restores_follows_and_survives() {
     if !common::require(common::lab::available(), "root with iproute2 (network namespaces)") {
         return;
     }
-    let mut lab = Lab::new();
-    lab.add("web-1", &["10.77.0.11".parse().unwrap()]);
-    lab.add("api-1", &["10.77.0.21".parse().unwrap()]);
-    lab.add("db-1", &["10.77.0.31".parse().unwrap()]);
-    lab.add("db-2", &["10.77.0.32".parse().unwrap()]);
-    lab.serve_tcp("db-1", &[5432]);
-    lab.serve_tcp("db-2", &[5432]);
-
-    let dir = tmpdir("run");
+    let lab = lab_of(&["web-1", "api-1", "db-1", "db-2"], &[("db-1", 5432), ("db-2", 5432)]);
+    let dir = setup("run", &lab, POLICY_A, &["web-1", "api-1", "db-1"]);
     let rules = dir.join("rules");
-    write(&rules.join("10-zones.toml"), ZONES);
-    write(&rules.join("20-policies.toml"), POLICY_A);
-    write(&dir.join("inventory.toml"), &inventory(&lab, &["web-1", "api-1", "db-1"]));
 
     // Before the daemon: nothing enforced.
     still(&lab, "web-1", "db-1", Probe::Connected, "no table yet");
 
-    let mut d = Daemon::start(&dir, "1");
+    let mut d = start(&dir, "1");
     eventually(&d, &lab, "web-1", "db-1", Probe::TimedOut, "policy A on start");
 
     // Only CAP_NET_ADMIN (12), CAP_SYS_PTRACE (19) and CAP_SYS_ADMIN (21) remain.
-    let pid = d.child.as_ref().expect("running").id();
+    let pid = d.pid();
     let proc_status = fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     for set in ["CapEff", "CapPrm", "CapBnd"] {
         let line = proc_status.lines().find(|l| l.starts_with(set)).expect("cap line");
@@ -247,7 +219,7 @@ fn daemon_reloads_restores_follows_and_survives() {
 
     // Restart with a broken rules directory: the last good copy is enforced.
     write(&rules.join("30-broken.toml"), BROKEN);
-    let mut d = Daemon::start(&dir, "2");
+    let mut d = start(&dir, "2");
     let until = Instant::now() + Duration::from_secs(10);
     while !d.log().contains("enforcing the last good policy") {
         assert!(Instant::now() < until, "no fallback to the last good policy\n{}", d.log());
@@ -314,19 +286,11 @@ fn fifty_reloads_under_traffic_never_open_or_cut() {
     if !common::require(common::lab::available(), "root with iproute2 (network namespaces)") {
         return;
     }
-    let mut lab = Lab::new();
-    lab.add("web-1", &["10.77.0.11".parse().unwrap()]);
-    lab.add("api-1", &["10.77.0.21".parse().unwrap()]);
-    lab.add("db-1", &["10.77.0.31".parse().unwrap()]);
-    lab.serve_tcp("db-1", &[5432]);
+    let mut lab = lab_of(&["web-1", "api-1", "db-1"], &[("db-1", 5432)]);
     let sink = lab.serve_sink("db-1", 5433);
-
-    let dir = tmpdir("storm");
+    let dir = setup("storm", &lab, STORM_A, &["web-1", "api-1", "db-1"]);
     let rules = dir.join("rules");
-    write(&rules.join("10-zones.toml"), ZONES);
-    write(&rules.join("20-policies.toml"), STORM_A);
-    write(&dir.join("inventory.toml"), &inventory(&lab, &["web-1", "api-1", "db-1"]));
-    let d = Daemon::start(&dir, "storm");
+    let d = start(&dir, "storm");
     eventually(&d, &lab, "web-1", "db-1", Probe::TimedOut, "storm policy on start");
     let status = dir.join("state/status.json");
 
@@ -445,15 +409,9 @@ fn change_notifications_restore_without_waiting_for_a_tick() {
     if !common::require(common::lab::available(), "root with iproute2 (network namespaces)") {
         return;
     }
-    let mut lab = Lab::new();
-    lab.add("web-1", &["10.77.0.11".parse().unwrap()]);
-    lab.add("db-1", &["10.77.0.31".parse().unwrap()]);
-    lab.serve_tcp("db-1", &[5432]);
-    let dir = tmpdir("notify");
-    write(&dir.join("rules/10-zones.toml"), ZONES);
-    write(&dir.join("rules/20-policies.toml"), POLICY_A);
-    write(&dir.join("inventory.toml"), &inventory(&lab, &["web-1", "db-1"]));
-    let d = Daemon::start_with(&dir, "notify", &["--tick", "30", "--resync", "60"]);
+    let lab = lab_of(&["web-1", "db-1"], &[("db-1", 5432)]);
+    let dir = setup("notify", &lab, POLICY_A, &["web-1", "db-1"]);
+    let d = start_with(&dir, "notify", &["--tick", "30", "--resync", "60"]);
     eventually(&d, &lab, "web-1", "db-1", Probe::TimedOut, "policy A on start");
     std::thread::sleep(Duration::from_millis(300)); // let the watcher subscribe
     nft_in(lab.node("web-1"), &["flush", "ruleset"]);

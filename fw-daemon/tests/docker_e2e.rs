@@ -11,10 +11,11 @@ mod common;
 use std::fs;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::daemon::Daemon;
 use common::lab::{tcp_probe, Probe};
 use fw_daemon::netns::run_in;
 
@@ -161,17 +162,6 @@ impl Drop for HostGuardCleanup {
     }
 }
 
-struct Daemon(Option<Child>, PathBuf);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 fn eventually(d: &Daemon, from: &Path, to: SocketAddr, want: Probe, what: &str) {
     let until = Instant::now() + Duration::from_secs(15);
     loop {
@@ -180,7 +170,7 @@ fn eventually(d: &Daemon, from: &Path, to: SocketAddr, want: Probe, what: &str) 
             return;
         }
         if Instant::now() > until {
-            let log = fs::read_to_string(&d.1).unwrap_or_default();
+            let log = d.log();
             panic!("{what}: {to} is {got:?}, want {want:?}\n--- daemon log ---\n{log}");
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -243,17 +233,12 @@ fn docker_containers_are_discovered_and_enforced() {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(dir.join("rules")).unwrap();
     fs::write(dir.join("rules/zones.toml"), RULES).unwrap();
-    let log = dir.join("daemon.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_fw-daemon"))
-        .args(["run", "--docker", "--tick", "0.2", "--resync", "1"])
-        .arg("--rules")
-        .arg(dir.join("rules"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("spawn fw-daemon");
-    let d = Daemon(Some(child), log);
+    let args: Vec<std::ffi::OsString> = ["run", "--docker", "--tick", "0.2", "--resync", "1"]
+        .iter()
+        .map(Into::into)
+        .chain(["--rules".into(), dir.join("rules").into(), "--state-dir".into(), dir.join("state").into()])
+        .collect();
+    let d = Daemon::spawn(args, dir.join("daemon.log"));
 
     let db = SocketAddr::new(fleet.ip("db"), 5432);
     let api = SocketAddr::new(fleet.ip("api"), 8080);
@@ -298,27 +283,19 @@ fn docker_containers_are_discovered_and_enforced() {
     let eager_api = fleet.ip("eager-api");
     let until = Instant::now() + Duration::from_secs(15);
     while !db_peers.lock().unwrap()[before..].contains(&eager_api) {
-        assert!(
-            Instant::now() < until,
-            "eager-api never admitted\n{}",
-            fs::read_to_string(&d.1).unwrap_or_default()
-        );
+        assert!(Instant::now() < until, "eager-api never admitted\n{}", d.log());
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(1));
     let leaked = db_peers.lock().unwrap()[before..].iter().filter(|p| **p == eager_web).count();
     assert_eq!(leaked, 0, "eager-web reached db {leaked} times before or after programming");
-    assert!(fs::read_to_string(&d.1).unwrap_or_default().contains("host guard updated"));
+    assert!(d.log().contains("host guard updated"));
 
     // A stopped container is forgotten.
     fleet.rm("api2");
     let until = Instant::now() + Duration::from_secs(15);
-    while !fs::read_to_string(&d.1).unwrap_or_default().contains("forgotten") {
-        assert!(
-            Instant::now() < until,
-            "api2 not forgotten\n{}",
-            fs::read_to_string(&d.1).unwrap_or_default()
-        );
+    while !d.log().contains("forgotten") {
+        assert!(Instant::now() < until, "api2 not forgotten\n{}", d.log());
         std::thread::sleep(Duration::from_millis(100));
     }
     drop(d);

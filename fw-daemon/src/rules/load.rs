@@ -17,7 +17,7 @@ use super::reader::{get, FileCtx, Value};
 use super::units::parse_bandwidth;
 
 /// A rule file's name and contents: what the pure loader consumes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceFile {
     pub path: PathBuf,
     pub text: String,

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod lab;
 
 use std::path::{Path, PathBuf};
