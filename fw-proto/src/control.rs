@@ -1,0 +1,681 @@
+//! The control socket protocol: newline-delimited JSON. A client sends [`Request`]s, each with
+//! an id; the daemon answers each with a [`ServerMsg::Ok`] or [`ServerMsg::Error`] carrying
+//! the same id, and pushes [`ServerMsg::Event`]s for subscriptions. The first request on a
+//! connection must be `hello` with the client's [`PROTOCOL_VERSION`]: a mismatch gets a
+//! `version-mismatch` error naming both versions, so an old console fails clearly.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::{RuleRef, Mode};
+
+/// Bumped on any incompatible change to the types in this module.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The longest request line the daemon reads; a longer one closes the connection.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Default control socket path.
+pub const DEFAULT_SOCKET: &str = "/run/fw/fw.sock";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: u64,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Op {
+    /// Must come first on every connection.
+    Hello { version: u32, client: String },
+    Status,
+    /// One snapshot of the flow table, filtered, newest first, at most `limit` rows.
+    Flows {
+        #[serde(default)]
+        filter: FlowFilter,
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    /// Streams [`Event::Flows`] every `interval_ms` (the first one is a full snapshot, then
+    /// only rows that changed) until the connection closes or `unsubscribe`.
+    Subscribe {
+        #[serde(default)]
+        filter: FlowFilter,
+        #[serde(default)]
+        interval_ms: Option<u64>,
+    },
+    Unsubscribe { sub: u64 },
+    Block {
+        target: BlockTarget,
+        /// Seconds; none = until unblocked.
+        #[serde(default)]
+        ttl_secs: Option<u64>,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    Unblock { block: u64 },
+    Blocks,
+    /// Audit records at or after `since` (unix seconds), oldest first, the last `limit`.
+    Audit {
+        #[serde(default)]
+        since: Option<i64>,
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    /// Re-read rule files and inventory now (same as SIGHUP).
+    Reload,
+}
+
+impl Op {
+    /// The name on the wire, for logs and the audit trail.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Hello { .. } => "hello",
+            Op::Status => "status",
+            Op::Flows { .. } => "flows",
+            Op::Subscribe { .. } => "subscribe",
+            Op::Unsubscribe { .. } => "unsubscribe",
+            Op::Block { .. } => "block",
+            Op::Unblock { .. } => "unblock",
+            Op::Blocks => "blocks",
+            Op::Audit { .. } => "audit",
+            Op::Reload => "reload",
+        }
+    }
+
+    /// The least role allowed to send this request.
+    pub fn required_role(&self) -> Role {
+        match self {
+            Op::Block { .. } | Op::Unblock { .. } | Op::Reload => Role::Operator,
+            _ => Role::Viewer,
+        }
+    }
+}
+
+/// Who a peer is, from its credentials. Ordered: each role can do what the ones below can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ServerMsg {
+    Ok { id: u64, answer: Answer },
+    Error {
+        /// `None` when the request could not be read far enough to know its id.
+        id: Option<u64>,
+        code: ErrorCode,
+        message: String,
+    },
+    Event { sub: u64, event: Event },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    /// Not JSON, or not a request this protocol knows.
+    BadRequest,
+    /// The first request was not `hello`, or versions differ.
+    VersionMismatch,
+    /// The peer's role may not do this.
+    Forbidden,
+    NotFound,
+    /// The request contradicts current state (overlapping block, unknown container...).
+    Conflict,
+    /// Too many requests in flight or subscriptions open.
+    Busy,
+    Internal,
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorCode::BadRequest => "bad-request",
+            ErrorCode::VersionMismatch => "version-mismatch",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not-found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Internal => "internal",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Answer {
+    Hello { version: u32, daemon: String, role: Role, user: String },
+    Status(StatusInfo),
+    Flows(FlowSnapshot),
+    Subscribed { sub: u64 },
+    Unsubscribed { sub: u64 },
+    Blocked { block: BlockInfo },
+    Unblocked { block: BlockInfo },
+    Blocks { blocks: Vec<BlockInfo> },
+    Audit { records: Vec<AuditRecord> },
+    Reloaded { policy_hash: String, rejected: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Event {
+    /// Rows that changed since the previous event of this subscription (all rows, the first
+    /// time), and ids of rows that left the table.
+    Flows {
+        changed: Vec<FlowRow>,
+        removed: Vec<u64>,
+        /// Rows in the table that match the filter.
+        total: usize,
+        lost_events: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusInfo {
+    pub daemon_version: String,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    pub policy_hash: String,
+    /// Unix seconds.
+    pub loaded_at: i64,
+    /// `path:line:col: error: ...` lines of the last rejected reload; empty when the last
+    /// reload succeeded.
+    pub last_reload_errors: Vec<String>,
+    pub containers: Vec<ContainerInfo>,
+    pub flows: usize,
+    /// Conntrack / NFLOG events the kernel dropped before the daemon read them.
+    pub lost_events: u64,
+    pub active_blocks: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerInfo {
+    pub name: String,
+    pub zone: String,
+    pub mode: Mode,
+    pub addresses: Vec<IpAddr>,
+    /// Its table is in place.
+    pub programmed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowSnapshot {
+    pub flows: Vec<FlowRow>,
+    /// Rows matching the filter (may exceed `flows.len()` when a limit applied).
+    pub total: usize,
+    pub lost_events: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    /// The container opened it.
+    Egress,
+    /// A peer opened it to the container.
+    Ingress,
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Direction::Egress => "egress",
+            Direction::Ingress => "ingress",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlowVerdict {
+    Allowed,
+    Denied,
+    AuditDenied,
+    CapHit,
+    Blocked,
+}
+
+impl FlowVerdict {
+    pub const ALL: [FlowVerdict; 5] =
+        [FlowVerdict::Allowed, FlowVerdict::Denied, FlowVerdict::AuditDenied, FlowVerdict::CapHit, FlowVerdict::Blocked];
+}
+
+impl fmt::Display for FlowVerdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FlowVerdict::Allowed => "allowed",
+            FlowVerdict::Denied => "denied",
+            FlowVerdict::AuditDenied => "audit-denied",
+            FlowVerdict::CapHit => "cap-hit",
+            FlowVerdict::Blocked => "blocked",
+        })
+    }
+}
+
+/// IP protocol: `tcp`, `udp`, `icmp`, `icmpv6`, or a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+    Icmp,
+    Icmpv6,
+    #[serde(untagged)]
+    Other(u8),
+}
+
+impl Proto {
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+            Proto::Icmp => 1,
+            Proto::Icmpv6 => 58,
+            Proto::Other(n) => n,
+        }
+    }
+
+    pub fn from_number(n: u8) -> Proto {
+        match n {
+            6 => Proto::Tcp,
+            17 => Proto::Udp,
+            1 => Proto::Icmp,
+            58 => Proto::Icmpv6,
+            n => Proto::Other(n),
+        }
+    }
+
+    /// Whether the protocol has ports.
+    pub fn has_ports(self) -> bool {
+        matches!(self, Proto::Tcp | Proto::Udp | Proto::Other(132) | Proto::Other(136))
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Proto::Tcp => f.write_str("tcp"),
+            Proto::Udp => f.write_str("udp"),
+            Proto::Icmp => f.write_str("icmp"),
+            Proto::Icmpv6 => f.write_str("icmpv6"),
+            Proto::Other(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Proto {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Proto, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "tcp" => Ok(Proto::Tcp),
+            "udp" => Ok(Proto::Udp),
+            "icmp" => Ok(Proto::Icmp),
+            "icmpv6" => Ok(Proto::Icmpv6),
+            n => n
+                .parse::<u8>()
+                .map(Proto::from_number)
+                .map_err(|_| format!("unknown protocol {s:?} (tcp, udp, icmp, icmpv6 or 0-255)")),
+        }
+    }
+}
+
+/// One row of the flow table, as seen from `container`'s side.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowRow {
+    /// Stable for the row's life; `removed` in events names it.
+    pub id: u64,
+    pub container: String,
+    pub zone: String,
+    pub direction: Direction,
+    pub proto: Proto,
+    pub src: IpAddr,
+    pub sport: u16,
+    pub dst: IpAddr,
+    pub dport: u16,
+    /// The other end's container and zone, when fw knows the address.
+    pub peer: Option<String>,
+    pub peer_zone: Option<String>,
+    /// Conntrack state (`ESTABLISHED`, `TIME_WAIT`, ... for TCP; `open`/`closed` otherwise);
+    /// `dropped` for denied attempts that never became a flow.
+    pub state: String,
+    /// Counted from `container`'s side: out = sent by it, in = received.
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub packets_in: u64,
+    /// Bytes per second over the last update interval.
+    pub rate_out: u64,
+    pub rate_in: u64,
+    /// Unix milliseconds.
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub verdict: FlowVerdict,
+    /// The rule that decided it (allowed flows: the policy that matches them, per `explain`).
+    pub rule: Option<RuleRef>,
+    /// Attempts aggregated into this row (denied / cap-hit rows), 1 for a flow.
+    pub count: u64,
+    /// Still tracked by the kernel.
+    pub open: bool,
+}
+
+/// Server-side flow filter; every set field must match. `text` matches a substring of the
+/// container, peer, zone, addresses or rule id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<FlowVerdict>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<Proto>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+impl FlowFilter {
+    /// Parses `key=value` words (`container=`, `zone=`, `verdict=`, `port=`, `proto=`); any
+    /// other word is free text. Example: `container=web verdict=denied 443`.
+    pub fn parse(expr: &str) -> Result<FlowFilter, String> {
+        let mut f = FlowFilter::default();
+        let mut text: Vec<&str> = Vec::new();
+        for word in expr.split_whitespace() {
+            match word.split_once('=') {
+                Some(("container", v)) => f.container = Some(v.to_string()),
+                Some(("zone", v)) => f.zone = Some(v.to_string()),
+                Some(("verdict", v)) => {
+                    f.verdict = Some(
+                        FlowVerdict::ALL
+                            .into_iter()
+                            .find(|x| x.to_string() == v)
+                            .ok_or_else(|| {
+                                format!("unknown verdict {v:?} (allowed, denied, audit-denied, cap-hit, blocked)")
+                            })?,
+                    )
+                }
+                Some(("port", v)) => {
+                    f.port = Some(v.parse().map_err(|_| format!("port {v:?} is not a number 0-65535"))?)
+                }
+                Some(("proto", v)) => f.proto = Some(v.parse()?),
+                Some((k, _)) => {
+                    return Err(format!("unknown filter key {k:?} (container, zone, verdict, port, proto)"))
+                }
+                None => text.push(word),
+            }
+        }
+        if !text.is_empty() {
+            f.text = Some(text.join(" "));
+        }
+        Ok(f)
+    }
+
+    pub fn matches(&self, r: &FlowRow) -> bool {
+        if self.container.as_ref().is_some_and(|c| *c != r.container) {
+            return false;
+        }
+        if self.zone.as_ref().is_some_and(|z| *z != r.zone && Some(z) != r.peer_zone.as_ref()) {
+            return false;
+        }
+        if self.verdict.is_some_and(|v| v != r.verdict) {
+            return false;
+        }
+        if self.port.is_some_and(|p| p != r.sport && p != r.dport) {
+            return false;
+        }
+        if self.proto.is_some_and(|p| p != r.proto) {
+            return false;
+        }
+        if let Some(t) = &self.text {
+            let t = t.to_lowercase();
+            let hay = [
+                Some(r.container.as_str()),
+                Some(r.zone.as_str()),
+                r.peer.as_deref(),
+                r.peer_zone.as_deref(),
+                r.rule.as_ref().map(|x| x.id.as_str()),
+            ];
+            let addr_hit = r.src.to_string().contains(&t) || r.dst.to_string().contains(&t);
+            if !addr_hit && !hay.iter().flatten().any(|h| h.to_lowercase().contains(&t)) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Which traffic of a quarantined container is cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BlockDirection {
+    Egress,
+    Ingress,
+    Both,
+}
+
+impl fmt::Display for BlockDirection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BlockDirection::Egress => "egress",
+            BlockDirection::Ingress => "ingress",
+            BlockDirection::Both => "both",
+        })
+    }
+}
+
+/// Where a destination block applies.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "scope", content = "name", rename_all = "kebab-case")]
+pub enum Scope {
+    Container(String),
+    Zone(String),
+    All,
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::Container(c) => write!(f, "container {c}"),
+            Scope::Zone(z) => write!(f, "zone {z}"),
+            Scope::All => f.write_str("all containers"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum BlockTarget {
+    /// Cut a container's traffic in one or both directions, established flows included.
+    Quarantine { container: String, direction: BlockDirection },
+    /// Cut traffic to (and replies from) a destination, optionally one protocol and port.
+    Destination {
+        scope: Scope,
+        net: IpNet,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proto: Option<Proto>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+    },
+    /// Cut one flow, given as `container` sees it (either direction matches).
+    Flow { container: String, proto: Proto, src: IpAddr, sport: u16, dst: IpAddr, dport: u16 },
+}
+
+impl fmt::Display for BlockTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BlockTarget::Quarantine { container, direction } => {
+                write!(f, "quarantine {container} ({direction})")
+            }
+            BlockTarget::Destination { scope, net, proto, port } => {
+                write!(f, "destination {net}")?;
+                if let Some(p) = proto {
+                    write!(f, " {p}")?;
+                }
+                if let Some(p) = port {
+                    write!(f, " port {p}")?;
+                }
+                write!(f, " for {scope}")
+            }
+            BlockTarget::Flow { container, proto, src, sport, dst, dport } => {
+                write!(f, "flow {proto} {} -> {} in {container}", sock(*src, *sport), sock(*dst, *dport))
+            }
+        }
+    }
+}
+
+fn sock(ip: IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockInfo {
+    pub id: u64,
+    pub target: BlockTarget,
+    pub reason: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds; none = until unblocked.
+    pub expires_at: Option<i64>,
+    /// `user (uid N)` of whoever asked.
+    pub created_by: String,
+    /// Containers whose tables carry it now.
+    pub containers: Vec<String>,
+    /// Conntrack entries deleted when it was applied.
+    pub flows_cut: u64,
+}
+
+/// Who sent a request, from SO_PEERCRED.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: i32,
+    pub user: String,
+    /// The process name (`/proc/PID/comm`), when readable.
+    pub process: Option<String>,
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Unix milliseconds.
+    pub time_ms: i64,
+    /// `None` for the daemon's own actions (reloads from files, expiries).
+    pub peer: Option<Peer>,
+    pub role: Option<Role>,
+    pub op: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_secs: Option<u64>,
+    /// `ok`, or `error: <message>`.
+    pub result: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_hash: Option<String>,
+    /// For reloads: what changed (containers replaced / updated, zones and rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_flat_json_with_an_op_tag() {
+        let r: Request = serde_json::from_str(r#"{"id":7,"op":"hello","version":1,"client":"t"}"#).unwrap();
+        assert_eq!(r, Request { id: 7, op: Op::Hello { version: 1, client: "t".into() } });
+        let r: Request = serde_json::from_str(
+            r#"{"id":8,"op":"block","target":{"kind":"destination","scope":{"scope":"zone","name":"db"},"net":"10.0.0.0/8","proto":"tcp","port":443},"ttl_secs":60}"#,
+        )
+        .unwrap();
+        let Op::Block { target: BlockTarget::Destination { scope, net, proto, port }, ttl_secs, .. } = r.op else {
+            panic!("{r:?}")
+        };
+        assert_eq!((scope, net.to_string(), proto, port, ttl_secs), (Scope::Zone("db".into()), "10.0.0.0/8".into(), Some(Proto::Tcp), Some(443), Some(60)));
+        let back: Request = serde_json::from_str(&serde_json::to_string(&Request { id: 1, op: Op::Blocks }).unwrap()).unwrap();
+        assert_eq!(back.op, Op::Blocks);
+    }
+
+    #[test]
+    fn unknown_ops_and_fields_are_rejected() {
+        assert!(serde_json::from_str::<Request>(r#"{"id":1,"op":"format-disk"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"id":1,"op":"unblock","block":1,"x":2}"#).is_err());
+    }
+
+    #[test]
+    fn protocols_accept_names_and_numbers() {
+        assert_eq!(serde_json::from_str::<Proto>("\"tcp\"").unwrap(), Proto::Tcp);
+        assert_eq!(serde_json::from_str::<Proto>("47").unwrap(), Proto::Other(47));
+        assert_eq!("UDP".parse::<Proto>().unwrap(), Proto::Udp);
+        assert!("tcpx".parse::<Proto>().is_err());
+    }
+
+    fn row() -> FlowRow {
+        FlowRow {
+            id: 1,
+            container: "web-1".into(),
+            zone: "web".into(),
+            direction: Direction::Egress,
+            proto: Proto::Tcp,
+            src: "10.0.0.2".parse().unwrap(),
+            sport: 40000,
+            dst: "10.0.0.3".parse().unwrap(),
+            dport: 5432,
+            peer: Some("db-1".into()),
+            peer_zone: Some("db".into()),
+            state: "ESTABLISHED".into(),
+            bytes_out: 0,
+            bytes_in: 0,
+            packets_out: 0,
+            packets_in: 0,
+            rate_out: 0,
+            rate_in: 0,
+            first_seen_ms: 0,
+            last_seen_ms: 0,
+            verdict: FlowVerdict::Allowed,
+            rule: None,
+            count: 1,
+            open: true,
+        }
+    }
+
+    #[test]
+    fn filters_parse_and_match() {
+        let f = FlowFilter::parse("container=web-1 port=5432 DB").unwrap();
+        assert!(f.matches(&row()));
+        assert!(!FlowFilter::parse("verdict=denied").unwrap().matches(&row()));
+        assert!(FlowFilter::parse("zone=db").unwrap().matches(&row()), "peer zone matches too");
+        assert!(FlowFilter::parse("10.0.0.3").unwrap().matches(&row()));
+        assert!(FlowFilter::parse("colour=red").is_err());
+        assert!(FlowFilter::parse("port=99999").is_err());
+    }
+}
