@@ -43,10 +43,10 @@ pub const CHAIN_EGRESS: &str = "egress";
 pub const CHAIN_INGRESS: &str = "ingress";
 pub const SET_QUARANTINE_OUT: &str = "quarantine_out";
 pub const SET_QUARANTINE_IN: &str = "quarantine_in";
-pub const SET_BLOCK_DST4: &str = "block_dst4";
-pub const SET_BLOCK_DST6: &str = "block_dst6";
-pub const SET_BLOCK_SRC4: &str = "block_src4";
-pub const SET_BLOCK_SRC6: &str = "block_src6";
+pub const SET_BLOCK_OUT4: &str = "block_out4";
+pub const SET_BLOCK_OUT6: &str = "block_out6";
+pub const SET_BLOCK_IN4: &str = "block_in4";
+pub const SET_BLOCK_IN6: &str = "block_in6";
 
 /// Which zone each container is in, and each zone's addresses.
 #[derive(Debug, Clone)]
@@ -80,9 +80,20 @@ pub fn compile_container(
     c: &Container,
     opts: &CompileOptions,
 ) -> Ruleset {
+    compile_with_blocks(policy, m, c, opts, &crate::blocks::BlockList::default())
+}
+
+/// `compile_container` with the operator blocks that apply to the container in its sets.
+pub fn compile_with_blocks(
+    policy: &Policy,
+    m: &Membership<'_>,
+    c: &Container,
+    opts: &CompileOptions,
+    blocks: &crate::blocks::BlockList,
+) -> Ruleset {
     let zone = m.zone_of.get(&c.name).copied().unwrap_or_else(|| policy.zone_of(&c.identity()));
     let mut b = Builder { policy, m, opts, zone, sets: Vec::new(), chains: Vec::new() };
-    b.block_sets();
+    b.block_sets(&blocks.for_container(&c.name, &zone.name));
     let egress = b.base_chain(Side::Egress);
     let ingress = b.base_chain(Side::Ingress);
     let mut chains = vec![egress, ingress];
@@ -115,21 +126,53 @@ fn rule(matches: Vec<Match>, verdict: Verdict, origin: Option<RuleRef>) -> Rule 
 }
 
 impl<'a, 'p> Builder<'a, 'p> {
-    fn block_sets(&mut self) {
-        let mk = |name: &str, key: SetKey, comment: &str| Set {
-            name: name.into(),
-            key,
-            interval: false,
-            timeout: true,
-            elements: Vec::new(),
-            comment: comment.into(),
+    fn block_sets(&mut self, cb: &crate::blocks::ContainerBlocks) {
+        fn mk(name: &str, key: SetKey, comment: &str, elems: Vec<(SetElem, Option<i64>)>) -> Set {
+            let mut set = Set {
+                name: name.into(),
+                key,
+                interval: false,
+                timeout: true,
+                elements: Vec::new(),
+                expires: Default::default(),
+                comment: comment.into(),
+            };
+            for (e, exp) in elems {
+                if let Some(ms) = exp {
+                    set.expires.insert(e.clone(), ms);
+                }
+                set.elements.push(e);
+            }
+            set
+        }
+        let q = |m: &std::collections::BTreeMap<Family, Option<i64>>| -> Vec<(SetElem, Option<i64>)> {
+            m.iter().map(|(f, e)| (SetElem::NfProto(*f), *e)).collect()
         };
-        self.sets.push(mk(SET_QUARANTINE_OUT, SetKey::NfProto, "operator quarantine: all egress"));
-        self.sets.push(mk(SET_QUARANTINE_IN, SetKey::NfProto, "operator quarantine: all ingress"));
-        self.sets.push(mk(SET_BLOCK_DST4, SetKey::Ipv4, "operator blocks: destinations"));
-        self.sets.push(mk(SET_BLOCK_DST6, SetKey::Ipv6, "operator blocks: destinations"));
-        self.sets.push(mk(SET_BLOCK_SRC4, SetKey::Ipv4, "operator blocks: sources"));
-        self.sets.push(mk(SET_BLOCK_SRC6, SetKey::Ipv6, "operator blocks: sources"));
+        let r = |m: &std::collections::BTreeMap<BlockRange, Option<i64>>,
+                 f: Family|
+         -> Vec<(SetElem, Option<i64>)> {
+            m.iter().filter(|(b, _)| b.family() == f).map(|(b, e)| (SetElem::Block(*b), *e)).collect()
+        };
+        self.sets.push(mk(
+            SET_QUARANTINE_OUT,
+            SetKey::NfProto,
+            "operator quarantine: all egress",
+            q(&cb.quarantine_out),
+        ));
+        self.sets.push(mk(
+            SET_QUARANTINE_IN,
+            SetKey::NfProto,
+            "operator quarantine: all ingress",
+            q(&cb.quarantine_in),
+        ));
+        for (name, f, m, c) in [
+            (SET_BLOCK_OUT4, Family::V4, &cb.egress, "operator blocks: egress"),
+            (SET_BLOCK_OUT6, Family::V6, &cb.egress, "operator blocks: egress"),
+            (SET_BLOCK_IN4, Family::V4, &cb.ingress, "operator blocks: ingress"),
+            (SET_BLOCK_IN6, Family::V6, &cb.ingress, "operator blocks: ingress"),
+        ] {
+            self.sets.push(mk(name, SetKey::Block(f), c, r(m, f)));
+        }
     }
 
     fn log_prefix(kind: LogKind, id: &str) -> String {
@@ -236,6 +279,7 @@ impl<'a, 'p> Builder<'a, 'p> {
                     interval,
                     timeout: false,
                     elements: elems,
+                    expires: Default::default(),
                     comment: format!("zone {name}"),
                 });
             }
@@ -320,7 +364,7 @@ impl<'a, 'p> Builder<'a, 'p> {
     }
 
     fn base_chain(&mut self, side: Side) -> Chain {
-        let (dir, name, hook) = match side {
+        let (_dir, name, hook) = match side {
             Side::Egress => (Dir::Dst, CHAIN_EGRESS, Hook::Output),
             Side::Ingress => (Dir::Src, CHAIN_INGRESS, Hook::Input),
         };
@@ -342,7 +386,7 @@ impl<'a, 'p> Builder<'a, 'p> {
         rules.push(rule(vec![Match::NfProtoInSet(q.into())], Verdict::Jump(drop_chain), Some(block)));
         let blocked = RuleRef {
             kind: RuleKind::Block,
-            id: if side == Side::Egress { "block-dst" } else { "block-src" }.into(),
+            id: if side == Side::Egress { "block-out" } else { "block-in" }.into(),
             source: None,
         };
         let drop_chain = self.action_chain(
@@ -351,13 +395,13 @@ impl<'a, 'p> Builder<'a, 'p> {
             vec![Rule { verdict: Some(Verdict::Drop), origin: Some(blocked.clone()), ..Rule::default() }],
         );
         let (s4, s6) = if side == Side::Egress {
-            (SET_BLOCK_DST4, SET_BLOCK_DST6)
+            (SET_BLOCK_OUT4, SET_BLOCK_OUT6)
         } else {
-            (SET_BLOCK_SRC4, SET_BLOCK_SRC6)
+            (SET_BLOCK_IN4, SET_BLOCK_IN6)
         };
         for (family, set) in [(Family::V4, s4), (Family::V6, s6)] {
             rules.push(rule(
-                vec![Match::AddrInSet { family, dir, set: set.into() }],
+                vec![Match::BlockLookup { family, set: set.into() }],
                 Verdict::Jump(drop_chain.clone()),
                 Some(blocked.clone()),
             ));

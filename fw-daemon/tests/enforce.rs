@@ -273,7 +273,7 @@ fn zone_membership_changes_are_set_updates() {
         key: SetKey::Ipv4,
         add: if add { vec![SetElem::Addr(db)] } else { vec![] },
         remove: if add { vec![] } else { vec![SetElem::Addr(db)] },
-        timeout_ms: None,
+        expires: Default::default(),
     };
     nft.update_sets(&[change(false)]).unwrap();
     assert_eq!(tcp_probe(&api.path(), to_db, WAIT), Probe::TimedOut);
@@ -282,13 +282,79 @@ fn zone_membership_changes_are_set_updates() {
     // And joins again.
     nft.update_sets(&[change(true)]).unwrap();
     assert_eq!(tcp_probe(&api.path(), to_db, WAIT), Probe::Connected);
-    // Removing an element that is not there is refused with the set named.
-    let err = nft.update_sets(&[SetChange {
+    // Removing an element that is already gone (a block the kernel expired) is not an
+    // error: removals are idempotent, and the rest of the batch still applies.
+    nft.update_sets(&[SetChange {
         remove: vec![SetElem::Addr("10.77.0.99".parse().unwrap())],
         ..change(false)
-    }]);
-    let err = err.unwrap_err().to_string();
-    assert!(err.starts_with("api-1: the kernel rejected remove from set z_db_4"), "{err}");
+    }])
+    .unwrap();
+    assert_eq!(tcp_probe(&api.path(), to_db, WAIT), Probe::Connected);
+}
+
+/// Operator blocks are range elements in `block_out*` / `block_in*`, checked before the
+/// established shortcut: a destination block with a port cuts only that port, a flow block
+/// only that flow, a TTL lapses in the kernel with nobody acting, and blocks survive a
+/// whole-table replacement (they are part of the compiled table).
+#[test]
+fn blocks_are_kernel_range_elements_with_timeouts() {
+    use fw_daemon::blocks::BlockList;
+    use fw_daemon::compile::{compile_with_blocks, Membership};
+    use fw_proto::control::{BlockTarget, Proto as P, Scope};
+    if !privileged() {
+        return;
+    }
+    let (lab, policy, inv) = demo_lab();
+    let api = inv.get("api-1").unwrap().clone();
+    let db = lab.node("db-1").addrs[0];
+    let api_ns = lab.node("api-1").path();
+    let who: Vec<(String, String)> = vec![("api-1".into(), "api".into())];
+    let m = Membership::new(&policy, &inv);
+    let opts = CompileOptions::default();
+    let mut nft = Nft::open(&api_ns, "api-1").unwrap();
+    let mut last = compile_with_blocks(&policy, &m, &api, &opts, &BlockList::default());
+    let program = |nft: &mut Nft, last: &mut fw_daemon::ruleset::Ruleset, blocks: &BlockList| {
+        let next = compile_with_blocks(&policy, &m, &api, &opts, blocks);
+        let replaced = nft.converge(Some(last), &next).unwrap();
+        assert!(!replaced, "a block change must be a set-element update");
+        *last = next;
+    };
+    let to_db = SocketAddr::new(db, 5432);
+    assert_eq!(tcp_probe(&api_ns, to_db, WAIT), Probe::Connected);
+
+    // db-1:5432 over TCP only, for api-1.
+    let mut blocks = BlockList::default();
+    let target = BlockTarget::Destination {
+        scope: Scope::Container("api-1".into()),
+        net: ipnet::IpNet::from(db),
+        proto: Some(P::Tcp),
+        port: Some(5432),
+    };
+    let id = blocks.add(target, None, None, "test".into(), 0, &who).unwrap().id;
+    program(&mut nft, &mut last, &blocks);
+    assert_eq!(tcp_probe(&api_ns, to_db, WAIT), Probe::TimedOut);
+    let listed = nft_in(lab.node("api-1"), &["list", "set", "inet", "fw", "block_out4"]);
+    assert!(listed.contains(&format!("0.0.0.0/0 . {db} . tcp . 0-65535 . 5432")), "{listed}");
+    blocks.remove(id).unwrap();
+    program(&mut nft, &mut last, &blocks);
+    assert_eq!(tcp_probe(&api_ns, to_db, WAIT), Probe::Connected);
+
+    // A TTL: the kernel drops the element on time without anyone removing it.
+    let target =
+        BlockTarget::Destination { scope: Scope::All, net: ipnet::IpNet::from(db), proto: None, port: None };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    blocks.add(target, Some(2), None, "test".into(), now, &who).unwrap();
+    program(&mut nft, &mut last, &blocks);
+    assert_eq!(tcp_probe(&api_ns, to_db, WAIT), Probe::TimedOut);
+    // It survives a whole-table replacement, with its remaining time.
+    nft.apply(&last).unwrap();
+    assert_eq!(tcp_probe(&api_ns, to_db, WAIT), Probe::TimedOut);
+    std::thread::sleep(Duration::from_millis(3200));
+    assert_eq!(tcp_probe(&api_ns, to_db, WAIT), Probe::Connected, "the kernel expired the block");
+    // The daemon later drops it from its list: removing the expired element is no error.
+    assert_eq!(blocks.expire(now + 3).len(), 1);
+    program(&mut nft, &mut last, &blocks);
+    assert_eq!(tcp_probe(&api_ns, to_db, WAIT), Probe::Connected);
 }
 
 #[test]

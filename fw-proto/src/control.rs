@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::{RuleRef, Mode};
+use crate::{Mode, RuleRef};
 
 /// Bumped on any incompatible change to the types in this module.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -32,7 +32,10 @@ pub struct Request {
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Op {
     /// Must come first on every connection.
-    Hello { version: u32, client: String },
+    Hello {
+        version: u32,
+        client: String,
+    },
     Status,
     /// One snapshot of the flow table, filtered, newest first, at most `limit` rows.
     Flows {
@@ -49,7 +52,9 @@ pub enum Op {
         #[serde(default)]
         interval_ms: Option<u64>,
     },
-    Unsubscribe { sub: u64 },
+    Unsubscribe {
+        sub: u64,
+    },
     Block {
         target: BlockTarget,
         /// Seconds; none = until unblocked.
@@ -58,7 +63,9 @@ pub enum Op {
         #[serde(default)]
         reason: Option<String>,
     },
-    Unblock { block: u64 },
+    Unblock {
+        block: u64,
+    },
     Blocks,
     /// Audit records at or after `since` (unix seconds), oldest first, the last `limit`.
     Audit {
@@ -119,14 +126,20 @@ impl fmt::Display for Role {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ServerMsg {
-    Ok { id: u64, answer: Answer },
+    Ok {
+        id: u64,
+        answer: Answer,
+    },
     Error {
         /// `None` when the request could not be read far enough to know its id.
         id: Option<u64>,
         code: ErrorCode,
         message: String,
     },
-    Event { sub: u64, event: Event },
+    Event {
+        sub: u64,
+        event: Event,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,8 +267,13 @@ pub enum FlowVerdict {
 }
 
 impl FlowVerdict {
-    pub const ALL: [FlowVerdict; 5] =
-        [FlowVerdict::Allowed, FlowVerdict::Denied, FlowVerdict::AuditDenied, FlowVerdict::CapHit, FlowVerdict::Blocked];
+    pub const ALL: [FlowVerdict; 5] = [
+        FlowVerdict::Allowed,
+        FlowVerdict::Denied,
+        FlowVerdict::AuditDenied,
+        FlowVerdict::CapHit,
+        FlowVerdict::Blocked,
+    ];
 }
 
 impl fmt::Display for FlowVerdict {
@@ -406,14 +424,10 @@ impl FlowFilter {
                 Some(("container", v)) => f.container = Some(v.to_string()),
                 Some(("zone", v)) => f.zone = Some(v.to_string()),
                 Some(("verdict", v)) => {
-                    f.verdict = Some(
-                        FlowVerdict::ALL
-                            .into_iter()
-                            .find(|x| x.to_string() == v)
-                            .ok_or_else(|| {
-                                format!("unknown verdict {v:?} (allowed, denied, audit-denied, cap-hit, blocked)")
-                            })?,
-                    )
+                    f.verdict =
+                        Some(FlowVerdict::ALL.into_iter().find(|x| x.to_string() == v).ok_or_else(|| {
+                            format!("unknown verdict {v:?} (allowed, denied, audit-denied, cap-hit, blocked)")
+                        })?)
                 }
                 Some(("port", v)) => {
                     f.port = Some(v.parse().map_err(|_| format!("port {v:?} is not a number 0-65535"))?)
@@ -617,11 +631,17 @@ mod tests {
             r#"{"id":8,"op":"block","target":{"kind":"destination","scope":{"scope":"zone","name":"db"},"net":"10.0.0.0/8","proto":"tcp","port":443},"ttl_secs":60}"#,
         )
         .unwrap();
-        let Op::Block { target: BlockTarget::Destination { scope, net, proto, port }, ttl_secs, .. } = r.op else {
+        let Op::Block { target: BlockTarget::Destination { scope, net, proto, port }, ttl_secs, .. } = r.op
+        else {
             panic!("{r:?}")
         };
-        assert_eq!((scope, net.to_string(), proto, port, ttl_secs), (Scope::Zone("db".into()), "10.0.0.0/8".into(), Some(Proto::Tcp), Some(443), Some(60)));
-        let back: Request = serde_json::from_str(&serde_json::to_string(&Request { id: 1, op: Op::Blocks }).unwrap()).unwrap();
+        assert_eq!(
+            (scope, net.to_string(), proto, port, ttl_secs),
+            (Scope::Zone("db".into()), "10.0.0.0/8".into(), Some(Proto::Tcp), Some(443), Some(60))
+        );
+        let back: Request =
+            serde_json::from_str(&serde_json::to_string(&Request { id: 1, op: Op::Blocks }).unwrap())
+                .unwrap();
         assert_eq!(back.op, Op::Blocks);
     }
 

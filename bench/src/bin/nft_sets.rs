@@ -56,7 +56,7 @@ fn main() {
             key: SetKey::Ipv4,
             add: if add { vec![probe.clone()] } else { vec![] },
             remove: if add { vec![] } else { vec![probe.clone()] },
-            timeout_ms: None,
+            expires: Default::default(),
         };
         let (mut adds, mut removes) = (Vec::with_capacity(UPDATES), Vec::with_capacity(UPDATES));
         for _ in 0..UPDATES {

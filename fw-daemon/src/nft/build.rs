@@ -129,7 +129,57 @@ pub fn key_type(k: SetKey) -> KeyType {
         SetKey::Ipv4 => KeyType::Ipv4,
         SetKey::Ipv6 => KeyType::Ipv6,
         SetKey::NfProto => KeyType::NfProto,
+        SetKey::Block(Family::V4) => KeyType::Block4,
+        SetKey::Block(Family::V6) => KeyType::Block6,
     }
+}
+
+/// Unix milliseconds now: element timeouts are relative, expiries absolute.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The kernel timeout for an element expiring at `expires` (unix ms); `Err` when it already
+/// expired (the element is left out).
+pub fn remaining(expires: Option<&i64>, now_ms: i64) -> Result<Option<u64>, ()> {
+    match expires {
+        None => Ok(None),
+        Some(&at) if at > now_ms => Ok(Some((at - now_ms) as u64)),
+        Some(_) => Err(()),
+    }
+}
+
+/// A block element: the start and end keys, each field padded to whole registers.
+fn block_keys(b: &BlockRange) -> (Vec<u8>, Vec<u8>) {
+    fn pad(out: &mut Vec<u8>, bytes: &[u8]) {
+        out.extend_from_slice(bytes);
+        out.resize(out.len() + (4 - bytes.len() % 4) % 4, 0);
+    }
+    let mut lo = Vec::with_capacity(44);
+    let mut hi = Vec::with_capacity(44);
+    for (v, (a, z)) in [(&mut lo, (b.src.0, b.dst.0)), (&mut hi, (b.src.1, b.dst.1))] {
+        pad(v, &addr_bytes(&a));
+        pad(v, &addr_bytes(&z));
+    }
+    pad(&mut lo, &[b.proto.0]);
+    pad(&mut hi, &[b.proto.1]);
+    pad(&mut lo, &b.sport.0.to_be_bytes());
+    pad(&mut hi, &b.sport.1.to_be_bytes());
+    pad(&mut lo, &b.dport.0.to_be_bytes());
+    pad(&mut hi, &b.dport.1.to_be_bytes());
+    (lo, hi)
+}
+
+/// One element as the kernel takes it, with its remaining timeout (`None`: expired).
+pub fn elem_with_timeout(e: &SetElem, expires: Option<&i64>, now_ms: i64) -> Option<Elem> {
+    let timeout_ms = remaining(expires, now_ms).ok()?;
+    Some(match e {
+        SetElem::Block(b) => {
+            let (lo, hi) = block_keys(b);
+            Elem { key: lo, key_end: Some(hi), flags: 0, timeout_ms }
+        }
+        other => Elem { key: elem_key(other), key_end: None, flags: 0, timeout_ms },
+    })
 }
 
 fn addr_bytes(a: &IpAddr) -> Vec<u8> {
@@ -159,13 +209,18 @@ pub fn interval_elems(ranges: &[(Vec<u8>, Vec<u8>)], timeout_ms: Option<u64>) ->
     let mut out = Vec::with_capacity(ranges.len() * 2 + 1);
     if let Some((first, _)) = ranges.first() {
         if first.iter().any(|b| *b != 0) {
-            out.push(Elem { key: vec![0; first.len()], flags: sys::ELEM_INTERVAL_END, timeout_ms: None });
+            out.push(Elem {
+                key: vec![0; first.len()],
+                key_end: None,
+                flags: sys::ELEM_INTERVAL_END,
+                timeout_ms: None,
+            });
         }
     }
     for (lo, hi) in ranges {
-        out.push(Elem { key: lo.clone(), flags: 0, timeout_ms });
+        out.push(Elem { key: lo.clone(), key_end: None, flags: 0, timeout_ms });
         if let Some(end) = successor(hi) {
-            out.push(Elem { key: end, flags: sys::ELEM_INTERVAL_END, timeout_ms: None });
+            out.push(Elem { key: end, key_end: None, flags: sys::ELEM_INTERVAL_END, timeout_ms: None });
         }
     }
     out
@@ -179,13 +234,14 @@ pub fn set_elems(set: &Set) -> Vec<Elem> {
             .filter_map(|e| match e {
                 SetElem::Net(n) => Some(net_range(n)),
                 SetElem::Addr(a) => Some((addr_bytes(a), addr_bytes(a))),
-                SetElem::NfProto(_) => None,
+                SetElem::NfProto(_) | SetElem::Block(_) => None,
             })
             .collect();
         ranges.sort();
         return interval_elems(&ranges, None);
     }
-    set.elements.iter().map(|e| Elem { key: elem_key(e), flags: 0, timeout_ms: None }).collect()
+    let now = now_ms();
+    set.elements.iter().filter_map(|e| elem_with_timeout(e, set.expires.get(e), now)).collect()
 }
 
 pub fn elem_key(e: &SetElem) -> Vec<u8> {
@@ -194,6 +250,7 @@ pub fn elem_key(e: &SetElem) -> Vec<u8> {
         SetElem::Net(n) => addr_bytes(&n.network()),
         SetElem::NfProto(Family::V4) => vec![NFPROTO_IPV4],
         SetElem::NfProto(Family::V6) => vec![NFPROTO_IPV6],
+        SetElem::Block(b) => block_keys(b).0,
     }
 }
 
@@ -216,6 +273,9 @@ pub fn ruleset_batch(rs: &Ruleset) -> Result<Built, BuildError> {
         }
         if set.timeout {
             flags |= sys::SET_TIMEOUT;
+        }
+        if matches!(set.key, SetKey::Block(_)) {
+            flags |= sys::SET_INTERVAL | sys::SET_CONCAT;
         }
         em.set(&set.name, key_type(set.key), flags, Some(&set.comment), &set_elems(set))?;
     }
@@ -313,7 +373,7 @@ fn lookup(em: &Emitter, set: &str, what: &str) -> Result<sys::Lookup, BuildError
         .set_ids
         .get(set)
         .ok_or_else(|| BuildError { what: what.into(), why: format!("unknown set {set}") })?;
-    Ok(sys::Lookup { set: cstr(set, "set name")?, set_id: id, invert: false })
+    Ok(sys::Lookup { set: cstr(set, "set name")?, set_id: id, invert: false, sreg: libc::NFT_REG_1 as u32 })
 }
 
 /// A lookup in a new anonymous set holding `elems`.
@@ -328,7 +388,7 @@ fn anon_lookup(
         flags |= sys::SET_INTERVAL;
     }
     let id = em.set("__set%d", key, flags, None, elems)?;
-    Ok(sys::Lookup { set: c"__set%d".to_owned(), set_id: id, invert: false })
+    Ok(sys::Lookup { set: c"__set%d".to_owned(), set_id: id, invert: false, sreg: libc::NFT_REG_1 as u32 })
 }
 
 fn nfproto(rule: &mut Rule<'_>, f: Family) {
@@ -358,6 +418,27 @@ fn push_match(em: &mut Emitter, rule: &mut Rule<'_>, m: &Match, what: &str) -> R
             rule.add_expr(&Payload::Network(field));
             rule.add_expr(&lookup(em, set, what)?);
         }
+        Match::BlockLookup { family, set } => {
+            nfproto(rule, *family);
+            // saddr . daddr . l4proto . sport . dport into consecutive 32-bit registers.
+            let (alen, soff, doff) = if *family == Family::V4 { (4, 12, 16) } else { (16, 8, 24) };
+            let mut reg = libc::NFT_REG32_00 as u32;
+            let net = libc::NFT_PAYLOAD_NETWORK_HEADER as u32;
+            let th = libc::NFT_PAYLOAD_TRANSPORT_HEADER as u32;
+            for (offset, base) in [(soff, net), (doff, net)] {
+                rule.add_expr(&sys::RawPayload { base, offset, len: alen, dreg: reg });
+                reg += alen / 4;
+            }
+            rule.add_expr(&sys::RawMeta { key: libc::NFT_META_L4PROTO as u32, dreg: reg });
+            reg += 1;
+            for offset in [0, 2] {
+                rule.add_expr(&sys::RawPayload { base: th, offset, len: 2, dreg: reg });
+                reg += 1;
+            }
+            let mut l = lookup(em, set, what)?;
+            l.sreg = libc::NFT_REG32_00 as u32;
+            rule.add_expr(&l);
+        }
         Match::NfProto(f) => nfproto(rule, *f),
         Match::L4Proto(list) => {
             let nums: Vec<u8> = list
@@ -373,8 +454,10 @@ fn push_match(em: &mut Emitter, rule: &mut Rule<'_>, m: &Match, what: &str) -> R
             if let [one] = nums.as_slice() {
                 rule.add_expr(&Cmp::new(CmpOp::Eq, *one));
             } else {
-                let elems: Vec<Elem> =
-                    nums.iter().map(|n| Elem { key: vec![*n], flags: 0, timeout_ms: None }).collect();
+                let elems: Vec<Elem> = nums
+                    .iter()
+                    .map(|n| Elem { key: vec![*n], key_end: None, flags: 0, timeout_ms: None })
+                    .collect();
                 let l = anon_lookup(em, KeyType::InetProto, false, &elems)?;
                 rule.add_expr(&l);
             }
@@ -390,7 +473,12 @@ fn push_match(em: &mut Emitter, rule: &mut Rule<'_>, m: &Match, what: &str) -> R
                 _ if ranges.iter().all(|r| r.lo == r.hi) => {
                     let elems: Vec<Elem> = ranges
                         .iter()
-                        .map(|r| Elem { key: r.lo.to_be_bytes().to_vec(), flags: 0, timeout_ms: None })
+                        .map(|r| Elem {
+                            key: r.lo.to_be_bytes().to_vec(),
+                            key_end: None,
+                            flags: 0,
+                            timeout_ms: None,
+                        })
                         .collect();
                     let l = anon_lookup(em, KeyType::InetService, false, &elems)?;
                     rule.add_expr(&l);
@@ -424,7 +512,7 @@ fn push_match(em: &mut Emitter, rule: &mut Rule<'_>, m: &Match, what: &str) -> R
             rule.add_expr(&Payload::Transport(TransportHeaderField::Raw { offset_bits: 0, length_bits: 1 }));
             let elems: Vec<Elem> = [133u8, 134, 135, 136]
                 .iter()
-                .map(|t| Elem { key: vec![*t], flags: 0, timeout_ms: None })
+                .map(|t| Elem { key: vec![*t], key_end: None, flags: 0, timeout_ms: None })
                 .collect();
             let l = anon_lookup(em, KeyType::Icmpv6Type, false, &elems)?;
             rule.add_expr(&l);

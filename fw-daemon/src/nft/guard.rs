@@ -30,7 +30,7 @@ pub fn guard_batch(macs: &[[u8; 6]]) -> Result<Built, BuildError> {
     em.add(&table, MsgType::Del, "table bridge fw_guard (replace)");
     em.add(&table, MsgType::Add, "table bridge fw_guard");
     let elems: Vec<Elem> =
-        macs.iter().map(|m| Elem { key: m.to_vec(), flags: 0, timeout_ms: None }).collect();
+        macs.iter().map(|m| Elem { key: m.to_vec(), key_end: None, flags: 0, timeout_ms: None }).collect();
     let id =
         em.set("programmed", KeyType::EtherAddr, 0, Some("MACs of containers fw has programmed"), &elems)?;
     let mut chain = Chain::new(c"prerouting", &table);
@@ -43,7 +43,12 @@ pub fn guard_batch(macs: &[[u8; 6]]) -> Result<Built, BuildError> {
     // Four bytes compared: a prefix match, as `iifname "veth*"`.
     rule.add_expr(&Cmp::new(CmpOp::Eq, &b"veth"[..]));
     rule.add_expr(&Payload::LinkLayer(LLHeaderField::Saddr));
-    rule.add_expr(&sys::Lookup { set: c"programmed".to_owned(), set_id: id, invert: true });
+    rule.add_expr(&sys::Lookup {
+        set: c"programmed".to_owned(),
+        set_id: id,
+        invert: true,
+        sreg: libc::NFT_REG_1 as u32,
+    });
     rule.add_expr(&Counter);
     rule.add_expr(&Verdict::Drop);
     em.add(&rule, MsgType::Add, "guard rule");

@@ -14,6 +14,7 @@ use nix::sys::socket::{setsockopt, sockopt};
 
 pub use build::BuildError;
 pub mod guard;
+pub use build::now_ms;
 use build::{elem_key, interval_elems, key_type, Built, Emitter};
 pub use netlink::RuleCounters;
 use sys::Elem;
@@ -132,7 +133,8 @@ impl Nft {
         let mut em = Emitter::new();
         for c in changes {
             let key = key_type(c.key);
-            let elems = |list: &[SetElem], timeout_ms: Option<u64>| -> Vec<Elem> {
+            let now = build::now_ms();
+            let elems = |list: &[SetElem], with_timeouts: bool| -> Vec<Elem> {
                 let nets: Vec<(Vec<u8>, Vec<u8>)> = list
                     .iter()
                     .filter_map(|e| match e {
@@ -144,20 +146,25 @@ impl Nft {
                     })
                     .collect();
                 if !nets.is_empty() {
-                    return interval_elems(&nets, timeout_ms)
+                    return interval_elems(&nets, None)
                         .into_iter()
                         .filter(|e| e.key.iter().any(|b| *b != 0) || e.flags == 0)
                         .collect();
                 }
-                list.iter().map(|e| Elem { key: elem_key(e), flags: 0, timeout_ms }).collect()
+                list.iter()
+                    .filter_map(|e| {
+                        let exp = if with_timeouts { c.expires.get(e) } else { None };
+                        build::elem_with_timeout(e, exp, now)
+                    })
+                    .collect()
             };
             if !c.remove.is_empty() {
-                em.elements(&c.set, key, &elems(&c.remove, None), MsgType::Del)
+                em.elements(&c.set, key, &elems(&c.remove, false), MsgType::Del)
                     .map_err(|e| self.build_err(e))?;
             }
-            if !c.add.is_empty() {
-                em.elements(&c.set, key, &elems(&c.add, c.timeout_ms), MsgType::Add)
-                    .map_err(|e| self.build_err(e))?;
+            let add = elems(&c.add, true);
+            if !add.is_empty() {
+                em.elements(&c.set, key, &add, MsgType::Add).map_err(|e| self.build_err(e))?;
             }
         }
         self.send_batch(em.finish())

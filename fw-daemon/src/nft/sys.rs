@@ -98,6 +98,8 @@ impl Expression for Connlimit {
 pub struct Lookup {
     pub set: CString,
     pub set_id: u32,
+    /// The first register of the key: `NFT_REG_1`, or `NFT_REG32_00` for concatenations.
+    pub sreg: u32,
     /// Match when the key is NOT in the set (`!= @set`).
     pub invert: bool,
 }
@@ -109,12 +111,54 @@ impl Expression for Lookup {
         let e = alloc_expr(c"lookup");
         // SAFETY: live lookup expression; u32 register and set id, string set name (copied).
         unsafe {
-            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_LOOKUP_SREG as u16, libc::NFT_REG_1 as u32);
+            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_LOOKUP_SREG as u16, self.sreg);
             sys::nftnl_expr_set_str(e.as_ptr(), sys::NFTNL_EXPR_LOOKUP_SET as u16, self.set.as_ptr());
             sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_LOOKUP_SET_ID as u16, self.set_id);
             if self.invert {
                 sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_LOOKUP_FLAGS as u16, NFT_LOOKUP_F_INV);
             }
+        }
+        e
+    }
+}
+
+/// `payload load` of `len` bytes at `offset` from a header `base` into register `dreg`:
+/// nftnl's `Payload` always loads register 1, and concatenated keys need consecutive
+/// 32-bit registers.
+pub struct RawPayload {
+    pub base: u32,
+    pub offset: u32,
+    pub len: u32,
+    pub dreg: u32,
+}
+
+impl Expression for RawPayload {
+    fn to_expr(&self, _rule: &Rule) -> NonNull<sys::nftnl_expr> {
+        let e = alloc_expr(c"payload");
+        // SAFETY: live payload expression; every attribute is a u32.
+        unsafe {
+            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_PAYLOAD_DREG as u16, self.dreg);
+            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_PAYLOAD_BASE as u16, self.base);
+            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_PAYLOAD_OFFSET as u16, self.offset);
+            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_PAYLOAD_LEN as u16, self.len);
+        }
+        e
+    }
+}
+
+/// `meta KEY` into register `dreg` (see `RawPayload`).
+pub struct RawMeta {
+    pub key: u32,
+    pub dreg: u32,
+}
+
+impl Expression for RawMeta {
+    fn to_expr(&self, _rule: &Rule) -> NonNull<sys::nftnl_expr> {
+        let e = alloc_expr(c"meta");
+        // SAFETY: live meta expression; both attributes are u32.
+        unsafe {
+            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_META_KEY as u16, self.key);
+            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_META_DREG as u16, self.dreg);
         }
         e
     }
@@ -163,7 +207,16 @@ pub enum KeyType {
     InetService,
     Icmpv6Type,
     EtherAddr,
+    /// The operator-block key `saddr . daddr . l4proto . sport . dport` (IPv4 or IPv6).
+    Block4,
+    Block6,
 }
+
+/// Field lengths (unpadded bytes) of the block concatenations, in key order.
+const BLOCK4_FIELDS: [KeyType; 5] =
+    [KeyType::Ipv4, KeyType::Ipv4, KeyType::InetProto, KeyType::InetService, KeyType::InetService];
+const BLOCK6_FIELDS: [KeyType; 5] =
+    [KeyType::Ipv6, KeyType::Ipv6, KeyType::InetProto, KeyType::InetService, KeyType::InetService];
 
 impl KeyType {
     fn nft_type(self) -> u32 {
@@ -175,6 +228,17 @@ impl KeyType {
             KeyType::InetService => 13,
             KeyType::Icmpv6Type => 29,
             KeyType::EtherAddr => 9,
+            // nft's concatenated type: each field's type shifted in, 6 bits apiece.
+            KeyType::Block4 | KeyType::Block6 => self.fields().iter().fold(0, |t, f| (t << 6) | f.nft_type()),
+        }
+    }
+
+    /// The fields of a concatenated key; empty for a plain one.
+    pub fn fields(self) -> &'static [KeyType] {
+        match self {
+            KeyType::Block4 => &BLOCK4_FIELDS,
+            KeyType::Block6 => &BLOCK6_FIELDS,
+            _ => &[],
         }
     }
 
@@ -185,6 +249,8 @@ impl KeyType {
             KeyType::Ipv4 => 4,
             KeyType::Ipv6 => 16,
             KeyType::EtherAddr => 6,
+            // Each field takes whole 32-bit registers.
+            KeyType::Block4 | KeyType::Block6 => self.fields().iter().map(|f| f.len().div_ceil(4) * 4).sum(),
         }
     }
 }
@@ -193,12 +259,18 @@ pub const SET_ANONYMOUS: u32 = libc::NFT_SET_ANONYMOUS as u32;
 pub const SET_CONSTANT: u32 = libc::NFT_SET_CONSTANT as u32;
 pub const SET_INTERVAL: u32 = libc::NFT_SET_INTERVAL as u32;
 pub const SET_TIMEOUT: u32 = libc::NFT_SET_TIMEOUT as u32;
+pub const SET_CONCAT: u32 = 0x80;
 pub const ELEM_INTERVAL_END: u32 = 1;
+/// NFT_MSG_DESTROYSETELEM (kernel >= 6.3): a removal that is not an error when the element
+/// is already gone (a block the kernel expired on time).
+const NFT_MSG_DESTROYSETELEM: u32 = 30;
 
 /// One set element: key bytes (network order), flags, optional timeout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Elem {
     pub key: Vec<u8>,
+    /// The range end, for concatenated interval sets (which take start and end in one element).
+    pub key_end: Option<Vec<u8>>,
     pub flags: u32,
     pub timeout_ms: Option<u64>,
 }
@@ -237,6 +309,16 @@ impl RawSet {
             sys::nftnl_set_set_u32(s, sys::NFTNL_SET_FLAGS as u16, flags);
             sys::nftnl_set_set_u32(s, sys::NFTNL_SET_KEY_TYPE as u16, key.nft_type());
             sys::nftnl_set_set_u32(s, sys::NFTNL_SET_KEY_LEN as u16, key.len());
+            let fields: Vec<u8> = key.fields().iter().map(|f| f.len() as u8).collect();
+            if !fields.is_empty() {
+                // The field lengths let the kernel pick the concatenated-range backend.
+                sys::nftnl_set_set_data(
+                    s,
+                    sys::NFTNL_SET_DESC_CONCAT as u16,
+                    fields.as_ptr() as *const c_void,
+                    fields.len() as u32,
+                );
+            }
         }
         let set = RawSet { ptr, family };
         if let Some(c) = comment {
@@ -280,6 +362,14 @@ impl RawSet {
                 elem.key.as_ptr() as *const c_void,
                 elem.key.len() as u32,
             );
+            if let Some(end) = &elem.key_end {
+                sys::nftnl_set_elem_set(
+                    e,
+                    sys::NFTNL_SET_ELEM_KEY_END as u16,
+                    end.as_ptr() as *const c_void,
+                    end.len() as u32,
+                );
+            }
             if elem.flags != 0 {
                 sys::nftnl_set_elem_set_u32(e, sys::NFTNL_SET_ELEM_FLAGS as u16, elem.flags);
             }
@@ -379,7 +469,7 @@ unsafe impl NlMsg for ElemsMsg<'_> {
         let len = len.min(self.bytes.len());
         let (ty, flags) = match msg_type {
             MsgType::Add => (libc::NFT_MSG_NEWSETELEM, libc::NLM_F_CREATE | libc::NLM_F_ACK),
-            MsgType::Del => (libc::NFT_MSG_DELSETELEM, libc::NLM_F_ACK),
+            MsgType::Del => (NFT_MSG_DESTROYSETELEM as _, libc::NLM_F_ACK),
         };
         // SAFETY: `buf` has room for `len` bytes (see the impl comment); the header fields
         // are rewritten in place within the first NLMSG_HDRLEN bytes.

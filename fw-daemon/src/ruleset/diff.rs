@@ -14,8 +14,8 @@ pub struct SetChange {
     pub key: SetKey,
     pub add: Vec<SetElem>,
     pub remove: Vec<SetElem>,
-    /// Timeout for the added elements (operator blocks); `None` for zone members.
-    pub timeout_ms: Option<u64>,
+    /// When added elements expire (unix ms; operator blocks with a TTL).
+    pub expires: std::collections::BTreeMap<SetElem, i64>,
 }
 
 /// `Some(changes)` (possibly empty) when `new` differs from `old` only in the elements of
@@ -34,7 +34,7 @@ pub fn set_changes(old: &Ruleset, new: &Ruleset) -> Option<Vec<SetChange>> {
         if !same_shape {
             return None;
         }
-        if a.elements == b.elements {
+        if a.elements == b.elements && a.expires == b.expires {
             continue;
         }
         // Interval sets hold external zones, which only change with the rule files.
@@ -43,12 +43,19 @@ pub fn set_changes(old: &Ruleset, new: &Ruleset) -> Option<Vec<SetChange>> {
         }
         let before: BTreeSet<&SetElem> = a.elements.iter().collect();
         let after: BTreeSet<&SetElem> = b.elements.iter().collect();
+        // An element whose expiry changed is replaced (removed, then added) in the batch.
+        let retimed: Vec<&SetElem> = after
+            .intersection(&before)
+            .filter(|e| a.expires.get(**e) != b.expires.get(**e))
+            .copied()
+            .collect();
+        let add: Vec<SetElem> = after.difference(&before).chain(&retimed).map(|e| (*e).clone()).collect();
         out.push(SetChange {
             set: b.name.clone(),
             key: b.key,
-            add: after.difference(&before).map(|e| (*e).clone()).collect(),
-            remove: before.difference(&after).map(|e| (*e).clone()).collect(),
-            timeout_ms: None,
+            expires: add.iter().filter_map(|e| Some((e.clone(), *b.expires.get(e)?))).collect(),
+            add,
+            remove: before.difference(&after).chain(&retimed).map(|e| (*e).clone()).collect(),
         });
     }
     Some(out)

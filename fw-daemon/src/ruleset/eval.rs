@@ -128,6 +128,23 @@ fn matches(rs: &Ruleset, m: &Match, pkt: &Packet) -> bool {
             let addr = if *dir == Dir::Src { pkt.src } else { pkt.dst };
             *f == family && rs.set(set).is_some_and(|s| s.elements.iter().any(|e| elem_contains(e, addr)))
         }
+        Match::BlockLookup { family: f, set } => {
+            let proto = match (pkt.proto, family) {
+                (Proto::Tcp, _) => 6,
+                (Proto::Udp, _) => 17,
+                (Proto::Icmp, Family::V4) => 1,
+                (Proto::Icmp, Family::V6) => 58,
+            };
+            *f == family
+                && rs.set(set).is_some_and(|s| {
+                    s.elements.iter().any(|e| match e {
+                        // The source port of a new flow is unknown here: only port-less
+                        // source ranges match.
+                        SetElem::Block(b) => b.contains(pkt.src, pkt.dst, proto, None, pkt.dport),
+                        _ => false,
+                    })
+                })
+        }
         Match::NfProto(f) => *f == family,
         Match::L4Proto(list) => list.iter().any(|p| match (p, pkt.proto) {
             (L4::Tcp, Proto::Tcp) | (L4::Udp, Proto::Udp) => true,
@@ -150,6 +167,6 @@ fn elem_contains(e: &SetElem, addr: IpAddr) -> bool {
     match e {
         SetElem::Addr(a) => *a == addr,
         SetElem::Net(n) => n.contains(&addr),
-        SetElem::NfProto(_) => false,
+        SetElem::NfProto(_) | SetElem::Block(_) => false,
     }
 }

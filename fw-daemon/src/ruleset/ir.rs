@@ -52,6 +52,8 @@ pub enum SetKey {
     /// `meta nfproto`: the quarantine sets hold `ipv4`/`ipv6`, so a whole family can be cut
     /// with a kernel-side timeout.
     NfProto,
+    /// Operator blocks: `saddr . daddr . l4proto . sport . dport`, each field a range.
+    Block(Family),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +65,9 @@ pub struct Set {
     /// Elements may carry a timeout (operator blocks).
     pub timeout: bool,
     pub elements: Vec<SetElem>,
+    /// When elements expire (unix ms), for sets with `timeout`; an element without an entry
+    /// stays until removed. The kernel enforces it, daemon running or not.
+    pub expires: std::collections::BTreeMap<SetElem, i64>,
     pub comment: String,
 }
 
@@ -71,6 +76,58 @@ pub enum SetElem {
     Addr(IpAddr),
     Net(IpNet),
     NfProto(Family),
+    Block(BlockRange),
+}
+
+/// One operator-block element: a packet matches when every field is within its range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BlockRange {
+    pub src: (IpAddr, IpAddr),
+    pub dst: (IpAddr, IpAddr),
+    pub proto: (u8, u8),
+    pub sport: (u16, u16),
+    pub dport: (u16, u16),
+}
+
+impl BlockRange {
+    pub fn family(&self) -> Family {
+        Family::of(&self.src.0)
+    }
+
+    /// Whether some packet matches both (the kernel refuses some overlapping ranges).
+    pub fn overlaps(&self, o: &BlockRange) -> bool {
+        fn x<T: Ord>(a: &(T, T), b: &(T, T)) -> bool {
+            a.0 <= b.1 && b.0 <= a.1
+        }
+        self.family() == o.family()
+            && x(&self.src, &o.src)
+            && x(&self.dst, &o.dst)
+            && x(&self.proto, &o.proto)
+            && x(&self.sport, &o.sport)
+            && x(&self.dport, &o.dport)
+    }
+
+    pub fn contains(
+        &self,
+        src: IpAddr,
+        dst: IpAddr,
+        proto: u8,
+        sport: Option<u16>,
+        dport: Option<u16>,
+    ) -> bool {
+        let inr = |v, r: (u16, u16)| match v {
+            Some(p) => r.0 <= p && p <= r.1,
+            None => r == (0, u16::MAX),
+        };
+        self.src.0 <= src
+            && src <= self.src.1
+            && self.dst.0 <= dst
+            && dst <= self.dst.1
+            && self.proto.0 <= proto
+            && proto <= self.proto.1
+            && inr(sport, self.sport)
+            && inr(dport, self.dport)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +199,11 @@ pub enum Match {
     AddrInSet {
         family: Family,
         dir: Dir,
+        set: String,
+    },
+    /// `ip saddr . ip daddr . meta l4proto . th sport . th dport @set` (operator blocks).
+    BlockLookup {
+        family: Family,
         set: String,
     },
     /// `meta nfproto ipv4|ipv6`.

@@ -32,9 +32,12 @@ fn render_set(out: &mut String, set: &Set) {
         SetKey::Ipv4 => "ipv4_addr",
         SetKey::Ipv6 => "ipv6_addr",
         SetKey::NfProto => "nf_proto",
+        SetKey::Block(Family::V4) => "ipv4_addr . ipv4_addr . inet_proto . inet_service . inet_service",
+        SetKey::Block(Family::V6) => "ipv6_addr . ipv6_addr . inet_proto . inet_service . inet_service",
     };
     let _ = writeln!(out, "\t\ttype {ty}");
-    let flags: Vec<&str> = [(set.interval, "interval"), (set.timeout, "timeout")]
+    let ranges = set.interval || matches!(set.key, SetKey::Block(_));
+    let flags: Vec<&str> = [(ranges, "interval"), (set.timeout, "timeout")]
         .into_iter()
         .filter_map(|(on, f)| on.then_some(f))
         .collect();
@@ -43,7 +46,14 @@ fn render_set(out: &mut String, set: &Set) {
     }
     let _ = writeln!(out, "\t\tcomment \"{}\"", escape(&set.comment));
     if !set.elements.is_empty() {
-        let elems: Vec<String> = set.elements.iter().map(elem).collect();
+        let elems: Vec<String> = set
+            .elements
+            .iter()
+            .map(|e| match set.expires.get(e) {
+                Some(ms) => format!("{} expires at {ms} ms", elem(e)),
+                None => elem(e),
+            })
+            .collect();
         let _ = writeln!(out, "\t\telements = {{ {} }}", elems.join(", "));
     }
     out.push_str("\t}\n");
@@ -56,6 +66,16 @@ fn elem(e: &SetElem) -> String {
         SetElem::Net(n) => n.to_string(),
         SetElem::NfProto(Family::V4) => "ipv4".into(),
         SetElem::NfProto(Family::V6) => "ipv6".into(),
+        SetElem::Block(b) => {
+            fn r<T: PartialEq + std::fmt::Display>(r: &(T, T)) -> String {
+                if r.0 == r.1 {
+                    r.0.to_string()
+                } else {
+                    format!("{}-{}", r.0, r.1)
+                }
+            }
+            format!("{} . {} . {} . {} . {}", r(&b.src), r(&b.dst), r(&b.proto), r(&b.sport), r(&b.dport))
+        }
     }
 }
 
@@ -145,6 +165,13 @@ fn match_text(m: &Match) -> String {
             let f = if *family == Family::V4 { "ip" } else { "ip6" };
             let d = if *dir == Dir::Src { "saddr" } else { "daddr" };
             format!("{f} {d} @{set}")
+        }
+        Match::BlockLookup { family, set } => {
+            let f = if *family == Family::V4 { "ip" } else { "ip6" };
+            format!(
+                "meta nfproto {} {f} saddr . {f} daddr . meta l4proto . th sport . th dport @{set}",
+                if *family == Family::V4 { "ipv4" } else { "ipv6" }
+            )
         }
         Match::NfProto(f) => format!("meta nfproto {}", if *f == Family::V4 { "ipv4" } else { "ipv6" }),
         Match::L4Proto(list) => {

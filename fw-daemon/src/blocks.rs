@@ -1,0 +1,471 @@
+//! Operator blocks: what responders asked to cut, and the set elements that cut it.
+//!
+//! Pure: the daemon keeps a `BlockList` (persisted in the state directory), and the compiler
+//! turns it into per-container set elements (`for_container`) that sit before the
+//! established-flow shortcut in every table, so a block stops live connections too. Blocks
+//! with a TTL carry their expiry into the kernel as element timeouts: they lapse on time
+//! even while the daemon is down.
+//!
+//! Quarantine is a whole-family cut of one direction (`quarantine_out` / `quarantine_in`);
+//! it keeps loopback (the rule before it), so processes inside keep working for forensics.
+//! The daemon itself needs nothing through the container's network: it reaches the
+//! namespace over netlink from the host.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use fw_proto::control::{BlockDirection, BlockInfo, BlockTarget, Proto, Scope};
+use serde::{Deserialize, Serialize};
+
+use crate::ruleset::ir::{BlockRange, Family};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Block {
+    pub id: u64,
+    pub target: BlockTarget,
+    pub reason: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub created_by: String,
+    pub flows_cut: u64,
+}
+
+impl Block {
+    pub fn info(&self, containers: Vec<String>) -> BlockInfo {
+        BlockInfo {
+            id: self.id,
+            target: self.target.clone(),
+            reason: self.reason.clone(),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            created_by: self.created_by.clone(),
+            containers,
+            flows_cut: self.flows_cut,
+        }
+    }
+
+    fn expires_ms(&self) -> Option<i64> {
+        self.expires_at.map(|s| s.saturating_mul(1000))
+    }
+
+    /// Whether this block applies to `container` (in `zone`).
+    pub fn applies_to(&self, container: &str, zone: &str) -> bool {
+        match &self.target {
+            BlockTarget::Quarantine { container: c, .. } | BlockTarget::Flow { container: c, .. } => {
+                c == container
+            }
+            BlockTarget::Destination { scope: Scope::Container(c), .. } => c == container,
+            BlockTarget::Destination { scope: Scope::Zone(z), .. } => z == zone,
+            BlockTarget::Destination { scope: Scope::All, .. } => true,
+        }
+    }
+
+    /// The elements this block puts in one container's sets.
+    pub fn elements(&self) -> ContainerBlocks {
+        let mut cb = ContainerBlocks::default();
+        let exp = self.expires_ms();
+        match &self.target {
+            BlockTarget::Quarantine { direction, .. } => {
+                for f in [Family::V4, Family::V6] {
+                    if matches!(direction, BlockDirection::Egress | BlockDirection::Both) {
+                        merge(&mut cb.quarantine_out, f, exp);
+                    }
+                    if matches!(direction, BlockDirection::Ingress | BlockDirection::Both) {
+                        merge(&mut cb.quarantine_in, f, exp);
+                    }
+                }
+            }
+            BlockTarget::Destination { net, proto, port, .. } => {
+                let dst = (net.network(), net.broadcast());
+                let r = BlockRange {
+                    src: any_addr(Family::of(&dst.0)),
+                    dst,
+                    proto: proto.map_or((0, u8::MAX), |p| (p.number(), p.number())),
+                    sport: (0, u16::MAX),
+                    dport: port.map_or((0, u16::MAX), |p| (p, p)),
+                };
+                merge(&mut cb.egress, r, exp);
+            }
+            BlockTarget::Flow { proto, src, sport, dst, dport, .. } => {
+                let p = proto.number();
+                let (sp, dp) = if proto.has_ports() { (*sport, *dport) } else { (0, 0) };
+                let fwd = BlockRange {
+                    src: (*src, *src),
+                    dst: (*dst, *dst),
+                    proto: (p, p),
+                    sport: (sp, sp),
+                    dport: (dp, dp),
+                };
+                let rev = BlockRange {
+                    src: fwd.dst,
+                    dst: fwd.src,
+                    proto: fwd.proto,
+                    sport: fwd.dport,
+                    dport: fwd.sport,
+                };
+                for r in [fwd, rev] {
+                    merge(&mut cb.egress, r, exp);
+                    merge(&mut cb.ingress, r, exp);
+                }
+            }
+        }
+        cb
+    }
+}
+
+fn any_addr(f: Family) -> (IpAddr, IpAddr) {
+    match f {
+        Family::V4 => (Ipv4Addr::UNSPECIFIED.into(), Ipv4Addr::BROADCAST.into()),
+        Family::V6 => (Ipv6Addr::UNSPECIFIED.into(), Ipv6Addr::from(u128::MAX).into()),
+    }
+}
+
+/// An element wanted by several blocks lasts as long as the longest (none = forever).
+fn merge<K: Ord>(map: &mut BTreeMap<K, Option<i64>>, k: K, exp: Option<i64>) {
+    map.entry(k)
+        .and_modify(|e| {
+            *e = match (*e, exp) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            }
+        })
+        .or_insert(exp);
+}
+
+/// Set elements for one container, each with its expiry (unix ms; none = until unblocked).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerBlocks {
+    pub quarantine_out: BTreeMap<Family, Option<i64>>,
+    pub quarantine_in: BTreeMap<Family, Option<i64>>,
+    /// Checked in the egress chain, against packets the container sends.
+    pub egress: BTreeMap<BlockRange, Option<i64>>,
+    /// Checked in the ingress chain, against packets it receives.
+    pub ingress: BTreeMap<BlockRange, Option<i64>>,
+}
+
+impl ContainerBlocks {
+    fn absorb(&mut self, o: ContainerBlocks) {
+        for (k, e) in o.quarantine_out {
+            merge(&mut self.quarantine_out, k, e);
+        }
+        for (k, e) in o.quarantine_in {
+            merge(&mut self.quarantine_in, k, e);
+        }
+        for (k, e) in o.egress {
+            merge(&mut self.egress, k, e);
+        }
+        for (k, e) in o.ingress {
+            merge(&mut self.ingress, k, e);
+        }
+    }
+
+    /// A range here that overlaps a different range in `o` (same chain).
+    fn overlap_with(&self, o: &ContainerBlocks) -> Option<(BlockRange, BlockRange)> {
+        for (mine, theirs) in [(&self.egress, &o.egress), (&self.ingress, &o.ingress)] {
+            for a in mine.keys() {
+                if let Some(b) = theirs.keys().find(|b| *b != a && a.overlaps(b)) {
+                    return Some((*a, *b));
+                }
+            }
+        }
+        None
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BlockError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("overlaps block {id} ({target}) in container {container}: unblock it first, or block a range that does not overlap")]
+    Overlap { id: u64, target: String, container: String },
+    #[error("no block with id {0}")]
+    NotFound(u64),
+}
+
+/// Every active block; persisted as JSON in the state directory.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BlockList {
+    next_id: u64,
+    active: Vec<Block>,
+}
+
+impl BlockList {
+    pub fn active(&self) -> &[Block] {
+        &self.active
+    }
+
+    pub fn get(&self, id: u64) -> Option<&Block> {
+        self.active.iter().find(|b| b.id == id)
+    }
+
+    pub fn get_mut(&mut self, id: u64) -> Option<&mut Block> {
+        self.active.iter_mut().find(|b| b.id == id)
+    }
+
+    /// Removes and returns the blocks that expired by `now` (unix seconds).
+    pub fn expire(&mut self, now: i64) -> Vec<Block> {
+        let (gone, keep) = std::mem::take(&mut self.active)
+            .into_iter()
+            .partition(|b| b.expires_at.is_some_and(|e| e <= now));
+        self.active = keep;
+        gone
+    }
+
+    /// Checks and adds a block. `containers` are (name, zone) of every known container: the
+    /// block must apply to at least one target that exists, and must not overlap another
+    /// block's different range in any of them (the kernel's range sets refuse that, and a
+    /// table that cannot be rebuilt would be worse than a refused block).
+    pub fn add(
+        &mut self,
+        target: BlockTarget,
+        ttl_secs: Option<u64>,
+        reason: Option<String>,
+        created_by: String,
+        now: i64,
+        containers: &[(String, String)],
+    ) -> Result<&Block, BlockError> {
+        validate(&target)?;
+        if let Some(0) = ttl_secs {
+            return Err(BlockError::Invalid("ttl must be at least one second".into()));
+        }
+        let ttl = ttl_secs.map(|t| t.min(10 * 365 * 86400) as i64);
+        let block = Block {
+            id: self.next_id.max(1),
+            target,
+            reason: reason.map(|r| r.chars().take(500).collect()),
+            created_at: now,
+            expires_at: ttl.map(|t| now + t),
+            created_by,
+            flows_cut: 0,
+        };
+        let hits: Vec<&(String, String)> =
+            containers.iter().filter(|(c, z)| block.applies_to(c, z)).collect();
+        match &block.target {
+            BlockTarget::Quarantine { container, .. }
+            | BlockTarget::Flow { container, .. }
+            | BlockTarget::Destination { scope: Scope::Container(container), .. }
+                if hits.is_empty() =>
+            {
+                return Err(BlockError::Invalid(format!("no container named {container:?}")));
+            }
+            BlockTarget::Destination { scope: Scope::Zone(z), .. } if hits.is_empty() => {
+                return Err(BlockError::Invalid(format!("no container is in zone {z:?}")));
+            }
+            _ => {}
+        }
+        let mine = block.elements();
+        for (c, z) in &hits {
+            for other in self.active.iter().filter(|b| b.applies_to(c, z)) {
+                if mine.overlap_with(&other.elements()).is_some() {
+                    return Err(BlockError::Overlap {
+                        id: other.id,
+                        target: other.target.to_string(),
+                        container: c.clone(),
+                    });
+                }
+            }
+        }
+        self.next_id = block.id + 1;
+        self.active.push(block);
+        Ok(self.active.last().expect("just pushed"))
+    }
+
+    pub fn remove(&mut self, id: u64) -> Result<Block, BlockError> {
+        let i = self.active.iter().position(|b| b.id == id).ok_or(BlockError::NotFound(id))?;
+        Ok(self.active.remove(i))
+    }
+
+    /// The merged elements of every block that applies to `container` in `zone`.
+    pub fn for_container(&self, container: &str, zone: &str) -> ContainerBlocks {
+        let mut cb = ContainerBlocks::default();
+        for b in self.active.iter().filter(|b| b.applies_to(container, zone)) {
+            cb.absorb(b.elements());
+        }
+        cb
+    }
+}
+
+fn validate(t: &BlockTarget) -> Result<(), BlockError> {
+    match t {
+        BlockTarget::Destination { port: Some(_), proto: Some(p), .. } if !p.has_ports() => {
+            Err(BlockError::Invalid(format!("protocol {p} has no ports")))
+        }
+        BlockTarget::Flow { src, dst, .. } if Family::of(src) != Family::of(dst) => {
+            Err(BlockError::Invalid("a flow's addresses must both be IPv4 or both IPv6".into()))
+        }
+        BlockTarget::Quarantine { container, .. } | BlockTarget::Flow { container, .. }
+            if container.is_empty() =>
+        {
+            Err(BlockError::Invalid("container name is empty".into()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether a conntrack entry (original direction `src -> dst`) belongs to what `b` cuts in
+/// `container` whose addresses are `own`: the entries a new block deletes.
+pub fn cuts_flow(
+    b: &Block,
+    own: &[IpAddr],
+    proto: u8,
+    src: IpAddr,
+    sport: u16,
+    dst: IpAddr,
+    dport: u16,
+) -> bool {
+    match &b.target {
+        BlockTarget::Quarantine { direction, .. } => {
+            let outbound = own.contains(&src);
+            match direction {
+                BlockDirection::Both => true,
+                // Egress cut: everything the container sends, so every flow it is part of.
+                BlockDirection::Egress | BlockDirection::Ingress => outbound || own.contains(&dst),
+            }
+        }
+        BlockTarget::Destination { net, proto: p, port, .. } => {
+            let peer_hit = |peer: IpAddr, peer_port: u16| {
+                net.contains(&peer)
+                    && p.is_none_or(|p| p.number() == proto)
+                    && port.is_none_or(|x| x == peer_port)
+            };
+            (own.contains(&src) && peer_hit(dst, dport))
+                || (own.contains(&dst) && peer_hit(src, sport) && port.is_none())
+        }
+        BlockTarget::Flow { proto: p, src: s, sport: sp, dst: d, dport: dp, .. } => {
+            p.number() == proto
+                && ((src == *s && dst == *d && (!p.has_ports() || (sport == *sp && dport == *dp)))
+                    || (src == *d && dst == *s && (!p.has_ports() || (sport == *dp && dport == *sp))))
+        }
+    }
+}
+
+/// Parses a protocol for messages ("tcp"...); re-exported for callers building targets.
+pub fn proto(n: u8) -> Proto {
+    Proto::from_number(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctrs() -> Vec<(String, String)> {
+        vec![("web-1".into(), "web".into()), ("web-2".into(), "web".into()), ("db-1".into(), "db".into())]
+    }
+
+    fn dst(scope: Scope, net: &str, port: Option<u16>) -> BlockTarget {
+        BlockTarget::Destination { scope, net: net.parse().unwrap(), proto: port.map(|_| Proto::Tcp), port }
+    }
+
+    #[test]
+    fn scopes_pick_their_containers() {
+        let mut l = BlockList::default();
+        l.add(dst(Scope::Zone("web".into()), "10.9.0.0/16", None), None, None, "t".into(), 0, &ctrs())
+            .unwrap();
+        assert_eq!(l.for_container("web-1", "web").egress.len(), 1);
+        assert!(l.for_container("db-1", "db").egress.is_empty());
+        let e =
+            l.add(dst(Scope::Zone("nope".into()), "10.9.0.1/32", None), None, None, "t".into(), 0, &ctrs());
+        assert!(matches!(e, Err(BlockError::Invalid(_))), "{e:?}");
+    }
+
+    #[test]
+    fn overlapping_ranges_are_refused_identical_ones_merge() {
+        let mut l = BlockList::default();
+        let a =
+            l.add(dst(Scope::All, "10.9.0.0/16", None), Some(60), None, "t".into(), 100, &ctrs()).unwrap().id;
+        let e = l.add(
+            dst(Scope::Container("web-1".into()), "10.9.1.1/32", Some(443)),
+            None,
+            None,
+            "t".into(),
+            100,
+            &ctrs(),
+        );
+        assert!(matches!(e, Err(BlockError::Overlap { id, .. }) if id == a), "{e:?}");
+        // The same range again (say with a longer TTL) is one element with the later expiry.
+        l.add(
+            dst(Scope::Container("web-1".into()), "10.9.0.0/16", None),
+            Some(600),
+            None,
+            "t".into(),
+            100,
+            &ctrs(),
+        )
+        .unwrap();
+        let cb = l.for_container("web-1", "web");
+        assert_eq!(cb.egress.values().collect::<Vec<_>>(), vec![&Some(700_000)]);
+        // Disjoint ranges coexist.
+        l.add(dst(Scope::All, "10.10.0.1/32", Some(22)), None, None, "t".into(), 100, &ctrs()).unwrap();
+    }
+
+    #[test]
+    fn expiry_and_removal() {
+        let mut l = BlockList::default();
+        let q = BlockTarget::Quarantine { container: "web-1".into(), direction: BlockDirection::Both };
+        let id = l.add(q, Some(10), Some("exfil".into()), "root".into(), 1000, &ctrs()).unwrap().id;
+        let cb = l.for_container("web-1", "web");
+        assert_eq!(cb.quarantine_out.len(), 2);
+        assert_eq!(cb.quarantine_in.get(&Family::V4), Some(&Some(1_010_000)));
+        assert!(l.expire(1009).is_empty());
+        assert_eq!(l.expire(1010).len(), 1);
+        assert!(l.remove(id).is_err());
+        let e = l.add(
+            BlockTarget::Quarantine { container: "ghost".into(), direction: BlockDirection::Egress },
+            None,
+            None,
+            "t".into(),
+            0,
+            &ctrs(),
+        );
+        assert!(e.is_err());
+    }
+
+    #[test]
+    fn flows_block_both_orientations_and_match_conntrack() {
+        let mut l = BlockList::default();
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap());
+        let t = BlockTarget::Flow {
+            container: "web-1".into(),
+            proto: Proto::Tcp,
+            src: a,
+            sport: 40000,
+            dst: b,
+            dport: 5432,
+        };
+        let blk = l.add(t, None, None, "t".into(), 0, &ctrs()).unwrap().clone();
+        let cb = l.for_container("web-1", "web");
+        assert_eq!((cb.egress.len(), cb.ingress.len()), (2, 2));
+        assert!(cuts_flow(&blk, &[a], 6, a, 40000, b, 5432));
+        assert!(cuts_flow(&blk, &[a], 6, b, 5432, a, 40000));
+        assert!(!cuts_flow(&blk, &[a], 6, a, 40001, b, 5432));
+        assert!(!cuts_flow(&blk, &[a], 17, a, 40000, b, 5432));
+    }
+
+    #[test]
+    fn destination_blocks_cut_matching_conntrack_entries() {
+        let own: Vec<IpAddr> = vec!["10.0.0.2".parse().unwrap()];
+        let b = Block {
+            id: 1,
+            target: dst(Scope::All, "10.0.0.0/24", Some(443)),
+            reason: None,
+            created_at: 0,
+            expires_at: None,
+            created_by: String::new(),
+            flows_cut: 0,
+        };
+        let me = own[0];
+        let peer: IpAddr = "10.0.0.9".parse().unwrap();
+        assert!(cuts_flow(&b, &own, 6, me, 1234, peer, 443));
+        assert!(!cuts_flow(&b, &own, 6, me, 1234, peer, 80));
+        assert!(!cuts_flow(&b, &own, 6, me, 1234, "10.0.1.9".parse().unwrap(), 443));
+    }
+
+    #[test]
+    fn survives_a_json_round_trip() {
+        let mut l = BlockList::default();
+        l.add(dst(Scope::All, "fd00::/64", Some(53)), Some(5), None, "t".into(), 0, &ctrs()).unwrap();
+        let back: BlockList = serde_json::from_str(&serde_json::to_string(&l).unwrap()).unwrap();
+        assert_eq!(back, l);
+    }
+}
