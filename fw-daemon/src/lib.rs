@@ -7,6 +7,7 @@
 pub mod blocks;
 pub mod compile;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod discovery;
 pub mod drift_watch;

@@ -1,3 +1,6 @@
 //! What the kernel reports about traffic: NFLOG records now; conntrack flows later.
 
+pub mod collector;
+pub mod conntrack;
 pub mod nflog;
+pub mod table;

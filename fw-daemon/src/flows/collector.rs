@@ -1,0 +1,268 @@
+//! Feeds the flow table from the kernel: per programmed container, one thread reads
+//! conntrack events (after an initial dump) and one reads NFLOG records, each on sockets
+//! opened inside the container's namespace. A socket overrun (ENOBUFS) is counted as lost
+//! events and answered with a fresh dump. Threads stop (closing their sockets, which
+//! releases the namespace) when the container is forgotten.
+//!
+//! The table's questions about containers, peers and rules are answered by `FlowContext`,
+//! a value the daemon rebuilds after every reconcile.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fw_proto::control::{Direction, FlowFilter, FlowSnapshot, FlowVerdict, Proto};
+use fw_proto::RuleRef;
+use tracing::{debug, warn};
+
+use super::conntrack::{self, CtControl, CtError, CtEvents};
+use super::nflog::Nflog;
+use super::table::{Context, FlowTable};
+use crate::control::{FlowChanges, FlowView};
+use crate::ruleset::eval::{self, Packet};
+use crate::ruleset::ir::Hook;
+use crate::ruleset::Ruleset;
+
+/// Conntrack event socket buffer: at ~45k new flows/s the default loses a fifth.
+const CT_RCVBUF: usize = 16 << 20;
+const LOG_RCVBUF: usize = 4 << 20;
+const POLL: Duration = Duration::from_millis(250);
+const COUNTER_REFRESH: Duration = Duration::from_secs(1);
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// What the table needs to know about the fleet; rebuilt by the daemon after reconciles.
+#[derive(Default)]
+pub struct FlowContext {
+    pub zones: HashMap<String, String>,
+    pub addrs: HashMap<String, Vec<IpAddr>>,
+    pub owner: HashMap<IpAddr, (String, String)>,
+    pub rulesets: HashMap<String, Ruleset>,
+    /// Rule id -> its reference with `path:line`.
+    pub rules: HashMap<String, RuleRef>,
+}
+
+impl Context for FlowContext {
+    fn zone_of(&self, container: &str) -> Option<String> {
+        self.zones.get(container).cloned()
+    }
+
+    fn local_addrs(&self, container: &str) -> &[IpAddr] {
+        self.addrs.get(container).map_or(&[], Vec::as_slice)
+    }
+
+    fn peer(&self, addr: IpAddr) -> Option<(String, String)> {
+        self.owner.get(&addr).cloned()
+    }
+
+    fn attribute(
+        &self,
+        container: &str,
+        direction: Direction,
+        proto: Proto,
+        peer: IpAddr,
+        port: u16,
+    ) -> (FlowVerdict, Option<RuleRef>) {
+        let Some(rs) = self.rulesets.get(container) else { return (FlowVerdict::Allowed, None) };
+        let p = match proto {
+            Proto::Tcp => eval::Proto::Tcp,
+            Proto::Udp => eval::Proto::Udp,
+            Proto::Icmp | Proto::Icmpv6 => eval::Proto::Icmp,
+            Proto::Other(_) => return (FlowVerdict::Allowed, None),
+        };
+        let own = self.local_addrs(container).iter().find(|a| a.is_ipv4() == peer.is_ipv4()).copied();
+        let Some(own) = own else { return (FlowVerdict::Allowed, None) };
+        let dport = matches!(p, eval::Proto::Tcp | eval::Proto::Udp).then_some(port);
+        let (hook, pkt) = match direction {
+            Direction::Egress => (Hook::Output, Packet { src: own, dst: peer, proto: p, dport }),
+            Direction::Ingress => (Hook::Input, Packet { src: peer, dst: own, proto: p, dport }),
+        };
+        let d = eval::evaluate(rs, hook, &pkt);
+        let v = match d.verdict {
+            fw_proto::Verdict::Allow => FlowVerdict::Allowed,
+            fw_proto::Verdict::AuditDeny => FlowVerdict::AuditDenied,
+            fw_proto::Verdict::Deny => FlowVerdict::Denied,
+        };
+        (v, d.by)
+    }
+
+    fn rule_ref(&self, _container: &str, rule_id: &str) -> Option<RuleRef> {
+        self.rules.get(rule_id).cloned()
+    }
+}
+
+struct Collector {
+    netns: PathBuf,
+    stop: Arc<AtomicBool>,
+}
+
+/// The shared flow table, its context, and the collectors feeding it.
+pub struct Flows {
+    table: Mutex<FlowTable>,
+    ctx: RwLock<Arc<FlowContext>>,
+    collectors: Mutex<BTreeMap<String, Collector>>,
+    log_group: u16,
+}
+
+impl Flows {
+    pub fn new(cap: usize, log_group: u16) -> Arc<Flows> {
+        Arc::new(Flows {
+            table: Mutex::new(FlowTable::new(cap)),
+            ctx: RwLock::new(Arc::new(FlowContext::default())),
+            collectors: Mutex::new(BTreeMap::new()),
+            log_group,
+        })
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, FlowTable> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn context(&self) -> Arc<FlowContext> {
+        self.ctx.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_context(&self, ctx: FlowContext) {
+        *self.ctx.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ctx);
+    }
+
+    /// (rows, lost events).
+    pub fn stats(&self) -> (usize, u64) {
+        let t = self.table();
+        (t.len(), t.lost_events())
+    }
+
+    /// Starts collectors for new containers and stops those of containers gone.
+    pub fn sync(self: &Arc<Self>, programmed: &BTreeMap<String, PathBuf>) {
+        let mut cs = self.collectors.lock().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<String> =
+            cs.iter().filter(|(n, c)| programmed.get(*n) != Some(&c.netns)).map(|(n, _)| n.clone()).collect();
+        for name in gone {
+            if let Some(c) = cs.remove(&name) {
+                c.stop.store(true, Ordering::SeqCst);
+            }
+            self.table().forget_container(&name);
+        }
+        for (name, ns) in programmed {
+            if cs.contains_key(name) {
+                continue;
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            if let Err(e) = self.spawn(name, ns, stop.clone()) {
+                warn!(container = %name, error = %e, "flows: cannot start the collectors");
+                continue;
+            }
+            cs.insert(name.clone(), Collector { netns: ns.clone(), stop });
+        }
+    }
+
+    fn spawn(self: &Arc<Self>, name: &str, ns: &Path, stop: Arc<AtomicBool>) -> std::io::Result<()> {
+        let (f, n, p, s) = (self.clone(), name.to_string(), ns.to_path_buf(), stop.clone());
+        std::thread::Builder::new().name(format!("ct-{name}")).spawn(move || {
+            let _span = tracing::info_span!("container", container = %n).entered();
+            if let Err(e) = f.conntrack_loop(&n, &p, &s) {
+                warn!(error = %e, "flows: conntrack collector stopped");
+            }
+        })?;
+        let (f, n, p) = (self.clone(), name.to_string(), ns.to_path_buf());
+        std::thread::Builder::new().name(format!("log-{name}")).spawn(move || {
+            let _span = tracing::info_span!("container", container = %n).entered();
+            let mut log = match Nflog::open(&p, f.log_group, LOG_RCVBUF) {
+                Ok(l) => l,
+                Err(e) => return warn!(error = %e, "flows: cannot listen for NFLOG records"),
+            };
+            while !stop.load(Ordering::SeqCst) {
+                match log.recv(POLL) {
+                    Ok(recs) if recs.is_empty() => {}
+                    Ok(recs) => {
+                        let ctx = f.context();
+                        let now = now_ms();
+                        let mut t = f.table();
+                        for r in &recs {
+                            t.apply_log(&n, r, now, &*ctx);
+                        }
+                    }
+                    Err(e) => {
+                        // ENOBUFS: records were dropped by the kernel; count and go on.
+                        if let super::nflog::NflogError::Io { source, .. } = &e {
+                            if source.raw_os_error() == Some(libc::ENOBUFS) {
+                                f.table().add_lost(1);
+                                continue;
+                            }
+                        }
+                        return warn!(error = %e, "flows: NFLOG collector stopped");
+                    }
+                }
+            }
+        })?;
+        Ok(())
+    }
+
+    fn conntrack_loop(&self, name: &str, ns: &Path, stop: &AtomicBool) -> Result<(), CtError> {
+        if let Err(e) = conntrack::enable_accounting(ns) {
+            warn!(error = %e, "flows: byte counters unavailable");
+        }
+        // Subscribe before the dump: a flow that starts in between is seen twice, never missed.
+        let mut events = CtEvents::open(ns, CT_RCVBUF)?;
+        let mut ctl = CtControl::open(ns)?;
+        self.redump(name, &mut ctl)?;
+        let mut last_dump = std::time::Instant::now();
+        while !stop.load(Ordering::SeqCst) {
+            // Conntrack reports counters only in dumps and on DESTROY: a periodic dump keeps
+            // the byte counts and rates of long-lived flows moving.
+            if last_dump.elapsed() >= COUNTER_REFRESH {
+                self.redump(name, &mut ctl)?;
+                last_dump = std::time::Instant::now();
+            }
+            match events.recv(POLL) {
+                Ok(evs) if evs.is_empty() => {}
+                Ok(evs) => {
+                    let ctx = self.context();
+                    let now = now_ms();
+                    let mut t = self.table();
+                    for e in &evs {
+                        t.apply_ct(name, e, now, &*ctx);
+                    }
+                }
+                Err(CtError::Overrun { .. }) => {
+                    debug!("flows: conntrack events lost; re-dumping");
+                    self.table().add_lost(1);
+                    self.redump(name, &mut ctl)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn redump(&self, name: &str, ctl: &mut CtControl) -> Result<(), CtError> {
+        let entries = ctl.dump()?;
+        let ctx = self.context();
+        self.table().replace_dump(name, &entries, now_ms(), &*ctx);
+        Ok(())
+    }
+}
+
+impl FlowView for Flows {
+    fn snapshot(&self, filter: &FlowFilter, limit: Option<usize>) -> FlowSnapshot {
+        self.table().snapshot(filter, limit)
+    }
+
+    fn changes(&self, since: Option<u64>, filter: &FlowFilter) -> FlowChanges {
+        let t = self.table();
+        let d = t.changes_since(since, filter);
+        FlowChanges {
+            changed: d.changed,
+            removed: d.removed,
+            total: d.total,
+            lost_events: t.lost_events(),
+            next: d.next,
+            full: d.full || since.is_none(),
+        }
+    }
+}
