@@ -33,7 +33,7 @@ if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
 fi
 docker network create --internal "$net" >/dev/null
 
-"$FW" run --docker --rules rules/demo --state-dir "$tmp/state" --log-format json 2>"$tmp/daemon.log" &
+"$FW" run --docker --rules rules/demo --state-dir "$tmp/state" --socket "$tmp/fw.sock" --audit-log "$tmp/audit.jsonl" --log-format json 2>"$tmp/daemon.log" &
 pids+=($!)
 docker events --filter event=start --filter label=fw.bench=$$ --format '{{.Actor.Attributes.name}} {{.TimeNano}}' >"$tmp/events" &
 pids+=($!)

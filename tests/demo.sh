@@ -58,7 +58,8 @@ bash tests/lab.sh up "$INV"
 # The daemon works on a copy of the rules, so the demo can edit them.
 cp -r "$RULES" "$work/rules"
 printf '$ %s\n' "$FW run --no-docker --rules $work/rules --inventory $INV --state-dir $work/state &"
-"$FW" run --no-docker --rules "$work/rules" --inventory "$INV" --state-dir "$work/state" 2>"$work/daemon.log" &
+"$FW" run --no-docker --rules "$work/rules" --inventory "$INV" --state-dir "$work/state" \
+  --socket "$work/fw.sock" --audit-log "$work/audit.jsonl" 2>"$work/daemon.log" &
 pids+=($!)
 until ip netns exec fwdemo-misc-1 nft list table inet fw >/dev/null 2>&1; do sleep 0.1; done
 sed 's/^/  /' "$work/daemon.log"

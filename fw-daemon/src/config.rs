@@ -46,6 +46,17 @@ pub struct Layer {
     pub tick: Option<f64>,
     /// Seconds between full re-reads.
     pub resync: Option<f64>,
+    /// Control socket path, or "none".
+    pub socket: Option<PathBuf>,
+    /// Group owning the socket file (who can connect at all) [default: viewer_group].
+    pub socket_group: Option<String>,
+    pub operator_group: Option<String>,
+    pub viewer_group: Option<String>,
+    pub admin_group: Option<String>,
+    /// Audit log path, or "none".
+    pub audit_log: Option<PathBuf>,
+    /// Flow table rows held at most.
+    pub max_flows: Option<usize>,
 }
 
 impl Layer {
@@ -62,6 +73,13 @@ impl Layer {
             log_group: self.log_group.or(lower.log_group),
             tick: self.tick.or(lower.tick),
             resync: self.resync.or(lower.resync),
+            socket: self.socket.or(lower.socket),
+            socket_group: self.socket_group.or(lower.socket_group),
+            operator_group: self.operator_group.or(lower.operator_group),
+            viewer_group: self.viewer_group.or(lower.viewer_group),
+            admin_group: self.admin_group.or(lower.admin_group),
+            audit_log: self.audit_log.or(lower.audit_log),
+            max_flows: self.max_flows.or(lower.max_flows),
         }
     }
 }
@@ -78,6 +96,19 @@ pub struct Settings {
     pub log_group: u16,
     pub tick: Duration,
     pub resync: Duration,
+    /// `None`: no control socket.
+    pub socket: Option<PathBuf>,
+    pub socket_group: String,
+    pub roles: crate::control::Roles,
+    /// `None`: no audit log.
+    pub audit_log: Option<PathBuf>,
+    pub max_flows: usize,
+}
+
+/// "none" turns a path setting off.
+fn optional_path(p: Option<PathBuf>, default: &str) -> Option<PathBuf> {
+    let p = p.unwrap_or_else(|| PathBuf::from(default));
+    (p.as_os_str() != "none").then_some(p)
 }
 
 /// Parses a config file; errors as `path:line:col: error: ...`.
@@ -115,6 +146,21 @@ pub fn resolve(layer: Layer, docker_socket_exists: impl Fn(&str) -> bool) -> Res
         log_group: layer.log_group.unwrap_or(100),
         tick: seconds(layer.tick.unwrap_or(1.0), "tick")?,
         resync: seconds(layer.resync.unwrap_or(5.0), "resync")?,
+        socket: optional_path(layer.socket, fw_proto::control::DEFAULT_SOCKET),
+        socket_group: layer
+            .socket_group
+            .or_else(|| layer.viewer_group.clone())
+            .unwrap_or_else(|| "fw-viewer".into()),
+        roles: crate::control::Roles {
+            operator_group: layer.operator_group.unwrap_or_else(|| "fw-operator".into()),
+            viewer_group: layer.viewer_group.unwrap_or_else(|| "fw-viewer".into()),
+            admin_group: layer.admin_group,
+        },
+        audit_log: optional_path(layer.audit_log, "/var/log/fw/audit.jsonl"),
+        max_flows: match layer.max_flows.unwrap_or(100_000) {
+            0 => return Err("max_flows: expected at least 1".into()),
+            n => n,
+        },
     })
 }
 
@@ -138,6 +184,22 @@ mod tests {
         let auto = resolve(Layer::default(), |p| p == "/var/run/docker.sock").unwrap();
         assert_eq!(auto.docker.as_deref(), Some("/var/run/docker.sock"));
         assert_eq!(resolve(Layer::default(), |_| false).unwrap().docker, None);
+    }
+
+    #[test]
+    fn the_shipped_example_parses_and_means_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/fw-daemon.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let example = resolve(parse(&path, &text).unwrap(), |_| false).unwrap();
+        let defaults = resolve(Layer::default(), |_| false).unwrap();
+        assert_eq!(example.socket, defaults.socket);
+        assert_eq!(example.socket.as_deref(), Some(Path::new("/run/fw/fw.sock")));
+        assert_eq!(example.roles, defaults.roles);
+        assert_eq!(example.audit_log, defaults.audit_log);
+        assert_eq!(example.max_flows, 100_000);
+        let off = parse(Path::new("f.toml"), "socket = \"none\"\naudit_log = \"none\"\n").unwrap();
+        let off = resolve(off, |_| false).unwrap();
+        assert_eq!((off.socket, off.audit_log), (None, None));
     }
 
     #[test]

@@ -39,6 +39,11 @@ pub struct Config {
     pub tick: Duration,
     /// How often files are re-read and the fleet re-reconciled without an event.
     pub resync: Duration,
+    pub socket: Option<PathBuf>,
+    pub socket_group: String,
+    pub roles: crate::control::Roles,
+    pub audit_log: Option<PathBuf>,
+    pub max_flows: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,9 +66,13 @@ pub enum DaemonError {
     Privileges(#[from] crate::privileges::PrivError),
     #[error("starting a thread or signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    #[error(transparent)]
+    Control(#[from] crate::control::server::ServerError),
+    #[error(transparent)]
+    Audit(#[from] crate::control::audit::AuditError),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 enum Event {
     Rules,
     Inventory,
@@ -72,6 +81,8 @@ enum Event {
     Drift(String),
     /// SIGHUP: reload rules and inventory.
     Reload,
+    /// A state-changing request from the control socket.
+    Control(crate::control::Command),
     Stop,
 }
 
@@ -134,6 +145,10 @@ struct Daemon {
     /// Change notifications: what the watcher listens to.
     watch: Option<Sender<crate::drift_watch::Cmd>>,
     watched: std::collections::BTreeMap<String, PathBuf>,
+    server: Option<Arc<crate::control::server::Server>>,
+    audit: Option<Arc<crate::control::audit::AuditLog>>,
+    started: Instant,
+    flows: Arc<crate::flows::collector::Flows>,
 }
 
 /// The host-side guard (see `nft::guard`): only with Docker, whose bridges are in the host
@@ -148,6 +163,7 @@ struct Guard {
 
 impl Daemon {
     fn start(cfg: Config) -> Result<Daemon, DaemonError> {
+        let (cfg_max_flows, cfg_log_group) = (cfg.max_flows, cfg.opts.log_group);
         let state = StateDir::open(&cfg.state_dir)?;
         let mut status = Status::default();
         let t = now();
@@ -189,6 +205,23 @@ impl Daemon {
         let mut opts = cfg.opts.clone();
         opts.now = t;
         let mut rec = Reconciler::new(policy, inventory.clone(), opts);
+        let audit = match &cfg.audit_log {
+            Some(p) => Some(Arc::new(crate::control::audit::AuditLog::open(p)?)),
+            None => None,
+        };
+        // Blocks survive restarts; those that lapsed meanwhile already left the kernel.
+        let mut blocks = state.read_blocks()?;
+        let lapsed = blocks.expire(t);
+        for b in &lapsed {
+            info!(block = b.id, target = %b.target, "block expired while the daemon was down");
+        }
+        if !lapsed.is_empty() {
+            state.write_blocks(&blocks)?;
+        }
+        if !blocks.active().is_empty() {
+            info!(blocks = blocks.active().len(), "restoring operator blocks");
+        }
+        rec.set_blocks(blocks);
         // Replacing an existing table is one atomic batch, so adopting the tables of a
         // previous run never opens a window.
         log_report("initial reconcile", &rec.reconcile());
@@ -215,6 +248,10 @@ impl Daemon {
             guard,
             watch: None,
             watched: Default::default(),
+            server: None,
+            audit,
+            started: Instant::now(),
+            flows: crate::flows::collector::Flows::new(cfg_max_flows, cfg_log_group),
         })
     }
 
@@ -234,7 +271,11 @@ impl Daemon {
                 let changed = policy.hash != self.status.policy_hash;
                 self.rec.set_now(t);
                 self.rec.set_policy(policy.clone());
-                log_report("reload", &self.rec.reconcile());
+                let report = self.rec.reconcile();
+                log_report("reload", &report);
+                if changed {
+                    self.audit_reload(Some(&policy.hash), "ok".into(), Some(summary(&policy, &report)));
+                }
                 self.after_reconcile();
                 if let Err(e) = self.state.save_last_good(&files) {
                     error!("{e}");
@@ -249,6 +290,13 @@ impl Daemon {
                     error!("{e}");
                 }
                 warn!(policy = %self.status.policy_hash, "reload rejected: the last good policy stays enforced");
+                if self.status.rejected != errors {
+                    self.audit_reload(
+                        None,
+                        format!("error: {} error(s), the last good policy stays", errors.len()),
+                        errors.first().cloned(),
+                    );
+                }
                 self.status.rejected = errors;
             }
         }
@@ -322,6 +370,39 @@ impl Daemon {
     fn after_reconcile(&mut self) {
         self.sync_watch();
         self.update_guard();
+        self.sync_flows();
+    }
+
+    /// Flow collectors on exactly the programmed namespaces, and the context they attribute
+    /// flows with (zones, peers, the compiled tables, rule positions).
+    fn sync_flows(&mut self) {
+        use crate::flows::collector::FlowContext;
+        let mut ctx = FlowContext::default();
+        for c in &self.rec.inventory().containers {
+            let Some(rs) = self.rec.ruleset(&c.name) else { continue };
+            ctx.zones.insert(c.name.clone(), rs.zone.clone());
+            ctx.addrs.insert(c.name.clone(), c.addresses.clone());
+            for a in &c.addresses {
+                ctx.owner.insert(*a, (c.name.clone(), rs.zone.clone()));
+            }
+            for r in rs.chains.iter().flat_map(|ch| &ch.rules) {
+                if let Some(o) = &r.origin {
+                    ctx.rules.entry(o.id.clone()).or_insert_with(|| o.clone());
+                }
+            }
+            ctx.rulesets.insert(c.name.clone(), rs.clone());
+        }
+        self.flows.set_context(ctx);
+        let programmed = self.rec.programmed_netns().map(|(n, p)| (n.to_string(), p.to_path_buf())).collect();
+        self.flows.sync(&programmed);
+    }
+
+    fn flow_view(&self) -> Arc<dyn crate::control::FlowView> {
+        self.flows.clone()
+    }
+
+    fn flows_stats(&self) -> (usize, u64) {
+        self.flows.stats()
     }
 
     /// Admits exactly the MACs of Docker containers whose tables are programmed.
@@ -345,6 +426,7 @@ impl Daemon {
 
     /// Catches changes the watcher missed, and lets expiries take effect.
     fn resync(&mut self) {
+        self.expire_blocks();
         let read = read_rules(&self.cfg.rules);
         if read.as_ref().map_or(true, |f| *f != self.seen_rules) {
             if read.is_ok() {
@@ -365,6 +447,275 @@ impl Daemon {
         }
         self.after_reconcile();
     }
+}
+
+impl Daemon {
+    fn record(&self, rec: fw_proto::control::AuditRecord) {
+        if let Some(a) = &self.audit {
+            if let Err(e) = a.append(&rec) {
+                error!(error = %e, "audit log: record lost");
+            }
+        }
+    }
+
+    fn audit_reload(&self, hash: Option<&str>, result: String, summary: Option<String>) {
+        self.record(fw_proto::control::AuditRecord {
+            time_ms: now_ms(),
+            peer: None,
+            role: None,
+            op: "reload".into(),
+            target: Some(self.cfg.rules.display().to_string()),
+            block: None,
+            reason: Some("rule files changed".into()),
+            ttl_secs: None,
+            result,
+            policy_hash: hash.map(str::to_string),
+            summary,
+        });
+    }
+
+    /// What readers of the control socket see; refreshed after every change.
+    fn publish(&self) {
+        let Some(srv) = &self.server else { return };
+        srv.publish(crate::control::Published { status: self.status_info(), blocks: self.block_infos() });
+    }
+
+    fn status_info(&self) -> fw_proto::control::StatusInfo {
+        let policy = self.rec.policy();
+        let containers = self
+            .rec
+            .inventory()
+            .containers
+            .iter()
+            .map(|c| {
+                let programmed = self.rec.ruleset(&c.name);
+                let zone = policy.zone_of(&c.identity());
+                fw_proto::control::ContainerInfo {
+                    name: c.name.clone(),
+                    zone: programmed.map_or_else(|| zone.name.clone(), |r| r.zone.clone()),
+                    mode: programmed.map_or(zone.mode, |r| r.mode),
+                    addresses: c.addresses.clone(),
+                    programmed: programmed.is_some(),
+                }
+            })
+            .collect();
+        let (flows, lost_events) = self.flows_stats();
+        fw_proto::control::StatusInfo {
+            daemon_version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            policy_hash: self.status.policy_hash.clone(),
+            loaded_at: self.status.loaded_at,
+            last_reload_errors: self.status.rejected.clone(),
+            containers,
+            flows,
+            lost_events,
+            active_blocks: self.rec.blocks().active().len(),
+        }
+    }
+
+    fn block_infos(&self) -> Vec<fw_proto::control::BlockInfo> {
+        let zones = self.rec.zones();
+        self.rec
+            .blocks()
+            .active()
+            .iter()
+            .map(|b| {
+                b.info(zones.iter().filter(|(c, z)| b.applies_to(c, z)).map(|(c, _)| c.clone()).collect())
+            })
+            .collect()
+    }
+
+    /// Drops blocks whose time is up (the kernel already removed their elements).
+    fn expire_blocks(&mut self) {
+        let mut list = self.rec.blocks().clone();
+        let gone = list.expire(now());
+        if gone.is_empty() {
+            return;
+        }
+        if let Err(e) = self.state.write_blocks(&list) {
+            error!("{e}");
+        }
+        self.rec.set_blocks(list);
+        for b in gone {
+            info!(block = b.id, target = %b.target, "block expired");
+            self.record(fw_proto::control::AuditRecord {
+                time_ms: now_ms(),
+                peer: None,
+                role: None,
+                op: "expire".into(),
+                target: Some(b.target.to_string()),
+                block: Some(b.id),
+                reason: b.reason.clone(),
+                ttl_secs: None,
+                result: "ok".into(),
+                policy_hash: None,
+                summary: None,
+            });
+        }
+    }
+
+    /// A state-changing request from the control socket: do it, audit it, answer it.
+    fn command(&mut self, cmd: crate::control::Command) {
+        use fw_proto::control::{Answer, ErrorCode, Op};
+        let crate::control::Command { op, who, role, reply } = cmd;
+        let mut rec = fw_proto::control::AuditRecord {
+            time_ms: now_ms(),
+            peer: Some(who.peer.clone()),
+            role: Some(role),
+            op: op.name().into(),
+            target: None,
+            block: None,
+            reason: None,
+            ttl_secs: None,
+            result: String::new(),
+            policy_hash: None,
+            summary: None,
+        };
+        let by = format!("{} (uid {})", who.peer.user, who.peer.uid);
+        let result: Result<Answer, (ErrorCode, String)> = match op {
+            Op::Block { target, ttl_secs, reason } => {
+                rec.target = Some(target.to_string());
+                rec.reason = reason.clone();
+                rec.ttl_secs = ttl_secs;
+                self.block(target, ttl_secs, reason, by).inspect(|a| {
+                    if let Answer::Blocked { block } = a {
+                        rec.block = Some(block.id);
+                    }
+                })
+            }
+            Op::Unblock { block } => {
+                rec.block = Some(block);
+                self.unblock(block).inspect(|a| {
+                    if let Answer::Unblocked { block } = a {
+                        rec.target = Some(block.target.to_string());
+                    }
+                })
+            }
+            Op::Reload => {
+                self.reload_inventory();
+                self.reload_rules();
+                rec.policy_hash = Some(self.status.policy_hash.clone());
+                Ok(Answer::Reloaded {
+                    policy_hash: self.status.policy_hash.clone(),
+                    rejected: self.status.rejected.clone(),
+                })
+            }
+            other => Err((ErrorCode::BadRequest, format!("{} is not a command", other.name()))),
+        };
+        rec.result = match &result {
+            Ok(_) => "ok".into(),
+            Err((code, m)) => format!("error: {code}: {m}"),
+        };
+        // Audited before the answer: a client that saw "ok" can find the record.
+        self.record(rec);
+        self.publish();
+        let _ = reply.send(result);
+    }
+
+    fn block(
+        &mut self,
+        target: fw_proto::control::BlockTarget,
+        ttl: Option<u64>,
+        reason: Option<String>,
+        by: String,
+    ) -> Result<fw_proto::control::Answer, (fw_proto::control::ErrorCode, String)> {
+        use fw_proto::control::ErrorCode;
+        let zones = self.rec.zones();
+        let before = self.rec.blocks().clone();
+        let mut list = before.clone();
+        let block = match list.add(target, ttl, reason, by, now(), &zones) {
+            Ok(b) => b.clone(),
+            Err(e @ crate::blocks::BlockError::Overlap { .. }) => {
+                return Err((ErrorCode::Conflict, e.to_string()))
+            }
+            Err(e) => return Err((ErrorCode::NotFound, e.to_string())),
+        };
+        let affected: std::collections::BTreeSet<String> =
+            zones.iter().filter(|(c, z)| block.applies_to(c, z)).map(|(c, _)| c.clone()).collect();
+        // Saved first: a crash right after the kernel took it must not forget it.
+        self.state.write_blocks(&list).map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+        self.rec.set_blocks(list);
+        let report = self.rec.reconcile_some(Some(&affected));
+        if !report.failed.is_empty() {
+            self.rec.set_blocks(before.clone());
+            self.rec.reconcile_some(Some(&affected));
+            let _ = self.state.write_blocks(&before);
+            let why: Vec<String> = report.failed.iter().map(|(c, e)| format!("{c}: {e}")).collect();
+            return Err((ErrorCode::Internal, format!("block not applied: {}", why.join("; "))));
+        }
+        let cut = self.cut_flows(&block, &affected);
+        let mut list = self.rec.blocks().clone();
+        if let Some(b) = list.get_mut(block.id) {
+            b.flows_cut = cut;
+        }
+        if let Err(e) = self.state.write_blocks(&list) {
+            error!("{e}");
+        }
+        self.rec.set_blocks(list);
+        info!(block = block.id, target = %block.target, containers = affected.len(), flows_cut = cut, "blocked");
+        let block = crate::blocks::Block { flows_cut: cut, ..block };
+        Ok(fw_proto::control::Answer::Blocked { block: block.info(affected.into_iter().collect()) })
+    }
+
+    fn unblock(
+        &mut self,
+        id: u64,
+    ) -> Result<fw_proto::control::Answer, (fw_proto::control::ErrorCode, String)> {
+        use fw_proto::control::ErrorCode;
+        let zones = self.rec.zones();
+        let mut list = self.rec.blocks().clone();
+        let block = list.remove(id).map_err(|e| (ErrorCode::NotFound, e.to_string()))?;
+        let affected: std::collections::BTreeSet<String> =
+            zones.iter().filter(|(c, z)| block.applies_to(c, z)).map(|(c, _)| c.clone()).collect();
+        self.state.write_blocks(&list).map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+        self.rec.set_blocks(list);
+        let report = self.rec.reconcile_some(Some(&affected));
+        if !report.failed.is_empty() {
+            let why: Vec<String> = report.failed.iter().map(|(c, e)| format!("{c}: {e}")).collect();
+            warn!("unblock {id}: {}", why.join("; "));
+        }
+        info!(block = id, target = %block.target, "unblocked");
+        Ok(fw_proto::control::Answer::Unblocked { block: block.info(affected.into_iter().collect()) })
+    }
+
+    /// Deletes the conntrack entries a new block matches, by exact tuple: the set element
+    /// already stops their packets; this also clears them from the table and the console.
+    fn cut_flows(&self, block: &crate::blocks::Block, affected: &std::collections::BTreeSet<String>) -> u64 {
+        let mut cut = 0;
+        for c in self.rec.inventory().containers.iter().filter(|c| affected.contains(&c.name)) {
+            let Some(ns) = &c.netns else { continue };
+            let own = c.addresses.clone();
+            let res = crate::flows::conntrack::CtControl::open(ns).and_then(|mut ct| {
+                ct.delete_matching(|e| {
+                    let o = &e.orig;
+                    crate::blocks::cuts_flow(block, &own, o.proto, o.src, o.sport, o.dst, o.dport)
+                })
+            });
+            match res {
+                Ok(n) => cut += n,
+                Err(e) => warn!(container = %c.name, error = %e, "block: deleting conntrack entries failed"),
+            }
+        }
+        cut
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A reload's audit summary: what the new policy holds and what the reload did.
+fn summary(policy: &Policy, r: &Report) -> String {
+    format!(
+        "{} zones, {} policies; {} tables replaced, {} updated, {} unchanged, {} failed",
+        policy.zones.len(),
+        policy.rules.len(),
+        r.replaced.len(),
+        r.updated.len(),
+        r.unchanged,
+        r.failed.len()
+    )
 }
 
 /// The static inventory plus Docker's containers; a name in both keeps the static entry
@@ -462,6 +813,11 @@ fn settle(first: Event, rx: &Receiver<Event>) -> Vec<Event> {
 }
 
 pub fn run(cfg: Config) -> Result<(), DaemonError> {
+    // The socket is handed to its group with chown, which needs CAP_CHOWN: bind it first.
+    let listener = match &cfg.socket {
+        Some(path) => Some((crate::control::server::bind(path, Some(&cfg.socket_group))?, path.clone())),
+        None => None,
+    };
     // Capabilities are per thread: drop them before any thread exists, so every thread
     // (and every per-namespace socket thread spawned later) inherits the reduced sets.
     crate::privileges::drop_unneeded()?;
@@ -478,17 +834,32 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     }
     let (ctx, crx) = mpsc::channel::<String>();
     let watch = crate::drift_watch::spawn(ctx).map_err(DaemonError::Signals)?;
-    forward("drift-fwd", crx, tx, Event::Drift)?;
+    forward("drift-fwd", crx, tx.clone(), Event::Drift)?;
+    let (cmd_tx, cmd_rx) = mpsc::channel();
+    forward("control-fwd", cmd_rx, tx.clone(), Event::Control)?;
+    let group = cfg.socket_group.clone();
     let mut d = Daemon::start(cfg)?;
     d.watch = Some(watch);
-    d.sync_watch();
+    d.after_reconcile();
+    if let Some((listener, path)) = listener {
+        let server = crate::control::server::Server::new(
+            d.cfg.roles.clone(),
+            crate::control::Published { status: d.status_info(), blocks: d.block_infos() },
+            d.flow_view(),
+            d.audit.clone(),
+            cmd_tx,
+        );
+        crate::control::server::spawn(listener, server.clone()).map_err(DaemonError::Signals)?;
+        info!(socket = %path.display(), group = %group, "control socket ready");
+        d.server = Some(server);
+    }
     let mut last_resync = Instant::now();
     let mut last_drift_check = Instant::now();
     loop {
         match rx.recv_timeout(d.cfg.tick) {
             Ok(first) => {
-                // Docker snapshots and change notifications need no settling; file edits do.
-                let mut events = if matches!(first, Event::Docker(_) | Event::Drift(_)) {
+                // Docker snapshots, notifications and commands need no settling; file edits do.
+                let mut events = if matches!(first, Event::Docker(_) | Event::Drift(_) | Event::Control(_)) {
                     vec![first]
                 } else {
                     settle(first, &rx)
@@ -498,7 +869,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                     .iter()
                     .filter_map(|e| if let Event::Drift(n) = e { Some(n.clone()) } else { None })
                     .collect();
-                if events.contains(&Event::Stop) {
+                if events.iter().any(|e| matches!(e, Event::Stop)) {
                     info!("stopping; enforcement stays in place (`fw-daemon flush` removes it)");
                     return Ok(());
                 }
@@ -508,15 +879,27 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 if events.iter().any(|e| matches!(e, Event::Rules | Event::Reload)) {
                     d.reload_rules();
                 }
+                let mut newest_docker = None;
+                let mut commands = Vec::new();
+                for e in events {
+                    match e {
+                        Event::Docker(u) => newest_docker = Some(u),
+                        Event::Control(c) => commands.push(c),
+                        _ => {}
+                    }
+                }
+                // Commands first: a responder's block must not wait behind a reconcile.
+                for c in commands {
+                    d.command(c);
+                }
                 // Snapshots are complete: only the newest matters.
-                if let Some(Event::Docker(u)) =
-                    events.into_iter().rev().find(|e| matches!(e, Event::Docker(_)))
-                {
+                if let Some(u) = newest_docker {
                     d.docker_update(u);
                 }
                 if !drifted.is_empty() {
                     d.rec.restore_drift_in(Some(&drifted));
                 }
+                d.publish();
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
@@ -528,6 +911,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         }
         if last_resync.elapsed() >= d.cfg.resync {
             d.resync();
+            d.publish();
             last_resync = Instant::now();
         }
     }

@@ -165,6 +165,24 @@ struct RunArgs {
     /// Seconds between full re-reads and re-reconciles (missed events, policy expiries) [default: 5]
     #[arg(long)]
     resync: Option<f64>,
+    /// Control socket for fw-tui, or `none` [default: /run/fw/fw.sock]
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Group that may connect to the socket (file mode 0660) [default: the viewer group]
+    #[arg(long)]
+    socket_group: Option<String>,
+    /// Members may block, unblock and reload [default: fw-operator]
+    #[arg(long)]
+    operator_group: Option<String>,
+    /// Members may read status, flows, blocks and the audit log [default: fw-viewer]
+    #[arg(long)]
+    viewer_group: Option<String>,
+    /// Audit log of every block, unblock and reload (JSON lines), or `none` [default: /var/log/fw/audit.jsonl]
+    #[arg(long)]
+    audit_log: Option<PathBuf>,
+    /// Flow table rows held at most; the oldest closed flows go first [default: 100000]
+    #[arg(long)]
+    max_flows: Option<usize>,
 }
 
 impl RunArgs {
@@ -191,6 +209,13 @@ impl RunArgs {
             log_group: self.log_group,
             tick: self.tick,
             resync: self.resync,
+            socket: self.socket,
+            socket_group: self.socket_group,
+            operator_group: self.operator_group,
+            viewer_group: self.viewer_group,
+            admin_group: None,
+            audit_log: self.audit_log,
+            max_flows: self.max_flows,
         };
         (file, layer)
     }
@@ -290,6 +315,11 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
                 opts: CompileOptions { log_group: set.log_group, now, ..CompileOptions::default() },
                 tick: set.tick,
                 resync: set.resync,
+                socket: set.socket,
+                socket_group: set.socket_group,
+                roles: set.roles,
+                audit_log: set.audit_log,
+                max_flows: set.max_flows,
             };
             daemon::run(cfg).map_err(|e| Failed::message(format!("error: {e}")))?;
             Ok(ExitCode::SUCCESS)

@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use tracing::{info, info_span, warn};
 
-use crate::compile::{compile_container, CompileOptions, Membership};
+use crate::blocks::BlockList;
+use crate::compile::{compile_with_blocks, CompileOptions, Membership};
 use crate::inventory::Inventory;
 use crate::nft::{Nft, NftError};
 use crate::rules::Policy;
@@ -44,12 +45,40 @@ pub struct Reconciler {
     policy: Arc<Policy>,
     inventory: Inventory,
     opts: CompileOptions,
+    blocks: BlockList,
     programmed: BTreeMap<String, Programmed>,
 }
 
 impl Reconciler {
     pub fn new(policy: Arc<Policy>, inventory: Inventory, opts: CompileOptions) -> Reconciler {
-        Reconciler { policy, inventory, opts, programmed: BTreeMap::new() }
+        Reconciler { policy, inventory, opts, blocks: BlockList::default(), programmed: BTreeMap::new() }
+    }
+
+    pub fn inventory(&self) -> &Inventory {
+        &self.inventory
+    }
+
+    pub fn blocks(&self) -> &BlockList {
+        &self.blocks
+    }
+
+    /// The operator blocks compiled into every table; the caller reconciles after.
+    pub fn set_blocks(&mut self, blocks: BlockList) {
+        self.blocks = blocks;
+    }
+
+    /// (name, zone) of every container in the inventory.
+    pub fn zones(&self) -> Vec<(String, String)> {
+        self.inventory
+            .containers
+            .iter()
+            .map(|c| (c.name.clone(), self.policy.zone_of(&c.identity()).name.clone()))
+            .collect()
+    }
+
+    /// The table last programmed for `name`.
+    pub fn ruleset(&self, name: &str) -> Option<&Ruleset> {
+        self.programmed.get(name).map(|p| &p.last)
     }
 
     pub fn policy(&self) -> &Arc<Policy> {
@@ -81,21 +110,30 @@ impl Reconciler {
 
     /// Brings every namespace to the desired state.
     pub fn reconcile(&mut self) -> Report {
+        self.reconcile_some(None)
+    }
+
+    /// Brings the named containers (all, for `None`) to the desired state: a block touches
+    /// only the tables it applies to, and compiling only those keeps it fast.
+    pub fn reconcile_some(&mut self, only: Option<&std::collections::BTreeSet<String>>) -> Report {
         let mut report = Report::default();
         let m = Membership::new(&self.policy, &self.inventory);
         let desired: BTreeMap<String, (PathBuf, Ruleset)> = self
             .inventory
             .containers
             .iter()
+            .filter(|c| only.is_none_or(|o| o.contains(&c.name)))
             .filter_map(|c| {
                 let ns = c.netns.clone()?;
-                Some((c.name.clone(), (ns, compile_container(&self.policy, &m, c, &self.opts))))
+                let rs = compile_with_blocks(&self.policy, &m, c, &self.opts, &self.blocks);
+                Some((c.name.clone(), (ns, rs)))
             })
             .collect();
 
         let gone: Vec<String> = self
             .programmed
             .iter()
+            .filter(|(name, _)| only.is_none_or(|o| o.contains(*name)))
             .filter(|(name, p)| desired.get(*name).is_none_or(|(ns, _)| *ns != p.netns))
             .map(|(name, _)| name.clone())
             .collect();

@@ -75,6 +75,27 @@ impl StateDir {
         sync_dir(&dir)
     }
 
+    /// Active operator blocks, with their expiries (`blocks.json`).
+    pub fn write_blocks(&self, blocks: &crate::blocks::BlockList) -> Result<(), StateError> {
+        let json = serde_json::to_vec_pretty(blocks).expect("blocks serialize");
+        write_atomic(&self.dir.join("blocks.json"), &json)
+    }
+
+    /// The saved blocks; a missing file is none, an unreadable one is an error (blocks must
+    /// not silently vanish across a restart).
+    pub fn read_blocks(&self) -> Result<crate::blocks::BlockList, StateError> {
+        let path = self.dir.join("blocks.json");
+        match fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| StateError {
+                path,
+                what: "parse",
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+            Err(source) => Err(StateError { path, what: "read", source }),
+        }
+    }
+
     pub fn last_good_dir(&self) -> PathBuf {
         self.dir.join("last-good")
     }

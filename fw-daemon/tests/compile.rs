@@ -259,7 +259,7 @@ fn blocks_sit_before_the_established_shortcut() {
             };
             let est = pos(RuleKind::Builtin, "established");
             assert!(pos(RuleKind::Block, "quarantine") < est, "{} {chain}", rs.container);
-            let block = if chain == "egress" { "block-dst" } else { "block-src" };
+            let block = if chain == "egress" { "block-out" } else { "block-in" };
             assert!(pos(RuleKind::Block, block) < est);
             assert!(c.base.as_ref().unwrap().policy_drop, "base chains fail closed");
         }

@@ -199,6 +199,10 @@ pub enum Event {
         /// Rows in the table that match the filter.
         total: usize,
         lost_events: u64,
+        /// `changed` is every matching row: replace the view (first event, or the client
+        /// fell too far behind for a delta).
+        #[serde(default)]
+        full: bool,
     },
 }
 

@@ -166,12 +166,10 @@ fn match_text(m: &Match) -> String {
             let d = if *dir == Dir::Src { "saddr" } else { "daddr" };
             format!("{f} {d} @{set}")
         }
+        // The family check is implied by `ip`/`ip6` (nft prints it that way too).
         Match::BlockLookup { family, set } => {
             let f = if *family == Family::V4 { "ip" } else { "ip6" };
-            format!(
-                "meta nfproto {} {f} saddr . {f} daddr . meta l4proto . th sport . th dport @{set}",
-                if *family == Family::V4 { "ipv4" } else { "ipv6" }
-            )
+            format!("{f} saddr . {f} daddr . meta l4proto . th sport . th dport @{set}")
         }
         Match::NfProto(f) => format!("meta nfproto {}", if *f == Family::V4 { "ipv4" } else { "ipv6" }),
         Match::L4Proto(list) => {

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 pub struct Daemon {
     child: Option<Child>,
     log: PathBuf,
+    /// Its control socket (`run` only): beside the log, so parallel daemons never share one.
+    pub socket: PathBuf,
+    pub audit: PathBuf,
 }
 
 impl Daemon {
@@ -18,13 +21,24 @@ impl Daemon {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
+        let mut args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
+        let socket = log.with_extension("sock");
+        let audit = log.with_extension("audit.jsonl");
+        if args.first().is_some_and(|a| a == "run") {
+            for (flag, value) in [("--socket", &socket), ("--audit-log", &audit)] {
+                if !args.iter().any(|a| a == flag) {
+                    args.push(flag.into());
+                    args.push(value.into());
+                }
+            }
+        }
         let child = Command::new(env!("CARGO_BIN_EXE_fw-daemon"))
             .args(args)
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn fw-daemon");
-        Daemon { child: Some(child), log }
+        Daemon { child: Some(child), log, socket, audit }
     }
 
     pub fn log(&self) -> String {

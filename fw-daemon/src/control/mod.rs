@@ -1,0 +1,52 @@
+//! The control socket: a local Unix socket where consoles and scripts read status, flows,
+//! blocks and the audit trail, and operators block and unblock. `server` speaks the
+//! protocol (`fw_proto::control`), `auth` decides who may do what, `audit` keeps the trail.
+//! Requests that change state are passed to the daemon's event loop as `Command`s, so one
+//! thread owns every table; reads are answered from snapshots the daemon publishes.
+
+pub mod audit;
+pub mod auth;
+pub mod server;
+
+use std::sync::mpsc::Sender;
+
+use fw_proto::control::{
+    Answer, BlockInfo, ErrorCode, FlowFilter, FlowRow, FlowSnapshot, Op, Role, StatusInfo,
+};
+
+pub use auth::{Credentials, Roles};
+
+/// A state-changing request for the daemon's event loop; the answer goes back on `reply`.
+#[derive(Debug)]
+pub struct Command {
+    pub op: Op,
+    pub who: Credentials,
+    pub role: Role,
+    pub reply: Sender<Result<Answer, (ErrorCode, String)>>,
+}
+
+/// What the flow table offers the server (implemented over the shared table).
+pub trait FlowView: Send + Sync {
+    fn snapshot(&self, filter: &FlowFilter, limit: Option<usize>) -> FlowSnapshot;
+    /// Rows matching `filter` changed since `since` (all of them for `None`), ids of rows
+    /// removed since then, and the position to ask from next time.
+    fn changes(&self, since: Option<u64>, filter: &FlowFilter) -> FlowChanges;
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FlowChanges {
+    pub changed: Vec<FlowRow>,
+    pub removed: Vec<u64>,
+    pub total: usize,
+    pub lost_events: u64,
+    pub next: u64,
+    /// `changed` is the whole view, not a delta.
+    pub full: bool,
+}
+
+/// What the daemon publishes for readers: replaced wholesale after each change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    pub status: StatusInfo,
+    pub blocks: Vec<BlockInfo>,
+}
