@@ -1,0 +1,212 @@
+//! Benchmark (root): how fast a block stops a live TCP stream, through the whole path an
+//! incident responder uses: control socket request -> daemon -> set element in the
+//! container's namespace (+ conntrack deletion).
+//!
+//! Two namespaces joined by a veth pair (10.80.0.1 web-1, 10.80.0.2 api-1, no route out), the
+//! demo policy, `fw-daemon run` with a static inventory. Each trial: a fresh TCP stream from
+//! web-1 to api-1:8080 (512-byte writes every 50 µs), then `block destination api-1 for
+//! web-1`; the latency is from just before the request is sent to the arrival of the last
+//! byte of the stream at api-1 (both ends in this process, one monotonic clock). Then
+//! unblock, next trial. Reports p50 / p99 / max, and the request round trip alone.
+//!
+//! Run: cargo build --release -p fw-daemon && cargo run --release -p fw-bench --bin block_latency [TRIALS]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fw_bench::Netns;
+use fw_daemon::netns::run_in;
+use fw_proto::control::*;
+
+fn ip(args: &[&str]) {
+    let ok = Command::new("ip").args(args).status().is_ok_and(|s| s.success());
+    assert!(ok, "ip {}", args.join(" "));
+}
+
+struct Client {
+    r: BufReader<UnixStream>,
+    w: UnixStream,
+    id: u64,
+}
+
+impl Client {
+    fn call(&mut self, op: Op) -> Result<Answer, String> {
+        self.id += 1;
+        let mut line = serde_json::to_string(&Request { id: self.id, op }).expect("request");
+        line.push('\n');
+        self.w.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
+        loop {
+            let mut l = String::new();
+            self.r.read_line(&mut l).map_err(|e| e.to_string())?;
+            match serde_json::from_str::<ServerMsg>(&l).map_err(|e| e.to_string())? {
+                ServerMsg::Ok { id, answer } if id == self.id => return Ok(answer),
+                ServerMsg::Error { code, message, .. } => return Err(format!("{code}: {message}")),
+                _ => {}
+            }
+        }
+    }
+}
+
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let trials: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let exe = std::env::current_exe().expect("exe");
+    let daemon_bin = exe.parent().expect("dir").join("fw-daemon");
+    assert!(daemon_bin.exists(), "build it first: cargo build --release -p fw-daemon");
+
+    let tag = std::process::id();
+    let (web, api) = (Netns::new(&format!("fwbl{tag}-web")), Netns::new(&format!("fwbl{tag}-api")));
+    let (wn, an) = (format!("fwbl{tag}-web"), format!("fwbl{tag}-api"));
+    ip(&["-n", &wn, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &an]);
+    for (ns, a) in [(&wn, "10.80.0.1/24"), (&an, "10.80.0.2/24")] {
+        ip(&["-n", ns, "addr", "add", a, "dev", "eth0"]);
+        ip(&["-n", ns, "link", "set", "eth0", "up"]);
+        ip(&["-n", ns, "link", "set", "lo", "up"]);
+    }
+    let dir = std::env::temp_dir().join(format!("fw-block-latency-{tag}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let inv = format!(
+        "[[container]]\nname = \"web-1\"\nnetns = \"{}\"\naddresses = [\"10.80.0.1\"]\n\n[[container]]\nname = \"api-1\"\nnetns = \"{}\"\nlabels = {{ tier = \"api\" }}\naddresses = [\"10.80.0.2\"]\n",
+        web.path().display(),
+        api.path().display()
+    );
+    std::fs::write(dir.join("inventory.toml"), inv).expect("inventory");
+    let sock = dir.join("fw.sock");
+    let child = Command::new(&daemon_bin)
+        .args(["run", "--no-docker", "--rules"])
+        .arg(root.join("rules/demo"))
+        .arg("--inventory")
+        .arg(dir.join("inventory.toml"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--audit-log")
+        .arg(dir.join("audit.jsonl"))
+        .stderr(std::fs::File::create(dir.join("daemon.log")).expect("log"))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn fw-daemon");
+    let _daemon = Daemon(child);
+    let until = Instant::now() + Duration::from_secs(20);
+    let stream = loop {
+        if let Ok(s) = UnixStream::connect(&sock) {
+            break s;
+        }
+        assert!(Instant::now() < until, "no control socket; see {}", dir.join("daemon.log").display());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut c = Client { r: BufReader::new(stream.try_clone().expect("clone")), w: stream, id: 0 };
+    c.call(Op::Hello { version: PROTOCOL_VERSION, client: "block_latency".into() }).expect("hello");
+    loop {
+        if let Ok(Answer::Status(s)) = c.call(Op::Status) {
+            if s.containers.iter().all(|c| c.programmed) {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let base = Instant::now();
+    let last_rx = Arc::new(AtomicU64::new(0));
+    let listener = run_in(&api.path(), || TcpListener::bind("10.80.0.2:8080")).expect("netns").expect("bind");
+    let lr = last_rx.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { continue };
+            let lr = lr.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    lr.store(base.elapsed().as_nanos() as u64, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+
+    let dst = SocketAddr::from(([10, 80, 0, 2], 8080));
+    let target = BlockTarget::Destination {
+        scope: Scope::Container("web-1".into()),
+        net: "10.80.0.2/32".parse().expect("net"),
+        proto: None,
+        port: None,
+    };
+    let (mut lat, mut rtt) = (Vec::new(), Vec::new());
+    for t in 0..trials {
+        let mut s = run_in(&web.path(), move || TcpStream::connect_timeout(&dst, Duration::from_secs(2)))
+            .expect("netns")
+            .expect("connect (previous unblock not effective?)");
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let writer = std::thread::spawn(move || {
+            let chunk = [0u8; 512];
+            let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
+            while !st.load(Ordering::SeqCst) {
+                if s.write_all(&chunk).is_err() {
+                    break;
+                }
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_micros(50) {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(30));
+        let t0 = base.elapsed().as_nanos() as u64;
+        assert!(last_rx.load(Ordering::SeqCst) > t0 - 20_000_000, "trial {t}: the stream is not flowing");
+        let sent = Instant::now();
+        let b = match c.call(Op::Block {
+            target: target.clone(),
+            ttl_secs: None,
+            reason: Some("bench".into()),
+        }) {
+            Ok(Answer::Blocked { block }) => block,
+            other => panic!("block: {other:?}"),
+        };
+        rtt.push(sent.elapsed().as_secs_f64() * 1000.0);
+        std::thread::sleep(Duration::from_millis(100));
+        let last = last_rx.load(Ordering::SeqCst);
+        lat.push(last.saturating_sub(t0) as f64 / 1e6);
+        stop.store(true, Ordering::SeqCst);
+        c.call(Op::Unblock { block: b.id }).expect("unblock");
+        let _ = writer.join();
+    }
+    lat.sort_by(f64::total_cmp);
+    rtt.sort_by(f64::total_cmp);
+    println!("block latency over {trials} trials (request start -> last byte of the stream through):");
+    println!(
+        "  p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        lat.last().copied().unwrap_or(0.0)
+    );
+    println!(
+        "  block request round trip (answer received): p50 {:.2} ms, p99 {:.2} ms",
+        pct(&rtt, 0.5),
+        pct(&rtt, 0.99)
+    );
+    let _ = std::fs::remove_dir_all(Path::new(&dir));
+}
