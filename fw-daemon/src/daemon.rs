@@ -633,14 +633,13 @@ impl Daemon {
         };
         let affected: std::collections::BTreeSet<String> =
             zones.iter().filter(|(c, z)| block.applies_to(c, z)).map(|(c, _)| c.clone()).collect();
-        // Saved first: a crash right after the kernel took it must not forget it.
-        self.state.write_blocks(&list).map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+        // Applied first, saved before the answer: the cut does not wait for an fsync, and a
+        // block is acknowledged only once it will survive a restart.
         self.rec.set_blocks(list);
         let report = self.rec.reconcile_some(Some(&affected));
         if !report.failed.is_empty() {
-            self.rec.set_blocks(before.clone());
+            self.rec.set_blocks(before);
             self.rec.reconcile_some(Some(&affected));
-            let _ = self.state.write_blocks(&before);
             let why: Vec<String> = report.failed.iter().map(|(c, e)| format!("{c}: {e}")).collect();
             return Err((ErrorCode::Internal, format!("block not applied: {}", why.join("; "))));
         }
@@ -649,10 +648,14 @@ impl Daemon {
         if let Some(b) = list.get_mut(block.id) {
             b.flows_cut = cut;
         }
+        self.rec.set_blocks(list.clone());
         if let Err(e) = self.state.write_blocks(&list) {
             error!("{e}");
+            return Err((
+                ErrorCode::Internal,
+                format!("block {} is enforced but could not be saved: {e}", block.id),
+            ));
         }
-        self.rec.set_blocks(list);
         info!(block = block.id, target = %block.target, containers = affected.len(), flows_cut = cut, "blocked");
         let block = crate::blocks::Block { flows_cut: cut, ..block };
         Ok(fw_proto::control::Answer::Blocked { block: block.info(affected.into_iter().collect()) })

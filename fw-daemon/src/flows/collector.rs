@@ -27,10 +27,19 @@ use crate::ruleset::ir::Hook;
 use crate::ruleset::Ruleset;
 
 /// Conntrack event socket buffer: at ~45k new flows/s the default loses a fifth.
-const CT_RCVBUF: usize = 16 << 20;
+const CT_RCVBUF: usize = 32 << 20;
 const LOG_RCVBUF: usize = 4 << 20;
 const POLL: Duration = Duration::from_millis(250);
-const COUNTER_REFRESH: Duration = Duration::from_secs(1);
+/// Counter refresh: every second for tables up to 10k entries; a bigger table is a flood
+/// of short flows (its rows get counters from DESTROY events) and a dump of it costs
+/// memory in proportion, so it is refreshed only every minute.
+fn refresh_interval(entries: usize) -> Duration {
+    if entries <= 10_000 {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(60)
+    }
+}
 
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -107,6 +116,9 @@ pub struct Flows {
     ctx: RwLock<Arc<FlowContext>>,
     collectors: Mutex<BTreeMap<String, Collector>>,
     log_group: u16,
+    /// One dump at a time across namespaces: a dump's entries are held in memory until
+    /// merged, and ten large ones at once would multiply the peak.
+    dumping: Mutex<()>,
 }
 
 impl Flows {
@@ -116,6 +128,7 @@ impl Flows {
             ctx: RwLock::new(Arc::new(FlowContext::default())),
             collectors: Mutex::new(BTreeMap::new()),
             log_group,
+            dumping: Mutex::new(()),
         })
     }
 
@@ -210,13 +223,14 @@ impl Flows {
         // Subscribe before the dump: a flow that starts in between is seen twice, never missed.
         let mut events = CtEvents::open(ns, CT_RCVBUF)?;
         let mut ctl = CtControl::open(ns)?;
-        self.redump(name, &mut ctl)?;
+        let mut size = self.redump(name, &mut ctl)?;
         let mut last_dump = std::time::Instant::now();
         while !stop.load(Ordering::SeqCst) {
             // Conntrack reports counters only in dumps and on DESTROY: a periodic dump keeps
-            // the byte counts and rates of long-lived flows moving.
-            if last_dump.elapsed() >= COUNTER_REFRESH {
-                self.redump(name, &mut ctl)?;
+            // the byte counts and rates of long-lived flows moving. A big table is dumped
+            // less often (events keep flowing in meanwhile; only counters wait).
+            if last_dump.elapsed() >= refresh_interval(size) {
+                size = self.redump(name, &mut ctl)?;
                 last_dump = std::time::Instant::now();
             }
             match events.recv(POLL) {
@@ -240,11 +254,13 @@ impl Flows {
         Ok(())
     }
 
-    fn redump(&self, name: &str, ctl: &mut CtControl) -> Result<(), CtError> {
+    /// Replaces the container's rows with a fresh dump; returns the number of entries.
+    fn redump(&self, name: &str, ctl: &mut CtControl) -> Result<usize, CtError> {
+        let _one_at_a_time = self.dumping.lock().unwrap_or_else(|e| e.into_inner());
         let entries = ctl.dump()?;
         let ctx = self.context();
         self.table().replace_dump(name, &entries, now_ms(), &*ctx);
-        Ok(())
+        Ok(entries.len())
     }
 }
 
