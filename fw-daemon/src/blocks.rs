@@ -288,6 +288,12 @@ impl BlockList {
 
 fn validate(t: &BlockTarget) -> Result<(), BlockError> {
     match t {
+        BlockTarget::Destination { net, .. } if net.trunc() != *net => Err(BlockError::Invalid(format!(
+            "{net} has host bits set: did you mean {} (the network) or {}/{} (the host)?",
+            net.trunc(),
+            net.addr(),
+            net.max_prefix_len()
+        ))),
         BlockTarget::Destination { port: Some(_), proto: Some(p), .. } if !p.has_ports() => {
             Err(BlockError::Invalid(format!("protocol {p} has no ports")))
         }

@@ -157,6 +157,9 @@ pub enum ErrorCode {
     /// Too many requests in flight or subscriptions open.
     Busy,
     Internal,
+    /// A code this client does not know (a newer daemon): the message still says what.
+    #[serde(other)]
+    Unknown,
 }
 
 impl fmt::Display for ErrorCode {
@@ -169,6 +172,7 @@ impl fmt::Display for ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::Busy => "busy",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unknown => "unknown",
         })
     }
 }
