@@ -1,0 +1,1044 @@
+//! The command line: clap definitions, argument parsers, and what each subcommand does.
+
+use std::io::{self, ErrorKind, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::error::ErrorKind as ClapErrorKind;
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use fw_proto::control::{
+    Answer, BlockDirection, BlockTarget, ErrorCode, FlowFilter, Op, Proto, Scope, DEFAULT_SOCKET,
+};
+use ipnet::IpNet;
+
+use crate::client::{answer_kind, Client, ClientError, REQUEST_TIMEOUT};
+use crate::render;
+
+/// Process exit codes (also in `--help`).
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// The daemon refused or failed the request; a reload rejected rule files.
+    pub const FAILED: u8 = 1;
+    pub const USAGE: u8 = 2;
+    /// The daemon is not running, the connection was lost, or it did not answer in time.
+    pub const UNREACHABLE: u8 = 3;
+    /// The socket is not accessible, or the daemon answered `forbidden`.
+    pub const DENIED: u8 = 4;
+    /// The daemon speaks another protocol version, or sent something unreadable.
+    pub const PROTOCOL: u8 = 5;
+}
+
+const AFTER_HELP: &str = "\
+Examples:
+  fw-tui status
+  fw-tui flows --filter \"verdict=denied zone=db\"
+  fw-tui flows --follow --filter \"verdict=denied zone=db\"
+  fw-tui block quarantine web-1 --ttl 15m --reason \"suspected exfil\"
+  fw-tui block dst 203.0.113.7 --zone web --proto tcp --port 443 --ttl 2h
+  fw-tui block flow web-1 tcp 10.0.0.2:40000 10.0.0.3:5432
+  fw-tui blocks
+  fw-tui unblock 7
+  fw-tui audit --since 1h
+  fw-tui status --json | jq .containers
+
+Exit codes:
+  0  ok
+  1  the daemon refused or failed the request (`fw-tui: <code>: <message>` on stderr),
+     or `reload` rejected rule files
+  2  usage error
+  3  cannot reach fw-daemon (not running, connection lost, or no answer within 30s)
+  4  permission denied on the socket, or `forbidden` from the daemon (role too low)
+  5  protocol or version mismatch between fw-tui and fw-daemon
+
+Access: reading needs membership in the socket's group (fw-viewer by default); block,
+unblock and reload need the operator role (group fw-operator by default).";
+
+const FLOWS_HELP: &str = "\
+Filter words (all must match):
+  container=NAME  zone=NAME (the container's or the peer's)  port=N  proto=tcp|udp|icmp|N
+  verdict=allowed|denied|audit-denied|cap-hit|blocked
+  any other word: text in a container, peer, zone, address or rule id
+
+Examples:
+  fw-tui flows --filter \"container=web-1 verdict=denied\"
+  fw-tui flows --follow --filter \"verdict=denied zone=db\"
+  fw-tui flows --follow --json --filter 5432 | jq -c .changed[]";
+
+const BLOCK_HELP: &str = "\
+TTL: 90s, 15m, 2h, 1d, combinations like 1h30m, or plain seconds. Without --ttl a block
+stays until `fw-tui unblock ID`.
+
+Examples:
+  fw-tui block quarantine web-1 --ttl 15m --reason \"suspected exfil\"
+  fw-tui block quarantine web-1 --direction both
+  fw-tui block dst 203.0.113.0/24 --all --ttl 1d --reason \"scanner\"
+  fw-tui block dst 10.0.3.7 --container web-1 --proto tcp --port 5432
+  fw-tui block flow web-1 tcp 10.0.0.2:40000 10.0.0.3:5432
+  fw-tui block flow web-1 udp [fd00::2]:5353 [fd00::9]:53";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fw-tui",
+    version,
+    about = "fw operator console: flows, drops and blocking over fw-daemon's control socket",
+    long_about = "fw operator console: flows, drops and blocking over fw-daemon's control socket.\n\n\
+        The live console is not in this version yet; these subcommands work today and are \
+        stable for scripts (see --json).",
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    /// The control socket.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "FW_SOCKET",
+        default_value = DEFAULT_SOCKET,
+        display_order = 900
+    )]
+    pub socket: PathBuf,
+    /// Print the daemon's answer as one line of JSON (with --follow: one line per event).
+    #[arg(long, global = true, display_order = 901)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Daemon version, policy, reload errors, containers and counters.
+    Status,
+    /// The flow table, newest first (or follow it live).
+    #[command(after_help = FLOWS_HELP)]
+    Flows {
+        /// Keep printing rows as they change, until interrupted.
+        #[arg(long)]
+        follow: bool,
+        /// Only rows matching EXPR (see below).
+        #[arg(long, value_name = "EXPR", value_parser = parse_filter)]
+        filter: Option<FlowFilter>,
+        /// At most N rows (with --follow: per update, human output only).
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        limit: usize,
+    },
+    /// Block traffic now: quarantine a container, a destination, or one flow.
+    #[command(subcommand)]
+    Block(BlockCmd),
+    /// Remove a block by its id (see `fw-tui blocks`).
+    Unblock {
+        #[arg(value_name = "ID")]
+        id: u64,
+    },
+    /// Active blocks.
+    Blocks,
+    /// The audit trail: who did what, oldest first.
+    Audit {
+        /// Records at or after TIME: unix seconds, or a duration ago (`1h`, `2d`, `30m`).
+        #[arg(long, value_name = "TIME", value_parser = parse_since)]
+        since: Option<Since>,
+        /// The last N records (the daemon's default: 1000).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
+    /// Re-read rule files and inventory now (like SIGHUP); exit 1 if files were rejected.
+    Reload,
+}
+
+#[derive(Debug, Subcommand)]
+#[command(after_help = BLOCK_HELP)]
+pub enum BlockCmd {
+    /// Cut a container's traffic, established flows included.
+    #[command(after_help = BLOCK_HELP)]
+    Quarantine {
+        /// The container's name, as `fw-tui status` shows it.
+        #[arg(value_name = "CONTAINER")]
+        container: String,
+        /// Which traffic to cut.
+        #[arg(long, value_enum, default_value_t = DirectionArg::Egress)]
+        direction: DirectionArg,
+        #[command(flatten)]
+        opts: BlockOpts,
+    },
+    /// Cut traffic to a network (and its replies), for a container, a zone or all.
+    #[command(after_help = BLOCK_HELP)]
+    Dst {
+        /// A network (`10.0.0.0/8`) or one address (`203.0.113.7`).
+        #[arg(value_name = "NET", value_parser = parse_net)]
+        net: IpNet,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// Only this protocol: tcp, udp, icmp, icmpv6 or a number.
+        #[arg(long, value_name = "PROTO")]
+        proto: Option<Proto>,
+        /// Only this destination port (needs tcp or udp, or no --proto).
+        #[arg(long, value_name = "N")]
+        port: Option<u16>,
+        #[command(flatten)]
+        opts: BlockOpts,
+    },
+    /// Cut one flow, as the container sees it (either direction matches).
+    #[command(after_help = BLOCK_HELP)]
+    Flow {
+        /// The container's name, as `fw-tui status` shows it.
+        #[arg(value_name = "CONTAINER")]
+        container: String,
+        /// tcp, udp, icmp, icmpv6 or a number.
+        #[arg(value_name = "PROTO")]
+        proto: Proto,
+        /// ADDR:PORT, IPv6 as [ADDR]:PORT (a bare address for protocols without ports).
+        #[arg(value_name = "SRC:PORT", value_parser = parse_endpoint)]
+        src: Endpoint,
+        /// ADDR:PORT, IPv6 as [ADDR]:PORT.
+        #[arg(value_name = "DST:PORT", value_parser = parse_endpoint)]
+        dst: Endpoint,
+        #[command(flatten)]
+        opts: BlockOpts,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BlockOpts {
+    /// Remove the block after DURATION (90s, 15m, 2h, 1d, or seconds); default: never.
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+    pub ttl: Option<u64>,
+    /// Why, for the audit trail and `fw-tui blocks`.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct ScopeArgs {
+    /// Only for this container.
+    #[arg(long, value_name = "C")]
+    pub container: Option<String>,
+    /// For every container in this zone.
+    #[arg(long, value_name = "Z")]
+    pub zone: Option<String>,
+    /// For every container.
+    #[arg(long)]
+    pub all: bool,
+}
+
+impl ScopeArgs {
+    pub fn scope(&self) -> Scope {
+        match (&self.container, &self.zone) {
+            (Some(c), _) => Scope::Container(c.clone()),
+            (None, Some(z)) => Scope::Zone(z.clone()),
+            (None, None) => Scope::All,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DirectionArg {
+    Egress,
+    Ingress,
+    Both,
+}
+
+impl From<DirectionArg> for BlockDirection {
+    fn from(d: DirectionArg) -> BlockDirection {
+        match d {
+            DirectionArg::Egress => BlockDirection::Egress,
+            DirectionArg::Ingress => BlockDirection::Ingress,
+            DirectionArg::Both => BlockDirection::Both,
+        }
+    }
+}
+
+/// `--since`: an absolute time or a duration before now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    /// Unix seconds.
+    At(i64),
+    /// Seconds before now.
+    Ago(u64),
+}
+
+impl Since {
+    pub fn resolve(self, now: i64) -> i64 {
+        match self {
+            Since::At(t) => t,
+            Since::Ago(d) => now.saturating_sub(i64::try_from(d).unwrap_or(i64::MAX)),
+        }
+    }
+}
+
+/// A flow endpoint: an address and, for protocols with ports, a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    pub ip: IpAddr,
+    pub port: Option<u16>,
+}
+
+/// A duration: `90s`, `15m`, `2h`, `1d`, `1w`, combinations (`1h30m`), or plain seconds.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let bad = || format!("invalid duration {s:?}: use e.g. 90s, 15m, 2h, 1d, 1h30m or plain seconds");
+    let s = s.trim();
+    if s.is_empty() {
+        return Err(bad());
+    }
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().map_err(|_| bad());
+    }
+    let mut total: u64 = 0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = match &rest[..unit_len] {
+            "s" | "sec" | "secs" => 1,
+            "m" | "min" | "mins" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            "w" => 7 * 86_400,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total = n
+            .checked_mul(unit)
+            .and_then(|x| total.checked_add(x))
+            .ok_or_else(|| format!("duration {s:?} is too long"))?;
+    }
+    Ok(total)
+}
+
+/// `--ttl`: a duration of at least one second.
+pub fn parse_ttl(s: &str) -> Result<u64, String> {
+    match parse_duration(s)? {
+        0 => Err("a ttl must be at least 1s (leave out --ttl for a block without expiry)".into()),
+        n => Ok(n),
+    }
+}
+
+/// `--since`: unix seconds (all digits) or a duration ago.
+pub fn parse_since(s: &str) -> Result<Since, String> {
+    let t = s.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t.parse().map(Since::At).map_err(|_| format!("invalid time {s:?}"));
+    }
+    parse_duration(t).map(Since::Ago).map_err(|_| {
+        format!("invalid time {s:?}: use unix seconds (1714560000) or a duration ago (30m, 1h, 2d)")
+    })
+}
+
+/// A network (`10.0.0.0/8`, `fd00::/64`) or one address (`/32` or `/128`). Host bits set
+/// (`10.1.2.3/8`) are refused: the daemon would block the whole `/8`.
+pub fn parse_net(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    let net: IpNet = s.parse().map_err(|_| {
+        format!("invalid network {s:?}: use an address (10.0.0.7) or a network (10.0.0.0/24)")
+    })?;
+    if net.trunc() != net {
+        return Err(format!(
+            "{net} has host bits set: use {} for the network, or {} for one address",
+            net.trunc(),
+            net.addr()
+        ));
+    }
+    Ok(net)
+}
+
+/// `ADDR:PORT`, `[V6]:PORT`, or a bare address (`10.0.0.2`, `fd00::2`, `[fd00::2]`).
+pub fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(Endpoint { ip: a.ip(), port: Some(a.port()) });
+    }
+    let bare = s.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(s);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(Endpoint { ip, port: None });
+    }
+    Err(format!("invalid endpoint {s:?}: use ADDR:PORT, [IPV6]:PORT, or a bare address"))
+}
+
+fn parse_filter(s: &str) -> Result<FlowFilter, String> {
+    FlowFilter::parse(s)
+}
+
+impl BlockCmd {
+    fn opts(&self) -> &BlockOpts {
+        match self {
+            BlockCmd::Quarantine { opts, .. } | BlockCmd::Dst { opts, .. } | BlockCmd::Flow { opts, .. } => {
+                opts
+            }
+        }
+    }
+
+    /// The target, checked the way the daemon checks it: a usage error otherwise.
+    pub fn target(&self) -> Result<BlockTarget, String> {
+        match self {
+            BlockCmd::Quarantine { container, direction, .. } => {
+                Ok(BlockTarget::Quarantine { container: container.clone(), direction: (*direction).into() })
+            }
+            BlockCmd::Dst { net, scope, proto, port, .. } => {
+                if let (Some(p), Some(_)) = (proto, port) {
+                    if !p.has_ports() {
+                        return Err(format!(
+                            "--port needs --proto tcp or udp (or no --proto): {p} has no ports"
+                        ));
+                    }
+                }
+                Ok(BlockTarget::Destination { scope: scope.scope(), net: *net, proto: *proto, port: *port })
+            }
+            BlockCmd::Flow { container, proto, src, dst, .. } => {
+                if src.ip.is_ipv4() != dst.ip.is_ipv4() {
+                    return Err(format!(
+                        "{} and {} are not the same IP version: a flow is both IPv4 or both IPv6",
+                        src.ip, dst.ip
+                    ));
+                }
+                let (sport, dport) = if proto.has_ports() {
+                    match (src.port, dst.port) {
+                        (Some(s), Some(d)) => (s, d),
+                        _ => {
+                            return Err(format!(
+                                "{proto} has ports: give both endpoints as ADDR:PORT ([IPV6]:PORT)"
+                            ))
+                        }
+                    }
+                } else {
+                    if src.port.unwrap_or(0) != 0 || dst.port.unwrap_or(0) != 0 {
+                        return Err(format!("{proto} has no ports: give bare addresses"));
+                    }
+                    (0, 0)
+                };
+                Ok(BlockTarget::Flow {
+                    container: container.clone(),
+                    proto: *proto,
+                    src: src.ip,
+                    sport,
+                    dst: dst.ip,
+                    dport,
+                })
+            }
+        }
+    }
+}
+
+impl Cli {
+    /// The request this command sends (`None` without a subcommand); `now` resolves
+    /// relative times. An error is a usage error.
+    pub fn op(&self, now: i64) -> Result<Option<Op>, String> {
+        let Some(cmd) = &self.command else { return Ok(None) };
+        Ok(Some(match cmd {
+            Command::Status => Op::Status,
+            Command::Flows { follow: true, filter, .. } => {
+                Op::Subscribe { filter: filter.clone().unwrap_or_default(), interval_ms: None }
+            }
+            Command::Flows { follow: false, filter, limit } => {
+                Op::Flows { filter: filter.clone().unwrap_or_default(), limit: Some(*limit) }
+            }
+            Command::Block(b) => {
+                let o = b.opts();
+                Op::Block { target: b.target()?, ttl_secs: o.ttl, reason: o.reason.clone() }
+            }
+            Command::Unblock { id } => Op::Unblock { block: *id },
+            Command::Blocks => Op::Blocks,
+            Command::Audit { since, limit } => {
+                Op::Audit { since: since.map(|s| s.resolve(now)), limit: *limit }
+            }
+            Command::Reload => Op::Reload,
+        }))
+    }
+}
+
+/// Parses arguments, including the checks clap cannot express (`--port` with a protocol
+/// without ports, mixed IP versions in a flow). Errors are clap errors (exit 2; 0 for
+/// `--help` and `--version`).
+pub fn parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(args)?;
+    if let Err(msg) = cli.op(0) {
+        // Reported with the usage of the subcommand at fault.
+        let mut cmd = Cli::command();
+        cmd.build();
+        let sub = match &cli.command {
+            Some(Command::Block(BlockCmd::Dst { .. })) => "dst",
+            Some(Command::Block(BlockCmd::Flow { .. })) => "flow",
+            _ => "quarantine",
+        };
+        return Err(match cmd.find_subcommand_mut("block").and_then(|b| b.find_subcommand_mut(sub)) {
+            Some(c) => c.error(ClapErrorKind::ArgumentConflict, msg),
+            None => Cli::command().error(ClapErrorKind::ArgumentConflict, msg),
+        });
+    }
+    Ok(cli)
+}
+
+/// The exit code for a client error.
+pub fn exit_code(e: &ClientError) -> u8 {
+    match e {
+        ClientError::Unreachable { .. }
+        | ClientError::Timeout { .. }
+        | ClientError::Closed { .. }
+        | ClientError::Io { .. } => exit::UNREACHABLE,
+        ClientError::PermissionDenied { .. } | ClientError::Daemon { code: ErrorCode::Forbidden, .. } => {
+            exit::DENIED
+        }
+        ClientError::Daemon { .. } => exit::FAILED,
+        ClientError::VersionMismatch(_) | ClientError::Protocol(_) => exit::PROTOCOL,
+    }
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The binary's entry point: parses `std::env::args`, runs, returns the exit code.
+pub fn main() -> std::process::ExitCode {
+    let code = match parse_args(std::env::args_os()) {
+        Ok(cli) => run(&cli, &mut io::stdout().lock(), &mut io::stderr(), unix_now),
+        Err(e) => {
+            let _ = e.print();
+            e.exit_code() as u8
+        }
+    };
+    std::process::ExitCode::from(code)
+}
+
+/// Why a run stopped early.
+enum Stop {
+    Client(ClientError),
+    /// Writing the output failed; a closed pipe (`| head`) is not an error.
+    Output(io::Error),
+}
+
+impl From<ClientError> for Stop {
+    fn from(e: ClientError) -> Stop {
+        Stop::Client(e)
+    }
+}
+
+impl From<io::Error> for Stop {
+    fn from(e: io::Error) -> Stop {
+        Stop::Output(e)
+    }
+}
+
+/// Runs a parsed command line, writing results to `out` and diagnostics to `err`; `now`
+/// gives the time (unix seconds). Returns the exit code.
+pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write, now: fn() -> i64) -> u8 {
+    let op = match cli.op(now()) {
+        Ok(Some(op)) => op,
+        Ok(None) => {
+            let _ = write!(
+                out,
+                "fw-tui {}: the live console is not in this version yet.\n\
+                 Use the subcommands: fw-tui status | flows | block | unblock | blocks | audit | reload\n\
+                 (see fw-tui --help).\n",
+                env!("CARGO_PKG_VERSION")
+            );
+            return exit::OK;
+        }
+        Err(msg) => {
+            let _ = writeln!(err, "fw-tui: {msg}");
+            return exit::USAGE;
+        }
+    };
+    match execute(cli, op, out, err, now) {
+        Ok(code) => code,
+        Err(Stop::Output(e)) if e.kind() == ErrorKind::BrokenPipe => exit::OK,
+        Err(Stop::Output(e)) => {
+            let _ = writeln!(err, "fw-tui: cannot write the output: {e}");
+            exit::FAILED
+        }
+        Err(Stop::Client(e)) => {
+            let _ = writeln!(err, "fw-tui: {e}");
+            exit_code(&e)
+        }
+    }
+}
+
+fn execute(
+    cli: &Cli,
+    op: Op,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    now: fn() -> i64,
+) -> Result<u8, Stop> {
+    let mut client = Client::connect_with_timeout(&cli.socket, REQUEST_TIMEOUT)?;
+    if let Op::Subscribe { filter, interval_ms } = op {
+        let limit = match &cli.command {
+            Some(Command::Flows { limit, .. }) => Some(*limit),
+            _ => None,
+        };
+        return follow(&mut client, cli.json, filter, interval_ms, limit, out, now);
+    }
+    let answer = client.request(op)?;
+    if cli.json {
+        let line = serde_json::to_string(&answer).map_err(|e| {
+            ClientError::Protocol(format!("cannot encode the {} answer: {e}", answer_kind(&answer)))
+        })?;
+        writeln!(out, "{line}")?;
+    } else {
+        out.write_all(render::answer(&answer, now()).as_bytes())?;
+    }
+    out.flush()?;
+    if let Answer::Reloaded { rejected, .. } = &answer {
+        if !rejected.is_empty() {
+            let n = rejected.len();
+            let _ = writeln!(
+                err,
+                "fw-tui: reload rejected: {n} error{}; the previous policy stays in force",
+                if n == 1 { "" } else { "s" }
+            );
+            return Ok(exit::FAILED);
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn follow(
+    client: &mut Client,
+    json: bool,
+    filter: FlowFilter,
+    interval_ms: Option<u64>,
+    limit: Option<usize>,
+    out: &mut dyn Write,
+    now: fn() -> i64,
+) -> Result<u8, Stop> {
+    let sub = client.subscribe(filter, interval_ms)?;
+    loop {
+        let (s, event) = client.next_event()?;
+        if s != sub {
+            continue;
+        }
+        if json {
+            let line = serde_json::to_string(&event)
+                .map_err(|e| ClientError::Protocol(format!("cannot encode an event: {e}")))?;
+            writeln!(out, "{line}")?;
+        } else {
+            out.write_all(render::event(&event, now(), limit).as_bytes())?;
+        }
+        out.flush()?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testserver::{error, event, ok, Out, TestServer};
+    use fw_proto::control::{Event, FlowVerdict, StatusInfo};
+
+    const NOW: i64 = 1_714_564_800;
+
+    fn now() -> i64 {
+        NOW
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        parse_args(std::iter::once("fw-tui").chain(args.iter().copied()))
+    }
+
+    fn op(args: &[&str]) -> Op {
+        parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}")).op(NOW).unwrap().unwrap()
+    }
+
+    fn usage_error(args: &[&str]) -> String {
+        let e = parse(args).expect_err(&format!("{args:?} should be refused"));
+        assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
+        e.to_string()
+    }
+
+    #[test]
+    fn global_options_go_before_or_after_the_subcommand() {
+        for args in [
+            &["--socket", "/tmp/x.sock", "--json", "status"][..],
+            &["status", "--socket", "/tmp/x.sock", "--json"],
+            &["--json", "status", "--socket=/tmp/x.sock"],
+        ] {
+            let cli = parse(args).unwrap();
+            assert_eq!(cli.socket, PathBuf::from("/tmp/x.sock"), "{args:?}");
+            assert!(cli.json, "{args:?}");
+            assert!(matches!(cli.command, Some(Command::Status)));
+        }
+        let cli = parse(&["block", "quarantine", "web-1", "--json", "--socket", "/s"]).unwrap();
+        assert!(cli.json && cli.socket == std::path::Path::new("/s"));
+        let cli = parse(&["blocks"]).unwrap();
+        assert!(!cli.json);
+        if std::env::var_os("FW_SOCKET").is_none() {
+            assert_eq!(cli.socket, PathBuf::from(DEFAULT_SOCKET));
+        }
+        assert!(parse(&[]).unwrap().command.is_none());
+    }
+
+    #[test]
+    fn help_and_version_exit_zero_and_teach() {
+        let e = parse(&["--help"]).unwrap_err();
+        assert_eq!(e.exit_code(), 0);
+        let help = e.to_string();
+        for needle in [
+            "fw-tui block quarantine web-1 --ttl 15m --reason \"suspected exfil\"",
+            "fw-tui flows --follow --filter \"verdict=denied zone=db\"",
+            "Exit codes:",
+            "5  protocol or version mismatch",
+        ] {
+            assert!(help.contains(needle), "{needle:?} missing from --help");
+        }
+        assert_eq!(parse(&["--version"]).unwrap_err().exit_code(), 0);
+        assert!(parse(&["block", "dst", "--help"]).unwrap_err().to_string().contains("1h30m"));
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("15m"), Ok(900));
+        assert_eq!(parse_duration("2h"), Ok(7200));
+        assert_eq!(parse_duration("1d"), Ok(86_400));
+        assert_eq!(parse_duration("1h30m"), Ok(5400));
+        assert_eq!(parse_duration("600"), Ok(600));
+        assert_eq!(parse_duration("0"), Ok(0));
+        for bad in ["", "m", "15x", "1.5h", "-5m", "h1", "15m!", "99999999999999999999d", " 1 h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_ttl("15m"), Ok(900));
+        assert!(parse_ttl("0").is_err() && parse_ttl("0s").is_err());
+    }
+
+    #[test]
+    fn ttl_and_reason_reach_the_request() {
+        assert_eq!(
+            op(&["block", "quarantine", "web-1", "--ttl", "15m", "--reason", "suspected exfil"]),
+            Op::Block {
+                target: BlockTarget::Quarantine {
+                    container: "web-1".into(),
+                    direction: BlockDirection::Egress
+                },
+                ttl_secs: Some(900),
+                reason: Some("suspected exfil".into()),
+            }
+        );
+        let Op::Block { target, ttl_secs, reason } =
+            op(&["block", "quarantine", "db-1", "--direction", "both"])
+        else {
+            panic!()
+        };
+        assert_eq!(
+            target,
+            BlockTarget::Quarantine { container: "db-1".into(), direction: BlockDirection::Both }
+        );
+        assert_eq!((ttl_secs, reason), (None, None));
+        let e = usage_error(&["block", "quarantine", "web-1", "--ttl", "soon"]);
+        assert!(e.contains("invalid duration"), "{e}");
+        usage_error(&["block", "quarantine", "web-1", "--ttl", "0"]);
+        usage_error(&["block", "quarantine", "web-1", "--direction", "sideways"]);
+        usage_error(&["block", "quarantine"]);
+    }
+
+    #[test]
+    fn nets() {
+        assert_eq!(parse_net("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(parse_net("203.0.113.7").unwrap().to_string(), "203.0.113.7/32");
+        assert_eq!(parse_net("fd00::1").unwrap().to_string(), "fd00::1/128");
+        assert_eq!(parse_net("fd00::/64").unwrap().to_string(), "fd00::/64");
+        let e = parse_net("10.1.2.3/8").unwrap_err();
+        assert!(e.contains("10.0.0.0/8") && e.contains("10.1.2.3 for one address"), "{e}");
+        for bad in ["", "10.0.0.0/33", "example.com", "10.0.0", "fd00::/129"] {
+            assert!(parse_net(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn destination_blocks_need_exactly_one_scope() {
+        let Op::Block { target, .. } =
+            op(&["block", "dst", "203.0.113.7", "--zone", "web", "--proto", "tcp", "--port", "443"])
+        else {
+            panic!()
+        };
+        assert_eq!(
+            target,
+            BlockTarget::Destination {
+                scope: Scope::Zone("web".into()),
+                net: "203.0.113.7/32".parse().unwrap(),
+                proto: Some(Proto::Tcp),
+                port: Some(443),
+            }
+        );
+        let Op::Block { target: BlockTarget::Destination { scope, proto, port, .. }, .. } =
+            op(&["block", "dst", "10.0.0.0/8", "--all", "--port", "53"])
+        else {
+            panic!()
+        };
+        assert_eq!((scope, proto, port), (Scope::All, None, Some(53)));
+        let Op::Block { target: BlockTarget::Destination { scope, .. }, .. } =
+            op(&["block", "dst", "fd00::/64", "--container", "web-1"])
+        else {
+            panic!()
+        };
+        assert_eq!(scope, Scope::Container("web-1".into()));
+        usage_error(&["block", "dst", "10.0.0.0/8"]);
+        usage_error(&["block", "dst", "10.0.0.0/8", "--all", "--zone", "web"]);
+        usage_error(&["block", "dst", "10.0.0.0/8", "--container", "a", "--zone", "web"]);
+        let e = usage_error(&["block", "dst", "10.0.0.0/8", "--all", "--proto", "icmp", "--port", "1"]);
+        assert!(e.contains("--port needs --proto tcp or udp"), "{e}");
+        assert!(e.contains("fw-tui block dst"), "usage of the subcommand: {e}");
+        usage_error(&["block", "dst", "10.0.0.0/8", "--all", "--proto", "tcpx"]);
+        usage_error(&["block", "dst", "10.0.0.0/8", "--all", "--port", "65536"]);
+        usage_error(&["block", "dst", "10.1.0.0/8", "--all"]);
+    }
+
+    #[test]
+    fn flow_endpoints() {
+        assert_eq!(
+            parse_endpoint("10.0.0.2:40000"),
+            Ok(Endpoint { ip: "10.0.0.2".parse().unwrap(), port: Some(40000) })
+        );
+        assert_eq!(
+            parse_endpoint("[fd00::2]:53"),
+            Ok(Endpoint { ip: "fd00::2".parse().unwrap(), port: Some(53) })
+        );
+        assert_eq!(parse_endpoint("fd00::2"), Ok(Endpoint { ip: "fd00::2".parse().unwrap(), port: None }));
+        assert_eq!(parse_endpoint("[fd00::2]"), Ok(Endpoint { ip: "fd00::2".parse().unwrap(), port: None }));
+        assert_eq!(parse_endpoint("10.0.0.2"), Ok(Endpoint { ip: "10.0.0.2".parse().unwrap(), port: None }));
+        for bad in ["", "10.0.0.2:", "10.0.0.2:70000", "fd00::2:53:", "[fd00::2:53", "host:80", "10.0.0.2:-1"]
+        {
+            assert!(parse_endpoint(bad).is_err(), "{bad:?}");
+        }
+
+        assert_eq!(
+            op(&["block", "flow", "web-1", "tcp", "10.0.0.2:40000", "10.0.0.3:5432", "--ttl", "90"]),
+            Op::Block {
+                target: BlockTarget::Flow {
+                    container: "web-1".into(),
+                    proto: Proto::Tcp,
+                    src: "10.0.0.2".parse().unwrap(),
+                    sport: 40000,
+                    dst: "10.0.0.3".parse().unwrap(),
+                    dport: 5432,
+                },
+                ttl_secs: Some(90),
+                reason: None,
+            }
+        );
+        let Op::Block { target: BlockTarget::Flow { src, sport, dport, .. }, .. } =
+            op(&["block", "flow", "web-1", "UDP", "[fd00::2]:5353", "[fd00::9]:53"])
+        else {
+            panic!()
+        };
+        assert_eq!((src, sport, dport), ("fd00::2".parse::<IpAddr>().unwrap(), 5353, 53));
+        let Op::Block { target: BlockTarget::Flow { proto, sport, dport, .. }, .. } =
+            op(&["block", "flow", "web-1", "icmp", "10.0.0.2", "192.0.2.1"])
+        else {
+            panic!()
+        };
+        assert_eq!((proto, sport, dport), (Proto::Icmp, 0, 0));
+        assert!(
+            usage_error(&["block", "flow", "web-1", "tcp", "10.0.0.2", "10.0.0.3:80"]).contains("has ports")
+        );
+        assert!(
+            usage_error(&["block", "flow", "web-1", "icmp", "10.0.0.2:5", "10.0.0.3"]).contains("no ports")
+        );
+        assert!(usage_error(&["block", "flow", "web-1", "tcp", "10.0.0.2:1", "[fd00::1]:2"])
+            .contains("IP version"));
+        usage_error(&["block", "flow", "web-1", "tcp", "10.0.0.2:1"]);
+        usage_error(&["block", "flow", "web-1", "gre", "10.0.0.2", "10.0.0.3"]);
+    }
+
+    #[test]
+    fn flows_filter_limit_and_follow() {
+        assert_eq!(op(&["flows"]), Op::Flows { filter: FlowFilter::default(), limit: Some(50) });
+        assert_eq!(
+            op(&["flows", "--filter", "verdict=denied zone=db", "--limit", "5"]),
+            Op::Flows {
+                filter: FlowFilter {
+                    verdict: Some(FlowVerdict::Denied),
+                    zone: Some("db".into()),
+                    ..FlowFilter::default()
+                },
+                limit: Some(5)
+            }
+        );
+        assert!(matches!(
+            op(&["flows", "--follow", "--filter", "port=443"]),
+            Op::Subscribe { filter: FlowFilter { port: Some(443), .. }, interval_ms: None }
+        ));
+        let e = usage_error(&["flows", "--filter", "colour=red"]);
+        assert!(e.contains("unknown filter key \"colour\""), "{e}");
+        usage_error(&["flows", "--filter", "verdict=maybe"]);
+        usage_error(&["flows", "--limit", "-1"]);
+    }
+
+    #[test]
+    fn audit_since_and_the_rest() {
+        assert_eq!(parse_since("1714560000"), Ok(Since::At(1_714_560_000)));
+        assert_eq!(parse_since("1h"), Ok(Since::Ago(3600)));
+        assert!(parse_since("yesterday").is_err() && parse_since("").is_err());
+        assert_eq!(
+            op(&["audit", "--since", "1h", "--limit", "10"]),
+            Op::Audit { since: Some(NOW - 3600), limit: Some(10) }
+        );
+        assert_eq!(
+            op(&["audit", "--since", "1700000000"]),
+            Op::Audit { since: Some(1_700_000_000), limit: None }
+        );
+        assert_eq!(op(&["audit"]), Op::Audit { since: None, limit: None });
+        usage_error(&["audit", "--since", "last tuesday"]);
+        assert_eq!(op(&["unblock", "7"]), Op::Unblock { block: 7 });
+        usage_error(&["unblock", "seven"]);
+        usage_error(&["unblock"]);
+        assert_eq!(op(&["blocks"]), Op::Blocks);
+        assert_eq!(op(&["reload"]), Op::Reload);
+        assert_eq!(op(&["status"]), Op::Status);
+        usage_error(&["frobnicate"]);
+        usage_error(&["status", "--bogus"]);
+    }
+
+    /// Runs `args` against `srv`; returns (exit code, stdout, stderr).
+    fn run_with(srv: &TestServer, args: &[&str]) -> (u8, String, String) {
+        let sock = srv.path.to_str().unwrap().to_string();
+        let mut all = args.to_vec();
+        all.extend(["--socket", &sock]);
+        let cli = parse(&all).unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = run(&cli, &mut out, &mut err, now);
+        (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+    }
+
+    fn status_info() -> StatusInfo {
+        StatusInfo {
+            daemon_version: "0.1.0".into(),
+            pid: 1,
+            uptime_secs: 60,
+            policy_hash: "sha256:ab".into(),
+            loaded_at: NOW - 60,
+            last_reload_errors: vec![],
+            containers: vec![],
+            flows: 0,
+            lost_events: 0,
+            active_blocks: 0,
+        }
+    }
+
+    #[test]
+    fn run_prints_human_or_json() {
+        let srv = TestServer::start(|req| vec![ok(req.id, Answer::Status(status_info()))]);
+        let (code, out, err) = run_with(&srv, &["status"]);
+        assert_eq!((code, err.as_str()), (0, ""));
+        assert!(out.starts_with("fw-daemon 0.1.0, pid 1, up 1m\npolicy sha256:ab, loaded "), "{out}");
+
+        let srv = TestServer::start(|req| vec![ok(req.id, Answer::Status(status_info()))]);
+        let (code, out, _) = run_with(&srv, &["--json", "status"]);
+        assert_eq!(code, 0);
+        assert_eq!(out.lines().count(), 1, "{out}");
+        let back: Answer = serde_json::from_str(&out).unwrap();
+        assert_eq!(back, Answer::Status(status_info()));
+        assert!(out.starts_with("{\"kind\":\"status\""), "{out}");
+    }
+
+    #[test]
+    fn run_maps_errors_to_exit_codes() {
+        let srv = TestServer::start(|req| vec![error(Some(req.id), ErrorCode::NotFound, "no block 9")]);
+        assert_eq!(
+            run_with(&srv, &["unblock", "9"]),
+            (1, String::new(), "fw-tui: not-found: no block 9\n".into())
+        );
+
+        let srv = TestServer::start(|req| {
+            vec![error(Some(req.id), ErrorCode::Forbidden, "bob is viewer; reload needs operator")]
+        });
+        let (code, _, err) = run_with(&srv, &["reload"]);
+        assert_eq!((code, err.as_str()), (4, "fw-tui: forbidden: bob is viewer; reload needs operator\n"));
+
+        let srv = TestServer::start(|req| {
+            vec![ok(
+                req.id,
+                Answer::Reloaded { policy_hash: "h1".into(), rejected: vec!["a.toml:1:1: error: x".into()] },
+            )]
+        });
+        let (code, out, err) = run_with(&srv, &["reload"]);
+        assert_eq!(code, 1);
+        assert!(out.contains("reload REJECTED (1 error)") && out.contains("a.toml:1:1: error: x"), "{out}");
+        assert!(err.contains("reload rejected"), "{err}");
+
+        let srv = TestServer::start(|req| {
+            vec![ok(req.id, Answer::Reloaded { policy_hash: "h2".into(), rejected: vec![] })]
+        });
+        assert_eq!(run_with(&srv, &["reload"]), (0, "reloaded: policy h2\n".into(), String::new()));
+
+        let srv = TestServer::raw(|req| vec![error(Some(req.id), ErrorCode::VersionMismatch, "speaks 2")]);
+        assert_eq!(run_with(&srv, &["blocks"]).0, exit::PROTOCOL);
+
+        let cli = parse(&["status", "--socket", "/nonexistent/fw.sock"]).unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        assert_eq!(run(&cli, &mut out, &mut err, now), exit::UNREACHABLE);
+        assert_eq!(
+            String::from_utf8(err).unwrap(),
+            "fw-tui: cannot reach fw-daemon at /nonexistent/fw.sock: is it running?\n"
+        );
+    }
+
+    #[test]
+    fn run_without_a_subcommand_points_at_the_subcommands() {
+        let cli = parse(&[]).unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        assert_eq!(run(&cli, &mut out, &mut err, now), 0);
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("not in this version yet") && out.contains("fw-tui status"), "{out}");
+    }
+
+    fn flows_event(total: usize, full: bool) -> Event {
+        Event::Flows { changed: vec![], removed: vec![1], total, lost_events: 0, full }
+    }
+
+    #[test]
+    fn follow_streams_events_until_the_daemon_goes_away() {
+        let srv = TestServer::start(|req| match req.op {
+            Op::Subscribe { .. } => vec![
+                ok(req.id, Answer::Subscribed { sub: 5 }),
+                event(5, flows_event(2, true)),
+                event(6, flows_event(99, false)),
+                event(5, flows_event(1, false)),
+                Out::Close,
+            ],
+            _ => vec![],
+        });
+        let (code, out, err) = run_with(&srv, &["flows", "--follow", "--json", "--filter", "verdict=denied"]);
+        assert_eq!(code, exit::UNREACHABLE);
+        assert!(err.contains("closed the connection"), "{err}");
+        let lines: Vec<Event> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines, vec![flows_event(2, true), flows_event(1, false)], "other subscriptions skipped");
+        assert!(matches!(
+            &srv.received()[1].op,
+            Op::Subscribe { filter: FlowFilter { verdict: Some(FlowVerdict::Denied), .. }, .. }
+        ));
+
+        let srv = TestServer::start(|req| {
+            vec![ok(req.id, Answer::Subscribed { sub: 1 }), event(1, flows_event(0, true)), Out::Close]
+        });
+        let (_, out, _) = run_with(&srv, &["flows", "--follow"]);
+        assert_eq!(out, "== 12:00:00Z full view: 0 matching flows\n");
+    }
+
+    #[test]
+    fn a_closed_stdout_ends_quietly() {
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::from(ErrorKind::BrokenPipe))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let srv = TestServer::start(|req| vec![ok(req.id, Answer::Blocks { blocks: vec![] })]);
+        let cli = parse(&["blocks", "--socket", srv.path.to_str().unwrap()]).unwrap();
+        let mut err = Vec::new();
+        assert_eq!(run(&cli, &mut Closed, &mut err, now), 0);
+        assert!(err.is_empty());
+    }
+}
