@@ -103,5 +103,21 @@ sleep 1.5
 grep -E 'error|rejected' "$work/daemon.log" | sed 's/^/  /'
 verdict=$(ip netns exec fwdemo-web-1 nc -z -w1 10.77.0.31 5432 2>/dev/null && echo connected || echo blocked)
 echo "  web-1 -> db-1 tcp/5432 still: $verdict"
+
+TUI="$(dirname "$FW")/fw-tui"
+if [ -x "$TUI" ]; then
+  bold "11. The console's scripting commands, on the daemon's control socket"
+  run "$TUI" --socket "$work/fw.sock" status
+  echo
+  run "$TUI" --socket "$work/fw.sock" flows --filter "verdict=denied" --limit 10
+
+  bold "12. An incident: quarantine web-1's egress for 15 minutes, established flows included"
+  run "$TUI" --socket "$work/fw.sock" block quarantine web-1 --ttl 15m --reason "demo: suspected exfil"
+  verdict=$(ip netns exec fwdemo-web-1 nc -z -w1 10.77.0.21 8080 2>/dev/null && echo connected || echo blocked)
+  echo "  web-1 -> api-1 tcp/8080 now: $verdict"
+  run "$TUI" --socket "$work/fw.sock" blocks
+  run "$TUI" --socket "$work/fw.sock" unblock 1
+  run "$TUI" --socket "$work/fw.sock" audit --limit 5
+fi
 echo
 echo "(the daemon is stopped with SIGTERM and the lab removed on exit)"

@@ -19,6 +19,8 @@
 //! The generated policy loads with no errors and no warnings (see the tests), so the benchmarks
 //! measure the normal path, not diagnostics.
 
+pub mod daemon;
+
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 

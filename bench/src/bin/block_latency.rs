@@ -4,22 +4,22 @@
 //!
 //! Two namespaces joined by a veth pair (10.80.0.1 web-1, 10.80.0.2 api-1, no route out), the
 //! demo policy, `fw-daemon run` with a static inventory. Each trial: a fresh TCP stream from
-//! web-1 to api-1:8080 (512-byte writes every 50 µs), then `block destination api-1 for
+//! web-1 to api-1:8080 (512-byte writes, 50 µs sleep between), then `block destination api-1 for
 //! web-1`; the latency is from just before the request is sent to the arrival of the last
 //! byte of the stream at api-1 (both ends in this process, one monotonic clock). Then
 //! unblock, next trial. Reports p50 / p99 / max, and the request round trip alone.
 //!
 //! Run: cargo build --release -p fw-daemon && cargo run --release -p fw-bench --bin block_latency [TRIALS]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fw_bench::daemon::Daemon;
 use fw_bench::Netns;
 use fw_daemon::netns::run_in;
 use fw_proto::control::*;
@@ -29,39 +29,6 @@ fn ip(args: &[&str]) {
     assert!(ok, "ip {}", args.join(" "));
 }
 
-struct Client {
-    r: BufReader<UnixStream>,
-    w: UnixStream,
-    id: u64,
-}
-
-impl Client {
-    fn call(&mut self, op: Op) -> Result<Answer, String> {
-        self.id += 1;
-        let mut line = serde_json::to_string(&Request { id: self.id, op }).expect("request");
-        line.push('\n');
-        self.w.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
-        loop {
-            let mut l = String::new();
-            self.r.read_line(&mut l).map_err(|e| e.to_string())?;
-            match serde_json::from_str::<ServerMsg>(&l).map_err(|e| e.to_string())? {
-                ServerMsg::Ok { id, answer } if id == self.id => return Ok(answer),
-                ServerMsg::Error { code, message, .. } => return Err(format!("{code}: {message}")),
-                _ => {}
-            }
-        }
-    }
-}
-
-struct Daemon(std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -69,9 +36,6 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 fn main() {
     let trials: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let exe = std::env::current_exe().expect("exe");
-    let daemon_bin = exe.parent().expect("dir").join("fw-daemon");
-    assert!(daemon_bin.exists(), "build it first: cargo build --release -p fw-daemon");
 
     let tag = std::process::id();
     let (web, api) = (Netns::new(&format!("fwbl{tag}-web")), Netns::new(&format!("fwbl{tag}-api")));
@@ -91,41 +55,9 @@ fn main() {
         api.path().display()
     );
     std::fs::write(dir.join("inventory.toml"), inv).expect("inventory");
-    let sock = dir.join("fw.sock");
-    let child = Command::new(&daemon_bin)
-        .args(["run", "--no-docker", "--rules"])
-        .arg(root.join("rules/demo"))
-        .arg("--inventory")
-        .arg(dir.join("inventory.toml"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--socket")
-        .arg(&sock)
-        .arg("--audit-log")
-        .arg(dir.join("audit.jsonl"))
-        .stderr(std::fs::File::create(dir.join("daemon.log")).expect("log"))
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn fw-daemon");
-    let _daemon = Daemon(child);
-    let until = Instant::now() + Duration::from_secs(20);
-    let stream = loop {
-        if let Ok(s) = UnixStream::connect(&sock) {
-            break s;
-        }
-        assert!(Instant::now() < until, "no control socket; see {}", dir.join("daemon.log").display());
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut c = Client { r: BufReader::new(stream.try_clone().expect("clone")), w: stream, id: 0 };
-    c.call(Op::Hello { version: PROTOCOL_VERSION, client: "block_latency".into() }).expect("hello");
-    loop {
-        if let Ok(Answer::Status(s)) = c.call(Op::Status) {
-            if s.containers.iter().all(|c| c.programmed) {
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let daemon = Daemon::start(&dir, &root.join("rules/demo"), &[]);
+    let mut c = daemon.client();
+    c.wait_programmed();
 
     let base = Instant::now();
     let last_rx = Arc::new(AtomicU64::new(0));
@@ -168,10 +100,9 @@ fn main() {
                 if s.write_all(&chunk).is_err() {
                     break;
                 }
-                let t = Instant::now();
-                while t.elapsed() < Duration::from_micros(50) {
-                    std::hint::spin_loop();
-                }
+                // Sleep, not spin: a spinning writer would take one of the two CPUs away
+                // from the daemon and measure the scheduler instead.
+                std::thread::sleep(Duration::from_micros(50));
             }
         });
         std::thread::sleep(Duration::from_millis(30));
