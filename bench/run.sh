@@ -84,6 +84,10 @@ else
     section "docker: start event -> table programmed, 50 starts (bench/docker-start.sh)"
     bash bench/docker-start.sh 50
   fi
+  section "control socket: block latency under a live stream, 100 trials (block_latency)"
+  cargo run -q --release -p fw-bench --bin block_latency 100
+  section "flows: ingestion of 50,000 new flows/s for 10 s across 10 namespaces (flow_ingest)"
+  cargo run -q --release -p fw-bench --bin flow_ingest 50000 10
   section "netlink: TCP throughput with and without the policy (bench/throughput.sh)"
   bash bench/throughput.sh
 fi

@@ -620,6 +620,20 @@ mod tests {
         assert!(parse_messages(&other).is_empty());
     }
 
+    #[test]
+    fn the_fuzz_seed_is_a_real_event() {
+        let path =
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/conntrack_messages/seed-new-tcp-event");
+        let evs = parse_messages(&std::fs::read(path).unwrap());
+        assert_eq!(evs.len(), 1);
+        let e = &evs[0];
+        assert_eq!(e.kind, CtKind::New);
+        assert_eq!(
+            (e.entry.orig.sport, e.entry.orig.dport, e.entry.bytes_orig, e.entry.tcp_state),
+            (41234, 8080, 10452, Some(3))
+        );
+    }
+
     proptest! {
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
