@@ -238,6 +238,29 @@ fn flows_blocks_and_audit_end_to_end() {
     assert_eq!(denied.rule.as_ref().map(|r| r.id.as_str()), Some("no-web-to-db"), "{denied:?}");
     assert!(denied.count >= 1);
 
+    // A subscription: a full view first (filtered server-side), then deltas as rows change.
+    let mut sub = Client::connect(&daemon.socket);
+    let filter = FlowFilter::parse("container=web-1 verdict=denied").unwrap();
+    let subscribed = sub.call(Op::Subscribe { filter, interval_ms: Some(200) });
+    assert!(matches!(subscribed, Ok(Answer::Subscribed { .. })), "{subscribed:?}");
+    match sub.read_msg() {
+        ServerMsg::Event { event: Event::Flows { changed, full: true, .. }, .. } => {
+            assert!(
+                !changed.is_empty()
+                    && changed.iter().all(|r| r.container == "web-1" && r.verdict == FlowVerdict::Denied)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(tcp_probe(&lab.node("web-1").path(), SocketAddr::new(db, 5432), WAIT), Probe::TimedOut);
+    match sub.read_msg() {
+        ServerMsg::Event { event: Event::Flows { changed, full: false, .. }, .. } => {
+            assert!(changed.iter().any(|r| r.dport == 5432 && r.count >= 2), "{changed:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(sub);
+
     // Blocking api-1 for web-1 cuts the running stream and the idle established connection.
     let writer = {
         let mut s = s.try_clone().unwrap();
