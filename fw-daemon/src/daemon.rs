@@ -496,6 +496,7 @@ impl Daemon {
                     mode: programmed.map_or(zone.mode, |r| r.mode),
                     addresses: c.addresses.clone(),
                     programmed: programmed.is_some(),
+                    ..Default::default()
                 }
             })
             .collect();
@@ -511,6 +512,7 @@ impl Daemon {
             flows,
             lost_events,
             active_blocks: self.rec.blocks().active().len(),
+            ..Default::default()
         }
     }
 

@@ -241,7 +241,7 @@ fn flows_blocks_and_audit_end_to_end() {
     // A subscription: a full view first (filtered server-side), then deltas as rows change.
     let mut sub = Client::connect(&daemon.socket);
     let filter = FlowFilter::parse("container=web-1 verdict=denied").unwrap();
-    let subscribed = sub.call(Op::Subscribe { filter, interval_ms: Some(200) });
+    let subscribed = sub.call(Op::Subscribe { filter, interval_ms: Some(200), alerts: false });
     assert!(matches!(subscribed, Ok(Answer::Subscribed { .. })), "{subscribed:?}");
     match sub.read_msg() {
         ServerMsg::Event { event: Event::Flows { changed, full: true, .. }, .. } => {

@@ -51,6 +51,9 @@ pub enum Op {
         filter: FlowFilter,
         #[serde(default)]
         interval_ms: Option<u64>,
+        /// Also stream [`Event::Alert`] as alerts are raised.
+        #[serde(default)]
+        alerts: bool,
     },
     Unsubscribe {
         sub: u64,
@@ -76,7 +79,18 @@ pub enum Op {
     },
     /// Re-read rule files and inventory now (same as SIGHUP).
     Reload,
+    /// Recent alerts (the daemon keeps the last [`ALERTS_KEPT`]), oldest first, at or after
+    /// `since_ms` (unix milliseconds), the last `limit`.
+    Alerts {
+        #[serde(default)]
+        since_ms: Option<i64>,
+        #[serde(default)]
+        limit: Option<usize>,
+    },
 }
+
+/// How many recent alerts the daemon keeps for [`Op::Alerts`].
+pub const ALERTS_KEPT: usize = 1000;
 
 impl Op {
     /// The name on the wire, for logs and the audit trail.
@@ -92,6 +106,7 @@ impl Op {
             Op::Blocks => "blocks",
             Op::Audit { .. } => "audit",
             Op::Reload => "reload",
+            Op::Alerts { .. } => "alerts",
         }
     }
 
@@ -190,6 +205,7 @@ pub enum Answer {
     Blocks { blocks: Vec<BlockInfo> },
     Audit { records: Vec<AuditRecord> },
     Reloaded { policy_hash: String, rejected: Vec<String> },
+    Alerts { alerts: Vec<Alert> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -208,9 +224,68 @@ pub enum Event {
         #[serde(default)]
         full: bool,
     },
+    /// An alert was raised (only on subscriptions opened with `alerts: true`).
+    Alert(Alert),
 }
 
+/// Something an operator should notice: a reload (good or refused), tampering with a table,
+/// a cap hit, an inspection violation, a block placed or lifted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Increases by one per alert for the daemon's life.
+    pub id: u64,
+    /// Unix milliseconds.
+    pub time_ms: i64,
+    pub kind: AlertKind,
+    /// The container it concerns, if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The rule that decided it, if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<RuleRef>,
+    /// The flow row it concerns, if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<u64>,
+    /// One line for people.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlertKind {
+    /// New rule files were loaded.
+    Reload,
+    /// Rule files were refused; the last good policy stays.
+    ReloadFailed,
+    /// Someone else changed a table fw owns; fw put it back.
+    Tamper,
+    /// A container hit a cap (connections, new-connection rate, bandwidth).
+    CapHit,
+    /// Inspection found a flow breaking its policy (wrong protocol, name not allowed).
+    Violation,
+    Blocked,
+    Unblocked,
+    /// A kind this client does not know (a newer daemon): the message still says what.
+    #[serde(other)]
+    Unknown,
+}
+
+impl fmt::Display for AlertKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AlertKind::Reload => "reload",
+            AlertKind::ReloadFailed => "reload-failed",
+            AlertKind::Tamper => "tamper",
+            AlertKind::CapHit => "cap-hit",
+            AlertKind::Violation => "violation",
+            AlertKind::Blocked => "blocked",
+            AlertKind::Unblocked => "unblocked",
+            AlertKind::Unknown => "unknown",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StatusInfo {
     pub daemon_version: String,
     pub pid: u32,
@@ -226,9 +301,17 @@ pub struct StatusInfo {
     /// Conntrack / NFLOG events the kernel dropped before the daemon read them.
     pub lost_events: u64,
     pub active_blocks: usize,
+    /// The rule directory and the files loaded from it.
+    #[serde(default)]
+    pub rules_dir: Option<String>,
+    #[serde(default)]
+    pub rule_files: Vec<String>,
+    /// Unix seconds of the last reload attempt, good or refused.
+    #[serde(default)]
+    pub last_reload_at: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContainerInfo {
     pub name: String,
     pub zone: String,
@@ -236,6 +319,29 @@ pub struct ContainerInfo {
     pub addresses: Vec<IpAddr>,
     /// Its table is in place.
     pub programmed: bool,
+    /// Its zone's caps.
+    #[serde(default)]
+    pub caps: CapsInfo,
+    /// Flows of it the kernel tracks now (the usage `max_conns` caps counts these).
+    #[serde(default)]
+    pub open_flows: usize,
+    /// Active blocks that apply to it.
+    #[serde(default)]
+    pub blocks: Vec<u64>,
+    /// A quarantine block applies to it.
+    #[serde(default)]
+    pub quarantined: bool,
+}
+
+/// A zone's caps; `None` is no cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapsInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_conns: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_conns_per_sec: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_bytes_per_sec: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -400,6 +506,23 @@ pub struct FlowRow {
     pub count: u64,
     /// Still tracked by the kernel.
     pub open: bool,
+    /// What inspection of its first packets found, for flows a policy flags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inspection: Option<Inspection>,
+}
+
+/// What inspection of a flow's first packets found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inspection {
+    /// The application protocol seen (`tls`, `http`, `dns`, or `unknown`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// TLS SNI, HTTP Host, or the DNS query name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Why the flow broke its policy, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub violation: Option<String>,
 }
 
 /// Server-side flow filter; every set field must match. `text` matches a substring of the
@@ -693,6 +816,7 @@ mod tests {
             rule: None,
             count: 1,
             open: true,
+            inspection: None,
         }
     }
 

@@ -434,7 +434,7 @@ impl Cli {
         Ok(Some(match cmd {
             Command::Status => Op::Status,
             Command::Flows { follow: true, filter, .. } => {
-                Op::Subscribe { filter: filter.clone().unwrap_or_default(), interval_ms: None }
+                Op::Subscribe { filter: filter.clone().unwrap_or_default(), interval_ms: None, alerts: false }
             }
             Command::Flows { follow: false, filter, limit } => {
                 Op::Flows { filter: filter.clone().unwrap_or_default(), limit: Some(*limit) }
@@ -571,7 +571,7 @@ fn execute(
     now: fn() -> i64,
 ) -> Result<u8, Stop> {
     let mut client = Client::connect_with_timeout(&cli.socket, REQUEST_TIMEOUT)?;
-    if let Op::Subscribe { filter, interval_ms } = op {
+    if let Op::Subscribe { filter, interval_ms, .. } = op {
         let limit = match &cli.command {
             Some(Command::Flows { limit, .. }) => Some(*limit),
             _ => None,
@@ -865,7 +865,7 @@ mod tests {
         );
         assert!(matches!(
             op(&["flows", "--follow", "--filter", "port=443"]),
-            Op::Subscribe { filter: FlowFilter { port: Some(443), .. }, interval_ms: None }
+            Op::Subscribe { filter: FlowFilter { port: Some(443), .. }, interval_ms: None, alerts: false }
         ));
         let e = usage_error(&["flows", "--filter", "colour=red"]);
         assert!(e.contains("unknown filter key \"colour\""), "{e}");
@@ -921,6 +921,7 @@ mod tests {
             flows: 0,
             lost_events: 0,
             active_blocks: 0,
+            ..Default::default()
         }
     }
 

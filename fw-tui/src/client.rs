@@ -240,7 +240,7 @@ impl Client {
         filter: fw_proto::control::FlowFilter,
         interval_ms: Option<u64>,
     ) -> Result<u64, ClientError> {
-        match self.request(Op::Subscribe { filter, interval_ms })? {
+        match self.request(Op::Subscribe { filter, interval_ms, alerts: false })? {
             Answer::Subscribed { sub } => Ok(sub),
             other => Err(ClientError::Protocol(format!(
                 "expected a subscribed answer, got {}",
@@ -344,6 +344,7 @@ pub fn answer_kind(a: &Answer) -> &'static str {
         Answer::Blocks { .. } => "blocks",
         Answer::Audit { .. } => "audit",
         Answer::Reloaded { .. } => "reloaded",
+        Answer::Alerts { .. } => "alerts",
     }
 }
 
@@ -473,7 +474,11 @@ mod tests {
         let got = srv.received();
         assert_eq!(
             got[1].op,
-            Op::Subscribe { filter: FlowFilter::parse("verdict=denied").unwrap(), interval_ms: Some(500) }
+            Op::Subscribe {
+                filter: FlowFilter::parse("verdict=denied").unwrap(),
+                interval_ms: Some(500),
+                alerts: false
+            }
         );
     }
 

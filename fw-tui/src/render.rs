@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use fw_proto::control::{
-    Answer, AuditRecord, BlockInfo, Direction, Event, FlowRow, FlowSnapshot, Proto, StatusInfo,
+    Alert, Answer, AuditRecord, BlockInfo, Direction, Event, FlowRow, FlowSnapshot, Proto, StatusInfo,
 };
 use fw_proto::{RuleKind, RuleRef};
 
@@ -24,6 +24,7 @@ pub fn answer(a: &Answer, now: i64) -> String {
         Answer::Blocks { blocks: b } => blocks(b, now),
         Answer::Audit { records } => audit(records, now),
         Answer::Reloaded { policy_hash, rejected } => reloaded(policy_hash, rejected),
+        Answer::Alerts { alerts: list } => alerts(list),
     }
 }
 
@@ -108,7 +109,30 @@ pub fn event(e: &Event, now: i64, limit: Option<usize>) -> String {
             }
             lost(&mut o, *lost_events);
         }
+        Event::Alert(a) => o.push_str(&alert_line(a)),
     }
+    o
+}
+
+/// Alerts, oldest first, one line each.
+pub fn alerts(list: &[Alert]) -> String {
+    if list.is_empty() {
+        return "no alerts\n".into();
+    }
+    list.iter().map(alert_line).collect()
+}
+
+/// `2026-11-27 01:02:03 tamper web-1: message (policy x (file:3))`
+pub fn alert_line(a: &Alert) -> String {
+    let mut o = format!("{} {}", utc(a.time_ms / 1000), a.kind);
+    if let Some(c) = &a.container {
+        let _ = write!(o, " {c}");
+    }
+    let _ = write!(o, ": {}", a.message);
+    if let Some(r) = &a.rule {
+        let _ = write!(o, " ({r})");
+    }
+    o.push('\n');
     o
 }
 
@@ -467,6 +491,7 @@ mod tests {
                     mode: Mode::Enforce,
                     addresses: vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()],
                     programmed: true,
+                    ..Default::default()
                 },
                 ContainerInfo {
                     name: "db-1".into(),
@@ -474,11 +499,13 @@ mod tests {
                     mode: Mode::Audit,
                     addresses: vec![],
                     programmed: false,
+                    ..Default::default()
                 },
             ],
             flows: 120,
             lost_events: 3,
             active_blocks: 1,
+            ..Default::default()
         }
     }
 
@@ -512,6 +539,7 @@ mod tests {
             }),
             count: 1,
             open: true,
+            inspection: None,
         };
         vec![
             base.clone(),

@@ -353,6 +353,7 @@ fn handle_one(
                 user: who.peer.user.clone(),
             })
         }
+        Op::Alerts { .. } => err(Some(id), ErrorCode::NotFound, "alerts are not kept yet"),
         Op::Status => ok(Answer::Status(srv.snapshot().status.clone())),
         Op::Blocks => ok(Answer::Blocks { blocks: srv.snapshot().blocks.clone() }),
         Op::Flows { filter, limit } => ok(Answer::Flows(srv.flows.snapshot(&filter, limit))),
@@ -365,7 +366,7 @@ fn handle_one(
                 }
             }
         },
-        Op::Subscribe { filter, interval_ms } => {
+        Op::Subscribe { filter, interval_ms, alerts: _ } => {
             conn.subs.retain(|(_, stop)| !stop.load(Ordering::SeqCst));
             if conn.subs.len() >= MAX_SUBSCRIPTIONS {
                 return err(

@@ -743,6 +743,7 @@ impl FlowTable {
             verdict: r.verdict,
             rule: self.rules.get(r.rule).cloned(),
             count: r.count,
+            inspection: None,
             open: r.open,
         }
     }
