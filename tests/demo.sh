@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # `make demo`: the engineer's loop on the built-in demo — check the rule files, see the
-# nftables each container would get, and ask which rule decides a few flows.
+# nftables each container would get, and ask which rule decides a few flows. As root it then
+# builds a namespace lab with live traffic (tests/traffic.sh), runs the daemon on it, shows the
+# scripting commands and an incident block, and opens the console (in a terminal). Everything
+# it started is stopped and removed on exit.
 # Usage: tests/demo.sh [BIN_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +53,7 @@ pids=()
 work=$(mktemp -d)
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null
   bash tests/lab.sh down >/dev/null
   rm -rf "$work"
 }
@@ -64,13 +68,12 @@ pids+=($!)
 until ip netns exec fwdemo-misc-1 nft list table inet fw >/dev/null 2>&1; do sleep 0.1; done
 sed 's/^/  /' "$work/daemon.log"
 
-# Listeners for the probes below (nc keeps accepting with -k).
-for spec in api-1:8080 db-1:5432 web-2:443 partner-1:443; do
-  ns="fwdemo-${spec%%:*}"; port="${spec##*:}"
-  ip netns exec "$ns" nc -lk "$port" >/dev/null 2>&1 &
-  pids+=($!)
-done
-sleep 0.3
+# Traffic: listeners, allowed and denied flows, an audit-zone container, and web-2
+# misbehaving (a port scan and bursts past its new-connection cap). Own process group, so
+# the cleanup stops every generator.
+setsid bash tests/traffic.sh fwdemo- >"$work/traffic.log" 2>&1 &
+pids+=($!)
+sleep 1
 
 bold "7. Real connections, next to what explain predicts"
 printf '%-34s %-12s %-10s %s\n' "flow" "explain" "probe" "deciding rule"
@@ -118,6 +121,17 @@ if [ -x "$TUI" ]; then
   run "$TUI" --socket "$work/fw.sock" blocks
   run "$TUI" --socket "$work/fw.sock" unblock 1
   run "$TUI" --socket "$work/fw.sock" audit --limit 5
+
+  bold "13. The console: live flows, drops and alerts, one-key blocking"
+  if [ -t 0 ] && [ -t 1 ]; then
+    echo "  Tab / 1-5 switch screens, / filters, Enter shows details, b blocks, ? lists every key, q quits."
+    echo "  (web-2 is the misbehaving one: try / then 'web-2 verdict:cap-hit')"
+    sleep 2
+    "$TUI" --socket "$work/fw.sock" || true
+  else
+    echo "  (no terminal here: five seconds of the live flow stream instead; run 'make demo' in a terminal for the console)"
+    timeout 5 "$TUI" --socket "$work/fw.sock" flows --follow --filter "container=web-2" --limit 8 || true
+  fi
 fi
 echo
-echo "(the daemon is stopped with SIGTERM and the lab removed on exit)"
+echo "(the traffic and the daemon are stopped and the lab removed on exit)"
