@@ -160,6 +160,12 @@ impl Flows {
         *self.ctx.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ctx);
     }
 
+    /// The daemon's alerts, for code that watches flows (inspection raises
+    /// `AlertKind::Violation` here with the flow's row id).
+    pub fn alerts(&self) -> &Arc<crate::alerts::Alerts> {
+        &self.alerts
+    }
+
     /// Open flows per container (what `max_conns` counts), from the table.
     pub fn open_flows(&self) -> HashMap<String, usize> {
         self.table().open_flows()
