@@ -176,7 +176,7 @@ fn setup(tag: &str) -> (Lab, PathBuf) {
     (lab, d)
 }
 
-fn start(d: &Path) -> Daemon {
+fn start(d: &Path, tag: &str) -> Daemon {
     let mut args: Vec<std::ffi::OsString> =
         ["run", "--no-docker", "--tick", "0.2", "--resync", "1"].iter().map(Into::into).collect();
     for (flag, path) in [
@@ -188,7 +188,7 @@ fn start(d: &Path) -> Daemon {
         args.push(flag.into());
         args.push(d.join(path).into());
     }
-    let daemon = Daemon::spawn(args, d.join("daemon.log"));
+    let daemon = Daemon::spawn(args, d.join(format!("daemon-{tag}.log")));
     let until = Instant::now() + Duration::from_secs(20);
     while !daemon.socket.exists() {
         assert!(Instant::now() < until, "no control socket:\n{}", daemon.log());
@@ -249,7 +249,7 @@ fn alerts_are_raised_streamed_and_kept() {
     lab.serve_tcp("api-1", &[8080, 9001]);
     lab.serve_tcp_hold("api-1", 9000);
     lab.serve_tcp_hold("db-1", 5432);
-    let daemon = start(&d);
+    let daemon = start(&d, "1");
     let mut c = Client::connect(&daemon.socket);
     eventually("containers programmed", &daemon, || {
         let s = c.status();
@@ -364,6 +364,13 @@ fn alerts_are_raised_streamed_and_kept() {
         out.status.success().then_some(())
     });
     assert_eq!(tcp_probe(&web_ns, SocketAddr::new(db, 5432), WAIT), Probe::TimedOut, "enforcing again");
+    // Changed rather than deleted: an accept-all slipped in front of the egress chain.
+    nft_in(lab.node("web-1"), &["insert", "rule", "inet", "fw", "egress", "accept"]);
+    let changed = sub.wait("a second tamper", &daemon, |a| a.kind == AlertKind::Tamper && a.id != tamper.id);
+    assert_eq!(changed.container.as_deref(), Some("web-1"));
+    eventually("the accept-all gone", &daemon, || {
+        (tcp_probe(&web_ns, SocketAddr::new(db, 5432), WAIT) == Probe::TimedOut).then_some(())
+    });
 
     // 5. A connection flood over web's new_conns_per_sec cap (50/s): one alert, not hundreds.
     let dst = SocketAddr::new(api, 9001);
@@ -429,4 +436,55 @@ fn alerts_are_raised_streamed_and_kept() {
     plain.drain(Duration::from_millis(300));
     assert!(plain.seen.is_empty(), "{:#?}", plain.seen);
     assert!(daemon.log().lines().all(|l| !l.contains("panicked")), "{}", daemon.log());
+}
+
+/// Starting on bad files falls back to the last good copy: that is an alert too (kept for
+/// whoever connects later), and status says which files are enforced.
+#[test]
+fn a_start_on_refused_files_is_kept_as_an_alert() {
+    if !common::require(common::lab::available(), "root with iproute2 (network namespaces)") {
+        return;
+    }
+    let (mut lab, d) = setup("fallback");
+    lab.serve_tcp("api-1", &[8080]);
+    let mut daemon = start(&d, "1");
+    let mut c = Client::connect(&daemon.socket);
+    let good = eventually("containers programmed", &daemon, || {
+        let s = c.status();
+        (s.containers.len() == 3 && s.containers.iter().all(|c| c.programmed)).then_some(s.policy_hash)
+    });
+    assert!(c.alerts(None, None).is_empty(), "a good start raises nothing");
+    drop(c);
+    assert!(daemon.terminate().success());
+    put_rule_file(
+        &d,
+        "30-extra.toml",
+        "[[policy]]\nid = \"extra\"\nfrom = \"web\"\nto = \"nowhere\"\naction = \"allow\"\n",
+    );
+    let daemon = start(&d, "2");
+    let mut c = Client::connect(&daemon.socket);
+    let alerts = c.alerts(None, None);
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(alerts[0].kind, AlertKind::ReloadFailed);
+    assert!(
+        alerts[0].message.contains("30-extra.toml:4:") && alerts[0].message.contains(&good),
+        "{alerts:?}"
+    );
+    let s = c.status();
+    assert_eq!(s.policy_hash, good);
+    assert!(s.last_reload_errors.iter().any(|e| e.contains("unknown zone")), "{s:?}");
+    assert!(s.last_reload_at.is_some());
+    // The enforced files are the last good copies, named where they are.
+    assert_eq!(s.rule_files.len(), 3, "{:?}", s.rule_files);
+    assert!(
+        s.rule_files.iter().all(|f| f.starts_with(&d.join("state").display().to_string())),
+        "{:?}",
+        s.rule_files
+    );
+    assert!(s.rule_files[0].ends_with("00-defaults.toml"));
+    eventually("enforcing the last good policy", &daemon, || {
+        (tcp_probe(&lab.node("web-1").path(), SocketAddr::new(addr(&lab, "api-1"), 8080), WAIT)
+            == Probe::Connected)
+            .then_some(())
+    });
 }
