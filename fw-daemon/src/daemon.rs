@@ -824,6 +824,9 @@ fn block_container(t: &fw_proto::control::BlockTarget) -> Option<&str> {
     match t {
         fw_proto::control::BlockTarget::Quarantine { container, .. }
         | fw_proto::control::BlockTarget::Flow { container, .. } => Some(container),
+        fw_proto::control::BlockTarget::Destination {
+            scope: fw_proto::control::Scope::Container(c), ..
+        } => Some(c),
         fw_proto::control::BlockTarget::Destination { .. } => None,
     }
 }
