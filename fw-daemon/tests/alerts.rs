@@ -190,7 +190,8 @@ fn start(d: &Path, tag: &str) -> Daemon {
     }
     let daemon = Daemon::spawn(args, d.join(format!("daemon-{tag}.log")));
     let until = Instant::now() + Duration::from_secs(20);
-    while !daemon.socket.exists() {
+    // Until it accepts: the file appears at bind(), a moment before listen().
+    while UnixStream::connect(&daemon.socket).is_err() {
         assert!(Instant::now() < until, "no control socket:\n{}", daemon.log());
         std::thread::sleep(Duration::from_millis(50));
     }
