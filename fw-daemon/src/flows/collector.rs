@@ -105,6 +105,19 @@ impl Context for FlowContext {
     }
 }
 
+/// The cap rule an NFLOG record says was hit: `fw:cap:<zone>:<cap>` in enforce mode, an
+/// audit record of a cap rule (`fw:audit:<zone>:<cap>`) in audit mode.
+fn cap_rule(container: &str, rec: &super::nflog::LogRecord, ctx: &dyn Context) -> Option<RuleRef> {
+    let tag = rec.tag.as_ref()?;
+    let known = ctx.rule_ref(container, &tag.rule);
+    match (tag.kind.as_str(), known) {
+        ("cap", Some(r)) => Some(r),
+        ("cap", None) => Some(RuleRef { kind: fw_proto::RuleKind::Cap, id: tag.rule.clone(), source: None }),
+        ("audit", Some(r)) if r.kind == fw_proto::RuleKind::Cap => Some(r),
+        _ => None,
+    }
+}
+
 struct Collector {
     netns: PathBuf,
     stop: Arc<AtomicBool>,
@@ -119,16 +132,19 @@ pub struct Flows {
     /// One dump at a time across namespaces: a dump's entries are held in memory until
     /// merged, and ten large ones at once would multiply the peak.
     dumping: Mutex<()>,
+    /// Where cap hits seen in NFLOG records are raised.
+    alerts: Arc<crate::alerts::Alerts>,
 }
 
 impl Flows {
-    pub fn new(cap: usize, log_group: u16) -> Arc<Flows> {
+    pub fn new(cap: usize, log_group: u16, alerts: Arc<crate::alerts::Alerts>) -> Arc<Flows> {
         Arc::new(Flows {
             table: Mutex::new(FlowTable::new(cap)),
             ctx: RwLock::new(Arc::new(FlowContext::default())),
             collectors: Mutex::new(BTreeMap::new()),
             log_group,
             dumping: Mutex::new(()),
+            alerts,
         })
     }
 
@@ -142,6 +158,17 @@ impl Flows {
 
     pub fn set_context(&self, ctx: FlowContext) {
         *self.ctx.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ctx);
+    }
+
+    /// The daemon's alerts, for code that watches flows (inspection raises
+    /// `AlertKind::Violation` here with the flow's row id).
+    pub fn alerts(&self) -> &Arc<crate::alerts::Alerts> {
+        &self.alerts
+    }
+
+    /// Open flows per container (what `max_conns` counts), from the table.
+    pub fn open_flows(&self) -> HashMap<String, usize> {
+        self.table().open_flows()
     }
 
     /// (rows, lost events).
@@ -195,9 +222,19 @@ impl Flows {
                     Ok(recs) => {
                         let ctx = f.context();
                         let now = now_ms();
-                        let mut t = f.table();
-                        for r in &recs {
-                            t.apply_log(&n, r, now, &*ctx);
+                        let mut hits = Vec::new();
+                        {
+                            let mut t = f.table();
+                            for r in &recs {
+                                let row = t.apply_log(&n, r, now, &*ctx);
+                                if let Some(rule) = cap_rule(&n, r, &*ctx) {
+                                    hits.push((rule, row));
+                                }
+                            }
+                        }
+                        // Raised outside the table lock: an alert wakes subscribers.
+                        for (rule, row) in hits {
+                            f.alerts.cap_hit(&n, &rule, row, now);
                         }
                     }
                     Err(e) => {
@@ -265,6 +302,10 @@ impl Flows {
 }
 
 impl FlowView for Flows {
+    fn open_flows(&self) -> HashMap<String, usize> {
+        Flows::open_flows(self)
+    }
+
     fn snapshot(&self, filter: &FlowFilter, limit: Option<usize>) -> FlowSnapshot {
         self.table().snapshot(filter, limit)
     }
@@ -279,6 +320,47 @@ impl FlowView for Flows {
             lost_events: t.lost_events(),
             next: d.next,
             full: d.full || since.is_none(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flows::nflog::{LogRecord, Tag};
+    use fw_proto::RuleKind;
+
+    fn rec(prefix: &str) -> LogRecord {
+        LogRecord {
+            prefix: prefix.into(),
+            tag: Tag::parse(prefix),
+            indev: None,
+            outdev: Some(2),
+            src: None,
+            dst: None,
+            proto: None,
+            sport: None,
+            dport: None,
+        }
+    }
+
+    #[test]
+    fn cap_hits_are_cap_tags_and_audited_cap_rules() {
+        let mut ctx = FlowContext::default();
+        let r = |kind, id: &str| RuleRef { kind, id: id.into(), source: Some("10-zones.toml:3".into()) };
+        ctx.rules.insert("web:max_conns".into(), r(RuleKind::Cap, "web:max_conns"));
+        ctx.rules.insert("batch:new_conns_per_sec".into(), r(RuleKind::Cap, "batch:new_conns_per_sec"));
+        ctx.rules.insert("no-web".into(), r(RuleKind::Policy, "no-web"));
+        // Enforce mode: the cap tag, with the rule's position when known.
+        let hit = cap_rule("web-1", &rec("fw:cap:web:max_conns"), &ctx).unwrap();
+        assert_eq!((hit.kind, hit.id.as_str(), hit.source.is_some()), (RuleKind::Cap, "web:max_conns", true));
+        let unknown = cap_rule("web-1", &rec("fw:cap:gone:max_conns"), &ctx).unwrap();
+        assert_eq!((unknown.kind, unknown.id.as_str()), (RuleKind::Cap, "gone:max_conns"));
+        // Audit mode logs a cap as an audit record of a cap rule.
+        assert!(cap_rule("batch-1", &rec("fw:audit:batch:new_conns_per_sec"), &ctx).is_some());
+        // Other records are not cap hits.
+        for p in ["fw:audit:no-web", "fw:deny:default", "fw:block:quarantine", "fw:log:x", "junk"] {
+            assert_eq!(cap_rule("web-1", &rec(p), &ctx), None, "{p}");
         }
     }
 }

@@ -376,16 +376,23 @@ impl FlowTable {
 
     /// Applies one NFLOG record from `container`'s namespace. Records without an `fw:` tag or
     /// addresses, and `fw:log:` records, are ignored.
-    pub fn apply_log(&mut self, container: &str, rec: &LogRecord, now_ms: i64, ctx: &dyn Context) {
-        let Some(tag) = &rec.tag else { return };
+    /// Returns the id of the attempt row it counted in (none for records it skips).
+    pub fn apply_log(
+        &mut self,
+        container: &str,
+        rec: &LogRecord,
+        now_ms: i64,
+        ctx: &dyn Context,
+    ) -> Option<u64> {
+        let tag = rec.tag.as_ref()?;
         let (verdict, state) = match tag.kind.as_str() {
             "deny" => (FlowVerdict::Denied, ST_DROPPED),
             "audit" => (FlowVerdict::AuditDenied, ST_LOGGED),
             "cap" => (FlowVerdict::CapHit, ST_DROPPED),
             "block" => (FlowVerdict::Blocked, ST_DROPPED),
-            _ => return,
+            _ => return None,
         };
-        let (Some(src), Some(dst)) = (rec.src, rec.dst) else { return };
+        let (Some(src), Some(dst)) = (rec.src, rec.dst) else { return None };
         let local = ctx.local_addrs(container);
         let direction = if local.contains(&src) {
             Direction::Egress
@@ -404,12 +411,13 @@ impl FlowTable {
         let key = Key::Attempt { container: c, verdict, direction, proto, src, dst, dport, rule: rule_key };
         self.seq += 1;
         let seq = self.seq;
-        if let Some(&i) = self.index.get(&key) {
+        let id = if let Some(&i) = self.index.get(&key) {
             let r = &mut self.rows[i as usize];
             r.count = r.count.saturating_add(1);
             r.sport = sport;
             r.last_seen_ms = r.last_seen_ms.max(now_ms);
             r.changed_at = seq;
+            r.id
         } else {
             let peer_addr = if direction == Direction::Egress { dst } else { src };
             let who = self.who(container, peer_addr, ctx);
@@ -448,8 +456,19 @@ impl FlowTable {
                 open: false,
                 attempt: true,
             });
-        }
+            seq
+        };
         self.maybe_compact();
+        Some(id)
+    }
+
+    /// Open (kernel-tracked) flows per container: the usage `max_conns` caps.
+    pub fn open_flows(&self) -> HashMap<String, usize> {
+        let mut by: HashMap<u32, usize> = HashMap::new();
+        for r in self.rows.iter().filter(|r| r.open && !r.attempt) {
+            *by.entry(r.container).or_default() += 1;
+        }
+        by.into_iter().filter_map(|(c, n)| Some((self.strs.get(c)?.to_string(), n))).collect()
     }
 
     /// Drops every row of a container that is gone.
@@ -1121,6 +1140,25 @@ mod tests {
         t.replace_dump("web-1", &[counted(e.clone(), (7, 4100), (5, 1050))], 4000, &ctx);
         let r = &all(&t)[0];
         assert_eq!((r.bytes_out, r.rate_out, r.rate_in), (4100, 2000, 0));
+    }
+
+    #[test]
+    fn open_flows_count_tracked_flows_per_container_and_log_records_name_their_row() {
+        let ctx = fake();
+        let mut t = FlowTable::new(100);
+        for sport in [40000, 40001, 40002] {
+            t.apply_ct("web-1", &ev(CtKind::New, entry(tuple(WEB, sport, DB, 5432))), 1000, &ctx);
+        }
+        t.apply_ct("db-1", &ev(CtKind::New, entry(tuple(WEB, 40000, DB, 5432))), 1000, &ctx);
+        t.apply_ct("web-1", &ev(CtKind::Destroy, entry(tuple(WEB, 40002, DB, 5432))), 2000, &ctx);
+        // Attempts are not flows the kernel tracks.
+        let a = t.apply_log("web-1", &denied(WEB, 1, OUTSIDE, 443, "cap", "web:max_conns"), 2000, &ctx);
+        let b = t.apply_log("web-1", &denied(WEB, 2, OUTSIDE, 443, "cap", "web:max_conns"), 2100, &ctx);
+        assert!(a.is_some() && a == b, "one aggregated row: {a:?} {b:?}");
+        assert_eq!(all(&t).iter().find(|r| r.dport == 443).map(|r| r.id), a);
+        assert_eq!(t.apply_log("web-1", &denied(WEB, 1, OUTSIDE, 443, "log", "x"), 2000, &ctx), None);
+        let open = t.open_flows();
+        assert_eq!((open.get("web-1"), open.get("db-1"), open.len()), (Some(&2), Some(&1), 2));
     }
 
     #[test]
