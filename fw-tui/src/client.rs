@@ -266,6 +266,24 @@ impl Client {
         }
     }
 
+    /// [`Client::next_event`] waiting at most `timeout` (at least 1 ms): `Ok(None)` when no
+    /// event arrived in time. A partial line survives for the next call.
+    pub fn next_event_timeout(&mut self, timeout: Duration) -> Result<Option<(u64, Event)>, ClientError> {
+        if let Some(e) = self.events.pop_front() {
+            return Ok(Some(e));
+        }
+        self.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+        loop {
+            match self.read_msg() {
+                Ok(ServerMsg::Event { sub, event }) => return Ok(Some((sub, event))),
+                Ok(ServerMsg::Ok { .. }) => {}
+                Ok(ServerMsg::Error { code, message, .. }) => return Err(daemon_error(code, message)),
+                Err(ClientError::Timeout { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     fn set_read_timeout(&mut self, t: Option<Duration>) -> Result<(), ClientError> {
         if self.read_timeout != t {
             self.reader.get_ref().set_read_timeout(t).map_err(|e| self.io_error(e))?;
