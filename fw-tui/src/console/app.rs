@@ -639,18 +639,23 @@ impl App {
                 }
                 touched.insert(id);
             }
-            let mut scratch = String::new();
-            let mut add: Vec<u64> = Vec::with_capacity(changed.len());
+            let mut ids: Vec<u64> = Vec::with_capacity(changed.len());
             for r in changed {
                 touched.insert(r.id);
+                ids.push(r.id);
                 add_usage(&mut self.usage, &r, 1);
-                if self.filter.matches_flow(&r, &mut scratch) {
-                    add.push(r.id);
-                }
                 if let Some(old) = self.flows.insert(r.id, r) {
                     add_usage(&mut self.usage, &old, -1);
                 }
             }
+            // Filtered on the final version of each row (a delta may name a row twice).
+            ids.sort_unstable();
+            ids.dedup();
+            let mut scratch = String::new();
+            let mut add: Vec<u64> = ids
+                .into_iter()
+                .filter(|id| self.flows.get(id).is_some_and(|r| self.filter.matches_flow(r, &mut scratch)))
+                .collect();
             if !touched.is_empty() {
                 self.view.retain(|id| !touched.contains(id));
                 let (flows, col, rev) = (&self.flows, self.sort, self.reverse);
@@ -658,6 +663,7 @@ impl App {
                     (Some(x), Some(y)) => compare(x, y, col, rev),
                     _ => a.cmp(b),
                 };
+
                 add.sort_unstable_by(cmp);
                 self.view = merge(std::mem::take(&mut self.view), add, cmp);
             }
@@ -930,7 +936,7 @@ impl App {
                     self.offset[0] = 0;
                 }
             }
-            KeyCode::Enter => self.details = self.rows() > 0,
+            KeyCode::Enter => self.details = self.rows() > 0 && self.screen != Screen::Rules,
             KeyCode::Up | KeyCode::Char('k') => self.move_sel(-1),
             KeyCode::Down | KeyCode::Char('j') => self.move_sel(1),
             KeyCode::PageUp => self.move_sel(-(self.page() as isize)),

@@ -670,3 +670,45 @@ fn connection_thread_retries_with_backoff() {
     cmd.send(Command::Quit).unwrap();
     handle.join().unwrap();
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    /// Whatever deltas arrive, under any sort and filter, the patched view equals a rebuild.
+    #[test]
+    fn random_deltas_keep_the_view_equal_to_a_rebuild(
+        sort in 0usize..14,
+        reverse in proptest::bool::ANY,
+        filter in proptest::sample::select(vec!["", "verdict:deny", "!web-1", "port:443", "zone:db 10.1."]),
+        deltas in proptest::collection::vec(
+            (proptest::collection::vec((1u64..60, 0i64..100_000, 0u64..5000, 0usize..5), 0..20),
+             proptest::collection::vec(1u64..60, 0..10)),
+            1..8),
+    ) {
+        let mut a = app();
+        a.sort = Col::ALL[sort];
+        a.reverse = reverse;
+        a.press(KeyCode::Char('/'));
+        a.type_str(filter);
+        a.press(KeyCode::Enter);
+        a.rebuild_view();
+        let verdicts = FlowVerdict::ALL;
+        for (changed, removed) in deltas {
+            let changed = changed
+                .into_iter()
+                .map(|(id, seen, rate, v)| {
+                    let c = ["web-1", "web-2", "db-1"][(id % 3) as usize];
+                    let mut r = testdata::flow(id, c, "10.1.0.9", [443, 53, 5432][(id % 3) as usize], verdicts[v]);
+                    r.last_seen_ms = NOW_MS - seen;
+                    r.rate_in = rate;
+                    r
+                })
+                .collect();
+            a.update(Msg::Flows { changed, removed, total: 0, lost_events: 0, full: false });
+            let patched = a.view.clone();
+            a.rebuild_view();
+            proptest::prop_assert_eq!(&patched, &a.view);
+            let usage: usize = a.usage.values().map(|u| u.flows).sum();
+            proptest::prop_assert_eq!(usage, a.flows.len());
+        }
+    }
+}

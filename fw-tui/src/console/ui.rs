@@ -44,7 +44,7 @@ fn body(area: Rect) -> Rect {
 
 /// Rows of the Drops screen given to the grouped drops (the rest shows alerts).
 fn drops_split(body: Rect) -> (Rect, Rect) {
-    let top = (body.height * 3 / 5).max(3).min(body.height);
+    let top = ((u32::from(body.height) * 3 / 5) as u16).max(3).min(body.height);
     (Rect { height: top, ..body }, Rect { y: body.y + top, height: body.height - top, ..body })
 }
 
@@ -192,7 +192,7 @@ fn status_bar(f: &mut Frame, app: &App, t: &Theme, area: Rect) {
             spans.push(Span::raw(" follow"));
         }
     }
-    f.render_widget(Paragraph::new(Line::from(spans)).style(t.dim().remove_modifier(Modifier::DIM)), area);
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
 fn bottom_line(f: &mut Frame, app: &App, t: &Theme, area: Rect) {
