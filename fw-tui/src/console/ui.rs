@@ -366,8 +366,8 @@ fn flows(f: &mut Frame, app: &App, t: &Theme, area: Rect) {
                 Cell::from(s),
                 Cell::from(d),
                 Cell::from(r.state.clone()),
-                Cell::from(bytes(r.bytes_in + r.bytes_out)),
-                Cell::from(rate(r.rate_in + r.rate_out)),
+                Cell::from(bytes(r.bytes_in.saturating_add(r.bytes_out))),
+                Cell::from(rate(r.rate_in.saturating_add(r.rate_out))),
                 verdict,
                 Cell::from(rule_id(r)),
                 Cell::from(sni(r)),
@@ -380,7 +380,7 @@ fn flows(f: &mut Frame, app: &App, t: &Theme, area: Rect) {
                 Cell::from(remote(r)),
                 verdict,
                 Cell::from(rule_id(r)),
-                Cell::from(rate(r.rate_in + r.rate_out)),
+                Cell::from(rate(r.rate_in.saturating_add(r.rate_out))),
             ]
         };
         rows.push(Row::new(cells).style(style));
