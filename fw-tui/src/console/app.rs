@@ -423,6 +423,8 @@ pub struct App {
     pub alerts_view: Vec<usize>,
     pub audit_view: Vec<usize>,
     drops_dirty: bool,
+    /// Ids of rows whose verdict is not `allowed`: what the Drops screen groups.
+    denied: FastSet<u64>,
 }
 
 fn key(code: KeyCode) -> KeyEvent {
@@ -471,6 +473,7 @@ impl App {
             alerts_view: Vec::new(),
             audit_view: Vec::new(),
             drops_dirty: false,
+            denied: FastSet::default(),
         }
     }
 
@@ -696,8 +699,12 @@ impl App {
         if full {
             self.flows.clear();
             self.usage.clear();
+            self.denied.clear();
             for r in changed {
                 add_usage(&mut self.usage, &r, 1);
+                if r.verdict != FlowVerdict::Allowed {
+                    self.denied.insert(r.id);
+                }
                 self.flows.insert(r.id, r);
             }
             self.rebuild_view();
@@ -708,6 +715,7 @@ impl App {
                 if let Some(old) = self.flows.remove(&id) {
                     add_usage(&mut self.usage, &old, -1);
                 }
+                self.denied.remove(&id);
                 touched.insert(id);
             }
             let mut ids: Vec<u64> = Vec::with_capacity(changed.len());
@@ -722,6 +730,12 @@ impl App {
             // Filtered on the final version of each row (a delta may name a row twice).
             ids.sort_unstable();
             ids.dedup();
+            for id in &ids {
+                match self.flows.get(id) {
+                    Some(r) if r.verdict != FlowVerdict::Allowed => self.denied.insert(*id),
+                    _ => self.denied.remove(id),
+                };
+            }
             let mut scratch = String::new();
             let mut add: Vec<u64> = ids
                 .into_iter()
@@ -826,7 +840,7 @@ impl App {
         let mut scratch = String::new();
         let mut groups: FastMap<(&str, IpAddr, u16, Option<&str>, FlowVerdict), DropGroup> =
             FastMap::default();
-        for r in self.flows.values() {
+        for r in self.denied.iter().filter_map(|id| self.flows.get(id)) {
             if r.verdict == FlowVerdict::Allowed || !self.filter.matches_flow(r, &mut scratch) {
                 continue;
             }
@@ -845,7 +859,7 @@ impl App {
                 flow: r.id,
             });
             g.count += r.count.max(1);
-            if r.last_seen_ms >= g.last_seen_ms {
+            if (r.last_seen_ms, r.id) > (g.last_seen_ms, g.flow) {
                 g.last_seen_ms = r.last_seen_ms;
                 g.flow = r.id;
             }

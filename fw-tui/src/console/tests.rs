@@ -709,6 +709,12 @@ proptest::proptest! {
             proptest::prop_assert_eq!(&patched, &a.view);
             let usage: usize = a.usage.values().map(|u| u.flows).sum();
             proptest::prop_assert_eq!(usage, a.flows.len());
+            // The incremental drop groups equal a regroup from scratch.
+            a.rebuild_drops();
+            let groups = a.drops.clone();
+            a.update(full(a.flows.values().cloned().collect()));
+            a.rebuild_drops();
+            proptest::prop_assert_eq!(&groups, &a.drops);
         }
     }
 }
