@@ -14,7 +14,6 @@ use fw_proto::control::{
     Alert, Answer, AuditRecord, BlockDirection, BlockInfo, BlockTarget, FlowRow, FlowVerdict, Op, Proto,
     Role, Scope, StatusInfo,
 };
-use fw_proto::RuleRef;
 use ratatui::crossterm::event::{
     KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
 };
@@ -235,17 +234,12 @@ fn num_key(col: Col) -> Option<fn(&FlowRow) -> u64> {
 /// and rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DropGroup {
-    pub container: String,
     pub verdict: FlowVerdict,
-    pub proto: Proto,
-    pub dst: IpAddr,
-    pub port: u16,
-    pub peer: Option<String>,
-    pub peer_zone: Option<String>,
-    pub rule: Option<RuleRef>,
+    /// Attempts in the group (the rows' counts summed).
     pub count: u64,
     pub last_seen_ms: i64,
-    /// The newest row of the group, for details and blocking.
+    /// The newest row of the group: its container, destination, port and rule are the
+    /// group's; details and blocking use it.
     pub flow: u64,
 }
 
@@ -846,26 +840,19 @@ impl App {
             }
             let k = (r.container.as_str(), r.dst, r.dport, r.rule.as_ref().map(|x| x.id.as_str()), r.verdict);
             let g = groups.entry(k).or_insert_with(|| DropGroup {
-                container: r.container.clone(),
                 verdict: r.verdict,
-                proto: r.proto,
-                dst: r.dst,
-                port: r.dport,
-                peer: r.peer.clone(),
-                peer_zone: r.peer_zone.clone(),
-                rule: r.rule.clone(),
                 count: 0,
                 last_seen_ms: i64::MIN,
                 flow: r.id,
             });
-            g.count += r.count.max(1);
+            g.count = g.count.saturating_add(r.count.max(1));
             if (r.last_seen_ms, r.id) > (g.last_seen_ms, g.flow) {
                 g.last_seen_ms = r.last_seen_ms;
                 g.flow = r.id;
             }
         }
         let mut v: Vec<DropGroup> = groups.into_values().collect();
-        v.sort_by(|a, b| b.last_seen_ms.cmp(&a.last_seen_ms).then_with(|| b.flow.cmp(&a.flow)));
+        v.sort_unstable_by_key(|g| std::cmp::Reverse((g.last_seen_ms, g.flow)));
         self.drops = v;
     }
 

@@ -184,7 +184,7 @@ fn filter_entry_is_live_persistent_and_reports_errors() {
     // Persistent across screens: Drops groups use it too, containers by name.
     a.press(KeyCode::Char('2'));
     assert_eq!(a.drops.len(), 1);
-    assert_eq!(a.drops[0].container, "web-1");
+    assert_eq!(a.flows[&a.drops[0].flow].container, "web-1");
     a.press(KeyCode::Char('3'));
     assert_eq!(a.containers_view.len(), 3, "web-2 is filtered out");
     // A bad word keeps the last good filter and shows why.

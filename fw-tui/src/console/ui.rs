@@ -479,8 +479,10 @@ fn drops(f: &mut Frame, app: &App, t: &Theme, area: Rect) {
         let sel = app.selected();
         let win = window(app, app.drops.len(), top.height.saturating_sub(1));
         let rows: Vec<Row> = win
-            .map(|i| {
-                let g = &app.drops[i];
+            .filter_map(|i| {
+                let g = app.drops.get(i)?;
+                // The group's newest row carries the fields the group is keyed on.
+                let r = app.flows.get(&g.flow)?;
                 let mut style = t.verdict(g.verdict);
                 if app.now_ms - g.last_seen_ms > STALE_MS {
                     style = style.add_modifier(Modifier::DIM);
@@ -488,13 +490,13 @@ fn drops(f: &mut Frame, app: &App, t: &Theme, area: Rect) {
                 if i == sel {
                     style = style.add_modifier(Modifier::REVERSED);
                 }
-                let dst = labelled(g.peer.as_deref(), g.proto, g.dst, g.port);
+                let dst = labelled(r.peer.as_deref(), r.proto, r.dst, r.dport);
                 let mut cells = vec![
-                    Cell::from(g.container.clone()),
+                    Cell::from(r.container.clone()),
                     Cell::from(g.verdict.to_string()),
                     Cell::from(dst),
                     Cell::from(
-                        g.rule
+                        r.rule
                             .as_ref()
                             .map_or_else(|| "-".into(), |r| if wide { rule_text(r) } else { r.id.clone() }),
                     ),
@@ -504,7 +506,7 @@ fn drops(f: &mut Frame, app: &App, t: &Theme, area: Rect) {
                 if !wide {
                     cells.remove(1);
                 }
-                Row::new(cells).style(style)
+                Some(Row::new(cells).style(style))
             })
             .collect();
         let (header, widths): (&[&str], Vec<Constraint>) = if wide {
