@@ -501,6 +501,34 @@ mod tests {
     }
 
     #[test]
+    fn next_event_timeout_returns_none_on_silence_and_keeps_partial_lines() {
+        let srv = TestServer::start(|req| match req.op {
+            Op::Subscribe { .. } => vec![
+                ok(req.id, Answer::Subscribed { sub: 5 }),
+                Out::Sleep(Duration::from_millis(150)),
+                Out::Raw("{\"type\":\"event\",\"sub\":5,".into()),
+                Out::Sleep(Duration::from_millis(150)),
+                Out::Raw(format!("\"event\":{}}}\n", serde_json::to_string(&flows_event(4, true)).unwrap())),
+                Out::Close,
+            ],
+            _ => vec![],
+        });
+        let mut c = Client::connect(&srv.path).unwrap();
+        assert_eq!(c.subscribe(FlowFilter::default(), None).unwrap(), 5);
+        assert_eq!(c.next_event_timeout(Duration::from_millis(50)).unwrap(), None, "nothing yet");
+        let mut got = None;
+        for _ in 0..100 {
+            if let Some(e) = c.next_event_timeout(Duration::from_millis(20)).unwrap() {
+                got = Some(e);
+                break;
+            }
+        }
+        assert_eq!(got, Some((5, flows_event(4, true))), "a line split across timeouts");
+        let e = c.next_event_timeout(Duration::from_secs(5)).unwrap_err();
+        assert!(matches!(e, ClientError::Closed { .. }), "{e:?}");
+    }
+
+    #[test]
     fn bad_json_from_the_daemon_is_a_protocol_error() {
         let srv = TestServer::start(|_| vec![Out::Raw("{\"type\":\"ok\",\"id\":2,\"answer\":42}\n".into())]);
         let mut c = Client::connect(&srv.path).unwrap();
