@@ -252,6 +252,45 @@ pub struct Usage {
     pub rate: u64,
 }
 
+/// Deltas received while paused, folded into one: bounded by the table's size however long
+/// the pause.
+#[derive(Debug, Clone, Default)]
+pub struct Held {
+    pub changed: FastMap<u64, FlowRow>,
+    pub removed: FastSet<u64>,
+    /// A full view arrived: on resume it replaces the table.
+    pub full: bool,
+}
+
+impl Held {
+    pub fn add(&mut self, changed: Vec<FlowRow>, removed: Vec<u64>, full: bool) {
+        if full {
+            self.changed.clear();
+            self.removed.clear();
+            self.full = true;
+        }
+        for id in removed {
+            self.changed.remove(&id);
+            if !self.full {
+                self.removed.insert(id);
+            }
+        }
+        for r in changed {
+            self.removed.remove(&r.id);
+            self.changed.insert(r.id, r);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.full && self.changed.is_empty() && self.removed.is_empty()
+    }
+
+    /// Rows changed or removed since the pause.
+    pub fn len(&self) -> usize {
+        self.changed.len() + self.removed.len()
+    }
+}
+
 /// The connection to the daemon, as the connection thread reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Conn {
@@ -394,7 +433,7 @@ pub struct App {
     pub editing: Option<String>,
     pub paused: bool,
     /// Deltas received while paused, applied on resume.
-    pub held: Vec<Msg>,
+    pub held: Held,
     /// Keep the selection on the first row as rows change.
     pub follow: bool,
     /// Selected row and first visible row, per screen.
@@ -448,7 +487,7 @@ impl App {
             filter_error: None,
             editing: None,
             paused: false,
-            held: Vec::new(),
+            held: Held::default(),
             follow: true,
             sel: [0; 5],
             offset: [0; 5],
@@ -610,15 +649,10 @@ impl App {
                 self.status = Some(s);
                 self.refresh_containers();
             }
-            m @ Msg::Flows { .. } if self.paused => {
-                if let Msg::Flows { total, lost_events, full, .. } = &m {
-                    self.total = *total;
-                    self.lost_events = *lost_events;
-                    if *full {
-                        self.held.clear();
-                    }
-                }
-                self.held.push(m);
+            Msg::Flows { changed, removed, total, lost_events, full } if self.paused => {
+                self.total = total;
+                self.lost_events = lost_events;
+                self.held.add(changed, removed, full);
             }
             Msg::Flows { changed, removed, total, lost_events, full } => {
                 self.apply_flows(changed, removed, full);
@@ -1048,10 +1082,9 @@ impl App {
     fn toggle_pause(&mut self) {
         self.paused = !self.paused;
         if !self.paused {
-            for m in std::mem::take(&mut self.held) {
-                if let Msg::Flows { changed, removed, full, .. } = m {
-                    self.apply_flows(changed, removed, full);
-                }
+            let h = std::mem::take(&mut self.held);
+            if !h.is_empty() {
+                self.apply_flows(h.changed.into_values().collect(), h.removed.into_iter().collect(), h.full);
             }
             self.sample_history();
         }

@@ -268,10 +268,21 @@ fn pause_holds_updates_and_resume_applies_them() {
     assert_eq!(a.view.len(), 9, "frozen");
     assert_eq!(a.total, 7, "counts still move");
     let t = text(&draw(&mut a, 80, 24));
-    assert!(t.contains("PAUSED (1 held)"), "{t}");
+    assert!(t.contains("PAUSED (2 held)"), "{t}");
+    // Held deltas fold: a row removed then seen again is a change, not a removal.
+    let back = a.flows[&1].clone();
+    a.update(Msg::Flows { changed: vec![back], removed: vec![], total: 8, lost_events: 0, full: false });
+    assert_eq!(a.held.len(), 2);
     a.press(KeyCode::Char('p'));
     assert!(!a.paused);
-    assert_eq!(a.view.len(), 7);
+    assert_eq!(a.view.len(), 8);
+    assert!(a.flows.contains_key(&1) && !a.flows.contains_key(&2));
+    // A full view while paused replaces everything on resume.
+    a.press(KeyCode::Char('p'));
+    a.update(Msg::Flows { changed: vec![], removed: vec![3], total: 7, lost_events: 0, full: false });
+    a.update(full(testdata::flows()[..2].to_vec()));
+    a.press(KeyCode::Char('p'));
+    assert_eq!(a.view.len(), 2);
 }
 
 #[test]
