@@ -20,7 +20,9 @@ mod tests;
 
 use std::io::{self, Stdout};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, TryRecvError};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ratatui::backend::CrosstermBackend;
@@ -58,8 +60,23 @@ fn restore_terminal() {
         execute!(io::stdout(), DisableMouseCapture, LeaveAlternateScreen, ratatui::crossterm::cursor::Show);
 }
 
-/// Runs the console until `q` / Ctrl-C. The terminal is restored on return and on panic.
+/// Runs the console until `q` / Ctrl-C (or SIGTERM, SIGHUP, SIGINT). The terminal is
+/// restored on return and on panic.
 pub fn run(opts: Options) -> io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = |sig, r: io::Result<signal_hook::SigId>| {
+        r.map_err(|e| io::Error::new(e.kind(), format!("cannot handle signal {sig}: {e}")))
+    };
+    for sig in [SIGTERM, SIGINT] {
+        handle(sig, signal_hook::flag::register(sig, stop.clone()))?;
+    }
+    // A hangup means the terminal is gone (nothing to restore), and crossterm then spins
+    // reading EOF without returning to the loop: exit at once (128 + SIGHUP).
+    handle(
+        SIGHUP,
+        signal_hook::flag::register_conditional_shutdown(SIGHUP, 129, Arc::new(AtomicBool::new(true))),
+    )?;
     enable_raw_mode().map_err(|e| io::Error::new(e.kind(), format!("cannot set up the terminal: {e}")))?;
     let prev = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -70,14 +87,18 @@ pub fn run(opts: Options) -> io::Result<()> {
         execute!(io::stdout(), EnterAlternateScreen, EnableMouseCapture)?;
         let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
         terminal.clear()?;
-        event_loop(&mut terminal, &opts)
+        event_loop(&mut terminal, &opts, &stop)
     })();
     restore_terminal();
     let _ = std::panic::take_hook();
     res
 }
 
-fn event_loop(terminal: &mut Terminal<CrosstermBackend<Stdout>>, opts: &Options) -> io::Result<()> {
+fn event_loop(
+    terminal: &mut Terminal<CrosstermBackend<Stdout>>,
+    opts: &Options,
+    stop: &AtomicBool,
+) -> io::Result<()> {
     let (tx, rx) = mpsc::channel();
     let (cmd, _conn) = conn::spawn(
         conn::ConnOptions {
@@ -96,6 +117,10 @@ fn event_loop(terminal: &mut Terminal<CrosstermBackend<Stdout>>, opts: &Options)
     let frame_every = Duration::from_millis(33);
     let mut last_draw = Instant::now() - frame_every;
     loop {
+        if stop.load(Ordering::Relaxed) {
+            let _ = cmd.send(Command::Quit);
+            return Ok(());
+        }
         if dirty && last_draw.elapsed() >= frame_every {
             terminal.draw(|f| ui::draw(f, &app))?;
             last_draw = Instant::now();
@@ -105,8 +130,9 @@ fn event_loop(terminal: &mut Terminal<CrosstermBackend<Stdout>>, opts: &Options)
             if dirty { frame_every.saturating_sub(last_draw.elapsed()) } else { Duration::from_millis(100) };
         let mut msgs = Vec::new();
         if event::poll(wait)? {
-            // Drain every pending input event before drawing.
-            loop {
+            // Drain pending input before drawing, a bounded batch so that signals and the
+            // daemon's messages are still seen.
+            for _ in 0..256 {
                 match event::read()? {
                     TermEvent::Key(k) => msgs.push(Msg::Key(k)),
                     TermEvent::Mouse(m) => msgs.push(Msg::Mouse(m)),
