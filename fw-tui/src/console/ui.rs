@@ -17,8 +17,9 @@ use ratatui::Frame;
 use super::app::{App, Col, Conn, DialogKind, Field, Screen, STALE_MS};
 use crate::render::{bytes, duration, endpoint, rule as rule_text, utc};
 
-/// Width from which tables show every column.
-pub const WIDE: u16 = 120;
+/// Width from which tables show every column (below it, the Flows table shows the remote
+/// end only, without zone, state and bytes).
+pub const WIDE: u16 = 150;
 
 /// The tab labels, in order, as drawn on row 0 (mouse clicks map back through [`tab_at`]).
 fn tab_labels() -> [String; 5] {
@@ -419,15 +420,15 @@ fn flows(f: &mut Frame, app: &App, t: &Theme, area: Rect) {
             vec![
                 Constraint::Length(12),
                 Constraint::Length(8),
-                Constraint::Length(4),
+                Constraint::Length(3),
                 Constraint::Length(5),
-                Constraint::Fill(2),
+                Constraint::Fill(3),
                 Constraint::Fill(3),
                 Constraint::Length(11),
                 Constraint::Length(9),
                 Constraint::Length(11),
                 Constraint::Length(12),
-                Constraint::Fill(1),
+                Constraint::Length(14),
                 Constraint::Fill(2),
             ],
             idx,
