@@ -5,7 +5,9 @@
 #      100 and 1,000 containers), then a median / range summary of every benchmark;
 #   2. the real CLI: `fw-daemon plan` on the 1,000 x 50 workload written to disk, wall time of
 #      RUNS runs (default 5), output to /dev/null;
-#   3. netlink (root only): bench/apply-200.sh, the nft_sets and daemon_churn binaries,
+#   3. the console (any user): frame render time and delta cost with 100,000 flows
+#      (console_frame);
+#   4. netlink (root only): bench/apply-200.sh, the nft_sets and daemon_churn binaries,
 #      bench/docker-start.sh (when Docker is installed), bench/throughput.sh.
 #      Skipped with a notice when not root, or when SKIP_NETLINK=1.
 # Usage: bash bench/run.sh            (criterion arguments: CRITERION_ARGS="--save-baseline x")
@@ -68,6 +70,9 @@ echo "median $(echo "$sorted" | sed -n "$(((RUNS + 1) / 2))p") ms," \
 if [[ -x /usr/bin/time ]]; then
   /usr/bin/time -f "one more run: %e s wall, %U s user, %S s sys, peak RSS %M KiB" "${plan[@]}" >/dev/null
 fi
+
+section "console: frame render, delta and re-sort with 100,000 flows (console_frame)"
+cargo run -q --release -p fw-bench --bin console_frame 300
 
 if [[ "${SKIP_NETLINK:-0}" == 1 ]]; then
   section "netlink benchmarks: skipped (SKIP_NETLINK=1)"

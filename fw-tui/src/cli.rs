@@ -40,6 +40,8 @@ Examples:
   fw-tui blocks
   fw-tui unblock 7
   fw-tui audit --since 1h
+  fw-tui alerts --since 30m
+  fw-tui                  (the live console; --refresh 500 for faster updates)
   fw-tui status --json | jq .containers
 
 Exit codes:
@@ -83,8 +85,8 @@ Examples:
     version,
     about = "fw operator console: flows, drops and blocking over fw-daemon's control socket",
     long_about = "fw operator console: flows, drops and blocking over fw-daemon's control socket.\n\n\
-        The live console is not in this version yet; these subcommands work today and are \
-        stable for scripts (see --json).",
+        Without a subcommand, fw-tui opens the live console (press ? in it for every key). \
+        The subcommands are stable for scripts (see --json).",
     after_help = AFTER_HELP
 )]
 pub struct Cli {
@@ -101,6 +103,9 @@ pub struct Cli {
     /// Print the daemon's answer as one line of JSON (with --follow: one line per event).
     #[arg(long, global = true, display_order = 901)]
     pub json: bool,
+    /// Console only: how often the daemon sends flow updates, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000), display_order = 902)]
+    pub refresh: u64,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -143,6 +148,15 @@ pub enum Command {
     },
     /// Re-read rule files and inventory now (like SIGHUP); exit 1 if files were rejected.
     Reload,
+    /// Recent alerts (reloads, tampering, cap hits, violations, blocks), oldest first.
+    Alerts {
+        /// Alerts at or after TIME: unix seconds, or a duration ago (`1h`, `2d`, `30m`).
+        #[arg(long, value_name = "TIME", value_parser = parse_since)]
+        since: Option<Since>,
+        /// The last N alerts (the daemon keeps 1000).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -449,6 +463,9 @@ impl Cli {
                 Op::Audit { since: since.map(|s| s.resolve(now)), limit: *limit }
             }
             Command::Reload => Op::Reload,
+            Command::Alerts { since, limit } => {
+                Op::Alerts { since_ms: since.map(|s| s.resolve(now).saturating_mul(1000)), limit: *limit }
+            }
         }))
     }
 }
@@ -510,6 +527,15 @@ pub fn main() -> std::process::ExitCode {
     std::process::ExitCode::from(code)
 }
 
+/// Why the console cannot start (it needs a terminal on stdin and stdout), if it cannot.
+pub fn console_refusal(stdin_tty: bool, stdout_tty: bool) -> Option<String> {
+    (!stdin_tty || !stdout_tty).then(|| {
+        "the console needs a terminal; for scripts use a subcommand: \
+         status | flows | alerts | block | unblock | blocks | audit | reload (see fw-tui --help)"
+            .to_string()
+    })
+}
+
 /// Why a run stopped early.
 enum Stop {
     Client(ClientError),
@@ -535,14 +561,23 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write, now: fn() -> i64
     let op = match cli.op(now()) {
         Ok(Some(op)) => op,
         Ok(None) => {
-            let _ = write!(
-                out,
-                "fw-tui {}: the live console is not in this version yet.\n\
-                 Use the subcommands: fw-tui status | flows | block | unblock | blocks | audit | reload\n\
-                 (see fw-tui --help).\n",
-                env!("CARGO_PKG_VERSION")
-            );
-            return exit::OK;
+            use std::io::IsTerminal;
+            if let Some(why) = console_refusal(io::stdin().is_terminal(), io::stdout().is_terminal()) {
+                let _ = writeln!(err, "fw-tui: {why}");
+                return exit::USAGE;
+            }
+            let opts = crate::console::Options {
+                socket: cli.socket.clone(),
+                interval_ms: cli.refresh,
+                color: !crate::console::no_color(),
+            };
+            return match crate::console::run(opts) {
+                Ok(()) => exit::OK,
+                Err(e) => {
+                    let _ = writeln!(err, "fw-tui: {e}");
+                    exit::FAILED
+                }
+            };
         }
         Err(msg) => {
             let _ = writeln!(err, "fw-tui: {msg}");
@@ -984,12 +1019,54 @@ mod tests {
     }
 
     #[test]
-    fn run_without_a_subcommand_points_at_the_subcommands() {
+    fn without_a_subcommand_the_console_needs_a_terminal() {
         let cli = parse(&[]).unwrap();
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        assert_eq!(run(&cli, &mut out, &mut err, now), 0);
-        let out = String::from_utf8(out).unwrap();
-        assert!(out.contains("not in this version yet") && out.contains("fw-tui status"), "{out}");
+        assert!(cli.command.is_none());
+        assert_eq!(cli.refresh, 1000);
+        assert_eq!(parse(&["--refresh", "250"]).unwrap().refresh, 250);
+        usage_error(&["--refresh", "5"]);
+        assert_eq!(console_refusal(true, true), None);
+        for (i, o) in [(false, true), (true, false), (false, false)] {
+            let why = console_refusal(i, o).unwrap();
+            assert!(why.contains("needs a terminal") && why.contains("alerts"), "{why}");
+        }
+    }
+
+    #[test]
+    fn alerts_since_and_limit() {
+        assert_eq!(op(&["alerts"]), Op::Alerts { since_ms: None, limit: None });
+        assert_eq!(
+            op(&["alerts", "--since", "1h", "--limit", "5"]),
+            Op::Alerts { since_ms: Some((NOW - 3600) * 1000), limit: Some(5) }
+        );
+        assert_eq!(
+            op(&["alerts", "--since", "1700000000"]),
+            Op::Alerts { since_ms: Some(1_700_000_000_000), limit: None }
+        );
+        usage_error(&["alerts", "--since", "soon"]);
+    }
+
+    #[test]
+    fn alerts_against_a_daemon() {
+        let alerts = crate::console::testdata::alerts();
+        let list = alerts.clone();
+        let srv = TestServer::start(move |req| vec![ok(req.id, Answer::Alerts { alerts: list.clone() })]);
+        let (code, out, err) = run_with(&srv, &["alerts", "--since", "1h"]);
+        assert_eq!((code, err.as_str()), (0, ""));
+        assert_eq!(out.lines().count(), 3, "{out}");
+        assert!(out.contains("tamper web-2: table inet fw changed"), "{out}");
+        assert!(out.contains("cap-hit api-1: max_conns 2 reached (cap api-conns)"), "{out}");
+        let got = srv.received();
+        assert_eq!(got[1].op, Op::Alerts { since_ms: Some((NOW - 3600) * 1000), limit: None });
+
+        let list = alerts.clone();
+        let srv = TestServer::start(move |req| vec![ok(req.id, Answer::Alerts { alerts: list.clone() })]);
+        let (code, out, _) = run_with(&srv, &["alerts", "--json"]);
+        assert_eq!(code, 0);
+        assert_eq!(serde_json::from_str::<Answer>(&out).unwrap(), Answer::Alerts { alerts });
+
+        let srv = TestServer::start(|req| vec![ok(req.id, Answer::Alerts { alerts: vec![] })]);
+        assert_eq!(run_with(&srv, &["alerts"]), (0, "no alerts\n".into(), String::new()));
     }
 
     fn flows_event(total: usize, full: bool) -> Event {

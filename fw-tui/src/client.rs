@@ -266,6 +266,24 @@ impl Client {
         }
     }
 
+    /// [`Client::next_event`] waiting at most `timeout` (at least 1 ms): `Ok(None)` when no
+    /// event arrived in time. A partial line survives for the next call.
+    pub fn next_event_timeout(&mut self, timeout: Duration) -> Result<Option<(u64, Event)>, ClientError> {
+        if let Some(e) = self.events.pop_front() {
+            return Ok(Some(e));
+        }
+        self.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+        loop {
+            match self.read_msg() {
+                Ok(ServerMsg::Event { sub, event }) => return Ok(Some((sub, event))),
+                Ok(ServerMsg::Ok { .. }) => {}
+                Ok(ServerMsg::Error { code, message, .. }) => return Err(daemon_error(code, message)),
+                Err(ClientError::Timeout { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     fn set_read_timeout(&mut self, t: Option<Duration>) -> Result<(), ClientError> {
         if self.read_timeout != t {
             self.reader.get_ref().set_read_timeout(t).map_err(|e| self.io_error(e))?;
@@ -480,6 +498,34 @@ mod tests {
                 alerts: false
             }
         );
+    }
+
+    #[test]
+    fn next_event_timeout_returns_none_on_silence_and_keeps_partial_lines() {
+        let srv = TestServer::start(|req| match req.op {
+            Op::Subscribe { .. } => vec![
+                ok(req.id, Answer::Subscribed { sub: 5 }),
+                Out::Sleep(Duration::from_millis(150)),
+                Out::Raw("{\"type\":\"event\",\"sub\":5,".into()),
+                Out::Sleep(Duration::from_millis(150)),
+                Out::Raw(format!("\"event\":{}}}\n", serde_json::to_string(&flows_event(4, true)).unwrap())),
+                Out::Close,
+            ],
+            _ => vec![],
+        });
+        let mut c = Client::connect(&srv.path).unwrap();
+        assert_eq!(c.subscribe(FlowFilter::default(), None).unwrap(), 5);
+        assert_eq!(c.next_event_timeout(Duration::from_millis(50)).unwrap(), None, "nothing yet");
+        let mut got = None;
+        for _ in 0..100 {
+            if let Some(e) = c.next_event_timeout(Duration::from_millis(20)).unwrap() {
+                got = Some(e);
+                break;
+            }
+        }
+        assert_eq!(got, Some((5, flows_event(4, true))), "a line split across timeouts");
+        let e = c.next_event_timeout(Duration::from_secs(5)).unwrap_err();
+        assert!(matches!(e, ClientError::Closed { .. }), "{e:?}");
     }
 
     #[test]
