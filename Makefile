@@ -25,6 +25,7 @@ unit: build
 e2e: build
 	bash tests/e2e-offline.sh $(BIN)
 	bash tests/e2e-console.sh $(BIN)
+	bash tests/e2e-tui.sh $(BIN)
 
 fuzz-smoke: deps
 	bash fuzz/smoke.sh $(SMOKE_FUZZ_SECONDS)
