@@ -23,9 +23,10 @@ INV="$tmp/inventory.toml"
 sed 's|/run/netns/fwdemo-|/run/netns/fwtui-|' rules/demo-inventory.toml >"$INV"
 export LAB_BRIDGE=fwtui-br LAB_PARTNER=fwtui-partner-1
 S="fwtui-$$"
-pids=()
+pids=() groups=()
 cleanup() {
   tmux kill-session -t "$S" 2>/dev/null
+  for g in "${groups[@]}"; do kill -- "-$g" 2>/dev/null || true; done
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null
   bash tests/lab.sh down "$INV" >/dev/null 2>&1
@@ -47,11 +48,12 @@ until ip netns exec fwtui-web-1 nft list table inet fw >/dev/null 2>&1; do sleep
 # api-1 appends what it receives to a file; web-1 writes a line every 50 ms on one connection.
 RX="$tmp/rx"
 : >"$RX"
-ip netns exec fwtui-api-1 socat -u TCP-LISTEN:8080,reuseaddr,fork "OPEN:$RX,append" 2>/dev/null &
-pids+=($!)
+# Each in its own process group, so the cleanup stops the pipelines and forks too.
+setsid ip netns exec fwtui-api-1 socat -u TCP-LISTEN:8080,reuseaddr,fork "OPEN:$RX,append" 2>/dev/null &
+groups+=($!)
 sleep 0.3
-ip netns exec fwtui-web-1 bash -c 'while :; do echo tick; sleep 0.05; done | socat -u - TCP:10.77.0.21:8080' 2>/dev/null &
-pids+=($!)
+setsid ip netns exec fwtui-web-1 bash -c 'while :; do echo tick; sleep 0.05; done | socat -u - TCP:10.77.0.21:8080' 2>/dev/null &
+groups+=($!)
 # Is the stream moving? (bytes received grow over half a second)
 flowing() { local a b; a=$(stat -c %s "$RX"); sleep 0.5; b=$(stat -c %s "$RX"); [ "$b" -gt "$a" ]; }
 connects() { ip netns exec fwtui-web-1 nc -z -w1 10.77.0.21 8080 2>/dev/null; }
