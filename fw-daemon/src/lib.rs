@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod discovery;
 pub mod drift_watch;
 pub mod flows;
+pub mod inspect;
 pub mod inventory;
 pub mod netns;
 pub mod nft;
