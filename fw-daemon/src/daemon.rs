@@ -149,6 +149,12 @@ struct Daemon {
     audit: Option<Arc<crate::control::audit::AuditLog>>,
     started: Instant,
     flows: Arc<crate::flows::collector::Flows>,
+    /// Shared with the flow collectors (cap hits) and the socket server (reads, pushes).
+    alerts: Arc<crate::alerts::Alerts>,
+    /// The files the enforced policy came from, as shown in status.
+    rule_files: Vec<String>,
+    /// Unix seconds of the last load or reload attempt, good or refused.
+    last_reload_at: Option<i64>,
 }
 
 /// The host-side guard (see `nft::guard`): only with Docker, whose bridges are in the host
@@ -166,6 +172,7 @@ impl Daemon {
         let (cfg_max_flows, cfg_log_group) = (cfg.max_flows, cfg.opts.log_group);
         let state = StateDir::open(&cfg.state_dir)?;
         let mut status = Status::default();
+        let alerts = Arc::new(crate::alerts::Alerts::default());
         let t = now();
         let read = read_rules(&cfg.rules);
         let seen_rules = read.clone().unwrap_or_default();
@@ -183,10 +190,18 @@ impl Daemon {
                     cfg.rules.display(),
                     state.last_good_dir().display()
                 );
+                alerts.raise(
+                    fw_proto::control::AlertKind::ReloadFailed,
+                    None,
+                    None,
+                    None,
+                    refused_message(&errors, &fallback.0.hash),
+                );
                 status.rejected = errors;
                 fallback
             }
         };
+        let rule_files = file_names(&cfg.rules, &files);
         if status.rejected.is_empty() {
             state.save_last_good(&files)?;
         }
@@ -251,7 +266,10 @@ impl Daemon {
             server: None,
             audit,
             started: Instant::now(),
-            flows: crate::flows::collector::Flows::new(cfg_max_flows, cfg_log_group),
+            flows: crate::flows::collector::Flows::new(cfg_max_flows, cfg_log_group, alerts.clone()),
+            alerts,
+            rule_files,
+            last_reload_at: Some(t),
         })
     }
 
@@ -263,18 +281,32 @@ impl Daemon {
     /// Reloads from rule files already read (the periodic check reads them to compare).
     fn reload_rules_from(&mut self, read: Result<Vec<SourceFile>, Vec<String>>) {
         let t = now();
+        self.last_reload_at = Some(t);
         if let Ok(files) = &read {
             self.seen_rules = files.clone();
         }
         match read.and_then(|f| validate(&f, t).map(|p| (p, f))) {
             Ok((policy, files)) => {
                 let changed = policy.hash != self.status.policy_hash;
+                // Good files after refused ones: worth saying even when the hash is the old one.
+                let recovered = !self.status.rejected.is_empty();
                 self.rec.set_now(t);
                 self.rec.set_policy(policy.clone());
                 let report = self.rec.reconcile();
                 log_report("reload", &report);
                 if changed {
                     self.audit_reload(Some(&policy.hash), "ok".into(), Some(summary(&policy, &report)));
+                }
+                self.rule_files = file_names(&self.cfg.rules, &files);
+                if changed || recovered {
+                    let what = if changed { "new policy" } else { "rule files fixed: policy" };
+                    self.alert(
+                        fw_proto::control::AlertKind::Reload,
+                        None,
+                        None,
+                        None,
+                        format!("{what} {} enforced ({})", policy.hash, summary(&policy, &report)),
+                    );
                 }
                 self.after_reconcile();
                 if let Err(e) = self.state.save_last_good(&files) {
@@ -291,6 +323,13 @@ impl Daemon {
                 }
                 warn!(policy = %self.status.policy_hash, "reload rejected: the last good policy stays enforced");
                 if self.status.rejected != errors {
+                    self.alert(
+                        fw_proto::control::AlertKind::ReloadFailed,
+                        None,
+                        None,
+                        None,
+                        refused_message(&errors, &self.status.policy_hash),
+                    );
                     self.audit_reload(
                         None,
                         format!("error: {} error(s), the last good policy stays", errors.len()),
@@ -439,7 +478,8 @@ impl Daemon {
             info!("inventory changed (periodic check)");
             self.reload_inventory_from(inv_now);
         }
-        self.rec.verify_rules();
+        let restored = self.rec.verify_rules();
+        self.tampered(&restored);
         self.rec.set_now(now());
         let report = self.rec.reconcile();
         if report != (Report { unchanged: report.unchanged, ..Report::default() }) {
@@ -450,6 +490,37 @@ impl Daemon {
 }
 
 impl Daemon {
+    /// Raises an alert: kept for `Op::Alerts`, pushed to alert subscriptions, logged.
+    /// Other threads (inspection) raise through the shared [`crate::alerts::Alerts`].
+    pub fn alert(
+        &self,
+        kind: fw_proto::control::AlertKind,
+        container: Option<&str>,
+        rule: Option<fw_proto::RuleRef>,
+        flow: Option<u64>,
+        message: impl Into<String>,
+    ) -> fw_proto::control::Alert {
+        self.alerts.raise(kind, container, rule, flow, message)
+    }
+
+    /// Puts back every table changed outside fw (of `only`, or all) and says so.
+    fn restore_drift(&mut self, only: Option<&std::collections::BTreeSet<String>>) {
+        let restored = self.rec.restore_drift_in(only);
+        self.tampered(&restored);
+    }
+
+    fn tampered(&self, restored: &[String]) {
+        for name in restored {
+            self.alert(
+                fw_proto::control::AlertKind::Tamper,
+                Some(name),
+                None,
+                None,
+                format!("table inet fw in {name}'s namespace was changed outside fw; restored"),
+            );
+        }
+    }
+
     fn record(&self, rec: fw_proto::control::AuditRecord) {
         if let Some(a) = &self.audit {
             if let Err(e) = a.append(&rec) {
@@ -490,13 +561,25 @@ impl Daemon {
             .map(|c| {
                 let programmed = self.rec.ruleset(&c.name);
                 let zone = policy.zone_of(&c.identity());
+                let blocks: Vec<&crate::blocks::Block> =
+                    self.rec.blocks().active().iter().filter(|b| b.applies_to(&c.name, &zone.name)).collect();
                 fw_proto::control::ContainerInfo {
                     name: c.name.clone(),
                     zone: programmed.map_or_else(|| zone.name.clone(), |r| r.zone.clone()),
                     mode: programmed.map_or(zone.mode, |r| r.mode),
                     addresses: c.addresses.clone(),
                     programmed: programmed.is_some(),
-                    ..Default::default()
+                    caps: fw_proto::control::CapsInfo {
+                        max_conns: zone.caps.max_conns,
+                        new_conns_per_sec: zone.caps.new_conns_per_sec,
+                        egress_bytes_per_sec: zone.caps.egress_bytes_per_sec,
+                    },
+                    // Counted when status is asked (the server fills it from the flow table).
+                    open_flows: 0,
+                    quarantined: blocks
+                        .iter()
+                        .any(|b| matches!(b.target, fw_proto::control::BlockTarget::Quarantine { .. })),
+                    blocks: blocks.iter().map(|b| b.id).collect(),
                 }
             })
             .collect();
@@ -512,7 +595,9 @@ impl Daemon {
             flows,
             lost_events,
             active_blocks: self.rec.blocks().active().len(),
-            ..Default::default()
+            rules_dir: Some(self.cfg.rules.display().to_string()),
+            rule_files: self.rule_files.clone(),
+            last_reload_at: self.last_reload_at,
         }
     }
 
@@ -540,7 +625,13 @@ impl Daemon {
         }
         self.rec.set_blocks(list);
         for b in gone {
-            info!(block = b.id, target = %b.target, "block expired");
+            self.alert(
+                fw_proto::control::AlertKind::Unblocked,
+                block_container(&b.target),
+                None,
+                None,
+                format!("block {} on {} expired", b.id, b.target),
+            );
             self.record(fw_proto::control::AuditRecord {
                 time_ms: now_ms(),
                 peer: None,
@@ -588,7 +679,7 @@ impl Daemon {
             }
             Op::Unblock { block } => {
                 rec.block = Some(block);
-                self.unblock(block).inspect(|a| {
+                self.unblock(block, &by).inspect(|a| {
                     if let Answer::Unblocked { block } = a {
                         rec.target = Some(block.target.to_string());
                     }
@@ -658,14 +749,29 @@ impl Daemon {
                 format!("block {} is enforced but could not be saved: {e}", block.id),
             ));
         }
-        info!(block = block.id, target = %block.target, containers = affected.len(), flows_cut = cut, "blocked");
         let block = crate::blocks::Block { flows_cut: cut, ..block };
+        let ttl = ttl.map_or_else(|| "until unblocked".to_string(), |s| format!("for {s} s"));
+        let why = block.reason.as_deref().map_or_else(String::new, |r| format!(": {r}"));
+        self.alert(
+            fw_proto::control::AlertKind::Blocked,
+            block_container(&block.target),
+            None,
+            None,
+            format!(
+                "{} blocked {} {ttl} (block {}, {} container(s), {cut} flow(s) cut){why}",
+                block.created_by,
+                block.target,
+                block.id,
+                affected.len()
+            ),
+        );
         Ok(fw_proto::control::Answer::Blocked { block: block.info(affected.into_iter().collect()) })
     }
 
     fn unblock(
         &mut self,
         id: u64,
+        by: &str,
     ) -> Result<fw_proto::control::Answer, (fw_proto::control::ErrorCode, String)> {
         use fw_proto::control::ErrorCode;
         let zones = self.rec.zones();
@@ -680,7 +786,13 @@ impl Daemon {
             let why: Vec<String> = report.failed.iter().map(|(c, e)| format!("{c}: {e}")).collect();
             warn!("unblock {id}: {}", why.join("; "));
         }
-        info!(block = id, target = %block.target, "unblocked");
+        self.alert(
+            fw_proto::control::AlertKind::Unblocked,
+            block_container(&block.target),
+            None,
+            None,
+            format!("{by} lifted block {id} on {}", block.target),
+        );
         Ok(fw_proto::control::Answer::Unblocked { block: block.info(affected.into_iter().collect()) })
     }
 
@@ -708,6 +820,26 @@ impl Daemon {
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The container a block names, if it names one.
+fn block_container(t: &fw_proto::control::BlockTarget) -> Option<&str> {
+    match t {
+        fw_proto::control::BlockTarget::Quarantine { container, .. }
+        | fw_proto::control::BlockTarget::Flow { container, .. } => Some(container),
+        fw_proto::control::BlockTarget::Destination { .. } => None,
+    }
+}
+
+/// A refused reload's alert: the count, the policy that stays, the first `path:line:col`.
+fn refused_message(errors: &[String], stays: &str) -> String {
+    let first = errors.first().and_then(|e| e.lines().next()).unwrap_or("no detail");
+    format!("rule files refused ({} error(s)); policy {stays} stays enforced: {first}", errors.len())
+}
+
+/// The rule files as status shows them: relative to the rules directory when inside it.
+fn file_names(dir: &Path, files: &[SourceFile]) -> Vec<String> {
+    files.iter().map(|f| f.path.strip_prefix(dir).unwrap_or(&f.path).display().to_string()).collect()
 }
 
 /// A reload's audit summary: what the new policy holds and what the reload did.
@@ -853,6 +985,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             d.flow_view(),
             d.audit.clone(),
             cmd_tx,
+            d.alerts.clone(),
         );
         crate::control::server::spawn(listener, server.clone()).map_err(DaemonError::Signals)?;
         info!(socket = %path.display(), group = %group, "control socket ready");
@@ -902,7 +1035,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                     d.docker_update(u);
                 }
                 if !drifted.is_empty() {
-                    d.rec.restore_drift_in(Some(&drifted));
+                    d.restore_drift(Some(&drifted));
                 }
                 d.publish();
             }
@@ -911,7 +1044,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         }
         // The periodic check, in case a notification was lost (socket overrun).
         if last_drift_check.elapsed() >= d.cfg.tick {
-            d.rec.restore_drift();
+            d.restore_drift(None);
+            d.alerts.flush_caps(now_ms());
             last_drift_check = Instant::now();
         }
         if last_resync.elapsed() >= d.cfg.resync {

@@ -4,6 +4,7 @@
 //! `inventory` of containers -> `compile` (pure) -> one `ruleset::Ruleset` per container ->
 //! rendered as an nft script (`plan`) or evaluated (`explain`).
 
+pub mod alerts;
 pub mod blocks;
 pub mod compile;
 pub mod config;

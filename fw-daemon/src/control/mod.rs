@@ -31,6 +31,10 @@ pub trait FlowView: Send + Sync {
     /// Rows matching `filter` changed since `since` (all of them for `None`), ids of rows
     /// removed since then, and the position to ask from next time.
     fn changes(&self, since: Option<u64>, filter: &FlowFilter) -> FlowChanges;
+    /// Open flows per container name, counted now (status reads it fresh, not published).
+    fn open_flows(&self) -> std::collections::HashMap<String, usize> {
+        Default::default()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fw_proto::control::{
-    Answer, AuditRecord, ErrorCode, Event, FlowFilter, Op, Request, Role, ServerMsg, MAX_REQUEST_BYTES,
-    PROTOCOL_VERSION,
+    Answer, AuditRecord, ErrorCode, Event, FlowFilter, Op, Request, Role, ServerMsg, ALERTS_KEPT,
+    MAX_REQUEST_BYTES, PROTOCOL_VERSION,
 };
 use tracing::{debug, info, warn};
 
@@ -45,6 +45,7 @@ pub struct Server {
     pub flows: Arc<dyn FlowView>,
     pub audit: Option<Arc<AuditLog>>,
     pub commands: Sender<Command>,
+    pub alerts: Arc<crate::alerts::Alerts>,
     connections: AtomicUsize,
     next_sub: AtomicUsize,
 }
@@ -56,6 +57,7 @@ impl Server {
         flows: Arc<dyn FlowView>,
         audit: Option<Arc<AuditLog>>,
         commands: Sender<Command>,
+        alerts: Arc<crate::alerts::Alerts>,
     ) -> Arc<Server> {
         Arc::new(Server {
             roles,
@@ -63,6 +65,7 @@ impl Server {
             flows,
             audit,
             commands,
+            alerts,
             connections: AtomicUsize::new(0),
             next_sub: AtomicUsize::new(1),
         })
@@ -353,8 +356,18 @@ fn handle_one(
                 user: who.peer.user.clone(),
             })
         }
-        Op::Alerts { .. } => err(Some(id), ErrorCode::NotFound, "alerts are not kept yet"),
-        Op::Status => ok(Answer::Status(srv.snapshot().status.clone())),
+        Op::Alerts { since_ms, limit } => {
+            ok(Answer::Alerts { alerts: srv.alerts.recent(since_ms, Some(limit.unwrap_or(ALERTS_KEPT))) })
+        }
+        Op::Status => {
+            let mut status = srv.snapshot().status.clone();
+            // Usage moves between publications: counted at the time of asking.
+            let open = srv.flows.open_flows();
+            for c in &mut status.containers {
+                c.open_flows = open.get(&c.name).copied().unwrap_or(0);
+            }
+            ok(Answer::Status(status))
+        }
         Op::Blocks => ok(Answer::Blocks { blocks: srv.snapshot().blocks.clone() }),
         Op::Flows { filter, limit } => ok(Answer::Flows(srv.flows.snapshot(&filter, limit))),
         Op::Audit { since, limit } => match &srv.audit {
@@ -366,7 +379,7 @@ fn handle_one(
                 }
             }
         },
-        Op::Subscribe { filter, interval_ms, alerts: _ } => {
+        Op::Subscribe { filter, interval_ms, alerts } => {
             conn.subs.retain(|(_, stop)| !stop.load(Ordering::SeqCst));
             if conn.subs.len() >= MAX_SUBSCRIPTIONS {
                 return err(
@@ -380,8 +393,16 @@ fn handle_one(
             let interval = Duration::from_millis(interval_ms.unwrap_or(1000).clamp(100, 60_000));
             // The answer goes out before the first event: the pusher waits for this lock.
             let guard = w.lock().unwrap_or_else(|e| e.into_inner());
+            // Alerts raised from now on, on their own thread so they go out at once.
+            let alerts_from = srv.alerts.last_id();
             if let Err(e) = push_events(srv.flows.clone(), w.clone(), sub, filter, interval, stop.clone()) {
                 return err(Some(id), ErrorCode::Internal, format!("cannot start the subscription: {e}"));
+            }
+            if alerts {
+                if let Err(e) = push_alerts(srv.alerts.clone(), w.clone(), sub, alerts_from, stop.clone()) {
+                    stop.store(true, Ordering::SeqCst);
+                    return err(Some(id), ErrorCode::Internal, format!("cannot start the subscription: {e}"));
+                }
             }
             conn.subs.push((sub, stop));
             let mut s = guard;
@@ -474,6 +495,32 @@ fn push_events(
             std::thread::sleep(interval);
         }
         info!(sub, "control: subscription ended");
+    })?;
+    Ok(())
+}
+
+/// Pushes every alert raised after `from`, as it is raised, until `stop` or the client goes.
+fn push_alerts(
+    alerts: Arc<crate::alerts::Alerts>,
+    w: Writer,
+    sub: u64,
+    from: u64,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new().name("control-alerts".into()).spawn(move || {
+        let mut last = from;
+        while !stop.load(Ordering::SeqCst) {
+            // A short wait: a stopped subscription's thread ends soon after.
+            for a in alerts.wait_after(last, Duration::from_millis(250)) {
+                last = a.id;
+                if stop.load(Ordering::SeqCst)
+                    || !reply(&w, &ServerMsg::Event { sub, event: Event::Alert(a) })
+                {
+                    stop.store(true, Ordering::SeqCst);
+                    return;
+                }
+            }
+        }
     })?;
     Ok(())
 }

@@ -109,6 +109,19 @@ impl Context for FlowContext {
     }
 }
 
+/// The cap rule an NFLOG record says was hit: `fw:cap:<zone>:<cap>` in enforce mode, an
+/// audit record of a cap rule (`fw:audit:<zone>:<cap>`) in audit mode.
+fn cap_rule(container: &str, rec: &super::nflog::LogRecord, ctx: &dyn Context) -> Option<RuleRef> {
+    let tag = rec.tag.as_ref()?;
+    let known = ctx.rule_ref(container, &tag.rule);
+    match (tag.kind.as_str(), known) {
+        ("cap", Some(r)) => Some(r),
+        ("cap", None) => Some(RuleRef { kind: fw_proto::RuleKind::Cap, id: tag.rule.clone(), source: None }),
+        ("audit", Some(r)) if r.kind == fw_proto::RuleKind::Cap => Some(r),
+        _ => None,
+    }
+}
+
 struct Collector {
     netns: PathBuf,
     stop: Arc<AtomicBool>,
@@ -134,10 +147,12 @@ pub struct Flows {
     /// Set before the first `sync`; without it no inspection listener starts.
     inspect: Mutex<Option<InspectConfig>>,
     tap_stats: Mutex<TapStats>,
+    /// Where cap hits seen in NFLOG records are raised.
+    alerts: Arc<crate::alerts::Alerts>,
 }
 
 impl Flows {
-    pub fn new(cap: usize, log_group: u16) -> Arc<Flows> {
+    pub fn new(cap: usize, log_group: u16, alerts: Arc<crate::alerts::Alerts>) -> Arc<Flows> {
         Arc::new(Flows {
             table: Mutex::new(FlowTable::new(cap)),
             ctx: RwLock::new(Arc::new(FlowContext::default())),
@@ -146,6 +161,7 @@ impl Flows {
             dumping: Mutex::new(()),
             inspect: Mutex::new(None),
             tap_stats: Mutex::new(TapStats::default()),
+            alerts,
         })
     }
 
@@ -168,6 +184,11 @@ impl Flows {
 
     pub fn set_context(&self, ctx: FlowContext) {
         *self.ctx.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ctx);
+    }
+
+    /// Open flows per container (what `max_conns` counts), from the table.
+    pub fn open_flows(&self) -> HashMap<String, usize> {
+        self.table().open_flows()
     }
 
     /// (rows, lost events).
@@ -231,9 +252,19 @@ impl Flows {
                     Ok(recs) => {
                         let ctx = f.context();
                         let now = now_ms();
-                        let mut t = f.table();
-                        for r in &recs {
-                            t.apply_log(&n, r, now, &*ctx);
+                        let mut hits = Vec::new();
+                        {
+                            let mut t = f.table();
+                            for r in &recs {
+                                let row = t.apply_log(&n, r, now, &*ctx);
+                                if let Some(rule) = cap_rule(&n, r, &*ctx) {
+                                    hits.push((rule, row));
+                                }
+                            }
+                        }
+                        // Raised outside the table lock: an alert wakes subscribers.
+                        for (rule, row) in hits {
+                            f.alerts.cap_hit(&n, &rule, row, now);
                         }
                     }
                     Err(e) => {
@@ -372,6 +403,10 @@ impl Flows {
 }
 
 impl FlowView for Flows {
+    fn open_flows(&self) -> HashMap<String, usize> {
+        Flows::open_flows(self)
+    }
+
     fn snapshot(&self, filter: &FlowFilter, limit: Option<usize>) -> FlowSnapshot {
         self.table().snapshot(filter, limit)
     }

@@ -399,16 +399,23 @@ impl FlowTable {
 
     /// Applies one NFLOG record from `container`'s namespace. Records without an `fw:` tag or
     /// addresses, and `fw:log:` records, are ignored.
-    pub fn apply_log(&mut self, container: &str, rec: &LogRecord, now_ms: i64, ctx: &dyn Context) {
-        let Some(tag) = &rec.tag else { return };
+    /// Returns the id of the attempt row it counted in (none for records it skips).
+    pub fn apply_log(
+        &mut self,
+        container: &str,
+        rec: &LogRecord,
+        now_ms: i64,
+        ctx: &dyn Context,
+    ) -> Option<u64> {
+        let tag = rec.tag.as_ref()?;
         let (verdict, state) = match tag.kind.as_str() {
             "deny" => (FlowVerdict::Denied, ST_DROPPED),
             "audit" => (FlowVerdict::AuditDenied, ST_LOGGED),
             "cap" => (FlowVerdict::CapHit, ST_DROPPED),
             "block" => (FlowVerdict::Blocked, ST_DROPPED),
-            _ => return,
+            _ => return None,
         };
-        let (Some(src), Some(dst)) = (rec.src, rec.dst) else { return };
+        let (Some(src), Some(dst)) = (rec.src, rec.dst) else { return None };
         let local = ctx.local_addrs(container);
         let direction = if local.contains(&src) {
             Direction::Egress
@@ -427,12 +434,13 @@ impl FlowTable {
         let key = Key::Attempt { container: c, verdict, direction, proto, src, dst, dport, rule: rule_key };
         self.seq += 1;
         let seq = self.seq;
-        if let Some(&i) = self.index.get(&key) {
+        let id = if let Some(&i) = self.index.get(&key) {
             let r = &mut self.rows[i as usize];
             r.count = r.count.saturating_add(1);
             r.sport = sport;
             r.last_seen_ms = r.last_seen_ms.max(now_ms);
             r.changed_at = seq;
+            r.id
         } else {
             let peer_addr = if direction == Direction::Egress { dst } else { src };
             let who = self.who(container, peer_addr, ctx);
@@ -471,8 +479,19 @@ impl FlowTable {
                 open: false,
                 attempt: true,
             });
-        }
+            seq
+        };
         self.maybe_compact();
+        Some(id)
+    }
+
+    /// Open (kernel-tracked) flows per container: the usage `max_conns` caps.
+    pub fn open_flows(&self) -> HashMap<String, usize> {
+        let mut by: HashMap<u32, usize> = HashMap::new();
+        for r in self.rows.iter().filter(|r| r.open && !r.attempt) {
+            *by.entry(r.container).or_default() += 1;
+        }
+        by.into_iter().filter_map(|(c, n)| Some((self.strs.get(c)?.to_string(), n))).collect()
     }
 
     /// Records what inspection found about the flow whose conntrack original tuple is
