@@ -171,9 +171,13 @@ pub struct Nflog {
 /// Bytes of each packet a drop-logging listener asks for: headers are all it reads.
 pub const HEADERS_ONLY: u32 = 256;
 
-fn config_msg(group: u16, seq: u32, copy_range: u32) -> Vec<u8> {
-    let mut b = Vec::with_capacity(48);
-    let len: u32 = 16 + 4 + 8 + 12;
+const NFULA_CFG_QTHRESH: u16 = 5;
+
+/// Bind + copy mode, and with `qthresh` how many records the kernel may batch before it sends
+/// them (its default is up to 100 or one second, whichever first).
+fn config_msg(group: u16, seq: u32, copy_range: u32, qthresh: Option<u32>) -> Vec<u8> {
+    let mut b = Vec::with_capacity(56);
+    let len: u32 = 16 + 4 + 8 + 12 + if qthresh.is_some() { 8 } else { 0 };
     b.extend_from_slice(&len.to_ne_bytes());
     b.extend_from_slice(&((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG).to_ne_bytes());
     b.extend_from_slice(&(1u16 | 4).to_ne_bytes()); // NLM_F_REQUEST | NLM_F_ACK
@@ -190,6 +194,11 @@ fn config_msg(group: u16, seq: u32, copy_range: u32) -> Vec<u8> {
     b.extend_from_slice(&NFULA_CFG_MODE.to_ne_bytes());
     b.extend_from_slice(&copy_range.to_be_bytes());
     b.extend_from_slice(&[NFULNL_COPY_PACKET, 0, 0, 0]);
+    if let Some(q) = qthresh {
+        b.extend_from_slice(&8u16.to_ne_bytes());
+        b.extend_from_slice(&NFULA_CFG_QTHRESH.to_ne_bytes());
+        b.extend_from_slice(&q.to_be_bytes());
+    }
     b
 }
 
@@ -201,7 +210,9 @@ impl Nflog {
     }
 
     /// [`Nflog::open`] asking the kernel for `copy_range` bytes of each packet and keeping
-    /// up to `keep` of them in each record's `payload` (the inspection listener).
+    /// up to `keep` of them in each record's `payload` (the inspection listener). Records are
+    /// sent one by one, never held back for a batch: a copy that waited the kernel's default
+    /// flush interval (one second) would let a violating flow run that long.
     pub fn open_copying(
         netns: &Path,
         group: u16,
@@ -214,7 +225,8 @@ impl Nflog {
         sock.bind_auto().map_err(io("bind"))?;
         // A flood must not overflow the socket before the daemon reads it.
         let _ = setsockopt(&sock, sockopt::RcvBufForce, &rcvbuf);
-        sock.send(&config_msg(group, 1, copy_range), 0).map_err(io("send config"))?;
+        let qthresh = (keep > 0).then_some(1);
+        sock.send(&config_msg(group, 1, copy_range, qthresh), 0).map_err(io("send config"))?;
         let mut buf = vec![0u8; 1 << 16];
         setsockopt(&sock, sockopt::ReceiveTimeout, &nix::sys::time::TimeVal::new(2, 0))
             .map_err(|e| NflogError::Io { group, what: "timeout", source: e.into() })?;
