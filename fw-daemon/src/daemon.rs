@@ -304,6 +304,11 @@ impl Daemon {
                     self.audit_reload(Some(&policy.hash), "ok".into(), Some(summary(&policy, &report)));
                 }
                 self.rule_files = file_names(&self.cfg.rules, &files);
+                self.after_reconcile();
+                if let Err(e) = self.state.save_last_good(&files) {
+                    error!("{e}");
+                }
+                self.status = Status { policy_hash: policy.hash.clone(), loaded_at: t, rejected: Vec::new() };
                 if changed || recovered {
                     let what = if changed { "new policy" } else { "rule files fixed: policy" };
                     self.alert(
@@ -314,28 +319,14 @@ impl Daemon {
                         format!("{what} {} enforced ({})", policy.hash, summary(&policy, &report)),
                     );
                 }
-                self.after_reconcile();
-                if let Err(e) = self.state.save_last_good(&files) {
-                    error!("{e}");
-                }
-                self.status = Status { policy_hash: policy.hash.clone(), loaded_at: t, rejected: Vec::new() };
-                if changed {
-                    info!(policy = %policy.hash, "new policy enforced");
-                }
             }
             Err(errors) => {
                 for e in &errors {
                     error!("{e}");
                 }
                 warn!(policy = %self.status.policy_hash, "reload rejected: the last good policy stays enforced");
-                if self.status.rejected != errors {
-                    self.alert(
-                        fw_proto::control::AlertKind::ReloadFailed,
-                        None,
-                        None,
-                        None,
-                        refused_message(&errors, &self.status.policy_hash),
-                    );
+                let new_errors = self.status.rejected != errors;
+                if new_errors {
                     self.audit_reload(
                         None,
                         format!("error: {} error(s), the last good policy stays", errors.len()),
@@ -343,6 +334,10 @@ impl Daemon {
                     );
                 }
                 self.status.rejected = errors;
+                if new_errors {
+                    let msg = refused_message(&self.status.rejected, &self.status.policy_hash);
+                    self.alert(fw_proto::control::AlertKind::ReloadFailed, None, None, None, msg);
+                }
             }
         }
         if let Err(e) = self.state.write_status(&self.status) {
@@ -522,6 +517,8 @@ impl Daemon {
         flow: Option<u64>,
         message: impl Into<String>,
     ) -> fw_proto::control::Alert {
+        // Published first: a reader who sees the alert and asks for status sees its cause.
+        self.publish();
         self.alerts.raise(kind, container, rule, flow, message)
     }
 
@@ -920,6 +917,9 @@ fn block_container(t: &fw_proto::control::BlockTarget) -> Option<&str> {
     match t {
         fw_proto::control::BlockTarget::Quarantine { container, .. }
         | fw_proto::control::BlockTarget::Flow { container, .. } => Some(container),
+        fw_proto::control::BlockTarget::Destination {
+            scope: fw_proto::control::Scope::Container(c), ..
+        } => Some(c),
         fw_proto::control::BlockTarget::Destination { .. } => None,
     }
 }

@@ -236,6 +236,9 @@ pub struct Alert {
     pub id: u64,
     /// Unix milliseconds.
     pub time_ms: i64,
+    /// `alert` on the wire: `kind` is the tag of [`Event`] and [`Answer`], and an
+    /// `Event::Alert` carries these fields beside that tag.
+    #[serde(rename = "alert")]
     pub kind: AlertKind,
     /// The container it concerns, if one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -753,6 +756,32 @@ pub struct AuditRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alert_events_round_trip_beside_the_event_tag() {
+        let a = Alert {
+            id: 3,
+            time_ms: 1_700_000_000_000,
+            kind: AlertKind::CapHit,
+            container: Some("web-1".into()),
+            rule: Some(RuleRef { kind: crate::RuleKind::Cap, id: "web:max_conns".into(), source: None }),
+            flow: Some(9),
+            message: "web-1 hit its max_conns cap".into(),
+        };
+        let msg = ServerMsg::Event { sub: 1, event: Event::Alert(a.clone()) };
+        let line = serde_json::to_string(&msg).unwrap();
+        assert!(line.contains(r#""kind":"alert""#) && line.contains(r#""alert":"cap-hit""#), "{line}");
+        assert_eq!(serde_json::from_str::<ServerMsg>(&line).unwrap(), msg);
+        let ans = ServerMsg::Ok { id: 2, answer: Answer::Alerts { alerts: vec![a] } };
+        let line = serde_json::to_string(&ans).unwrap();
+        assert_eq!(serde_json::from_str::<ServerMsg>(&line).unwrap(), ans);
+        // A kind from a newer daemon still parses.
+        let e: Event = serde_json::from_str(
+            r#"{"kind":"alert","id":1,"time_ms":0,"alert":"meteor-strike","message":"m"}"#,
+        )
+        .unwrap();
+        assert!(matches!(e, Event::Alert(Alert { kind: AlertKind::Unknown, .. })));
+    }
 
     #[test]
     fn requests_are_flat_json_with_an_op_tag() {

@@ -186,6 +186,12 @@ impl Flows {
         *self.ctx.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ctx);
     }
 
+    /// The daemon's alerts, for code that watches flows (inspection raises
+    /// `AlertKind::Violation` here with the flow's row id).
+    pub fn alerts(&self) -> &Arc<crate::alerts::Alerts> {
+        &self.alerts
+    }
+
     /// Open flows per container (what `max_conns` counts), from the table.
     pub fn open_flows(&self) -> HashMap<String, usize> {
         self.table().open_flows()
@@ -421,6 +427,47 @@ impl FlowView for Flows {
             lost_events: t.lost_events(),
             next: d.next,
             full: d.full || since.is_none(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flows::nflog::{LogRecord, Tag};
+    use fw_proto::RuleKind;
+
+    fn rec(prefix: &str) -> LogRecord {
+        LogRecord {
+            prefix: prefix.into(),
+            tag: Tag::parse(prefix),
+            indev: None,
+            outdev: Some(2),
+            src: None,
+            dst: None,
+            proto: None,
+            sport: None,
+            dport: None,
+        }
+    }
+
+    #[test]
+    fn cap_hits_are_cap_tags_and_audited_cap_rules() {
+        let mut ctx = FlowContext::default();
+        let r = |kind, id: &str| RuleRef { kind, id: id.into(), source: Some("10-zones.toml:3".into()) };
+        ctx.rules.insert("web:max_conns".into(), r(RuleKind::Cap, "web:max_conns"));
+        ctx.rules.insert("batch:new_conns_per_sec".into(), r(RuleKind::Cap, "batch:new_conns_per_sec"));
+        ctx.rules.insert("no-web".into(), r(RuleKind::Policy, "no-web"));
+        // Enforce mode: the cap tag, with the rule's position when known.
+        let hit = cap_rule("web-1", &rec("fw:cap:web:max_conns"), &ctx).unwrap();
+        assert_eq!((hit.kind, hit.id.as_str(), hit.source.is_some()), (RuleKind::Cap, "web:max_conns", true));
+        let unknown = cap_rule("web-1", &rec("fw:cap:gone:max_conns"), &ctx).unwrap();
+        assert_eq!((unknown.kind, unknown.id.as_str()), (RuleKind::Cap, "gone:max_conns"));
+        // Audit mode logs a cap as an audit record of a cap rule.
+        assert!(cap_rule("batch-1", &rec("fw:audit:batch:new_conns_per_sec"), &ctx).is_some());
+        // Other records are not cap hits.
+        for p in ["fw:audit:no-web", "fw:deny:default", "fw:block:quarantine", "fw:log:x", "junk"] {
+            assert_eq!(cap_rule("web-1", &rec(p), &ctx), None, "{p}");
         }
     }
 }

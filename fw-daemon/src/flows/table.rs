@@ -1251,6 +1251,25 @@ mod tests {
     }
 
     #[test]
+    fn open_flows_count_tracked_flows_per_container_and_log_records_name_their_row() {
+        let ctx = fake();
+        let mut t = FlowTable::new(100);
+        for sport in [40000, 40001, 40002] {
+            t.apply_ct("web-1", &ev(CtKind::New, entry(tuple(WEB, sport, DB, 5432))), 1000, &ctx);
+        }
+        t.apply_ct("db-1", &ev(CtKind::New, entry(tuple(WEB, 40000, DB, 5432))), 1000, &ctx);
+        t.apply_ct("web-1", &ev(CtKind::Destroy, entry(tuple(WEB, 40002, DB, 5432))), 2000, &ctx);
+        // Attempts are not flows the kernel tracks.
+        let a = t.apply_log("web-1", &denied(WEB, 1, OUTSIDE, 443, "cap", "web:max_conns"), 2000, &ctx);
+        let b = t.apply_log("web-1", &denied(WEB, 2, OUTSIDE, 443, "cap", "web:max_conns"), 2100, &ctx);
+        assert!(a.is_some() && a == b, "one aggregated row: {a:?} {b:?}");
+        assert_eq!(all(&t).iter().find(|r| r.dport == 443).map(|r| r.id), a);
+        assert_eq!(t.apply_log("web-1", &denied(WEB, 1, OUTSIDE, 443, "log", "x"), 2000, &ctx), None);
+        let open = t.open_flows();
+        assert_eq!((open.get("web-1"), open.get("db-1"), open.len()), (Some(&2), Some(&1), 2));
+    }
+
+    #[test]
     fn denied_attempts_aggregate_across_source_ports() {
         let ctx = fake();
         let mut t = FlowTable::new(100);
