@@ -448,6 +448,7 @@ mod tests {
             proto: None,
             sport: None,
             dport: None,
+            payload: Vec::new(),
         }
     }
 
