@@ -466,3 +466,85 @@ fn inspection_cuts_violations_and_agrees_with_tshark() {
     drop(daemon);
     let _ = fs::remove_dir_all(&d);
 }
+
+#[test]
+fn a_quarantine_policy_quarantines_the_container() {
+    if !privileged() || !common::require(tool("nc"), "nc (vagrant/provision.sh installs it)") {
+        return;
+    }
+    let rules = r#"
+[zone.app]
+match = { name = "client" }
+
+[zone.svc]
+cidrs = ["10.77.50.0/24"]
+
+[[policy]]
+id = "tls-or-else"
+from = "app"
+to = "svc"
+proto = "tcp"
+ports = 9443
+action = "allow"
+inspect = { protocol = "tls", on_violation = "quarantine" }
+
+[[policy]]
+id = "plain"
+from = "app"
+to = "svc"
+proto = "tcp"
+ports = 80
+action = "allow"
+"#;
+    let d = std::env::temp_dir().join(format!("fw-inspect-q-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(d.join("rules")).unwrap();
+    fs::write(d.join("rules/policy.toml"), rules).unwrap();
+    let mut lab = Lab::new();
+    lab.add("client", &[CLIENT.parse().unwrap()]);
+    lab.add("server", &[SERVER.parse().unwrap()]);
+    lab.serve_sink("server", 9443);
+    lab.serve_tcp("server", &[80]);
+    let client = lab.node("client").path();
+    let client_ns = lab.node("client").ns.clone();
+    fs::write(
+        d.join("inventory.toml"),
+        format!(
+            "[[container]]\nname = \"client\"\nnetns = \"{}\"\nimage = \"test\"\naddresses = [\"{CLIENT}\"]\n",
+            client.display()
+        ),
+    )
+    .unwrap();
+    let mut args: Vec<std::ffi::OsString> =
+        ["run", "--no-docker", "--tick", "0.2", "--resync", "1"].iter().map(Into::into).collect();
+    for (flag, path) in [("--rules", "rules"), ("--inventory", "inventory.toml"), ("--state-dir", "state")] {
+        args.push(flag.into());
+        args.push(d.join(path).into());
+    }
+    let daemon = Daemon::spawn(args, d.join("daemon.log"));
+    eventually("the client's table", &daemon, || {
+        sh_in(&client_ns, "nft list chain inet fw egress").contains("fw:inspect:tls-or-else").then_some(())
+    });
+    eventually("the control socket", &daemon, || daemon.socket.exists().then_some(()));
+    let mut c = Client::connect(&daemon.socket);
+    std::thread::sleep(Duration::from_millis(500));
+    let web: SocketAddr = format!("{SERVER}:80").parse().unwrap();
+    let probe = || common::lab::tcp_probe(&client, web, Duration::from_millis(400));
+    assert_eq!(probe(), common::lab::Probe::Connected);
+
+    sh_in(&client_ns, &format!("printf 'SSH-2.0-x\\r\\n' | timeout 2 nc {SERVER} 9443"));
+    let q = eventually("the quarantine", &daemon, || {
+        c.blocks()
+            .into_iter()
+            .find(|b| matches!(&b.target, BlockTarget::Quarantine { container, .. } if container == "client"))
+    });
+    assert!(q.created_by.contains("inspection (policy tls-or-else)"), "{q:?}");
+    assert_eq!(probe(), common::lab::Probe::TimedOut, "the quarantined client still reaches the server");
+    let alerts = c.alerts();
+    assert!(
+        alerts.iter().any(|a| a.kind == AlertKind::Violation && a.message.contains("container quarantined")),
+        "{alerts:#?}"
+    );
+    drop(daemon);
+    let _ = fs::remove_dir_all(&d);
+}
