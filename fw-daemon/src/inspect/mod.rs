@@ -106,8 +106,9 @@ struct Flow {
 /// initiator. Callers get exact results by passing packets from the SYN on.
 ///
 /// After a flow's `Identified` / `Violation` its buffers are freed and only its key is kept
-/// (in a second set, also bounded by `max_flows`) so its later packets are ignored cheaply;
-/// `forget` drops both.
+/// (in a second set, bounded by 4 x `max_flows`, oldest dropped first) so its later packets
+/// are ignored cheaply; `forget` drops both. The kernel side should tap only a flow's first
+/// packets anyway: a decided flow forgotten that way would start afresh mid-stream.
 pub struct Inspector {
     max_flows: usize,
     next_id: u64,
@@ -117,6 +118,11 @@ pub struct Inspector {
     done_order: VecDeque<(u64, FlowKey)>,
     evicted: u64,
 }
+
+/// Decided flows remembered per `max_flows` (a key is ~50 bytes): a decided flow whose key was
+/// dropped starts afresh on its next packet, and mid-stream bytes are "not TLS" then, so keep
+/// more of them than flows under inspection.
+const DONE_PER_FLOW: usize = 4;
 
 /// The protocol a policy requires: `protocol`, or the one its name list implies.
 pub fn required_protocol(policy: &Inspect) -> Option<AppProto> {
@@ -334,7 +340,7 @@ impl Inspector {
     /// Frees a flow's state and remembers that it is decided.
     fn finish(&mut self, key: FlowKey) {
         self.flows.remove(&key);
-        while self.done.len() >= self.max_flows {
+        while self.done.len() >= self.max_flows.saturating_mul(DONE_PER_FLOW) {
             let Some((id, k)) = self.done_order.pop_front() else { break };
             if self.done.get(&k) == Some(&id) {
                 self.done.remove(&k);
