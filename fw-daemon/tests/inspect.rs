@@ -548,3 +548,81 @@ action = "allow"
     drop(daemon);
     let _ = fs::remove_dir_all(&d);
 }
+
+#[test]
+fn with_the_daemon_down_inspected_flows_follow_the_rules_as_written() {
+    if !privileged() {
+        return;
+    }
+    let rules = r#"
+[zone.app]
+match = { name = "client" }
+
+[zone.svc]
+cidrs = ["10.77.50.0/24"]
+
+[[policy]]
+id = "tls-only"
+from = "app"
+to = "svc"
+proto = "tcp"
+ports = 8443
+action = "allow"
+inspect = { protocol = "tls", on_violation = "cut" }
+"#;
+    let d = std::env::temp_dir().join(format!("fw-inspect-down-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(d.join("rules")).unwrap();
+    fs::write(d.join("rules/policy.toml"), rules).unwrap();
+    let mut lab = Lab::new();
+    lab.add("client", &[CLIENT.parse().unwrap()]);
+    lab.add("server", &[SERVER.parse().unwrap()]);
+    let sink = lab.serve_sink("server", 8443);
+    let client = lab.node("client").path();
+    let client_ns = lab.node("client").ns.clone();
+    fs::write(
+        d.join("inventory.toml"),
+        format!(
+            "[[container]]\nname = \"client\"\nnetns = \"{}\"\nimage = \"test\"\naddresses = [\"{CLIENT}\"]\n",
+            client.display()
+        ),
+    )
+    .unwrap();
+    let args: Vec<std::ffi::OsString> = vec![
+        "run".into(),
+        "--no-docker".into(),
+        "--rules".into(),
+        d.join("rules").into(),
+        "--inventory".into(),
+        d.join("inventory.toml").into(),
+        "--state-dir".into(),
+        d.join("state").into(),
+    ];
+    let mut daemon = Daemon::spawn(args, d.join("daemon.log"));
+    eventually("the client's table", &daemon, || {
+        sh_in(&client_ns, "nft list chain inet fw egress").contains("fw:inspect:tls-only").then_some(())
+    });
+    daemon.kill9();
+    // The tap stays in the table and copies to a group nobody reads: the flow is allowed by
+    // its policy, nothing stalls, nothing cuts it.
+    let to: SocketAddr = format!("{SERVER}:8443").parse().unwrap();
+    let mut s = run_in(&client, move || TcpStream::connect_timeout(&to, Duration::from_secs(2)))
+        .unwrap()
+        .expect("connect with the daemon down");
+    let data = b"SSH-2.0-not-tls\r\n";
+    let started = Instant::now();
+    for _ in 0..20 {
+        s.write_all(data).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let want = 20 * data.len() as u64;
+    while sink.load(Ordering::Relaxed) < want {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "only {} of {want} bytes",
+            sink.load(Ordering::Relaxed)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = fs::remove_dir_all(&d);
+}
