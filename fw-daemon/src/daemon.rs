@@ -88,6 +88,10 @@ enum Event {
     Stop,
 }
 
+/// How long the 5-tuple block of a flow cut by inspection stays: long past any retransmission
+/// of that connection; the source port is not reused meanwhile by a well-behaved client.
+const INSPECT_CUT_TTL_SECS: u64 = 600;
+
 fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
@@ -524,11 +528,19 @@ impl Daemon {
     fn on_violation(&mut self, v: crate::flows::inspect_tap::Violation) {
         use crate::rules::model::OnViolation;
         use fw_proto::control::{AlertKind, BlockDirection, BlockTarget};
+        let f = &v.flow;
         let target = match v.on {
             OnViolation::Alert => None,
             OnViolation::Cut => Some((
-                crate::flows::inspect_tap::cut_target(&v),
-                Some(crate::flows::inspect_tap::CUT_TTL_SECS),
+                BlockTarget::Flow {
+                    container: v.container.clone(),
+                    proto: crate::blocks::proto(f.proto),
+                    src: f.src,
+                    sport: f.sport,
+                    dst: f.dst,
+                    dport: f.dport,
+                },
+                Some(INSPECT_CUT_TTL_SECS),
             )),
             OnViolation::Quarantine => Some((
                 BlockTarget::Quarantine { container: v.container.clone(), direction: BlockDirection::Both },

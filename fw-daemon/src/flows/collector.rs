@@ -303,8 +303,6 @@ impl Flows {
             Ok(l) => l,
             Err(e) => return warn!(error = %e, "flows: cannot listen for inspection copies"),
         };
-        // Opened at the first cut: most namespaces never need it.
-        let mut nft: Option<crate::nft::Nft> = None;
         while !stop.load(Ordering::SeqCst) {
             match log.recv(POLL) {
                 Ok(recs) if recs.is_empty() => {}
@@ -321,20 +319,6 @@ impl Flows {
                         now_ms(),
                     );
                     for v in found {
-                        if v.on == crate::rules::model::OnViolation::Cut {
-                            if nft.is_none() {
-                                nft = crate::nft::Nft::open(ns, name)
-                                    .map_err(|e| warn!(error = %e, "inspection: no socket for fast cuts"))
-                                    .ok();
-                            }
-                            if let Some(n) = nft.as_mut() {
-                                if let Err(e) = inspect_tap::cut_now(n, &v, now_ms()) {
-                                    // The daemon's block below still cuts it, a little later.
-                                    warn!(error = %e, "inspection: fast cut failed");
-                                    nft = None;
-                                }
-                            }
-                        }
                         warn!(rule = %v.rule.id, "inspection: {}", v.message());
                         if cfg.violations.send(v).is_err() {
                             debug!("inspection: nobody acts on violations (daemon stopping)");

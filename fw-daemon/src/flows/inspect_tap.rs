@@ -94,61 +94,6 @@ pub fn key_of(t: &Tuple) -> FlowKey {
     FlowKey { proto: t.proto, src: t.src, sport: t.sport, dst: t.dst, dport: t.dport }
 }
 
-/// How long the 5-tuple block of a flow cut by inspection stays: long past any retransmission
-/// of that connection; a well-behaved client does not reuse the source port meanwhile.
-pub const CUT_TTL_SECS: u64 = 600;
-
-/// The 5-tuple block that cuts `v`'s flow in its container.
-pub fn cut_target(v: &Violation) -> fw_proto::control::BlockTarget {
-    let f = &v.flow;
-    fw_proto::control::BlockTarget::Flow {
-        container: v.container.clone(),
-        proto: crate::blocks::proto(f.proto),
-        src: f.src,
-        sport: f.sport,
-        dst: f.dst,
-        dport: f.dport,
-    }
-}
-
-/// The fast path of a cut: puts the flow's block elements straight into the container's
-/// block sets through this thread's own socket, before the daemon's event loop records the
-/// block (which adds the same elements again: re-adding an element only refreshes its
-/// timeout). The cut then does not wait behind whatever the event loop is doing.
-pub fn cut_now(nft: &mut crate::nft::Nft, v: &Violation, now_ms: i64) -> Result<(), crate::nft::NftError> {
-    use crate::compile::{SET_BLOCK_IN4, SET_BLOCK_IN6, SET_BLOCK_OUT4, SET_BLOCK_OUT6};
-    use crate::ruleset::ir::{Family, SetElem, SetKey};
-    let b = crate::blocks::Block {
-        id: 0,
-        target: cut_target(v),
-        reason: None,
-        created_at: now_ms / 1000,
-        expires_at: Some(now_ms / 1000 + CUT_TTL_SECS as i64),
-        created_by: String::new(),
-        flows_cut: 0,
-    };
-    let cb = b.elements();
-    let mut changes = Vec::new();
-    for (f, out, inn) in
-        [(Family::V4, SET_BLOCK_OUT4, SET_BLOCK_IN4), (Family::V6, SET_BLOCK_OUT6, SET_BLOCK_IN6)]
-    {
-        for (set, map) in [(out, &cb.egress), (inn, &cb.ingress)] {
-            let mine: Vec<_> = map.iter().filter(|(r, _)| r.family() == f).collect();
-            if mine.is_empty() {
-                continue;
-            }
-            changes.push(crate::nft::SetChange {
-                set: set.to_string(),
-                key: SetKey::Block(f),
-                add: mine.iter().map(|(r, _)| SetElem::Block(**r)).collect(),
-                remove: Vec::new(),
-                expires: mine.iter().filter_map(|(r, e)| Some((SetElem::Block(**r), (**e)?))).collect(),
-            });
-        }
-    }
-    nft.update_sets(&changes)
-}
-
 /// What the tap needs from the policy: each inspected rule's `inspect` table and reference.
 #[derive(Debug, Default, Clone)]
 pub struct Policies {
