@@ -3,9 +3,12 @@
 #   1. compile (criterion, any user): load, inventory, compile_all, render and plan end to end on
 #      the synthetic workload of fw_bench::synthetic (20 zones + 1 external, 50 policies;
 #      100 and 1,000 containers), then a median / range summary of every benchmark;
-#   2. the real CLI: `fw-daemon plan` on the 1,000 x 50 workload written to disk, wall time of
+#   2. inspect (criterion, any user): SNI / Host / DNS parser throughput per core, our SNI
+#      extraction side by side with tls-parser's full parse of the same ClientHellos, one TLS
+#      flow through the Inspector, and state bytes per inspected flow;
+#   3. the real CLI: `fw-daemon plan` on the 1,000 x 50 workload written to disk, wall time of
 #      RUNS runs (default 5), output to /dev/null;
-#   3. netlink (root only): bench/apply-200.sh, the nft_sets and daemon_churn binaries,
+#   4. netlink (root only): bench/apply-200.sh, the nft_sets and daemon_churn binaries,
 #      bench/docker-start.sh (when Docker is installed), bench/throughput.sh.
 #      Skipped with a notice when not root, or when SKIP_NETLINK=1.
 # Usage: bash bench/run.sh            (criterion arguments: CRITERION_ARGS="--save-baseline x")
@@ -40,6 +43,36 @@ for group in ("load", "inventory", "compile_all", "render", "plan"):
         rng = f"{fmt(min(per_iter))} .. {fmt(max(per_iter))}"
         print(f"{name:<24} {fmt(est['median']['point_estimate']):>10} {rng:>26}")
 EOF
+fi
+
+section "inspection benchmarks (criterion): cargo bench -p fw-bench --bench inspect"
+# Parser throughput per core (SNI ours vs tls-parser on the same real ClientHellos, HTTP Host,
+# DNS query + answer), one whole TLS flow through the Inspector, and state bytes per flow.
+# shellcheck disable=SC2086 # CRITERION_ARGS is a list of words
+cargo bench -p fw-bench --bench inspect -- ${CRITERION_ARGS:-}
+if command -v python3 >/dev/null; then
+  section "inspection benchmarks: summary (median per iteration, throughput per core)"
+  python3 - <<'EOF2'
+import json, pathlib
+root = pathlib.Path("target/criterion")
+rows = {}
+for name in ("inspect_sni/ours", "inspect_sni/tls-parser", "inspect_host/ours", "inspect_dns/ours", "inspect_flow/tls"):
+    d = root / name / "new"
+    if not (d / "estimates.json").exists():
+        continue
+    med = json.loads((d / "estimates.json").read_text())["median"]["point_estimate"]
+    tp = json.loads((d / "benchmark.json").read_text()).get("throughput") or {}
+    rows[name] = med
+    if "Bytes" in tp:
+        rate = f"{tp['Bytes'] / med * 1e9 / 1e6:,.0f} MB/s"
+    elif "Elements" in tp:
+        rate = f"{tp['Elements'] / med * 1e9:,.0f} /s"
+    else:
+        rate = ""
+    print(f"{name:<24} {med:>10.0f} ns {rate:>14}")
+if "inspect_sni/ours" in rows and "inspect_sni/tls-parser" in rows:
+    print(f"SNI extraction: ours is {rows['inspect_sni/tls-parser'] / rows['inspect_sni/ours']:.1f}x faster than tls-parser (target >= 2x)")
+EOF2
 fi
 
 section "CLI: fw-daemon plan, 1,000 containers x 50 policies, $RUNS runs"
