@@ -11,6 +11,8 @@ PACKAGES=(
   nftables iproute2 conntrack tmux
   # real clients and servers for lab traffic
   netcat-openbsd socat iperf3 curl openssl dnsutils
+  # a real dissector to check the inspection engine against (tests/inspect.rs)
+  tshark
   # benchmark scripts: arithmetic and JSON from iperf3
   bc python3
   # Docker discovery tests: the engine, and a static busybox to `docker import` as an image
@@ -40,6 +42,8 @@ fi
 
 echo "provision.sh: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# tshark's package asks whether non-root users may capture: answer no, never prompt.
+echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 echo "provision.sh: done"

@@ -5,6 +5,7 @@
 //!   loopback accept
 //!   quarantine, blocks          <- before the established shortcut, so they cut live flows
 //!   bandwidth cap (all packets)
+//!   inspection taps (flagged flows' first packets copied to NFLOG; no verdict)
 //!   ct established,related accept; ct invalid drop; IPv6 neighbour discovery accept
 //!   connection caps (new flows)
 //!   failsafes, then policies in file order (first match decides), then the default
@@ -29,14 +30,52 @@ pub struct CompileOptions {
     /// Log records per second per rule, and burst: a flood cannot flood the logs.
     pub log_rate: u32,
     pub log_burst: u32,
+    /// NFLOG group for inspection copies: separate from `log_group`, so a burst of drops
+    /// never delays (or is delayed by) the packets the inspection engine reads.
+    pub inspect_group: u16,
+    /// Bytes of each inspected packet copied to the daemon, from the IP header on.
+    pub inspect_snaplen: u32,
     /// Unix seconds; rules that expired by then are left out.
     pub now: i64,
 }
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions { log_group: 100, log_rate: 10, log_burst: 20, now: 0 }
+        CompileOptions {
+            log_group: 100,
+            log_rate: 10,
+            log_burst: 20,
+            inspect_group: 101,
+            inspect_snaplen: 1500,
+            now: 0,
+        }
     }
+}
+
+/// High half of every conntrack mark fw sets ("fw"): a flow accepted by an inspected policy.
+pub const INSPECT_MARK_BASE: u32 = 0x6677_0000;
+
+/// The conntrack mark of an inspected policy: stable across reloads (a hash of its id), so a
+/// flow marked before a reload still finds its policy after it. Collisions within one table
+/// take the next free value.
+fn inspect_mark(id: &str, taken: &[u32]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in id.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    let mut low = (h ^ (h >> 16)) & 0xffff;
+    while taken.contains(&(INSPECT_MARK_BASE | low)) {
+        low = (low + 1) & 0xffff;
+    }
+    INSPECT_MARK_BASE | low
+}
+
+/// One inspected policy as a container's table taps it.
+#[derive(Debug, Clone)]
+struct Tap {
+    mark: u32,
+    max_packets: u32,
+    origin: RuleRef,
 }
 
 pub const CHAIN_EGRESS: &str = "egress";
@@ -92,7 +131,8 @@ pub fn compile_with_blocks(
     blocks: &crate::blocks::BlockList,
 ) -> Ruleset {
     let zone = m.zone_of.get(&c.name).copied().unwrap_or_else(|| policy.zone_of(&c.identity()));
-    let mut b = Builder { policy, m, opts, zone, sets: Vec::new(), chains: Vec::new() };
+    let mut b = Builder { policy, m, opts, zone, sets: Vec::new(), chains: Vec::new(), taps: Vec::new() };
+    b.taps = b.inspected();
     b.block_sets(&blocks.for_container(&c.name, &zone.name));
     let egress = b.base_chain(Side::Egress);
     let ingress = b.base_chain(Side::Ingress);
@@ -115,6 +155,8 @@ struct Builder<'a, 'p> {
     sets: Vec<Set>,
     /// Action chains (log + verdict), appended after the base chains.
     chains: Vec<Chain>,
+    /// Inspected policies that apply to this container (either side), in file order.
+    taps: Vec<Tap>,
 }
 
 fn builtin(id: &str) -> Option<RuleRef> {
@@ -122,7 +164,7 @@ fn builtin(id: &str) -> Option<RuleRef> {
 }
 
 fn rule(matches: Vec<Match>, verdict: Verdict, origin: Option<RuleRef>) -> Rule {
-    Rule { matches, counter: true, log: None, verdict: Some(verdict), origin }
+    Rule { matches, counter: true, mark: None, log: None, verdict: Some(verdict), origin }
 }
 
 impl<'a, 'p> Builder<'a, 'p> {
@@ -195,7 +237,13 @@ impl<'a, 'p> Builder<'a, 'p> {
                 burst: self.opts.log_burst.into(),
             }],
             counter: false,
-            log: Some(Log { kind, prefix: Self::log_prefix(kind, &origin.id), group: self.opts.log_group }),
+            mark: None,
+            log: Some(Log {
+                kind,
+                prefix: Self::log_prefix(kind, &origin.id),
+                group: self.opts.log_group,
+                snaplen: None,
+            }),
             verdict: None,
             origin: Some(origin.clone()),
         };
@@ -214,6 +262,7 @@ impl<'a, 'p> Builder<'a, 'p> {
         let terminal = |v: Verdict| Rule {
             matches: vec![],
             counter: false,
+            mark: None,
             log: None,
             verdict: Some(v),
             origin: Some(origin.clone()),
@@ -323,10 +372,51 @@ impl<'a, 'p> Builder<'a, 'p> {
             }
             let origin = RuleRef { kind, id: r.id.clone(), source: Some(r.pos.short()) };
             let verdict = self.decide(r.action, &origin);
+            // An inspected policy marks the connections it accepts (so the taps see their
+            // later packets, in both directions) and copies their first packet itself.
+            let tap = self.taps.iter().find(|t| t.origin.id == r.id && t.origin.kind == kind).cloned();
             for mut alt in self.peer(peer, dir) {
                 alt.extend(Self::traffic_matches(r));
-                out.push(rule(alt, verdict.clone(), Some(origin.clone())));
+                let mut x = rule(alt, verdict.clone(), Some(origin.clone()));
+                if let Some(t) = &tap {
+                    x.mark = Some(t.mark);
+                    x.log = Some(self.inspect_log(&t.origin));
+                }
+                out.push(x);
             }
+        }
+    }
+
+    /// Allow and log policies with `inspect` that apply to this container on either side.
+    fn inspected(&self) -> Vec<Tap> {
+        let zone = self.zone.name.as_str();
+        let mut taps: Vec<Tap> = Vec::new();
+        for (list, kind) in
+            [(&self.policy.failsafes, RuleKind::Failsafe), (&self.policy.rules, RuleKind::Policy)]
+        {
+            for r in list.iter().filter(|r| !r.is_expired(self.opts.now)) {
+                let Some(insp) = &r.inspect else { continue };
+                let here = [&r.from, &r.to].iter().any(|z| z.as_str() == zone || z.as_str() == ZONE_ANY);
+                if !here || r.action == Action::Deny {
+                    continue;
+                }
+                let taken: Vec<u32> = taps.iter().map(|t| t.mark).collect();
+                taps.push(Tap {
+                    mark: inspect_mark(&r.id, &taken),
+                    max_packets: u32::from(insp.max_packets),
+                    origin: RuleRef { kind, id: r.id.clone(), source: Some(r.pos.short()) },
+                });
+            }
+        }
+        taps
+    }
+
+    fn inspect_log(&self, origin: &RuleRef) -> Log {
+        Log {
+            kind: LogKind::Inspect,
+            prefix: Self::log_prefix(LogKind::Inspect, &origin.id),
+            group: self.opts.inspect_group,
+            snaplen: Some(self.opts.inspect_snaplen),
         }
     }
 
@@ -345,6 +435,7 @@ impl<'a, 'p> Builder<'a, 'p> {
         let t = |v: Verdict, m: Vec<Match>| Rule {
             matches: m,
             counter: false,
+            mark: None,
             log: None,
             verdict: Some(v),
             origin: Some(origin.clone()),
@@ -418,6 +509,20 @@ impl<'a, 'p> Builder<'a, 'p> {
                     Some(origin),
                 ));
             }
+        }
+
+        // The inspection taps: before the established shortcut, which every later packet of
+        // a flow takes. No verdict: a copy goes to the daemon and the packet moves on, so
+        // nothing waits on the daemon and a stopped daemon changes no verdict.
+        for t in self.taps.clone() {
+            rules.push(Rule {
+                matches: vec![Match::CtMark(t.mark), Match::CtPacketsAtMost(t.max_packets)],
+                counter: false,
+                mark: None,
+                log: Some(self.inspect_log(&t.origin)),
+                verdict: None,
+                origin: Some(t.origin.clone()),
+            });
         }
 
         rules.push(Rule {

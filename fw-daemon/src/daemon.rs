@@ -83,8 +83,14 @@ enum Event {
     Reload,
     /// A state-changing request from the control socket.
     Control(crate::control::Command),
+    /// The inspection engine found a flow breaking its policy.
+    Inspect(crate::flows::inspect_tap::Violation),
     Stop,
 }
+
+/// How long the 5-tuple block of a flow cut by inspection stays: long past any retransmission
+/// of that connection; the source port is not reused meanwhile by a well-behaved client.
+const INSPECT_CUT_TTL_SECS: u64 = 600;
 
 fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
@@ -426,6 +432,22 @@ impl Daemon {
             }
             ctx.rulesets.insert(c.name.clone(), rs.clone());
         }
+        let policy = self.rec.policy().clone();
+        for (r, kind) in policy
+            .failsafes
+            .iter()
+            .map(|r| (r, fw_proto::RuleKind::Failsafe))
+            .chain(policy.rules.iter().map(|r| (r, fw_proto::RuleKind::Policy)))
+        {
+            if let Some(i) = &r.inspect {
+                let rr = ctx.rules.get(&r.id).cloned().unwrap_or_else(|| fw_proto::RuleRef {
+                    kind,
+                    id: r.id.clone(),
+                    source: Some(r.pos.short()),
+                });
+                ctx.inspect.by_id.insert(r.id.clone(), (i.clone(), rr));
+            }
+        }
         self.flows.set_context(ctx);
         let programmed = self.rec.programmed_netns().map(|(n, p)| (n.to_string(), p.to_path_buf())).collect();
         self.flows.sync(&programmed);
@@ -498,6 +520,77 @@ impl Daemon {
         // Published first: a reader who sees the alert and asks for status sees its cause.
         self.publish();
         self.alerts.raise(kind, container, rule, flow, message)
+    }
+
+    /// Acts on an inspection violation: cut the flow (a 5-tuple block, whose conntrack entry
+    /// `block` deletes) or quarantine the container, as the policy says; always an alert.
+    /// Automatic blocks are audited like an operator's, with the daemon as the actor.
+    fn on_violation(&mut self, v: crate::flows::inspect_tap::Violation) {
+        use crate::rules::model::OnViolation;
+        use fw_proto::control::{AlertKind, BlockDirection, BlockTarget};
+        let f = &v.flow;
+        let target = match v.on {
+            OnViolation::Alert => None,
+            OnViolation::Cut => Some((
+                BlockTarget::Flow {
+                    container: v.container.clone(),
+                    proto: crate::blocks::proto(f.proto),
+                    src: f.src,
+                    sport: f.sport,
+                    dst: f.dst,
+                    dport: f.dport,
+                },
+                Some(INSPECT_CUT_TTL_SECS),
+            )),
+            OnViolation::Quarantine => Some((
+                BlockTarget::Quarantine { container: v.container.clone(), direction: BlockDirection::Both },
+                None,
+            )),
+        };
+        let mut outcome = String::new();
+        if let Some((target, ttl)) = target {
+            let reason = format!("inspection: policy {}: {}", v.rule.id, v.reason);
+            let mut rec = fw_proto::control::AuditRecord {
+                time_ms: now_ms(),
+                peer: None,
+                role: None,
+                op: "block".into(),
+                target: Some(target.to_string()),
+                block: None,
+                reason: Some(reason.clone()),
+                ttl_secs: ttl,
+                result: String::new(),
+                policy_hash: None,
+                summary: None,
+            };
+            let by = format!("fw-daemon inspection (policy {})", v.rule.id);
+            match self.block(target, ttl, Some(reason), by) {
+                Ok(fw_proto::control::Answer::Blocked { block }) => {
+                    rec.block = Some(block.id);
+                    rec.result = "ok".into();
+                    outcome = format!(" [block {}]", block.id);
+                    info!(
+                        block = block.id,
+                        after_ms = now_ms() - v.seen_ms,
+                        "inspection: violation acted on"
+                    );
+                }
+                Ok(_) => rec.result = "ok".into(),
+                Err((code, m)) => {
+                    rec.result = format!("error: {code}: {m}");
+                    outcome = format!(" [not applied: {m}]");
+                }
+            }
+            self.record(rec);
+            self.publish();
+        }
+        self.alert(
+            AlertKind::Violation,
+            Some(&v.container),
+            Some(v.rule.clone()),
+            v.row,
+            format!("{}{outcome}", v.message()),
+        );
     }
 
     /// Puts back every table changed outside fw (of `only`, or all) and says so.
@@ -977,6 +1070,13 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let group = cfg.socket_group.clone();
     let mut d = Daemon::start(cfg)?;
     d.watch = Some(watch);
+    let (vtx, vrx) = mpsc::channel();
+    d.flows.set_inspection(crate::flows::collector::InspectConfig {
+        group: d.cfg.opts.inspect_group,
+        snaplen: d.cfg.opts.inspect_snaplen,
+        violations: vtx,
+    });
+    forward("inspect-fwd", vrx, tx.clone(), Event::Inspect)?;
     d.after_reconcile();
     if let Some((listener, path)) = listener {
         let server = crate::control::server::Server::new(
@@ -997,7 +1097,10 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         match rx.recv_timeout(d.cfg.tick) {
             Ok(first) => {
                 // Docker snapshots, notifications and commands need no settling; file edits do.
-                let mut events = if matches!(first, Event::Docker(_) | Event::Drift(_) | Event::Control(_)) {
+                let mut events = if matches!(
+                    first,
+                    Event::Docker(_) | Event::Drift(_) | Event::Control(_) | Event::Inspect(_)
+                ) {
                     vec![first]
                 } else {
                     settle(first, &rx)
@@ -1019,14 +1122,20 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 }
                 let mut newest_docker = None;
                 let mut commands = Vec::new();
+                let mut violations = Vec::new();
                 for e in events {
                     match e {
                         Event::Docker(u) => newest_docker = Some(u),
                         Event::Control(c) => commands.push(c),
+                        Event::Inspect(v) => violations.push(v),
                         _ => {}
                     }
                 }
-                // Commands first: a responder's block must not wait behind a reconcile.
+                // Cuts first: the offending flow is live until its block lands.
+                for v in violations {
+                    d.on_violation(v);
+                }
+                // Commands next: a responder's block must not wait behind a reconcile.
                 for c in commands {
                     d.command(c);
                 }

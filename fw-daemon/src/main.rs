@@ -264,7 +264,12 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
             for d in diags {
                 eprintln!("{d}");
             }
-            let opts = CompileOptions { log_group, now, ..CompileOptions::default() };
+            let opts = CompileOptions {
+                log_group,
+                inspect_group: log_group.wrapping_add(1),
+                now,
+                ..CompileOptions::default()
+            };
             let plans = plan::plan(&policy, &inv, container.as_deref(), &opts)?;
             let texts: Vec<&str> = plans.iter().map(|p| p.text.as_str()).collect();
             print!("{}", texts.join("\n"));
@@ -275,7 +280,12 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
             for d in diags {
                 eprintln!("{d}");
             }
-            let opts = CompileOptions { log_group, now, ..CompileOptions::default() };
+            let opts = CompileOptions {
+                log_group,
+                inspect_group: log_group.wrapping_add(1),
+                now,
+                ..CompileOptions::default()
+            };
             Ok(report(apply::apply(&policy, &inv, container.as_deref(), &opts), "programmed"))
         }
         Cmd::Flush { inventory, container, guard } => {
@@ -312,7 +322,12 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
                 docker: set.docker,
                 unknown_containers: set.unknown_containers,
                 state_dir: set.state_dir,
-                opts: CompileOptions { log_group: set.log_group, now, ..CompileOptions::default() },
+                opts: CompileOptions {
+                    log_group: set.log_group,
+                    inspect_group: set.log_group.wrapping_add(1),
+                    now,
+                    ..CompileOptions::default()
+                },
                 tick: set.tick,
                 resync: set.resync,
                 socket: set.socket,

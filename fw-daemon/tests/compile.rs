@@ -265,3 +265,47 @@ fn blocks_sit_before_the_established_shortcut() {
         }
     }
 }
+
+#[test]
+fn inspected_policies_mark_their_flows_and_tap_before_the_established_shortcut() {
+    let rules = r#"
+[[policy]]
+id = "web-tls"
+from = "web"
+to = "ext"
+proto = "tcp"
+ports = 443
+action = "allow"
+inspect = { tls_sni = ["ok.example"], max_packets = 8 }
+[[policy]]
+id = "plain"
+from = "web"
+to = "api"
+proto = "tcp"
+ports = 80
+action = "allow"
+"#;
+    let p = policy(&[("z.toml", ZONES), ("p.toml", rules)]);
+    let inv = inventory(INV);
+    let all = compile_all(&p, &inv, &CompileOptions::default());
+    let web = all.iter().find(|r| r.container == "web-1").unwrap();
+    let text = fw_daemon::ruleset::render::render(web);
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    let pos =
+        |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle}"));
+    // One tap per base chain, both before the established shortcut; the mark is the same.
+    let taps: Vec<&&str> = lines.iter().filter(|l| l.starts_with("ct mark 0x6677")).collect();
+    assert_eq!(taps.len(), 2, "{text}");
+    let mark = taps[0].split_whitespace().nth(2).unwrap();
+    assert!(taps[0].contains("ct packets <= 8 log prefix \"fw:inspect:web-tls\" group 101 snaplen 1500"));
+    assert!(pos("ct mark 0x6677") < pos("ct state established,related accept"));
+    let accept = lines.iter().find(|l| l.contains("tcp dport 443")).unwrap();
+    assert!(accept.contains(&format!("ct mark set {mark} log prefix \"fw:inspect:web-tls\"")), "{accept}");
+    // Policies without inspect, and containers it does not apply to, are untouched.
+    assert!(!lines.iter().find(|l| l.contains("tcp dport 80")).unwrap().contains("ct mark"));
+    let db = all.iter().find(|r| r.container == "db-1").unwrap();
+    assert!(!fw_daemon::ruleset::render::render(db).contains("fw:inspect"));
+    // explain is unchanged by the tap: the policy still decides, and is not "logged".
+    let (v, by) = verdict(&p, &inv, "web-1", "192.0.2.7", Proto::Tcp, Some(443));
+    assert_eq!((v, by.as_str()), (Verdict::Allow, "web-tls"));
+}

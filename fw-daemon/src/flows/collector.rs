@@ -18,10 +18,12 @@ use fw_proto::control::{Direction, FlowFilter, FlowSnapshot, FlowVerdict, Proto}
 use fw_proto::RuleRef;
 use tracing::{debug, warn};
 
-use super::conntrack::{self, CtControl, CtError, CtEvents};
+use super::conntrack::{self, CtControl, CtError, CtEvents, CtKind};
+use super::inspect_tap::{self, TapStats, Violation};
 use super::nflog::Nflog;
 use super::table::{Context, FlowTable};
 use crate::control::{FlowChanges, FlowView};
+use crate::inspect::Inspector;
 use crate::ruleset::eval::{self, Packet};
 use crate::ruleset::ir::Hook;
 use crate::ruleset::Ruleset;
@@ -54,6 +56,8 @@ pub struct FlowContext {
     pub rulesets: HashMap<String, Ruleset>,
     /// Rule id -> its reference with `path:line`.
     pub rules: HashMap<String, RuleRef>,
+    /// Inspected policies, for the inspection tap.
+    pub inspect: inspect_tap::Policies,
 }
 
 impl Context for FlowContext {
@@ -123,6 +127,14 @@ struct Collector {
     stop: Arc<AtomicBool>,
 }
 
+/// Where the inspection tap's copies arrive and where violations go.
+#[derive(Clone)]
+pub struct InspectConfig {
+    pub group: u16,
+    pub snaplen: u32,
+    pub violations: std::sync::mpsc::Sender<Violation>,
+}
+
 /// The shared flow table, its context, and the collectors feeding it.
 pub struct Flows {
     table: Mutex<FlowTable>,
@@ -132,6 +144,9 @@ pub struct Flows {
     /// One dump at a time across namespaces: a dump's entries are held in memory until
     /// merged, and ten large ones at once would multiply the peak.
     dumping: Mutex<()>,
+    /// Set before the first `sync`; without it no inspection listener starts.
+    inspect: Mutex<Option<InspectConfig>>,
+    tap_stats: Mutex<TapStats>,
     /// Where cap hits seen in NFLOG records are raised.
     alerts: Arc<crate::alerts::Alerts>,
 }
@@ -144,8 +159,19 @@ impl Flows {
             collectors: Mutex::new(BTreeMap::new()),
             log_group,
             dumping: Mutex::new(()),
+            inspect: Mutex::new(None),
+            tap_stats: Mutex::new(TapStats::default()),
             alerts,
         })
+    }
+
+    /// Starts inspection listeners with the collectors started from now on.
+    pub fn set_inspection(&self, cfg: InspectConfig) {
+        *self.inspect.lock().unwrap_or_else(|e| e.into_inner()) = Some(cfg);
+    }
+
+    pub fn tap_stats(&self) -> TapStats {
+        *self.tap_stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, FlowTable> {
@@ -202,10 +228,20 @@ impl Flows {
     }
 
     fn spawn(self: &Arc<Self>, name: &str, ns: &Path, stop: Arc<AtomicBool>) -> std::io::Result<()> {
+        let inspector = Arc::new(Mutex::new(Inspector::new(inspect_tap::MAX_FLOWS)));
+        let cfg = self.inspect.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(cfg) = cfg {
+            let (f, n, p, s, i) =
+                (self.clone(), name.to_string(), ns.to_path_buf(), stop.clone(), inspector.clone());
+            std::thread::Builder::new().name(format!("insp-{name}")).spawn(move || {
+                let _span = tracing::info_span!("container", container = %n).entered();
+                f.inspect_loop(&n, &p, &s, &i, &cfg);
+            })?;
+        }
         let (f, n, p, s) = (self.clone(), name.to_string(), ns.to_path_buf(), stop.clone());
         std::thread::Builder::new().name(format!("ct-{name}")).spawn(move || {
             let _span = tracing::info_span!("container", container = %n).entered();
-            if let Err(e) = f.conntrack_loop(&n, &p, &s) {
+            if let Err(e) = f.conntrack_loop(&n, &p, &s, &inspector) {
                 warn!(error = %e, "flows: conntrack collector stopped");
             }
         })?;
@@ -253,7 +289,70 @@ impl Flows {
         Ok(())
     }
 
-    fn conntrack_loop(&self, name: &str, ns: &Path, stop: &AtomicBool) -> Result<(), CtError> {
+    /// Reads the inspection tap's copies in one namespace until stopped.
+    fn inspect_loop(
+        &self,
+        name: &str,
+        ns: &Path,
+        stop: &AtomicBool,
+        inspector: &Mutex<Inspector>,
+        cfg: &InspectConfig,
+    ) {
+        let keep = cfg.snaplen as usize;
+        let mut log = match Nflog::open_copying(ns, cfg.group, LOG_RCVBUF, cfg.snaplen, keep) {
+            Ok(l) => l,
+            Err(e) => return warn!(error = %e, "flows: cannot listen for inspection copies"),
+        };
+        while !stop.load(Ordering::SeqCst) {
+            match log.recv(POLL) {
+                Ok(recs) if recs.is_empty() => {}
+                Ok(recs) => {
+                    let ctx = self.context();
+                    let mut stats = TapStats::default();
+                    let found = inspect_tap::handle(
+                        name,
+                        &recs,
+                        &ctx.inspect,
+                        inspector,
+                        &self.table,
+                        &mut stats,
+                        now_ms(),
+                    );
+                    for v in found {
+                        warn!(rule = %v.rule.id, "inspection: {}", v.message());
+                        if cfg.violations.send(v).is_err() {
+                            debug!("inspection: nobody acts on violations (daemon stopping)");
+                        }
+                    }
+                    let mut all = self.tap_stats.lock().unwrap_or_else(|e| e.into_inner());
+                    all.packets += stats.packets;
+                    all.unknown_rule += stats.unknown_rule;
+                    all.identified += stats.identified;
+                    all.violations += stats.violations;
+                    all.dns_answers += stats.dns_answers;
+                }
+                Err(e) => {
+                    if let super::nflog::NflogError::Io { source, .. } = &e {
+                        if source.raw_os_error() == Some(libc::ENOBUFS) {
+                            // Copies lost: those flows go uninspected (their verdict is the
+                            // rules' either way). Counted with the other lost events.
+                            self.table().add_lost(1);
+                            continue;
+                        }
+                    }
+                    return warn!(error = %e, "flows: inspection listener stopped");
+                }
+            }
+        }
+    }
+
+    fn conntrack_loop(
+        &self,
+        name: &str,
+        ns: &Path,
+        stop: &AtomicBool,
+        inspector: &Mutex<Inspector>,
+    ) -> Result<(), CtError> {
         if let Err(e) = conntrack::enable_accounting(ns) {
             warn!(error = %e, "flows: byte counters unavailable");
         }
@@ -278,6 +377,14 @@ impl Flows {
                     let mut t = self.table();
                     for e in &evs {
                         t.apply_ct(name, e, now, &*ctx);
+                    }
+                    drop(t);
+                    // Ended flows free their inspection state.
+                    let mut i = inspector.lock().unwrap_or_else(|e| e.into_inner());
+                    if i.flows() > 0 {
+                        for e in evs.iter().filter(|e| e.kind == CtKind::Destroy) {
+                            i.forget(&inspect_tap::key_of(&e.entry.orig));
+                        }
                     }
                 }
                 Err(CtError::Overrun { .. }) => {
@@ -341,6 +448,7 @@ mod tests {
             proto: None,
             sport: None,
             dport: None,
+            payload: Vec::new(),
         }
     }
 

@@ -2,5 +2,6 @@
 
 pub mod collector;
 pub mod conntrack;
+pub mod inspect_tap;
 pub mod nflog;
 pub mod table;

@@ -69,10 +69,19 @@ pub struct LogRecord {
     pub proto: Option<u8>,
     pub sport: Option<u16>,
     pub dport: Option<u16>,
+    /// The packet from its IP header, as far as the rule's snap length and the listener's
+    /// copy range allow, and at most the `keep` bytes asked of the parser; empty for
+    /// listeners that keep none (drop logging reads headers only).
+    pub payload: Vec<u8>,
 }
 
 /// Parses the NFLOG packet messages in a receive buffer; anything malformed is skipped.
 pub fn parse_records(buf: &[u8]) -> Vec<LogRecord> {
+    parse_records_keeping(buf, 0)
+}
+
+/// [`parse_records`], keeping up to `keep` bytes of each packet in `payload`.
+pub fn parse_records_keeping(buf: &[u8], keep: usize) -> Vec<LogRecord> {
     let mut out = Vec::new();
     for m in messages(buf) {
         if m.ty != (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET {
@@ -89,6 +98,7 @@ pub fn parse_records(buf: &[u8]) -> Vec<LogRecord> {
             proto: None,
             sport: None,
             dport: None,
+            payload: Vec::new(),
         };
         for (ty, v) in attrs(body) {
             match ty {
@@ -102,7 +112,12 @@ pub fn parse_records(buf: &[u8]) -> Vec<LogRecord> {
                 NFULA_IFINDEX_OUTDEV => {
                     r.outdev = v.get(0..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
                 }
-                NFULA_PAYLOAD => parse_ip(v, &mut r),
+                NFULA_PAYLOAD => {
+                    parse_ip(v, &mut r);
+                    if keep > 0 {
+                        r.payload = v[..v.len().min(keep)].to_vec();
+                    }
+                }
                 _ => {}
             }
         }
@@ -149,11 +164,20 @@ pub struct Nflog {
     sock: netlink_sys::Socket,
     group: u16,
     buf: Vec<u8>,
+    /// Payload bytes kept per record (0: none).
+    keep: usize,
 }
 
-fn config_msg(group: u16, seq: u32) -> Vec<u8> {
-    let mut b = Vec::with_capacity(48);
-    let len: u32 = 16 + 4 + 8 + 12;
+/// Bytes of each packet a drop-logging listener asks for: headers are all it reads.
+pub const HEADERS_ONLY: u32 = 256;
+
+const NFULA_CFG_QTHRESH: u16 = 5;
+
+/// Bind + copy mode, and with `qthresh` how many records the kernel may batch before it sends
+/// them (its default is up to 100 or one second, whichever first).
+fn config_msg(group: u16, seq: u32, copy_range: u32, qthresh: Option<u32>) -> Vec<u8> {
+    let mut b = Vec::with_capacity(56);
+    let len: u32 = 16 + 4 + 8 + 12 + if qthresh.is_some() { 8 } else { 0 };
     b.extend_from_slice(&len.to_ne_bytes());
     b.extend_from_slice(&((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG).to_ne_bytes());
     b.extend_from_slice(&(1u16 | 4).to_ne_bytes()); // NLM_F_REQUEST | NLM_F_ACK
@@ -168,8 +192,13 @@ fn config_msg(group: u16, seq: u32) -> Vec<u8> {
     // NFULA_CFG_MODE { copy_range: be32, copy_mode: u8, pad }, padded to 12.
     b.extend_from_slice(&10u16.to_ne_bytes());
     b.extend_from_slice(&NFULA_CFG_MODE.to_ne_bytes());
-    b.extend_from_slice(&256u32.to_be_bytes()); // headers are all we need
+    b.extend_from_slice(&copy_range.to_be_bytes());
     b.extend_from_slice(&[NFULNL_COPY_PACKET, 0, 0, 0]);
+    if let Some(q) = qthresh {
+        b.extend_from_slice(&8u16.to_ne_bytes());
+        b.extend_from_slice(&NFULA_CFG_QTHRESH.to_ne_bytes());
+        b.extend_from_slice(&q.to_be_bytes());
+    }
     b
 }
 
@@ -177,12 +206,27 @@ impl Nflog {
     /// Binds NFLOG `group` inside the namespace at `netns`. Only one listener per group and
     /// namespace: a second bind fails with EBUSY.
     pub fn open(netns: &Path, group: u16, rcvbuf: usize) -> Result<Nflog, NflogError> {
+        Nflog::open_copying(netns, group, rcvbuf, HEADERS_ONLY, 0)
+    }
+
+    /// [`Nflog::open`] asking the kernel for `copy_range` bytes of each packet and keeping
+    /// up to `keep` of them in each record's `payload` (the inspection listener). Records are
+    /// sent one by one, never held back for a batch: a copy that waited the kernel's default
+    /// flush interval (one second) would let a violating flow run that long.
+    pub fn open_copying(
+        netns: &Path,
+        group: u16,
+        rcvbuf: usize,
+        copy_range: u32,
+        keep: usize,
+    ) -> Result<Nflog, NflogError> {
         let mut sock = netns::netlink_socket(netns, NETLINK_NETFILTER)?;
         let io = |what| move |source| NflogError::Io { group, what, source };
         sock.bind_auto().map_err(io("bind"))?;
         // A flood must not overflow the socket before the daemon reads it.
         let _ = setsockopt(&sock, sockopt::RcvBufForce, &rcvbuf);
-        sock.send(&config_msg(group, 1), 0).map_err(io("send config"))?;
+        let qthresh = (keep > 0).then_some(1);
+        sock.send(&config_msg(group, 1, copy_range, qthresh), 0).map_err(io("send config"))?;
         let mut buf = vec![0u8; 1 << 16];
         setsockopt(&sock, sockopt::ReceiveTimeout, &nix::sys::time::TimeVal::new(2, 0))
             .map_err(|e| NflogError::Io { group, what: "timeout", source: e.into() })?;
@@ -194,7 +238,7 @@ impl Nflog {
                 }
             }
         }
-        Ok(Nflog { sock, group, buf })
+        Ok(Nflog { sock, group, buf, keep })
     }
 
     /// Waits up to `timeout` for records; an empty vec means none arrived.
@@ -202,7 +246,7 @@ impl Nflog {
         let t = nix::sys::time::TimeVal::new(timeout.as_secs() as i64, timeout.subsec_micros() as i64);
         let _ = setsockopt(&self.sock, sockopt::ReceiveTimeout, &t);
         match self.sock.recv(&mut &mut self.buf[..], 0) {
-            Ok(n) => Ok(parse_records(&self.buf[..n])),
+            Ok(n) => Ok(parse_records_keeping(&self.buf[..n], self.keep)),
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                 Ok(Vec::new())
             }
@@ -230,7 +274,10 @@ mod tests {
         #[test]
         fn records_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {
             let _ = parse_records(&bytes);
-            let mut r = LogRecord { prefix: String::new(), tag: None, indev: None, outdev: None, src: None, dst: None, proto: None, sport: None, dport: None };
+            for r in parse_records_keeping(&bytes, 100) {
+                prop_assert!(r.payload.len() <= 100);
+            }
+            let mut r = LogRecord { prefix: String::new(), tag: None, indev: None, outdev: None, src: None, dst: None, proto: None, sport: None, dport: None, payload: Vec::new() };
             parse_ip(&bytes, &mut r);
         }
     }

@@ -22,6 +22,13 @@
 //! removal log adds 16 bytes a row). Strings (container, zone, peer, rule) are interned as
 //! `u32`s; the interners are rebuilt from the live rows when dead entries pile up.
 //!
+//! Inspection (see `flows::inspect_tap`): what the engine found about a flow is kept beside
+//! the rows, keyed by row id (rows stay compact; few flows are inspected), and shown as the
+//! row's `inspection`. A finding that arrives before conntrack's NEW event waits in a small
+//! bounded pending map. DNS answers seen on inspected flows feed a bounded per-container map
+//! of address -> name; a row whose peer address no container owns shows that name as its
+//! `peer` (a container's name always wins; `peer_zone` stays the zone fw knows, if any).
+//!
 //! Subscriptions: every change bumps a sequence number stored in the row (`changed_at`); a
 //! row's id is the sequence number at its creation. [`FlowTable::changes_since`] returns the
 //! rows changed after a position plus the ids removed since (from a bounded log); a reader too
@@ -32,7 +39,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use fw_proto::control::{Direction, FlowFilter, FlowRow, FlowSnapshot, FlowVerdict, Proto};
+use fw_proto::control::{Direction, FlowFilter, FlowRow, FlowSnapshot, FlowVerdict, Inspection, Proto};
 use fw_proto::{RuleKind, RuleRef};
 
 use super::conntrack::{CtEntry, CtEvent, CtKind, Tuple};
@@ -40,6 +47,10 @@ use super::nflog::LogRecord;
 
 /// Rows kept when the configuration says nothing.
 pub const DEFAULT_CAP: usize = 100_000;
+/// Findings waiting for their flow's row (conntrack NEW not read yet).
+const PENDING_CAP: usize = 1024;
+/// DNS-learned names kept, across containers; the oldest go first.
+pub const DNS_NAMES_CAP: usize = 4096;
 
 /// What the table asks the daemon about containers, addresses and rules. The daemon answers
 /// from its inventory and compiled rulesets; tests use a fake.
@@ -285,6 +296,13 @@ pub struct FlowTable {
     removals_floor: u64,
     evicted: u64,
     lost: u64,
+    /// Row id -> what inspection found.
+    inspections: HashMap<u64, Inspection>,
+    pending: HashMap<(Arc<str>, Tuple), Inspection>,
+    pending_order: VecDeque<(Arc<str>, Tuple)>,
+    /// (container, address) -> the name it resolved to, and insertion order for eviction.
+    dns: HashMap<(Arc<str>, IpAddr), Arc<str>>,
+    dns_order: VecDeque<(Arc<str>, IpAddr)>,
 }
 
 impl Default for FlowTable {
@@ -309,6 +327,11 @@ impl FlowTable {
             removals_floor: 0,
             evicted: 0,
             lost: 0,
+            inspections: HashMap::new(),
+            pending: HashMap::new(),
+            pending_order: VecDeque::new(),
+            dns: HashMap::new(),
+            dns_order: VecDeque::new(),
         }
     }
 
@@ -471,6 +494,72 @@ impl FlowTable {
         by.into_iter().filter_map(|(c, n)| Some((self.strs.get(c)?.to_string(), n))).collect()
     }
 
+    /// Records what inspection found about the flow whose conntrack original tuple is
+    /// `tuple` in `container`; returns the row id, or `None` when the row does not exist yet
+    /// (the finding then waits, bounded, for conntrack's NEW event).
+    pub fn annotate(&mut self, container: &str, tuple: Tuple, found: Inspection) -> Option<u64> {
+        let key = self.strs.find(container).map(|c| Key::Flow { container: c, tuple });
+        if let Some(&i) = key.as_ref().and_then(|k| self.index.get(k)) {
+            self.seq += 1;
+            let r = &mut self.rows[i as usize];
+            r.changed_at = self.seq;
+            let id = r.id;
+            self.inspections.insert(id, found);
+            return Some(id);
+        }
+        let k: (Arc<str>, Tuple) = (Arc::from(container), tuple);
+        if self.pending.insert(k.clone(), found).is_none() {
+            self.pending_order.push_back(k);
+            while self.pending_order.len() > PENDING_CAP {
+                if let Some(old) = self.pending_order.pop_front() {
+                    self.pending.remove(&old);
+                }
+            }
+        }
+        None
+    }
+
+    /// The row id of a flow, if it has a row.
+    pub fn flow_id(&self, container: &str, tuple: Tuple) -> Option<u64> {
+        let c = self.strs.find(container)?;
+        self.index.get(&Key::Flow { container: c, tuple }).map(|&i| self.rows[i as usize].id)
+    }
+
+    /// A DNS answer seen by `container`: `name` resolved to `addrs`. Rows of the container
+    /// whose peer is one of them and unknown to fw show the name as their peer.
+    pub fn learn_name(&mut self, container: &str, name: &str, addrs: &[IpAddr]) {
+        let c: Arc<str> = Arc::from(container);
+        let n: Arc<str> = Arc::from(name);
+        for a in addrs {
+            let k = (c.clone(), *a);
+            if self.dns.insert(k.clone(), n.clone()).is_none() {
+                self.dns_order.push_back(k);
+            }
+        }
+        while self.dns_order.len() > DNS_NAMES_CAP {
+            if let Some(old) = self.dns_order.pop_front() {
+                self.dns.remove(&old);
+            }
+        }
+        let Some(ci) = self.strs.find(container) else { return };
+        let sym = self.strs.intern(name);
+        for i in 0..self.rows.len() {
+            let r = &self.rows[i];
+            let peer_addr = if r.direction == Direction::Egress { r.dst } else { r.src };
+            if r.container == ci && r.peer == NONE && addrs.contains(&peer_addr) {
+                self.seq += 1;
+                let r = &mut self.rows[i];
+                r.peer = sym;
+                r.changed_at = self.seq;
+            }
+        }
+    }
+
+    /// The name `container` resolved for `addr`, from inspected DNS answers.
+    pub fn dns_name(&self, container: &str, addr: IpAddr) -> Option<&str> {
+        self.dns.get(&(Arc::from(container), addr)).map(|n| &**n)
+    }
+
     /// Drops every row of a container that is gone.
     pub fn forget_container(&mut self, container: &str) {
         let Some(c) = self.strs.find(container) else { return };
@@ -584,7 +673,10 @@ impl FlowTable {
                 (r.bytes_out, r.bytes_in, r.packets_out, r.packets_in) = (0, 0, 0, 0);
                 (r.sample_out, r.sample_in, r.sample_ms) = (0, 0, NO_SAMPLE);
                 (r.rate_out, r.rate_in) = (0, 0);
+                let id = r.id;
+                self.inspections.remove(&id);
             }
+            let r = &mut self.rows[i as usize];
             r.last_seen_ms = r.last_seen_ms.max(now_ms);
             r.changed_at = seq;
             update_counters(r, e, now_ms);
@@ -646,6 +738,11 @@ impl FlowTable {
         } else {
             close(&mut r);
         }
+        if !self.pending.is_empty() {
+            if let Some(found) = self.pending.remove(&(Arc::from(container), e.orig)) {
+                self.inspections.insert(seq, found);
+            }
+        }
         self.insert(r);
         Some(seq)
     }
@@ -653,9 +750,16 @@ impl FlowTable {
     fn who(&mut self, container: &str, peer_addr: IpAddr, ctx: &dyn Context) -> Who {
         let zone = ctx.zone_of(container);
         let peer = ctx.peer(peer_addr);
+        let learned = match &peer {
+            None if !self.dns.is_empty() => self.dns.get(&(Arc::from(container), peer_addr)).cloned(),
+            _ => None,
+        };
         Who {
             zone: self.strs.intern(zone.as_deref().unwrap_or("")),
-            peer: self.strs.intern_opt(peer.as_ref().map(|p| p.0.as_str())),
+            peer: match (&peer, learned) {
+                (None, Some(name)) => self.strs.intern(&name),
+                _ => self.strs.intern_opt(peer.as_ref().map(|p| p.0.as_str())),
+            },
             peer_zone: self.strs.intern_opt(peer.as_ref().map(|p| p.1.as_str())),
         }
     }
@@ -689,6 +793,9 @@ impl FlowTable {
 
     fn remove_at(&mut self, i: usize) {
         let row = self.rows.swap_remove(i);
+        if !self.inspections.is_empty() {
+            self.inspections.remove(&row.id);
+        }
         self.index.remove(&row.key());
         if let Some(moved) = self.rows.get(i) {
             self.index.insert(moved.key(), i as u32);
@@ -762,7 +869,7 @@ impl FlowTable {
             verdict: r.verdict,
             rule: self.rules.get(r.rule).cloned(),
             count: r.count,
-            inspection: None,
+            inspection: self.inspections.get(&r.id).cloned(),
             open: r.open,
         }
     }
@@ -1025,6 +1132,7 @@ mod tests {
             proto: Some(6),
             sport: Some(sport),
             dport: Some(dport),
+            payload: Vec::new(),
         }
     }
 

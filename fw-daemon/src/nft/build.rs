@@ -7,8 +7,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use nftnl::expr::{
-    Bitwise, Cmp, CmpOp, Conntrack, Counter, Ipv4HeaderField, Ipv6HeaderField, Meta, NetworkHeaderField,
-    Payload, RejectionType, TransportHeaderField, Verdict as NftVerdict,
+    Bitwise, Cmp, CmpOp, Conntrack, Counter, Immediate, Ipv4HeaderField, Ipv6HeaderField, Meta,
+    NetworkHeaderField, Payload, Register, RejectionType, TransportHeaderField, Verdict as NftVerdict,
 };
 use nftnl::{
     Batch, Chain, ChainType, FinalizedBatch, Hook as NftHook, MsgType, NlMsg, Policy, ProtoFamily, Rule,
@@ -344,11 +344,15 @@ fn build_rule<'a>(
     if r.counter {
         rule.add_expr(&Counter);
     }
+    if let Some(m) = r.mark {
+        rule.add_expr(&Immediate::new(m, Register::Reg1));
+        rule.add_expr(&Conntrack::Mark { set: true });
+    }
     if let Some(log) = &r.log {
         rule.add_expr(&sys::Log {
             group: log.group,
             prefix: cstr(&log.prefix, "log prefix")?,
-            snaplen: None,
+            snaplen: log.snaplen,
         });
     }
     if let Some(v) = &r.verdict {
@@ -521,6 +525,15 @@ fn push_match(em: &mut Emitter, rule: &mut Rule<'_>, m: &Match, what: &str) -> R
         Match::Limit { over, rate, unit, burst } => {
             let burst = u32::try_from(*burst).unwrap_or(u32::MAX);
             rule.add_expr(&sys::Limit { rate: *rate, burst, bytes: *unit == RateUnit::Bytes, over: *over });
+        }
+        Match::CtMark(m) => {
+            rule.add_expr(&Conntrack::Mark { set: false });
+            rule.add_expr(&Cmp::new(CmpOp::Eq, *m));
+        }
+        Match::CtPacketsAtMost(n) => {
+            rule.add_expr(&sys::RawCt { key: libc::NFT_CT_PKTS as u32 });
+            rule.add_expr(&sys::Hton { size: 8, len: 8 });
+            rule.add_expr(&Cmp::new(CmpOp::Lte, &u64::from(*n).to_be_bytes()[..]));
         }
     }
     Ok(())

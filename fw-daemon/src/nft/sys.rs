@@ -164,6 +164,51 @@ impl Expression for RawMeta {
     }
 }
 
+/// `ct KEY` into register 1, for keys nftnl's `Conntrack` lacks (`ct packets`, `ct bytes`).
+/// No direction attribute: counters are the sum of both directions.
+pub struct RawCt {
+    pub key: u32,
+}
+
+impl Expression for RawCt {
+    fn to_expr(&self, _rule: &Rule) -> NonNull<sys::nftnl_expr> {
+        let e = alloc_expr(c"ct");
+        // SAFETY: live ct expression; key and destination register are u32 attributes.
+        unsafe {
+            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_CT_KEY as u16, self.key);
+            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_CT_DREG as u16, libc::NFT_REG_1 as u32);
+        }
+        e
+    }
+}
+
+/// `byteorder reg 1 = hton(reg 1, SIZE, LEN)`: host-order counters (ct packets) must be
+/// big-endian before `cmp lt/lte`, which compares bytes like memcmp. nft emits the same.
+pub struct Hton {
+    pub size: u32,
+    pub len: u32,
+}
+
+impl Expression for Hton {
+    fn to_expr(&self, _rule: &Rule) -> NonNull<sys::nftnl_expr> {
+        let e = alloc_expr(c"byteorder");
+        // SAFETY: live byteorder expression; every attribute is a u32.
+        unsafe {
+            let reg = libc::NFT_REG_1 as u32;
+            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_BYTEORDER_SREG as u16, reg);
+            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_BYTEORDER_DREG as u16, reg);
+            sys::nftnl_expr_set_u32(
+                e.as_ptr(),
+                sys::NFTNL_EXPR_BYTEORDER_OP as u16,
+                libc::NFT_BYTEORDER_HTON as u32,
+            );
+            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_BYTEORDER_LEN as u16, self.len);
+            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_BYTEORDER_SIZE as u16, self.size);
+        }
+        e
+    }
+}
+
 /// `range eq FROM TO` on register 1 (big-endian bytes), e.g. `th dport 8000-8100`.
 pub struct Range {
     pub from: Vec<u8>,

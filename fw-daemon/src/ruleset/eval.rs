@@ -92,7 +92,7 @@ fn walk(
         if !r.matches.iter().all(|m| matches(rs, m, pkt)) {
             continue;
         }
-        if let Some(log) = &r.log {
+        if let Some(log) = r.log.as_ref().filter(|l| l.kind != LogKind::Inspect) {
             st.log = Some(log.prefix.clone());
             st.audit |= log.kind == LogKind::Audit;
         }
@@ -160,6 +160,9 @@ fn matches(rs: &Ruleset, m: &Match, pkt: &Packet) -> bool {
         Match::Icmpv6Nd => false,
         Match::CtCountOver(_) => false,
         Match::Limit { over, .. } => !over,
+        // A new connection carries no mark yet, and it is its first packet.
+        Match::CtMark(_) => false,
+        Match::CtPacketsAtMost(_) => true,
     }
 }
 

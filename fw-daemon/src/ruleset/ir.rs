@@ -155,6 +155,8 @@ pub struct Chain {
 pub struct Rule {
     pub matches: Vec<Match>,
     pub counter: bool,
+    /// `ct mark set M`: flags the connection for the inspection tap (see `Match::CtMark`).
+    pub mark: Option<u32>,
     pub log: Option<Log>,
     pub verdict: Option<Verdict>,
     /// The rule this one speaks for; also rendered as the nft comment.
@@ -224,6 +226,11 @@ pub enum Match {
         unit: RateUnit,
         burst: u64,
     },
+    /// `ct mark 0x6677xxxx`: the connection was accepted by an inspected policy, which set it.
+    CtMark(u32),
+    /// `ct packets <= N`: the connection (both directions together) has carried at most N
+    /// packets, this one included. Needs `nf_conntrack_acct` (the daemon enables it).
+    CtPacketsAtMost(u32),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,6 +243,8 @@ pub enum LogKind {
     Allow,
     Cap,
     Block,
+    /// A copy of a flagged flow's packet for the inspection engine (its own NFLOG group).
+    Inspect,
 }
 
 impl LogKind {
@@ -247,6 +256,7 @@ impl LogKind {
             LogKind::Allow => "log",
             LogKind::Cap => "cap",
             LogKind::Block => "block",
+            LogKind::Inspect => "inspect",
         }
     }
 }
@@ -256,6 +266,9 @@ pub struct Log {
     pub kind: LogKind,
     pub prefix: String,
     pub group: u16,
+    /// Bytes of the packet copied to the daemon (from the network header); `None` = nft's
+    /// default (the whole packet).
+    pub snaplen: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -125,8 +125,15 @@ pub fn rule_text(r: &Rule) -> String {
     if r.counter {
         parts.push("counter".into());
     }
+    if let Some(m) = r.mark {
+        parts.push(format!("ct mark set 0x{m:08x}"));
+    }
     if let Some(log) = &r.log {
-        parts.push(format!("log prefix \"{}\" group {}", escape(&log.prefix), log.group));
+        let mut l = format!("log prefix \"{}\" group {}", escape(&log.prefix), log.group);
+        if let Some(s) = log.snaplen {
+            let _ = write!(l, " snaplen {s}");
+        }
+        parts.push(l);
     }
     if let Some(v) = &r.verdict {
         parts.push(match v {
@@ -212,6 +219,8 @@ fn match_text(m: &Match) -> String {
                 RateUnit::Bytes => format!("limit rate {over}{rate} bytes/second burst {burst} bytes"),
             }
         }
+        Match::CtMark(m) => format!("ct mark 0x{m:08x}"),
+        Match::CtPacketsAtMost(n) => format!("ct packets <= {n}"),
     }
 }
 
