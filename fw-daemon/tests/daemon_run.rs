@@ -340,8 +340,12 @@ fn fifty_reloads_under_traffic_never_open_or_cut() {
             0 => write(&rules.join("20-policies.toml"), STORM_B),
             1 => write(&rules.join("30-broken.toml"), BROKEN),
             _ => {
-                fs::remove_file(rules.join("30-broken.toml")).unwrap();
+                // Fix A first, then drop the broken file: every state in between is still
+                // refused with the same error, so a reload that lands between the two steps
+                // cannot look like the fix (it did once: B was briefly enforced, the test took
+                // that as this step's status and raced the next write).
                 write(&rules.join("20-policies.toml"), STORM_A);
+                fs::remove_file(rules.join("30-broken.toml")).unwrap();
             }
         }
         before = wait_status_change(&d, &status, &before);

@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use fw_proto::control::{
-    Alert, Answer, AuditRecord, BlockInfo, Direction, Event, FlowRow, FlowSnapshot, Proto, StatusInfo,
+    Alert, Answer, AuditRecord, BlockInfo, Direction, Event, FlowRow, FlowSnapshot, Inspection, Proto,
+    StatusInfo,
 };
 use fw_proto::{RuleKind, RuleRef};
 
@@ -145,22 +146,18 @@ fn lost(o: &mut String, n: u64) {
 /// The flow table: container, direction, protocol, endpoints, peer, state, bytes, verdict,
 /// rule, count. At most `limit` rows, with a note of how many more there were.
 pub fn flow_table(rows: &[FlowRow], limit: Option<usize>) -> String {
-    let mut t = Table::new(&[
-        "CONTAINER",
-        "DIR",
-        "PROTO",
-        "FLOW",
-        "PEER",
-        "STATE",
-        "OUT/IN",
-        "VERDICT",
-        "RULE",
-        "COUNT",
-    ])
-    .right(&[9]);
     let n = limit.map_or(rows.len(), |l| l.min(rows.len()));
-    for r in &rows[..n] {
-        t.row(vec![
+    let shown = &rows[..n];
+    // The inspection column appears only when a shown row was inspected.
+    let inspected = shown.iter().any(|r| r.inspection.is_some());
+    let mut headers =
+        vec!["CONTAINER", "DIR", "PROTO", "FLOW", "PEER", "STATE", "OUT/IN", "VERDICT", "RULE", "COUNT"];
+    if inspected {
+        headers.push("INSPECTED");
+    }
+    let mut t = Table::new(&headers).right(&[9]);
+    for r in shown {
+        let mut cells = vec![
             r.container.clone(),
             match r.direction {
                 Direction::Egress => "out".into(),
@@ -174,11 +171,27 @@ pub fn flow_table(rows: &[FlowRow], limit: Option<usize>) -> String {
             r.verdict.to_string(),
             r.rule.as_ref().map_or_else(|| "-".into(), rule),
             r.count.to_string(),
-        ]);
+        ];
+        if inspected {
+            cells.push(r.inspection.as_ref().map_or_else(|| "-".into(), inspection));
+        }
+        t.row(cells);
     }
     let mut o = t.render();
     if n < rows.len() {
         let _ = writeln!(o, "... and {} more", rows.len() - n);
+    }
+    o
+}
+
+/// `tls api.example.com`, `http evil.example VIOLATION: Host evil.example not in http_host`.
+pub fn inspection(i: &Inspection) -> String {
+    let mut o = i.protocol.clone().unwrap_or_else(|| "?".into());
+    if let Some(name) = &i.name {
+        let _ = write!(o, " {name}");
+    }
+    if let Some(v) = &i.violation {
+        let _ = write!(o, " VIOLATION: {v}");
     }
     o
 }
@@ -650,6 +663,27 @@ mod tests {
     fn flow_table_output() {
         let snap = FlowSnapshot { flows: rows(), total: 120, lost_events: 0 };
         insta::assert_snapshot!("flows", flows(&snap, None));
+        // An inspected row adds the INSPECTED column (SNI / Host / DNS name, and violations).
+        let mut inspected = rows();
+        inspected[0].inspection = Some(Inspection {
+            protocol: Some("tls".into()),
+            name: Some("api.partner.example".into()),
+            violation: None,
+        });
+        inspected[1].inspection = Some(Inspection {
+            protocol: Some("http".into()),
+            name: Some("evil.example".into()),
+            violation: Some("Host evil.example not in http_host".into()),
+        });
+        let out = flow_table(&inspected, None);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].ends_with("INSPECTED"), "{out}");
+        assert!(lines[1].ends_with("tls api.partner.example"), "{out}");
+        assert!(
+            lines[2].ends_with("http evil.example VIOLATION: Host evil.example not in http_host"),
+            "{out}"
+        );
+        assert!(lines[3].ends_with(" -"), "{out}");
         let limited = flow_table(&rows(), Some(1));
         assert_eq!(limited.lines().count(), 3, "{limited}");
         assert!(limited.ends_with("... and 2 more\n"));
