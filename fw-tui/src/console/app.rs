@@ -733,7 +733,6 @@ impl App {
 
     /// Applies a delta (or a full view) to the flow table and patches the sorted view.
     pub fn apply_flows(&mut self, changed: Vec<FlowRow>, removed: Vec<u64>, full: bool) {
-        self.drops_dirty = true;
         let keep = self.keep_selection();
         if full {
             self.flows.clear();
@@ -758,7 +757,8 @@ impl App {
                     add_usage(&mut self.usage, &old, -1);
                 }
                 self.hay.remove(&id);
-                self.denied.remove(&id);
+                // The Drops screen regroups only when a denied row came, went or changed.
+                self.drops_dirty |= self.denied.remove(&id);
                 touched.insert(id);
             }
             let mut ids: Vec<u64> = Vec::with_capacity(changed.len());
@@ -771,14 +771,22 @@ impl App {
                     add_usage(&mut self.usage, &old, -1);
                 }
             }
+            for id in &ids {
+                self.drops_dirty |= self.denied.contains(id);
+            }
             // Filtered on the final version of each row (a delta may name a row twice).
             ids.sort_unstable();
             ids.dedup();
             for id in &ids {
                 match self.flows.get(id) {
-                    Some(r) if r.verdict != FlowVerdict::Allowed => self.denied.insert(*id),
-                    _ => self.denied.remove(id),
-                };
+                    Some(r) if r.verdict != FlowVerdict::Allowed => {
+                        self.denied.insert(*id);
+                        self.drops_dirty = true;
+                    }
+                    _ => {
+                        self.denied.remove(id);
+                    }
+                }
             }
             let mut add: Vec<u64> =
                 ids.into_iter().filter(|id| self.flows.get(id).is_some_and(|r| self.passes(r))).collect();
@@ -899,7 +907,7 @@ impl App {
     pub fn rebuild_drops(&mut self) {
         self.drops_dirty = false;
         let mut groups: FastMap<(&str, IpAddr, u16, Option<&str>, FlowVerdict), DropGroup> =
-            FastMap::default();
+            FastMap::with_capacity_and_hasher(self.denied.len(), Default::default());
         for r in self.denied.iter().filter_map(|id| self.flows.get(id)) {
             if r.verdict == FlowVerdict::Allowed || !self.passes(r) {
                 continue;

@@ -851,3 +851,37 @@ fn big_tables_apply_the_typed_filter_on_a_pause_or_enter() {
     a.press(KeyCode::Esc);
     assert_eq!((a.filter_text.as_str(), a.view.len()), ("", LIVE_FILTER_ROWS));
 }
+
+/// Screen 2 regroups only when a denied row comes, goes or changes, and what it shows always
+/// equals a regroup from scratch.
+#[test]
+fn drops_regroup_only_when_denied_rows_change() {
+    let mut a = app();
+    a.press(KeyCode::Char('2'));
+    let check = |a: &mut App| {
+        let shown = a.drops.clone();
+        a.rebuild_drops();
+        assert_eq!(shown, a.drops);
+    };
+    let delta = |changed, removed| Msg::Flows { changed, removed, total: 0, lost_events: 0, full: false };
+    // An allowed row changes: nothing to regroup.
+    let mut r = testdata::flow(900, "web-1", "10.1.0.9", 443, FlowVerdict::Allowed);
+    a.update(delta(vec![r.clone()], vec![]));
+    check(&mut a);
+    // It turns denied, its count grows, it turns allowed again, a denied row goes.
+    r.verdict = FlowVerdict::Denied;
+    a.update(delta(vec![r.clone()], vec![]));
+    assert!(a.drops.iter().any(|g| g.flow == 900));
+    check(&mut a);
+    r.count += 5;
+    a.update(delta(vec![r.clone()], vec![]));
+    check(&mut a);
+    r.verdict = FlowVerdict::Allowed;
+    a.update(delta(vec![r], vec![]));
+    assert!(!a.drops.iter().any(|g| g.flow == 900));
+    check(&mut a);
+    let gone = a.drops[0].flow;
+    a.update(delta(vec![], vec![gone]));
+    assert!(!a.drops.iter().any(|g| g.flow == gone));
+    check(&mut a);
+}
