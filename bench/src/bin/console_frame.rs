@@ -184,5 +184,27 @@ fn main() {
         app.rebuild_drops();
         v.push(t.elapsed());
     }
-    stats("drops regroup 100k (per update on screen 2)", v);
+    stats("drops regroup 100k (20k denied rows)", v);
+    // A daemon update while screen 2 shows: when it touches no denied row there is nothing
+    // to regroup; else the delta plus a regroup.
+    for (allowed_only, name) in [(true, "allowed rows only"), (false, "mixed verdicts")] {
+        let mut v = Vec::with_capacity(n);
+        for i in 0..n.min(50) as u64 {
+            let base = (i * 7919) % (FLOWS - 1_100);
+            let changed: Vec<FlowRow> = (base..base + 1_000)
+                .map(|id| row(id + 1, NOW_MS + 1000 * (i as i64 + 1)))
+                .filter(|r| !allowed_only || r.verdict == FlowVerdict::Allowed)
+                .collect();
+            let t = Instant::now();
+            app.update(Msg::Flows {
+                changed,
+                removed: vec![],
+                total: FLOWS as usize,
+                lost_events: 0,
+                full: false,
+            });
+            v.push(t.elapsed());
+        }
+        stats(&format!("update on screen 2, 1000 changed, {name}"), v);
+    }
 }
