@@ -18,7 +18,7 @@ use ratatui::crossterm::event::{
     KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
 };
 
-use super::filter::{haystack, Filter};
+use super::filter::{write_haystack, Filter};
 use crate::client::Hello;
 
 /// A row not updated for this long (or closed) is drawn dimmed.
@@ -740,8 +740,9 @@ impl App {
             self.usage.clear();
             self.denied.clear();
             self.hay.reserve(changed.len());
+            let mut buf = String::with_capacity(128);
             for r in changed {
-                self.hay.insert(r.id, haystack(&r).into());
+                self.hay.insert(r.id, hay_of(&r, &mut buf));
                 add_usage(&mut self.usage, &r, 1);
                 if r.verdict != FlowVerdict::Allowed {
                     self.denied.insert(r.id);
@@ -762,11 +763,12 @@ impl App {
                 touched.insert(id);
             }
             let mut ids: Vec<u64> = Vec::with_capacity(changed.len());
+            let mut buf = String::with_capacity(128);
             for r in changed {
                 touched.insert(r.id);
                 ids.push(r.id);
                 add_usage(&mut self.usage, &r, 1);
-                self.hay.insert(r.id, haystack(&r).into());
+                self.hay.insert(r.id, hay_of(&r, &mut buf));
                 if let Some(old) = self.flows.insert(r.id, r) {
                     add_usage(&mut self.usage, &old, -1);
                 }
@@ -1362,6 +1364,13 @@ impl App {
     pub fn type_str(&mut self, s: &str) -> Vec<Command> {
         s.chars().flat_map(|c| self.press(KeyCode::Char(c))).collect()
     }
+}
+
+/// A row's haystack in one exact allocation, built in the reused `buf`.
+fn hay_of(r: &FlowRow, buf: &mut String) -> Box<str> {
+    buf.clear();
+    write_haystack(r, buf);
+    Box::from(buf.as_str())
 }
 
 fn text_field(d: &mut Dialog) -> Option<&mut String> {

@@ -250,7 +250,8 @@ pub fn haystack(r: &FlowRow) -> String {
     s
 }
 
-fn write_haystack(r: &FlowRow, s: &mut String) {
+/// Appends the [`haystack`] of `r` to `s` (reuse one buffer for many rows).
+pub fn write_haystack(r: &FlowRow, s: &mut String) {
     let fields = [
         Some(r.container.as_str()),
         Some(r.zone.as_str()),
@@ -264,7 +265,9 @@ fn write_haystack(r: &FlowRow, s: &mut String) {
     ];
     for f in fields.into_iter().flatten() {
         if f.is_ascii() {
-            s.extend(f.chars().map(|c| c.to_ascii_lowercase()));
+            let start = s.len();
+            s.push_str(f);
+            s[start..].make_ascii_lowercase();
         } else {
             s.push_str(&f.to_lowercase());
         }
