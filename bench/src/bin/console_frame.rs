@@ -6,7 +6,9 @@
 //!   scrolling through the table between frames;
 //! - applying a delta of 1,000 changed and 100 removed rows to the sorted, filtered view
 //!   (the work done per daemon update, 1/s by default), sorted by last seen and by rate;
-//! - a full re-sort (`s`) and a filter change (each key typed after `/`).
+//! - a full re-sort (`s`), and filter edits: each key typed after `/` (a bare word, then
+//!   key:value words), and each Backspace deleting them again;
+//! - the Drops screen's regrouping.
 //!
 //! Prints p50 / p99 / max per measurement. The budget is 16 ms per frame.
 //!
@@ -141,18 +143,40 @@ fn main() {
     }
     stats("re-sort 100k rows (S)", v);
 
-    let mut v = Vec::new();
-    for _ in 0..n.min(20) {
-        app.press(KeyCode::Char('/'));
-        for c in "zone:web verdict:deny 10.1".chars() {
-            let t = Instant::now();
-            app.press(KeyCode::Char(c));
-            v.push(t.elapsed());
+    // Typing a filter: each key after `/` (a bare word, then key:value words: each typed
+    // character narrows the filter, except where a word's text turns into a key); then
+    // deleting it again with Backspace (every key widens the filter: a full re-filter).
+    // At 100,000 rows a key only records the text; the filter applies once typing pauses
+    // (`apply_due_filter`, FILTER_IDLE after the last key): both are timed, the second as
+    // if the typist paused after every key.
+    let later = || Instant::now() + fw_tui::console::app::FILTER_IDLE;
+    let mut keys = Vec::new();
+    for (text, name) in [("web-1", "bare word"), ("zone:web verdict:deny 10.1", "key:value words")] {
+        let (mut typed, mut erased) = (Vec::new(), Vec::new());
+        for _ in 0..n.min(20) {
+            app.press(KeyCode::Char('/'));
+            for c in text.chars() {
+                let t = Instant::now();
+                app.press(KeyCode::Char(c));
+                keys.push(t.elapsed());
+                let t = Instant::now();
+                app.apply_due_filter(later());
+                typed.push(t.elapsed());
+            }
+            for _ in text.chars() {
+                let t = Instant::now();
+                app.press(KeyCode::Backspace);
+                keys.push(t.elapsed());
+                let t = Instant::now();
+                app.apply_due_filter(later());
+                erased.push(t.elapsed());
+            }
+            app.press(KeyCode::Esc);
         }
-        app.press(KeyCode::Esc);
-        app.press(KeyCode::Esc);
+        stats(&format!("filter applied, typing {text:?} ({name}, narrowing)"), typed);
+        stats(&format!("filter applied, Backspace over {text:?} (full re-filter)"), erased);
     }
-    stats("filter keystroke (re-filter + sort 100k)", v);
+    stats("filter key itself (applies on a pause)", keys);
     app.press(KeyCode::Char('2'));
     let mut v = Vec::new();
     for _ in 0..n.min(50) {
@@ -160,5 +184,27 @@ fn main() {
         app.rebuild_drops();
         v.push(t.elapsed());
     }
-    stats("drops regroup 100k (per update on screen 2)", v);
+    stats("drops regroup 100k (20k denied rows)", v);
+    // A daemon update while screen 2 shows: when it touches no denied row there is nothing
+    // to regroup; else the delta plus a regroup.
+    for (allowed_only, name) in [(true, "allowed rows only"), (false, "mixed verdicts")] {
+        let mut v = Vec::with_capacity(n);
+        for i in 0..n.min(50) as u64 {
+            let base = (i * 7919) % (FLOWS - 1_100);
+            let changed: Vec<FlowRow> = (base..base + 1_000)
+                .map(|id| row(id + 1, NOW_MS + 1000 * (i as i64 + 1)))
+                .filter(|r| !allowed_only || r.verdict == FlowVerdict::Allowed)
+                .collect();
+            let t = Instant::now();
+            app.update(Msg::Flows {
+                changed,
+                removed: vec![],
+                total: FLOWS as usize,
+                lost_events: 0,
+                full: false,
+            });
+            v.push(t.elapsed());
+        }
+        stats(&format!("update on screen 2, 1000 changed, {name}"), v);
+    }
 }

@@ -18,7 +18,7 @@ use ratatui::crossterm::event::{
     KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
 };
 
-use super::filter::Filter;
+use super::filter::{write_haystack, Filter};
 use crate::client::Hello;
 
 /// A row not updated for this long (or closed) is drawn dimmed.
@@ -29,6 +29,10 @@ pub const HISTORY: usize = 40;
 pub const ALERTS_KEPT: usize = 1000;
 /// The default TTL offered by the block dialogs.
 pub const DEFAULT_TTL: &str = "15m";
+/// From this many flow rows, typing a filter applies it once typing pauses for
+/// [`FILTER_IDLE`] (or on Enter), not per key: a key costs nothing, however many rows.
+pub const LIVE_FILTER_ROWS: usize = 20_000;
+pub const FILTER_IDLE: std::time::Duration = std::time::Duration::from_millis(50);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Screen {
@@ -420,6 +424,9 @@ pub struct App {
     pub hello: Option<Hello>,
     pub status: Option<StatusInfo>,
     pub flows: FastMap<u64, FlowRow>,
+    /// Each flow row's lower-case [`haystack`] for bare filter words, made when the row
+    /// arrives or changes, never per keystroke.
+    hay: FastMap<u64, Box<str>>,
     pub total: usize,
     pub lost_events: u64,
     /// Flow ids passing the filter, in sort order.
@@ -431,6 +438,8 @@ pub struct App {
     pub filter_error: Option<String>,
     /// `Some` while the filter is being typed (the text before `/` to restore on Esc).
     pub editing: Option<String>,
+    /// When the typed `filter_text` (parsed, differing from `filter`) is due to apply.
+    pub filter_due: Option<std::time::Instant>,
     pub paused: bool,
     /// Deltas received while paused, applied on resume.
     pub held: Held,
@@ -506,6 +515,8 @@ impl App {
             alerts_view: Vec::new(),
             audit_view: Vec::new(),
             drops_dirty: false,
+            hay: FastMap::default(),
+            filter_due: None,
             denied: FastSet::default(),
         }
     }
@@ -722,13 +733,16 @@ impl App {
 
     /// Applies a delta (or a full view) to the flow table and patches the sorted view.
     pub fn apply_flows(&mut self, changed: Vec<FlowRow>, removed: Vec<u64>, full: bool) {
-        self.drops_dirty = true;
         let keep = self.keep_selection();
         if full {
             self.flows.clear();
+            self.hay.clear();
             self.usage.clear();
             self.denied.clear();
+            self.hay.reserve(changed.len());
+            let mut buf = String::with_capacity(128);
             for r in changed {
+                self.hay.insert(r.id, hay_of(&r, &mut buf));
                 add_usage(&mut self.usage, &r, 1);
                 if r.verdict != FlowVerdict::Allowed {
                     self.denied.insert(r.id);
@@ -743,32 +757,41 @@ impl App {
                 if let Some(old) = self.flows.remove(&id) {
                     add_usage(&mut self.usage, &old, -1);
                 }
-                self.denied.remove(&id);
+                self.hay.remove(&id);
+                // The Drops screen regroups only when a denied row came, went or changed.
+                self.drops_dirty |= self.denied.remove(&id);
                 touched.insert(id);
             }
             let mut ids: Vec<u64> = Vec::with_capacity(changed.len());
+            let mut buf = String::with_capacity(128);
             for r in changed {
                 touched.insert(r.id);
                 ids.push(r.id);
                 add_usage(&mut self.usage, &r, 1);
+                self.hay.insert(r.id, hay_of(&r, &mut buf));
                 if let Some(old) = self.flows.insert(r.id, r) {
                     add_usage(&mut self.usage, &old, -1);
                 }
+            }
+            for id in &ids {
+                self.drops_dirty |= self.denied.contains(id);
             }
             // Filtered on the final version of each row (a delta may name a row twice).
             ids.sort_unstable();
             ids.dedup();
             for id in &ids {
                 match self.flows.get(id) {
-                    Some(r) if r.verdict != FlowVerdict::Allowed => self.denied.insert(*id),
-                    _ => self.denied.remove(id),
-                };
+                    Some(r) if r.verdict != FlowVerdict::Allowed => {
+                        self.denied.insert(*id);
+                        self.drops_dirty = true;
+                    }
+                    _ => {
+                        self.denied.remove(id);
+                    }
+                }
             }
-            let mut scratch = String::new();
-            let mut add: Vec<u64> = ids
-                .into_iter()
-                .filter(|id| self.flows.get(id).is_some_and(|r| self.filter.matches_flow(r, &mut scratch)))
-                .collect();
+            let mut add: Vec<u64> =
+                ids.into_iter().filter(|id| self.flows.get(id).is_some_and(|r| self.passes(r))).collect();
             if !touched.is_empty() {
                 self.view.retain(|id| !touched.contains(id));
                 let (flows, col, rev) = (&self.flows, self.sort, self.reverse);
@@ -787,9 +810,8 @@ impl App {
     /// Re-filters and re-sorts every row (filter or sort changed, or a full view arrived).
     pub fn rebuild_view(&mut self) {
         let keep = self.keep_selection();
-        let mut scratch = String::new();
         let (col, rev) = (self.sort, self.reverse);
-        let matching = self.flows.values().filter(|r| self.filter.matches_flow(r, &mut scratch));
+        let matching = self.flows.values().filter(|r| self.passes(r));
         if let Some(key) = num_key(col) {
             // Sort (key, id) pairs: no pointer chasing into rows per comparison. The order is
             // exactly `compare`'s: the key (flipped for descending columns), then the id
@@ -806,6 +828,27 @@ impl App {
             v.sort_unstable_by(|a, b| compare(a, b, col, rev));
             self.view = v.into_iter().map(|r| r.id).collect();
         }
+        self.drops_dirty = true;
+        self.restore_selection(keep);
+    }
+
+    /// Whether a flow row passes the filter, its haystack taken from [`App::hay`].
+    fn passes(&self, r: &FlowRow) -> bool {
+        self.filter.matches_row(r, || self.hay.get(&r.id).map_or("", |h| h))
+    }
+
+    /// The filter narrowed (see [`Filter::refines`]): drops the rows of the view that no
+    /// longer pass, keeping the order, instead of re-filtering and re-sorting every row.
+    fn narrow_view(&mut self) {
+        let keep = self.keep_selection();
+        let mut view = std::mem::take(&mut self.view);
+        if self.filter.text_only() {
+            // One lookup per row, not two: the row itself is not needed.
+            view.retain(|id| self.hay.get(id).is_some_and(|h| self.filter.matches_text(h)));
+        } else {
+            view.retain(|id| self.flows.get(id).is_some_and(|r| self.passes(r)));
+        }
+        self.view = view;
         self.drops_dirty = true;
         self.restore_selection(keep);
     }
@@ -865,11 +908,10 @@ impl App {
 
     pub fn rebuild_drops(&mut self) {
         self.drops_dirty = false;
-        let mut scratch = String::new();
         let mut groups: FastMap<(&str, IpAddr, u16, Option<&str>, FlowVerdict), DropGroup> =
-            FastMap::default();
+            FastMap::with_capacity_and_hasher(self.denied.len(), Default::default());
         for r in self.denied.iter().filter_map(|id| self.flows.get(id)) {
-            if r.verdict == FlowVerdict::Allowed || !self.filter.matches_flow(r, &mut scratch) {
+            if r.verdict == FlowVerdict::Allowed || !self.passes(r) {
                 continue;
             }
             let k = (r.container.as_str(), r.dst, r.dport, r.rule.as_ref().map(|x| x.id.as_str()), r.verdict);
@@ -936,13 +978,51 @@ impl App {
             .collect();
     }
 
-    fn set_filter(&mut self, text: &str) {
+    /// A key edited the filter being typed: applied now with few rows, else when typing
+    /// pauses ([`App::apply_due_filter`]). Errors show at once either way.
+    fn edit_filter(&mut self, text: &str) {
+        if self.flows.len() < LIVE_FILTER_ROWS {
+            return self.set_filter(text);
+        }
+        self.filter_due = None;
         match Filter::parse(text) {
             Ok(f) => {
                 self.filter_error = None;
                 if f != self.filter {
+                    self.filter_due = Some(std::time::Instant::now() + FILTER_IDLE);
+                }
+            }
+            Err(e) => self.filter_error = Some(e),
+        }
+        self.filter_text = text.to_string();
+    }
+
+    /// Applies the typed filter if it is due at `now` (the event loop calls this when no
+    /// input is pending); whether it did.
+    pub fn apply_due_filter(&mut self, now: std::time::Instant) -> bool {
+        match self.filter_due {
+            Some(due) if now >= due => {
+                self.set_filter(&self.filter_text.clone());
+                self.refresh();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn set_filter(&mut self, text: &str) {
+        self.filter_due = None;
+        match Filter::parse(text) {
+            Ok(f) => {
+                self.filter_error = None;
+                if f != self.filter {
+                    let narrower = f.refines(&self.filter);
                     self.filter = f;
-                    self.rebuild_view();
+                    if narrower {
+                        self.narrow_view();
+                    } else {
+                        self.rebuild_view();
+                    }
                     self.refresh_containers();
                     self.refresh_alerts();
                     self.refresh_audit();
@@ -1225,6 +1305,9 @@ impl App {
         match k.code {
             KeyCode::Enter => {
                 self.editing = None;
+                if self.filter_due.is_some() {
+                    self.set_filter(&text);
+                }
                 return;
             }
             KeyCode::Esc => {
@@ -1239,7 +1322,7 @@ impl App {
             KeyCode::Char(c) => text.push(c),
             _ => return,
         }
-        self.set_filter(&text);
+        self.edit_filter(&text);
     }
 
     fn mouse(&mut self, m: MouseEvent) {
@@ -1281,6 +1364,13 @@ impl App {
     pub fn type_str(&mut self, s: &str) -> Vec<Command> {
         s.chars().flat_map(|c| self.press(KeyCode::Char(c))).collect()
     }
+}
+
+/// A row's haystack in one exact allocation, built in the reused `buf`.
+fn hay_of(r: &FlowRow, buf: &mut String) -> Box<str> {
+    buf.clear();
+    write_haystack(r, buf);
+    Box::from(buf.as_str())
 }
 
 fn text_field(d: &mut Dialog) -> Option<&mut String> {

@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 
-use fw_proto::control::{Direction, FlowRow, FlowVerdict};
+use fw_proto::control::{Direction, FlowRow, FlowVerdict, Proto};
 
 /// Keys a `key:value` word may use.
 pub const KEYS: &str = "container, zone, peer, verdict, proto, port, dir, state, rule, name";
@@ -137,9 +137,70 @@ impl Filter {
         self.words.is_empty()
     }
 
-    /// Whether a flow row passes every word. `scratch` is reused for address text.
+    /// Whether a flow row passes every word. `scratch` receives the row's haystack when a
+    /// bare word needs it (the console keeps haystacks per row instead: [`Filter::matches_row`]).
     pub fn matches_flow(&self, r: &FlowRow, scratch: &mut String) -> bool {
-        self.words.iter().all(|w| word_matches_flow(&w.term, r, scratch) != w.negated)
+        self.matches_row(r, || {
+            scratch.clear();
+            write_haystack(r, scratch);
+            scratch.as_str()
+        })
+    }
+
+    /// Whether a flow row passes every word; `hay` gives the row's [`haystack`], asked for
+    /// at most once and only when a bare word needs it. Keyed words allocate nothing.
+    pub fn matches_row<'a>(&self, r: &FlowRow, hay: impl FnOnce() -> &'a str) -> bool {
+        let mut hay = Some(hay);
+        let mut text: &str = "";
+        self.words.iter().all(|w| {
+            let hit = match &w.term {
+                Term::Text(t) => {
+                    if let Some(h) = hay.take() {
+                        text = h();
+                    }
+                    text.contains(t.as_str())
+                }
+                t => word_matches_flow(t, r),
+            };
+            hit != w.negated
+        })
+    }
+
+    /// Whether only bare words (no keys) are used: then a row's haystack alone decides.
+    pub fn text_only(&self) -> bool {
+        self.words.iter().all(|w| matches!(w.term, Term::Text(_)))
+    }
+
+    /// [`Filter::matches_row`] for a [`Filter::text_only`] filter: the haystack alone.
+    pub fn matches_text(&self, hay: &str) -> bool {
+        self.words.iter().all(|w| match &w.term {
+            Term::Text(t) => hay.contains(t.as_str()) != w.negated,
+            _ => true,
+        })
+    }
+
+    /// Whether every row passing `self` passes `old` too (`self` narrows `old`): then the
+    /// rows passing `self` can be found among those passing `old` alone, in the same order.
+    /// True when each of `old`'s words reappears at the same place in `self`, either
+    /// unchanged or, not negated, with a value that implies it (a longer substring or
+    /// prefix); `self` may add words after them. Deleting a character is never a refinement.
+    pub fn refines(&self, old: &Filter) -> bool {
+        self.words.len() >= old.words.len()
+            && old.words.iter().zip(&self.words).all(|(o, n)| {
+                o == n
+                    || (!o.negated
+                        && !n.negated
+                        && match (&o.term, &n.term) {
+                            (Term::Container(a), Term::Container(b))
+                            | (Term::Peer(a), Term::Peer(b))
+                            | (Term::State(a), Term::State(b))
+                            | (Term::Rule(a), Term::Rule(b))
+                            | (Term::Name(a), Term::Name(b))
+                            | (Term::Text(a), Term::Text(b)) => b.contains(a.as_str()),
+                            (Term::Proto(a), Term::Proto(b)) => b.starts_with(a.as_str()),
+                            _ => false,
+                        })
+            })
     }
 
     /// For rows that are not flows (containers, alerts, audit records): `container`, `zone`
@@ -179,7 +240,58 @@ fn contains_ci(hay: &str, needle: &str) -> bool {
     hay.to_lowercase().contains(needle)
 }
 
-fn word_matches_flow(t: &Term, r: &FlowRow, scratch: &mut String) -> bool {
+/// The text bare words search, lower case: container, zone, peer, peer zone, state, rule
+/// id, inspected name and protocol, the port's service name, one field a line, then both
+/// addresses (`src dst`). A word never holds a line break or a space, so a word found here
+/// lies within one field (or the address pair), as if each field were searched alone.
+pub fn haystack(r: &FlowRow) -> String {
+    let mut s = String::with_capacity(96);
+    write_haystack(r, &mut s);
+    s
+}
+
+/// Appends the [`haystack`] of `r` to `s` (reuse one buffer for many rows).
+pub fn write_haystack(r: &FlowRow, s: &mut String) {
+    let fields = [
+        Some(r.container.as_str()),
+        Some(r.zone.as_str()),
+        r.peer.as_deref(),
+        r.peer_zone.as_deref(),
+        Some(r.state.as_str()),
+        r.rule.as_ref().map(|x| x.id.as_str()),
+        r.inspection.as_ref().and_then(|i| i.name.as_deref()),
+        r.inspection.as_ref().and_then(|i| i.protocol.as_deref()),
+        service(r.dport),
+    ];
+    for f in fields.into_iter().flatten() {
+        if f.is_ascii() {
+            let start = s.len();
+            s.push_str(f);
+            s[start..].make_ascii_lowercase();
+        } else {
+            s.push_str(&f.to_lowercase());
+        }
+        s.push('\n');
+    }
+    let _ = write!(s, "{} {}", r.src, r.dst);
+}
+
+fn proto_name(p: Proto, buf: &mut [u8; 8]) -> &str {
+    match p {
+        Proto::Tcp => "tcp",
+        Proto::Udp => "udp",
+        Proto::Icmp => "icmp",
+        Proto::Icmpv6 => "icmpv6",
+        Proto::Other(n) => {
+            let mut w = &mut buf[..];
+            let _ = std::io::Write::write_fmt(&mut w, format_args!("{n}"));
+            let len = 8 - w.len();
+            std::str::from_utf8(&buf[..len]).unwrap_or("")
+        }
+    }
+}
+
+fn word_matches_flow(t: &Term, r: &FlowRow) -> bool {
     match t {
         Term::Container(c) => contains_ci(&r.container, c),
         Term::Zone(z) => {
@@ -188,11 +300,7 @@ fn word_matches_flow(t: &Term, r: &FlowRow, scratch: &mut String) -> bool {
         }
         Term::Peer(p) => r.peer.as_deref().is_some_and(|x| contains_ci(x, p)),
         Term::Verdict(v) => r.verdict == *v,
-        Term::Proto(p) => {
-            scratch.clear();
-            let _ = write!(scratch, "{}", r.proto);
-            scratch.starts_with(p.as_str())
-        }
+        Term::Proto(p) => proto_name(r.proto, &mut [0; 8]).starts_with(p.as_str()),
         Term::Port(p) => r.dport == *p || r.sport == *p,
         Term::Dir(d) => r.direction == *d,
         Term::State(s) => contains_ci(&r.state, s),
@@ -200,25 +308,7 @@ fn word_matches_flow(t: &Term, r: &FlowRow, scratch: &mut String) -> bool {
         Term::Name(n) => {
             r.inspection.as_ref().and_then(|i| i.name.as_deref()).is_some_and(|x| contains_ci(x, n))
         }
-        Term::Text(t) => {
-            let fields = [
-                Some(r.container.as_str()),
-                Some(r.zone.as_str()),
-                r.peer.as_deref(),
-                r.peer_zone.as_deref(),
-                Some(r.state.as_str()),
-                r.rule.as_ref().map(|x| x.id.as_str()),
-                r.inspection.as_ref().and_then(|i| i.name.as_deref()),
-                r.inspection.as_ref().and_then(|i| i.protocol.as_deref()),
-                service(r.dport),
-            ];
-            if fields.iter().flatten().any(|f| contains_ci(f, t)) {
-                return true;
-            }
-            scratch.clear();
-            let _ = write!(scratch, "{} {}", r.src, r.dst);
-            scratch.contains(t.as_str())
-        }
+        Term::Text(t) => haystack(r).contains(t.as_str()),
     }
 }
 

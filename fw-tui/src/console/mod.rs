@@ -128,6 +128,11 @@ fn event_loop(
         }
         let wait =
             if dirty { frame_every.saturating_sub(last_draw.elapsed()) } else { Duration::from_millis(100) };
+        // A typed filter waits for a pause in typing: wake for it.
+        let wait = match app.filter_due {
+            Some(due) => wait.min(due.saturating_duration_since(Instant::now())),
+            None => wait,
+        };
         let mut msgs = Vec::new();
         if event::poll(wait)? {
             // Drain pending input before drawing, a bounded batch so that signals and the
@@ -170,6 +175,10 @@ fn event_loop(
                     }
                 }
             }
+        }
+        // Heavy filtering only once the keys typed so far are handled and none is waiting.
+        if app.filter_due.is_some() && !event::poll(Duration::ZERO)? && app.apply_due_filter(Instant::now()) {
+            dirty = true;
         }
     }
 }

@@ -729,3 +729,159 @@ proptest::proptest! {
         }
     }
 }
+
+/// Random flow rows for the filter properties: a few containers, zones, states, ports,
+/// addresses, peers, rules and inspected names, so short typed words hit some rows.
+fn random_rows(spec: &[(u8, u8, u8, u8, i64)]) -> Vec<fw_proto::control::FlowRow> {
+    spec.iter()
+        .enumerate()
+        .map(|(i, &(c, z, p, v, seen))| {
+            let id = i as u64 + 1;
+            let container = ["web-1", "web-2", "db-1", "Cache-10", "api"][c as usize % 5];
+            let dst = ["10.1.0.9", "10.2.3.4", "fd00::1", "192.168.1.10"][p as usize % 4];
+            let port = [443, 53, 5432, 8080, 22][p as usize % 5];
+            let mut r = testdata::flow(id, container, dst, port, FlowVerdict::ALL[v as usize % 5]);
+            r.zone = ["web", "db", "cache"][z as usize % 3].into();
+            r.state = ["established", "syn_sent", "close"][(c ^ z) as usize % 3].into();
+            r.peer = (p % 3 == 0).then(|| format!("db-{}", z % 4));
+            r.peer_zone = r.peer.as_ref().map(|_| "db".to_string());
+            r.proto = [Proto::Tcp, Proto::Udp, Proto::Icmp, Proto::Other(132)][(p / 4) as usize % 4];
+            r.sport = 40_000 + u16::from(p);
+            r.last_seen_ms = NOW_MS - seen;
+            r.rate_in = (id * 2_654_435_761) % 1000;
+            if v % 4 == 0 {
+                r.inspection = Some(fw_proto::control::Inspection {
+                    protocol: Some("tls".into()),
+                    name: Some(["API.example.com", "db.internal"][c as usize % 2].into()),
+                    violation: None,
+                });
+            }
+            r
+        })
+        .collect()
+}
+
+proptest::proptest! {
+    /// Narrowing the view on a refined filter (one more character, one more word) gives
+    /// exactly the view a full re-filter and re-sort gives, key after key, Backspace and
+    /// Ctrl-U (never refinements) included; and a refinement's rows are among the old ones.
+    #[test]
+    fn narrowed_filter_view_equals_full_refilter(
+        rows in proptest::collection::vec((0u8..5, 0u8..3, 0u8..16, 0u8..5, 0i64..100_000), 0..80),
+        sort in 0usize..14,
+        reverse in proptest::bool::ANY,
+        keys in proptest::collection::vec(
+            proptest::sample::select(vec![
+                "w", "e", "b", "-", "1", "0", ".", ":", " ", "!", "d", "z", "o", "n", "c", "a", "t",
+                "s", "p", "r", "v", "4", "3", "x", "zone:", "container:", "port:", "proto:", "state:",
+                "name:", "rule:", "peer:", "verdict:", "BS", "BS", "BS", "CU",
+            ]),
+            0..30),
+    ) {
+        let rows = random_rows(&rows);
+        let mut a = App::new("/run/fw/fw.sock", NOW_MS, true);
+        a.update(full(rows.clone()));
+        a.sort = Col::ALL[sort];
+        a.reverse = reverse;
+        a.rebuild_view();
+        a.press(KeyCode::Char('/'));
+        for k in keys {
+            let before = a.view.clone();
+            let old = a.filter.clone();
+            match k {
+                "BS" => {
+                    a.press(KeyCode::Backspace);
+                }
+                "CU" => {
+                    a.update(Msg::Key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL)));
+                }
+                s => {
+                    a.type_str(s);
+                }
+            }
+            if a.filter.refines(&old) {
+                proptest::prop_assert!(a.view.iter().all(|id| before.contains(id)));
+            }
+            let mut fresh = App::new("/run/fw/fw.sock", NOW_MS, true);
+            fresh.update(full(rows.clone()));
+            fresh.sort = a.sort;
+            fresh.reverse = a.reverse;
+            fresh.filter = a.filter.clone();
+            fresh.rebuild_view();
+            proptest::prop_assert_eq!(&a.view, &fresh.view, "filter {:?}", a.filter_text);
+            // The per-row haystack matches like the original field-by-field search.
+            for r in &rows {
+                proptest::prop_assert_eq!(
+                    a.filter.matches_flow(r, &mut String::new()),
+                    fresh.view.contains(&r.id)
+                );
+            }
+        }
+    }
+}
+
+/// From [`super::app::LIVE_FILTER_ROWS`] rows a typed filter waits for a pause in typing or
+/// Enter; a parse error still shows at once.
+#[test]
+fn big_tables_apply_the_typed_filter_on_a_pause_or_enter() {
+    use super::app::{FILTER_IDLE, LIVE_FILTER_ROWS};
+    let rows: Vec<_> = (1..=LIVE_FILTER_ROWS as u64)
+        .map(|id| {
+            testdata::flow(id, ["web-1", "db-1"][id as usize % 2], "10.1.0.9", 443, FlowVerdict::Allowed)
+        })
+        .collect();
+    let mut a = App::new("/run/fw/fw.sock", NOW_MS, true);
+    a.update(full(rows));
+    a.press(KeyCode::Char('/'));
+    a.type_str("db");
+    assert_eq!(a.filter_text, "db");
+    assert_eq!(a.view.len(), LIVE_FILTER_ROWS, "not applied while typing");
+    assert!(!a.apply_due_filter(std::time::Instant::now()), "not due before the pause");
+    assert!(a.apply_due_filter(std::time::Instant::now() + FILTER_IDLE));
+    assert_eq!(a.view.len(), LIVE_FILTER_ROWS / 2);
+    a.type_str(" port:x");
+    assert!(a.filter_error.as_deref().is_some_and(|e| e.contains("a port is a number")));
+    assert!(a.filter_due.is_none());
+    for _ in 0..7 {
+        a.press(KeyCode::Backspace);
+    }
+    a.type_str("-");
+    a.press(KeyCode::Enter);
+    assert_eq!((a.filter_due, a.editing.as_deref(), a.view.len()), (None, None, LIVE_FILTER_ROWS / 2));
+    a.press(KeyCode::Esc);
+    assert_eq!((a.filter_text.as_str(), a.view.len()), ("", LIVE_FILTER_ROWS));
+}
+
+/// Screen 2 regroups only when a denied row comes, goes or changes, and what it shows always
+/// equals a regroup from scratch.
+#[test]
+fn drops_regroup_only_when_denied_rows_change() {
+    let mut a = app();
+    a.press(KeyCode::Char('2'));
+    let check = |a: &mut App| {
+        let shown = a.drops.clone();
+        a.rebuild_drops();
+        assert_eq!(shown, a.drops);
+    };
+    let delta = |changed, removed| Msg::Flows { changed, removed, total: 0, lost_events: 0, full: false };
+    // An allowed row changes: nothing to regroup.
+    let mut r = testdata::flow(900, "web-1", "10.1.0.9", 443, FlowVerdict::Allowed);
+    a.update(delta(vec![r.clone()], vec![]));
+    check(&mut a);
+    // It turns denied, its count grows, it turns allowed again, a denied row goes.
+    r.verdict = FlowVerdict::Denied;
+    a.update(delta(vec![r.clone()], vec![]));
+    assert!(a.drops.iter().any(|g| g.flow == 900));
+    check(&mut a);
+    r.count += 5;
+    a.update(delta(vec![r.clone()], vec![]));
+    check(&mut a);
+    r.verdict = FlowVerdict::Allowed;
+    a.update(delta(vec![r], vec![]));
+    assert!(!a.drops.iter().any(|g| g.flow == 900));
+    check(&mut a);
+    let gone = a.drops[0].flow;
+    a.update(delta(vec![], vec![gone]));
+    assert!(!a.drops.iter().any(|g| g.flow == gone));
+    check(&mut a);
+}
