@@ -9,13 +9,13 @@ mod common;
 
 use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::daemon::Daemon;
+use common::daemon::{eventually, Daemon};
 use common::lab::{nft_in, tcp_probe, Lab, Probe};
 use fw_daemon::netns::run_in;
 use fw_proto::control::*;
@@ -138,88 +138,6 @@ impl Stream {
     }
 }
 
-fn dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fw-alerts-{tag}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&d);
-    fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// The demo policy on web-1, api-1 and db-1.
-fn setup(tag: &str) -> (Lab, PathBuf) {
-    let mut lab = Lab::new();
-    let base = common::demo_inventory();
-    for n in ["web-1", "api-1", "db-1"] {
-        let c = base.get(n).unwrap();
-        lab.add(n, &c.addresses);
-    }
-    let d = dir(tag);
-    let mut inv = String::new();
-    for n in &lab.nodes {
-        let c = base.get(&n.name).unwrap();
-        let addrs: Vec<String> = c.addresses.iter().map(|a| format!("\"{a}\"")).collect();
-        let labels: Vec<String> = c.labels.iter().map(|(k, v)| format!("{k} = \"{v}\"")).collect();
-        inv.push_str(&format!(
-            "[[container]]\nname = \"{}\"\nnetns = \"{}\"\nimage = \"{}\"\nlabels = {{ {} }}\naddresses = [{}]\n\n",
-            n.name,
-            n.path().display(),
-            c.image,
-            labels.join(", "),
-            addrs.join(", ")
-        ));
-    }
-    fs::write(d.join("inventory.toml"), inv).unwrap();
-    fs::create_dir_all(d.join("rules")).unwrap();
-    for f in fs::read_dir(common::repo().join("rules/demo")).unwrap().flatten() {
-        fs::copy(f.path(), d.join("rules").join(f.file_name())).unwrap();
-    }
-    (lab, d)
-}
-
-fn start(d: &Path, tag: &str) -> Daemon {
-    let mut args: Vec<std::ffi::OsString> =
-        ["run", "--no-docker", "--tick", "0.2", "--resync", "1"].iter().map(Into::into).collect();
-    for (flag, path) in [
-        ("--rules", "rules"),
-        ("--inventory", "inventory.toml"),
-        ("--state-dir", "state"),
-        ("--audit-log", "audit.jsonl"),
-    ] {
-        args.push(flag.into());
-        args.push(d.join(path).into());
-    }
-    let daemon = Daemon::spawn(args, d.join(format!("daemon-{tag}.log")));
-    let until = Instant::now() + Duration::from_secs(20);
-    // Until it accepts: the file appears at bind(), a moment before listen().
-    while UnixStream::connect(&daemon.socket).is_err() {
-        assert!(Instant::now() < until, "no control socket:\n{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    daemon
-}
-
-fn eventually<T>(what: &str, d: &Daemon, mut f: impl FnMut() -> Option<T>) -> T {
-    let until = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < until, "timed out waiting for {what}\n{}", d.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn addr(lab: &Lab, node: &str) -> IpAddr {
-    lab.node(node).addrs[0]
-}
-
-/// A TCP connection from `from` that stays open.
-fn connect(lab: &Lab, from: &str, to: SocketAddr) -> TcpStream {
-    run_in(&lab.node(from).path(), move || TcpStream::connect_timeout(&to, Duration::from_secs(2)))
-        .unwrap()
-        .expect("connect")
-}
-
 /// Entries `conntrack -L` lists in a node's namespace.
 fn conntrack_count(lab: &Lab, node: &str) -> usize {
     let out = Command::new("ip")
@@ -246,11 +164,11 @@ fn alerts_are_raised_streamed_and_kept() {
     if !common::require(common::lab::available(), "root with iproute2 (network namespaces)") {
         return;
     }
-    let (mut lab, d) = setup("e2e");
+    let (mut lab, d) = common::demo_lab("alerts", "e2e");
     lab.serve_tcp("api-1", &[8080, 9001]);
     lab.serve_tcp_hold("api-1", 9000);
     lab.serve_tcp_hold("db-1", 5432);
-    let daemon = start(&d, "1");
+    let daemon = Daemon::run_in_dir(&d, "1", &[]);
     let mut c = Client::connect(&daemon.socket);
     eventually("containers programmed", &daemon, || {
         let s = c.status();
@@ -258,8 +176,8 @@ fn alerts_are_raised_streamed_and_kept() {
     });
     let mut sub = Stream::open(&daemon.socket, true);
     let mut plain = Stream::open(&daemon.socket, false);
-    let api = addr(&lab, "api-1");
-    let db = addr(&lab, "db-1");
+    let api = lab.addr("api-1");
+    let db = lab.addr("db-1");
     let web_ns = lab.node("web-1").path();
 
     // Status: where the policy came from, and each container's caps.
@@ -317,8 +235,8 @@ fn alerts_are_raised_streamed_and_kept() {
     assert!(s.last_reload_errors.is_empty());
 
     // 3. Usage, then a quarantine: blocked alert, status says so, its flows are gone.
-    let _api_db = connect(&lab, "api-1", SocketAddr::new(db, 5432));
-    let held: Vec<TcpStream> = (0..2).map(|_| connect(&lab, "web-1", SocketAddr::new(api, 9000))).collect();
+    let _api_db = lab.connect("api-1", SocketAddr::new(db, 5432));
+    let held: Vec<TcpStream> = (0..2).map(|_| lab.connect("web-1", SocketAddr::new(api, 9000))).collect();
     eventually("web-1's and api-1's open flows counted", &daemon, || {
         let s = c.status();
         let (w, a) = (container(&s, "web-1").open_flows, container(&s, "api-1").open_flows);
@@ -446,9 +364,9 @@ fn a_start_on_refused_files_is_kept_as_an_alert() {
     if !common::require(common::lab::available(), "root with iproute2 (network namespaces)") {
         return;
     }
-    let (mut lab, d) = setup("fallback");
+    let (mut lab, d) = common::demo_lab("alerts", "fallback");
     lab.serve_tcp("api-1", &[8080]);
-    let mut daemon = start(&d, "1");
+    let mut daemon = Daemon::run_in_dir(&d, "1", &[]);
     let mut c = Client::connect(&daemon.socket);
     let good = eventually("containers programmed", &daemon, || {
         let s = c.status();
@@ -462,7 +380,7 @@ fn a_start_on_refused_files_is_kept_as_an_alert() {
         "30-extra.toml",
         "[[policy]]\nid = \"extra\"\nfrom = \"web\"\nto = \"nowhere\"\naction = \"allow\"\n",
     );
-    let daemon = start(&d, "2");
+    let daemon = Daemon::run_in_dir(&d, "2", &[]);
     let mut c = Client::connect(&daemon.socket);
     let alerts = c.alerts(None, None);
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
@@ -484,7 +402,7 @@ fn a_start_on_refused_files_is_kept_as_an_alert() {
     );
     assert!(s.rule_files[0].ends_with("00-defaults.toml"));
     eventually("enforcing the last good policy", &daemon, || {
-        (tcp_probe(&lab.node("web-1").path(), SocketAddr::new(addr(&lab, "api-1"), 8080), WAIT)
+        (tcp_probe(&lab.node("web-1").path(), SocketAddr::new(lab.addr("api-1"), 8080), WAIT)
             == Probe::Connected)
             .then_some(())
     });

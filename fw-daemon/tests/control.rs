@@ -9,16 +9,15 @@ mod common;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::daemon::Daemon;
+use common::daemon::{eventually, Daemon};
 use common::lab::{tcp_probe, Lab, Probe};
-use fw_daemon::netns::run_in;
 use fw_proto::control::*;
 
 const WAIT: Duration = Duration::from_millis(400);
@@ -80,92 +79,6 @@ impl Client {
     }
 }
 
-fn dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fw-control-{tag}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&d);
-    fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// The demo policy on web-1, api-1 and db-1.
-fn setup(tag: &str) -> (Lab, PathBuf) {
-    let mut lab = Lab::new();
-    let base = common::demo_inventory();
-    for n in ["web-1", "api-1", "db-1"] {
-        let c = base.get(n).unwrap();
-        lab.add(n, &c.addresses);
-    }
-    let d = dir(tag);
-    let mut inv = String::new();
-    for n in &lab.nodes {
-        let c = base.get(&n.name).unwrap();
-        let addrs: Vec<String> = c.addresses.iter().map(|a| format!("\"{a}\"")).collect();
-        let labels: Vec<String> = c.labels.iter().map(|(k, v)| format!("{k} = \"{v}\"")).collect();
-        inv.push_str(&format!(
-            "[[container]]\nname = \"{}\"\nnetns = \"{}\"\nimage = \"{}\"\nlabels = {{ {} }}\naddresses = [{}]\n\n",
-            n.name,
-            n.path().display(),
-            c.image,
-            labels.join(", "),
-            addrs.join(", ")
-        ));
-    }
-    fs::write(d.join("inventory.toml"), inv).unwrap();
-    fs::create_dir_all(d.join("rules")).unwrap();
-    for f in fs::read_dir(common::repo().join("rules/demo")).unwrap().flatten() {
-        fs::copy(f.path(), d.join("rules").join(f.file_name())).unwrap();
-    }
-    (lab, d)
-}
-
-fn start(d: &Path, tag: &str, extra: &[&str]) -> Daemon {
-    let mut args: Vec<std::ffi::OsString> = ["run", "--no-docker", "--tick", "0.2", "--resync", "1"]
-        .iter()
-        .chain(extra)
-        .map(Into::into)
-        .collect();
-    // One audit log across restarts, as in production.
-    for (flag, path) in [
-        ("--rules", "rules"),
-        ("--inventory", "inventory.toml"),
-        ("--state-dir", "state"),
-        ("--audit-log", "audit.jsonl"),
-    ] {
-        args.push(flag.into());
-        args.push(d.join(path).into());
-    }
-    let daemon = Daemon::spawn(args, d.join(format!("daemon-{tag}.log")));
-    let until = Instant::now() + Duration::from_secs(20);
-    // Until it accepts: the file appears at bind(), a moment before listen().
-    while UnixStream::connect(&daemon.socket).is_err() {
-        assert!(Instant::now() < until, "no control socket:\n{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    daemon
-}
-
-fn eventually<T>(what: &str, d: &Daemon, mut f: impl FnMut() -> Option<T>) -> T {
-    let until = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < until, "timed out waiting for {what}\n{}", d.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn addr(lab: &Lab, node: &str) -> IpAddr {
-    lab.node(node).addrs[0]
-}
-
-/// A TCP connection from `from` that stays open; returns the stream and its local port.
-fn connect(lab: &Lab, from: &str, to: SocketAddr) -> TcpStream {
-    run_in(&lab.node(from).path(), move || TcpStream::connect_timeout(&to, Duration::from_secs(2)))
-        .unwrap()
-        .expect("connect")
-}
-
 /// The orig-direction byte count `conntrack -L` shows for a TCP flow to `dport` from `sport`.
 fn conntrack_bytes(lab: &Lab, node: &str, sport: u16, dport: u16) -> Option<u64> {
     let out = Command::new("ip")
@@ -195,12 +108,12 @@ fn flows_blocks_and_audit_end_to_end() {
     if !common::require(common::lab::available(), "root with iproute2 (network namespaces)") {
         return;
     }
-    let (mut lab, d) = setup("e2e");
+    let (mut lab, d) = common::demo_lab("control", "e2e");
     let sink = lab.serve_sink("api-1", 8080);
     lab.serve_tcp_hold("api-1", 9000);
     lab.serve_tcp("api-1", &[9001, 9002]);
     lab.serve_tcp("db-1", &[5432]);
-    let mut daemon = start(&d, "1", &[]);
+    let mut daemon = Daemon::run_in_dir(&d, "1", &[]);
     let mut c = Client::connect(&daemon.socket);
     eventually("containers programmed", &daemon, || match c.call(Op::Status) {
         Ok(Answer::Status(s)) if s.containers.iter().all(|c| c.programmed) && s.containers.len() == 3 => {
@@ -208,11 +121,11 @@ fn flows_blocks_and_audit_end_to_end() {
         }
         _ => None,
     });
-    let api = addr(&lab, "api-1");
-    let db = addr(&lab, "db-1");
+    let api = lab.addr("api-1");
+    let db = lab.addr("db-1");
 
     // An allowed flow with known bytes: counters agree with conntrack, attributed to web-to-api.
-    let mut s = connect(&lab, "web-1", SocketAddr::new(api, 8080));
+    let mut s = lab.connect("web-1", SocketAddr::new(api, 8080));
     let sport = s.local_addr().unwrap().port();
     s.write_all(&[7u8; 10_000]).unwrap();
     let row = eventually("the web-1 -> api-1 flow with its bytes", &daemon, || {
@@ -278,7 +191,7 @@ fn flows_blocks_and_audit_end_to_end() {
             }
         })
     };
-    let idle = connect(&lab, "web-1", SocketAddr::new(api, 9000));
+    let idle = lab.connect("web-1", SocketAddr::new(api, 9000));
     std::thread::sleep(Duration::from_millis(300));
     let moving = sink.load(Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(200));
@@ -333,7 +246,7 @@ fn flows_blocks_and_audit_end_to_end() {
     );
     daemon.kill9();
     assert_eq!(tcp_probe(&lab.node("web-1").path(), SocketAddr::new(api, 9001), WAIT), Probe::TimedOut);
-    let daemon = start(&d, "2", &[]);
+    let daemon = Daemon::run_in_dir(&d, "2", &[]);
     let mut c = Client::connect(&daemon.socket);
     match c.call(Op::Blocks) {
         Ok(Answer::Blocks { blocks }) => {
@@ -367,8 +280,8 @@ fn hostile_input_gets_errors_not_crashes() {
     if !common::require(common::lab::available(), "root with iproute2 (network namespaces)") {
         return;
     }
-    let (_lab, d) = setup("hostile");
-    let daemon = start(&d, "1", &[]);
+    let (_lab, d) = common::demo_lab("control", "hostile");
+    let daemon = Daemon::run_in_dir(&d, "1", &[]);
     // No hello first: refused and closed.
     let mut raw = Client {
         r: BufReader::new(UnixStream::connect(&daemon.socket).unwrap()),
@@ -415,10 +328,10 @@ fn viewers_cannot_block_and_strangers_are_refused() {
     }
     let tag = std::process::id() % 100_000;
     let groups = Groups::new(&[format!("fwt{tag}sock"), format!("fwt{tag}view"), format!("fwt{tag}op")]);
-    let (_lab, d) = setup("roles");
+    let (_lab, d) = common::demo_lab("control", "roles");
     // The test directory must be reachable by the unprivileged peers.
     Command::new("chmod").args(["755", d.to_str().unwrap()]).status().unwrap();
-    let daemon = start(
+    let daemon = Daemon::run_in_dir(
         &d,
         "1",
         &[

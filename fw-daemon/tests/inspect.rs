@@ -24,7 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::daemon::Daemon;
+use common::daemon::{eventually, Daemon};
 use common::lab::Lab;
 use fw_daemon::netns::run_in;
 use fw_proto::control::*;
@@ -205,17 +205,6 @@ impl Client {
     }
 }
 
-fn eventually<T>(what: &str, d: &Daemon, mut f: impl FnMut() -> Option<T>) -> T {
-    let until = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < until, "timed out waiting for {what}\n{}", d.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn names(rows: &[FlowRow], dport: &[u16]) -> BTreeSet<String> {
     rows.iter()
         .filter(|r| dport.contains(&r.dport))
@@ -317,7 +306,7 @@ fn inspection_cuts_violations_and_agrees_with_tshark() {
         args.push(d.join(path).into());
     }
     let daemon = Daemon::spawn(args, d.join("daemon.log"));
-    eventually("the control socket", &daemon, || daemon.socket.exists().then_some(()));
+    daemon.wait_ready();
     eventually("the client's table", &daemon, || {
         sh_in(&ns("client"), "nft list chain inet fw egress").contains("fw:inspect:tls-sni").then_some(())
     });
@@ -525,7 +514,7 @@ action = "allow"
     eventually("the client's table", &daemon, || {
         sh_in(&client_ns, "nft list chain inet fw egress").contains("fw:inspect:tls-or-else").then_some(())
     });
-    eventually("the control socket", &daemon, || daemon.socket.exists().then_some(()));
+    daemon.wait_ready();
     let mut c = Client::connect(&daemon.socket);
     std::thread::sleep(Duration::from_millis(500));
     let web: SocketAddr = format!("{SERVER}:80").parse().unwrap();

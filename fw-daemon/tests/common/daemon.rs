@@ -2,7 +2,8 @@
 //! read, killed (-9) on drop even when the test fails.
 
 use std::fs;
-use std::path::PathBuf;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,38 @@ impl Daemon {
         Daemon { child: Some(child), log, socket, audit }
     }
 
+    /// `fw-daemon run` on a work dir holding `rules/` and `inventory.toml` (state in
+    /// `state/`, one audit log `audit.jsonl` across restarts), with fast timers and `extra`
+    /// flags; returns once the control socket accepts connections.
+    pub fn run_in_dir(d: &Path, tag: &str, extra: &[&str]) -> Daemon {
+        let mut args: Vec<std::ffi::OsString> = ["run", "--no-docker", "--tick", "0.2", "--resync", "1"]
+            .iter()
+            .chain(extra)
+            .map(Into::into)
+            .collect();
+        for (flag, path) in [
+            ("--rules", "rules"),
+            ("--inventory", "inventory.toml"),
+            ("--state-dir", "state"),
+            ("--audit-log", "audit.jsonl"),
+        ] {
+            args.push(flag.into());
+            args.push(d.join(path).into());
+        }
+        let daemon = Daemon::spawn(args, d.join(format!("daemon-{tag}.log")));
+        daemon.wait_ready();
+        daemon
+    }
+
+    /// Until the control socket accepts: the file appears at bind(), a moment before listen().
+    pub fn wait_ready(&self) {
+        let until = Instant::now() + Duration::from_secs(20);
+        while UnixStream::connect(&self.socket).is_err() {
+            assert!(Instant::now() < until, "no control socket:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -75,5 +108,17 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// Polls `f` every 100 ms until it gives a value; fails after 15 s with `what` and the log.
+pub fn eventually<T>(what: &str, d: &Daemon, mut f: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out waiting for {what}\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

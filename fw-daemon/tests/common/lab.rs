@@ -95,6 +95,38 @@ impl Lab {
 
     /// The inventory with every container's netns pointing into this lab; containers
     /// without a lab node keep no netns.
+    /// The node's first address.
+    pub fn addr(&self, node: &str) -> IpAddr {
+        self.node(node).addrs[0]
+    }
+
+    /// A TCP connection from `from` to `to` that stays open.
+    pub fn connect(&self, from: &str, to: SocketAddr) -> TcpStream {
+        run_in(&self.node(from).path(), move || TcpStream::connect_timeout(&to, Duration::from_secs(2)))
+            .expect("enter the namespace")
+            .expect("connect")
+    }
+
+    /// Inventory TOML for the lab's nodes, each described by the container of the same
+    /// name in `base` (image, labels) at the node's namespace and addresses.
+    pub fn inventory_toml(&self, base: &Inventory) -> String {
+        let mut inv = String::new();
+        for n in &self.nodes {
+            let c = base.get(&n.name).expect("a container of that name");
+            let addrs: Vec<String> = c.addresses.iter().map(|a| format!("\"{a}\"")).collect();
+            let labels: Vec<String> = c.labels.iter().map(|(k, v)| format!("{k} = \"{v}\"")).collect();
+            inv.push_str(&format!(
+                "[[container]]\nname = \"{}\"\nnetns = \"{}\"\nimage = \"{}\"\nlabels = {{ {} }}\naddresses = [{}]\n\n",
+                n.name,
+                n.path().display(),
+                c.image,
+                labels.join(", "),
+                addrs.join(", ")
+            ));
+        }
+        inv
+    }
+
     pub fn inventory(&self, base: &Inventory) -> Inventory {
         let mut inv = base.clone();
         for c in &mut inv.containers {

@@ -10,6 +10,32 @@ use std::path::{Path, PathBuf};
 use fw_daemon::inventory::{parse_inventory, Inventory};
 use fw_daemon::rules::{load_sources, LoadResult, Policy, SourceFile};
 
+/// A fresh work directory for one test (`$TMP/fw-KIND-TAG-PID`).
+pub fn work_dir(kind: &str, tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fw-{kind}-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("work dir");
+    d
+}
+
+/// A lab of web-1, api-1 and db-1 from the demo inventory, and a work dir holding their
+/// inventory and a copy of the demo rules (for `Daemon::run_in_dir`).
+pub fn demo_lab(kind: &str, tag: &str) -> (lab::Lab, PathBuf) {
+    let mut lab = lab::Lab::new();
+    let base = demo_inventory();
+    for n in ["web-1", "api-1", "db-1"] {
+        let c = base.get(n).expect("in the demo inventory");
+        lab.add(n, &c.addresses);
+    }
+    let d = work_dir(kind, tag);
+    std::fs::write(d.join("inventory.toml"), lab.inventory_toml(&base)).expect("inventory");
+    std::fs::create_dir_all(d.join("rules")).expect("rules dir");
+    for f in std::fs::read_dir(repo().join("rules/demo")).expect("rules/demo").flatten() {
+        std::fs::copy(f.path(), d.join("rules").join(f.file_name())).expect("copy a rule file");
+    }
+    (lab, d)
+}
+
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
