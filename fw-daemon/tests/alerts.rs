@@ -8,81 +8,19 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::client::Client;
 use common::daemon::{eventually, Daemon};
 use common::lab::{nft_in, tcp_probe, Lab, Probe};
 use fw_daemon::netns::run_in;
 use fw_proto::control::*;
 
 const WAIT: Duration = Duration::from_millis(400);
-
-struct Client {
-    r: BufReader<UnixStream>,
-    w: UnixStream,
-    next: u64,
-}
-
-impl Client {
-    fn connect(path: &Path) -> Client {
-        let s = UnixStream::connect(path).expect("connect to the control socket");
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut c = Client { r: BufReader::new(s.try_clone().unwrap()), w: s, next: 1 };
-        let hello = c.call(Op::Hello { version: PROTOCOL_VERSION, client: "test".into() });
-        assert!(matches!(hello, Ok(Answer::Hello { role: Role::Admin, .. })), "{hello:?}");
-        c
-    }
-
-    /// The next message, or `None` when nothing comes within `timeout`.
-    fn try_read(&mut self, timeout: Duration) -> Option<ServerMsg> {
-        self.r.get_ref().set_read_timeout(Some(timeout)).unwrap();
-        let mut line = String::new();
-        match self.r.read_line(&mut line) {
-            Ok(0) => panic!("the daemon closed the connection"),
-            Ok(_) => Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"))),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                assert!(line.is_empty(), "a partial line: {line:?}");
-                None
-            }
-            Err(e) => panic!("read from the daemon: {e}"),
-        }
-    }
-
-    fn call(&mut self, op: Op) -> Result<Answer, (ErrorCode, String)> {
-        let id = self.next;
-        self.next += 1;
-        let mut line = serde_json::to_string(&Request { id, op }).unwrap();
-        line.push('\n');
-        self.w.write_all(line.as_bytes()).unwrap();
-        loop {
-            match self.try_read(Duration::from_secs(20)).expect("an answer") {
-                ServerMsg::Ok { id: i, answer } if i == id => return Ok(answer),
-                ServerMsg::Error { id: Some(i), code, message } if i == id => return Err((code, message)),
-                ServerMsg::Error { id: None, code, message } => return Err((code, message)),
-                _ => {}
-            }
-        }
-    }
-
-    fn status(&mut self) -> StatusInfo {
-        match self.call(Op::Status) {
-            Ok(Answer::Status(s)) => s,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    fn alerts(&mut self, since_ms: Option<i64>, limit: Option<usize>) -> Vec<Alert> {
-        match self.call(Op::Alerts { since_ms, limit }) {
-            Ok(Answer::Alerts { alerts }) => alerts,
-            other => panic!("{other:?}"),
-        }
-    }
-}
 
 /// A subscription's alerts as they arrive; flow events are skipped.
 struct Stream {

@@ -8,76 +8,18 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use common::client::Client;
 use common::daemon::{eventually, Daemon};
 use common::lab::{tcp_probe, Lab, Probe};
 use fw_proto::control::*;
 
 const WAIT: Duration = Duration::from_millis(400);
-
-struct Client {
-    r: BufReader<UnixStream>,
-    w: UnixStream,
-    next: u64,
-}
-
-impl Client {
-    fn connect(path: &Path) -> Client {
-        let s = UnixStream::connect(path).expect("connect to the control socket");
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut c = Client { r: BufReader::new(s.try_clone().unwrap()), w: s, next: 1 };
-        let hello = c.call(Op::Hello { version: PROTOCOL_VERSION, client: "test".into() });
-        assert!(matches!(hello, Ok(Answer::Hello { role: Role::Admin, .. })), "{hello:?}");
-        c
-    }
-
-    fn send_raw(&mut self, line: &str) {
-        self.w.write_all(line.as_bytes()).unwrap();
-    }
-
-    fn read_msg(&mut self) -> ServerMsg {
-        let mut line = String::new();
-        self.r.read_line(&mut line).expect("read from the daemon");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"))
-    }
-
-    fn call(&mut self, op: Op) -> Result<Answer, (ErrorCode, String)> {
-        let id = self.next;
-        self.next += 1;
-        let mut line = serde_json::to_string(&Request { id, op }).unwrap();
-        line.push('\n');
-        self.send_raw(&line);
-        loop {
-            match self.read_msg() {
-                ServerMsg::Ok { id: i, answer } if i == id => return Ok(answer),
-                ServerMsg::Error { id: Some(i), code, message } if i == id => return Err((code, message)),
-                ServerMsg::Error { id: None, code, message } => return Err((code, message)),
-                _ => {}
-            }
-        }
-    }
-
-    fn flows(&mut self, filter: &str) -> Vec<FlowRow> {
-        match self.call(Op::Flows { filter: FlowFilter::parse(filter).unwrap(), limit: None }) {
-            Ok(Answer::Flows(s)) => s.flows,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    fn block(&mut self, target: BlockTarget, ttl: Option<u64>) -> BlockInfo {
-        match self.call(Op::Block { target, ttl_secs: ttl, reason: Some("test".into()) }) {
-            Ok(Answer::Blocked { block }) => block,
-            other => panic!("{other:?}"),
-        }
-    }
-}
 
 /// The orig-direction byte count `conntrack -L` shows for a TCP flow to `dport` from `sport`.
 fn conntrack_bytes(lab: &Lab, node: &str, sport: u16, dport: u16) -> Option<u64> {
@@ -283,22 +225,10 @@ fn hostile_input_gets_errors_not_crashes() {
     let (_lab, d) = common::demo_lab("control", "hostile");
     let daemon = Daemon::run_in_dir(&d, "1", &[]);
     // No hello first: refused and closed.
-    let mut raw = Client {
-        r: BufReader::new(UnixStream::connect(&daemon.socket).unwrap()),
-        w: UnixStream::connect(&daemon.socket).unwrap(),
-        next: 1,
-    };
-    drop(raw.r);
-    raw.r = BufReader::new(raw.w.try_clone().unwrap());
-    raw.w.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut raw = Client::raw(&daemon.socket);
     assert!(matches!(raw.call(Op::Status), Err((ErrorCode::VersionMismatch, _))));
     // An old console: a clear version error.
-    let mut old = Client {
-        r: BufReader::new(UnixStream::connect(&daemon.socket).unwrap()),
-        w: UnixStream::connect(&daemon.socket).unwrap(),
-        next: 1,
-    };
-    old.r = BufReader::new(old.w.try_clone().unwrap());
+    let mut old = Client::raw(&daemon.socket);
     let e = old.call(Op::Hello { version: 0, client: "fw-tui 0.0.1".into() }).unwrap_err();
     assert!(e.0 == ErrorCode::VersionMismatch && e.1.contains("protocol 0"), "{e:?}");
 

@@ -16,14 +16,14 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use common::client::Client;
 use common::daemon::{eventually, Daemon};
 use common::lab::Lab;
 use fw_daemon::netns::run_in;
@@ -147,62 +147,6 @@ fn spawn_in(ns: &str, cmd: &str, out: &Path) -> Bg {
 fn sh_in(ns: &str, cmd: &str) -> String {
     let out = Command::new("ip").args(["netns", "exec", ns, "sh", "-c", cmd]).output().expect("run");
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-struct Client {
-    r: BufReader<UnixStream>,
-    w: UnixStream,
-    next: u64,
-}
-
-impl Client {
-    fn connect(path: &Path) -> Client {
-        let s = UnixStream::connect(path).expect("connect to the control socket");
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut c = Client { r: BufReader::new(s.try_clone().unwrap()), w: s, next: 1 };
-        let hello = c.call(Op::Hello { version: PROTOCOL_VERSION, client: "test".into() });
-        assert!(matches!(hello, Ok(Answer::Hello { .. })), "{hello:?}");
-        c
-    }
-
-    fn call(&mut self, op: Op) -> Result<Answer, (ErrorCode, String)> {
-        let id = self.next;
-        self.next += 1;
-        let mut line = serde_json::to_string(&Request { id, op }).unwrap();
-        line.push('\n');
-        self.w.write_all(line.as_bytes()).unwrap();
-        loop {
-            let mut l = String::new();
-            self.r.read_line(&mut l).expect("read from the daemon");
-            match serde_json::from_str::<ServerMsg>(&l).unwrap() {
-                ServerMsg::Ok { id: i, answer } if i == id => return Ok(answer),
-                ServerMsg::Error { id: Some(i), code, message } if i == id => return Err((code, message)),
-                ServerMsg::Error { id: None, code, message } => return Err((code, message)),
-                _ => {}
-            }
-        }
-    }
-
-    fn flows(&mut self) -> Vec<FlowRow> {
-        match self.call(Op::Flows { filter: FlowFilter::default(), limit: None }) {
-            Ok(Answer::Flows(s)) => s.flows,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    fn blocks(&mut self) -> Vec<BlockInfo> {
-        match self.call(Op::Blocks) {
-            Ok(Answer::Blocks { blocks }) => blocks,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    fn alerts(&mut self) -> Vec<Alert> {
-        match self.call(Op::Alerts { since_ms: None, limit: None }) {
-            Ok(Answer::Alerts { alerts }) => alerts,
-            other => panic!("{other:?}"),
-        }
-    }
 }
 
 fn names(rows: &[FlowRow], dport: &[u16]) -> BTreeSet<String> {
@@ -401,7 +345,7 @@ fn inspection_cuts_violations_and_agrees_with_tshark() {
 
     // What the daemon says.
     let rows = eventually("inspected rows", &daemon, || {
-        let rows = c.flows();
+        let rows = c.flows("");
         let n = rows.iter().filter(|r| r.inspection.is_some()).count();
         (n >= 8).then_some(rows)
     });
@@ -437,7 +381,7 @@ fn inspection_cuts_violations_and_agrees_with_tshark() {
         })
         .collect();
     assert_eq!(cut_ports, [443, 8080, 8081, 8443].into_iter().collect(), "{blocks:#?}");
-    let alerts = c.alerts();
+    let alerts = c.alerts(None, None);
     let violations: Vec<&Alert> = alerts.iter().filter(|a| a.kind == AlertKind::Violation).collect();
     assert_eq!(violations.len(), 5, "{alerts:#?}");
     assert!(violations.iter().any(|a| a.message.contains("evil.test") && a.message.contains("alert only")));
@@ -529,7 +473,7 @@ action = "allow"
     });
     assert!(q.created_by.contains("inspection (policy tls-or-else)"), "{q:?}");
     assert_eq!(probe(), common::lab::Probe::TimedOut, "the quarantined client still reaches the server");
-    let alerts = c.alerts();
+    let alerts = c.alerts(None, None);
     assert!(
         alerts.iter().any(|a| a.kind == AlertKind::Violation && a.message.contains("container quarantined")),
         "{alerts:#?}"
