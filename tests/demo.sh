@@ -115,14 +115,23 @@ if [ -x "$TUI" ]; then
   run "$TUI" --socket "$work/fw.sock" flows --filter "verdict=denied" --limit 10
 
   bold "12. An incident: quarantine web-1's egress for 15 minutes, established flows included"
-  run "$TUI" --socket "$work/fw.sock" block quarantine web-1 --ttl 15m --reason "demo: suspected exfil"
+  printf '$ %s\n' "$TUI --socket $work/fw.sock block quarantine web-1 --ttl 15m --reason \"demo: suspected exfil\""
+  placed=$("$TUI" --socket "$work/fw.sock" block quarantine web-1 --ttl 15m --reason "demo: suspected exfil")
+  echo "$placed"
+  id=$(sed -n 's/^block \([0-9][0-9]*\):.*/\1/p' <<<"$placed")
   verdict=$(ip netns exec fwdemo-web-1 nc -z -w1 10.77.0.21 8080 2>/dev/null && echo connected || echo blocked)
   echo "  web-1 -> api-1 tcp/8080 now: $verdict"
   run "$TUI" --socket "$work/fw.sock" blocks
-  run "$TUI" --socket "$work/fw.sock" unblock 1
+  run "$TUI" --socket "$work/fw.sock" unblock "$id"
+  verdict=$(ip netns exec fwdemo-web-1 nc -z -w1 10.77.0.21 8080 2>/dev/null && echo connected || echo blocked)
+  echo "  web-1 -> api-1 tcp/8080 after the unblock: $verdict"
   run "$TUI" --socket "$work/fw.sock" audit --limit 5
 
-  bold "13. The console: live flows, drops and alerts, one-key blocking"
+  bold "13. Inspection: api-to-partners must speak TLS with an allowed SNI; api-2's plain bytes are cut"
+  printf '$ %s\n' "$TUI --socket $work/fw.sock alerts | grep violation | tail -3"
+  "$TUI" --socket "$work/fw.sock" alerts | grep violation | tail -3 || echo "  (no violation yet)"
+
+  bold "14. The console: live flows, drops and alerts, one-key blocking"
   if [ -t 0 ] && [ -t 1 ]; then
     echo "  Tab / 1-5 switch screens, / filters, Enter shows details, b blocks, ? lists every key, q quits."
     echo "  (web-2 is the misbehaving one: try / then 'web-2 verdict:cap-hit')"

@@ -3,6 +3,8 @@
 # script gets SIGTERM/SIGINT (it then stops every child). Some flows are allowed, some denied,
 # batch-1 is in an audit zone (its denied flows pass and are reported), and web-2 misbehaves:
 # it scans db-1's ports and bursts new connections past its zone's new_conns_per_sec cap.
+# api-2's link to the partner is not TLS (the listener speaks first, in plain bytes), so
+# the api-to-partners inspection cuts each of those connections and raises an alert.
 # All traffic stays between the lab's namespaces (10.77.0.0/16, no route out).
 # Usage: tests/traffic.sh [NETNS_PREFIX]   (default fwdemo-)
 set -uo pipefail
