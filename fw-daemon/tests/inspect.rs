@@ -243,14 +243,7 @@ fn inspection_cuts_violations_and_agrees_with_tshark() {
     lab.serve_tcp("web", &[80]);
 
     // The daemon.
-    let mut args: Vec<std::ffi::OsString> =
-        ["run", "--no-docker", "--tick", "0.2", "--resync", "1"].iter().map(Into::into).collect();
-    for (flag, path) in [("--rules", "rules"), ("--inventory", "inventory.toml"), ("--state-dir", "state")] {
-        args.push(flag.into());
-        args.push(d.join(path).into());
-    }
-    let daemon = Daemon::spawn(args, d.join("daemon.log"));
-    daemon.wait_ready();
+    let daemon = Daemon::run_in_dir(&d, "1", &[]);
     eventually("the client's table", &daemon, || {
         sh_in(&ns("client"), "nft list chain inet fw egress").contains("fw:inspect:tls-sni").then_some(())
     });
@@ -400,6 +393,26 @@ fn inspection_cuts_violations_and_agrees_with_tshark() {
     let _ = fs::remove_dir_all(&d);
 }
 
+/// A managed `client` (inventory) and an unmanaged `server` in a lab, and a work dir with
+/// `rules` as its one rule file, for `Daemon::run_in_dir`.
+fn client_and_server(tag: &str, rules: &str) -> (Lab, std::path::PathBuf) {
+    let d = common::work_dir("inspect", tag);
+    fs::create_dir_all(d.join("rules")).unwrap();
+    fs::write(d.join("rules/policy.toml"), rules).unwrap();
+    let mut lab = Lab::new();
+    lab.add("client", &[CLIENT.parse().unwrap()]);
+    lab.add("server", &[SERVER.parse().unwrap()]);
+    fs::write(
+        d.join("inventory.toml"),
+        format!(
+            "[[container]]\nname = \"client\"\nnetns = \"{}\"\nimage = \"test\"\naddresses = [\"{CLIENT}\"]\n",
+            lab.node("client").path().display()
+        ),
+    )
+    .unwrap();
+    (lab, d)
+}
+
 #[test]
 fn a_quarantine_policy_quarantines_the_container() {
     if !privileged() || !common::require(tool("nc"), "nc (vagrant/provision.sh installs it)") {
@@ -429,36 +442,15 @@ proto = "tcp"
 ports = 80
 action = "allow"
 "#;
-    let d = std::env::temp_dir().join(format!("fw-inspect-q-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&d);
-    fs::create_dir_all(d.join("rules")).unwrap();
-    fs::write(d.join("rules/policy.toml"), rules).unwrap();
-    let mut lab = Lab::new();
-    lab.add("client", &[CLIENT.parse().unwrap()]);
-    lab.add("server", &[SERVER.parse().unwrap()]);
+    let (mut lab, d) = client_and_server("q", rules);
     lab.serve_sink("server", 9443);
     lab.serve_tcp("server", &[80]);
     let client = lab.node("client").path();
     let client_ns = lab.node("client").ns.clone();
-    fs::write(
-        d.join("inventory.toml"),
-        format!(
-            "[[container]]\nname = \"client\"\nnetns = \"{}\"\nimage = \"test\"\naddresses = [\"{CLIENT}\"]\n",
-            client.display()
-        ),
-    )
-    .unwrap();
-    let mut args: Vec<std::ffi::OsString> =
-        ["run", "--no-docker", "--tick", "0.2", "--resync", "1"].iter().map(Into::into).collect();
-    for (flag, path) in [("--rules", "rules"), ("--inventory", "inventory.toml"), ("--state-dir", "state")] {
-        args.push(flag.into());
-        args.push(d.join(path).into());
-    }
-    let daemon = Daemon::spawn(args, d.join("daemon.log"));
+    let daemon = Daemon::run_in_dir(&d, "1", &[]);
     eventually("the client's table", &daemon, || {
         sh_in(&client_ns, "nft list chain inet fw egress").contains("fw:inspect:tls-or-else").then_some(())
     });
-    daemon.wait_ready();
     let mut c = Client::connect(&daemon.socket);
     std::thread::sleep(Duration::from_millis(500));
     let web: SocketAddr = format!("{SERVER}:80").parse().unwrap();
@@ -503,35 +495,11 @@ ports = 8443
 action = "allow"
 inspect = { protocol = "tls", on_violation = "cut" }
 "#;
-    let d = std::env::temp_dir().join(format!("fw-inspect-down-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&d);
-    fs::create_dir_all(d.join("rules")).unwrap();
-    fs::write(d.join("rules/policy.toml"), rules).unwrap();
-    let mut lab = Lab::new();
-    lab.add("client", &[CLIENT.parse().unwrap()]);
-    lab.add("server", &[SERVER.parse().unwrap()]);
+    let (mut lab, d) = client_and_server("down", rules);
     let sink = lab.serve_sink("server", 8443);
     let client = lab.node("client").path();
     let client_ns = lab.node("client").ns.clone();
-    fs::write(
-        d.join("inventory.toml"),
-        format!(
-            "[[container]]\nname = \"client\"\nnetns = \"{}\"\nimage = \"test\"\naddresses = [\"{CLIENT}\"]\n",
-            client.display()
-        ),
-    )
-    .unwrap();
-    let args: Vec<std::ffi::OsString> = vec![
-        "run".into(),
-        "--no-docker".into(),
-        "--rules".into(),
-        d.join("rules").into(),
-        "--inventory".into(),
-        d.join("inventory.toml").into(),
-        "--state-dir".into(),
-        d.join("state").into(),
-    ];
-    let mut daemon = Daemon::spawn(args, d.join("daemon.log"));
+    let mut daemon = Daemon::run_in_dir(&d, "1", &[]);
     eventually("the client's table", &daemon, || {
         sh_in(&client_ns, "nft list chain inet fw egress").contains("fw:inspect:tls-only").then_some(())
     });
