@@ -292,6 +292,17 @@ pub fn plan_end_to_end(files: &[SourceFile], inventory_text: &str) -> Vec<Contai
     }
 }
 
+/// Runs `ip ARGS...` for the root-only benchmarks' lab setup; fails the benchmark if it fails.
+pub fn ip(args: &[&str]) {
+    let ok = std::process::Command::new("ip").args(args).status().is_ok_and(|s| s.success());
+    assert!(ok, "ip {}", args.join(" "));
+}
+
+/// The `p` quantile (0..=1) of an ascending, non-empty sample.
+pub fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
 /// A named network namespace for the root-only benchmarks, deleted on drop (even when a
 /// benchmark panics).
 pub struct Netns(String);

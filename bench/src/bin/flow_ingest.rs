@@ -14,21 +14,16 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fw_bench::daemon::{proc_usage, Daemon};
+use fw_bench::ip;
 use fw_bench::Netns;
 use fw_daemon::netns::run_in;
 use fw_proto::control::{Answer, Op};
 
 const GENERATORS: usize = 10;
-
-fn ip(args: &[&str]) {
-    let ok = Command::new("ip").args(args).status().is_ok_and(|s| s.success());
-    assert!(ok, "ip {}", args.join(" "));
-}
 
 const RULES: &str = r#"
 [defaults]

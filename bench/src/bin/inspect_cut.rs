@@ -17,13 +17,13 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fw_bench::daemon::Daemon;
 use fw_bench::Netns;
+use fw_bench::{ip, pct};
 use fw_daemon::netns::run_in;
 
 const RULES: &str = r#"
@@ -48,15 +48,6 @@ inspect = { http_host = ["good.example"], on_violation = "cut" }
 "#;
 
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n";
-
-fn ip(args: &[&str]) {
-    let ok = Command::new("ip").args(args).status().is_ok_and(|s| s.success());
-    assert!(ok, "ip {}", args.join(" "));
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn main() {
     let trials: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(50);
