@@ -89,14 +89,15 @@ impl Block {
             }
             BlockTarget::Flow { proto, src, sport, dst, dport, .. } => {
                 let p = proto.number();
-                let (sp, dp) = if proto.has_ports() { (*sport, *dport) } else { (0, 0) };
-                let fwd = BlockRange {
-                    src: (*src, *src),
-                    dst: (*dst, *dst),
-                    proto: (p, p),
-                    sport: (sp, sp),
-                    dport: (dp, dp),
+                // A protocol without ports (ICMP, say) has none to match: the range covers
+                // every value, which puts the element in the address-only set.
+                let (sp, dp) = if proto.has_ports() {
+                    ((*sport, *sport), (*dport, *dport))
+                } else {
+                    ((0, u16::MAX), (0, u16::MAX))
                 };
+                let fwd =
+                    BlockRange { src: (*src, *src), dst: (*dst, *dst), proto: (p, p), sport: sp, dport: dp };
                 let rev = BlockRange {
                     src: fwd.dst,
                     dst: fwd.src,

@@ -80,12 +80,17 @@ struct Tap {
 
 pub const CHAIN_EGRESS: &str = "egress";
 pub const CHAIN_INGRESS: &str = "ingress";
+pub const CHAIN_FORWARD: &str = "forward";
 pub const SET_QUARANTINE_OUT: &str = "quarantine_out";
 pub const SET_QUARANTINE_IN: &str = "quarantine_in";
 pub const SET_BLOCK_OUT4: &str = "block_out4";
 pub const SET_BLOCK_OUT6: &str = "block_out6";
 pub const SET_BLOCK_IN4: &str = "block_in4";
 pub const SET_BLOCK_IN6: &str = "block_in6";
+pub const SET_BLOCK_OUT4_ADDR: &str = "block_out4a";
+pub const SET_BLOCK_OUT6_ADDR: &str = "block_out6a";
+pub const SET_BLOCK_IN4_ADDR: &str = "block_in4a";
+pub const SET_BLOCK_IN6_ADDR: &str = "block_in6a";
 
 /// Which zone each container is in, and each zone's addresses.
 #[derive(Debug, Clone)]
@@ -136,9 +141,18 @@ pub fn compile_with_blocks(
     b.block_sets(&blocks.for_container(&c.name, &zone.name));
     let egress = b.base_chain(Side::Egress);
     let ingress = b.base_chain(Side::Ingress);
-    let mut chains = vec![egress, ingress];
+    let forward = b.forward_chain();
+    let mut chains = vec![egress, ingress, forward];
     chains.append(&mut b.chains);
-    Ruleset { container: c.name.clone(), zone: zone.name.clone(), mode: zone.mode, sets: b.sets, chains }
+    Ruleset {
+        container: c.name.clone(),
+        zone: zone.name.clone(),
+        mode: zone.mode,
+        family: TableFamily::Inet,
+        table: TABLE.into(),
+        sets: b.sets,
+        chains,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,21 +178,13 @@ fn builtin(id: &str) -> Option<RuleRef> {
 }
 
 fn rule(matches: Vec<Match>, verdict: Verdict, origin: Option<RuleRef>) -> Rule {
-    Rule { matches, counter: true, mark: None, log: None, verdict: Some(verdict), origin }
+    Rule { matches, counter: true, verdict: Some(verdict), origin, ..Rule::default() }
 }
 
 impl<'a, 'p> Builder<'a, 'p> {
     fn block_sets(&mut self, cb: &crate::blocks::ContainerBlocks) {
         fn mk(name: &str, key: SetKey, comment: &str, elems: Vec<(SetElem, Option<i64>)>) -> Set {
-            let mut set = Set {
-                name: name.into(),
-                key,
-                interval: false,
-                timeout: true,
-                elements: Vec::new(),
-                expires: Default::default(),
-                comment: comment.into(),
-            };
+            let mut set = Set { timeout: true, ..Set::new(name, key, comment) };
             for (e, exp) in elems {
                 if let Some(ms) = exp {
                     set.expires.insert(e.clone(), ms);
@@ -190,10 +196,16 @@ impl<'a, 'p> Builder<'a, 'p> {
         let q = |m: &std::collections::BTreeMap<Family, Option<i64>>| -> Vec<(SetElem, Option<i64>)> {
             m.iter().map(|(f, e)| (SetElem::NfProto(*f), *e)).collect()
         };
+        // Ranges without ports go in the address sets, which match every packet (a port
+        // lookup fails on a packet too short to carry ports, and must not let it pass).
         let r = |m: &std::collections::BTreeMap<BlockRange, Option<i64>>,
-                 f: Family|
+                 f: Family,
+                 ports: bool|
          -> Vec<(SetElem, Option<i64>)> {
-            m.iter().filter(|(b, _)| b.family() == f).map(|(b, e)| (SetElem::Block(*b), *e)).collect()
+            m.iter()
+                .filter(|(b, _)| b.family() == f && b.has_ports() == ports)
+                .map(|(b, e)| (SetElem::Block(*b), *e))
+                .collect()
         };
         self.sets.push(mk(
             SET_QUARANTINE_OUT,
@@ -213,7 +225,15 @@ impl<'a, 'p> Builder<'a, 'p> {
             (SET_BLOCK_IN4, Family::V4, &cb.ingress, "operator blocks: ingress"),
             (SET_BLOCK_IN6, Family::V6, &cb.ingress, "operator blocks: ingress"),
         ] {
-            self.sets.push(mk(name, SetKey::Block(f), c, r(m, f)));
+            self.sets.push(mk(name, SetKey::Block(f), c, r(m, f, true)));
+        }
+        for (name, f, m, c) in [
+            (SET_BLOCK_OUT4_ADDR, Family::V4, &cb.egress, "operator blocks: egress, every port"),
+            (SET_BLOCK_OUT6_ADDR, Family::V6, &cb.egress, "operator blocks: egress, every port"),
+            (SET_BLOCK_IN4_ADDR, Family::V4, &cb.ingress, "operator blocks: ingress, every port"),
+            (SET_BLOCK_IN6_ADDR, Family::V6, &cb.ingress, "operator blocks: ingress, every port"),
+        ] {
+            self.sets.push(mk(name, SetKey::BlockAddr(f), c, r(m, f, false)));
         }
     }
 
@@ -238,6 +258,7 @@ impl<'a, 'p> Builder<'a, 'p> {
             }],
             counter: false,
             mark: None,
+            dynset: None,
             log: Some(Log {
                 kind,
                 prefix: Self::log_prefix(kind, &origin.id),
@@ -263,6 +284,7 @@ impl<'a, 'p> Builder<'a, 'p> {
             matches: vec![],
             counter: false,
             mark: None,
+            dynset: None,
             log: None,
             verdict: Some(v),
             origin: Some(origin.clone()),
@@ -322,14 +344,11 @@ impl<'a, 'p> Builder<'a, 'p> {
                 }
             };
             if self.sets.iter().all(|s| s.name != set_name) {
+                let key = if family == Family::V4 { SetKey::Ipv4 } else { SetKey::Ipv6 };
                 self.sets.push(Set {
-                    name: set_name.clone(),
-                    key: if family == Family::V4 { SetKey::Ipv4 } else { SetKey::Ipv6 },
                     interval,
-                    timeout: false,
                     elements: elems,
-                    expires: Default::default(),
-                    comment: format!("zone {name}"),
+                    ..Set::new(set_name.clone(), key, format!("zone {name}"))
                 });
             }
             alts.push(vec![Match::AddrInSet { family, dir, set: set_name }]);
@@ -436,6 +455,7 @@ impl<'a, 'p> Builder<'a, 'p> {
             matches: m,
             counter: false,
             mark: None,
+            dynset: None,
             log: None,
             verdict: Some(v),
             origin: Some(origin.clone()),
@@ -451,6 +471,28 @@ impl<'a, 'p> Builder<'a, 'p> {
                 ],
             ),
             Mode::Enforce => self.action_chain(LogKind::Cap, &origin, vec![t(Verdict::Drop, vec![])]),
+        }
+    }
+
+    /// The forward hook: a container is an endpoint, so what is routed through its
+    /// namespace (a nested namespace behind it, say) is dropped and logged, unless its zone
+    /// says `forward = true`, in which case routed packets meet the zone's egress policy.
+    fn forward_chain(&mut self) -> Chain {
+        let base = BaseChain { hook: Hook::Forward, priority: 0, policy_drop: true };
+        if self.zone.forward {
+            let egress = self.base_chain(Side::Egress);
+            return Chain { name: CHAIN_FORWARD.into(), base: Some(base), rules: egress.rules };
+        }
+        let origin = builtin("forward").expect("a builtin reference");
+        let drop_chain = self.action_chain(
+            LogKind::Deny,
+            &origin,
+            vec![Rule { verdict: Some(Verdict::Drop), origin: Some(origin.clone()), ..Rule::default() }],
+        );
+        Chain {
+            name: CHAIN_FORWARD.into(),
+            base: Some(base),
+            rules: vec![rule(vec![], Verdict::Jump(drop_chain), Some(origin))],
         }
     }
 
@@ -485,11 +527,18 @@ impl<'a, 'p> Builder<'a, 'p> {
             &blocked,
             vec![Rule { verdict: Some(Verdict::Drop), origin: Some(blocked.clone()), ..Rule::default() }],
         );
-        let (s4, s6) = if side == Side::Egress {
-            (SET_BLOCK_OUT4, SET_BLOCK_OUT6)
+        let (a4, a6, s4, s6) = if side == Side::Egress {
+            (SET_BLOCK_OUT4_ADDR, SET_BLOCK_OUT6_ADDR, SET_BLOCK_OUT4, SET_BLOCK_OUT6)
         } else {
-            (SET_BLOCK_IN4, SET_BLOCK_IN6)
+            (SET_BLOCK_IN4_ADDR, SET_BLOCK_IN6_ADDR, SET_BLOCK_IN4, SET_BLOCK_IN6)
         };
+        for (family, set) in [(Family::V4, a4), (Family::V6, a6)] {
+            rules.push(rule(
+                vec![Match::BlockAddrLookup { family, set: set.into() }],
+                Verdict::Jump(drop_chain.clone()),
+                Some(blocked.clone()),
+            ));
+        }
         for (family, set) in [(Family::V4, s4), (Family::V6, s6)] {
             rules.push(rule(
                 vec![Match::BlockLookup { family, set: set.into() }],
@@ -519,6 +568,7 @@ impl<'a, 'p> Builder<'a, 'p> {
                 matches: vec![Match::CtMark(t.mark), Match::CtPacketsAtMost(t.max_packets)],
                 counter: false,
                 mark: None,
+                dynset: None,
                 log: Some(self.inspect_log(&t.origin)),
                 verdict: None,
                 origin: Some(t.origin.clone()),

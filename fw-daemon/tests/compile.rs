@@ -309,3 +309,114 @@ action = "allow"
     let (v, by) = verdict(&p, &inv, "web-1", "192.0.2.7", Proto::Tcp, Some(443));
     assert_eq!((v, by.as_str()), (Verdict::Allow, "web-tls"));
 }
+
+#[test]
+fn forwarding_is_dropped_and_attributed_unless_the_zone_routes() {
+    use fw_daemon::ruleset::ir::{Hook, Verdict as V};
+    let p = policy(&[("z.toml", ZONES)]);
+    let inv = inventory(INV);
+    let opts = CompileOptions::default();
+    for rs in compile_all(&p, &inv, &opts) {
+        let fwd = rs.chain("forward").expect("every table has a forward hook");
+        let base = fwd.base.as_ref().unwrap();
+        assert_eq!(base.hook, Hook::Forward);
+        assert!(base.policy_drop, "{}: the forward hook fails closed", rs.container);
+        assert_eq!(fwd.rules.len(), 1);
+        let r = &fwd.rules[0];
+        assert_eq!(r.origin.as_ref().map(|o| (o.kind, o.id.as_str())), Some((RuleKind::Builtin, "forward")));
+        // It logs (attributed) and drops.
+        let Some(V::Jump(target)) = &r.verdict else { panic!("{r:?}") };
+        let action = rs.chain(target).unwrap();
+        assert!(action.rules[0].log.as_ref().is_some_and(|l| l.prefix == "fw:deny:forward"));
+        assert_eq!(action.rules.last().unwrap().verdict, Some(V::Drop));
+    }
+    // `forward = true`: routed packets meet the zone's egress policy, rule for rule.
+    let routed = ZONES.replace(
+        "[zone.web]\nmatch = { name = \"web-*\" }",
+        "[zone.web]\nmatch = { name = \"web-*\" }\nforward = true",
+    );
+    let p = policy(&[("z.toml", &routed)]);
+    let rs = compile_all(&p, &inv, &opts).into_iter().find(|r| r.container == "web-1").unwrap();
+    assert_eq!(rs.chain("forward").unwrap().rules, rs.chain("egress").unwrap().rules);
+    let other = compile_all(&p, &inv, &opts).into_iter().find(|r| r.container == "api-1").unwrap();
+    assert_eq!(other.chain("forward").unwrap().rules.len(), 1, "only the web zone routes");
+}
+
+#[test]
+fn forward_must_be_a_boolean() {
+    let d = common::diags(&[("z.toml", "[zone.web]\nmatch = { name = \"w*\" }\nforward = \"yes\"\n")]);
+    assert!(d.iter().any(|l| l.starts_with("z.toml:3:11: error:") && l.contains("boolean")), "{d:?}");
+}
+
+#[test]
+fn blocks_without_ports_go_in_the_address_sets() {
+    use fw_daemon::blocks::BlockList;
+    use fw_daemon::compile::{compile_with_blocks, Membership};
+    use fw_daemon::ruleset::ir::SetElem;
+    use fw_proto::control::{BlockTarget, Proto as P, Scope};
+    let p = policy(&[("z.toml", ZONES)]);
+    let inv = inventory(INV);
+    let zones: Vec<(String, String)> =
+        inv.containers.iter().map(|c| (c.name.clone(), p.zone_of(&c.identity()).name.clone())).collect();
+    let mut blocks = BlockList::default();
+    let dst = |net: &str, proto: Option<P>, port: Option<u16>| BlockTarget::Destination {
+        scope: Scope::Container("web-1".into()),
+        net: net.parse().unwrap(),
+        proto,
+        port,
+    };
+    blocks.add(dst("192.0.2.7/32", None, None), None, None, "t".into(), 0, &zones).unwrap();
+    blocks.add(dst("192.0.2.8/32", Some(P::Tcp), Some(443)), None, None, "t".into(), 0, &zones).unwrap();
+    let flow = BlockTarget::Flow {
+        container: "web-1".into(),
+        proto: P::Icmp,
+        src: "10.0.0.1".parse().unwrap(),
+        sport: 0,
+        dst: "192.0.2.9".parse().unwrap(),
+        dport: 0,
+    };
+    blocks.add(flow, None, None, "t".into(), 0, &zones).unwrap();
+    let m = Membership::new(&p, &inv);
+    let web = inv.get("web-1").unwrap();
+    let rs = compile_with_blocks(&p, &m, web, &CompileOptions::default(), &blocks);
+    let dsts = |set: &str| -> Vec<String> {
+        rs.set(set)
+            .unwrap()
+            .elements
+            .iter()
+            .map(|e| match e {
+                SetElem::Block(b) => b.dst.0.to_string(),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    // The all-protocol block and the ICMP flow (no ports to match, both directions) are
+    // address-only; the port block keeps its ports.
+    assert_eq!(dsts("block_out4a"), vec!["192.0.2.7", "192.0.2.9", "10.0.0.1"]);
+    assert_eq!(dsts("block_out4"), vec!["192.0.2.8"]);
+    let egress = rs.chain("egress").unwrap();
+    let established =
+        egress.rules.iter().position(|r| r.origin.as_ref().is_some_and(|o| o.id == "established")).unwrap();
+    let addr_rule = egress
+        .rules
+        .iter()
+        .position(|r| {
+            r.matches.iter().any(|m| matches!(m, fw_daemon::ruleset::ir::Match::BlockAddrLookup { .. }))
+        })
+        .unwrap();
+    assert!(addr_rule < established);
+    // explain sees the address-only block for any protocol and port.
+    for (proto, port) in [(Proto::Udp, Some(9)), (Proto::Tcp, Some(80)), (Proto::Icmp, None)] {
+        let d = fw_daemon::ruleset::eval::evaluate(
+            &rs,
+            fw_daemon::ruleset::ir::Hook::Output,
+            &fw_daemon::ruleset::eval::Packet {
+                src: "10.0.0.1".parse().unwrap(),
+                dst: "192.0.2.7".parse().unwrap(),
+                proto,
+                dport: port,
+            },
+        );
+        assert_eq!(d.verdict, Verdict::Deny, "{proto:?}");
+    }
+}

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use nftnl::expr::{
-    Bitwise, Cmp, CmpOp, Conntrack, Counter, Immediate, Ipv4HeaderField, Ipv6HeaderField, Meta,
-    NetworkHeaderField, Payload, Register, RejectionType, TransportHeaderField, Verdict as NftVerdict,
+    Bitwise, Cmp, CmpOp, Conntrack, Counter, Immediate, Ipv4HeaderField, Ipv6HeaderField, LLHeaderField,
+    Meta, NetworkHeaderField, Payload, Register, RejectionType, TransportHeaderField, Verdict as NftVerdict,
 };
 use nftnl::{
     Batch, Chain, ChainType, FinalizedBatch, Hook as NftHook, MsgType, NlMsg, Policy, ProtoFamily, Rule,
@@ -53,9 +53,29 @@ pub(super) fn cstr(s: &str, what: &str) -> Result<CString, BuildError> {
     CString::new(s).map_err(|_| BuildError { what: what.into(), why: "contains a NUL byte".into() })
 }
 
+pub(super) const NFPROTO_BRIDGE: u16 = 7;
+
+/// The NFPROTO_* number and nftnl family of a table family.
+pub(super) fn proto_family(f: TableFamily) -> (u16, ProtoFamily) {
+    match f {
+        TableFamily::Inet => (libc::NFPROTO_INET as u16, ProtoFamily::Inet),
+        TableFamily::Bridge => (NFPROTO_BRIDGE, ProtoFamily::Bridge),
+    }
+}
+
 impl Emitter {
     pub(super) fn new() -> Emitter {
         Emitter::for_table(c"fw", libc::NFPROTO_INET as u16)
+    }
+
+    /// An emitter for `rs`'s table (its family and name).
+    pub(super) fn for_ruleset(rs: &Ruleset) -> Result<Emitter, BuildError> {
+        let name = cstr(&rs.table, "table name")?;
+        Ok(Emitter::for_table(&name, proto_family(rs.family).0))
+    }
+
+    fn bridge(&self) -> bool {
+        self.family == NFPROTO_BRIDGE
     }
 
     pub(super) fn for_table(table: &std::ffi::CStr, family: u16) -> Emitter {
@@ -87,10 +107,26 @@ impl Emitter {
         comment: Option<&str>,
         elems: &[Elem],
     ) -> Result<u32, BuildError> {
+        self.sized_set(name, key, flags, None, comment, elems)
+    }
+
+    /// `set`, bounded to `size` elements when given (dynamic sets).
+    pub(super) fn sized_set(
+        &mut self,
+        name: &str,
+        key: KeyType,
+        flags: u32,
+        size: Option<u32>,
+        comment: Option<&str>,
+        elems: &[Elem],
+    ) -> Result<u32, BuildError> {
         let id = self.next_set_id;
         self.next_set_id += 1;
         let mut set =
             RawSet::new(self.family, &self.table, &cstr(name, "set name")?, id, key, flags, comment);
+        if let Some(n) = size {
+            set.set_size(n);
+        }
         let what =
             if name.starts_with("__set") { "anonymous set".to_string() } else { format!("set {name}") };
         self.add(&set, MsgType::Add, what.clone());
@@ -131,7 +167,34 @@ pub fn key_type(k: SetKey) -> KeyType {
         SetKey::NfProto => KeyType::NfProto,
         SetKey::Block(Family::V4) => KeyType::Block4,
         SetKey::Block(Family::V6) => KeyType::Block6,
+        SetKey::BlockAddr(Family::V4) => KeyType::BlockAddr4,
+        SetKey::BlockAddr(Family::V6) => KeyType::BlockAddr6,
+        SetKey::Fields(kinds) => KeyType::Fields(kinds),
     }
+}
+
+/// The set flags a set's shape needs.
+pub fn set_flags(set: &Set) -> u32 {
+    let mut flags = 0;
+    if set.interval {
+        flags |= sys::SET_INTERVAL;
+    }
+    if set.timeout || set.dynamic.is_some() {
+        flags |= sys::SET_TIMEOUT;
+    }
+    match set.key {
+        SetKey::Block(_) | SetKey::BlockAddr(_) => flags |= sys::SET_INTERVAL | sys::SET_CONCAT,
+        // A concatenation of ranges is an interval set too (the kernel's pipapo backend).
+        SetKey::Fields(k) if k.len() > 1 => flags |= sys::SET_CONCAT,
+        _ => {}
+    }
+    if set.map.is_some() {
+        flags |= sys::SET_MAP;
+    }
+    if set.dynamic.is_some() {
+        flags |= sys::SET_EVAL;
+    }
+    flags
 }
 
 /// Unix milliseconds now: element timeouts are relative, expiries absolute.
@@ -163,6 +226,9 @@ fn block_keys(b: &BlockRange) -> (Vec<u8>, Vec<u8>) {
     }
     pad(&mut lo, &[b.proto.0]);
     pad(&mut hi, &[b.proto.1]);
+    if !b.has_ports() {
+        return (lo, hi);
+    }
     pad(&mut lo, &b.sport.0.to_be_bytes());
     pad(&mut hi, &b.sport.1.to_be_bytes());
     pad(&mut lo, &b.dport.0.to_be_bytes());
@@ -176,10 +242,38 @@ pub fn elem_with_timeout(e: &SetElem, expires: Option<&i64>, now_ms: i64) -> Opt
     Some(match e {
         SetElem::Block(b) => {
             let (lo, hi) = block_keys(b);
-            Elem { key: lo, key_end: Some(hi), flags: 0, timeout_ms }
+            Elem { key: lo, key_end: Some(hi), timeout_ms, ..Elem::default() }
         }
-        other => Elem { key: elem_key(other), key_end: None, flags: 0, timeout_ms },
+        SetElem::TupleRange(parts) => {
+            let lo: Vec<KeyValue> = parts.iter().map(|p| p.0).collect();
+            let hi: Vec<KeyValue> = parts.iter().map(|p| p.1).collect();
+            Elem { key: tuple_key(&lo), key_end: Some(tuple_key(&hi)), timeout_ms, ..Elem::default() }
+        }
+        other => Elem { key: elem_key(other), timeout_ms, ..Elem::default() },
     })
+}
+
+/// One field of a concatenated key, padded to whole 32-bit registers. An ifindex is in host
+/// order (that is how `meta iif` loads it); everything else is in network order.
+fn key_value(out: &mut Vec<u8>, v: &KeyValue) {
+    let start = out.len();
+    match v {
+        KeyValue::IfIndex(i) => out.extend_from_slice(&i.to_ne_bytes()),
+        KeyValue::Mac(m) => out.extend_from_slice(m),
+        KeyValue::Addr(a) => out.extend_from_slice(&addr_bytes(a)),
+        KeyValue::Proto(p) => out.push(*p),
+        KeyValue::Port(p) => out.extend_from_slice(&p.to_be_bytes()),
+    }
+    let n = out.len() - start;
+    out.resize(out.len() + (4 - n % 4) % 4, 0);
+}
+
+fn tuple_key(values: &[KeyValue]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() * 8);
+    for v in values {
+        key_value(&mut out, v);
+    }
+    out
 }
 
 fn addr_bytes(a: &IpAddr) -> Vec<u8> {
@@ -214,33 +308,42 @@ pub fn interval_elems(ranges: &[(Vec<u8>, Vec<u8>)], timeout_ms: Option<u64>) ->
                 key_end: None,
                 flags: sys::ELEM_INTERVAL_END,
                 timeout_ms: None,
+                jump: None,
             });
         }
     }
     for (lo, hi) in ranges {
-        out.push(Elem { key: lo.clone(), key_end: None, flags: 0, timeout_ms });
+        out.push(Elem { key: lo.clone(), key_end: None, flags: 0, timeout_ms, jump: None });
         if let Some(end) = successor(hi) {
-            out.push(Elem { key: end, key_end: None, flags: sys::ELEM_INTERVAL_END, timeout_ms: None });
+            out.push(Elem {
+                key: end,
+                key_end: None,
+                flags: sys::ELEM_INTERVAL_END,
+                timeout_ms: None,
+                jump: None,
+            });
         }
     }
     out
 }
 
-pub fn set_elems(set: &Set) -> Vec<Elem> {
-    if set.interval {
+/// A set's elements as the kernel takes them, with timeouts as of `now` (unix ms).
+pub fn set_elems_at(set: &Set, now: i64) -> Vec<Elem> {
+    // Single-address interval sets (zone CIDRs) take nft's start/end encoding; concatenated
+    // ranges carry both ends in one element.
+    if set.interval && !matches!(set.key, SetKey::Fields(_)) {
         let mut ranges: Vec<(Vec<u8>, Vec<u8>)> = set
             .elements
             .iter()
             .filter_map(|e| match e {
                 SetElem::Net(n) => Some(net_range(n)),
                 SetElem::Addr(a) => Some((addr_bytes(a), addr_bytes(a))),
-                SetElem::NfProto(_) | SetElem::Block(_) => None,
+                SetElem::NfProto(_) | SetElem::Block(_) | SetElem::Tuple(_) | SetElem::TupleRange(_) => None,
             })
             .collect();
         ranges.sort();
         return interval_elems(&ranges, None);
     }
-    let now = now_ms();
     set.elements.iter().filter_map(|e| elem_with_timeout(e, set.expires.get(e), now)).collect()
 }
 
@@ -251,6 +354,8 @@ pub fn elem_key(e: &SetElem) -> Vec<u8> {
         SetElem::NfProto(Family::V4) => vec![NFPROTO_IPV4],
         SetElem::NfProto(Family::V6) => vec![NFPROTO_IPV6],
         SetElem::Block(b) => block_keys(b).0,
+        SetElem::Tuple(values) => tuple_key(values),
+        SetElem::TupleRange(parts) => tuple_key(&parts.iter().map(|p| p.0).collect::<Vec<_>>()),
     }
 }
 
@@ -258,26 +363,29 @@ fn net_range(n: &IpNet) -> (Vec<u8>, Vec<u8>) {
     (addr_bytes(&n.network()), addr_bytes(&n.broadcast()))
 }
 
-/// The batch that replaces `table inet fw` with `rs`, atomically.
+/// The batch that replaces `rs`'s table (`table inet fw`, or the floor's `table bridge
+/// fw_floor`) with `rs`, atomically.
 pub fn ruleset_batch(rs: &Ruleset) -> Result<Built, BuildError> {
-    let mut em = Emitter::new();
-    let table = Table::new(c"fw", ProtoFamily::Inet);
-    em.add(&table, MsgType::Add, "table inet fw");
-    em.add(&table, MsgType::Del, "delete of the previous table inet fw");
-    em.add(&table, MsgType::Add, "table inet fw");
+    let mut em = Emitter::for_ruleset(rs)?;
+    let tname = cstr(&rs.table, "table name")?;
+    let table = Table::new(&tname, proto_family(rs.family).1);
+    let label = format!("table {} {}", rs.family.name(), rs.table);
+    em.add(&table, MsgType::Add, label.clone());
+    em.add(&table, MsgType::Del, format!("delete of the previous {label}"));
+    em.add(&table, MsgType::Add, label);
 
+    let now = now_ms();
     for set in &rs.sets {
-        let mut flags = 0;
-        if set.interval {
-            flags |= sys::SET_INTERVAL;
-        }
-        if set.timeout {
-            flags |= sys::SET_TIMEOUT;
-        }
-        if matches!(set.key, SetKey::Block(_)) {
-            flags |= sys::SET_INTERVAL | sys::SET_CONCAT;
-        }
-        em.set(&set.name, key_type(set.key), flags, Some(&set.comment), &set_elems(set))?;
+        // A map's elements name chains, which must exist first: they come after the chains.
+        let elems = if set.map.is_some() { Vec::new() } else { set_elems_at(set, now) };
+        em.sized_set(
+            &set.name,
+            key_type(set.key),
+            set_flags(set),
+            set.dynamic.map(|d| d.size),
+            Some(&set.comment),
+            &elems,
+        )?;
     }
 
     // Every chain first, so rules can jump to chains declared later; jump targets before
@@ -295,6 +403,9 @@ pub fn ruleset_batch(rs: &Ruleset) -> Result<Built, BuildError> {
             let hook = match base.hook {
                 Hook::Input => NftHook::In,
                 Hook::Output => NftHook::Out,
+                Hook::Forward => NftHook::Forward,
+                Hook::Prerouting => NftHook::PreRouting,
+                Hook::Postrouting => NftHook::PostRouting,
             };
             chain.set_hook(hook, base.priority);
             chain.set_type(ChainType::Filter);
@@ -302,6 +413,12 @@ pub fn ruleset_batch(rs: &Ruleset) -> Result<Built, BuildError> {
         }
         em.add(&chain, MsgType::Add, format!("chain {}", c.name));
         chains.push(chain);
+    }
+    for set in rs.sets.iter().filter(|s| s.map.is_some()) {
+        let elems = map_elems(set)?;
+        if !elems.is_empty() {
+            em.elements(&set.name, key_type(set.key), &elems, MsgType::Add)?;
+        }
     }
     for (c, chain) in ordered.iter().zip(&chains) {
         for (i, r) in c.rules.iter().enumerate() {
@@ -321,14 +438,31 @@ pub fn ruleset_batch(rs: &Ruleset) -> Result<Built, BuildError> {
     Ok(em.finish())
 }
 
+/// A verdict map's elements: each key jumps to its chain.
+pub fn map_elems(set: &Set) -> Result<Vec<Elem>, BuildError> {
+    let Some(map) = &set.map else { return Ok(Vec::new()) };
+    map.iter()
+        .map(|(e, chain)| {
+            Ok(Elem { key: elem_key(e), jump: Some(cstr(chain, "map target")?), ..Elem::default() })
+        })
+        .collect()
+}
+
 /// The batch that removes `table inet fw` if it exists (add-then-delete never fails on
 /// "no such table").
 pub fn flush_batch() -> Built {
-    let mut em = Emitter::new();
-    let table = Table::new(c"fw", ProtoFamily::Inet);
-    em.add(&table, MsgType::Add, "table inet fw");
-    em.add(&table, MsgType::Del, "delete of table inet fw");
-    em.finish()
+    flush_table_batch(TableFamily::Inet, TABLE).expect("a constant table name")
+}
+
+/// The batch that removes `table FAMILY NAME` if it exists.
+pub fn flush_table_batch(family: TableFamily, name: &str) -> Result<Built, BuildError> {
+    let tname = cstr(name, "table name")?;
+    let mut em = Emitter::for_table(&tname, proto_family(family).0);
+    let table = Table::new(&tname, proto_family(family).1);
+    let label = format!("table {} {name}", family.name());
+    em.add(&table, MsgType::Add, label.clone());
+    em.add(&table, MsgType::Del, format!("delete of {label}"));
+    Ok(em.finish())
 }
 
 fn build_rule<'a>(
@@ -343,6 +477,11 @@ fn build_rule<'a>(
     }
     if r.counter {
         rule.add_expr(&Counter);
+    }
+    if let Some(d) = &r.dynset {
+        let sreg = load_fields(&mut rule, &d.fields);
+        let l = lookup(em, &d.set, what)?;
+        rule.add_expr(&sys::Dynset { set: l.set, set_id: l.set_id, sreg, timeout_ms: d.timeout_ms });
     }
     if let Some(m) = r.mark {
         rule.add_expr(&Immediate::new(m, Register::Reg1));
@@ -362,9 +501,25 @@ fn build_rule<'a>(
             Verdict::Return => NftVerdict::Return,
             Verdict::RejectTcpReset => NftVerdict::Reject(RejectionType::TcpRst),
             Verdict::Jump(c) => NftVerdict::Jump { chain: cstr(c, "jump target")? },
+            Verdict::Vmap { field, map } => {
+                let sreg = load_fields(&mut rule, std::slice::from_ref(field));
+                let mut l = lookup(em, map, what)?;
+                l.sreg = sreg;
+                l.verdict_map = true;
+                rule.add_expr(&l);
+                return finish_rule(rule, r, what);
+            }
         };
         rule.add_expr(&v);
     }
+    finish_rule(rule, r, what)
+}
+
+fn finish_rule<'a>(
+    mut rule: Rule<'a>,
+    r: &crate::ruleset::ir::Rule,
+    what: &str,
+) -> Result<Rule<'a>, BuildError> {
     if let Some(o) = &r.origin {
         let c = cstr(&crate::ruleset::render::comment(o), "rule comment")?;
         rule.set_comment(c).map_err(|e| BuildError { what: what.into(), why: e.into() })?;
@@ -377,7 +532,52 @@ fn lookup(em: &Emitter, set: &str, what: &str) -> Result<sys::Lookup, BuildError
         .set_ids
         .get(set)
         .ok_or_else(|| BuildError { what: what.into(), why: format!("unknown set {set}") })?;
-    Ok(sys::Lookup { set: cstr(set, "set name")?, set_id: id, invert: false, sreg: libc::NFT_REG_1 as u32 })
+    Ok(sys::Lookup {
+        set: cstr(set, "set name")?,
+        set_id: id,
+        invert: false,
+        sreg: libc::NFT_REG_1 as u32,
+        verdict_map: false,
+    })
+}
+
+/// Loads `fields` into consecutive 32-bit registers from `NFT_REG32_00`, each taking whole
+/// registers; returns the first. The caller has checked the protocol the fields need.
+fn load_fields(rule: &mut Rule<'_>, fields: &[Field]) -> u32 {
+    enum Src {
+        Meta(u32),
+        Payload(u32, u32, u32),
+    }
+    let first = libc::NFT_REG32_00 as u32;
+    let mut reg = first;
+    let ll = libc::NFT_PAYLOAD_LL_HEADER as u32;
+    let net = libc::NFT_PAYLOAD_NETWORK_HEADER as u32;
+    let th = libc::NFT_PAYLOAD_TRANSPORT_HEADER as u32;
+    for f in fields {
+        let (src, len) = match *f {
+            Field::Iif => (Src::Meta(libc::NFT_META_IIF as u32), 4),
+            Field::Oif => (Src::Meta(libc::NFT_META_OIF as u32), 4),
+            Field::L4Proto => (Src::Meta(libc::NFT_META_L4PROTO as u32), 1),
+            Field::EtherSaddr => (Src::Payload(ll, 6, 6), 6),
+            Field::Saddr(Family::V4) => (Src::Payload(net, 12, 4), 4),
+            Field::Daddr(Family::V4) => (Src::Payload(net, 16, 4), 4),
+            Field::Saddr(Family::V6) => (Src::Payload(net, 8, 16), 16),
+            Field::Daddr(Family::V6) => (Src::Payload(net, 24, 16), 16),
+            Field::Sport => (Src::Payload(th, 0, 2), 2),
+            Field::Dport => (Src::Payload(th, 2, 2), 2),
+            Field::ArpSha => (Src::Payload(net, 8, 6), 6),
+            Field::ArpSpa => (Src::Payload(net, 14, 4), 4),
+            Field::NdTarget => (Src::Payload(th, 8, 16), 16),
+        };
+        match src {
+            Src::Meta(key) => rule.add_expr(&sys::RawMeta { key, dreg: reg }),
+            Src::Payload(base, offset, len) => {
+                rule.add_expr(&sys::RawPayload { base, offset, len, dreg: reg })
+            }
+        }
+        reg += u32::div_ceil(len, 4);
+    }
+    first
 }
 
 /// A lookup in a new anonymous set holding `elems`.
@@ -392,12 +592,45 @@ fn anon_lookup(
         flags |= sys::SET_INTERVAL;
     }
     let id = em.set("__set%d", key, flags, None, elems)?;
-    Ok(sys::Lookup { set: c"__set%d".to_owned(), set_id: id, invert: false, sreg: libc::NFT_REG_1 as u32 })
+    Ok(sys::Lookup {
+        set: c"__set%d".to_owned(),
+        set_id: id,
+        invert: false,
+        sreg: libc::NFT_REG_1 as u32,
+        verdict_map: false,
+    })
 }
 
-fn nfproto(rule: &mut Rule<'_>, f: Family) {
-    rule.add_expr(&Meta::NfProto);
-    rule.add_expr(&Cmp::new(CmpOp::Eq, if f == Family::V4 { NFPROTO_IPV4 } else { NFPROTO_IPV6 }));
+/// "The packet is IPv4 / IPv6": `meta nfproto` in an inet table; in a bridge table every
+/// frame's nfproto is bridge, so it is the EtherType (`ether type ip`, as nft encodes it).
+fn family_check(em: &Emitter, rule: &mut Rule<'_>, f: Family) {
+    if em.bridge() {
+        let ty = if f == Family::V4 { ETHERTYPE_IPV4 } else { ETHERTYPE_IPV6 };
+        rule.add_expr(&Payload::LinkLayer(LLHeaderField::EtherType));
+        rule.add_expr(&Cmp::new(CmpOp::Eq, &ty.to_be_bytes()[..]));
+    } else {
+        rule.add_expr(&Meta::NfProto);
+        rule.add_expr(&Cmp::new(CmpOp::Eq, if f == Family::V4 { NFPROTO_IPV4 } else { NFPROTO_IPV6 }));
+    }
+}
+
+/// Register 1 compared with one value, or looked up in an anonymous set of several.
+fn one_or_set(
+    em: &mut Emitter,
+    rule: &mut Rule<'_>,
+    key: KeyType,
+    values: &[Vec<u8>],
+    invert: bool,
+) -> Result<(), BuildError> {
+    if let [one] = values {
+        rule.add_expr(&Cmp::new(if invert { CmpOp::Neq } else { CmpOp::Eq }, &one[..]));
+        return Ok(());
+    }
+    let elems: Vec<Elem> = values.iter().map(|v| Elem { key: v.clone(), ..Elem::default() }).collect();
+    let mut l = anon_lookup(em, key, false, &elems)?;
+    l.invert = invert;
+    rule.add_expr(&l);
+    Ok(())
 }
 
 fn push_match(em: &mut Emitter, rule: &mut Rule<'_>, m: &Match, what: &str) -> Result<(), BuildError> {
@@ -412,7 +645,7 @@ fn push_match(em: &mut Emitter, rule: &mut Rule<'_>, m: &Match, what: &str) -> R
         }
         Match::AddrInSet { family, dir, set } => {
             // The family check is what keeps an IPv6 packet from being read as IPv4.
-            nfproto(rule, *family);
+            family_check(em, rule, *family);
             let field = match (family, dir) {
                 (Family::V4, Dir::Src) => NetworkHeaderField::Ipv4(Ipv4HeaderField::Saddr),
                 (Family::V4, Dir::Dst) => NetworkHeaderField::Ipv4(Ipv4HeaderField::Daddr),
@@ -423,7 +656,7 @@ fn push_match(em: &mut Emitter, rule: &mut Rule<'_>, m: &Match, what: &str) -> R
             rule.add_expr(&lookup(em, set, what)?);
         }
         Match::BlockLookup { family, set } => {
-            nfproto(rule, *family);
+            family_check(em, rule, *family);
             // saddr . daddr . l4proto . sport . dport into consecutive 32-bit registers.
             let (alen, soff, doff) = if *family == Family::V4 { (4, 12, 16) } else { (16, 8, 24) };
             let mut reg = libc::NFT_REG32_00 as u32;
@@ -443,7 +676,46 @@ fn push_match(em: &mut Emitter, rule: &mut Rule<'_>, m: &Match, what: &str) -> R
             l.sreg = libc::NFT_REG32_00 as u32;
             rule.add_expr(&l);
         }
-        Match::NfProto(f) => nfproto(rule, *f),
+        Match::NfProto(f) => family_check(em, rule, *f),
+        Match::BlockAddrLookup { family, set } => {
+            family_check(em, rule, *family);
+            let sreg = load_fields(rule, &[Field::Saddr(*family), Field::Daddr(*family), Field::L4Proto]);
+            let mut l = lookup(em, set, what)?;
+            l.sreg = sreg;
+            rule.add_expr(&l);
+        }
+        Match::Lookup { fields, set, invert } => {
+            let sreg = load_fields(rule, fields);
+            let mut l = lookup(em, set, what)?;
+            l.sreg = sreg;
+            l.invert = *invert;
+            rule.add_expr(&l);
+        }
+        Match::IfNamePrefix { dir, prefix } => {
+            rule.add_expr(if *dir == Dir::Src { &Meta::IifName } else { &Meta::OifName });
+            // Only the prefix's bytes are compared: nft's `iifname "veth*"`.
+            rule.add_expr(&Cmp::new(CmpOp::Eq, prefix.as_bytes()));
+        }
+        Match::EtherType { types, invert } => {
+            rule.add_expr(&Payload::LinkLayer(LLHeaderField::EtherType));
+            let values: Vec<Vec<u8>> = types.iter().map(|t| t.to_be_bytes().to_vec()).collect();
+            one_or_set(em, rule, KeyType::EtherType, &values, *invert)?;
+        }
+        Match::IcmpType { family, types } => {
+            rule.add_expr(&Meta::L4Proto);
+            let (proto, key) = match family {
+                Family::V4 => (IPPROTO_ICMP, KeyType::IcmpType),
+                Family::V6 => (IPPROTO_ICMPV6, KeyType::Icmpv6Type),
+            };
+            rule.add_expr(&Cmp::new(CmpOp::Eq, proto));
+            rule.add_expr(&Payload::Transport(TransportHeaderField::Raw { offset_bits: 0, length_bits: 1 }));
+            let values: Vec<Vec<u8>> = types.iter().map(|t| vec![*t]).collect();
+            one_or_set(em, rule, key, &values, false)?;
+        }
+        Match::Ip6SaddrUnspecified => {
+            rule.add_expr(&Payload::Network(NetworkHeaderField::Ipv6(Ipv6HeaderField::Saddr)));
+            rule.add_expr(&Cmp::new(CmpOp::Eq, &[0u8; 16][..]));
+        }
         Match::L4Proto(list) => {
             let nums: Vec<u8> = list
                 .iter()
@@ -460,7 +732,7 @@ fn push_match(em: &mut Emitter, rule: &mut Rule<'_>, m: &Match, what: &str) -> R
             } else {
                 let elems: Vec<Elem> = nums
                     .iter()
-                    .map(|n| Elem { key: vec![*n], key_end: None, flags: 0, timeout_ms: None })
+                    .map(|n| Elem { key: vec![*n], key_end: None, flags: 0, timeout_ms: None, jump: None })
                     .collect();
                 let l = anon_lookup(em, KeyType::InetProto, false, &elems)?;
                 rule.add_expr(&l);
@@ -482,6 +754,7 @@ fn push_match(em: &mut Emitter, rule: &mut Rule<'_>, m: &Match, what: &str) -> R
                             key_end: None,
                             flags: 0,
                             timeout_ms: None,
+                            jump: None,
                         })
                         .collect();
                     let l = anon_lookup(em, KeyType::InetService, false, &elems)?;
@@ -516,7 +789,7 @@ fn push_match(em: &mut Emitter, rule: &mut Rule<'_>, m: &Match, what: &str) -> R
             rule.add_expr(&Payload::Transport(TransportHeaderField::Raw { offset_bits: 0, length_bits: 1 }));
             let elems: Vec<Elem> = [133u8, 134, 135, 136]
                 .iter()
-                .map(|t| Elem { key: vec![*t], key_end: None, flags: 0, timeout_ms: None })
+                .map(|t| Elem { key: vec![*t], key_end: None, flags: 0, timeout_ms: None, jump: None })
                 .collect();
             let l = anon_lookup(em, KeyType::Icmpv6Type, false, &elems)?;
             rule.add_expr(&l);

@@ -29,8 +29,10 @@ pub fn guard_batch(macs: &[[u8; 6]]) -> Result<Built, BuildError> {
     em.add(&table, MsgType::Add, "table bridge fw_guard");
     em.add(&table, MsgType::Del, "table bridge fw_guard (replace)");
     em.add(&table, MsgType::Add, "table bridge fw_guard");
-    let elems: Vec<Elem> =
-        macs.iter().map(|m| Elem { key: m.to_vec(), key_end: None, flags: 0, timeout_ms: None }).collect();
+    let elems: Vec<Elem> = macs
+        .iter()
+        .map(|m| Elem { key: m.to_vec(), key_end: None, flags: 0, timeout_ms: None, jump: None })
+        .collect();
     let id =
         em.set("programmed", KeyType::EtherAddr, 0, Some("MACs of containers fw has programmed"), &elems)?;
     let mut chain = Chain::new(c"prerouting", &table);
@@ -48,6 +50,7 @@ pub fn guard_batch(macs: &[[u8; 6]]) -> Result<Built, BuildError> {
         set_id: id,
         invert: true,
         sreg: libc::NFT_REG_1 as u32,
+        verdict_map: false,
     });
     rule.add_expr(&Counter);
     rule.add_expr(&Verdict::Drop);

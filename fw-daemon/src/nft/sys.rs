@@ -102,6 +102,8 @@ pub struct Lookup {
     pub sreg: u32,
     /// Match when the key is NOT in the set (`!= @set`).
     pub invert: bool,
+    /// For a verdict map (`vmap`): the element's verdict goes to `NFT_REG_VERDICT`.
+    pub verdict_map: bool,
 }
 
 const NFT_LOOKUP_F_INV: u32 = 1;
@@ -117,6 +119,40 @@ impl Expression for Lookup {
             if self.invert {
                 sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_LOOKUP_FLAGS as u16, NFT_LOOKUP_F_INV);
             }
+            if self.verdict_map {
+                sys::nftnl_expr_set_u32(
+                    e.as_ptr(),
+                    sys::NFTNL_EXPR_LOOKUP_DREG as u16,
+                    libc::NFT_REG_VERDICT as u32,
+                );
+            }
+        }
+        e
+    }
+}
+
+/// `update @set { KEY timeout T }`: adds the key in registers from `sreg` to a dynamic set,
+/// or refreshes the timeout of the element already there. nftnl 0.9 has no dynset.
+pub struct Dynset {
+    pub set: CString,
+    pub set_id: u32,
+    pub sreg: u32,
+    pub timeout_ms: u64,
+}
+
+const NFT_DYNSET_OP_UPDATE: u32 = 1;
+
+impl Expression for Dynset {
+    fn to_expr(&self, _rule: &Rule) -> NonNull<sys::nftnl_expr> {
+        let e = alloc_expr(c"dynset");
+        // SAFETY: live dynset expression; attribute ids match libnftnl's dynset (u32 register,
+        // op and set id, u64 timeout in ms, string set name copied by nftnl).
+        unsafe {
+            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_DYNSET_SREG_KEY as u16, self.sreg);
+            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_DYNSET_OP as u16, NFT_DYNSET_OP_UPDATE);
+            sys::nftnl_expr_set_u64(e.as_ptr(), sys::NFTNL_EXPR_DYNSET_TIMEOUT as u16, self.timeout_ms);
+            sys::nftnl_expr_set_str(e.as_ptr(), sys::NFTNL_EXPR_DYNSET_SET_NAME as u16, self.set.as_ptr());
+            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_DYNSET_SET_ID as u16, self.set_id);
         }
         e
     }
@@ -251,19 +287,34 @@ pub enum KeyType {
     InetProto,
     InetService,
     Icmpv6Type,
+    IcmpType,
+    EtherType,
     EtherAddr,
+    IfIndex,
     /// The operator-block key `saddr . daddr . l4proto . sport . dport` (IPv4 or IPv6).
     Block4,
     Block6,
+    /// Operator blocks without ports: `saddr . daddr . l4proto`.
+    BlockAddr4,
+    BlockAddr6,
+    /// Any other concatenation (the floor's port-keyed sets).
+    Fields(&'static [KeyKind]),
 }
 
-/// Field lengths (unpadded bytes) of the block concatenations, in key order.
-const BLOCK4_FIELDS: [KeyType; 5] =
-    [KeyType::Ipv4, KeyType::Ipv4, KeyType::InetProto, KeyType::InetService, KeyType::InetService];
-const BLOCK6_FIELDS: [KeyType; 5] =
-    [KeyType::Ipv6, KeyType::Ipv6, KeyType::InetProto, KeyType::InetService, KeyType::InetService];
+use crate::ruleset::ir::KeyKind;
 
 impl KeyType {
+    fn of(k: KeyKind) -> KeyType {
+        match k {
+            KeyKind::IfIndex => KeyType::IfIndex,
+            KeyKind::EtherAddr => KeyType::EtherAddr,
+            KeyKind::Ipv4 => KeyType::Ipv4,
+            KeyKind::Ipv6 => KeyType::Ipv6,
+            KeyKind::InetProto => KeyType::InetProto,
+            KeyKind::InetService => KeyType::InetService,
+        }
+    }
+
     fn nft_type(self) -> u32 {
         match self {
             KeyType::NfProto => 2,
@@ -272,30 +323,39 @@ impl KeyType {
             KeyType::InetProto => 12,
             KeyType::InetService => 13,
             KeyType::Icmpv6Type => 29,
+            KeyType::IcmpType => 14,
+            KeyType::EtherType => 10,
             KeyType::EtherAddr => 9,
-            // nft's concatenated type: each field's type shifted in, 6 bits apiece.
-            KeyType::Block4 | KeyType::Block6 => self.fields().iter().fold(0, |t, f| (t << 6) | f.nft_type()),
+            KeyType::IfIndex => 20,
+            // nft's concatenated type: each field's type shifted in, 6 bits apiece (nft
+            // itself loses the first fields of keys longer than five; so do we).
+            _ => self.fields().iter().fold(0u32, |t, f| t.wrapping_shl(6) | f.nft_type()),
         }
     }
 
     /// The fields of a concatenated key; empty for a plain one.
-    pub fn fields(self) -> &'static [KeyType] {
+    pub fn fields(self) -> Vec<KeyType> {
+        use KeyType::*;
         match self {
-            KeyType::Block4 => &BLOCK4_FIELDS,
-            KeyType::Block6 => &BLOCK6_FIELDS,
-            _ => &[],
+            Block4 => vec![Ipv4, Ipv4, InetProto, InetService, InetService],
+            Block6 => vec![Ipv6, Ipv6, InetProto, InetService, InetService],
+            BlockAddr4 => vec![Ipv4, Ipv4, InetProto],
+            BlockAddr6 => vec![Ipv6, Ipv6, InetProto],
+            Fields(kinds) if kinds.len() > 1 => kinds.iter().map(|k| KeyType::of(*k)).collect(),
+            _ => Vec::new(),
         }
     }
 
     pub fn len(self) -> u32 {
         match self {
-            KeyType::NfProto | KeyType::InetProto | KeyType::Icmpv6Type => 1,
-            KeyType::InetService => 2,
-            KeyType::Ipv4 => 4,
+            KeyType::NfProto | KeyType::InetProto | KeyType::Icmpv6Type | KeyType::IcmpType => 1,
+            KeyType::InetService | KeyType::EtherType => 2,
+            KeyType::Ipv4 | KeyType::IfIndex => 4,
             KeyType::Ipv6 => 16,
             KeyType::EtherAddr => 6,
+            KeyType::Fields([one]) => KeyType::of(*one).len(),
             // Each field takes whole 32-bit registers.
-            KeyType::Block4 | KeyType::Block6 => self.fields().iter().map(|f| f.len().div_ceil(4) * 4).sum(),
+            _ => self.fields().iter().map(|f| f.len().div_ceil(4) * 4).sum(),
         }
     }
 }
@@ -305,19 +365,24 @@ pub const SET_CONSTANT: u32 = libc::NFT_SET_CONSTANT as u32;
 pub const SET_INTERVAL: u32 = libc::NFT_SET_INTERVAL as u32;
 pub const SET_TIMEOUT: u32 = libc::NFT_SET_TIMEOUT as u32;
 pub const SET_CONCAT: u32 = 0x80;
+pub const SET_MAP: u32 = libc::NFT_SET_MAP as u32;
+/// Updated from the packet path (`dynamic` in nft's listing).
+pub const SET_EVAL: u32 = libc::NFT_SET_EVAL as u32;
 pub const ELEM_INTERVAL_END: u32 = 1;
 /// NFT_MSG_DESTROYSETELEM (kernel >= 6.3): a removal that is not an error when the element
 /// is already gone (a block the kernel expired on time).
 const NFT_MSG_DESTROYSETELEM: u32 = 30;
 
 /// One set element: key bytes (network order), flags, optional timeout.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Elem {
     pub key: Vec<u8>,
     /// The range end, for concatenated interval sets (which take start and end in one element).
     pub key_end: Option<Vec<u8>>,
     pub flags: u32,
     pub timeout_ms: Option<u64>,
+    /// In a verdict map: the chain this element jumps to.
+    pub jump: Option<CString>,
 }
 
 /// An nftables set with the flags, comment, and element timeouts nftnl's `Set` lacks.
@@ -369,7 +434,19 @@ impl RawSet {
         if let Some(c) = comment {
             set.set_comment(c);
         }
+        if flags & SET_MAP != 0 {
+            // SAFETY: live set; the data type is a u32 attribute (the kernel sizes verdicts).
+            unsafe {
+                sys::nftnl_set_set_u32(ptr.as_ptr(), sys::NFTNL_SET_DATA_TYPE as u16, libc::NFT_DATA_VERDICT);
+            }
+        }
         set
+    }
+
+    /// Bounds the number of elements (dynamic sets fill from the packet path).
+    pub fn set_size(&self, size: u32) {
+        // SAFETY: live set; the size is a u32 attribute.
+        unsafe { sys::nftnl_set_set_u32(self.ptr.as_ptr(), sys::NFTNL_SET_DESC_SIZE as u16, size) };
     }
 
     fn set_comment(&self, comment: &str) {
@@ -420,6 +497,10 @@ impl RawSet {
             }
             if let Some(t) = elem.timeout_ms {
                 sys::nftnl_set_elem_set_u64(e, sys::NFTNL_SET_ELEM_TIMEOUT as u16, t);
+            }
+            if let Some(chain) = &elem.jump {
+                sys::nftnl_set_elem_set_u32(e, sys::NFTNL_SET_ELEM_VERDICT as u16, libc::NFT_JUMP as u32);
+                sys::nftnl_set_elem_set_str(e, sys::NFTNL_SET_ELEM_CHAIN as u16, chain.as_ptr());
             }
             sys::nftnl_set_elem_add(self.ptr.as_ptr(), e);
         }

@@ -117,8 +117,16 @@ pub(super) struct RawRule {
 
 const TOP_KEYS: &[&str] = &["defaults", "zone", "policy", "failsafe"];
 const DEFAULT_KEYS: &[&str] = &["action", "mode"];
-const ZONE_KEYS: &[&str] =
-    &["description", "match", "cidrs", "mode", "max_conns", "new_conns_per_sec", "egress_bytes_per_sec"];
+const ZONE_KEYS: &[&str] = &[
+    "description",
+    "match",
+    "cidrs",
+    "mode",
+    "max_conns",
+    "new_conns_per_sec",
+    "egress_bytes_per_sec",
+    "forward",
+];
 const MATCH_KEYS: &[&str] = &["name", "image", "labels"];
 const POLICY_KEYS: &[&str] =
     &["id", "description", "from", "to", "proto", "ports", "action", "inspect", "expires"];
@@ -296,9 +304,10 @@ fn read_zone(
             }
         };
     }
+    let forward = get(t, "forward").and_then(|v| cx.bool(v, "forward")).unwrap_or(false);
     let is_external = matches!(kind, ZoneKind::External(_));
-    if is_external && (!caps.is_empty() || mode.is_some()) {
-        cx.warning(name_span, format!("{ctx} is external: fw enforces mode and caps inside containers only, so they are ignored here"));
+    if is_external && (!caps.is_empty() || mode.is_some() || forward) {
+        cx.warning(name_span, format!("{ctx} is external: fw enforces mode, caps and forwarding inside containers only, so they are ignored here"));
     }
     let description = get(t, "description").and_then(|v| cx.str(v, "description")).map(str::to_string);
     if !ok {
@@ -312,6 +321,7 @@ fn read_zone(
             mode: mode.unwrap_or_default(),
             caps,
             description,
+            forward,
         },
         mode_set: mode.is_some(),
         raw_cidrs,

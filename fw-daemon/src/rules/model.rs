@@ -103,6 +103,10 @@ pub struct Zone {
     pub mode: Mode,
     pub caps: Caps,
     pub description: Option<String>,
+    /// `forward = true`: members may route packets through their namespace (a nested
+    /// namespace, a VPN); routed packets then meet the zone's egress policy. Off by
+    /// default: a container is an endpoint, and its forward hook drops.
+    pub forward: bool,
 }
 
 impl Zone {

@@ -84,6 +84,16 @@ impl<'s> FileCtx<'s> {
         }
     }
 
+    pub fn bool(&mut self, v: &Value<'_>, what: &str) -> Option<bool> {
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                self.type_error(v, what, "a boolean (true or false)");
+                None
+            }
+        }
+    }
+
     /// A non-negative integer no larger than `max`.
     pub fn uint(&mut self, v: &Value<'_>, what: &str, max: u64) -> Option<u64> {
         let DeValue::Integer(i) = v.get_ref() else {

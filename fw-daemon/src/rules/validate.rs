@@ -87,6 +87,7 @@ pub fn load_sources(files: &[SourceFile], now: i64) -> LoadResult {
             kind: ZoneKind::Containers(Selector::default()),
             mode: defaults.mode,
             caps: Caps::default(),
+            forward: false,
             description: Some("containers no other zone selects".into()),
         });
     }

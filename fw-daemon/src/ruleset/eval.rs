@@ -45,6 +45,16 @@ pub fn evaluate(rs: &Ruleset, hook: Hook, pkt: &Packet) -> Decision {
     let Some(base) = rs.chains.iter().find(|c| c.base.as_ref().is_some_and(|b| b.hook == hook)) else {
         return Decision { verdict: fw_proto::Verdict::Allow, by: None, logged: None, rule_text: None };
     };
+    evaluate_from(rs, base, pkt)
+}
+
+/// Evaluates from the chain named `chain` as if it were a base chain: the floor's
+/// per-zone chains, which its base chains reach through a port's map entry.
+pub fn evaluate_chain(rs: &Ruleset, chain: &str, pkt: &Packet) -> Option<Decision> {
+    rs.chain(chain).map(|c| evaluate_from(rs, c, pkt))
+}
+
+fn evaluate_from(rs: &Ruleset, base: &Chain, pkt: &Packet) -> Decision {
     let mut st = Walk { log: None, audit: false };
     match walk(rs, base, pkt, &mut st, 0) {
         Some((v, by, text)) => {
@@ -104,6 +114,9 @@ fn walk(
                 return Some((Terminal::Drop, r.origin.clone(), text))
             }
             Some(Verdict::Return) => return None,
+            Some(Verdict::Vmap { .. }) => {
+                // Port maps need a port; `explain` starts at the zone chain instead.
+            }
             Some(Verdict::Jump(target)) => {
                 if let Some(c) = rs.chain(target) {
                     if let Some((t, by, _)) = walk(rs, c, pkt, st, depth + 1) {
@@ -163,6 +176,68 @@ fn matches(rs: &Ruleset, m: &Match, pkt: &Packet) -> bool {
         // A new connection carries no mark yet, and it is its first packet.
         Match::CtMark(_) => false,
         Match::CtPacketsAtMost(_) => true,
+        Match::BlockAddrLookup { family: f, set } => {
+            let proto = proto_number(pkt.proto, family);
+            *f == family
+                && rs.set(set).is_some_and(|s| {
+                    s.elements.iter().any(|e| match e {
+                        SetElem::Block(b) => b.contains(pkt.src, pkt.dst, proto, None, None),
+                        _ => false,
+                    })
+                })
+        }
+        // Keys this packet cannot supply (the port, a MAC, a source port) mean the lookup
+        // does not fire either way: anti-spoofing passes a container's own packets, and the
+        // dynamic reply sets are empty at rest.
+        Match::Lookup { fields, set, invert } => {
+            let Some(key) = fields.iter().map(|f| field_value(*f, pkt, family)).collect::<Option<Vec<_>>>()
+            else {
+                return false;
+            };
+            let found = rs.set(set).is_some_and(|s| s.elements.iter().any(|e| tuple_contains(e, &key)));
+            found != *invert
+        }
+        Match::IfNamePrefix { .. } => false,
+        Match::EtherType { types, invert } => {
+            let ty = if family == Family::V4 { ETHERTYPE_IPV4 } else { ETHERTYPE_IPV6 };
+            types.contains(&ty) != *invert
+        }
+        // A new ICMP flow starts with an echo request.
+        Match::IcmpType { family: f, types } => {
+            *f == family
+                && pkt.proto == Proto::Icmp
+                && types.contains(&if family == Family::V4 { 8 } else { 128 })
+        }
+        Match::Ip6SaddrUnspecified => false,
+    }
+}
+
+fn proto_number(p: Proto, family: Family) -> u8 {
+    match (p, family) {
+        (Proto::Tcp, _) => 6,
+        (Proto::Udp, _) => 17,
+        (Proto::Icmp, Family::V4) => 1,
+        (Proto::Icmp, Family::V6) => 58,
+    }
+}
+
+fn field_value(f: Field, pkt: &Packet, family: Family) -> Option<KeyValue> {
+    match f {
+        Field::Saddr(x) if x == family => Some(KeyValue::Addr(pkt.src)),
+        Field::Daddr(x) if x == family => Some(KeyValue::Addr(pkt.dst)),
+        Field::L4Proto => Some(KeyValue::Proto(proto_number(pkt.proto, family))),
+        Field::Dport => pkt.dport.map(KeyValue::Port),
+        _ => None,
+    }
+}
+
+fn tuple_contains(e: &SetElem, key: &[KeyValue]) -> bool {
+    match e {
+        SetElem::Tuple(v) => v.as_slice() == key,
+        SetElem::TupleRange(parts) => {
+            parts.len() == key.len() && parts.iter().zip(key).all(|((lo, hi), k)| lo <= k && k <= hi)
+        }
+        _ => false,
     }
 }
 
@@ -170,6 +245,6 @@ fn elem_contains(e: &SetElem, addr: IpAddr) -> bool {
     match e {
         SetElem::Addr(a) => *a == addr,
         SetElem::Net(n) => n.contains(&addr),
-        SetElem::NfProto(_) | SetElem::Block(_) => false,
+        SetElem::NfProto(_) | SetElem::Block(_) | SetElem::Tuple(_) | SetElem::TupleRange(_) => false,
     }
 }

@@ -11,11 +11,33 @@ use crate::rules::PortRange;
 
 pub const TABLE: &str = "fw";
 
+/// The nftables family of a table: `inet` inside a container's namespace, `bridge` for the
+/// host-side floor (`crate::floor`), which sees every frame a container's port emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TableFamily {
+    #[default]
+    Inet,
+    Bridge,
+}
+
+impl TableFamily {
+    pub fn name(self) -> &'static str {
+        match self {
+            TableFamily::Inet => "inet",
+            TableFamily::Bridge => "bridge",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ruleset {
+    /// Whose table this is: a container's name, or `floor:<netns>` for a host-side floor.
     pub container: String,
     pub zone: String,
     pub mode: Mode,
+    pub family: TableFamily,
+    /// The table's name (`fw` inside containers, `fw_floor` on the host side).
+    pub table: String,
     pub sets: Vec<Set>,
     pub chains: Vec<Chain>,
 }
@@ -54,6 +76,65 @@ pub enum SetKey {
     NfProto,
     /// Operator blocks: `saddr . daddr . l4proto . sport . dport`, each field a range.
     Block(Family),
+    /// Operator blocks without ports: `saddr . daddr . l4proto`, each field a range. Kept
+    /// apart from `Block` because loading ports fails on packets too short to carry them,
+    /// and an all-protocol block must match every packet.
+    BlockAddr(Family),
+    /// A concatenation of typed fields (the floor's port-keyed sets and maps).
+    Fields(&'static [KeyKind]),
+}
+
+/// One field of a concatenated set key, as nft types it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeyKind {
+    IfIndex,
+    EtherAddr,
+    Ipv4,
+    Ipv6,
+    InetProto,
+    InetService,
+}
+
+/// Where a lookup's or a dynamic update's key field comes from in the packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Field {
+    /// The port a frame came in on / goes out of (an ifindex).
+    Iif,
+    Oif,
+    EtherSaddr,
+    Saddr(Family),
+    Daddr(Family),
+    L4Proto,
+    Sport,
+    Dport,
+    /// ARP sender hardware / protocol address (Ethernet, IPv4).
+    ArpSha,
+    ArpSpa,
+    /// The target address of an IPv6 neighbour advertisement.
+    NdTarget,
+}
+
+impl Field {
+    pub fn kind(self) -> KeyKind {
+        match self {
+            Field::Iif | Field::Oif => KeyKind::IfIndex,
+            Field::EtherSaddr | Field::ArpSha => KeyKind::EtherAddr,
+            Field::Saddr(Family::V4) | Field::Daddr(Family::V4) | Field::ArpSpa => KeyKind::Ipv4,
+            Field::Saddr(Family::V6) | Field::Daddr(Family::V6) | Field::NdTarget => KeyKind::Ipv6,
+            Field::L4Proto => KeyKind::InetProto,
+            Field::Sport | Field::Dport => KeyKind::InetService,
+        }
+    }
+}
+
+/// One value of a concatenated key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KeyValue {
+    IfIndex(u32),
+    Mac([u8; 6]),
+    Addr(IpAddr),
+    Proto(u8),
+    Port(u16),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +150,35 @@ pub struct Set {
     /// stays until removed. The kernel enforces it, daemon running or not.
     pub expires: std::collections::BTreeMap<SetElem, i64>,
     pub comment: String,
+    /// A verdict map: each element jumps to the chain named here (`iif vmap @ports`).
+    pub map: Option<std::collections::BTreeMap<SetElem, String>>,
+    /// Written from the packet path (`update @set { ... }`), so the daemon never replaces
+    /// its elements: a table replacement carries them over.
+    pub dynamic: Option<Dynamic>,
+}
+
+/// A set the packet path fills: its bound and the default timeout of its elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dynamic {
+    pub size: u32,
+    pub timeout_ms: u64,
+}
+
+impl Set {
+    /// A plain named set with no elements.
+    pub fn new(name: impl Into<String>, key: SetKey, comment: impl Into<String>) -> Set {
+        Set {
+            name: name.into(),
+            key,
+            interval: false,
+            timeout: false,
+            elements: Vec::new(),
+            expires: Default::default(),
+            comment: comment.into(),
+            map: None,
+            dynamic: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -77,6 +187,10 @@ pub enum SetElem {
     Net(IpNet),
     NfProto(Family),
     Block(BlockRange),
+    /// A concatenated key (`Fields` sets).
+    Tuple(Vec<KeyValue>),
+    /// A concatenated key of ranges, start and end per field (interval `Fields` sets).
+    TupleRange(Vec<(KeyValue, KeyValue)>),
 }
 
 /// One operator-block element: a packet matches when every field is within its range.
@@ -92,6 +206,11 @@ pub struct BlockRange {
 impl BlockRange {
     pub fn family(&self) -> Family {
         Family::of(&self.src.0)
+    }
+
+    /// Whether the range constrains ports (else it belongs in the address-only set).
+    pub fn has_ports(&self) -> bool {
+        self.sport != (0, u16::MAX) || self.dport != (0, u16::MAX)
     }
 
     /// Whether some packet matches both (the kernel refuses some overlapping ranges).
@@ -134,6 +253,10 @@ impl BlockRange {
 pub enum Hook {
     Input,
     Output,
+    /// Routed through the namespace (inet), or bridged between ports (bridge).
+    Forward,
+    Prerouting,
+    Postrouting,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -161,6 +284,16 @@ pub struct Rule {
     pub verdict: Option<Verdict>,
     /// The rule this one speaks for; also rendered as the nft comment.
     pub origin: Option<RuleRef>,
+    /// `update @set { key timeout T }`: records the packet's key from the packet path.
+    pub dynset: Option<DynSet>,
+}
+
+/// Adds the key built from `fields` to `set`, or refreshes its timeout if present.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DynSet {
+    pub fields: Vec<Field>,
+    pub set: String,
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,7 +364,39 @@ pub enum Match {
     /// `ct packets <= N`: the connection (both directions together) has carried at most N
     /// packets, this one included. Needs `nf_conntrack_acct` (the daemon enables it).
     CtPacketsAtMost(u32),
+    /// `ip saddr . ip daddr . meta l4proto @set` (operator blocks without ports).
+    BlockAddrLookup {
+        family: Family,
+        set: String,
+    },
+    /// `f1 . f2 ... [!=] @set`: a concatenated key looked up in a named set.
+    Lookup {
+        fields: Vec<Field>,
+        set: String,
+        invert: bool,
+    },
+    /// `iifname "veth*"` / `oifname "veth*"`: the port's name starts with `prefix`.
+    IfNamePrefix {
+        dir: Dir,
+        prefix: String,
+    },
+    /// `ether type { ip, ip6 }` (or `!=`): the frame's EtherType.
+    EtherType {
+        types: Vec<u16>,
+        invert: bool,
+    },
+    /// `icmp type { ... }` / `icmpv6 type { ... }`.
+    IcmpType {
+        family: Family,
+        types: Vec<u8>,
+    },
+    /// `ip6 saddr ::`: the unspecified source of duplicate address detection.
+    Ip6SaddrUnspecified,
 }
+
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+pub const ETHERTYPE_ARP: u16 = 0x0806;
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogKind {
@@ -279,4 +444,9 @@ pub enum Verdict {
     RejectTcpReset,
     Jump(String),
     Return,
+    /// `iif vmap @map`: jump to the chain the map names for the key; no element, no verdict.
+    Vmap {
+        field: Field,
+        map: String,
+    },
 }

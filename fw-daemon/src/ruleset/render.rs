@@ -9,9 +9,10 @@ use super::ir::*;
 
 pub fn render(rs: &Ruleset) -> String {
     let mut out = String::with_capacity(4096);
-    let _ = writeln!(out, "table inet {TABLE}");
-    let _ = writeln!(out, "delete table inet {TABLE}");
-    let _ = writeln!(out, "table inet {TABLE} {{");
+    let (family, table) = (rs.family.name(), rs.table.as_str());
+    let _ = writeln!(out, "table {family} {table}");
+    let _ = writeln!(out, "delete table {family} {table}");
+    let _ = writeln!(out, "table {family} {table} {{");
     for set in &rs.sets {
         render_set(&mut out, set);
     }
@@ -27,20 +28,36 @@ pub fn render(rs: &Ruleset) -> String {
 }
 
 fn render_set(out: &mut String, set: &Set) {
-    let _ = writeln!(out, "\tset {} {{", set.name);
+    let kind = if set.map.is_some() { "map" } else { "set" };
+    let _ = writeln!(out, "\t{kind} {} {{", set.name);
     let ty = match set.key {
-        SetKey::Ipv4 => "ipv4_addr",
-        SetKey::Ipv6 => "ipv6_addr",
-        SetKey::NfProto => "nf_proto",
-        SetKey::Block(Family::V4) => "ipv4_addr . ipv4_addr . inet_proto . inet_service . inet_service",
-        SetKey::Block(Family::V6) => "ipv6_addr . ipv6_addr . inet_proto . inet_service . inet_service",
+        SetKey::Ipv4 => "ipv4_addr".to_string(),
+        SetKey::Ipv6 => "ipv6_addr".to_string(),
+        SetKey::NfProto => "nf_proto".to_string(),
+        SetKey::Block(Family::V4) => {
+            "ipv4_addr . ipv4_addr . inet_proto . inet_service . inet_service".into()
+        }
+        SetKey::Block(Family::V6) => {
+            "ipv6_addr . ipv6_addr . inet_proto . inet_service . inet_service".into()
+        }
+        SetKey::BlockAddr(Family::V4) => "ipv4_addr . ipv4_addr . inet_proto".into(),
+        SetKey::BlockAddr(Family::V6) => "ipv6_addr . ipv6_addr . inet_proto".into(),
+        SetKey::Fields(kinds) => kinds.iter().map(|k| key_kind(*k)).collect::<Vec<_>>().join(" . "),
     };
-    let _ = writeln!(out, "\t\ttype {ty}");
-    let ranges = set.interval || matches!(set.key, SetKey::Block(_));
-    let flags: Vec<&str> = [(ranges, "interval"), (set.timeout, "timeout")]
-        .into_iter()
-        .filter_map(|(on, f)| on.then_some(f))
-        .collect();
+    let data = if set.map.is_some() { " : verdict" } else { "" };
+    let _ = writeln!(out, "\t\ttype {ty}{data}");
+    if let Some(d) = set.dynamic {
+        let _ = writeln!(out, "\t\tsize {}", d.size);
+    }
+    let ranges = set.interval || matches!(set.key, SetKey::Block(_) | SetKey::BlockAddr(_));
+    let flags: Vec<&str> = [
+        (set.dynamic.is_some(), "dynamic"),
+        (ranges, "interval"),
+        (set.timeout || set.dynamic.is_some(), "timeout"),
+    ]
+    .into_iter()
+    .filter_map(|(on, f)| on.then_some(f))
+    .collect();
     if !flags.is_empty() {
         let _ = writeln!(out, "\t\tflags {}", flags.join(","));
     }
@@ -49,9 +66,15 @@ fn render_set(out: &mut String, set: &Set) {
         let elems: Vec<String> = set
             .elements
             .iter()
-            .map(|e| match set.expires.get(e) {
-                Some(ms) => format!("{} expires at {ms} ms", elem(e)),
-                None => elem(e),
+            .map(|e| {
+                let mut t = elem(e);
+                if let Some(chain) = set.map.as_ref().and_then(|m| m.get(e)) {
+                    let _ = write!(t, " : jump {chain}");
+                }
+                if let Some(ms) = set.expires.get(e) {
+                    let _ = write!(t, " expires at {ms} ms");
+                }
+                t
             })
             .collect();
         let _ = writeln!(out, "\t\telements = {{ {} }}", elems.join(", "));
@@ -74,8 +97,39 @@ fn elem(e: &SetElem) -> String {
                     format!("{}-{}", r.0, r.1)
                 }
             }
-            format!("{} . {} . {} . {} . {}", r(&b.src), r(&b.dst), r(&b.proto), r(&b.sport), r(&b.dport))
+            if b.has_ports() {
+                format!("{} . {} . {} . {} . {}", r(&b.src), r(&b.dst), r(&b.proto), r(&b.sport), r(&b.dport))
+            } else {
+                format!("{} . {} . {}", r(&b.src), r(&b.dst), r(&b.proto))
+            }
         }
+        SetElem::Tuple(values) => values.iter().map(key_value).collect::<Vec<_>>().join(" . "),
+        SetElem::TupleRange(parts) => parts
+            .iter()
+            .map(|(a, b)| if a == b { key_value(a) } else { format!("{}-{}", key_value(a), key_value(b)) })
+            .collect::<Vec<_>>()
+            .join(" . "),
+    }
+}
+
+fn key_kind(k: KeyKind) -> &'static str {
+    match k {
+        KeyKind::IfIndex => "iface_index",
+        KeyKind::EtherAddr => "ether_addr",
+        KeyKind::Ipv4 => "ipv4_addr",
+        KeyKind::Ipv6 => "ipv6_addr",
+        KeyKind::InetProto => "inet_proto",
+        KeyKind::InetService => "inet_service",
+    }
+}
+
+fn key_value(v: &KeyValue) -> String {
+    match v {
+        KeyValue::IfIndex(i) => i.to_string(),
+        KeyValue::Mac(m) => m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
+        KeyValue::Addr(a) => a.to_string(),
+        KeyValue::Proto(p) => p.to_string(),
+        KeyValue::Port(p) => p.to_string(),
     }
 }
 
@@ -85,6 +139,9 @@ fn render_chain(out: &mut String, chain: &Chain) {
         let hook = match base.hook {
             Hook::Input => "input",
             Hook::Output => "output",
+            Hook::Forward => "forward",
+            Hook::Prerouting => "prerouting",
+            Hook::Postrouting => "postrouting",
         };
         let policy = if base.policy_drop { "drop" } else { "accept" };
         let prio = if base.priority == 0 { "filter".to_string() } else { base.priority.to_string() };
@@ -125,6 +182,9 @@ pub fn rule_text(r: &Rule) -> String {
     if r.counter {
         parts.push("counter".into());
     }
+    if let Some(d) = &r.dynset {
+        parts.push(format!("update @{} {{ {} timeout {}s }}", d.set, fields(&d.fields), d.timeout_ms / 1000));
+    }
     if let Some(m) = r.mark {
         parts.push(format!("ct mark set 0x{m:08x}"));
     }
@@ -142,6 +202,7 @@ pub fn rule_text(r: &Rule) -> String {
             Verdict::RejectTcpReset => "reject with tcp reset".into(),
             Verdict::Jump(c) => format!("jump {c}"),
             Verdict::Return => "return".into(),
+            Verdict::Vmap { field, map } => format!("{} vmap @{map}", field_text(*field)),
         });
     }
     if let Some(o) = &r.origin {
@@ -221,7 +282,83 @@ fn match_text(m: &Match) -> String {
         }
         Match::CtMark(m) => format!("ct mark 0x{m:08x}"),
         Match::CtPacketsAtMost(n) => format!("ct packets <= {n}"),
+        Match::BlockAddrLookup { family, set } => {
+            let f = if *family == Family::V4 { "ip" } else { "ip6" };
+            format!("{f} saddr . {f} daddr . meta l4proto @{set}")
+        }
+        Match::Lookup { fields: f, set, invert } => {
+            format!("{} {}@{set}", fields(f), if *invert { "!= " } else { "" })
+        }
+        Match::IfNamePrefix { dir, prefix } => {
+            format!("{} \"{}*\"", if *dir == Dir::Src { "iifname" } else { "oifname" }, escape(prefix))
+        }
+        Match::EtherType { types, invert } => {
+            let names: Vec<String> = types
+                .iter()
+                .map(|t| match *t {
+                    ETHERTYPE_IPV4 => "ip".to_string(),
+                    ETHERTYPE_IPV6 => "ip6".to_string(),
+                    ETHERTYPE_ARP => "arp".to_string(),
+                    other => format!("0x{other:04x}"),
+                })
+                .collect();
+            format!("ether type {}{}", if *invert { "!= " } else { "" }, braces(&names))
+        }
+        Match::IcmpType { family, types } => {
+            let names: Vec<String> = types.iter().map(|t| icmp_type_name(*family, *t)).collect();
+            let p = if *family == Family::V4 { "icmp" } else { "icmpv6" };
+            format!("{p} type {}", braces(&names))
+        }
+        Match::Ip6SaddrUnspecified => "ip6 saddr ::".into(),
     }
+}
+
+fn field_text(f: Field) -> &'static str {
+    match f {
+        Field::Iif => "iif",
+        Field::Oif => "oif",
+        Field::EtherSaddr => "ether saddr",
+        Field::Saddr(Family::V4) => "ip saddr",
+        Field::Daddr(Family::V4) => "ip daddr",
+        Field::Saddr(Family::V6) => "ip6 saddr",
+        Field::Daddr(Family::V6) => "ip6 daddr",
+        Field::L4Proto => "meta l4proto",
+        Field::Sport => "th sport",
+        Field::Dport => "th dport",
+        Field::ArpSha => "arp saddr ether",
+        Field::ArpSpa => "arp saddr ip",
+        Field::NdTarget => "@th,64,128",
+    }
+}
+
+fn fields(f: &[Field]) -> String {
+    f.iter().map(|x| field_text(*x)).collect::<Vec<_>>().join(" . ")
+}
+
+fn icmp_type_name(f: Family, t: u8) -> String {
+    let name = match (f, t) {
+        (Family::V4, 0) => "echo-reply",
+        (Family::V4, 3) => "destination-unreachable",
+        (Family::V4, 8) => "echo-request",
+        (Family::V4, 11) => "time-exceeded",
+        (Family::V4, 12) => "parameter-problem",
+        (Family::V6, 1) => "destination-unreachable",
+        (Family::V6, 2) => "packet-too-big",
+        (Family::V6, 3) => "time-exceeded",
+        (Family::V6, 4) => "parameter-problem",
+        (Family::V6, 128) => "echo-request",
+        (Family::V6, 129) => "echo-reply",
+        (Family::V6, 130) => "mld-listener-query",
+        (Family::V6, 131) => "mld-listener-report",
+        (Family::V6, 132) => "mld-listener-done",
+        (Family::V6, 133) => "nd-router-solicit",
+        (Family::V6, 134) => "nd-router-advert",
+        (Family::V6, 135) => "nd-neighbor-solicit",
+        (Family::V6, 136) => "nd-neighbor-advert",
+        (Family::V6, 143) => "mld2-listener-report",
+        _ => return t.to_string(),
+    };
+    name.to_string()
 }
 
 fn port(r: &PortRange) -> String {
