@@ -136,7 +136,16 @@ pub fn compile_with_blocks(
     blocks: &crate::blocks::BlockList,
 ) -> Ruleset {
     let zone = m.zone_of.get(&c.name).copied().unwrap_or_else(|| policy.zone_of(&c.identity()));
-    let mut b = Builder { policy, m, opts, zone, sets: Vec::new(), chains: Vec::new(), taps: Vec::new() };
+    let mut b = Builder {
+        policy,
+        m,
+        opts,
+        zone,
+        sets: Vec::new(),
+        chains: Vec::new(),
+        taps: Vec::new(),
+        floor: None,
+    };
     b.taps = b.inspected();
     b.block_sets(&blocks.for_container(&c.name, &zone.name));
     let egress = b.base_chain(Side::Egress);
@@ -156,9 +165,59 @@ pub fn compile_with_blocks(
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Side {
+pub enum Side {
     Egress,
     Ingress,
+}
+
+/// What a zone's policy decides, as plain verdicts: the floor's zone chains (see
+/// `crate::floor`) are built from these. Each failsafe, policy and the default becomes rules
+/// (one per address family of the peer) ending in `pass` where the policy allows and `stop`
+/// where it denies; an audit-mode zone passes everything. Same walk, same order, same
+/// matches as the namespace's chains, so both points decide alike.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZonePolicy {
+    pub rules: Vec<Rule>,
+    /// The zone sets the rules look up (`z_<zone>_4` ...), with their members.
+    pub sets: Vec<Set>,
+}
+
+pub fn zone_policy(
+    policy: &Policy,
+    m: &Membership<'_>,
+    zone: &Zone,
+    side: Side,
+    opts: &CompileOptions,
+    pass: Verdict,
+    stop: Verdict,
+) -> ZonePolicy {
+    let mut b = Builder {
+        policy,
+        m,
+        opts,
+        zone,
+        sets: Vec::new(),
+        chains: Vec::new(),
+        taps: Vec::new(),
+        floor: Some((pass.clone(), stop)),
+    };
+    let mut rules = Vec::new();
+    if zone.mode == Mode::Audit {
+        rules.push(rule(vec![], pass, Some(RuleRef {
+            kind: RuleKind::Builtin,
+            id: "audit".into(),
+            source: zone.pos.as_ref().map(|p| p.short()),
+        })));
+        return ZonePolicy { rules, sets: b.sets };
+    }
+    b.policy_rules(side, &policy.failsafes, RuleKind::Failsafe, &mut rules);
+    b.policy_rules(side, &policy.rules, RuleKind::Policy, &mut rules);
+    let d = &policy.defaults;
+    let origin =
+        RuleRef { kind: RuleKind::Default, id: "default".into(), source: d.pos.as_ref().map(|p| p.short()) };
+    let verdict = b.decide(d.action, &origin);
+    rules.push(rule(vec![], verdict, Some(origin)));
+    ZonePolicy { rules, sets: b.sets }
 }
 
 struct Builder<'a, 'p> {
@@ -171,6 +230,9 @@ struct Builder<'a, 'p> {
     chains: Vec<Chain>,
     /// Inspected policies that apply to this container (either side), in file order.
     taps: Vec<Tap>,
+    /// Building the floor's verdict-only rules: the verdicts for allow and deny (no log
+    /// chains, no taps).
+    floor: Option<(Verdict, Verdict)>,
 }
 
 fn builtin(id: &str) -> Option<RuleRef> {
@@ -280,6 +342,12 @@ impl<'a, 'p> Builder<'a, 'p> {
 
     /// The verdict for a decision taken in this container's zone, honouring audit mode.
     fn decide(&mut self, action: Action, origin: &RuleRef) -> Verdict {
+        if let Some((pass, stop)) = &self.floor {
+            return match (action, self.zone.mode) {
+                (Action::Deny, Mode::Enforce) => stop.clone(),
+                _ => pass.clone(),
+            };
+        }
         let terminal = |v: Verdict| Rule {
             matches: vec![],
             counter: false,
@@ -395,7 +463,22 @@ impl<'a, 'p> Builder<'a, 'p> {
             // later packets, in both directions) and copies their first packet itself.
             let tap = self.taps.iter().find(|t| t.origin.id == r.id && t.origin.kind == kind).cloned();
             for mut alt in self.peer(peer, dir) {
-                alt.extend(Self::traffic_matches(r));
+                let traffic = Self::traffic_matches(r);
+                // The floor sees IPv4 datagrams unreassembled: a later fragment carries no
+                // ports, so an allow with ports also passes later fragments to the same
+                // peers (the first fragment, which has them, is judged like any packet).
+                let v4 = alt.iter().any(|m| matches!(m, Match::AddrInSet { family: Family::V4, .. }))
+                    || alt.is_empty();
+                let allows = self.floor.as_ref().is_some_and(|(pass, _)| verdict == *pass);
+                if allows && side == Side::Egress && !traffic.is_empty() && v4 {
+                    let mut frag = alt.clone();
+                    if frag.is_empty() {
+                        frag.push(Match::EtherType { types: vec![ETHERTYPE_IPV4], invert: false });
+                    }
+                    frag.push(Match::FragNonFirst);
+                    out.push(rule(frag, verdict.clone(), Some(origin.clone())));
+                }
+                alt.extend(traffic);
                 let mut x = rule(alt, verdict.clone(), Some(origin.clone()));
                 if let Some(t) = &tap {
                     x.mark = Some(t.mark);

@@ -12,6 +12,7 @@ pub mod control;
 pub mod daemon;
 pub mod discovery;
 pub mod drift_watch;
+pub mod floor;
 pub mod flows;
 pub mod inspect;
 pub mod inventory;

@@ -63,6 +63,8 @@ pub enum RuleKind {
     Cap,
     /// An operator block or quarantine.
     Block,
+    /// The host-side floor's own checks (anti-spoofing, unadmitted ports, replies).
+    Floor,
 }
 
 impl fmt::Display for RuleKind {
@@ -74,6 +76,7 @@ impl fmt::Display for RuleKind {
             RuleKind::Builtin => "builtin",
             RuleKind::Cap => "cap",
             RuleKind::Block => "block",
+            RuleKind::Floor => "floor",
         })
     }
 }

@@ -712,6 +712,21 @@ fn push_match(em: &mut Emitter, rule: &mut Rule<'_>, m: &Match, what: &str) -> R
             let values: Vec<Vec<u8>> = types.iter().map(|t| vec![*t]).collect();
             one_or_set(em, rule, key, &values, false)?;
         }
+        Match::L4ProtoNot(protos) => {
+            rule.add_expr(&Meta::L4Proto);
+            let values: Vec<Vec<u8>> = protos.iter().map(|p| vec![*p]).collect();
+            one_or_set(em, rule, KeyType::InetProto, &values, true)?;
+        }
+        Match::TcpFlagsAny(mask) => {
+            rule.add_expr(&Payload::Transport(TransportHeaderField::Raw { offset_bits: 13, length_bits: 1 }));
+            rule.add_expr(&Bitwise::new(*mask, 0u8));
+            rule.add_expr(&Cmp::new(CmpOp::Neq, 0u8));
+        }
+        Match::FragNonFirst => {
+            rule.add_expr(&Payload::Network(NetworkHeaderField::Raw { offset_bits: 6, length_bits: 2 }));
+            rule.add_expr(&Bitwise::new(&[0x1fu8, 0xff][..], &[0u8, 0][..]));
+            rule.add_expr(&Cmp::new(CmpOp::Neq, &[0u8, 0][..]));
+        }
         Match::Ip6SaddrUnspecified => {
             rule.add_expr(&Payload::Network(NetworkHeaderField::Ipv6(Ipv6HeaderField::Saddr)));
             rule.add_expr(&Cmp::new(CmpOp::Eq, &[0u8; 16][..]));

@@ -74,6 +74,9 @@ impl Nft {
             &nix::sys::time::TimeVal::new(RECV_TIMEOUT.as_secs() as i64, 0),
         )
         .map_err(|e| NftError::Io { who: who.into(), what: "receive timeout", source: e.into() })?;
+        // Every message of a batch is acknowledged; a large table (the floor's, or one with
+        // thousands of elements) overruns the default buffer with ACKs alone.
+        let _ = setsockopt(&sock, sockopt::RcvBufForce, &(4 << 20));
         Ok(Nft {
             sock,
             who: who.to_string(),

@@ -209,6 +209,10 @@ fn matches(rs: &Ruleset, m: &Match, pkt: &Packet) -> bool {
                 && types.contains(&if family == Family::V4 { 8 } else { 128 })
         }
         Match::Ip6SaddrUnspecified => false,
+        Match::L4ProtoNot(protos) => !protos.contains(&proto_number(pkt.proto, family)),
+        // The first packet of a new flow: a SYN (no FIN/RST), a whole datagram.
+        Match::TcpFlagsAny(_) => false,
+        Match::FragNonFirst => false,
     }
 }
 

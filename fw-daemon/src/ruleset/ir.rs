@@ -392,7 +392,16 @@ pub enum Match {
     },
     /// `ip6 saddr ::`: the unspecified source of duplicate address detection.
     Ip6SaddrUnspecified,
+    /// `meta l4proto != { ... }` (protocol numbers).
+    L4ProtoNot(Vec<u8>),
+    /// `tcp flags & MASK != 0` (after a TCP check).
+    TcpFlagsAny(u8),
+    /// `ip frag-off & 0x1fff != 0`: a later fragment of an IPv4 datagram (no ports in it).
+    FragNonFirst,
 }
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_RST: u8 = 0x04;
 
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_ARP: u16 = 0x0806;

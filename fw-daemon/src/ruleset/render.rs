@@ -310,6 +310,29 @@ fn match_text(m: &Match) -> String {
             format!("{p} type {}", braces(&names))
         }
         Match::Ip6SaddrUnspecified => "ip6 saddr ::".into(),
+        Match::L4ProtoNot(protos) => {
+            let names: Vec<String> = protos
+                .iter()
+                .map(|p| match p {
+                    6 => "tcp".to_string(),
+                    17 => "udp".to_string(),
+                    1 => "icmp".to_string(),
+                    58 => "ipv6-icmp".to_string(),
+                    n => n.to_string(),
+                })
+                .collect();
+            format!("meta l4proto != {}", braces(&names))
+        }
+        Match::TcpFlagsAny(mask) => {
+            let mut names = Vec::new();
+            for (bit, name) in [(TCP_FIN, "fin"), (0x02, "syn"), (TCP_RST, "rst"), (0x08, "psh"), (0x10, "ack")] {
+                if mask & bit != 0 {
+                    names.push(name);
+                }
+            }
+            format!("tcp flags & ({}) != 0", names.join(" | "))
+        }
+        Match::FragNonFirst => "ip frag-off & 0x1fff != 0".into(),
     }
 }
 

@@ -89,6 +89,21 @@ impl Lab {
         self.nodes.last().expect("just pushed")
     }
 
+    /// The namespace holding the bridge: the host side of every node's link.
+    pub fn hub_path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.bridge))
+    }
+
+    pub fn hub_ns(&self) -> &str {
+        &self.bridge
+    }
+
+    /// The bridge port of `node` in the hub (the peer of its eth0).
+    pub fn port(&self, node: &str) -> String {
+        let i = self.nodes.iter().position(|n| n.name == node).unwrap_or_else(|| panic!("no lab node {node}"));
+        format!("p{i}")
+    }
+
     pub fn node(&self, name: &str) -> &Node {
         self.nodes.iter().find(|n| n.name == name).unwrap_or_else(|| panic!("no lab node {name}"))
     }
