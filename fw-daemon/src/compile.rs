@@ -203,11 +203,15 @@ pub fn zone_policy(
     };
     let mut rules = Vec::new();
     if zone.mode == Mode::Audit {
-        rules.push(rule(vec![], pass, Some(RuleRef {
-            kind: RuleKind::Builtin,
-            id: "audit".into(),
-            source: zone.pos.as_ref().map(|p| p.short()),
-        })));
+        rules.push(rule(
+            vec![],
+            pass,
+            Some(RuleRef {
+                kind: RuleKind::Builtin,
+                id: "audit".into(),
+                source: zone.pos.as_ref().map(|p| p.short()),
+            }),
+        ));
         return ZonePolicy { rules, sets: b.sets };
     }
     b.policy_rules(side, &policy.failsafes, RuleKind::Failsafe, &mut rules);

@@ -29,7 +29,13 @@ fn demo_ports(lab: &Lab) -> Vec<Port> {
         .map(|n| {
             let (ifindex, _) = link_info(lab.hub_ns(), &lab.port(&n.name));
             let (_, mac) = link_info(&n.ns, "eth0");
-            Port { containers: vec![n.name.clone()], ifindex, ifname: lab.port(&n.name), mac, addrs: n.addrs.clone() }
+            Port {
+                containers: vec![n.name.clone()],
+                ifindex,
+                ifname: lab.port(&n.name),
+                mac,
+                addrs: n.addrs.clone(),
+            }
         })
         .collect()
 }
@@ -67,7 +73,8 @@ fn the_floor_alone_enforces_the_egress_policy() {
     let mut nft = fw_daemon::nft::Nft::open(&lab.hub_path(), "floor").expect("socket in the hub");
     nft.apply(&rs).expect("the kernel takes the floor");
     let at = |node: &str, port: u16| SocketAddr::new(lab.addr(node), port);
-    let probe = |from: &str, to: SocketAddr| tcp_probe(&lab.node(from).path(), to, Duration::from_millis(700));
+    let probe =
+        |from: &str, to: SocketAddr| tcp_probe(&lab.node(from).path(), to, Duration::from_millis(700));
     // web -> api 8080 allowed; web -> db denied; api -> db 5432 allowed; api -> partners 443.
     assert_eq!(probe("web-1", at("api-1", 8080)), Probe::Connected);
     assert_eq!(probe("web-1", at("api-1", 9999)), Probe::TimedOut);
@@ -100,6 +107,39 @@ fn print_floor() {
             addrs: c.addresses.clone(),
         })
         .collect();
-    let rs = compile_floor(&policy, &m, &ports, &Default::default(), &CompileOptions::default(), &FloorOptions::default());
+    let rs = compile_floor(
+        &policy,
+        &m,
+        &ports,
+        &Default::default(),
+        &CompileOptions::default(),
+        &FloorOptions::default(),
+    );
     println!("{}", fw_daemon::ruleset::render::render(&rs));
+}
+
+#[test]
+fn discovery_finds_each_nodes_port_in_the_hub() {
+    if !common::require(common::lab::available(), "root and iproute2") {
+        return;
+    }
+    use fw_daemon::floor::link::{discover, NsId};
+    let mut lab = Lab::new();
+    lab.add("web-1", &["10.77.0.11".parse().unwrap(), "fd77::11".parse().unwrap()]);
+    lab.add("db-1", &["10.77.0.31".parse().unwrap()]);
+    let hub = NsId::of(&lab.hub_path()).unwrap();
+    for n in ["web-1", "db-1"] {
+        let links = discover(&lab.node(n).path(), &[]).expect("discovery");
+        assert_eq!(links.host_sides.len(), 1, "{n}: {links:?}");
+        let h = &links.host_sides[0];
+        assert_eq!(h.netns_id, hub, "{n}: the peer is in the hub");
+        assert_eq!(h.ifname, lab.port(n));
+        let (index, _) = link_info(lab.hub_ns(), &lab.port(n));
+        let (_, mac) = link_info(&lab.node(n).ns, "eth0");
+        assert_eq!((h.ifindex, h.mac), (index, mac));
+        assert!(links.unresolved.is_empty(), "{links:?}");
+    }
+    // web-1 has an IPv6 address, so a link-local one too (admitted as a source).
+    let links = discover(&lab.node("web-1").path(), &[]).unwrap();
+    assert!(links.link_local.iter().all(|a| a.to_string().starts_with("fe80")), "{links:?}");
 }

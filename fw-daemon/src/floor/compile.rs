@@ -162,8 +162,14 @@ pub fn compile_floor(
         port_in.insert(key, format!("in_{stem}"));
         b.zone_chains(policy, m, &zones, &stem, copts, opts);
     }
-    b.set(Set { map: Some(port_out), ..Set::new(MAP_PORT_OUT, SetKey::Fields(K_PORT), "port -> its zone's egress") });
-    b.set(Set { map: Some(port_in), ..Set::new(MAP_PORT_IN, SetKey::Fields(K_PORT), "port -> its zone's ingress") });
+    b.set(Set {
+        map: Some(port_out),
+        ..Set::new(MAP_PORT_OUT, SetKey::Fields(K_PORT), "port -> its zone's egress")
+    });
+    b.set(Set {
+        map: Some(port_in),
+        ..Set::new(MAP_PORT_IN, SetKey::Fields(K_PORT), "port -> its zone's ingress")
+    });
     b.helper_chains(opts);
     let pre = b.prerouting(opts);
     let post = b.postrouting(opts);
@@ -220,9 +226,10 @@ impl FloorBuilder {
         self.set(with(SET_PORT_MAC, K_PORT_MAC, "port . the only source MAC it may send", macs));
         self.set(with(SET_PORT_IP4, K_PORT_IP4, "port . its own IPv4 addresses", ip4));
         self.set(with(SET_PORT_IP6, K_PORT_IP6, "port . its own IPv6 addresses (link-local too)", ip6));
-        for (name, comment) in
-            [(SET_QUARANTINE_OUT, "quarantined ports: nothing leaves"), (SET_QUARANTINE_IN, "quarantined ports: nothing enters")]
-        {
+        for (name, comment) in [
+            (SET_QUARANTINE_OUT, "quarantined ports: nothing leaves"),
+            (SET_QUARANTINE_IN, "quarantined ports: nothing enters"),
+        ] {
             self.set(Set { timeout: true, ..Set::new(name, SetKey::Fields(K_PORT), comment) });
         }
         let dynamic = Some(Dynamic { size: opts.flow_table_size, timeout_ms: opts.tcp_idle_ms });
@@ -265,8 +272,7 @@ impl FloorBuilder {
                     list.push(qelem.clone());
                     // A port is cut as long as the longest-lasting quarantine of its
                     // containers (none = until lifted).
-                    let until: Option<i64> =
-                        q.values().try_fold(i64::MIN, |acc, e| e.map(|ms| acc.max(ms)));
+                    let until: Option<i64> = q.values().try_fold(i64::MIN, |acc, e| e.map(|ms| acc.max(ms)));
                     match (until, q_exp.get(&qelem)) {
                         (Some(ms), Some(&prev)) if prev >= ms => {}
                         (Some(ms), _) if !forever.contains(&qelem) => {
@@ -326,7 +332,11 @@ impl FloorBuilder {
                         timeout: true,
                         elements,
                         expires,
-                        ..Set::new(name, SetKey::Fields(key), format!("operator blocks ({dir}), keyed by port"))
+                        ..Set::new(
+                            name,
+                            SetKey::Fields(key),
+                            format!("operator blocks ({dir}), keyed by port"),
+                        )
                     });
                 }
             }
@@ -374,9 +384,9 @@ impl FloorBuilder {
         let out = format!("out_{stem}");
         if self.done.insert(out.clone()) {
             let mut rules = reply_rules(opts);
-            rules.extend(zones.iter().map(|z| {
-                r(vec![], Verdict::Jump(format!("pol_{}", set_stem(&z.name))), None)
-            }));
+            rules.extend(
+                zones.iter().map(|z| r(vec![], Verdict::Jump(format!("pol_{}", set_stem(&z.name))), None)),
+            );
             rules.push(r(vec![], Verdict::Accept, floor_ref("allowed")));
             self.chains.push(Chain { name: out, base: None, rules });
         }
@@ -415,12 +425,12 @@ impl FloorBuilder {
                 ],
                 spoof.clone(),
             ),
-            r(vec![lookup(&[Field::Iif, Field::Saddr(Family::V6)], SET_PORT_IP6, false)], Verdict::Return, None),
             r(
-                vec![Match::Ip6SaddrUnspecified, Match::L4Proto(vec![L4::Icmpv6])],
+                vec![lookup(&[Field::Iif, Field::Saddr(Family::V6)], SET_PORT_IP6, false)],
                 Verdict::Return,
                 None,
             ),
+            r(vec![Match::Ip6SaddrUnspecified, Match::L4Proto(vec![L4::Icmpv6])], Verdict::Return, None),
             drop(vec![], spoof.clone()),
         ];
         self.chains.push(Chain { name: "ip6_src".into(), base: None, rules: v6 });
@@ -600,8 +610,11 @@ fn reply_rules(opts: &FloorOptions) -> Vec<Rule> {
         ));
         rules.push(hit(vec![Match::L4Proto(vec![L4::Tcp])], opts.tcp_idle_ms));
         rules.push(hit(vec![Match::L4Proto(vec![L4::Udp])], opts.udp_idle_ms));
-        let (icmp, errors): (u8, Vec<u8>) =
-            if f == Family::V4 { (IPPROTO_ICMP, vec![0, 3, 11, 12]) } else { (IPPROTO_ICMPV6, vec![1, 2, 3, 4, 129]) };
+        let (icmp, errors): (u8, Vec<u8>) = if f == Family::V4 {
+            (IPPROTO_ICMP, vec![0, 3, 11, 12])
+        } else {
+            (IPPROTO_ICMPV6, vec![1, 2, 3, 4, 129])
+        };
         rules.push(r(
             vec![
                 ip(f),
@@ -622,7 +635,10 @@ fn reply_rules(opts: &FloorOptions) -> Vec<Rule> {
         ));
     }
     rules.push(r(
-        vec![ip(Family::V6), Match::IcmpType { family: Family::V6, types: vec![130, 131, 132, 133, 134, 135, 136, 143] }],
+        vec![
+            ip(Family::V6),
+            Match::IcmpType { family: Family::V6, types: vec![130, 131, 132, 133, 134, 135, 136, 143] },
+        ],
         Verdict::Accept,
         builtin("ipv6-nd"),
     ));
@@ -657,11 +673,7 @@ fn record_rules(opts: &FloorOptions) -> Vec<Rule> {
                 set: peers_set(f).into(),
                 timeout_ms: opts.udp_idle_ms,
             }),
-            ..r(
-                vec![ip(f), Match::L4ProtoNot(vec![IPPROTO_TCP, IPPROTO_UDP])],
-                Verdict::Accept,
-                rec.clone(),
-            )
+            ..r(vec![ip(f), Match::L4ProtoNot(vec![IPPROTO_TCP, IPPROTO_UDP])], Verdict::Accept, rec.clone())
         });
     }
     rules.push(r(vec![], Verdict::Accept, None));

@@ -325,7 +325,9 @@ fn match_text(m: &Match) -> String {
         }
         Match::TcpFlagsAny(mask) => {
             let mut names = Vec::new();
-            for (bit, name) in [(TCP_FIN, "fin"), (0x02, "syn"), (TCP_RST, "rst"), (0x08, "psh"), (0x10, "ack")] {
+            for (bit, name) in
+                [(TCP_FIN, "fin"), (0x02, "syn"), (TCP_RST, "rst"), (0x08, "psh"), (0x10, "ack")]
+            {
                 if mask & bit != 0 {
                     names.push(name);
                 }

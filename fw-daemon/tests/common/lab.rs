@@ -100,7 +100,8 @@ impl Lab {
 
     /// The bridge port of `node` in the hub (the peer of its eth0).
     pub fn port(&self, node: &str) -> String {
-        let i = self.nodes.iter().position(|n| n.name == node).unwrap_or_else(|| panic!("no lab node {node}"));
+        let i =
+            self.nodes.iter().position(|n| n.name == node).unwrap_or_else(|| panic!("no lab node {node}"));
         format!("p{i}")
     }
 
