@@ -278,6 +278,15 @@ impl BlockList {
     }
 
     /// The merged elements of every block that applies to `container` in `zone`.
+    /// The elements for containers sharing one namespace: every block of any of them.
+    pub fn for_containers(&self, members: &[(String, String)]) -> ContainerBlocks {
+        let mut cb = ContainerBlocks::default();
+        for b in self.active.iter().filter(|b| members.iter().any(|(c, z)| b.applies_to(c, z))) {
+            cb.absorb(b.elements());
+        }
+        cb
+    }
+
     pub fn for_container(&self, container: &str, zone: &str) -> ContainerBlocks {
         let mut cb = ContainerBlocks::default();
         for b in self.active.iter().filter(|b| b.applies_to(container, zone)) {

@@ -135,7 +135,42 @@ pub fn compile_with_blocks(
     opts: &CompileOptions,
     blocks: &crate::blocks::BlockList,
 ) -> Ruleset {
-    let zone = m.zone_of.get(&c.name).copied().unwrap_or_else(|| policy.zone_of(&c.identity()));
+    compile_group(policy, m, &[c], opts, blocks)
+}
+
+/// The one table of a namespace that several containers share (`--network container:X`, two
+/// inventory entries naming one namespace). The kernel cannot tell which of them sent a
+/// packet, so a flow passes only if every sharer's zone allows it: each zone's failsafes,
+/// policies and default sit in a chain of their own that returns on allow and drops on deny
+/// (attributed to the denying rule), and the base chain walks them in turn. Caps and
+/// inspection are the first zone's (in policy order); blocks of every sharer apply.
+pub fn compile_group(
+    policy: &Policy,
+    m: &Membership<'_>,
+    members: &[&Container],
+    opts: &CompileOptions,
+    blocks: &crate::blocks::BlockList,
+) -> Ruleset {
+    let zone_of =
+        |c: &Container| m.zone_of.get(&c.name).copied().unwrap_or_else(|| policy.zone_of(&c.identity()));
+    let mut zones: Vec<&Zone> = Vec::new();
+    for z in policy.zones.iter() {
+        if members.iter().any(|c| zone_of(c).name == z.name) {
+            zones.push(z);
+        }
+    }
+    let Some(first) = members.first() else {
+        return Ruleset {
+            container: String::new(),
+            zone: String::new(),
+            mode: Mode::Enforce,
+            family: TableFamily::Inet,
+            table: TABLE.into(),
+            sets: Vec::new(),
+            chains: Vec::new(),
+        };
+    };
+    let zone = zones.first().copied().unwrap_or_else(|| zone_of(first));
     let mut b = Builder {
         policy,
         m,
@@ -145,16 +180,20 @@ pub fn compile_with_blocks(
         chains: Vec::new(),
         taps: Vec::new(),
         floor: None,
+        shared: false,
+        all_zones: if zones.len() > 1 { zones.clone() } else { Vec::new() },
     };
     b.taps = b.inspected();
-    b.block_sets(&blocks.for_container(&c.name, &zone.name));
+    let named: Vec<(String, String)> =
+        members.iter().map(|c| (c.name.clone(), zone_of(c).name.clone())).collect();
+    b.block_sets(&blocks.for_containers(&named));
     let egress = b.base_chain(Side::Egress);
     let ingress = b.base_chain(Side::Ingress);
     let forward = b.forward_chain();
     let mut chains = vec![egress, ingress, forward];
     chains.append(&mut b.chains);
     Ruleset {
-        container: c.name.clone(),
+        container: first.name.clone(),
         zone: zone.name.clone(),
         mode: zone.mode,
         family: TableFamily::Inet,
@@ -200,6 +239,8 @@ pub fn zone_policy(
         chains: Vec::new(),
         taps: Vec::new(),
         floor: Some((pass.clone(), stop)),
+        shared: false,
+        all_zones: Vec::new(),
     };
     let mut rules = Vec::new();
     if zone.mode == Mode::Audit {
@@ -214,13 +255,7 @@ pub fn zone_policy(
         ));
         return ZonePolicy { rules, sets: b.sets };
     }
-    b.policy_rules(side, &policy.failsafes, RuleKind::Failsafe, &mut rules);
-    b.policy_rules(side, &policy.rules, RuleKind::Policy, &mut rules);
-    let d = &policy.defaults;
-    let origin =
-        RuleRef { kind: RuleKind::Default, id: "default".into(), source: d.pos.as_ref().map(|p| p.short()) };
-    let verdict = b.decide(d.action, &origin);
-    rules.push(rule(vec![], verdict, Some(origin)));
+    b.decisions(side, &mut rules);
     ZonePolicy { rules, sets: b.sets }
 }
 
@@ -237,6 +272,11 @@ struct Builder<'a, 'p> {
     /// Building the floor's verdict-only rules: the verdicts for allow and deny (no log
     /// chains, no taps).
     floor: Option<(Verdict, Verdict)>,
+    /// Building one sharer's policy chain of a shared namespace: an allow returns (the next
+    /// sharer's zone decides too) instead of accepting.
+    shared: bool,
+    /// The zones of a shared namespace's containers, when there are several.
+    all_zones: Vec<&'p Zone>,
 }
 
 fn builtin(id: &str) -> Option<RuleRef> {
@@ -352,6 +392,7 @@ impl<'a, 'p> Builder<'a, 'p> {
                 _ => pass.clone(),
             };
         }
+        let shared = self.shared;
         let terminal = |v: Verdict| Rule {
             matches: vec![],
             counter: false,
@@ -361,16 +402,17 @@ impl<'a, 'p> Builder<'a, 'p> {
             verdict: Some(v),
             origin: Some(origin.clone()),
         };
+        let pass = if shared { Verdict::Return } else { Verdict::Accept };
         match (action, self.zone.mode) {
-            (Action::Allow, _) => Verdict::Accept,
+            (Action::Allow, _) => pass,
             (Action::Log, _) => {
-                Verdict::Jump(self.action_chain(LogKind::Allow, origin, vec![terminal(Verdict::Accept)]))
+                Verdict::Jump(self.action_chain(LogKind::Allow, origin, vec![terminal(pass)]))
             }
             (Action::Deny, Mode::Enforce) => {
                 Verdict::Jump(self.action_chain(LogKind::Deny, origin, vec![terminal(Verdict::Drop)]))
             }
             (Action::Deny, Mode::Audit) => {
-                Verdict::Jump(self.action_chain(LogKind::Audit, origin, vec![terminal(Verdict::Accept)]))
+                Verdict::Jump(self.action_chain(LogKind::Audit, origin, vec![terminal(pass)]))
             }
         }
     }
@@ -491,6 +533,23 @@ impl<'a, 'p> Builder<'a, 'p> {
                 out.push(x);
             }
         }
+    }
+
+    /// Failsafes, then policies, then the default: the decisions of this zone's traffic.
+    fn decisions(&mut self, side: Side, rules: &mut Vec<Rule>) {
+        // Failsafes are allows that no policy can remove: evaluated before every policy and
+        // never subject to audit mode.
+        let policy = self.policy;
+        self.policy_rules(side, &policy.failsafes, RuleKind::Failsafe, rules);
+        self.policy_rules(side, &policy.rules, RuleKind::Policy, rules);
+        let d = &policy.defaults;
+        let origin = RuleRef {
+            kind: RuleKind::Default,
+            id: "default".into(),
+            source: d.pos.as_ref().map(|p| p.short()),
+        };
+        let verdict = self.decide(d.action, &origin);
+        rules.push(rule(vec![], verdict, Some(origin)));
     }
 
     /// Allow and log policies with `inspect` that apply to this container on either side.
@@ -701,20 +760,28 @@ impl<'a, 'p> Builder<'a, 'p> {
             }
         }
 
-        // Failsafes are allows that no policy can remove: evaluated before every policy and
-        // never subject to audit mode.
-        let policy = self.policy;
-        self.policy_rules(side, &policy.failsafes, RuleKind::Failsafe, &mut rules);
-        self.policy_rules(side, &policy.rules, RuleKind::Policy, &mut rules);
-
-        let d = &policy.defaults;
-        let origin = RuleRef {
-            kind: RuleKind::Default,
-            id: "default".into(),
-            source: d.pos.as_ref().map(|p| p.short()),
-        };
-        let verdict = self.decide(d.action, &origin);
-        rules.push(rule(vec![], verdict, Some(origin)));
+        if self.all_zones.is_empty() {
+            self.decisions(side, &mut rules);
+        } else {
+            // A shared namespace: every sharer's zone must allow.
+            let own = self.zone;
+            for z in self.all_zones.clone() {
+                let name = format!(
+                    "{}_{}",
+                    if side == Side::Egress { "polout" } else { "polin" },
+                    set_stem(&z.name)
+                );
+                self.zone = z;
+                self.shared = true;
+                let mut zr = Vec::new();
+                self.decisions(side, &mut zr);
+                self.shared = false;
+                self.chains.push(Chain { name: name.clone(), base: None, rules: zr });
+                rules.push(Rule { counter: false, ..rule(vec![], Verdict::Jump(name), None) });
+            }
+            self.zone = own;
+            rules.push(Rule { counter: false, ..rule(vec![], Verdict::Accept, builtin("shared")) });
+        }
 
         Chain { name: name.into(), base: Some(BaseChain { hook, priority: 0, policy_drop: true }), rules }
     }

@@ -1,21 +1,30 @@
-//! Keeps every container's `table inet fw` equal to policy x inventory.
+//! Keeps every container namespace's `table inet fw` equal to policy x inventory.
 //!
 //! Everything is compiled (pure) before anything is applied, so a policy that cannot be
 //! compiled for one container never leaves the fleet half-switched. Each namespace then
 //! switches in one atomic batch, or by set-element updates when only membership changed.
-//! Each programmed container keeps its open socket (it pins the namespace; dropping it is
-//! how a container is forgotten) and the nftables generation id seen after our last commit:
+//!
+//! Tables are per namespace, not per container: containers are grouped by the identity
+//! (device, inode) of their namespace, so two containers sharing one (`--network
+//! container:X`, or two inventory entries naming one namespace by different paths) get one
+//! table, compiled for all of them (`compile_group`), owned by the first by name. The
+//! daemon's own namespace and the host's are never programmed: a container in one of them
+//! (`--network host`, an inventory path that resolves there) is skipped and reported.
+//!
+//! Each programmed namespace keeps its open socket (it pins the namespace; dropping it is
+//! how a namespace is forgotten) and the nftables generation id seen after our last commit:
 //! a different id later means someone else changed the ruleset there.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tracing::{info, info_span, warn};
 
 use crate::blocks::BlockList;
-use crate::compile::{compile_with_blocks, CompileOptions, Membership};
-use crate::inventory::Inventory;
+use crate::compile::{compile_group, CompileOptions, Membership};
+use crate::floor::link::NsId;
+use crate::inventory::{Container, Inventory};
 use crate::nft::{Nft, NftError};
 use crate::rules::Policy;
 use crate::ruleset::Ruleset;
@@ -23,15 +32,21 @@ use crate::ruleset::Ruleset;
 struct Programmed {
     nft: Nft,
     netns: PathBuf,
+    ns: NsId,
+    /// The containers in the namespace, by name; the first owns the table.
+    members: Vec<String>,
     last: Ruleset,
     generation: u32,
 }
 
-/// What one pass did, per container name.
+/// What one pass did, per container name (a shared namespace's owner).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {
     /// Whole table (re)programmed: new containers, or a changed policy.
     pub replaced: Vec<String>,
+    /// Of `replaced`: namespaces fw had not programmed before this pass (their conntrack
+    /// entries predate the table; see `Daemon::admit`).
+    pub fresh: Vec<String>,
     /// Only set elements changed.
     pub updated: Vec<String>,
     pub unchanged: usize,
@@ -41,17 +56,55 @@ pub struct Report {
     pub failed: Vec<(String, String)>,
 }
 
+/// Why a container has no table of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    /// Its namespace is the host's or the daemon's: fw never programs those.
+    HostNamespace,
+}
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Skip::HostNamespace => f.write_str(
+                "its network namespace is the host's (or the daemon's): fw never programs it; \
+                 run it in a namespace of its own",
+            ),
+        }
+    }
+}
+
 pub struct Reconciler {
     policy: Arc<Policy>,
     inventory: Inventory,
     opts: CompileOptions,
     blocks: BlockList,
+    /// By owner name.
     programmed: BTreeMap<String, Programmed>,
+    /// Container -> the owner of its namespace's table.
+    owner: BTreeMap<String, String>,
+    skipped: BTreeMap<String, Skip>,
+    /// The namespaces never programmed: the daemon's own and the host's.
+    forbidden: Vec<NsId>,
+}
+
+/// The daemon's own namespace and the host's (pid 1's), by identity.
+pub fn forbidden_namespaces() -> Vec<NsId> {
+    ["/proc/self/ns/net", "/proc/1/ns/net"].iter().filter_map(|p| NsId::of(Path::new(p)).ok()).collect()
 }
 
 impl Reconciler {
     pub fn new(policy: Arc<Policy>, inventory: Inventory, opts: CompileOptions) -> Reconciler {
-        Reconciler { policy, inventory, opts, blocks: BlockList::default(), programmed: BTreeMap::new() }
+        Reconciler {
+            policy,
+            inventory,
+            opts,
+            blocks: BlockList::default(),
+            programmed: BTreeMap::new(),
+            owner: BTreeMap::new(),
+            skipped: BTreeMap::new(),
+            forbidden: forbidden_namespaces(),
+        }
     }
 
     pub fn inventory(&self) -> &Inventory {
@@ -76,9 +129,19 @@ impl Reconciler {
             .collect()
     }
 
-    /// The table last programmed for `name`.
+    /// The table last programmed for `name`'s namespace.
     pub fn ruleset(&self, name: &str) -> Option<&Ruleset> {
-        self.programmed.get(name).map(|p| &p.last)
+        self.programmed.get(self.owner.get(name)?).map(|p| &p.last)
+    }
+
+    /// The containers sharing `name`'s namespace (itself included), if it is programmed.
+    pub fn sharers(&self, name: &str) -> Option<&[String]> {
+        self.programmed.get(self.owner.get(name)?).map(|p| p.members.as_slice())
+    }
+
+    /// Containers fw refuses to program, and why.
+    pub fn skipped(&self) -> &BTreeMap<String, Skip> {
+        &self.skipped
     }
 
     pub fn policy(&self) -> &Arc<Policy> {
@@ -93,19 +156,29 @@ impl Reconciler {
         self.inventory = inventory;
     }
 
+    pub fn opts(&self) -> &CompileOptions {
+        &self.opts
+    }
+
     /// The clock for policy expiries; the caller reconciles periodically so expired policies
     /// leave the tables without a reload.
     pub fn set_now(&mut self, now: i64) {
         self.opts.now = now;
     }
 
+    /// Every container whose namespace is programmed.
     pub fn programmed(&self) -> impl Iterator<Item = &str> {
-        self.programmed.keys().map(String::as_str)
+        self.programmed.values().flat_map(|p| p.members.iter().map(String::as_str))
     }
 
-    /// Programmed containers and their namespaces.
+    /// Programmed namespaces: owner and path, one per namespace.
     pub fn programmed_netns(&self) -> impl Iterator<Item = (&str, &std::path::Path)> {
         self.programmed.iter().map(|(n, p)| (n.as_str(), p.netns.as_path()))
+    }
+
+    /// Programmed namespaces by identity, with their members.
+    pub fn namespaces(&self) -> impl Iterator<Item = (NsId, &Path, &[String])> {
+        self.programmed.values().map(|p| (p.ns, p.netns.as_path(), p.members.as_slice()))
     }
 
     /// Brings every namespace to the desired state.
@@ -115,39 +188,63 @@ impl Reconciler {
 
     /// Brings the named containers (all, for `None`) to the desired state: a block touches
     /// only the tables it applies to, and compiling only those keeps it fast.
-    pub fn reconcile_some(&mut self, only: Option<&std::collections::BTreeSet<String>>) -> Report {
+    pub fn reconcile_some(&mut self, only: Option<&BTreeSet<String>>) -> Report {
         let mut report = Report::default();
         let m = Membership::new(&self.policy, &self.inventory);
-        let desired: BTreeMap<String, (PathBuf, Ruleset)> = self
-            .inventory
-            .containers
-            .iter()
-            .filter(|c| only.is_none_or(|o| o.contains(&c.name)))
-            .filter_map(|c| {
-                let ns = c.netns.clone()?;
-                let rs = compile_with_blocks(&self.policy, &m, c, &self.opts, &self.blocks);
-                Some((c.name.clone(), (ns, rs)))
+        let (groups, skipped) = groups(&self.inventory, &self.forbidden, &mut report);
+        for (name, why) in &skipped {
+            if self.skipped.get(name) != Some(why) {
+                warn!(container = %name, "not programmed: {why}");
+            }
+        }
+        let skipped_now = skipped;
+        let mut owner = BTreeMap::new();
+        let desired: BTreeMap<String, (NsId, PathBuf, Vec<String>, Ruleset)> = groups
+            .into_iter()
+            .filter(|(_, _, members)| only.is_none_or(|o| members.iter().any(|c| o.contains(&c.name))))
+            .map(|(id, path, members)| {
+                let rs = compile_group(&self.policy, &m, &members, &self.opts, &self.blocks);
+                let names: Vec<String> = members.iter().map(|c| c.name.clone()).collect();
+                for n in &names {
+                    owner.insert(n.clone(), names[0].clone());
+                }
+                (names[0].clone(), (id, path, names, rs))
             })
             .collect();
-
+        drop(m);
+        self.skipped = skipped_now;
+        let in_scope = |p: &Programmed| only.is_none_or(|o| p.members.iter().any(|c| o.contains(c)));
         let gone: Vec<String> = self
             .programmed
             .iter()
-            .filter(|(name, _)| only.is_none_or(|o| o.contains(*name)))
-            .filter(|(name, p)| desired.get(*name).is_none_or(|(ns, _)| *ns != p.netns))
+            .filter(|(_, p)| in_scope(p))
+            .filter(|(name, p)| desired.get(*name).is_none_or(|(id, _, _, _)| *id != p.ns))
             .map(|(name, _)| name.clone())
             .collect();
         for name in gone {
-            self.programmed.remove(&name);
+            if let Some(p) = self.programmed.remove(&name) {
+                for c in &p.members {
+                    self.owner.remove(c);
+                }
+            }
             info!(container = %name, "forgotten: left the inventory or moved namespace");
             report.forgotten.push(name);
         }
+        if only.is_none() {
+            self.owner = owner;
+        } else {
+            self.owner.extend(owner);
+        }
 
-        for (name, (netns, rs)) in desired {
+        for (name, (id, netns, members, rs)) in desired {
             let _span = info_span!("container", container = %name).entered();
+            if members.len() > 1 {
+                tracing::debug!(sharers = ?members, "one namespace, one table for all of them");
+            }
             match self.programmed.get_mut(&name) {
-                Some(p) if p.last == rs => report.unchanged += 1,
+                Some(p) if p.last == rs && p.members == members => report.unchanged += 1,
                 Some(p) => {
+                    p.members = members;
                     let step = p.nft.converge(Some(&p.last), &rs).and_then(|replaced| {
                         p.generation = p.nft.generation()?;
                         Ok(replaced)
@@ -172,8 +269,12 @@ impl Reconciler {
                 None => match program_new(&netns, &name, &rs) {
                     Ok((nft, generation)) => {
                         info!(netns = %netns.display(), "table programmed");
-                        self.programmed.insert(name.clone(), Programmed { nft, netns, last: rs, generation });
-                        report.replaced.push(name);
+                        self.programmed.insert(
+                            name.clone(),
+                            Programmed { nft, netns, ns: id, members, last: rs, generation },
+                        );
+                        report.replaced.push(name.clone());
+                        report.fresh.push(name);
                     }
                     Err(e) => {
                         warn!(error = %e, "programming failed");
@@ -238,8 +339,38 @@ impl Reconciler {
     }
 }
 
-/// Whether the kernel's rules of `table inet fw` are, chain by chain and in order, the
-/// ones `rs` describes (compared by the comment each rule carries).
+/// The inventory's containers grouped by namespace identity (members by name); containers
+/// whose namespace cannot be read are reported failed, those in a forbidden one skipped.
+#[allow(clippy::type_complexity)]
+fn groups<'i>(
+    inventory: &'i Inventory,
+    forbidden: &[NsId],
+    report: &mut Report,
+) -> (Vec<(NsId, PathBuf, Vec<&'i Container>)>, BTreeMap<String, Skip>) {
+    let mut by_ns: BTreeMap<NsId, (PathBuf, Vec<&Container>)> = BTreeMap::new();
+    let mut skipped = BTreeMap::new();
+    for c in &inventory.containers {
+        let Some(path) = &c.netns else { continue };
+        match NsId::of(path) {
+            Ok(id) if forbidden.contains(&id) => {
+                skipped.insert(c.name.clone(), Skip::HostNamespace);
+            }
+            Ok(id) => by_ns.entry(id).or_insert_with(|| (path.clone(), Vec::new())).1.push(c),
+            Err(e) => report.failed.push((c.name.clone(), format!("netns {}: {e}", path.display()))),
+        }
+    }
+    let groups = by_ns
+        .into_iter()
+        .map(|(id, (path, mut members))| {
+            members.sort_by(|a, b| a.name.cmp(&b.name));
+            (id, path, members)
+        })
+        .collect();
+    (groups, skipped)
+}
+
+/// Whether the kernel's rules of `rs`'s table are, chain by chain and in order, the ones
+/// `rs` describes (compared by the comment each rule carries).
 pub fn rules_match(rs: &Ruleset, listed: &[crate::nft::RuleCounters]) -> bool {
     let expected = rs.chains.iter().flat_map(|c| {
         c.rules.iter().map(|r| (c.name.as_str(), r.origin.as_ref().map(crate::ruleset::render::comment)))

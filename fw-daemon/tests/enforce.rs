@@ -274,6 +274,7 @@ fn zone_membership_changes_are_set_updates() {
         add: if add { vec![SetElem::Addr(db)] } else { vec![] },
         remove: if add { vec![] } else { vec![SetElem::Addr(db)] },
         expires: Default::default(),
+        jumps: Default::default(),
     };
     nft.update_sets(&[change(false)]).unwrap();
     assert_eq!(tcp_probe(&api.path(), to_db, WAIT), Probe::TimedOut);

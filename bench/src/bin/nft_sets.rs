@@ -57,6 +57,7 @@ fn main() {
             add: if add { vec![probe.clone()] } else { vec![] },
             remove: if add { vec![] } else { vec![probe.clone()] },
             expires: Default::default(),
+            jumps: Default::default(),
         };
         let (mut adds, mut removes) = (Vec::with_capacity(UPDATES), Vec::with_capacity(UPDATES));
         for _ in 0..UPDATES {

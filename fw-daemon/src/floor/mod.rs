@@ -19,6 +19,7 @@
 //! namespace's chain (a raw frame, a tampered table) meets the same policy there.
 
 pub mod compile;
+pub mod enforcer;
 pub mod link;
 
 use std::net::IpAddr;

@@ -64,10 +64,6 @@ pub(super) fn proto_family(f: TableFamily) -> (u16, ProtoFamily) {
 }
 
 impl Emitter {
-    pub(super) fn new() -> Emitter {
-        Emitter::for_table(c"fw", libc::NFPROTO_INET as u16)
-    }
-
     /// An emitter for `rs`'s table (its family and name).
     pub(super) fn for_ruleset(rs: &Ruleset) -> Result<Emitter, BuildError> {
         let name = cstr(&rs.table, "table name")?;
@@ -266,6 +262,35 @@ fn key_value(out: &mut Vec<u8>, v: &KeyValue) {
     }
     let n = out.len() - start;
     out.resize(out.len() + (4 - n % 4) % 4, 0);
+}
+
+/// The inverse of the key encoding: a concatenated key read back from the kernel.
+pub fn decode_tuple(kinds: &[KeyKind], bytes: &[u8]) -> Option<Vec<KeyValue>> {
+    let mut out = Vec::with_capacity(kinds.len());
+    let mut i = 0;
+    for k in kinds {
+        let (len, v) = match k {
+            KeyKind::IfIndex => {
+                (4, KeyValue::IfIndex(u32::from_ne_bytes(bytes.get(i..i + 4)?.try_into().ok()?)))
+            }
+            KeyKind::EtherAddr => (6, KeyValue::Mac(bytes.get(i..i + 6)?.try_into().ok()?)),
+            KeyKind::Ipv4 => {
+                let b: [u8; 4] = bytes.get(i..i + 4)?.try_into().ok()?;
+                (4, KeyValue::Addr(IpAddr::from(b)))
+            }
+            KeyKind::Ipv6 => {
+                let b: [u8; 16] = bytes.get(i..i + 16)?.try_into().ok()?;
+                (16, KeyValue::Addr(IpAddr::from(b)))
+            }
+            KeyKind::InetProto => (1, KeyValue::Proto(*bytes.get(i)?)),
+            KeyKind::InetService => {
+                (2, KeyValue::Port(u16::from_be_bytes(bytes.get(i..i + 2)?.try_into().ok()?)))
+            }
+        };
+        out.push(v);
+        i += len + (4 - len % 4) % 4;
+    }
+    (i == bytes.len()).then_some(out)
 }
 
 fn tuple_key(values: &[KeyValue]) -> Vec<u8> {
@@ -830,6 +855,31 @@ fn push_match(em: &mut Emitter, rule: &mut Rule<'_>, m: &Match, what: &str) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tuples_decode_what_they_encode() {
+        let v = vec![
+            KeyValue::IfIndex(77),
+            KeyValue::Addr("10.1.2.3".parse().unwrap()),
+            KeyValue::Addr("fd00::9".parse().unwrap()),
+            KeyValue::Proto(6),
+            KeyValue::Port(443),
+            KeyValue::Port(50000),
+        ];
+        let kinds = [
+            KeyKind::IfIndex,
+            KeyKind::Ipv4,
+            KeyKind::Ipv6,
+            KeyKind::InetProto,
+            KeyKind::InetService,
+            KeyKind::InetService,
+        ];
+        let bytes = tuple_key(&v);
+        assert_eq!(bytes.len(), 4 + 4 + 16 + 4 + 4 + 4);
+        assert_eq!(decode_tuple(&kinds, &bytes), Some(v));
+        assert_eq!(decode_tuple(&kinds, &bytes[..bytes.len() - 1]), None);
+        assert_eq!(decode_tuple(&kinds[..2], &bytes), None, "trailing bytes are not a key");
+    }
 
     #[test]
     fn interval_encoding() {

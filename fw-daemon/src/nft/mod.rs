@@ -14,13 +14,13 @@ use nix::sys::socket::{setsockopt, sockopt};
 
 pub use build::BuildError;
 pub mod guard;
-pub use build::now_ms;
+pub use build::{decode_tuple, now_ms};
 use build::{elem_key, interval_elems, key_type, Built, Emitter};
 pub use netlink::RuleCounters;
 use sys::Elem;
 
 use crate::netns::{self, NetnsError};
-use crate::ruleset::ir::{Ruleset, SetElem};
+use crate::ruleset::ir::{Ruleset, SetElem, TableFamily};
 
 const NETLINK_NETFILTER: isize = 12;
 const RECV_TIMEOUT: Duration = Duration::from_secs(5);
@@ -107,7 +107,7 @@ impl Nft {
     pub fn converge(&mut self, last: Option<&Ruleset>, next: &Ruleset) -> Result<bool, NftError> {
         if let Some(changes) = last.and_then(|l| crate::ruleset::diff::set_changes(l, next)) {
             if !changes.is_empty() {
-                self.update_sets(&changes)?;
+                self.update_sets_in(next.family, &next.table, &changes)?;
             }
             return Ok(false);
         }
@@ -133,7 +133,18 @@ impl Nft {
 
     /// Adds and removes set elements, all in one atomic batch (no table replacement).
     pub fn update_sets(&mut self, changes: &[SetChange]) -> Result<(), NftError> {
-        let mut em = Emitter::new();
+        self.update_sets_in(TableFamily::Inet, crate::ruleset::ir::TABLE, changes)
+    }
+
+    /// `update_sets` in any table we own.
+    pub fn update_sets_in(
+        &mut self,
+        family: TableFamily,
+        table: &str,
+        changes: &[SetChange],
+    ) -> Result<(), NftError> {
+        let name = build::cstr(table, "table name").map_err(|e| self.build_err(e))?;
+        let mut em = Emitter::for_table(&name, build::proto_family(family).0);
         for c in changes {
             let key = key_type(c.key);
             let now = build::now_ms();
@@ -157,7 +168,11 @@ impl Nft {
                 list.iter()
                     .filter_map(|e| {
                         let exp = if with_timeouts { c.expires.get(e) } else { None };
-                        build::elem_with_timeout(e, exp, now)
+                        let mut el = build::elem_with_timeout(e, exp, now)?;
+                        if with_timeouts {
+                            el.jump = c.jumps.get(e).and_then(|j| std::ffi::CString::new(j.as_str()).ok());
+                        }
+                        Some(el)
                     })
                     .collect()
             };
@@ -283,9 +298,37 @@ impl Nft {
 
     /// Lists the rules of `table inet fw` with their counters and comments.
     pub fn list_rules(&mut self) -> Result<Vec<RuleCounters>, NftError> {
+        self.list_rules_of(TableFamily::Inet, crate::ruleset::ir::TABLE)
+    }
+
+    /// Lists the rules of one table we own.
+    pub fn list_rules_of(&mut self, family: TableFamily, table: &str) -> Result<Vec<RuleCounters>, NftError> {
         self.seq = self.seq.wrapping_add(1);
+        let req = netlink::getrule_request(self.seq, nfproto(family), table);
+        self.dump(req, "rule dump", |m| netlink::parse_rule(m).into_iter().collect())
+    }
+
+    /// The elements of one set, with the time each has left.
+    pub fn dump_set(
+        &mut self,
+        family: TableFamily,
+        table: &str,
+        set: &str,
+    ) -> Result<Vec<netlink::DumpedElem>, NftError> {
+        self.seq = self.seq.wrapping_add(1);
+        let req = netlink::getsetelem_request(self.seq, nfproto(family), table, set);
+        self.dump(req, "set dump", netlink::parse_set_elems)
+    }
+
+    /// Sends a dump request (sequence number `self.seq`) and collects what `parse` finds in
+    /// each answer until the kernel says done. A missing table or set is an empty dump.
+    fn dump<T>(
+        &mut self,
+        req: Vec<u8>,
+        what: &'static str,
+        parse: impl Fn(&netlink::Msg<'_>) -> Vec<T>,
+    ) -> Result<Vec<T>, NftError> {
         let seq = self.seq;
-        let req = netlink::getrule_request(seq);
         self.sock.send(&req, 0).map_err(|source| NftError::Io {
             who: self.who.clone(),
             what: "send dump",
@@ -293,7 +336,7 @@ impl Nft {
         })?;
         let mut out = Vec::new();
         loop {
-            let n = self.recv_reply("rule dump")?;
+            let n = self.recv_reply(what)?;
             for m in netlink::messages(&self.buf[..n]) {
                 if m.seq != seq {
                     continue; // a late ACK of an earlier batch
@@ -303,21 +346,28 @@ impl Nft {
                     netlink::NLMSG_ERROR => {
                         if let Some(a) = netlink::parse_ack(&m) {
                             if a.errno == libc::ENOENT {
-                                return Ok(Vec::new()); // no table: no rules
+                                return Ok(Vec::new()); // no table: nothing in it
                             }
                             if a.errno != 0 {
                                 return Err(NftError::Rejected {
                                     who: self.who.clone(),
-                                    what: "rule dump".into(),
+                                    what: what.into(),
                                     errno: a.errno,
                                     msg: a.msg,
                                 });
                             }
                         }
                     }
-                    _ => out.extend(netlink::parse_rule(&m)),
+                    _ => out.extend(parse(&m)),
                 }
             }
         }
+    }
+}
+
+fn nfproto(f: TableFamily) -> u8 {
+    match f {
+        TableFamily::Inet => netlink::NFPROTO_INET,
+        TableFamily::Bridge => netlink::NFPROTO_BRIDGE,
     }
 }

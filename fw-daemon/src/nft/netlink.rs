@@ -12,6 +12,14 @@ const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_NEWGEN: u16 = 15;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_GETSETELEM: u16 = 13;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
+const NFTA_DATA_VALUE: u16 = 1;
 const NFT_MSG_GETGEN: u16 = 16;
 const NFTA_GEN_ID: u16 = 1;
 const NFTA_RULE_TABLE: u16 = 1;
@@ -24,7 +32,8 @@ const NFTA_EXPR_NAME: u16 = 1;
 const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_COUNTER_BYTES: u16 = 1;
 const NFTA_COUNTER_PACKETS: u16 = 2;
-const NFPROTO_INET: u8 = 1;
+pub const NFPROTO_INET: u8 = 1;
+pub const NFPROTO_BRIDGE: u8 = 7;
 
 /// One netlink message: header fields and payload.
 #[derive(Debug)]
@@ -113,23 +122,85 @@ pub fn parse_ack(m: &Msg<'_>) -> Option<Ack> {
     Some(Ack { seq: m.seq, errno: -err, msg })
 }
 
-/// A GETRULE dump request for `table inet fw`.
-pub fn getrule_request(seq: u32) -> Vec<u8> {
-    let table = b"fw\0";
-    let attr_len = 4 + table.len();
-    let len = 16 + 4 + ((attr_len + 3) & !3);
+/// A dump request of `ty` (GETRULE, GETSETELEM) with string attributes.
+fn dump_request(seq: u32, ty: u16, family: u8, strs: &[(u16, &str)]) -> Vec<u8> {
+    let mut attrs_buf = Vec::new();
+    for (t, v) in strs {
+        let mut val = v.as_bytes().to_vec();
+        val.push(0);
+        let alen = 4 + val.len();
+        attrs_buf.extend_from_slice(&(alen as u16).to_ne_bytes());
+        attrs_buf.extend_from_slice(&t.to_ne_bytes());
+        attrs_buf.extend_from_slice(&val);
+        attrs_buf.resize((attrs_buf.len() + 3) & !3, 0);
+    }
+    let len = 16 + 4 + attrs_buf.len();
     let mut b = Vec::with_capacity(len);
     b.extend_from_slice(&(len as u32).to_ne_bytes());
-    b.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE).to_ne_bytes());
+    b.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | ty).to_ne_bytes());
     b.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     b.extend_from_slice(&seq.to_ne_bytes());
     b.extend_from_slice(&0u32.to_ne_bytes());
-    b.extend_from_slice(&[NFPROTO_INET, 0, 0, 0]); // nfgenmsg: family, version, res_id
-    b.extend_from_slice(&(attr_len as u16).to_ne_bytes());
-    b.extend_from_slice(&NFTA_RULE_TABLE.to_ne_bytes());
-    b.extend_from_slice(table);
-    b.resize(len, 0);
+    b.extend_from_slice(&[family, 0, 0, 0]); // nfgenmsg: family, version, res_id
+    b.extend_from_slice(&attrs_buf);
     b
+}
+
+/// A GETRULE dump request for one table (`inet fw`, `bridge fw_floor`).
+pub fn getrule_request(seq: u32, family: u8, table: &str) -> Vec<u8> {
+    dump_request(seq, NFT_MSG_GETRULE, family, &[(NFTA_RULE_TABLE, table)])
+}
+
+/// A GETSETELEM dump request: the elements of one set, with their remaining timeouts.
+pub fn getsetelem_request(seq: u32, family: u8, table: &str, set: &str) -> Vec<u8> {
+    dump_request(
+        seq,
+        NFT_MSG_GETSETELEM,
+        family,
+        &[(NFTA_SET_ELEM_LIST_TABLE, table), (NFTA_SET_ELEM_LIST_SET, set)],
+    )
+}
+
+/// One element of a set dump: its key bytes and how long it has left (ms), if it expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpedElem {
+    pub key: Vec<u8>,
+    pub expires_in_ms: Option<u64>,
+}
+
+/// Parses one NEWSETELEM message of a dump.
+pub fn parse_set_elems(m: &Msg<'_>) -> Vec<DumpedElem> {
+    let mut out = Vec::new();
+    if m.ty != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM {
+        return out;
+    }
+    let Some(body) = m.payload.get(4..) else { return out };
+    for (ty, v) in attrs(body) {
+        if ty != NFTA_SET_ELEM_LIST_ELEMENTS {
+            continue;
+        }
+        for (lt, elem) in attrs(v) {
+            if lt != NFTA_LIST_ELEM {
+                continue;
+            }
+            let mut e = DumpedElem { key: Vec::new(), expires_in_ms: None };
+            for (et, ev) in attrs(elem) {
+                match et {
+                    NFTA_SET_ELEM_KEY => {
+                        if let Some((_, data)) = attrs(ev).into_iter().find(|(t, _)| *t == NFTA_DATA_VALUE) {
+                            e.key = data.to_vec();
+                        }
+                    }
+                    NFTA_SET_ELEM_EXPIRATION => e.expires_in_ms = be_u64(ev),
+                    _ => {}
+                }
+            }
+            if !e.key.is_empty() {
+                out.push(e);
+            }
+        }
+    }
+    out
 }
 
 /// A GETGEN request: the namespace's ruleset generation, bumped by every committed change
@@ -265,6 +336,7 @@ mod tests {
             for m in messages(&bytes) {
                 let _ = parse_ack(&m);
                 let _ = parse_rule(&m);
+                let _ = parse_set_elems(&m);
             }
             let _ = attrs(&bytes);
         }

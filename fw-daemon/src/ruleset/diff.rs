@@ -16,6 +16,8 @@ pub struct SetChange {
     pub remove: Vec<SetElem>,
     /// When added elements expire (unix ms; operator blocks with a TTL).
     pub expires: std::collections::BTreeMap<SetElem, i64>,
+    /// For a verdict map: the chain each added element jumps to.
+    pub jumps: std::collections::BTreeMap<SetElem, String>,
 }
 
 /// `Some(changes)` (possibly empty) when `new` differs from `old` only in the elements of
@@ -30,23 +32,32 @@ pub fn set_changes(old: &Ruleset, new: &Ruleset) -> Option<Vec<SetChange>> {
             && a.key == b.key
             && a.interval == b.interval
             && a.timeout == b.timeout
-            && a.comment == b.comment;
+            && a.comment == b.comment
+            && a.map.is_some() == b.map.is_some()
+            && a.dynamic == b.dynamic;
         if !same_shape {
             return None;
         }
-        if a.elements == b.elements && a.expires == b.expires {
+        // The packet path owns a dynamic set's elements.
+        if a.dynamic.is_some() {
             continue;
         }
-        // Interval sets hold external zones, which only change with the rule files.
-        if a.interval {
+        if a.elements == b.elements && a.expires == b.expires && a.map == b.map {
+            continue;
+        }
+        // Interval sets of single addresses hold external zones, which only change with the
+        // rule files (a concatenation of ranges carries both ends in one element: diffable).
+        if a.interval && !matches!(a.key, SetKey::Fields(_)) {
             return None;
         }
         let before: BTreeSet<&SetElem> = a.elements.iter().collect();
         let after: BTreeSet<&SetElem> = b.elements.iter().collect();
-        // An element whose expiry changed is replaced (removed, then added) in the batch.
+        // An element whose expiry (or, in a map, target) changed is replaced (removed, then
+        // added) in the batch.
+        let target = |s: &super::ir::Set, e: &SetElem| s.map.as_ref().and_then(|m| m.get(e).cloned());
         let retimed: Vec<&SetElem> = after
             .intersection(&before)
-            .filter(|e| a.expires.get(**e) != b.expires.get(**e))
+            .filter(|e| a.expires.get(**e) != b.expires.get(**e) || target(a, e) != target(b, e))
             .copied()
             .collect();
         let add: Vec<SetElem> = after.difference(&before).chain(&retimed).map(|e| (*e).clone()).collect();
@@ -54,6 +65,7 @@ pub fn set_changes(old: &Ruleset, new: &Ruleset) -> Option<Vec<SetChange>> {
             set: b.name.clone(),
             key: b.key,
             expires: add.iter().filter_map(|e| Some((e.clone(), *b.expires.get(e)?))).collect(),
+            jumps: add.iter().filter_map(|e| Some((e.clone(), target(b, e)?))).collect(),
             add,
             remove: before.difference(&after).chain(&retimed).map(|e| (*e).clone()).collect(),
         });
