@@ -57,6 +57,14 @@ pub struct Layer {
     pub audit_log: Option<PathBuf>,
     /// Flow table rows held at most.
     pub max_flows: Option<usize>,
+    /// Restores of one container's table within `tamper_window` seconds that quarantine it
+    /// at the floor (0: never).
+    pub tamper_repairs: Option<u32>,
+    pub tamper_window: Option<f64>,
+    /// Delete established flows a new policy denies [default: true].
+    pub revoke_established: Option<bool>,
+    /// Networks a quarantined container may still reach (forensics, a responder's host).
+    pub quarantine_responders: Option<Vec<String>>,
 }
 
 impl Layer {
@@ -80,6 +88,10 @@ impl Layer {
             admin_group: self.admin_group.or(lower.admin_group),
             audit_log: self.audit_log.or(lower.audit_log),
             max_flows: self.max_flows.or(lower.max_flows),
+            tamper_repairs: self.tamper_repairs.or(lower.tamper_repairs),
+            tamper_window: self.tamper_window.or(lower.tamper_window),
+            revoke_established: self.revoke_established.or(lower.revoke_established),
+            quarantine_responders: self.quarantine_responders.or(lower.quarantine_responders),
         }
     }
 }
@@ -103,6 +115,7 @@ pub struct Settings {
     /// `None`: no audit log.
     pub audit_log: Option<PathBuf>,
     pub max_flows: usize,
+    pub containment: crate::containment::ContainmentConfig,
 }
 
 /// "none" turns a path setting off.
@@ -160,6 +173,26 @@ pub fn resolve(layer: Layer, docker_socket_exists: impl Fn(&str) -> bool) -> Res
         max_flows: match layer.max_flows.unwrap_or(100_000) {
             0 => return Err("max_flows: expected at least 1".into()),
             n => n,
+        },
+        containment: crate::containment::ContainmentConfig {
+            tamper: crate::containment::TamperPolicy {
+                repairs: layer.tamper_repairs.unwrap_or(3),
+                window: seconds(layer.tamper_window.unwrap_or(10.0), "tamper_window")?,
+            },
+            revoke: layer.revoke_established.unwrap_or(true),
+            floor: crate::floor::FloorOptions {
+                responders: layer
+                    .quarantine_responders
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|n| {
+                        crate::rules::load::parse_cidr(n)
+                            .map_err(|e| format!("quarantine_responders: `{n}`: {e}"))
+                    })
+                    .collect::<Result<_, _>>()?,
+                ..crate::floor::FloorOptions::default()
+            },
+            ..crate::containment::ContainmentConfig::default()
         },
     })
 }

@@ -44,6 +44,8 @@ pub struct Config {
     pub roles: crate::control::Roles,
     pub audit_log: Option<PathBuf>,
     pub max_flows: usize,
+    /// The floors, tamper escalation, revocation.
+    pub containment: crate::containment::ContainmentConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,8 +54,6 @@ pub enum DaemonError {
     State(#[from] StateError),
     #[error("no valid policy: {0} has errors and there is no last good copy in the state directory")]
     NoPolicy(PathBuf),
-    #[error("host guard: {0}")]
-    Guard(String),
     #[error("{0}: not a directory (the rules directory must exist to be watched)")]
     RulesDir(PathBuf),
     #[error("watching {path}: {source}")]
@@ -145,9 +145,10 @@ struct Daemon {
     /// The two sources, merged into the reconciler's inventory.
     static_inv: Inventory,
     docker_inv: Vec<Container>,
-    /// Docker containers' MACs, and the host guard that admits those of programmed ones.
-    docker_macs: std::collections::HashMap<String, Vec<[u8; 6]>>,
-    guard: Option<Guard>,
+    /// The floors, first-instant flushes, revocation and tamper escalation.
+    contain: crate::containment::Containment,
+    /// Docker has sent its first complete snapshot.
+    docker_seen: bool,
     /// Change notifications: what the watcher listens to.
     watch: Option<Sender<crate::drift_watch::Cmd>>,
     watched: std::collections::BTreeMap<String, PathBuf>,
@@ -161,16 +162,8 @@ struct Daemon {
     rule_files: Vec<String>,
     /// Unix seconds of the last load or reload attempt, good or refused.
     last_reload_at: Option<i64>,
-}
-
-/// The host-side guard (see `nft::guard`): only with Docker, whose bridges are in the host
-/// namespace. It is left in place when the daemon stops, so containers started meanwhile
-/// stay cut until a daemon has programmed them.
-struct Guard {
-    nft: crate::nft::Nft,
-    /// What the kernel's guard admits; `None` until this run has written it (a guard left by
-    /// a previous run stays as it was until the first Docker snapshot).
-    admitted: Option<Vec<[u8; 6]>>,
+    /// Containers reported as not (fully) enforced, and why (alerted once per change).
+    unenforced: std::collections::BTreeMap<String, String>,
 }
 
 impl Daemon {
@@ -243,20 +236,26 @@ impl Daemon {
             info!(blocks = blocks.active().len(), "restoring operator blocks");
         }
         rec.set_blocks(blocks);
+        remove_leftovers();
         // Replacing an existing table is one atomic batch, so adopting the tables of a
         // previous run never opens a window.
-        log_report("initial reconcile", &rec.reconcile());
+        let report = rec.reconcile();
+        log_report("initial reconcile", &report);
         state.write_status(&status)?;
         info!(policy = %status.policy_hash, containers = rec.programmed().count(), "enforcing");
-        let guard = match (&cfg.docker, cfg.unknown_containers) {
-            (None, _) | (_, crate::config::Unknown::DefaultZone) => None,
-            (Some(_), crate::config::Unknown::Deny) => Some(Guard {
-                nft: crate::nft::Nft::open(Path::new("/proc/self/ns/net"), "host guard")
-                    .map_err(|e| DaemonError::Guard(e.to_string()))?,
-                admitted: None,
-            }),
-        };
-        Ok(Daemon {
+        let mut contain_cfg = cfg.containment.clone();
+        if cfg.docker.is_some() && cfg.unknown_containers == crate::config::Unknown::Deny {
+            // Docker's bridges are in the host namespace: its floor cuts every `veth` port
+            // fw has not programmed, daemon running or not.
+            contain_cfg.guard = Some((PathBuf::from("/proc/1/ns/net"), vec!["veth".into()]));
+        }
+        let mut contain = crate::containment::Containment::new(contain_cfg);
+        if !contain.guard_exists() {
+            // A first start: no floor a previous run left to hold on to. Cut every
+            // unidentified port now; Docker's snapshot admits them as they are programmed.
+            contain.release_guard();
+        }
+        let mut d = Daemon {
             cfg,
             state,
             rec,
@@ -265,8 +264,8 @@ impl Daemon {
             seen_inventory,
             static_inv: inventory,
             docker_inv: Vec::new(),
-            docker_macs: Default::default(),
-            guard,
+            contain,
+            docker_seen: false,
             watch: None,
             watched: Default::default(),
             server: None,
@@ -276,7 +275,61 @@ impl Daemon {
             alerts,
             rule_files,
             last_reload_at: Some(t),
-        })
+            unenforced: Default::default(),
+        };
+        d.converged(&report);
+        Ok(d)
+    }
+
+    /// What follows every reconcile pass: fresh namespaces flushed, then admitted by the
+    /// floors; change notifications and flow collectors on the programmed namespaces.
+    fn converged(&mut self, report: &Report) {
+        let floors = self.contain.converge(&self.rec, report);
+        for (ns, e) in &floors.failed {
+            error!(netns = %ns, error = %e, "floor not programmed");
+        }
+        self.after_reconcile();
+        self.report_unenforced();
+    }
+
+    /// Deletes the established flows the current tables deny, in these namespaces (owners),
+    /// and says so.
+    fn revoke(&mut self, namespaces: &std::collections::BTreeSet<String>, why: &str) {
+        let n = self.contain.revoke(&self.rec, namespaces);
+        if n > 0 {
+            info!(flows = n, "{why}: established flows the policy now denies were cut");
+        }
+    }
+
+    /// Alerts once per container for what cannot be enforced about it: no table (its
+    /// namespace is the host's), or no floor (no host side found).
+    fn report_unenforced(&mut self) {
+        let mut now_unenforced = std::collections::BTreeMap::new();
+        for (name, why) in self.rec.skipped() {
+            now_unenforced.insert(name.clone(), format!("{name} is not programmed: {why}"));
+        }
+        let programmed: Vec<String> = self.rec.programmed().map(str::to_string).collect();
+        for name in programmed {
+            if let Err(why) = self.contain.floor_of(&self.rec, &name) {
+                now_unenforced.insert(
+                    name.clone(),
+                    format!("{name} has no host-side floor ({why}): its own table is all that holds it"),
+                );
+            }
+        }
+        for (name, msg) in &now_unenforced {
+            if self.unenforced.get(name) != Some(msg) {
+                warn!(container = %name, "{msg}");
+                self.alerts.raise(
+                    fw_proto::control::AlertKind::Unenforced,
+                    Some(name),
+                    None,
+                    None,
+                    msg.clone(),
+                );
+            }
+        }
+        self.unenforced = now_unenforced;
     }
 
     fn reload_rules(&mut self) {
@@ -304,7 +357,13 @@ impl Daemon {
                     self.audit_reload(Some(&policy.hash), "ok".into(), Some(summary(&policy, &report)));
                 }
                 self.rule_files = file_names(&self.cfg.rules, &files);
-                self.after_reconcile();
+                self.converged(&report);
+                if changed {
+                    // What the new policy denies stops now, established or not.
+                    let all: std::collections::BTreeSet<String> =
+                        self.rec.programmed_netns().map(|(n, _)| n.to_string()).collect();
+                    self.revoke(&all, "reload");
+                }
                 if let Err(e) = self.state.save_last_good(&files) {
                     error!("{e}");
                 }
@@ -358,9 +417,7 @@ impl Daemon {
         match parsed {
             Ok(inv) => {
                 self.static_inv = inv;
-                self.rec.set_inventory(merge(&self.static_inv, &self.docker_inv));
-                log_report("inventory changed", &self.rec.reconcile());
-                self.after_reconcile();
+                self.membership_changed(merge(&self.static_inv, &self.docker_inv), "inventory changed");
             }
             Err(errors) => {
                 for e in &errors {
@@ -374,18 +431,66 @@ impl Daemon {
     fn docker_update(&mut self, u: docker::Update) {
         match u {
             docker::Update::Snapshot(found) => {
-                let macs = found.iter().map(|(c, m)| (c.name.clone(), m.clone())).collect();
                 let containers: Vec<Container> = found.into_iter().map(|(c, _)| c).collect();
+                if !self.docker_seen {
+                    // Docker's picture is complete: the host's floor may now be written
+                    // (until here it stayed as a previous run left it).
+                    self.docker_seen = true;
+                    self.contain.release_guard();
+                }
                 if containers != self.docker_inv {
                     self.docker_inv = containers;
-                    self.rec.set_inventory(merge(&self.static_inv, &self.docker_inv));
-                    log_report("docker containers changed", &self.rec.reconcile());
+                    self.membership_changed(
+                        merge(&self.static_inv, &self.docker_inv),
+                        "docker containers changed",
+                    );
+                } else {
+                    self.converged(&Report::default());
                 }
-                self.docker_macs = macs;
-                self.after_reconcile();
             }
             // Keep enforcing what we know; the source logs and retries by itself.
             docker::Update::Unavailable(why) => tracing::debug!("docker unavailable: {why}"),
+        }
+    }
+
+    /// A new inventory (file or Docker): reconciled, floors and flows follow, and the flows
+    /// it now denies are cut: in every namespace when an address moved between zones, else
+    /// in the namespaces whose table was rebuilt.
+    fn membership_changed(&mut self, inv: Inventory, what: &str) {
+        let zone_of_addr = |rec: &Reconciler| -> std::collections::BTreeMap<std::net::IpAddr, String> {
+            let p = rec.policy();
+            rec.inventory()
+                .containers
+                .iter()
+                .flat_map(|c| {
+                    let z = p.zone_of(&c.identity()).name.clone();
+                    c.addresses.iter().map(move |a| (*a, z.clone()))
+                })
+                .collect()
+        };
+        let before = zone_of_addr(&self.rec);
+        // Containers whose description changed may have new links: look their host side up again.
+        let changed: Vec<crate::floor::link::NsId> = inv
+            .containers
+            .iter()
+            .filter(|c| self.rec.inventory().get(&c.name) != Some(*c))
+            .filter_map(|c| c.netns.as_ref())
+            .filter_map(|p| crate::floor::link::NsId::of(p).ok())
+            .collect();
+        self.contain.forget_links(changed);
+        self.rec.set_inventory(inv);
+        let after = zone_of_addr(&self.rec);
+        let report = self.rec.reconcile();
+        log_report(what, &report);
+        self.converged(&report);
+        let moved = before.iter().any(|(a, z)| after.get(a).is_some_and(|z2| z2 != z));
+        let scope: std::collections::BTreeSet<String> = if moved {
+            self.rec.programmed_netns().map(|(n, _)| n.to_string()).collect()
+        } else {
+            report.replaced.iter().filter(|n| !report.fresh.contains(n)).cloned().collect()
+        };
+        if !scope.is_empty() {
+            self.revoke(&scope, what);
         }
     }
 
@@ -409,7 +514,6 @@ impl Daemon {
     /// guard admitting them (only now, once their own tables are in place).
     fn after_reconcile(&mut self) {
         self.sync_watch();
-        self.update_guard();
         self.sync_flows();
     }
 
@@ -461,25 +565,6 @@ impl Daemon {
         self.flows.stats()
     }
 
-    /// Admits exactly the MACs of Docker containers whose tables are programmed.
-    fn update_guard(&mut self) {
-        let Some(g) = &mut self.guard else { return };
-        let mut want: Vec<[u8; 6]> =
-            self.rec.programmed().filter_map(|n| self.docker_macs.get(n)).flatten().copied().collect();
-        want.sort();
-        want.dedup();
-        if g.admitted.as_ref() == Some(&want) {
-            return;
-        }
-        match g.nft.apply_guard(&want) {
-            Ok(()) => {
-                info!(admitted = want.len(), "host guard updated");
-                g.admitted = Some(want);
-            }
-            Err(e) => error!(error = %e, "host guard update failed"),
-        }
-    }
-
     /// Catches changes the watcher missed, and lets expiries take effect.
     fn resync(&mut self) {
         self.expire_blocks();
@@ -497,12 +582,26 @@ impl Daemon {
         }
         let restored = self.rec.verify_rules();
         self.tampered(&restored);
+        for ns in self.contain.verify(&self.rec) {
+            self.alert(
+                fw_proto::control::AlertKind::Tamper,
+                None,
+                None,
+                None,
+                format!("the host-side floor in {} was changed outside fw; restored", ns.display()),
+            );
+        }
         self.rec.set_now(now());
         let report = self.rec.reconcile();
         if report != (Report { unchanged: report.unchanged, ..Report::default() }) {
             log_report("resync", &report);
         }
-        self.after_reconcile();
+        self.converged(&report);
+        if !report.replaced.is_empty() {
+            // A policy expired: what it allowed stops.
+            let scope = report.replaced.iter().filter(|n| !report.fresh.contains(n)).cloned().collect();
+            self.revoke(&scope, "expiry");
+        }
     }
 }
 
@@ -599,7 +698,7 @@ impl Daemon {
         self.tampered(&restored);
     }
 
-    fn tampered(&self, restored: &[String]) {
+    fn tampered(&mut self, restored: &[String]) {
         for name in restored {
             self.alert(
                 fw_proto::control::AlertKind::Tamper,
@@ -608,7 +707,59 @@ impl Daemon {
                 None,
                 format!("table inet fw in {name}'s namespace was changed outside fw; restored"),
             );
+            if self.contain.repaired(name, Instant::now()) {
+                self.escalate(name);
+            }
         }
+    }
+
+    /// A container that keeps changing its table wins every race with a repairer inside its
+    /// namespace; the floor it cannot reach cuts it instead: an automatic quarantine, both
+    /// directions, until an operator lifts it. Audited and alerted like an operator's block.
+    fn escalate(&mut self, name: &str) {
+        use fw_proto::control::{AlertKind, BlockDirection, BlockTarget};
+        let already = self.rec.blocks().active().iter().any(|b| {
+            matches!(&b.target, BlockTarget::Quarantine { container, direction: BlockDirection::Both } if container == name)
+        });
+        if already {
+            return;
+        }
+        let t = self.contain.tamper_policy();
+        let reason =
+            format!("tamper: its table was restored {} times within {} s", t.repairs, t.window.as_secs_f64());
+        let target = BlockTarget::Quarantine { container: name.to_string(), direction: BlockDirection::Both };
+        let by = "fw-daemon tamper escalation".to_string();
+        let mut rec = fw_proto::control::AuditRecord {
+            time_ms: now_ms(),
+            peer: None,
+            role: None,
+            op: "block".into(),
+            target: Some(target.to_string()),
+            block: None,
+            reason: Some(reason.clone()),
+            ttl_secs: None,
+            result: String::new(),
+            policy_hash: None,
+            summary: None,
+        };
+        let outcome = match self.block(target, None, Some(reason.clone()), by) {
+            Ok(fw_proto::control::Answer::Blocked { block }) => {
+                rec.block = Some(block.id);
+                rec.result = "ok".into();
+                format!("quarantined at the host-side floor (block {})", block.id)
+            }
+            Ok(_) => {
+                rec.result = "ok".into();
+                "quarantined".into()
+            }
+            Err((code, m)) => {
+                rec.result = format!("error: {code}: {m}");
+                format!("quarantine failed: {m}")
+            }
+        };
+        self.record(rec);
+        warn!(container = %name, "{reason}: {outcome}");
+        self.alert(AlertKind::Escalated, Some(name), None, None, format!("{name}: {reason}; {outcome}"));
     }
 
     fn record(&self, rec: fw_proto::control::AuditRecord) {
@@ -670,6 +821,8 @@ impl Daemon {
                         .iter()
                         .any(|b| matches!(b.target, fw_proto::control::BlockTarget::Quarantine { .. })),
                     blocks: blocks.iter().map(|b| b.id).collect(),
+                    floor: self.contain.floor_of(&self.rec, &c.name).unwrap_or_default(),
+                    note: self.unenforced.get(&c.name).cloned(),
                 }
             })
             .collect();
@@ -817,12 +970,21 @@ impl Daemon {
         let affected: std::collections::BTreeSet<String> =
             zones.iter().filter(|(c, z)| block.applies_to(c, z)).map(|(c, _)| c.clone()).collect();
         // Applied first, saved before the answer: the cut does not wait for an fsync, and a
-        // block is acknowledged only once it will survive a restart.
+        // block is acknowledged only once it will survive a restart. The floors first: they
+        // are what the container cannot undo.
+        let floors = self.contain.sync_with(&self.rec, &list, Some(&affected));
+        if !floors.failed.is_empty() {
+            self.contain.sync_with(&self.rec, &before, Some(&affected));
+            let why: Vec<String> =
+                floors.failed.iter().map(|(ns, e)| format!("floor in {ns}: {e}")).collect();
+            return Err((ErrorCode::Internal, format!("block not applied: {}", why.join("; "))));
+        }
         self.rec.set_blocks(list);
         let report = self.rec.reconcile_some(Some(&affected));
         if !report.failed.is_empty() {
             self.rec.set_blocks(before);
             self.rec.reconcile_some(Some(&affected));
+            self.contain.sync(&self.rec, Some(&affected));
             let why: Vec<String> = report.failed.iter().map(|(c, e)| format!("{c}: {e}")).collect();
             return Err((ErrorCode::Internal, format!("block not applied: {}", why.join("; "))));
         }
@@ -876,6 +1038,10 @@ impl Daemon {
             let why: Vec<String> = report.failed.iter().map(|(c, e)| format!("{c}: {e}")).collect();
             warn!("unblock {id}: {}", why.join("; "));
         }
+        let floors = self.contain.sync(&self.rec, Some(&affected));
+        for (ns, e) in &floors.failed {
+            warn!("unblock {id}: floor in {ns}: {e}");
+        }
         self.alert(
             fw_proto::control::AlertKind::Unblocked,
             block_container(&block.target),
@@ -910,6 +1076,30 @@ impl Daemon {
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Removes what an older version left where fw never writes now: a `table bridge fw_guard`
+/// (the MAC-keyed guard the floor replaces), and a `table inet fw` in the host's or the
+/// daemon's own namespace (a container once thought to live there). A table is only taken
+/// for ours if it carries fw's rule comments.
+fn remove_leftovers() {
+    for ns in ["/proc/self/ns/net", "/proc/1/ns/net"] {
+        let Ok(mut nft) = crate::nft::Nft::open(Path::new(ns), "host namespace") else { continue };
+        if let Err(e) = nft.flush_guard() {
+            warn!(netns = ns, error = %e, "removing the old host guard failed");
+        }
+        let ours = nft
+            .list_rules()
+            .is_ok_and(|rules| rules.iter().any(|r| r.comment.as_deref() == Some("builtin:established")));
+        if ours {
+            match nft.flush() {
+                Ok(()) => warn!(netns = ns, "removed a table inet fw an older fw left in the host namespace"),
+                Err(e) => {
+                    error!(netns = ns, error = %e, "a table inet fw is in the host namespace and could not be removed")
+                }
+            }
+        }
+    }
 }
 
 /// The container a block names, if it names one.

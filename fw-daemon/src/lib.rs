@@ -8,6 +8,7 @@ pub mod alerts;
 pub mod blocks;
 pub mod compile;
 pub mod config;
+pub mod containment;
 pub mod control;
 pub mod daemon;
 pub mod discovery;

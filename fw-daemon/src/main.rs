@@ -77,14 +77,15 @@ others; the exit code is 1 if any failed. Needs CAP_NET_ADMIN (root).")]
     },
     /// Remove `table inet fw` from every container in the inventory
     #[command(after_help = "\
-With --guard, also removes the host guard the daemon keeps with Docker (`table bridge
-fw_guard`): until a daemon runs again, containers are then no longer held back at the bridge.")]
+With --guard, also removes the host-side floor (`table bridge fw_floor`) from the namespace
+the command runs in (the host's, with Docker): until a daemon runs again, containers there are
+then held only by their own tables, and new ones by nothing.")]
     Flush {
         #[arg(long, required_unless_present = "guard")]
         inventory: Option<PathBuf>,
         #[arg(long)]
         container: Option<String>,
-        /// Remove the host guard too (or only it, without --inventory)
+        /// Remove the host-side floor in this namespace too (or only it, without --inventory)
         #[arg(long)]
         guard: bool,
     },
@@ -146,7 +147,7 @@ struct RunArgs {
     /// Docker API socket [default: /var/run/docker.sock]
     #[arg(long)]
     docker_socket: Option<String>,
-    /// Containers not identified yet: deny (a host guard drops them at the bridge until
+    /// Containers not identified yet: deny (the host-side floor drops their ports until
     /// programmed) or default-zone (no guard; peers treat them as the default zone) [default: deny]
     #[arg(long, value_enum)]
     unknown_containers: Option<fw_config::Unknown>,
@@ -183,6 +184,17 @@ struct RunArgs {
     /// Flow table rows held at most; the oldest closed flows go first [default: 100000]
     #[arg(long)]
     max_flows: Option<usize>,
+    /// Restores of one container's table within --tamper-window seconds that quarantine it
+    /// at the host-side floor until an operator lifts it; 0 never escalates [default: 3]
+    #[arg(long)]
+    tamper_repairs: Option<u32>,
+    /// Seconds over which --tamper-repairs are counted [default: 10]
+    #[arg(long)]
+    tamper_window: Option<f64>,
+    /// Leave established flows alone when a reload or a membership change starts denying
+    /// them (by default they are cut, like new ones)
+    #[arg(long)]
+    no_revoke_established: bool,
 }
 
 impl RunArgs {
@@ -216,6 +228,10 @@ impl RunArgs {
             admin_group: None,
             audit_log: self.audit_log,
             max_flows: self.max_flows,
+            tamper_repairs: self.tamper_repairs,
+            tamper_window: self.tamper_window,
+            revoke_established: self.no_revoke_established.then_some(false),
+            quarantine_responders: None,
         };
         (file, layer)
     }
@@ -296,10 +312,10 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
                 code = report(apply::flush(&inv, container.as_deref()), "flushed");
             }
             if guard {
-                fw_daemon::nft::Nft::open(std::path::Path::new("/proc/self/ns/net"), "host guard")
-                    .and_then(|mut nft| nft.flush_guard())
+                fw_daemon::nft::Nft::open(std::path::Path::new("/proc/self/ns/net"), "host floor")
+                    .and_then(|mut nft| nft.flush_floor().and_then(|()| nft.flush_guard()))
                     .map_err(|e| Failed::message(format!("error: {e}")))?;
-                println!("host guard: removed");
+                println!("host-side floor: removed");
             }
             Ok(code)
         }
@@ -335,6 +351,7 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
                 roles: set.roles,
                 audit_log: set.audit_log,
                 max_flows: set.max_flows,
+                containment: set.containment,
             };
             daemon::run(cfg).map_err(|e| Failed::message(format!("error: {e}")))?;
             Ok(ExitCode::SUCCESS)

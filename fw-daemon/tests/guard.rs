@@ -1,7 +1,7 @@
-//! The host-side guard (`table bridge fw_guard`) in a namespace standing in for the host:
-//! frames from a veth port whose MAC is not admitted never cross the bridge, admitted ones
-//! do, and the table reads back as the nft client understands it. Exercises the bridge
-//! family sets, the ether_addr key and the inverted lookup written over nftnl-sys.
+//! The floor's guard in a namespace standing in for the host (Docker's bridges live in the
+//! host's): a `veth*` port fw has not programmed sends and receives nothing, an admitted
+//! port's traffic follows the policy, admission is by port (a new port with an admitted
+//! MAC and address is still cut), and `fw-daemon flush --guard` lifts it.
 
 mod common;
 
@@ -11,6 +11,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::lab::{tcp_probe, Probe};
+use fw_daemon::compile::{CompileOptions, Membership};
+use fw_daemon::floor::{compile_floor, FloorOptions, Port};
 use fw_daemon::netns::run_in;
 use fw_daemon::nft::Nft;
 
@@ -29,19 +31,20 @@ impl Drop for Spaces {
     }
 }
 
-fn mac(ns: &str) -> [u8; 6] {
-    let out = Command::new("ip").args(["-n", ns, "link", "show", "eth0"]).output().expect("ip link");
+fn link(ns: &str, dev: &str) -> (u32, [u8; 6]) {
+    let out = Command::new("ip").args(["-n", ns, "-o", "link", "show", dev]).output().expect("ip link");
     let text = String::from_utf8_lossy(&out.stdout);
+    let index = text.split(':').next().unwrap().trim().parse().expect("ifindex");
     let hex = text.split("link/ether ").nth(1).and_then(|r| r.split_whitespace().next()).expect("mac");
     let mut m = [0u8; 6];
     for (i, b) in hex.split(':').enumerate() {
         m[i] = u8::from_str_radix(b, 16).expect("hex");
     }
-    m
+    (index, m)
 }
 
 #[test]
-fn guard_admits_only_listed_macs() {
+fn the_guard_admits_programmed_ports_only() {
     if !common::require(common::lab::available(), "root with iproute2 (network namespaces)") {
         return;
     }
@@ -72,24 +75,70 @@ fn guard_admits_only_listed_macs() {
     });
     let a: SocketAddr = "10.88.0.1:7000".parse().unwrap();
     let t = Duration::from_millis(500);
-    assert_eq!(tcp_probe(&path("c"), a, t), Probe::Connected, "no guard yet");
+    assert_eq!(tcp_probe(&path("c"), a, t), Probe::Connected, "no floor yet");
 
+    // Everyone in one zone that may talk to itself.
+    let policy = common::policy(&[(
+        "p.toml",
+        "[zone.app]\nmatch = { name = \"*\" }\n[[policy]]\nfrom = \"app\"\nto = \"app\"\naction = \"allow\"\n",
+    )]);
+    let inv = common::inventory(
+        "[[container]]\nname = \"a\"\naddresses = [\"10.88.0.1\"]\n[[container]]\nname = \"b\"\naddresses = [\"10.88.0.2\"]\n[[container]]\nname = \"c\"\naddresses = [\"10.88.0.3\"]\n",
+    );
+    let m = Membership::new(&policy, &inv);
+    let port = |n: &str, addr: &str| {
+        let (ifindex, _) = link(&host, &format!("veth{n}"));
+        let (_, mac) = link(&format!("{p}-{n}"), "eth0");
+        Port {
+            containers: vec![n.into()],
+            ifindex,
+            ifname: format!("veth{n}"),
+            mac,
+            addrs: vec![addr.parse().unwrap()],
+        }
+    };
+    let opts = FloorOptions { guard_prefixes: vec!["veth".into()], ..FloorOptions::default() };
+    let floor = |ports: &[Port]| {
+        compile_floor(&policy, &m, ports, &Default::default(), &CompileOptions::default(), &opts)
+    };
     let mut nft = Nft::open(&PathBuf::from(format!("/run/netns/{host}")), "host").expect("open");
-    nft.apply_guard(&[mac(&format!("{p}-a")), mac(&format!("{p}-b"))]).expect("guard");
+    nft.apply(&floor(&[port("a", "10.88.0.1"), port("b", "10.88.0.2")])).expect("floor");
     assert_eq!(tcp_probe(&path("b"), a, t), Probe::Connected, "b is admitted");
     assert_ne!(tcp_probe(&path("c"), a, t), Probe::Connected, "c is not admitted");
 
     let out = Command::new("ip")
-        .args(["netns", "exec", &host, "nft", "list", "table", "bridge", "fw_guard"])
+        .args(["netns", "exec", &host, "nft", "list", "table", "bridge", "fw_floor"])
         .output();
     let listing = String::from_utf8_lossy(&out.expect("nft").stdout).into_owned();
-    assert!(listing.contains("iifname \"veth*\" ether saddr != @programmed counter"), "{listing}");
-    assert!(listing.contains("type ether_addr"), "{listing}");
+    assert!(listing.contains("iif != @ports iifname \"veth*\" counter"), "{listing}");
+    assert!(listing.contains("type iface_index . ether_addr"), "{listing}");
 
-    // Replaced, not appended: admitting c alone cuts b.
-    nft.apply_guard(&[mac(&format!("{p}-a")), mac(&format!("{p}-c"))]).expect("guard");
-    assert_eq!(tcp_probe(&path("c"), a, t), Probe::Connected, "c admitted now");
-    assert_ne!(tcp_probe(&path("b"), a, t), Probe::Connected, "b no longer admitted");
+    // Admission is by port: b recreated on a new port with its old address and MAC is cut,
+    // its old admission does not carry over.
+    let (_, old_mac) = link(&format!("{p}-b"), "eth0");
+    let old_mac: Vec<String> = old_mac.iter().map(|b| format!("{b:02x}")).collect();
+    ip(&["netns", "del", &format!("{p}-b")]);
+    ip(&["netns", "add", &format!("{p}-b")]);
+    ip(&[
+        "-n",
+        &format!("{p}-b"),
+        "link",
+        "add",
+        "eth0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "vethb2",
+        "netns",
+        &host,
+    ]);
+    ip(&["-n", &format!("{p}-b"), "link", "set", "eth0", "address", &old_mac.join(":")]);
+    ip(&["-n", &host, "link", "set", "vethb2", "master", "br0", "up"]);
+    ip(&["-n", &format!("{p}-b"), "addr", "add", "10.88.0.2/24", "dev", "eth0"]);
+    ip(&["-n", &format!("{p}-b"), "link", "set", "eth0", "up"]);
+    assert_ne!(tcp_probe(&path("b"), a, t), Probe::Connected, "a new port is cut until programmed");
+
     // `fw-daemon flush --guard` run in that namespace lifts it.
     let out = Command::new("ip")
         .args(["netns", "exec", &host, env!("CARGO_BIN_EXE_fw-daemon"), "flush", "--guard"])
@@ -97,8 +146,8 @@ fn guard_admits_only_listed_macs() {
         .expect("fw-daemon flush --guard");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let tables = Command::new("ip").args(["netns", "exec", &host, "nft", "list", "tables"]).output().unwrap();
-    assert!(!String::from_utf8_lossy(&tables.stdout).contains("fw_guard"));
-    assert_eq!(tcp_probe(&path("b"), a, t), Probe::Connected, "guard lifted");
+    assert!(!String::from_utf8_lossy(&tables.stdout).contains("fw_floor"));
+    assert_eq!(tcp_probe(&path("c"), a, t), Probe::Connected, "floor lifted");
     drop(nft);
     drop(spaces);
 }

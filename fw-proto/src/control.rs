@@ -268,6 +268,11 @@ pub enum AlertKind {
     Violation,
     Blocked,
     Unblocked,
+    /// A container fw cannot enforce (its namespace is the host's, or it has no host-side
+    /// floor): what is not enforced is reported, never silently allowed.
+    Unenforced,
+    /// A container kept changing its own table: quarantined at the host-side floor.
+    Escalated,
     /// A kind this client does not know (a newer daemon): the message still says what.
     #[serde(other)]
     Unknown,
@@ -283,6 +288,8 @@ impl fmt::Display for AlertKind {
             AlertKind::Violation => "violation",
             AlertKind::Blocked => "blocked",
             AlertKind::Unblocked => "unblocked",
+            AlertKind::Unenforced => "unenforced",
+            AlertKind::Escalated => "escalated",
             AlertKind::Unknown => "unknown",
         })
     }
@@ -334,6 +341,13 @@ pub struct ContainerInfo {
     /// A quarantine block applies to it.
     #[serde(default)]
     pub quarantined: bool,
+    /// Its ports on the host side (`veth12ab in net:[4026531840]`): where the floor
+    /// enforces what its own table cannot guarantee.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub floor: Vec<String>,
+    /// Why something about it is not enforced (no table: host namespace; no floor: ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// A zone's caps; `None` is no cap.

@@ -83,13 +83,22 @@ impl Floors {
         blocks: &BlockList,
         copts: &CompileOptions,
         only: Option<&[NsId]>,
+        hold: Option<NsId>,
     ) -> FloorReport {
         if let Some((id, path)) = &self.keep {
             want.entry(*id).or_insert_with(|| Want { path: path.clone(), ports: Vec::new() });
         }
+        if let Some(h) = hold {
+            want.remove(&h);
+        }
         let mut report = FloorReport::default();
         if only.is_none() {
-            let gone: Vec<NsId> = self.by_ns.keys().filter(|id| !want.contains_key(id)).copied().collect();
+            let gone: Vec<NsId> = self
+                .by_ns
+                .keys()
+                .filter(|id| !want.contains_key(id) && Some(**id) != hold)
+                .copied()
+                .collect();
             for id in gone {
                 info!(netns = %id, "floor forgotten: no container port there any more");
                 self.by_ns.remove(&id);
@@ -100,7 +109,13 @@ impl Floors {
                 continue;
             }
             let _span = info_span!("floor", netns = %w.path.display()).entered();
-            let rs = compile_floor(policy, m, &w.ports, blocks, copts, &self.opts);
+            // Only the guard's namespace cuts unadmitted ports: elsewhere (a lab's hub) other
+            // bridge ports are not fw's business.
+            let mut opts = self.opts.clone();
+            if self.keep.as_ref().map(|(k, _)| k) != Some(&id) {
+                opts.guard_prefixes.clear();
+            }
+            let rs = compile_floor(policy, m, &w.ports, blocks, copts, &opts);
             let f = match self.by_ns.get_mut(&id) {
                 Some(f) => f,
                 None => match Nft::open(&w.path, &format!("floor {}", w.path.display())) {

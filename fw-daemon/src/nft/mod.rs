@@ -13,7 +13,6 @@ use nftnl::MsgType;
 use nix::sys::socket::{setsockopt, sockopt};
 
 pub use build::BuildError;
-pub mod guard;
 pub use build::{decode_tuple, now_ms};
 use build::{elem_key, interval_elems, key_type, Built, Emitter};
 pub use netlink::RuleCounters;
@@ -115,15 +114,19 @@ impl Nft {
         Ok(true)
     }
 
-    /// Replaces the host guard (`table bridge fw_guard`, see `guard`) to admit exactly `macs`.
-    pub fn apply_guard(&mut self, macs: &[[u8; 6]]) -> Result<(), NftError> {
-        let built = guard::guard_batch(macs).map_err(|e| self.build_err(e))?;
+    /// Removes the MAC-keyed host guard earlier versions kept (`table bridge fw_guard`; the
+    /// floor replaced it) if present.
+    pub fn flush_guard(&mut self) -> Result<(), NftError> {
+        let built =
+            build::flush_table_batch(TableFamily::Bridge, "fw_guard").map_err(|e| self.build_err(e))?;
         self.send_batch(built)
     }
 
-    /// Removes the host guard (`table bridge fw_guard`) if present.
-    pub fn flush_guard(&mut self) -> Result<(), NftError> {
-        self.send_batch(guard::guard_flush_batch())
+    /// Removes the host-side floor (`table bridge fw_floor`) if present.
+    pub fn flush_floor(&mut self) -> Result<(), NftError> {
+        let built = build::flush_table_batch(TableFamily::Bridge, crate::floor::FLOOR_TABLE)
+            .map_err(|e| self.build_err(e))?;
+        self.send_batch(built)
     }
 
     /// Removes `table inet fw` if present.

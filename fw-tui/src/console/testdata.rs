@@ -122,6 +122,8 @@ pub fn container(name: &str, addr: &str) -> ContainerInfo {
         open_flows: 0,
         blocks: Vec::new(),
         quarantined: false,
+        floor: Vec::new(),
+        note: None,
     }
 }
 
