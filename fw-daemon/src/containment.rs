@@ -206,14 +206,13 @@ impl Containment {
         let policy = rec.policy().clone();
         let m = Membership::new(&policy, rec.inventory());
         let hold = if self.hold_guard { self.guard_ns } else { None };
-        self.floors.sync(want, &policy, &m, blocks, rec.opts(), scope.as_deref(), hold)
+        let inputs = crate::floor::enforcer::Inputs { policy: &policy, m: &m, blocks, copts: rec.opts() };
+        self.floors.sync(want, &inputs, scope.as_deref(), hold)
     }
 
     /// Floors someone on the host changed: restored.
-    pub fn verify(&mut self, rec: &Reconciler) -> Vec<PathBuf> {
-        let policy = rec.policy().clone();
-        let m = Membership::new(&policy, rec.inventory());
-        self.floors.verify(&policy, &m, rec.opts())
+    pub fn verify(&mut self) -> Vec<PathBuf> {
+        self.floors.verify()
     }
 
     /// The host-side ports of a container, as status shows them; `Err` says why it has none.

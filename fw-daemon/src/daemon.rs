@@ -582,7 +582,7 @@ impl Daemon {
         }
         let restored = self.rec.verify_rules();
         self.tampered(&restored);
-        for ns in self.contain.verify(&self.rec) {
+        for ns in self.contain.verify() {
             self.alert(
                 fw_proto::control::AlertKind::Tamper,
                 None,
@@ -1085,8 +1085,16 @@ fn now_ms() -> i64 {
 fn remove_leftovers() {
     for ns in ["/proc/self/ns/net", "/proc/1/ns/net"] {
         let Ok(mut nft) = crate::nft::Nft::open(Path::new(ns), "host namespace") else { continue };
-        if let Err(e) = nft.flush_guard() {
-            warn!(netns = ns, error = %e, "removing the old host guard failed");
+        let old_guard = nft
+            .list_rules_of(crate::ruleset::ir::TableFamily::Bridge, "fw_guard")
+            .is_ok_and(|r| !r.is_empty());
+        if old_guard {
+            match nft.flush_guard() {
+                Ok(()) => {
+                    info!(netns = ns, "removed the MAC-keyed guard of an older fw (the floor replaces it)")
+                }
+                Err(e) => warn!(netns = ns, error = %e, "removing the old host guard failed"),
+            }
         }
         let ours = nft
             .list_rules()

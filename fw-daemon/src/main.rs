@@ -100,7 +100,7 @@ kept in STATE_DIR/status.json) and the last good policy stays enforced, also acr
 (STATE_DIR/last-good/). Tables changed from inside a container are restored at once (nftables
 change notifications, with a check every --tick seconds as the backstop).
 SIGTERM stops the daemon and leaves enforcement in place; `fw-daemon flush` removes it.")]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Would FROM reach TO on PROTO/PORT, and which rule decides?
     #[command(after_help = "\
 FROM and TO are container names from the inventory or IP addresses (an address outside the

@@ -44,8 +44,9 @@ struct Programmed {
 pub struct Report {
     /// Whole table (re)programmed: new containers, or a changed policy.
     pub replaced: Vec<String>,
-    /// Of `replaced`: namespaces fw had not programmed before this pass (their conntrack
-    /// entries predate the table; see `Daemon::admit`).
+    /// Of `replaced`: namespaces that had no table of fw's before (their conntrack entries
+    /// predate any policy; see `Containment::converge`). A table a previous run left is
+    /// adopted, not fresh.
     pub fresh: Vec<String>,
     /// Only set elements changed.
     pub updated: Vec<String>,
@@ -267,14 +268,20 @@ impl Reconciler {
                     }
                 }
                 None => match program_new(&netns, &name, &rs) {
-                    Ok((nft, generation)) => {
-                        info!(netns = %netns.display(), "table programmed");
+                    Ok((nft, generation, adopted)) => {
+                        if adopted {
+                            info!(netns = %netns.display(), "table adopted from a previous run");
+                        } else {
+                            info!(netns = %netns.display(), "table programmed");
+                        }
                         self.programmed.insert(
                             name.clone(),
                             Programmed { nft, netns, ns: id, members, last: rs, generation },
                         );
                         report.replaced.push(name.clone());
-                        report.fresh.push(name);
+                        if !adopted {
+                            report.fresh.push(name);
+                        }
                     }
                     Err(e) => {
                         warn!(error = %e, "programming failed");
@@ -384,9 +391,12 @@ pub fn rules_match(rs: &Ruleset, listed: &[crate::nft::RuleCounters]) -> bool {
     expected == got
 }
 
-fn program_new(netns: &std::path::Path, name: &str, rs: &Ruleset) -> Result<(Nft, u32), NftError> {
+/// Opens and programs a namespace; also says whether a table of ours was already there (a
+/// previous run's, adopted by the replacement: its flows are not new).
+fn program_new(netns: &std::path::Path, name: &str, rs: &Ruleset) -> Result<(Nft, u32, bool), NftError> {
     let mut nft = Nft::open(netns, name)?;
+    let adopted = nft.list_rules().is_ok_and(|r| !r.is_empty());
     nft.apply(rs)?;
     let generation = nft.generation()?;
-    Ok((nft, generation))
+    Ok((nft, generation, adopted))
 }

@@ -143,3 +143,58 @@ fn discovery_finds_each_nodes_port_in_the_hub() {
     let links = discover(&lab.node("web-1").path(), &[]).unwrap();
     assert!(links.link_local.iter().all(|a| a.to_string().starts_with("fe80")), "{links:?}");
 }
+
+#[test]
+fn a_port_joining_is_an_element_update_of_every_set_and_map() {
+    if !common::require(common::lab::available(), "root and iproute2") {
+        return;
+    }
+    use fw_daemon::floor::compile::{MAP_PORT_OUT, SET_PORTS};
+    let base = common::demo_inventory();
+    let mut lab = Lab::new();
+    for n in ["web-1", "api-1", "db-1", "api-2"] {
+        lab.add(n, &base.get(n).unwrap().addresses);
+    }
+    lab.serve_tcp("db-1", &[5432]);
+    let policy = common::demo_policy();
+    let inv = lab.inventory(&base);
+    let inv = fw_daemon::inventory::Inventory {
+        containers: inv.containers.into_iter().filter(|c| c.netns.is_some()).collect(),
+    };
+    let m = Membership::new(&policy, &inv);
+    let all = demo_ports(&lab);
+    let floor = |ports: &[Port]| {
+        compile_floor(
+            &policy,
+            &m,
+            ports,
+            &Default::default(),
+            &CompileOptions::default(),
+            &FloorOptions::default(),
+        )
+    };
+    let without_api: Vec<Port> = all.iter().filter(|p| p.containers[0] != "api-2").cloned().collect();
+    let before = floor(&without_api);
+    let after = floor(&all);
+    let changes =
+        fw_daemon::ruleset::diff::set_changes(&before, &after).expect("a port is an element update");
+    let names: Vec<&str> = changes.iter().map(|c| c.set.as_str()).collect();
+    assert!(names.contains(&SET_PORTS) && names.contains(&MAP_PORT_OUT), "{names:?}");
+    let mut nft = fw_daemon::nft::Nft::open(&lab.hub_path(), "floor").expect("socket in the hub");
+    nft.apply(&before).expect("floor");
+    let to_db = SocketAddr::new(lab.addr("db-1"), 5432);
+    let probe = |from: &str| tcp_probe(&lab.node(from).path(), to_db, Duration::from_millis(700));
+    assert_eq!(probe("api-1"), Probe::Connected);
+    // api-2 is in no set yet: its port is not the floor's business, but db-1's ingress
+    // records nothing for it and api-2 is no member of the api zone's set either.
+    nft.update_sets_in(after.family, &after.table, &changes).expect("element update");
+    assert_eq!(probe("api-2"), Probe::Connected, "api-2 admitted, and its zone may reach db");
+    assert_eq!(probe("api-1"), Probe::Connected, "api-1 unaffected");
+    let listing = Command::new("ip")
+        .args(["netns", "exec", lab.hub_ns(), "nft", "list", "map", "bridge", "fw_floor", MAP_PORT_OUT])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listing.stdout).to_string();
+    assert_eq!(text.matches("jump out_").count(), 4, "{text}");
+    assert_eq!(probe("web-1"), Probe::TimedOut, "web -> db stays denied");
+}

@@ -136,6 +136,19 @@ fn combo_stem(zones: &[&Zone]) -> String {
     zones.iter().map(|z| set_stem(&z.name)).collect::<Vec<_>>().join("__")
 }
 
+/// The floor chain that judges what a port of these containers emits (`explain` starts
+/// there).
+pub fn egress_chain(policy: &Policy, m: &Membership<'_>, containers: &[String]) -> String {
+    let port = Port {
+        containers: containers.to_vec(),
+        ifindex: 0,
+        ifname: String::new(),
+        mac: [0; 6],
+        addrs: vec![],
+    };
+    format!("out_{}", combo_stem(&port_zones(policy, m, &port)))
+}
+
 /// The floor for the ports in one namespace (the host's, or a hub's holding the bridge).
 pub fn compile_floor(
     policy: &Policy,
@@ -162,14 +175,14 @@ pub fn compile_floor(
         port_in.insert(key, format!("in_{stem}"));
         b.zone_chains(policy, m, &zones, &stem, copts, opts);
     }
-    b.set(Set {
-        map: Some(port_out),
-        ..Set::new(MAP_PORT_OUT, SetKey::Fields(K_PORT), "port -> its zone's egress")
-    });
-    b.set(Set {
-        map: Some(port_in),
-        ..Set::new(MAP_PORT_IN, SetKey::Fields(K_PORT), "port -> its zone's ingress")
-    });
+    for (name, map, comment) in [
+        (MAP_PORT_OUT, port_out, "port -> its zone's egress"),
+        (MAP_PORT_IN, port_in, "port -> its zone's ingress"),
+    ] {
+        // A map's keys are its elements (diffed like any set's); the targets ride along.
+        let elements = map.keys().cloned().collect();
+        b.set(Set { elements, map: Some(map), ..Set::new(name, SetKey::Fields(K_PORT), comment) });
+    }
     b.helper_chains(opts);
     let pre = b.prerouting(opts);
     let post = b.postrouting(opts);

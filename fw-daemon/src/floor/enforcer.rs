@@ -20,7 +20,7 @@ use crate::compile::{CompileOptions, Membership};
 use crate::nft::{Nft, NftError};
 use crate::reconcile::rules_match;
 use crate::rules::Policy;
-use crate::ruleset::ir::{SetElem, SetKey, TableFamily};
+use crate::ruleset::ir::{KeyValue, SetElem, SetKey, TableFamily};
 use crate::ruleset::Ruleset;
 
 struct FloorNs {
@@ -44,6 +44,15 @@ pub struct FloorReport {
     pub updated: Vec<NsId>,
     pub unchanged: usize,
     pub failed: Vec<(NsId, String)>,
+}
+
+/// What every floor is compiled from.
+#[derive(Clone, Copy)]
+pub struct Inputs<'a, 'p> {
+    pub policy: &'p Policy,
+    pub m: &'a Membership<'p>,
+    pub blocks: &'a BlockList,
+    pub copts: &'a CompileOptions,
 }
 
 #[derive(Default)]
@@ -78,13 +87,11 @@ impl Floors {
     pub fn sync(
         &mut self,
         mut want: BTreeMap<NsId, Want>,
-        policy: &Policy,
-        m: &Membership<'_>,
-        blocks: &BlockList,
-        copts: &CompileOptions,
+        inputs: &Inputs<'_, '_>,
         only: Option<&[NsId]>,
         hold: Option<NsId>,
     ) -> FloorReport {
+        let Inputs { policy, m, blocks, copts } = *inputs;
         if let Some((id, path)) = &self.keep {
             want.entry(*id).or_insert_with(|| Want { path: path.clone(), ports: Vec::new() });
         }
@@ -135,7 +142,7 @@ impl Floors {
             }
             let step = match f.last.as_ref().and_then(|l| crate::ruleset::diff::set_changes(l, &rs)) {
                 Some(changes) => f.nft.update_sets_in(rs.family, &rs.table, &changes).map(|()| false),
-                None => replace(&mut f.nft, &rs, policy, m, copts).map(|()| true),
+                None => replace(&mut f.nft, &rs).map(|()| true),
             };
             match step {
                 Ok(replaced) => {
@@ -158,7 +165,7 @@ impl Floors {
 
     /// Re-applies every floor whose rules differ from what fw programmed (someone on the
     /// host edited it); returns the namespaces restored.
-    pub fn verify(&mut self, policy: &Policy, m: &Membership<'_>, copts: &CompileOptions) -> Vec<PathBuf> {
+    pub fn verify(&mut self) -> Vec<PathBuf> {
         let mut restored = Vec::new();
         for f in self.by_ns.values_mut() {
             let Some(last) = f.last.clone() else { continue };
@@ -166,7 +173,7 @@ impl Floors {
                 if rules_match(&last, &listed) {
                     return Ok(false);
                 }
-                replace(&mut f.nft, &last, policy, m, copts).map(|()| true)
+                replace(&mut f.nft, &last).map(|()| true)
             });
             match step {
                 Ok(false) => {}
@@ -182,27 +189,120 @@ impl Floors {
 }
 
 /// Replaces the floor with `rs`, carrying over the reply tuples the packet path recorded
-/// that the policy still allows.
-fn replace(
-    nft: &mut Nft,
-    rs: &Ruleset,
-    _policy: &Policy,
-    _m: &Membership<'_>,
-    _copts: &CompileOptions,
-) -> Result<(), NftError> {
+/// that the new policy still allows (a revoked inbound flow's tuple is left behind, so its
+/// replies stop at the floor too).
+fn replace(nft: &mut Nft, rs: &Ruleset) -> Result<(), NftError> {
     let mut next = rs.clone();
     let now = crate::nft::now_ms();
     for name in DYNAMIC_SETS {
-        let Some(set) = next.sets.iter_mut().find(|s| s.name == name) else { continue };
+        let Some(set) = rs.set(name) else { continue };
         let SetKey::Fields(kinds) = set.key else { continue };
+        let mut carried = Vec::new();
         for e in nft.dump_set(TableFamily::Bridge, FLOOR_TABLE, name)? {
             let Some(values) = crate::nft::decode_tuple(kinds, &e.key) else { continue };
-            let elem = SetElem::Tuple(values);
-            if let Some(left) = e.expires_in_ms {
-                set.expires.insert(elem.clone(), now + left as i64);
+            if still_allowed(rs, &values) {
+                carried.push((SetElem::Tuple(values), e.expires_in_ms));
             }
-            set.elements.push(elem);
+        }
+        if let Some(set) = next.sets.iter_mut().find(|s| s.name == name) {
+            for (elem, left) in carried {
+                if let Some(left) = left {
+                    set.expires.insert(elem.clone(), now + left as i64);
+                }
+                set.elements.push(elem);
+            }
         }
     }
     nft.apply(&next)
+}
+
+/// Whether a recorded reply tuple (port . own . peer . proto [. own port . peer port]) is
+/// one the floor `rs` would record now: its port's ingress chain, walked for the inbound
+/// packet it stands for, ends in the recording rule. What cannot be judged is not kept
+/// (the next inbound packet records it again if it is allowed).
+fn still_allowed(rs: &Ruleset, key: &[KeyValue]) -> bool {
+    use crate::ruleset::eval::{evaluate_chain, Packet, Proto};
+    let (port, own, peer, proto) = match key {
+        [p @ KeyValue::IfIndex(_), KeyValue::Addr(own), KeyValue::Addr(peer), KeyValue::Proto(proto), ..] => {
+            (*p, *own, *peer, *proto)
+        }
+        _ => return false,
+    };
+    let own_port = match key.get(4) {
+        Some(KeyValue::Port(p)) => Some(*p),
+        _ => None,
+    };
+    let Some(chain) = rs
+        .set(super::compile::MAP_PORT_IN)
+        .and_then(|m| m.map.as_ref())
+        .and_then(|m| m.get(&SetElem::Tuple(vec![port])))
+    else {
+        return false; // the port is gone
+    };
+    let proto = match proto {
+        6 => Proto::Tcp,
+        17 => Proto::Udp,
+        1 | 58 => Proto::Icmp,
+        _ => return false,
+    };
+    let pkt = Packet { src: peer, dst: own, proto, dport: own_port };
+    evaluate_chain(rs, chain, &pkt)
+        .and_then(|d| d.by)
+        .is_some_and(|by| by.kind == fw_proto::RuleKind::Floor && by.id == "record")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_tuples_the_policy_still_allows_are_carried_over() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let policy = crate::rules::load_dir(&root.join("rules/demo"), 0).policy.unwrap();
+        let inv = crate::inventory::load_inventory(&root.join("rules/demo-inventory.toml")).unwrap();
+        let m = Membership::new(&policy, &inv);
+        let ports: Vec<Port> = inv
+            .containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Port {
+                containers: vec![c.name.clone()],
+                ifindex: 10 + i as u32,
+                ifname: format!("p{i}"),
+                mac: [2, 0, 0, 0, 0, i as u8],
+                addrs: c.addresses.clone(),
+            })
+            .collect();
+        let rs = compile_floor(
+            &policy,
+            &m,
+            &ports,
+            &BlockList::default(),
+            &Default::default(),
+            &Default::default(),
+        );
+        let port = |name: &str| {
+            KeyValue::IfIndex(10 + inv.containers.iter().position(|c| c.name == name).unwrap() as u32)
+        };
+        let addr = |s: &str| KeyValue::Addr(s.parse().unwrap());
+        let flow = |p: &str, own: &str, peer: &str, own_port: u16| {
+            vec![
+                port(p),
+                addr(own),
+                addr(peer),
+                KeyValue::Proto(6),
+                KeyValue::Port(own_port),
+                KeyValue::Port(40000),
+            ]
+        };
+        // api-1 reached web-1:80 (public-web): its replies may keep flowing.
+        assert!(still_allowed(&rs, &flow("web-1", "10.77.0.11", "10.77.0.21", 80)));
+        // web-1 -> db-1:5432 is denied (no-web-to-db): db-1's replies stop.
+        assert!(!still_allowed(&rs, &flow("db-1", "10.77.0.31", "10.77.0.11", 5432)));
+        // A port that is gone, a key that is not a tuple: dropped.
+        let mut gone = flow("web-1", "10.77.0.11", "10.77.0.21", 80);
+        gone[0] = KeyValue::IfIndex(999);
+        assert!(!still_allowed(&rs, &gone));
+        assert!(!still_allowed(&rs, &[KeyValue::Proto(6)]));
+    }
 }

@@ -327,6 +327,7 @@ impl KeyType {
             KeyType::EtherType => 10,
             KeyType::EtherAddr => 9,
             KeyType::IfIndex => 20,
+            KeyType::Fields([one]) => KeyType::of(*one).nft_type(),
             // nft's concatenated type: each field's type shifted in, 6 bits apiece (nft
             // itself loses the first fields of keys longer than five; so do we).
             _ => self.fields().iter().fold(0u32, |t, f| t.wrapping_shl(6) | f.nft_type()),

@@ -55,9 +55,17 @@ pub fn evaluate_chain(rs: &Ruleset, chain: &str, pkt: &Packet) -> Option<Decisio
 }
 
 fn evaluate_from(rs: &Ruleset, base: &Chain, pkt: &Packet) -> Decision {
-    let mut st = Walk { log: None, audit: false };
+    let mut st = Walk { log: None, audit: false, passed: None };
     match walk(rs, base, pkt, &mut st, 0) {
         Some((v, by, text)) => {
+            // An accept that only closes a walk through chains that each returned on allow
+            // (a shared namespace's zones, the floor's policy chain) speaks for the last
+            // rule that allowed.
+            let closing = by.as_ref().is_some_and(|o| {
+                (o.kind == fw_proto::RuleKind::Floor && o.id == "allowed")
+                    || (o.kind == fw_proto::RuleKind::Builtin && o.id == "shared")
+            });
+            let by = if closing { st.passed.clone().or(by) } else { by };
             let verdict = match v {
                 Terminal::Accept if st.audit => fw_proto::Verdict::AuditDeny,
                 Terminal::Accept => fw_proto::Verdict::Allow,
@@ -86,6 +94,8 @@ enum Terminal {
 struct Walk {
     log: Option<String>,
     audit: bool,
+    /// The last rule that allowed by returning to its caller.
+    passed: Option<RuleRef>,
 }
 
 fn walk(
@@ -113,7 +123,12 @@ fn walk(
             Some(Verdict::Drop) | Some(Verdict::RejectTcpReset) => {
                 return Some((Terminal::Drop, r.origin.clone(), text))
             }
-            Some(Verdict::Return) => return None,
+            Some(Verdict::Return) => {
+                if r.origin.is_some() {
+                    st.passed = r.origin.clone();
+                }
+                return None;
+            }
             Some(Verdict::Vmap { .. }) => {
                 // Port maps need a port; `explain` starts at the zone chain instead.
             }

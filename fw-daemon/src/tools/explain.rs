@@ -38,6 +38,10 @@ pub struct Explanation {
     pub rule: Option<RuleRef>,
     /// Sender's egress chain (absent when the sender is not a container).
     pub egress: Option<EndResult>,
+    /// The host-side floor on the sender's port: the same policy, judged where the sender
+    /// cannot reach (absent when the sender is not a container).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floor: Option<EndResult>,
     /// Receiver's ingress chain (absent when the receiver is not a container, or egress
     /// already dropped the packet).
     pub ingress: Option<EndResult>,
@@ -152,6 +156,10 @@ pub fn explain(
         Endpoint::Container(c) => Some(end(c, Hook::Output)),
         Endpoint::External(_) => None,
     };
+    let floor = match from {
+        Endpoint::Container(c) => floor_end(policy, &m, c, &pkt, opts),
+        Endpoint::External(_) => None,
+    };
     let reaches = egress.as_ref().is_none_or(|e| e.verdict != Verdict::Deny);
     let ingress = match to {
         Endpoint::Container(c) if reaches => Some(end(c, Hook::Input)),
@@ -181,7 +189,42 @@ pub fn explain(
         verdict: decider.verdict,
         rule: decider.rule.clone(),
         egress: egress.clone(),
+        floor,
         ingress: ingress.clone(),
+    })
+}
+
+/// What the floor on `c`'s port decides for its new flow.
+fn floor_end(
+    policy: &Policy,
+    m: &Membership<'_>,
+    c: &Container,
+    pkt: &Packet,
+    opts: &CompileOptions,
+) -> Option<EndResult> {
+    use crate::floor::{compile::egress_chain, compile_floor, FloorOptions, Port};
+    let port = Port {
+        containers: vec![c.name.clone()],
+        ifindex: 1,
+        ifname: String::new(),
+        mac: [0; 6],
+        addrs: c.addresses.clone(),
+    };
+    let rs = compile_floor(policy, m, &[port], &Default::default(), opts, &FloorOptions::default());
+    let d = crate::ruleset::eval::evaluate_chain(
+        &rs,
+        &egress_chain(policy, m, std::slice::from_ref(&c.name)),
+        pkt,
+    )?;
+    let zone = policy.zone_of(&c.identity());
+    Some(EndResult {
+        container: c.name.clone(),
+        zone: zone.name.clone(),
+        mode: zone.mode,
+        verdict: d.verdict,
+        rule: d.by,
+        logged: None,
+        nft: d.rule_text,
     })
 }
 
@@ -207,6 +250,10 @@ pub fn render_text(e: &Explanation) -> String {
         None => out.push_str(&format!("  {label:<7} ({why_absent})\n")),
     };
     line("egress", &e.egress, "the sender is not a container: nothing to enforce there", &mut out);
+    if let Some(f) = &e.floor {
+        let by = f.rule.as_ref().map_or("chain policy (drop)".to_string(), |x| x.to_string());
+        out.push_str(&format!("  floor   host side of {}: {} by {by}\n", f.container, f.verdict));
+    }
     let why = if e.egress.as_ref().is_some_and(|x| x.verdict == Verdict::Deny) {
         "not reached: dropped at egress"
     } else {
