@@ -286,7 +286,8 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
                 now,
                 ..CompileOptions::default()
             };
-            let plans = plan::plan(&policy, &inv, container.as_deref(), &opts)?;
+            let mut plans = plan::plan(&policy, &inv, container.as_deref(), &opts)?;
+            plans.push(plan::plan_floor(&policy, &inv, container.as_deref(), &opts));
             let texts: Vec<&str> = plans.iter().map(|p| p.text.as_str()).collect();
             print!("{}", texts.join("\n"));
             Ok(ExitCode::SUCCESS)

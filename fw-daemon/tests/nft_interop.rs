@@ -43,6 +43,10 @@ fn nft_accepts_every_demo_plan() {
             panic!("nft rejected the plan for {}:\n{e}\n{}", cp.container, cp.script);
         }
     }
+    let floor = fw_daemon::tools::plan::plan_floor(&p, &inv, None, &CompileOptions::default());
+    if let Err(e) = nft_check(&floor.text) {
+        panic!("nft rejected the floor:\n{e}\n{}", floor.script);
+    }
 }
 
 #[test]

@@ -15,6 +15,8 @@ fn demo_plan_is_stable() {
     for cp in plans {
         insta::assert_snapshot!(format!("plan-{}", cp.container), cp.text);
     }
+    let floor = fw_daemon::tools::plan::plan_floor(&p, &inv, None, &CompileOptions::default());
+    insta::assert_snapshot!("plan-floor", floor.text);
 }
 
 #[test]

@@ -54,6 +54,8 @@ pub const MAP_PORT_IN: &str = "port_in";
 pub const SET_PORT_MAC: &str = "port_mac";
 pub const SET_PORT_IP4: &str = "port_ip4";
 pub const SET_PORT_IP6: &str = "port_ip6";
+/// `port_ip6` again, typed for nft as the raw target field of a neighbour advertisement.
+pub const SET_PORT_ND6: &str = "port_nd6";
 pub const SET_QUARANTINE_OUT: &str = "quarantine_out";
 pub const SET_QUARANTINE_IN: &str = "quarantine_in";
 pub const SET_FLOWS4: &str = "flows4";
@@ -238,7 +240,16 @@ impl FloorBuilder {
         self.set(with(SET_PORTS, K_PORT, "container ports fw programmed", admitted));
         self.set(with(SET_PORT_MAC, K_PORT_MAC, "port . the only source MAC it may send", macs));
         self.set(with(SET_PORT_IP4, K_PORT_IP4, "port . its own IPv4 addresses", ip4));
-        self.set(with(SET_PORT_IP6, K_PORT_IP6, "port . its own IPv6 addresses (link-local too)", ip6));
+        self.set(with(
+            SET_PORT_IP6,
+            K_PORT_IP6,
+            "port . its own IPv6 addresses (link-local too)",
+            ip6.clone(),
+        ));
+        self.set(Set {
+            typeof_text: Some("iif . @th,64,128"),
+            ..with(SET_PORT_ND6, K_PORT_IP6, "port . the addresses it may advertise", ip6)
+        });
         for (name, comment) in [
             (SET_QUARANTINE_OUT, "quarantined ports: nothing leaves"),
             (SET_QUARANTINE_IN, "quarantined ports: nothing enters"),
@@ -434,7 +445,7 @@ impl FloorBuilder {
             drop(
                 vec![
                     Match::IcmpType { family: Family::V6, types: vec![136] },
-                    lookup(&[Field::Iif, Field::NdTarget], SET_PORT_IP6, true),
+                    lookup(&[Field::Iif, Field::NdTarget], SET_PORT_ND6, true),
                 ],
                 spoof.clone(),
             ),

@@ -155,6 +155,9 @@ pub struct Set {
     /// Written from the packet path (`update @set { ... }`), so the daemon never replaces
     /// its elements: a table replacement carries them over.
     pub dynamic: Option<Dynamic>,
+    /// How nft must be told the key's type when no named type fits (`typeof iif .
+    /// @th,64,128`); the kernel only sees the key's length.
+    pub typeof_text: Option<&'static str>,
 }
 
 /// A set the packet path fills: its bound and the default timeout of its elements.
@@ -177,6 +180,7 @@ impl Set {
             comment: comment.into(),
             map: None,
             dynamic: None,
+            typeof_text: None,
         }
     }
 }

@@ -45,7 +45,14 @@ fn render_set(out: &mut String, set: &Set) {
         SetKey::Fields(kinds) => kinds.iter().map(|k| key_kind(*k)).collect::<Vec<_>>().join(" . "),
     };
     let data = if set.map.is_some() { " : verdict" } else { "" };
-    let _ = writeln!(out, "\t\ttype {ty}{data}");
+    match set.typeof_text {
+        Some(t) => {
+            let _ = writeln!(out, "\t\ttypeof {t}");
+        }
+        None => {
+            let _ = writeln!(out, "\t\ttype {ty}{data}");
+        }
+    }
     if let Some(d) = set.dynamic {
         let _ = writeln!(out, "\t\tsize {}", d.size);
     }
@@ -67,7 +74,18 @@ fn render_set(out: &mut String, set: &Set) {
             .elements
             .iter()
             .map(|e| {
-                let mut t = elem(e);
+                let mut t = match (set.typeof_text, e) {
+                    // A raw field's type is an integer: addresses are written as one.
+                    (Some(_), SetElem::Tuple(values)) => values
+                        .iter()
+                        .map(|v| match v {
+                            KeyValue::Addr(std::net::IpAddr::V6(a)) => format!("0x{:032x}", u128::from(*a)),
+                            other => key_value(other),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" . "),
+                    _ => elem(e),
+                };
                 if let Some(chain) = set.map.as_ref().and_then(|m| m.get(e)) {
                     let _ = write!(t, " : jump {chain}");
                 }

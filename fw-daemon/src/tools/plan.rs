@@ -55,3 +55,37 @@ pub fn plan(
     }
     Ok(out)
 }
+
+/// The host-side floor for the containers shown (all, or `only`): the `table bridge
+/// fw_floor` the daemon programs where their veth peers are. Ports are found at run time;
+/// here port N stands for the host side of the N-th container, as the header lists.
+pub fn plan_floor(
+    policy: &Policy,
+    inv: &Inventory,
+    only: Option<&str>,
+    opts: &CompileOptions,
+) -> ContainerPlan {
+    use crate::floor::{compile_floor, FloorOptions, Port};
+    let m = Membership::new(policy, inv);
+    let mut text = String::new();
+    let _ = writeln!(text, "# host-side floor: in the namespace holding the containers' veth peers");
+    let _ = writeln!(text, "# (the host's with Docker); ports are found at run time, numbered here:");
+    let mut ports = Vec::new();
+    for (i, c) in inv.containers.iter().filter(|c| only.is_none_or(|n| n == c.name)).enumerate() {
+        let index = i as u32 + 1;
+        let _ = writeln!(text, "#   port {index}: the host side of {}", c.name);
+        ports.push(Port {
+            containers: vec![c.name.clone()],
+            ifindex: index,
+            ifname: format!("port{index}"),
+            // Read from the container's interface at run time.
+            mac: [0x02, 0, 0, 0, 0, index as u8],
+            addrs: c.addresses.clone(),
+        });
+    }
+    let _ = writeln!(text, "# policy {}", policy.hash);
+    let rs = compile_floor(policy, &m, &ports, &Default::default(), opts, &FloorOptions::default());
+    let script = render(&rs);
+    text.push_str(&script);
+    ContainerPlan { container: "floor".into(), text, script }
+}
