@@ -145,12 +145,27 @@ impl Containment {
         let live: BTreeSet<NsId> = rec.namespaces().map(|(id, _, _)| id).collect();
         self.links.retain(|id, _| live.contains(id));
         for (id, path, members) in rec.namespaces() {
-            let hints = &self.cfg.link_hints;
+            let hints: Vec<&crate::inventory::LinkHint> =
+                members.iter().filter_map(|n| inv.get(n)).filter_map(|c| c.link.as_ref()).collect();
+            let mut extra = self.cfg.link_hints.clone();
+            extra.extend(hints.iter().map(|h| h.netns.clone()));
             let links = self.links.entry(id).or_insert_with(|| {
-                discover(path, hints).map_err(|e| {
-                    warn!(container = ?members, error = %e, "host side not found: no floor for it");
-                    e.to_string()
-                })
+                discover(path, &extra)
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut l| {
+                        // A hint naming the port keeps that one only, and insists on it.
+                        let names: Vec<&String> = hints.iter().filter_map(|h| h.ifname.as_ref()).collect();
+                        if !names.is_empty() {
+                            l.host_sides.retain(|h| names.contains(&&h.ifname));
+                            if l.host_sides.is_empty() {
+                                return Err(format!("no host side named {names:?} (the inventory's link)"));
+                            }
+                        }
+                        Ok(l)
+                    })
+                    .inspect_err(
+                        |e| warn!(container = ?members, error = %e, "host side not found: no floor for it"),
+                    )
             });
             let Ok(links) = links else { continue };
             let mut addrs: Vec<IpAddr> = members

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::rules::diag::LineIndex;
 use crate::rules::{Diagnostic, Identity, Severity};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Container {
     pub name: String,
     /// `/run/netns/NAME`, `/proc/PID/ns/net`, ...; `None` when only planning.
@@ -19,6 +19,16 @@ pub struct Container {
     pub image: String,
     pub labels: Vec<(String, String)>,
     pub addresses: Vec<IpAddr>,
+    /// Where its host side is, when discovery cannot find it by itself (a namespace not
+    /// under /run/netns): the floor's namespace, and optionally the port's name there.
+    pub link: Option<LinkHint>,
+}
+
+/// An inventory's `link = { netns = "...", ifname = "..." }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkHint {
+    pub netns: PathBuf,
+    pub ifname: Option<String>,
 }
 
 impl Container {
@@ -60,6 +70,14 @@ struct RawContainer {
     labels: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     addresses: Vec<toml::Spanned<String>>,
+    link: Option<RawLink>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLink {
+    netns: PathBuf,
+    ifname: Option<String>,
 }
 
 /// Reads and checks an inventory file.
@@ -89,6 +107,7 @@ pub fn parse_inventory(path: &Path, text: &str) -> Result<Inventory, Vec<Diagnos
     let mut diags = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut owners: HashMap<IpAddr, String> = HashMap::new();
+    let mut netns_of: HashMap<String, Option<PathBuf>> = HashMap::new();
     let mut containers = Vec::with_capacity(raw.container.len());
     for entry in raw.container {
         let start = entry.span().start;
@@ -101,15 +120,23 @@ pub fn parse_inventory(path: &Path, text: &str) -> Result<Inventory, Vec<Diagnos
             diags.push(at(start, format!("container `{}` is listed twice", c.name)));
             continue;
         }
+        netns_of.insert(c.name.clone(), c.netns.clone());
         let mut addresses = Vec::with_capacity(c.addresses.len());
         for a in c.addresses {
             match a.get_ref().parse::<IpAddr>() {
                 Ok(ip) => {
-                    if let Some(other) = owners.insert(ip, c.name.clone()) {
-                        diags.push(at(
+                    // Containers sharing one namespace share its addresses; anyone else
+                    // claiming an address is a mistake.
+                    let shared = |other: &str| {
+                        c.netns.is_some()
+                            && netns_of.get(other).is_some_and(|n| n.as_ref() == c.netns.as_ref())
+                    };
+                    match owners.insert(ip, c.name.clone()) {
+                        Some(other) if !shared(&other) => diags.push(at(
                             a.span().start,
                             format!("address {ip} of `{}` is also `{other}`'s", c.name),
-                        ));
+                        )),
+                        _ => {}
                     }
                     addresses.push(ip);
                 }
@@ -123,6 +150,7 @@ pub fn parse_inventory(path: &Path, text: &str) -> Result<Inventory, Vec<Diagnos
             image: c.image,
             labels: c.labels.into_iter().collect(),
             addresses,
+            link: c.link.map(|l| LinkHint { netns: l.netns, ifname: l.ifname }),
         });
     }
     if diags.is_empty() {
@@ -159,6 +187,23 @@ mod tests {
                 "inv.toml:6:26: error: `nope` is not an IPv4 or IPv6 address",
             ]
         );
+    }
+
+    #[test]
+    fn sharers_of_one_namespace_share_its_addresses_and_links_are_hints() {
+        let text = "[[container]]\nname = \"app\"\nnetns = \"/run/netns/pod\"\naddresses = [\"10.0.0.1\"]\n\
+                    link = { netns = \"/run/netns/hub\", ifname = \"p3\" }\n\
+                    [[container]]\nname = \"sidecar\"\nnetns = \"/run/netns/pod\"\naddresses = [\"10.0.0.1\"]\n";
+        let inv = parse_inventory(Path::new("inv.toml"), text).unwrap();
+        assert_eq!(inv.containers[1].addresses, inv.containers[0].addresses);
+        assert_eq!(
+            inv.containers[0].link,
+            Some(LinkHint { netns: "/run/netns/hub".into(), ifname: Some("p3".into()) })
+        );
+        // Elsewhere, the same address is still a mistake.
+        let other = text.replacen("/run/netns/pod", "/run/netns/other", 1);
+        let errs = parse_inventory(Path::new("inv.toml"), &other).unwrap_err();
+        assert!(errs[0].to_string().contains("address 10.0.0.1 of `sidecar` is also `app`'s"), "{}", errs[0]);
     }
 
     #[test]

@@ -204,6 +204,7 @@ fn rule_count_follows_policies_not_peers() {
             image: "corp/api:2".into(),
             labels: vec![("tier".into(), "api".into())],
             addresses: vec![std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a01_0000 + i))],
+            link: None,
         });
     }
     let opts = CompileOptions::default();

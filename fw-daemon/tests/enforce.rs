@@ -454,6 +454,7 @@ fn a_container_joining_updates_peers_without_replacing_their_tables() {
         image: "fw/api:2.3".into(),
         labels: vec![("tier".into(), "api".into())],
         addresses: vec![addr],
+        link: None,
     });
     let out = apply(&policy, &inv, Some("api-3"), &opts);
     assert!(out[0].result.is_ok());

@@ -30,6 +30,7 @@ fn container(i: usize, netns: Option<PathBuf>) -> Container {
             format!("10.79.{}.{}", i / 250, i % 250 + 1).parse().expect("v4"),
             format!("fd79::{i:x}").parse().expect("v6"),
         ],
+        link: None,
     }
 }
 

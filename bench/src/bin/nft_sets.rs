@@ -38,6 +38,7 @@ fn main() {
                 image: "fw/api:2.3".into(),
                 labels: vec![("tier".into(), "api".into())],
                 addresses: vec![IpAddr::V4(Ipv4Addr::from(0x0a50_0000 + i))],
+                link: None,
             });
         }
         let rs = compile_all(&policy, &inv, &CompileOptions::default())

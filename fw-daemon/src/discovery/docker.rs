@@ -128,7 +128,7 @@ async fn snapshot(docker: &Docker, socket: &str) -> Result<Vec<(Container, Vec<[
             Err(_) => continue,
         };
         let image = config.image.unwrap_or_default();
-        let c = Container { name, netns: Some(netns), image, labels, addresses: wire.addresses };
+        let c = Container { name, netns: Some(netns), image, labels, addresses: wire.addresses, link: None };
         out.push((c, wire.macs));
     }
     out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
