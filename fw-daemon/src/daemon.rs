@@ -245,9 +245,9 @@ impl Daemon {
         info!(policy = %status.policy_hash, containers = rec.programmed().count(), "enforcing");
         let mut contain_cfg = cfg.containment.clone();
         if cfg.docker.is_some() && cfg.unknown_containers == crate::config::Unknown::Deny {
-            // Docker's bridges are in the host namespace: its floor cuts every `veth` port
-            // fw has not programmed, daemon running or not.
-            contain_cfg.guard = Some((PathBuf::from("/proc/1/ns/net"), vec!["veth".into()]));
+            // Docker's bridges are in the namespace the daemon runs in with it (the host's):
+            // its floor cuts every `veth` port fw has not programmed, daemon running or not.
+            contain_cfg.guard = Some((PathBuf::from("/proc/self/ns/net"), vec!["veth".into()]));
         }
         let mut contain = crate::containment::Containment::new(contain_cfg);
         if !contain.guard_exists() {

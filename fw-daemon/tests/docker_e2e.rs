@@ -3,7 +3,7 @@
 //! that start and stop, and re-zones a container recreated with other labels. Docker is
 //! started if installed but not running; the image is built with `docker import` from
 //! Debian's busybox-static (images cannot be pulled here). A container that sends from its
-//! first instant must not get through before it is programmed (the host guard). Everything
+//! first instant must not get through before it is programmed (the host-side floor). Everything
 //! created is removed, even when the test fails.
 
 mod common;
@@ -153,11 +153,12 @@ fn serve(netns: &Path, port: u16) -> Arc<Mutex<Vec<IpAddr>>> {
     peers
 }
 
-/// The host guard outlives the daemon by design (fail closed); a test removes its own.
+/// The host-side floor outlives the daemon by design (fail closed); a test removes its own.
 struct HostGuardCleanup;
 
 impl Drop for HostGuardCleanup {
     fn drop(&mut self) {
+        let _ = Command::new("nft").args(["delete", "table", "bridge", "fw_floor"]).output();
         let _ = Command::new("nft").args(["delete", "table", "bridge", "fw_guard"]).output();
     }
 }
@@ -188,7 +189,7 @@ match = { labels = { "fw.test/tier" = "api" } }
 match = { labels = { "fw.test/tier" = "db" } }
 
 # db accepts anyone but web: while a new container's address is in no zone set yet, db's
-# ingress lets it in, so only the sender's own egress (once programmed) or the host guard
+# ingress lets it in, so only the sender's own egress (once programmed) or the host-side floor
 # (before that) stops a new web container. This is what exposes the start-up window.
 [[policy]]
 id = "no-web-to-db"
@@ -272,8 +273,8 @@ fn docker_containers_are_discovered_and_enforced() {
 
     // Fail closed from the first instant: a web container that hammers db from its first
     // instruction (denied by policy) never gets a connection through, neither before its
-    // table is programmed (the host guard drops it) nor after; an api one gets through once
-    // programmed and admitted.
+    // table is programmed (the floor drops its unadmitted port) nor after; an api one gets
+    // through once programmed and admitted.
     let db_ip = fleet.ip("db").to_string();
     let hammer = format!("while :; do nc -w 1 {db_ip} 5432 </dev/null; done");
     let before = db_peers.lock().unwrap().len();
@@ -288,8 +289,8 @@ fn docker_containers_are_discovered_and_enforced() {
     }
     std::thread::sleep(Duration::from_secs(1));
     let leaked = db_peers.lock().unwrap()[before..].iter().filter(|p| **p == eager_web).count();
-    assert_eq!(leaked, 0, "eager-web reached db {leaked} times before or after programming");
-    assert!(d.log().contains("host guard updated"));
+    assert_eq!(leaked, 0, "eager-web reached db {leaked} times before or after programming\n{}", d.log());
+    assert!(d.log().contains("floor programmed"), "{}", d.log());
 
     // A stopped container is forgotten.
     fleet.rm("api2");
