@@ -176,7 +176,7 @@ impl Containment {
                 .collect();
             addrs.sort();
             addrs.dedup();
-            for h in &links.host_sides {
+            for h in links.host_sides.iter().filter(|h| !live.contains(&h.netns_id)) {
                 want.entry(h.netns_id)
                     .or_insert_with(|| Want { path: h.netns.clone(), ports: Vec::new() })
                     .ports
@@ -242,7 +242,22 @@ impl Containment {
                 "no host side found (interfaces without one: {})",
                 if l.unresolved.is_empty() { "none".to_string() } else { l.unresolved.join(", ") }
             )),
-            Some(Ok(l)) => Ok(l.host_sides.iter().map(|h| describe(&h.ifname, &h.netns_id)).collect()),
+            Some(Ok(l)) => {
+                // The other end in a container's own namespace is no floor: that container
+                // could undo it (and no bridge hook sees a bare veth pair anyway).
+                let containers: BTreeSet<NsId> = rec.namespaces().map(|(id, _, _)| id).collect();
+                let ports: Vec<String> = l
+                    .host_sides
+                    .iter()
+                    .filter(|h| !containers.contains(&h.netns_id))
+                    .map(|h| describe(&h.ifname, &h.netns_id))
+                    .collect();
+                if ports.is_empty() {
+                    Err("its link's other end is in a container's namespace, not the host's".into())
+                } else {
+                    Ok(ports)
+                }
+            }
         }
     }
 

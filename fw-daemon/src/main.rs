@@ -74,6 +74,10 @@ others; the exit code is 1 if any failed. Needs CAP_NET_ADMIN (root).")]
         container: Option<String>,
         #[arg(long, default_value_t = 100)]
         log_group: u16,
+        /// Also program the host-side floors (every container's host side is found, and
+        /// each namespace holding some gets `table bridge fw_floor` for all of them)
+        #[arg(long)]
+        floor: bool,
     },
     /// Remove `table inet fw` from every container in the inventory
     #[command(after_help = "\
@@ -85,6 +89,9 @@ then held only by their own tables, and new ones by nothing.")]
         inventory: Option<PathBuf>,
         #[arg(long)]
         container: Option<String>,
+        /// Also remove the floors holding the inventory's host sides
+        #[arg(long, requires = "inventory")]
+        floor: bool,
         /// Remove the host-side floor in this namespace too (or only it, without --inventory)
         #[arg(long)]
         guard: bool,
@@ -292,7 +299,7 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
             print!("{}", texts.join("\n"));
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Apply { dir, inventory, container, log_group } => {
+        Cmd::Apply { dir, inventory, container, log_group, floor } => {
             let (policy, inv, diags) = tools::load_both(&dir, &inventory, now)?;
             for d in diags {
                 eprintln!("{d}");
@@ -303,14 +310,22 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
                 now,
                 ..CompileOptions::default()
             };
-            Ok(report(apply::apply(&policy, &inv, container.as_deref(), &opts), "programmed"))
+            let mut outcomes = apply::apply(&policy, &inv, container.as_deref(), &opts);
+            if floor {
+                outcomes.extend(apply::apply_floors(&policy, &inv, &opts));
+            }
+            Ok(report(outcomes, "programmed"))
         }
-        Cmd::Flush { inventory, container, guard } => {
+        Cmd::Flush { inventory, container, floor, guard } => {
             let mut code = ExitCode::SUCCESS;
             if let Some(inventory) = inventory {
                 let inv =
                     fw_daemon::inventory::load_inventory(&inventory).map_err(|d| Failed(d, Vec::new()))?;
-                code = report(apply::flush(&inv, container.as_deref()), "flushed");
+                let mut outcomes = apply::flush(&inv, container.as_deref());
+                if floor {
+                    outcomes.extend(apply::flush_floors(&inv));
+                }
+                code = report(outcomes, "flushed");
             }
             if guard {
                 fw_daemon::nft::Nft::open(std::path::Path::new("/proc/self/ns/net"), "host floor")

@@ -2,8 +2,9 @@
 //! incident responder uses: control socket request -> daemon -> set element in the
 //! container's namespace (+ conntrack deletion).
 //!
-//! Two namespaces joined by a veth pair (10.80.0.1 web-1, 10.80.0.2 api-1, no route out), the
-//! demo policy, `fw-daemon run` with a static inventory. Each trial: a fresh TCP stream from
+//! Two namespaces on a bridge in a third (10.80.0.1 web-1, 10.80.0.2 api-1, no route out), so
+//! the daemon programs both their tables and the floor on the bridge; the demo policy,
+//! `fw-daemon run` with a static inventory. Each trial: a fresh TCP stream from
 //! web-1 to api-1:8080 (512-byte writes, 50 µs sleep between), then `block destination api-1 for
 //! web-1`; the latency is from just before the request is sent to the arrival of the last
 //! byte of the stream at api-1 (both ends in this process, one monotonic clock). Then
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use fw_bench::daemon::Daemon;
 use fw_bench::Netns;
-use fw_bench::{ip, pct};
+use fw_bench::pct;
 use fw_daemon::netns::run_in;
 use fw_proto::control::*;
 
@@ -29,14 +30,7 @@ fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
 
     let tag = std::process::id();
-    let (web, api) = (Netns::new(&format!("fwbl{tag}-web")), Netns::new(&format!("fwbl{tag}-api")));
-    let (wn, an) = (format!("fwbl{tag}-web"), format!("fwbl{tag}-api"));
-    ip(&["-n", &wn, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &an]);
-    for (ns, a) in [(&wn, "10.80.0.1/24"), (&an, "10.80.0.2/24")] {
-        ip(&["-n", ns, "addr", "add", a, "dev", "eth0"]);
-        ip(&["-n", ns, "link", "set", "eth0", "up"]);
-        ip(&["-n", ns, "link", "set", "lo", "up"]);
-    }
+    let (web, api, _hub) = fw_bench::bridged_pair(&format!("fwbl{tag}"));
     let dir = std::env::temp_dir().join(format!("fw-block-latency-{tag}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("tmp");

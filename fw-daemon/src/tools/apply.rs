@@ -69,3 +69,72 @@ pub fn flush(inv: &Inventory, only: Option<&str>) -> Vec<Outcome> {
         })
         .collect()
 }
+
+/// Programs the host-side floors of every container in the inventory that has a netns:
+/// each container's host side is discovered, and each namespace holding some gets its
+/// `table bridge fw_floor` (one outcome per floor namespace, named by its path).
+pub fn apply_floors(policy: &Policy, inv: &Inventory, opts: &CompileOptions) -> Vec<Outcome> {
+    let (ports, mut outcomes) = floor_ports(inv);
+    let m = Membership::new(policy, inv);
+    for (path, ports) in ports {
+        let started = Instant::now();
+        let rs = crate::floor::compile_floor(
+            policy,
+            &m,
+            &ports,
+            &Default::default(),
+            opts,
+            &crate::floor::FloorOptions::default(),
+        );
+        let result = Nft::open(&path, "floor")
+            .and_then(|mut nft| nft.apply(&rs))
+            .map(|()| started.elapsed())
+            .map_err(|e| e.to_string());
+        outcomes.push(Outcome { container: format!("floor {}", path.display()), result });
+    }
+    outcomes
+}
+
+/// Removes the floors in every namespace holding a host side of the inventory's containers.
+pub fn flush_floors(inv: &Inventory) -> Vec<Outcome> {
+    let (ports, mut outcomes) = floor_ports(inv);
+    for path in ports.keys() {
+        let started = Instant::now();
+        let result = Nft::open(path, "floor")
+            .and_then(|mut nft| nft.flush_floor())
+            .map(|()| started.elapsed())
+            .map_err(|e| e.to_string());
+        outcomes.push(Outcome { container: format!("floor {}", path.display()), result });
+    }
+    outcomes
+}
+
+/// The inventory's host sides, by floor namespace; containers whose host side cannot be
+/// found are reported.
+fn floor_ports(
+    inv: &Inventory,
+) -> (std::collections::BTreeMap<std::path::PathBuf, Vec<crate::floor::Port>>, Vec<Outcome>) {
+    let mut by_ns: std::collections::BTreeMap<std::path::PathBuf, Vec<crate::floor::Port>> = Default::default();
+    let mut failed = Vec::new();
+    for c in &inv.containers {
+        let Some(ns) = &c.netns else { continue };
+        let hints: Vec<std::path::PathBuf> = c.link.iter().map(|l| l.netns.clone()).collect();
+        match crate::floor::link::discover(ns, &hints) {
+            Ok(links) => {
+                let mut addrs = c.addresses.clone();
+                addrs.extend(links.link_local.iter().copied());
+                for h in links.host_sides {
+                    by_ns.entry(h.netns.clone()).or_default().push(crate::floor::Port {
+                        containers: vec![c.name.clone()],
+                        ifindex: h.ifindex,
+                        ifname: h.ifname,
+                        mac: h.mac,
+                        addrs: addrs.clone(),
+                    });
+                }
+            }
+            Err(e) => failed.push(Outcome { container: c.name.clone(), result: Err(format!("host side: {e}")) }),
+        }
+    }
+    (by_ns, failed)
+}
