@@ -108,3 +108,63 @@ impl Client {
         }
     }
 }
+
+impl Client {
+    /// Sends `op` (a JSON object without `id`) and returns the raw `answer` object: for
+    /// fields this test binary's fw-proto may not know yet.
+    pub fn call_raw(&mut self, op: serde_json::Value) -> serde_json::Value {
+        let id = self.next;
+        self.next += 1;
+        let mut req = op;
+        req["id"] = id.into();
+        let mut line = req.to_string();
+        line.push('\n');
+        self.send_raw(&line);
+        loop {
+            self.r.get_ref().set_read_timeout(Some(Duration::from_secs(20))).expect("read timeout");
+            let mut l = String::new();
+            match self.r.read_line(&mut l) {
+                Ok(0) => panic!("the daemon closed the connection"),
+                Ok(_) => {}
+                Err(e) => panic!("read from the daemon: {e}"),
+            }
+            let v: serde_json::Value =
+                serde_json::from_str(&l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}"));
+            if v["id"] == id {
+                assert_eq!(v["type"], "ok", "{v}");
+                return v["answer"].clone();
+            }
+        }
+    }
+
+    /// `status` as raw JSON.
+    pub fn status_raw(&mut self) -> serde_json::Value {
+        self.call_raw(serde_json::json!({"op": "status"}))
+    }
+}
+
+/// Containers a raw `status` reports as skipped (not programmed on purpose, e.g. their
+/// namespace is the host's): a top-level `skipped` list of names or `{"name": ...}` objects,
+/// or a `containers` entry whose `skipped` is a reason (non-empty string) or `true`, or whose
+/// `state` is `"skipped"`.
+pub fn skipped_names(status: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    if let Some(list) = status["skipped"].as_array() {
+        for s in list {
+            if let Some(n) = s.as_str().or_else(|| s["name"].as_str()) {
+                out.insert(n.to_string());
+            }
+        }
+    }
+    for c in status["containers"].as_array().into_iter().flatten() {
+        let sk = &c["skipped"];
+        let yes = sk.as_bool() == Some(true)
+            || sk.as_str().is_some_and(|s| !s.is_empty())
+            || sk.is_object()
+            || c["state"] == "skipped";
+        if let (true, Some(n)) = (yes, c["name"].as_str()) {
+            out.insert(n.to_string());
+        }
+    }
+    out
+}

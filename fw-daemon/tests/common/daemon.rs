@@ -22,6 +22,16 @@ impl Daemon {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
+        Daemon::spawn_via(&[], args, log)
+    }
+
+    /// Starts `WRAPPER... fw-daemon ARGS...` (say `ip netns exec NS`, or `unshare ...` to give
+    /// it other namespaces); killing the wrapper must end the daemon (`unshare --kill-child`).
+    pub fn spawn_via<I, S>(wrapper: &[std::ffi::OsString], args: I, log: PathBuf) -> Daemon
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
         let mut args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
         let socket = log.with_extension("sock");
         let audit = log.with_extension("audit.jsonl");
@@ -33,8 +43,12 @@ impl Daemon {
                 }
             }
         }
-        let child = Command::new(env!("CARGO_BIN_EXE_fw-daemon"))
-            .args(args)
+        let bin = std::ffi::OsString::from(env!("CARGO_BIN_EXE_fw-daemon"));
+        let mut argv: Vec<std::ffi::OsString> = wrapper.to_vec();
+        argv.push(bin);
+        argv.extend(args);
+        let child = Command::new(&argv[0])
+            .args(&argv[1..])
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).expect("log file"))
             .spawn()
@@ -46,6 +60,11 @@ impl Daemon {
     /// `state/`, one audit log `audit.jsonl` across restarts), with fast timers and `extra`
     /// flags; returns once the control socket accepts connections.
     pub fn run_in_dir(d: &Path, tag: &str, extra: &[&str]) -> Daemon {
+        Daemon::run_in_dir_via(&[], d, tag, extra)
+    }
+
+    /// [`Daemon::run_in_dir`] through a wrapper command (see [`Daemon::spawn_via`]).
+    pub fn run_in_dir_via(wrapper: &[std::ffi::OsString], d: &Path, tag: &str, extra: &[&str]) -> Daemon {
         let mut args: Vec<std::ffi::OsString> = ["run", "--no-docker", "--tick", "0.2", "--resync", "1"]
             .iter()
             .chain(extra)
@@ -60,7 +79,7 @@ impl Daemon {
             args.push(flag.into());
             args.push(d.join(path).into());
         }
-        let daemon = Daemon::spawn(args, d.join(format!("daemon-{tag}.log")));
+        let daemon = Daemon::spawn_via(wrapper, args, d.join(format!("daemon-{tag}.log")));
         daemon.wait_ready();
         daemon
     }
@@ -76,6 +95,19 @@ impl Daemon {
 
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last `n` lines of the log, for assertion messages of chatty runs.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let from = lines.len().saturating_sub(n);
+        format!(
+            "--- daemon log (last {} of {} lines) ---\n{}",
+            lines.len() - from,
+            lines.len(),
+            lines[from..].join("\n")
+        )
     }
 
     pub fn pid(&self) -> u32 {
