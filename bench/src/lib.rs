@@ -392,9 +392,8 @@ pub fn bridged_pair(prefix: &str) -> (Netns, Netns, Netns) {
     let h = format!("{prefix}-hub");
     ip(&["-n", &h, "link", "add", "br0", "type", "bridge"]);
     ip(&["-n", &h, "link", "set", "br0", "up"]);
-    for (i, (ns, addr)) in [(format!("{prefix}-a"), "10.80.0.1/24"), (format!("{prefix}-b"), "10.80.0.2/24")]
-        .iter()
-        .enumerate()
+    for (i, (ns, addr)) in
+        [(format!("{prefix}-a"), "10.80.0.1/24"), (format!("{prefix}-b"), "10.80.0.2/24")].iter().enumerate()
     {
         let port = format!("p{i}");
         ip(&["-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", &port, "netns", &h]);

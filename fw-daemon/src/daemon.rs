@@ -88,6 +88,14 @@ enum Event {
     Stop,
 }
 
+/// Who places a tamper quarantine (audit records, `blocks`).
+const TAMPER_ACTOR: &str = "fw-daemon tamper escalation";
+
+fn tamper_message(name: &str, n: u64) -> String {
+    let times = if n > 1 { format!(" ({n} restores in the last 10 s)") } else { String::new() };
+    format!("table inet fw in {name}'s namespace was changed outside fw; restored{times}")
+}
+
 /// How long the 5-tuple block of a flow cut by inspection stays: long past any retransmission
 /// of that connection; the source port is not reused meanwhile by a well-behaved client.
 const INSPECT_CUT_TTL_SECS: u64 = 600;
@@ -164,6 +172,8 @@ struct Daemon {
     last_reload_at: Option<i64>,
     /// Containers reported as not (fully) enforced, and why (alerted once per change).
     unenforced: std::collections::BTreeMap<String, String>,
+    /// One tamper alert per container per 10 s, with the count.
+    tamper_alerts: crate::alerts::CapLimiter,
 }
 
 impl Daemon {
@@ -276,6 +286,7 @@ impl Daemon {
             rule_files,
             last_reload_at: Some(t),
             unenforced: Default::default(),
+            tamper_alerts: crate::alerts::CapLimiter::new(Duration::from_secs(10)),
         };
         d.converged(&report);
         Ok(d)
@@ -700,17 +711,44 @@ impl Daemon {
 
     fn tampered(&mut self, restored: &[String]) {
         for name in restored {
-            self.alert(
-                fw_proto::control::AlertKind::Tamper,
-                Some(name),
-                None,
-                None,
-                format!("table inet fw in {name}'s namespace was changed outside fw; restored"),
-            );
-            if self.contain.repaired(name, Instant::now()) {
+            // One alert per container per window (with the count): a tamperer must not be
+            // able to flush every other alert out of the ring.
+            if let Some(n) = self.tamper_alerts.hit(name, "tamper", now_ms()) {
+                self.alert(
+                    fw_proto::control::AlertKind::Tamper,
+                    Some(name),
+                    None,
+                    None,
+                    tamper_message(name, n),
+                );
+            }
+            if self.contain.repaired(name, Instant::now()) && !self.escalated(name) {
                 self.escalate(name);
             }
         }
+    }
+
+    /// Restores the tamper limiter held back (the window passed): alerted with their count.
+    fn flush_tamper_alerts(&mut self) {
+        for ((name, _), n) in self.tamper_alerts.flush(now_ms()) {
+            self.alert(
+                fw_proto::control::AlertKind::Tamper,
+                Some(&name),
+                None,
+                None,
+                tamper_message(&name, n),
+            );
+        }
+    }
+
+    /// Whether `name` sits in a tamper quarantine: its table is then restored on the
+    /// periodic check only, so a tamperer cannot keep the daemon busy.
+    fn escalated(&self, name: &str) -> bool {
+        use fw_proto::control::{BlockDirection, BlockTarget};
+        self.rec.blocks().active().iter().any(|b| {
+            b.created_by == TAMPER_ACTOR
+                && matches!(&b.target, BlockTarget::Quarantine { container, direction: BlockDirection::Both } if container == name)
+        })
     }
 
     /// A container that keeps changing its table wins every race with a repairer inside its
@@ -722,13 +760,13 @@ impl Daemon {
             matches!(&b.target, BlockTarget::Quarantine { container, direction: BlockDirection::Both } if container == name)
         });
         if already {
-            return;
+            return; // quarantined both ways by someone already
         }
         let t = self.contain.tamper_policy();
         let reason =
             format!("tamper: its table was restored {} times within {} s", t.repairs, t.window.as_secs_f64());
         let target = BlockTarget::Quarantine { container: name.to_string(), direction: BlockDirection::Both };
-        let by = "fw-daemon tamper escalation".to_string();
+        let by = TAMPER_ACTOR.to_string();
         let mut rec = fw_proto::control::AuditRecord {
             time_ms: now_ms(),
             peer: None,
@@ -823,6 +861,7 @@ impl Daemon {
                     blocks: blocks.iter().map(|b| b.id).collect(),
                     floor: self.contain.floor_of(&self.rec, &c.name).unwrap_or_default(),
                     note: self.unenforced.get(&c.name).cloned(),
+                    skipped: self.rec.skipped().get(&c.name).map(|why| why.to_string()),
                 }
             })
             .collect();
@@ -1080,15 +1119,13 @@ fn now_ms() -> i64 {
 
 /// Removes what an older version left where fw never writes now: a `table bridge fw_guard`
 /// (the MAC-keyed guard the floor replaces), and a `table inet fw` in the host's or the
-/// daemon's own namespace (a container once thought to live there). A table is only taken
-/// for ours if it carries fw's rule comments.
+/// daemon's own namespace (a container once thought to live there: it cuts the host).
+/// Nothing is written where there is nothing to remove.
 fn remove_leftovers() {
+    use crate::ruleset::ir::{TableFamily, TABLE};
     for ns in ["/proc/self/ns/net", "/proc/1/ns/net"] {
         let Ok(mut nft) = crate::nft::Nft::open(Path::new(ns), "host namespace") else { continue };
-        let old_guard = nft
-            .list_rules_of(crate::ruleset::ir::TableFamily::Bridge, "fw_guard")
-            .is_ok_and(|r| !r.is_empty());
-        if old_guard {
+        if nft.table_exists(TableFamily::Bridge, "fw_guard").unwrap_or(false) {
             match nft.flush_guard() {
                 Ok(()) => {
                     info!(netns = ns, "removed the MAC-keyed guard of an older fw (the floor replaces it)")
@@ -1096,10 +1133,7 @@ fn remove_leftovers() {
                 Err(e) => warn!(netns = ns, error = %e, "removing the old host guard failed"),
             }
         }
-        let ours = nft
-            .list_rules()
-            .is_ok_and(|rules| rules.iter().any(|r| r.comment.as_deref() == Some("builtin:established")));
-        if ours {
+        if nft.table_exists(TableFamily::Inet, TABLE).unwrap_or(false) {
             match nft.flush() {
                 Ok(()) => warn!(netns = ns, "removed a table inet fw an older fw left in the host namespace"),
                 Err(e) => {
@@ -1341,6 +1375,9 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 if let Some(u) = newest_docker {
                     d.docker_update(u);
                 }
+                // A quarantined tamperer waits for the periodic check.
+                let drifted: std::collections::BTreeSet<String> =
+                    drifted.into_iter().filter(|n| !d.escalated(n)).collect();
                 if !drifted.is_empty() {
                     d.restore_drift(Some(&drifted));
                 }
@@ -1353,6 +1390,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         if last_drift_check.elapsed() >= d.cfg.tick {
             d.restore_drift(None);
             d.alerts.flush_caps(now_ms());
+            d.flush_tamper_alerts();
             last_drift_check = Instant::now();
         }
         if last_resync.elapsed() >= d.cfg.resync {

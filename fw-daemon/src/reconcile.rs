@@ -308,9 +308,16 @@ impl Reconciler {
         self.restore_drift_in(None)
     }
 
-    /// `restore_drift` for some containers only (those a change notification named).
+    /// `restore_drift` for some containers only (those a change notification named). A
+    /// notified namespace also gets its rules compared: a change committed between our own
+    /// commit and our reading of the generation id hides behind that id, and a tamperer
+    /// that keeps changing the table lands in that window sooner or later.
     pub fn restore_drift_in(&mut self, only: Option<&std::collections::BTreeSet<String>>) -> Vec<String> {
-        self.restore_where("ruleset changed outside fw", only, |p| Ok(p.nft.generation()? != p.generation))
+        let notified = only.is_some();
+        self.restore_where("ruleset changed outside fw", only, move |p| {
+            Ok(p.nft.generation()? != p.generation
+                || (notified && !rules_match(&p.last, &p.nft.list_rules()?)))
+        })
     }
 
     /// Re-applies the last programmed table wherever `changed` says so; returns those names.

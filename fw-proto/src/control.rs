@@ -348,6 +348,9 @@ pub struct ContainerInfo {
     /// Why something about it is not enforced (no table: host namespace; no floor: ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Why fw gives it no table at all (its namespace is the host's or the daemon's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 /// A zone's caps; `None` is no cap.

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fw_bench::daemon::Daemon;
-use fw_bench::Netns;
 use fw_bench::pct;
 use fw_daemon::netns::run_in;
 use fw_proto::control::*;

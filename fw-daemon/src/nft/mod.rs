@@ -105,10 +105,16 @@ impl Nft {
     /// Returns whether it replaced the table.
     pub fn converge(&mut self, last: Option<&Ruleset>, next: &Ruleset) -> Result<bool, NftError> {
         if let Some(changes) = last.and_then(|l| crate::ruleset::diff::set_changes(l, next)) {
-            if !changes.is_empty() {
-                self.update_sets_in(next.family, &next.table, &changes)?;
+            if changes.is_empty() {
+                return Ok(false);
             }
-            return Ok(false);
+            match self.update_sets_in(next.family, &next.table, &changes) {
+                Ok(()) => return Ok(false),
+                // The sets are not what we left (someone deleted the table, or an element we
+                // remove is gone): the whole table, atomically, is what we want anyway.
+                Err(NftError::Rejected { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         self.apply(next)?;
         Ok(true)
@@ -311,6 +317,16 @@ impl Nft {
         self.dump(req, "rule dump", |m| netlink::parse_rule(m).into_iter().collect())
     }
 
+    /// Whether `table FAMILY NAME` exists in this namespace.
+    pub fn table_exists(&mut self, family: TableFamily, table: &str) -> Result<bool, NftError> {
+        self.seq = self.seq.wrapping_add(1);
+        let req = netlink::gettable_request(self.seq, nfproto(family), table);
+        // A missing table answers ENOENT, which the dump loop reads as empty.
+        Ok(!self
+            .dump(req, "table lookup", |m| if netlink::is_table(m) { vec![()] } else { vec![] })?
+            .is_empty())
+    }
+
     /// The elements of one set, with the time each has left.
     pub fn dump_set(
         &mut self,
@@ -350,6 +366,9 @@ impl Nft {
                         if let Some(a) = netlink::parse_ack(&m) {
                             if a.errno == libc::ENOENT {
                                 return Ok(Vec::new()); // no table: nothing in it
+                            }
+                            if a.errno == 0 {
+                                return Ok(out); // the ACK that ends a plain (non-dump) get
                             }
                             if a.errno != 0 {
                                 return Err(NftError::Rejected {

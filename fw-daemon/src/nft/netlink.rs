@@ -5,6 +5,7 @@
 pub const NLMSG_ERROR: u16 = 2;
 pub const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 1;
+const NLM_F_ACK: u16 = 4;
 const NLM_F_ACK_TLVS: u16 = 0x200;
 const NLM_F_DUMP: u16 = 0x300;
 const NLMSGERR_ATTR_MSG: u16 = 1;
@@ -13,6 +14,9 @@ const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_NEWGEN: u16 = 15;
 const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFTA_TABLE_NAME: u16 = 1;
 const NFT_MSG_GETSETELEM: u16 = 13;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
@@ -146,6 +150,14 @@ fn dump_request(seq: u32, ty: u16, family: u8, strs: &[(u16, &str)]) -> Vec<u8> 
     b
 }
 
+/// A GETTABLE request for one table: its NEWTABLE comes back, or ENOENT.
+pub fn gettable_request(seq: u32, family: u8, table: &str) -> Vec<u8> {
+    let mut b = dump_request(seq, NFT_MSG_GETTABLE, family, &[(NFTA_TABLE_NAME, table)]);
+    // Not a dump: one table by name, then an ACK that says we have it all.
+    b[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+    b
+}
+
 /// A GETRULE dump request for one table (`inet fw`, `bridge fw_floor`).
 pub fn getrule_request(seq: u32, family: u8, table: &str) -> Vec<u8> {
     dump_request(seq, NFT_MSG_GETRULE, family, &[(NFTA_RULE_TABLE, table)])
@@ -159,6 +171,11 @@ pub fn getsetelem_request(seq: u32, family: u8, table: &str, set: &str) -> Vec<u
         family,
         &[(NFTA_SET_ELEM_LIST_TABLE, table), (NFTA_SET_ELEM_LIST_SET, set)],
     )
+}
+
+/// Whether `m` is the NEWTABLE answer of a GETTABLE.
+pub fn is_table(m: &Msg<'_>) -> bool {
+    m.ty == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE
 }
 
 /// One element of a set dump: its key bytes and how long it has left (ms), if it expires.

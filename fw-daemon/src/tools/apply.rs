@@ -114,7 +114,8 @@ pub fn flush_floors(inv: &Inventory) -> Vec<Outcome> {
 fn floor_ports(
     inv: &Inventory,
 ) -> (std::collections::BTreeMap<std::path::PathBuf, Vec<crate::floor::Port>>, Vec<Outcome>) {
-    let mut by_ns: std::collections::BTreeMap<std::path::PathBuf, Vec<crate::floor::Port>> = Default::default();
+    let mut by_ns: std::collections::BTreeMap<std::path::PathBuf, Vec<crate::floor::Port>> =
+        Default::default();
     let mut failed = Vec::new();
     for c in &inv.containers {
         let Some(ns) = &c.netns else { continue };
@@ -133,7 +134,9 @@ fn floor_ports(
                     });
                 }
             }
-            Err(e) => failed.push(Outcome { container: c.name.clone(), result: Err(format!("host side: {e}")) }),
+            Err(e) => {
+                failed.push(Outcome { container: c.name.clone(), result: Err(format!("host side: {e}")) })
+            }
         }
     }
     (by_ns, failed)

@@ -124,6 +124,7 @@ pub fn container(name: &str, addr: &str) -> ContainerInfo {
         quarantined: false,
         floor: Vec::new(),
         note: None,
+        skipped: None,
     }
 }
 
