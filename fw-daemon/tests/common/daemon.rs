@@ -7,6 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// The `fw-daemon` binary under test: this build's, or `FW_DAEMON_BIN` (to check that a
+/// test fails against an older build).
+pub fn bin() -> std::ffi::OsString {
+    std::env::var_os("FW_DAEMON_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_fw-daemon").into())
+}
+
 pub struct Daemon {
     child: Option<Child>,
     log: PathBuf,
@@ -33,7 +39,7 @@ impl Daemon {
                 }
             }
         }
-        let child = Command::new(env!("CARGO_BIN_EXE_fw-daemon"))
+        let child = Command::new(bin())
             .args(args)
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).expect("log file"))
@@ -57,6 +63,9 @@ impl Daemon {
             ("--state-dir", "state"),
             ("--audit-log", "audit.jsonl"),
         ] {
+            if extra.contains(&flag) {
+                continue;
+            }
             args.push(flag.into());
             args.push(d.join(path).into());
         }

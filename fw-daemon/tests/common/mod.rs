@@ -2,8 +2,10 @@
 
 #![allow(dead_code)]
 
+pub mod accounts;
 pub mod client;
 pub mod daemon;
+pub mod helper;
 pub mod lab;
 
 use std::path::{Path, PathBuf};
