@@ -187,7 +187,12 @@ impl Alerts {
             AlertKind::Reload | AlertKind::Blocked | AlertKind::Unblocked | AlertKind::Unknown => {
                 info!(alert = %kind, container = c, rule = %r, "{message}")
             }
-            AlertKind::ReloadFailed | AlertKind::Tamper | AlertKind::CapHit | AlertKind::Violation => {
+            AlertKind::ReloadFailed
+            | AlertKind::Tamper
+            | AlertKind::CapHit
+            | AlertKind::Violation
+            | AlertKind::Audit
+            | AlertKind::InventoryFailed => {
                 warn!(alert = %kind, container = c, rule = %r, "{message}")
             }
         }

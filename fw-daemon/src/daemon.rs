@@ -18,6 +18,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use notify::{RecursiveMode, Watcher};
 use tracing::{error, info, warn};
 
+use fw_proto::control::ErrorCode;
+
 use crate::compile::CompileOptions;
 use crate::discovery::docker;
 use crate::inventory::{parse_inventory, Container, Inventory};
@@ -122,6 +124,30 @@ fn parse_inventory_text(path: &Path, text: Option<&str>) -> Result<Inventory, Ve
     parse_inventory(path, text).map_err(|ds| ds.iter().map(|d| d.to_string()).collect())
 }
 
+/// Diagnostics kept (in status) and logged per reload: a file with a million errors must
+/// not take the daemon's memory or its log with it.
+pub const MAX_DIAGNOSTICS: usize = 100;
+
+/// The first [`MAX_DIAGNOSTICS`] lines, then `... and N more`.
+fn capped(mut errors: Vec<String>) -> Vec<String> {
+    if errors.len() > MAX_DIAGNOSTICS {
+        let more = errors.len() - MAX_DIAGNOSTICS;
+        errors.truncate(MAX_DIAGNOSTICS);
+        errors.push(format!("... and {more} more"));
+    }
+    errors
+}
+
+fn log_errors(errors: &[String]) {
+    for e in errors {
+        error!("{e}");
+    }
+}
+
+fn first_error(errors: &[String]) -> &str {
+    errors.first().and_then(|e| e.lines().next()).unwrap_or("no detail")
+}
+
 fn log_report(what: &str, r: &Report) {
     info!(
         replaced = r.replaced.len(),
@@ -161,6 +187,10 @@ struct Daemon {
     rule_files: Vec<String>,
     /// Unix seconds of the last load or reload attempt, good or refused.
     last_reload_at: Option<i64>,
+    /// Errors of the inventory file as last read (at most [`MAX_DIAGNOSTICS`] + 1 lines).
+    inventory_errors: Vec<String>,
+    /// The static inventory enforced is the state directory's last good copy.
+    inventory_last_good: bool,
 }
 
 /// The host-side guard (see `nft::guard`): only with Docker, whose bridges are in the host
@@ -214,27 +244,67 @@ impl Daemon {
         status.policy_hash = policy.hash.clone();
         status.loaded_at = t;
         let seen_inventory = read_inventory_text(cfg.inventory.as_deref());
+        let mut inventory_errors = Vec::new();
+        let mut inventory_last_good = false;
         let inventory = match &cfg.inventory {
             None => Inventory::default(),
-            Some(p) => parse_inventory_text(p, seen_inventory.as_deref()).unwrap_or_else(|errors| {
-                for e in &errors {
-                    error!("{e}");
+            Some(p) => match parse_inventory_text(p, seen_inventory.as_deref()) {
+                Ok(inv) => {
+                    if let Some(text) = &seen_inventory {
+                        if let Err(e) = state.save_last_good_inventory(text) {
+                            error!("{e}");
+                        }
+                    }
+                    inv
                 }
-                Inventory::default()
-            }),
+                Err(errors) => {
+                    inventory_errors = capped(errors);
+                    log_errors(&inventory_errors);
+                    // As with rule files: an invalid file must not leave containers
+                    // unmanaged; the last one that loaded stays in force.
+                    let saved = state.last_good_inventory();
+                    let fallback = std::fs::read_to_string(&saved)
+                        .ok()
+                        .and_then(|text| parse_inventory(&saved, &text).ok());
+                    let msg = match &fallback {
+                        Some(inv) => format!(
+                            "inventory {} is invalid ({}): enforcing the last good one ({} containers) from {}",
+                            p.display(),
+                            first_error(&inventory_errors),
+                            inv.containers.len(),
+                            saved.display()
+                        ),
+                        None => format!(
+                            "inventory {} is invalid ({}) and there is no last good copy: no container from it is managed",
+                            p.display(),
+                            first_error(&inventory_errors)
+                        ),
+                    };
+                    alerts.raise(fw_proto::control::AlertKind::InventoryFailed, None, None, None, msg);
+                    inventory_last_good = fallback.is_some();
+                    fallback.unwrap_or_default()
+                }
+            },
         };
         let mut opts = cfg.opts.clone();
         opts.now = t;
         let mut rec = Reconciler::new(policy, inventory.clone(), opts);
-        let audit = match &cfg.audit_log {
-            Some(p) => Some(Arc::new(crate::control::audit::AuditLog::open(p)?)),
-            None => None,
-        };
-        // Blocks survive restarts; those that lapsed meanwhile already left the kernel.
+        let audit = cfg
+            .audit_log
+            .as_deref()
+            .map(|p| Arc::new(crate::control::audit::AuditLog::open(p, Some(alerts.clone()))));
+        // Blocks survive restarts; those that lapsed meanwhile already left the kernel, and
+        // get their record now, dated when they expired.
         let mut blocks = state.read_blocks()?;
-        let lapsed = blocks.expire(t);
+        let lapsed = blocks.expire(now_ms());
         for b in &lapsed {
             info!(block = b.id, target = %b.target, "block expired while the daemon was down");
+            if let Some(a) = &audit {
+                a.record(&expire_record(
+                    b,
+                    Some("expired while fw-daemon was not running; recorded at start"),
+                ));
+            }
         }
         if !lapsed.is_empty() {
             state.write_blocks(&blocks)?;
@@ -276,6 +346,8 @@ impl Daemon {
             alerts,
             rule_files,
             last_reload_at: Some(t),
+            inventory_errors,
+            inventory_last_good,
         })
     }
 
@@ -354,21 +426,42 @@ impl Daemon {
     fn reload_inventory_from(&mut self, text: Option<String>) {
         let Some(path) = self.cfg.inventory.clone() else { return };
         let parsed = parse_inventory_text(&path, text.as_deref());
-        self.seen_inventory = text;
         match parsed {
             Ok(inv) => {
+                if let Some(t) = &text {
+                    if let Err(e) = self.state.save_last_good_inventory(t) {
+                        error!("{e}");
+                    }
+                }
                 self.static_inv = inv;
+                self.inventory_errors.clear();
+                self.inventory_last_good = false;
                 self.rec.set_inventory(merge(&self.static_inv, &self.docker_inv));
                 log_report("inventory changed", &self.rec.reconcile());
                 self.after_reconcile();
             }
             Err(errors) => {
-                for e in &errors {
-                    error!("{e}");
+                let errors = capped(errors);
+                let new = errors != self.inventory_errors;
+                if new {
+                    log_errors(&errors);
+                    warn!("inventory rejected: containers stay as they were");
+                    self.alert(
+                        fw_proto::control::AlertKind::InventoryFailed,
+                        None,
+                        None,
+                        None,
+                        format!(
+                            "inventory {} refused ({}); containers stay as they were",
+                            path.display(),
+                            first_error(&errors)
+                        ),
+                    );
                 }
-                warn!("inventory rejected: containers stay as they were");
+                self.inventory_errors = errors;
             }
         }
+        self.seen_inventory = text;
     }
 
     fn docker_update(&mut self, u: docker::Update) {
@@ -559,15 +652,16 @@ impl Daemon {
                 block: None,
                 reason: Some(reason.clone()),
                 ttl_secs: ttl,
+                ttl_ms: None,
                 result: String::new(),
                 policy_hash: None,
                 summary: None,
             };
             let by = format!("fw-daemon inspection (policy {})", v.rule.id);
-            match self.block(target, ttl, Some(reason), by) {
+            // The daemon's own cut: it proceeds even when the trail cannot record it.
+            let ttl = ttl.map(crate::blocks::Ttl::Secs);
+            match self.block(target, ttl, Some(reason), by, &mut rec, Need::BestEffort) {
                 Ok(fw_proto::control::Answer::Blocked { block }) => {
-                    rec.block = Some(block.id);
-                    rec.result = "ok".into();
                     outcome = format!(" [block {}]", block.id);
                     info!(
                         block = block.id,
@@ -575,13 +669,13 @@ impl Daemon {
                         "inspection: violation acted on"
                     );
                 }
-                Ok(_) => rec.result = "ok".into(),
+                Ok(_) => {}
                 Err((code, m)) => {
                     rec.result = format!("error: {code}: {m}");
                     outcome = format!(" [not applied: {m}]");
+                    self.record(rec);
                 }
             }
-            self.record(rec);
             self.publish();
         }
         self.alert(
@@ -611,10 +705,32 @@ impl Daemon {
         }
     }
 
+    /// A record of the daemon's own doing: the action stands even when it cannot be
+    /// written (the trail is then marked broken and the record counted as lost).
     fn record(&self, rec: fw_proto::control::AuditRecord) {
         if let Some(a) = &self.audit {
-            if let Err(e) = a.append(&rec) {
-                error!(error = %e, "audit log: record lost");
+            a.record(&rec);
+        }
+    }
+
+    /// Writes `rec` as `need` says: a request's change must be in the trail before it
+    /// stays; the daemon's own actions go on regardless.
+    fn audit_write(
+        &self,
+        rec: &fw_proto::control::AuditRecord,
+        need: Need,
+    ) -> Result<(), (ErrorCode, String)> {
+        let Some(a) = &self.audit else { return Ok(()) };
+        match need {
+            Need::Required => a.append(rec).map_err(|e| {
+                (
+                    ErrorCode::AuditUnavailable,
+                    format!("{e}: {} refused, nothing changed (the change could not be recorded)", rec.op),
+                )
+            }),
+            Need::BestEffort => {
+                a.record(rec);
+                Ok(())
             }
         }
     }
@@ -629,6 +745,7 @@ impl Daemon {
             block: None,
             reason: Some("rule files changed".into()),
             ttl_secs: None,
+            ttl_ms: None,
             result,
             policy_hash: hash.map(str::to_string),
             summary,
@@ -688,6 +805,11 @@ impl Daemon {
             rules_dir: Some(self.cfg.rules.display().to_string()),
             rule_files: self.rule_files.clone(),
             last_reload_at: self.last_reload_at,
+            audit: self.audit.as_ref().map(|a| a.status()),
+            flows_dropped_open: self.flows.dropped_open(),
+            inventory: self.cfg.inventory.as_ref().map(|p| p.display().to_string()),
+            inventory_errors: self.inventory_errors.clone(),
+            inventory_last_good: self.inventory_last_good,
         }
     }
 
@@ -706,7 +828,7 @@ impl Daemon {
     /// Drops blocks whose time is up (the kernel already removed their elements).
     fn expire_blocks(&mut self) {
         let mut list = self.rec.blocks().clone();
-        let gone = list.expire(now());
+        let gone = list.expire(now_ms());
         if gone.is_empty() {
             return;
         }
@@ -722,25 +844,16 @@ impl Daemon {
                 None,
                 format!("block {} on {} expired", b.id, b.target),
             );
-            self.record(fw_proto::control::AuditRecord {
-                time_ms: now_ms(),
-                peer: None,
-                role: None,
-                op: "expire".into(),
-                target: Some(b.target.to_string()),
-                block: Some(b.id),
-                reason: b.reason.clone(),
-                ttl_secs: None,
-                result: "ok".into(),
-                policy_hash: None,
-                summary: None,
-            });
+            self.record(expire_record(&b, None));
         }
     }
 
     /// A state-changing request from the control socket: do it, audit it, answer it.
+    /// Nothing a request changes stays unless its record is on disk: block, unblock and
+    /// reload write it themselves, at the point that keeps that true; a request refused for
+    /// any other reason is recorded here, with the reason the operator gave.
     fn command(&mut self, cmd: crate::control::Command) {
-        use fw_proto::control::{Answer, ErrorCode, Op};
+        use fw_proto::control::{Answer, Op};
         let crate::control::Command { op, who, role, reply } = cmd;
         let mut rec = fw_proto::control::AuditRecord {
             time_ms: now_ms(),
@@ -751,73 +864,81 @@ impl Daemon {
             block: None,
             reason: None,
             ttl_secs: None,
+            ttl_ms: None,
             result: String::new(),
             policy_hash: None,
             summary: None,
         };
         let by = format!("{} (uid {})", who.peer.user, who.peer.uid);
         let result: Result<Answer, (ErrorCode, String)> = match op {
-            Op::Block { target, ttl_secs, reason } => {
+            Op::Block { target, ttl_secs, ttl_ms, reason } => {
                 rec.target = Some(target.to_string());
                 rec.reason = reason.clone();
                 rec.ttl_secs = ttl_secs;
-                self.block(target, ttl_secs, reason, by).inspect(|a| {
-                    if let Answer::Blocked { block } = a {
-                        rec.block = Some(block.id);
-                    }
-                })
+                rec.ttl_ms = ttl_ms;
+                match crate::blocks::Ttl::from_request(ttl_secs, ttl_ms) {
+                    Ok(ttl) => self.block(target, ttl, reason, by, &mut rec, Need::Required),
+                    Err(e) => Err((ErrorCode::BadRequest, e.to_string())),
+                }
             }
             Op::Unblock { block } => {
                 rec.block = Some(block);
-                self.unblock(block, &by).inspect(|a| {
-                    if let Answer::Unblocked { block } = a {
-                        rec.target = Some(block.target.to_string());
-                    }
-                })
+                self.unblock(block, &by, &mut rec)
             }
             Op::Reload => {
-                self.reload_inventory();
-                self.reload_rules();
-                rec.policy_hash = Some(self.status.policy_hash.clone());
-                Ok(Answer::Reloaded {
-                    policy_hash: self.status.policy_hash.clone(),
-                    rejected: self.status.rejected.clone(),
+                rec.target = Some(self.cfg.rules.display().to_string());
+                rec.reason = Some("requested over the control socket".into());
+                rec.result = "ok".into();
+                self.audit_write(&rec, Need::Required).map(|()| {
+                    self.reload_inventory();
+                    self.reload_rules();
+                    Answer::Reloaded {
+                        policy_hash: self.status.policy_hash.clone(),
+                        rejected: self.status.rejected.clone(),
+                    }
                 })
             }
             other => Err((ErrorCode::BadRequest, format!("{} is not a command", other.name()))),
         };
-        rec.result = match &result {
-            Ok(_) => "ok".into(),
-            Err((code, m)) => format!("error: {code}: {m}"),
-        };
-        // Audited before the answer: a client that saw "ok" can find the record.
-        self.record(rec);
+        match &result {
+            // The trail is what failed: writing the refusal there would fail too.
+            Err((ErrorCode::AuditUnavailable, _)) => {}
+            Err((code, m)) => {
+                rec.result = format!("error: {code}: {m}");
+                self.record(rec);
+            }
+            Ok(_) => {}
+        }
         self.publish();
         let _ = reply.send(result);
     }
 
+    /// Places a block. Its elements go in first (a cut must not wait for a disk), then its
+    /// record is written (`rec`, completed here); if that fails and `need` requires it, the
+    /// elements come out again and nothing else happens. Only then are conntrack entries
+    /// deleted and the block saved.
     fn block(
         &mut self,
         target: fw_proto::control::BlockTarget,
-        ttl: Option<u64>,
+        ttl: Option<crate::blocks::Ttl>,
         reason: Option<String>,
         by: String,
-    ) -> Result<fw_proto::control::Answer, (fw_proto::control::ErrorCode, String)> {
-        use fw_proto::control::ErrorCode;
+        rec: &mut fw_proto::control::AuditRecord,
+        need: Need,
+    ) -> Result<fw_proto::control::Answer, (ErrorCode, String)> {
         let zones = self.rec.zones();
         let before = self.rec.blocks().clone();
         let mut list = before.clone();
-        let block = match list.add(target, ttl, reason, by, now(), &zones) {
+        let block = match list.add(target, ttl, reason, by, now_ms(), &zones) {
             Ok(b) => b.clone(),
             Err(e @ crate::blocks::BlockError::Overlap { .. }) => {
                 return Err((ErrorCode::Conflict, e.to_string()))
             }
             Err(e) => return Err((ErrorCode::NotFound, e.to_string())),
         };
+        rec.block = Some(block.id);
         let affected: std::collections::BTreeSet<String> =
             zones.iter().filter(|(c, z)| block.applies_to(c, z)).map(|(c, _)| c.clone()).collect();
-        // Applied first, saved before the answer: the cut does not wait for an fsync, and a
-        // block is acknowledged only once it will survive a restart.
         self.rec.set_blocks(list);
         let report = self.rec.reconcile_some(Some(&affected));
         if !report.failed.is_empty() {
@@ -825,6 +946,15 @@ impl Daemon {
             self.rec.reconcile_some(Some(&affected));
             let why: Vec<String> = report.failed.iter().map(|(c, e)| format!("{c}: {e}")).collect();
             return Err((ErrorCode::Internal, format!("block not applied: {}", why.join("; "))));
+        }
+        rec.result = "ok".into();
+        if let Err(e) = self.audit_write(rec, need) {
+            self.rec.set_blocks(before);
+            let report = self.rec.reconcile_some(Some(&affected));
+            for (c, why) in &report.failed {
+                error!(container = %c, "taking back unrecorded block {}: {why}", block.id);
+            }
+            return Err(e);
         }
         let cut = self.cut_flows(&block, &affected);
         let mut list = self.rec.blocks().clone();
@@ -840,7 +970,10 @@ impl Daemon {
             ));
         }
         let block = crate::blocks::Block { flows_cut: cut, ..block };
-        let ttl = ttl.map_or_else(|| "until unblocked".to_string(), |s| format!("for {s} s"));
+        let ttl = block.expires_ms.map_or_else(
+            || "until unblocked".to_string(),
+            |e| format!("for {} s", (e - block.created_ms) as f64 / 1000.0),
+        );
         let why = block.reason.as_deref().map_or_else(String::new, |r| format!(": {r}"));
         self.alert(
             fw_proto::control::AlertKind::Blocked,
@@ -858,18 +991,30 @@ impl Daemon {
         Ok(fw_proto::control::Answer::Blocked { block: block.info(affected.into_iter().collect()) })
     }
 
+    /// Lifts a block: recorded first, since lifting opens traffic and must never happen
+    /// unrecorded; then saved and applied.
     fn unblock(
         &mut self,
         id: u64,
         by: &str,
-    ) -> Result<fw_proto::control::Answer, (fw_proto::control::ErrorCode, String)> {
-        use fw_proto::control::ErrorCode;
+        rec: &mut fw_proto::control::AuditRecord,
+    ) -> Result<fw_proto::control::Answer, (ErrorCode, String)> {
         let zones = self.rec.zones();
         let mut list = self.rec.blocks().clone();
         let block = list.remove(id).map_err(|e| (ErrorCode::NotFound, e.to_string()))?;
+        rec.target = Some(block.target.to_string());
+        rec.result = "ok".into();
+        self.audit_write(rec, Need::Required)?;
         let affected: std::collections::BTreeSet<String> =
             zones.iter().filter(|(c, z)| block.applies_to(c, z)).map(|(c, _)| c.clone()).collect();
-        self.state.write_blocks(&list).map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+        if let Err(e) = self.state.write_blocks(&list) {
+            // Recorded as done, then not done: say so in the trail too.
+            let mut undo = rec.clone();
+            undo.time_ms = now_ms();
+            undo.result = format!("error: internal: not lifted after all: {e}");
+            self.record(undo);
+            return Err((ErrorCode::Internal, e.to_string()));
+        }
         self.rec.set_blocks(list);
         let report = self.rec.reconcile_some(Some(&affected));
         if !report.failed.is_empty() {
@@ -910,6 +1055,33 @@ impl Daemon {
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Whether a change may go on without its audit record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// A request: refused (`audit-unavailable`) unless recorded.
+    Required,
+    /// The daemon's own action: goes on; a lost record is counted and alerted.
+    BestEffort,
+}
+
+/// The record of a block that lapsed, dated when it did.
+fn expire_record(b: &crate::blocks::Block, summary: Option<&str>) -> fw_proto::control::AuditRecord {
+    fw_proto::control::AuditRecord {
+        time_ms: b.expires_ms.unwrap_or_else(now_ms),
+        peer: None,
+        role: None,
+        op: "expire".into(),
+        target: Some(b.target.to_string()),
+        block: Some(b.id),
+        reason: b.reason.clone(),
+        ttl_secs: None,
+        ttl_ms: b.expires_ms.map(|e| (e - b.created_ms).max(0) as u64),
+        result: "ok".into(),
+        policy_hash: None,
+        summary: summary.map(str::to_string),
+    }
 }
 
 /// The container a block names, if it names one.
@@ -1153,6 +1325,12 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         }
         // The periodic check, in case a notification was lost (socket overrun).
         if last_drift_check.elapsed() >= d.cfg.tick {
+            // A broken trail clears as soon as it can be written again.
+            if let Some(a) = &d.audit {
+                if a.status().broken_since_ms.is_some() && a.retry() {
+                    d.publish();
+                }
+            }
             d.restore_drift(None);
             d.alerts.flush_caps(now_ms());
             last_drift_check = Instant::now();

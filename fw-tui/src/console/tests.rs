@@ -340,6 +340,7 @@ fn block_confirm_sends_the_destination_of_the_selected_flow() {
                 port: Some(443),
             },
             ttl_secs: Some(7200),
+            ttl_ms: None,
             reason: Some("exfil to api".into()),
         })]
     );
@@ -385,6 +386,7 @@ fn a_bad_ttl_keeps_the_dialog_open_and_errors_are_shown() {
         [Command::Request(Op::Block {
             target: BlockTarget::Quarantine { container: "api-1".into(), direction: BlockDirection::Egress },
             ttl_secs: None,
+            ttl_ms: None,
             reason: None,
         })]
     );
@@ -632,7 +634,7 @@ fn connection_thread_subscribes_polls_and_sends_blocks() {
     recv(&mut a, &|m| matches!(m, Msg::Flows { full: true, .. }));
     assert!(a.connected() && a.status.is_some() && a.alerts.len() == 3 && a.view.len() == 9);
     let target = BlockTarget::Quarantine { container: "web-1".into(), direction: BlockDirection::Both };
-    cmd.send(Command::Request(Op::Block { target, ttl_secs: Some(60), reason: None })).unwrap();
+    cmd.send(Command::Request(Op::Block { target, ttl_secs: Some(60), ttl_ms: None, reason: None })).unwrap();
     recv(&mut a, &|m| matches!(m, Msg::Done { op: "block", result: Ok(_) }));
     assert!(a.note.as_ref().is_some_and(|n| n.text.starts_with("block 9 placed")), "{:?}", a.note);
     // After an action, status and blocks are fetched again.
