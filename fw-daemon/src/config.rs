@@ -57,6 +57,10 @@ pub struct Layer {
     pub audit_log: Option<PathBuf>,
     /// Flow table rows held at most.
     pub max_flows: Option<usize>,
+    /// Bytes in one rule file, in all of them together, and in the inventory file.
+    pub max_rule_file_bytes: Option<u64>,
+    pub max_rules_bytes: Option<u64>,
+    pub max_inventory_bytes: Option<u64>,
 }
 
 impl Layer {
@@ -80,6 +84,9 @@ impl Layer {
             admin_group: self.admin_group.or(lower.admin_group),
             audit_log: self.audit_log.or(lower.audit_log),
             max_flows: self.max_flows.or(lower.max_flows),
+            max_rule_file_bytes: self.max_rule_file_bytes.or(lower.max_rule_file_bytes),
+            max_rules_bytes: self.max_rules_bytes.or(lower.max_rules_bytes),
+            max_inventory_bytes: self.max_inventory_bytes.or(lower.max_inventory_bytes),
         }
     }
 }
@@ -103,7 +110,11 @@ pub struct Settings {
     /// `None`: no audit log.
     pub audit_log: Option<PathBuf>,
     pub max_flows: usize,
+    pub read_limits: crate::rules::ReadLimits,
+    pub max_inventory_bytes: u64,
 }
+
+pub const DEFAULT_MAX_INVENTORY_BYTES: u64 = 8 << 20;
 
 /// "none" turns a path setting off.
 fn optional_path(p: Option<PathBuf>, default: &str) -> Option<PathBuf> {
@@ -161,7 +172,31 @@ pub fn resolve(layer: Layer, docker_socket_exists: impl Fn(&str) -> bool) -> Res
             0 => return Err("max_flows: expected at least 1".into()),
             n => n,
         },
+        read_limits: crate::rules::ReadLimits {
+            max_file_bytes: positive(
+                layer.max_rule_file_bytes,
+                crate::rules::load::DEFAULT_MAX_RULE_FILE_BYTES,
+                "max_rule_file_bytes",
+            )?,
+            max_total_bytes: positive(
+                layer.max_rules_bytes,
+                crate::rules::load::DEFAULT_MAX_RULES_BYTES,
+                "max_rules_bytes",
+            )?,
+        },
+        max_inventory_bytes: positive(
+            layer.max_inventory_bytes,
+            DEFAULT_MAX_INVENTORY_BYTES,
+            "max_inventory_bytes",
+        )?,
     })
+}
+
+fn positive(v: Option<u64>, default: u64, what: &str) -> Result<u64, String> {
+    match v.unwrap_or(default) {
+        0 => Err(format!("{what}: expected at least 1")),
+        n => Ok(n),
+    }
 }
 
 #[cfg(test)]
@@ -197,6 +232,10 @@ mod tests {
         assert_eq!(example.roles, defaults.roles);
         assert_eq!(example.audit_log, defaults.audit_log);
         assert_eq!(example.max_flows, 100_000);
+        assert_eq!(example.read_limits, defaults.read_limits);
+        assert_eq!(example.read_limits.max_file_bytes, 1 << 20);
+        assert_eq!(example.read_limits.max_total_bytes, 8 << 20);
+        assert_eq!(example.max_inventory_bytes, defaults.max_inventory_bytes);
         let off = parse(Path::new("f.toml"), "socket = \"none\"\naudit_log = \"none\"\n").unwrap();
         let off = resolve(off, |_| false).unwrap();
         assert_eq!((off.socket, off.audit_log), (None, None));

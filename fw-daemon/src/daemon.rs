@@ -15,7 +15,6 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use notify::{RecursiveMode, Watcher};
 use tracing::{error, info, warn};
 
 use fw_proto::control::ErrorCode;
@@ -24,7 +23,7 @@ use crate::compile::CompileOptions;
 use crate::discovery::docker;
 use crate::inventory::{parse_inventory, Container, Inventory};
 use crate::reconcile::{Reconciler, Report};
-use crate::rules::{load_sources, read_dir, Policy, SourceFile};
+use crate::rules::{load_sources, read_dir_limited, Policy, ReadLimits, SourceFile};
 use crate::state::{StateDir, StateError, Status};
 
 #[derive(Debug, Clone)]
@@ -46,6 +45,8 @@ pub struct Config {
     pub roles: crate::control::Roles,
     pub audit_log: Option<PathBuf>,
     pub max_flows: usize,
+    pub read_limits: ReadLimits,
+    pub max_inventory_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,12 +59,8 @@ pub enum DaemonError {
     Guard(String),
     #[error("{0}: not a directory (the rules directory must exist to be watched)")]
     RulesDir(PathBuf),
-    #[error("watching {path}: {source}")]
-    Watch {
-        path: PathBuf,
-        #[source]
-        source: notify::Error,
-    },
+    #[error(transparent)]
+    Watch(#[from] crate::watch::WatchError),
     #[error(transparent)]
     Privileges(#[from] crate::privileges::PrivError),
     #[error("starting a thread or signal handlers: {0}")]
@@ -98,8 +95,12 @@ fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
-fn read_rules(dir: &Path) -> Result<Vec<SourceFile>, Vec<String>> {
-    read_dir(dir).map_err(|d| vec![d.to_string()])
+/// What reading the rules directory gave: the files, or why not (at most
+/// [`MAX_DIAGNOSTICS`] lines and a count of the rest).
+type RulesRead = Result<Vec<SourceFile>, Vec<String>>;
+
+fn read_rules(dir: &Path, limits: &ReadLimits) -> RulesRead {
+    read_dir_limited(dir, limits).map_err(|ds| capped(ds.iter().map(|d| d.to_string()).collect()))
 }
 
 /// Validates rule files (warnings are logged); errors come back as `path:line:col` lines.
@@ -110,18 +111,34 @@ fn validate(files: &[SourceFile], now: i64) -> Result<Arc<Policy>, Vec<String>> 
     }
     match result.policy {
         Some(p) => Ok(Arc::new(p)),
-        None => Err(result.errors().map(|d| d.to_string()).collect()),
+        None => Err(capped(result.errors().map(|d| d.to_string()).collect())),
     }
 }
 
-/// The inventory file's text (read once: it is both compared and parsed).
-fn read_inventory_text(path: Option<&Path>) -> Option<String> {
-    std::fs::read_to_string(path?).ok()
+/// The inventory file's text, or why it cannot be had (read once: it is both compared and
+/// parsed). `None` without an inventory file.
+type InventoryRead = Option<Result<String, String>>;
+
+fn read_inventory_text(path: Option<&Path>, max: u64) -> InventoryRead {
+    let path = path?;
+    let why = |m: String| format!("{}: error: {m}", path.display());
+    Some(match crate::rules::read_bounded(path, max) {
+        Ok(bytes) => String::from_utf8(bytes).map_err(|_| why("not UTF-8".into())),
+        Err(crate::rules::Bounded::TooBig(n)) => Err(why(format!(
+            "{n} bytes, over the limit of {max} for the inventory (setting max_inventory_bytes): not read"
+        ))),
+        Err(crate::rules::Bounded::Io(e)) => Err(why(format!("cannot read the inventory: {e}"))),
+    })
 }
 
-fn parse_inventory_text(path: &Path, text: Option<&str>) -> Result<Inventory, Vec<String>> {
-    let text = text.ok_or_else(|| vec![format!("{}: error: cannot read the inventory", path.display())])?;
-    parse_inventory(path, text).map_err(|ds| ds.iter().map(|d| d.to_string()).collect())
+fn parse_inventory_text(path: &Path, text: &InventoryRead) -> Result<Inventory, Vec<String>> {
+    match text {
+        None => Err(vec![format!("{}: error: cannot read the inventory", path.display())]),
+        Some(Err(e)) => Err(vec![e.clone()]),
+        Some(Ok(text)) => {
+            parse_inventory(path, text).map_err(|ds| capped(ds.iter().map(|d| d.to_string()).collect()))
+        }
+    }
 }
 
 /// Diagnostics kept (in status) and logged per reload: a file with a million errors must
@@ -164,10 +181,12 @@ struct Daemon {
     state: StateDir,
     rec: Reconciler,
     status: Status,
-    /// The rule files as last read (good or not): a periodic re-read that differs means a
-    /// change the watcher missed.
-    seen_rules: Vec<SourceFile>,
-    seen_inventory: Option<String>,
+    /// The rule files as last read (good or not): a periodic re-read that differs, twice
+    /// the same way, means a change the watcher missed.
+    seen_rules: RulesRead,
+    seen_inventory: InventoryRead,
+    rules_backstop: crate::watch::Stable<RulesRead>,
+    inventory_backstop: crate::watch::Stable<InventoryRead>,
     /// The two sources, merged into the reconciler's inventory.
     static_inv: Inventory,
     docker_inv: Vec<Container>,
@@ -210,15 +229,15 @@ impl Daemon {
         let mut status = Status::default();
         let alerts = Arc::new(crate::alerts::Alerts::default());
         let t = now();
-        let read = read_rules(&cfg.rules);
-        let seen_rules = read.clone().unwrap_or_default();
+        let read = read_rules(&cfg.rules, &cfg.read_limits);
+        let seen_rules = read.clone();
         let (policy, files) = match read.and_then(|f| validate(&f, t).map(|p| (p, f))) {
             Ok(ok) => ok,
             Err(errors) => {
                 for e in &errors {
                     error!("{e}");
                 }
-                let fallback = read_rules(&state.last_good_dir())
+                let fallback = read_rules(&state.last_good_dir(), &cfg.read_limits)
                     .and_then(|f| validate(&f, t).map(|p| (p, f)))
                     .map_err(|_| DaemonError::NoPolicy(cfg.rules.clone()))?;
                 warn!(
@@ -243,14 +262,14 @@ impl Daemon {
         }
         status.policy_hash = policy.hash.clone();
         status.loaded_at = t;
-        let seen_inventory = read_inventory_text(cfg.inventory.as_deref());
+        let seen_inventory = read_inventory_text(cfg.inventory.as_deref(), cfg.max_inventory_bytes);
         let mut inventory_errors = Vec::new();
         let mut inventory_last_good = false;
         let inventory = match &cfg.inventory {
             None => Inventory::default(),
-            Some(p) => match parse_inventory_text(p, seen_inventory.as_deref()) {
+            Some(p) => match parse_inventory_text(p, &seen_inventory) {
                 Ok(inv) => {
-                    if let Some(text) = &seen_inventory {
+                    if let Some(Ok(text)) = &seen_inventory {
                         if let Err(e) = state.save_last_good_inventory(text) {
                             error!("{e}");
                         }
@@ -258,7 +277,7 @@ impl Daemon {
                     inv
                 }
                 Err(errors) => {
-                    inventory_errors = capped(errors);
+                    inventory_errors = errors;
                     log_errors(&inventory_errors);
                     // As with rule files: an invalid file must not leave containers
                     // unmanaged; the last one that loaded stays in force.
@@ -333,6 +352,8 @@ impl Daemon {
             status,
             seen_rules,
             seen_inventory,
+            rules_backstop: Default::default(),
+            inventory_backstop: Default::default(),
             static_inv: inventory,
             docker_inv: Vec::new(),
             docker_macs: Default::default(),
@@ -352,7 +373,7 @@ impl Daemon {
     }
 
     fn reload_rules(&mut self) {
-        let read = read_rules(&self.cfg.rules);
+        let read = read_rules(&self.cfg.rules, &self.cfg.read_limits);
         self.reload_rules_from(read);
     }
 
@@ -360,9 +381,7 @@ impl Daemon {
     fn reload_rules_from(&mut self, read: Result<Vec<SourceFile>, Vec<String>>) {
         let t = now();
         self.last_reload_at = Some(t);
-        if let Ok(files) = &read {
-            self.seen_rules = files.clone();
-        }
+        self.seen_rules = read.clone();
         match read.and_then(|f| validate(&f, t).map(|p| (p, f))) {
             Ok((policy, files)) => {
                 let changed = policy.hash != self.status.policy_hash;
@@ -401,7 +420,7 @@ impl Daemon {
                 if new_errors {
                     self.audit_reload(
                         None,
-                        format!("error: {} error(s), the last good policy stays", errors.len()),
+                        format!("error: {} error(s), the last good policy stays", error_count(&errors)),
                         errors.first().cloned(),
                     );
                 }
@@ -418,17 +437,17 @@ impl Daemon {
     }
 
     fn reload_inventory(&mut self) {
-        let text = read_inventory_text(self.cfg.inventory.as_deref());
+        let text = read_inventory_text(self.cfg.inventory.as_deref(), self.cfg.max_inventory_bytes);
         self.reload_inventory_from(text);
     }
 
     /// Reloads from inventory text already read (the periodic check reads it to compare).
-    fn reload_inventory_from(&mut self, text: Option<String>) {
+    fn reload_inventory_from(&mut self, text: InventoryRead) {
         let Some(path) = self.cfg.inventory.clone() else { return };
-        let parsed = parse_inventory_text(&path, text.as_deref());
+        let parsed = parse_inventory_text(&path, &text);
         match parsed {
             Ok(inv) => {
-                if let Some(t) = &text {
+                if let Some(Ok(t)) = &text {
                     if let Err(e) = self.state.save_last_good_inventory(t) {
                         error!("{e}");
                     }
@@ -441,7 +460,7 @@ impl Daemon {
                 self.after_reconcile();
             }
             Err(errors) => {
-                let errors = capped(errors);
+                // Already capped when parsed.
                 let new = errors != self.inventory_errors;
                 if new {
                     log_errors(&errors);
@@ -576,15 +595,14 @@ impl Daemon {
     /// Catches changes the watcher missed, and lets expiries take effect.
     fn resync(&mut self) {
         self.expire_blocks();
-        let read = read_rules(&self.cfg.rules);
-        if read.as_ref().map_or(true, |f| *f != self.seen_rules) {
-            if read.is_ok() {
-                info!("rule files changed (periodic check)");
-            }
+        // Acted on only when two reads in a row agree: a file being written is not loaded.
+        let read = read_rules(&self.cfg.rules, &self.cfg.read_limits);
+        if let Some(read) = self.rules_backstop.observe(read, &self.seen_rules) {
+            info!("rule files changed (periodic check)");
             self.reload_rules_from(read);
         }
-        let inv_now = read_inventory_text(self.cfg.inventory.as_deref());
-        if inv_now != self.seen_inventory {
+        let inv_now = read_inventory_text(self.cfg.inventory.as_deref(), self.cfg.max_inventory_bytes);
+        if let Some(inv_now) = self.inventory_backstop.observe(inv_now, &self.seen_inventory) {
             info!("inventory changed (periodic check)");
             self.reload_inventory_from(inv_now);
         }
@@ -1098,8 +1116,24 @@ fn block_container(t: &fw_proto::control::BlockTarget) -> Option<&str> {
 
 /// A refused reload's alert: the count, the policy that stays, the first `path:line:col`.
 fn refused_message(errors: &[String], stays: &str) -> String {
-    let first = errors.first().and_then(|e| e.lines().next()).unwrap_or("no detail");
-    format!("rule files refused ({} error(s)); policy {stays} stays enforced: {first}", errors.len())
+    format!(
+        "rule files refused ({} error(s)); policy {stays} stays enforced: {}",
+        error_count(errors),
+        first_error(errors)
+    )
+}
+
+/// How many errors `capped` lines stand for.
+fn error_count(errors: &[String]) -> usize {
+    let more = errors
+        .last()
+        .and_then(|l| l.strip_prefix("... and "))
+        .and_then(|l| l.strip_suffix(" more"))
+        .and_then(|n| n.parse::<usize>().ok());
+    match more {
+        Some(n) => errors.len() - 1 + n,
+        None => errors.len(),
+    }
 }
 
 /// The rule files as status shows them: relative to the rules directory when inside it.
@@ -1135,32 +1169,12 @@ fn merge(static_inv: &Inventory, docker: &[Container]) -> Inventory {
 }
 
 fn watch(cfg: &Config, tx: Sender<Event>) -> Result<notify::RecommendedWatcher, DaemonError> {
-    let rules = cfg.rules.clone();
-    let inventory = cfg.inventory.clone();
-    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        let Ok(ev) = res else { return };
-        if ev.kind.is_access() {
-            return;
-        }
-        for p in &ev.paths {
-            if p.parent() == Some(rules.as_path()) || p == &rules {
-                let _ = tx.send(Event::Rules);
-            }
-            if inventory.as_deref() == Some(p.as_path()) {
-                let _ = tx.send(Event::Inventory);
-            }
-        }
-    })
-    .map_err(|source| DaemonError::Watch { path: cfg.rules.clone(), source })?;
-    w.watch(&cfg.rules, RecursiveMode::NonRecursive)
-        .map_err(|source| DaemonError::Watch { path: cfg.rules.clone(), source })?;
-    // The inventory's directory, not the file: editors and tools replace files by rename.
-    if let Some(dir) = cfg.inventory.as_deref().and_then(Path::parent) {
-        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-        w.watch(dir, RecursiveMode::NonRecursive)
-            .map_err(|source| DaemonError::Watch { path: dir.to_path_buf(), source })?;
-    }
-    Ok(w)
+    Ok(crate::watch::watch(&cfg.rules, cfg.inventory.as_deref(), move |c| {
+        let _ = tx.send(match c {
+            crate::watch::Change::Rules => Event::Rules,
+            crate::watch::Change::Inventory => Event::Inventory,
+        });
+    })?)
 }
 
 fn signals(tx: Sender<Event>) -> Result<(), DaemonError> {

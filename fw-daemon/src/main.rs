@@ -99,7 +99,7 @@ kept in STATE_DIR/status.json) and the last good policy stays enforced, also acr
 (STATE_DIR/last-good/). Tables changed from inside a container are restored at once (nftables
 change notifications, with a check every --tick seconds as the backstop).
 SIGTERM stops the daemon and leaves enforcement in place; `fw-daemon flush` removes it.")]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Would FROM reach TO on PROTO/PORT, and which rule decides?
     #[command(after_help = "\
 FROM and TO are container names from the inventory or IP addresses (an address outside the
@@ -183,6 +183,15 @@ struct RunArgs {
     /// Flow table rows held at most; the oldest closed flows go first [default: 100000]
     #[arg(long)]
     max_flows: Option<usize>,
+    /// Bytes in one rule file; a bigger one is refused unread [default: 1048576]
+    #[arg(long)]
+    max_rule_file_bytes: Option<u64>,
+    /// Bytes in all rule files together [default: 8388608]
+    #[arg(long)]
+    max_rules_bytes: Option<u64>,
+    /// Bytes in the inventory file [default: 8388608]
+    #[arg(long)]
+    max_inventory_bytes: Option<u64>,
 }
 
 impl RunArgs {
@@ -216,6 +225,9 @@ impl RunArgs {
             admin_group: None,
             audit_log: self.audit_log,
             max_flows: self.max_flows,
+            max_rule_file_bytes: self.max_rule_file_bytes,
+            max_rules_bytes: self.max_rules_bytes,
+            max_inventory_bytes: self.max_inventory_bytes,
         };
         (file, layer)
     }
@@ -335,6 +347,8 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
                 roles: set.roles,
                 audit_log: set.audit_log,
                 max_flows: set.max_flows,
+                read_limits: set.read_limits,
+                max_inventory_bytes: set.max_inventory_bytes,
             };
             daemon::run(cfg).map_err(|e| Failed::message(format!("error: {e}")))?;
             Ok(ExitCode::SUCCESS)
@@ -368,7 +382,8 @@ fn init_logging(format: LogFormat) {
     if format == LogFormat::Json {
         b.json().init();
     } else {
-        b.init();
+        // Names and labels come from containers: escaped, so they cannot forge log lines.
+        b.fmt_fields(fw_daemon::logging::human_fields()).init();
     }
 }
 

@@ -717,6 +717,80 @@ fn push_alerts(
 mod tests {
     use super::*;
 
+    /// Many viewers together fill the viewers' share and no more; operators and admins
+    /// still get in; a slot comes back when its connection ends.
+    #[test]
+    fn roles_have_shares_of_their_own() {
+        let slots = Arc::new(Slots::default());
+        let mut held = Vec::new();
+        for uid in 1000..1000 + VIEWER_SLOTS as u32 {
+            held.push(slots.take(uid, Some(Role::Viewer)).unwrap());
+        }
+        assert!(slots.take(2000, Some(Role::Viewer)).is_err(), "viewers' share is full");
+        assert!(slots.take(2001, None).is_err(), "peers without a role draw from it too");
+        let ops: Vec<Slot> = (0..OPERATOR_SLOTS)
+            .map(|i| slots.take(3000 + (i / MAX_PER_UID) as u32, Some(Role::Operator)).unwrap())
+            .collect();
+        assert!(slots.take(3999, Some(Role::Operator)).is_err());
+        assert!(slots.take(0, Some(Role::Admin)).is_ok(), "root always has room");
+        held.pop();
+        assert!(slots.take(2000, Some(Role::Viewer)).is_ok(), "a slot comes back on drop");
+        drop(ops);
+        let one_uid: Vec<Slot> =
+            (0..MAX_PER_UID).map(|_| slots.take(4000, Some(Role::Operator)).unwrap()).collect();
+        assert!(slots.take(4000, Some(Role::Operator)).is_err(), "one uid has at most its share");
+        drop(one_uid);
+    }
+
+    /// Deadlines of the line reader: hello in time, a trickled line cut off, an idle
+    /// connection (nothing pending) left alone, pipelined lines split.
+    #[test]
+    fn lines_have_deadlines_idle_connections_do_not() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut r = LineReader::new(a, Duration::from_millis(200));
+        b.write_all(b"{\"id\":1}\n{\"id\":2}\n{\"id").unwrap();
+        let by = Instant::now() + Duration::from_secs(5);
+        assert_eq!(r.next_line(Some(by)).unwrap(), b"{\"id\":1}");
+        assert_eq!(r.next_line(None).unwrap(), b"{\"id\":2}");
+        // One byte at a time, never the newline: cut off 200 ms after the line began.
+        let t = Instant::now();
+        let trickle = std::thread::spawn(move || {
+            for _ in 0..10 {
+                std::thread::sleep(Duration::from_millis(50));
+                if b.write_all(b"x").is_err() {
+                    break;
+                }
+            }
+            b
+        });
+        assert_eq!(r.next_line(None), Err(ReadEnd::Slow("a request line not finished")));
+        assert!(t.elapsed() < Duration::from_millis(400), "{:?}", t.elapsed());
+        drop(trickle.join().unwrap());
+        // No hello in time.
+        let (a, _b) = UnixStream::pair().unwrap();
+        let mut r = LineReader::new(a, Duration::from_secs(60));
+        let t = Instant::now();
+        assert_eq!(r.next_line(Some(t + Duration::from_millis(150))), Err(ReadEnd::Slow("no hello")));
+        // Idle after hello: waits (here until the peer hangs up).
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut r = LineReader::new(a, Duration::from_millis(50));
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(b);
+        });
+        assert_eq!(r.next_line(None), Err(ReadEnd::Eof));
+        closer.join().unwrap();
+        // Too long, with or without its newline.
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut r = LineReader::new(a, Duration::from_secs(5));
+        let w = std::thread::spawn(move || {
+            let _ = b.write_all(&vec![b'x'; MAX_REQUEST_BYTES + 10]);
+            b
+        });
+        assert_eq!(r.next_line(None), Err(ReadEnd::TooLong));
+        drop(w.join().unwrap());
+    }
+
     /// The fuzz target's seeds are real requests: the fuzzer starts from inputs that reach
     /// every op's decoding, the new ones (alerts, subscribe with alerts) included.
     #[test]
