@@ -102,6 +102,28 @@ fn rules_show_a_rejected_reload_with_positions() {
     snap("rules_rejected", &mut a);
 }
 
+/// The status bar says when open flows were dropped at the table's cap, and when the audit
+/// trail or the inventory is broken.
+#[test]
+fn the_status_bar_shows_dropped_flows_and_a_broken_trail() {
+    let mut a = app();
+    let t = text(&draw(&mut a, 200, 24));
+    assert!(!t.contains("open dropped") && !t.contains("AUDIT"), "{t}");
+    let mut s = testdata::status();
+    s.flows_dropped_open = 306_000;
+    s.audit = Some(fw_proto::control::AuditStatus {
+        path: "/var/log/fw/audit.jsonl".into(),
+        broken_since_ms: Some(NOW_MS - 5_000),
+        error: Some("Read-only file system (os error 30)".into()),
+        lost: 0,
+    });
+    s.inventory_errors = vec!["/etc/fw/inventory.toml:1:13: error: unclosed array table".into()];
+    a.update(Msg::Status(s));
+    let t = text(&draw(&mut a, 200, 24));
+    assert!(t.contains("306000 open dropped (table full)"), "{t}");
+    assert!(t.contains("AUDIT BROKEN") && t.contains("INVENTORY REJECTED"), "{t}");
+}
+
 #[test]
 fn details_dialogs_and_help_render() {
     let mut a = app();
