@@ -93,7 +93,9 @@ fw_guard`): until a daemon runs again, containers are then no longer held back a
 Containers come from Docker (by default when its socket exists: listed at start, then followed
 through its events; netns from the init pid, addresses read inside the netns) and from the static
 inventory (--inventory), re-read whenever it changes; both can run at once. The rules directory
-is watched (inotify, plus a re-read every --resync seconds); SIGHUP reloads both. A reload is validated and compiled for every container
+is watched (inotify: files closed after writing or renamed into place, never a write in
+progress; plus a re-read every --resync seconds, acted on once two reads agree); SIGHUP reloads
+both. Write rule files by atomic rename. A reload is validated and compiled for every container
 before anything changes; invalid files change nothing (errors are logged as path:line:col and
 kept in STATE_DIR/status.json) and the last good policy stays enforced, also across restarts
 (STATE_DIR/last-good/). Tables changed from inside a container are restored at once (nftables
