@@ -330,6 +330,28 @@ impl Drop for Netns {
     }
 }
 
+/// Two namespaces (10.80.0.1, 10.80.0.2) on a bridge in a third: the host side of both
+/// links, where the daemon puts the floor. Removed on drop; no route out.
+pub fn bridged_pair(prefix: &str) -> (Netns, Netns, Netns) {
+    let hub = Netns::new(&format!("{prefix}-hub"));
+    let a = Netns::new(&format!("{prefix}-a"));
+    let b = Netns::new(&format!("{prefix}-b"));
+    let h = format!("{prefix}-hub");
+    ip(&["-n", &h, "link", "add", "br0", "type", "bridge"]);
+    ip(&["-n", &h, "link", "set", "br0", "up"]);
+    for (i, (ns, addr)) in
+        [(format!("{prefix}-a"), "10.80.0.1/24"), (format!("{prefix}-b"), "10.80.0.2/24")].iter().enumerate()
+    {
+        let port = format!("p{i}");
+        ip(&["-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", &port, "netns", &h]);
+        ip(&["-n", &h, "link", "set", &port, "master", "br0", "up"]);
+        ip(&["-n", ns, "addr", "add", addr, "dev", "eth0"]);
+        ip(&["-n", ns, "link", "set", "eth0", "up"]);
+        ip(&["-n", ns, "link", "set", "lo", "up"]);
+    }
+    (a, b, hub)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,26 +403,4 @@ mod tests {
         assert!(a.files.iter().zip(&b.files).all(|(x, y)| x.path == y.path && x.text == y.text));
         assert_eq!(a.files.len(), 4, "defaults, zones, two policy files");
     }
-}
-
-/// Two namespaces (10.80.0.1, 10.80.0.2) on a bridge in a third: the host side of both
-/// links, where the daemon puts the floor. Removed on drop; no route out.
-pub fn bridged_pair(prefix: &str) -> (Netns, Netns, Netns) {
-    let hub = Netns::new(&format!("{prefix}-hub"));
-    let a = Netns::new(&format!("{prefix}-a"));
-    let b = Netns::new(&format!("{prefix}-b"));
-    let h = format!("{prefix}-hub");
-    ip(&["-n", &h, "link", "add", "br0", "type", "bridge"]);
-    ip(&["-n", &h, "link", "set", "br0", "up"]);
-    for (i, (ns, addr)) in
-        [(format!("{prefix}-a"), "10.80.0.1/24"), (format!("{prefix}-b"), "10.80.0.2/24")].iter().enumerate()
-    {
-        let port = format!("p{i}");
-        ip(&["-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", &port, "netns", &h]);
-        ip(&["-n", &h, "link", "set", &port, "master", "br0", "up"]);
-        ip(&["-n", ns, "addr", "add", addr, "dev", "eth0"]);
-        ip(&["-n", ns, "link", "set", "eth0", "up"]);
-        ip(&["-n", ns, "link", "set", "lo", "up"]);
-    }
-    (a, b, hub)
 }

@@ -192,7 +192,9 @@ impl Alerts {
             | AlertKind::CapHit
             | AlertKind::Violation
             | AlertKind::Unenforced
-            | AlertKind::Escalated => {
+            | AlertKind::Escalated
+            | AlertKind::Audit
+            | AlertKind::InventoryFailed => {
                 warn!(alert = %kind, container = c, rule = %r, "{message}")
             }
         }

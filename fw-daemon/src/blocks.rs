@@ -19,16 +19,54 @@ use serde::{Deserialize, Serialize};
 
 use crate::ruleset::ir::{BlockRange, Family};
 
+/// Times are unix milliseconds: a TTL counts from the instant the block was placed, so a
+/// block never lapses early (whole seconds cut up to one second off).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredBlock")]
 pub struct Block {
     pub id: u64,
     pub target: BlockTarget,
     pub reason: Option<String>,
-    /// Unix seconds.
-    pub created_at: i64,
-    pub expires_at: Option<i64>,
+    pub created_ms: i64,
+    /// None: until unblocked.
+    pub expires_ms: Option<i64>,
     pub created_by: String,
     pub flows_cut: u64,
+}
+
+/// `blocks.json` as any version wrote it: before milliseconds, times were whole seconds
+/// (`created_at`, `expires_at`).
+#[derive(Deserialize)]
+struct StoredBlock {
+    id: u64,
+    target: BlockTarget,
+    reason: Option<String>,
+    #[serde(default)]
+    created_ms: Option<i64>,
+    #[serde(default)]
+    expires_ms: Option<i64>,
+    #[serde(default)]
+    created_at: Option<i64>,
+    #[serde(default)]
+    expires_at: Option<i64>,
+    created_by: String,
+    #[serde(default)]
+    flows_cut: u64,
+}
+
+impl From<StoredBlock> for Block {
+    fn from(s: StoredBlock) -> Block {
+        let ms = |secs: Option<i64>| secs.map(|t| t.saturating_mul(1000));
+        Block {
+            id: s.id,
+            target: s.target,
+            reason: s.reason,
+            created_ms: s.created_ms.or(ms(s.created_at)).unwrap_or(0),
+            expires_ms: s.expires_ms.or(ms(s.expires_at)),
+            created_by: s.created_by,
+            flows_cut: s.flows_cut,
+        }
+    }
 }
 
 impl Block {
@@ -37,8 +75,11 @@ impl Block {
             id: self.id,
             target: self.target.clone(),
             reason: self.reason.clone(),
-            created_at: self.created_at,
-            expires_at: self.expires_at,
+            created_at: self.created_ms.div_euclid(1000),
+            // Rounded up: a reader of seconds never sees it end before it does.
+            expires_at: self.expires_ms.map(|t| t.saturating_add(999).div_euclid(1000)),
+            created_at_ms: self.created_ms,
+            expires_at_ms: self.expires_ms,
             created_by: self.created_by.clone(),
             containers,
             flows_cut: self.flows_cut,
@@ -46,7 +87,7 @@ impl Block {
     }
 
     fn expires_ms(&self) -> Option<i64> {
-        self.expires_at.map(|s| s.saturating_mul(1000))
+        self.expires_ms
     }
 
     /// Whether this block applies to `container` (in `zone`).
@@ -184,6 +225,38 @@ pub enum BlockError {
     NotFound(u64),
 }
 
+/// A block's time to live as the request gave it: whole seconds (`ttl_secs`, what every
+/// console sends) or milliseconds (`ttl_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ttl {
+    Secs(u64),
+    Ms(u64),
+}
+
+impl Ttl {
+    /// From a request's two optional fields; both at once is a mistake, not a choice.
+    pub fn from_request(secs: Option<u64>, ms: Option<u64>) -> Result<Option<Ttl>, BlockError> {
+        match (secs, ms) {
+            (Some(_), Some(_)) => Err(BlockError::Invalid("give ttl_secs or ttl_ms, not both".into())),
+            (Some(s), None) => Ok(Some(Ttl::Secs(s))),
+            (None, Some(m)) => Ok(Some(Ttl::Ms(m))),
+            (None, None) => Ok(None),
+        }
+    }
+
+    pub fn ms(self) -> u64 {
+        match self {
+            Ttl::Secs(s) => s.saturating_mul(1000),
+            Ttl::Ms(m) => m,
+        }
+    }
+}
+
+/// Shorter TTLs would lapse before the answer reaches the operator.
+pub const MIN_TTL_MS: u64 = 100;
+/// Ten years: beyond that, "until unblocked" is what was meant.
+pub const MAX_TTL_MS: u64 = 10 * 365 * 86_400_000;
+
 /// Every active block; persisted as JSON in the state directory.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BlockList {
@@ -204,11 +277,11 @@ impl BlockList {
         self.active.iter_mut().find(|b| b.id == id)
     }
 
-    /// Removes and returns the blocks that expired by `now` (unix seconds).
-    pub fn expire(&mut self, now: i64) -> Vec<Block> {
+    /// Removes and returns the blocks that expired by `now_ms` (unix milliseconds).
+    pub fn expire(&mut self, now_ms: i64) -> Vec<Block> {
         let (gone, keep) = std::mem::take(&mut self.active)
             .into_iter()
-            .partition(|b| b.expires_at.is_some_and(|e| e <= now));
+            .partition(|b| b.expires_ms.is_some_and(|e| e <= now_ms));
         self.active = keep;
         gone
     }
@@ -220,23 +293,26 @@ impl BlockList {
     pub fn add(
         &mut self,
         target: BlockTarget,
-        ttl_secs: Option<u64>,
+        ttl: Option<Ttl>,
         reason: Option<String>,
         created_by: String,
-        now: i64,
+        now_ms: i64,
         containers: &[(String, String)],
     ) -> Result<&Block, BlockError> {
         validate(&target)?;
-        if let Some(0) = ttl_secs {
-            return Err(BlockError::Invalid("ttl must be at least one second".into()));
-        }
-        let ttl = ttl_secs.map(|t| t.min(10 * 365 * 86400) as i64);
+        let ttl_ms = match ttl {
+            Some(t) if t.ms() < MIN_TTL_MS => {
+                return Err(BlockError::Invalid(format!("ttl must be at least {MIN_TTL_MS} ms")))
+            }
+            Some(t) => Some(t.ms().min(MAX_TTL_MS) as i64),
+            None => None,
+        };
         let block = Block {
             id: self.next_id.max(1),
             target,
             reason: reason.map(|r| r.chars().take(500).collect()),
-            created_at: now,
-            expires_at: ttl.map(|t| now + t),
+            created_ms: now_ms,
+            expires_ms: ttl_ms.map(|t| now_ms.saturating_add(t)),
             created_by,
             flows_cut: 0,
         };
@@ -388,43 +464,56 @@ mod tests {
     #[test]
     fn overlapping_ranges_are_refused_identical_ones_merge() {
         let mut l = BlockList::default();
-        let a =
-            l.add(dst(Scope::All, "10.9.0.0/16", None), Some(60), None, "t".into(), 100, &ctrs()).unwrap().id;
+        let a = l
+            .add(
+                dst(Scope::All, "10.9.0.0/16", None),
+                Some(Ttl::Secs(60)),
+                None,
+                "t".into(),
+                100_000,
+                &ctrs(),
+            )
+            .unwrap()
+            .id;
         let e = l.add(
             dst(Scope::Container("web-1".into()), "10.9.1.1/32", Some(443)),
             None,
             None,
             "t".into(),
-            100,
+            100_000,
             &ctrs(),
         );
         assert!(matches!(e, Err(BlockError::Overlap { id, .. }) if id == a), "{e:?}");
         // The same range again (say with a longer TTL) is one element with the later expiry.
         l.add(
             dst(Scope::Container("web-1".into()), "10.9.0.0/16", None),
-            Some(600),
+            Some(Ttl::Secs(600)),
             None,
             "t".into(),
-            100,
+            100_000,
             &ctrs(),
         )
         .unwrap();
         let cb = l.for_container("web-1", "web");
         assert_eq!(cb.egress.values().collect::<Vec<_>>(), vec![&Some(700_000)]);
         // Disjoint ranges coexist.
-        l.add(dst(Scope::All, "10.10.0.1/32", Some(22)), None, None, "t".into(), 100, &ctrs()).unwrap();
+        l.add(dst(Scope::All, "10.10.0.1/32", Some(22)), None, None, "t".into(), 100_000, &ctrs()).unwrap();
     }
 
     #[test]
     fn expiry_and_removal() {
         let mut l = BlockList::default();
         let q = BlockTarget::Quarantine { container: "web-1".into(), direction: BlockDirection::Both };
-        let id = l.add(q, Some(10), Some("exfil".into()), "root".into(), 1000, &ctrs()).unwrap().id;
+        // Placed 900 ms into a second: a 10 s TTL still lasts 10 s, not 9.1.
+        let id = l
+            .add(q, Some(Ttl::Secs(10)), Some("exfil".into()), "root".into(), 1_000_900, &ctrs())
+            .unwrap()
+            .id;
         let cb = l.for_container("web-1", "web");
         assert_eq!(cb.quarantine_out.len(), 2);
-        assert_eq!(cb.quarantine_in.get(&Family::V4), Some(&Some(1_010_000)));
-        assert!(l.expire(1009).is_empty());
-        assert_eq!(l.expire(1010).len(), 1);
+        assert_eq!(cb.quarantine_in.get(&Family::V4), Some(&Some(1_010_900)));
+        assert!(l.expire(1_010_899).is_empty());
+        assert_eq!(l.expire(1_010_900).len(), 1);
         assert!(l.remove(id).is_err());
         let e = l.add(
             BlockTarget::Quarantine { container: "ghost".into(), direction: BlockDirection::Egress },
@@ -465,8 +554,8 @@ mod tests {
             id: 1,
             target: dst(Scope::All, "10.0.0.0/24", Some(443)),
             reason: None,
-            created_at: 0,
-            expires_at: None,
+            created_ms: 0,
+            expires_ms: None,
             created_by: String::new(),
             flows_cut: 0,
         };
@@ -480,8 +569,39 @@ mod tests {
     #[test]
     fn survives_a_json_round_trip() {
         let mut l = BlockList::default();
-        l.add(dst(Scope::All, "fd00::/64", Some(53)), Some(5), None, "t".into(), 0, &ctrs()).unwrap();
+        l.add(dst(Scope::All, "fd00::/64", Some(53)), Some(Ttl::Ms(5500)), None, "t".into(), 7, &ctrs())
+            .unwrap();
         let back: BlockList = serde_json::from_str(&serde_json::to_string(&l).unwrap()).unwrap();
         assert_eq!(back, l);
+        assert_eq!(back.active()[0].expires_ms, Some(5507));
+    }
+
+    #[test]
+    fn blocks_saved_in_seconds_read_back_in_milliseconds() {
+        let old = r#"{"next_id":4,"active":[{"id":3,"target":{"kind":"quarantine","container":"web-1","direction":"both"},
+            "reason":"x","created_at":1700000000,"expires_at":1700000600,"created_by":"root (uid 0)","flows_cut":2}]}"#;
+        let l: BlockList = serde_json::from_str(old).unwrap();
+        let b = &l.active()[0];
+        assert_eq!(
+            (b.created_ms, b.expires_ms, b.flows_cut),
+            (1_700_000_000_000, Some(1_700_000_600_000), 2)
+        );
+        let info = b.info(vec![]);
+        assert_eq!((info.created_at, info.expires_at), (1_700_000_000, Some(1_700_000_600)));
+    }
+
+    #[test]
+    fn ttls_in_either_unit_and_never_below_the_minimum() {
+        assert_eq!(Ttl::from_request(Some(2), None).unwrap().map(Ttl::ms), Some(2000));
+        assert_eq!(Ttl::from_request(None, Some(1500)).unwrap().map(Ttl::ms), Some(1500));
+        assert!(Ttl::from_request(Some(2), Some(2000)).is_err());
+        let mut l = BlockList::default();
+        let q = BlockTarget::Quarantine { container: "web-1".into(), direction: BlockDirection::Both };
+        for bad in [Ttl::Secs(0), Ttl::Ms(0), Ttl::Ms(99)] {
+            assert!(l.add(q.clone(), Some(bad), None, "t".into(), 0, &ctrs()).is_err(), "{bad:?}");
+        }
+        let b = l.add(q, Some(Ttl::Ms(1500)), None, "t".into(), 10_999, &ctrs()).unwrap();
+        // Seconds shown to old readers round the expiry up, never down.
+        assert_eq!(b.info(vec![]).expires_at, Some(13));
     }
 }

@@ -65,6 +65,10 @@ pub struct Layer {
     pub revoke_established: Option<bool>,
     /// Networks a quarantined container may still reach (forensics, a responder's host).
     pub quarantine_responders: Option<Vec<String>>,
+    /// Bytes in one rule file, in all of them together, and in the inventory file.
+    pub max_rule_file_bytes: Option<u64>,
+    pub max_rules_bytes: Option<u64>,
+    pub max_inventory_bytes: Option<u64>,
 }
 
 impl Layer {
@@ -92,6 +96,9 @@ impl Layer {
             tamper_window: self.tamper_window.or(lower.tamper_window),
             revoke_established: self.revoke_established.or(lower.revoke_established),
             quarantine_responders: self.quarantine_responders.or(lower.quarantine_responders),
+            max_rule_file_bytes: self.max_rule_file_bytes.or(lower.max_rule_file_bytes),
+            max_rules_bytes: self.max_rules_bytes.or(lower.max_rules_bytes),
+            max_inventory_bytes: self.max_inventory_bytes.or(lower.max_inventory_bytes),
         }
     }
 }
@@ -116,7 +123,11 @@ pub struct Settings {
     pub audit_log: Option<PathBuf>,
     pub max_flows: usize,
     pub containment: crate::containment::ContainmentConfig,
+    pub read_limits: crate::rules::ReadLimits,
+    pub max_inventory_bytes: u64,
 }
+
+pub const DEFAULT_MAX_INVENTORY_BYTES: u64 = 8 << 20;
 
 /// "none" turns a path setting off.
 fn optional_path(p: Option<PathBuf>, default: &str) -> Option<PathBuf> {
@@ -194,7 +205,31 @@ pub fn resolve(layer: Layer, docker_socket_exists: impl Fn(&str) -> bool) -> Res
             },
             ..crate::containment::ContainmentConfig::default()
         },
+        read_limits: crate::rules::ReadLimits {
+            max_file_bytes: positive(
+                layer.max_rule_file_bytes,
+                crate::rules::load::DEFAULT_MAX_RULE_FILE_BYTES,
+                "max_rule_file_bytes",
+            )?,
+            max_total_bytes: positive(
+                layer.max_rules_bytes,
+                crate::rules::load::DEFAULT_MAX_RULES_BYTES,
+                "max_rules_bytes",
+            )?,
+        },
+        max_inventory_bytes: positive(
+            layer.max_inventory_bytes,
+            DEFAULT_MAX_INVENTORY_BYTES,
+            "max_inventory_bytes",
+        )?,
     })
+}
+
+fn positive(v: Option<u64>, default: u64, what: &str) -> Result<u64, String> {
+    match v.unwrap_or(default) {
+        0 => Err(format!("{what}: expected at least 1")),
+        n => Ok(n),
+    }
 }
 
 #[cfg(test)]
@@ -230,6 +265,10 @@ mod tests {
         assert_eq!(example.roles, defaults.roles);
         assert_eq!(example.audit_log, defaults.audit_log);
         assert_eq!(example.max_flows, 100_000);
+        assert_eq!(example.read_limits, defaults.read_limits);
+        assert_eq!(example.read_limits.max_file_bytes, 1 << 20);
+        assert_eq!(example.read_limits.max_total_bytes, 8 << 20);
+        assert_eq!(example.max_inventory_bytes, defaults.max_inventory_bytes);
         let off = parse(Path::new("f.toml"), "socket = \"none\"\naudit_log = \"none\"\n").unwrap();
         let off = resolve(off, |_| false).unwrap();
         assert_eq!((off.socket, off.audit_log), (None, None));

@@ -15,14 +15,15 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use notify::{RecursiveMode, Watcher};
 use tracing::{error, info, warn};
+
+use fw_proto::control::ErrorCode;
 
 use crate::compile::CompileOptions;
 use crate::discovery::docker;
 use crate::inventory::{parse_inventory, Container, Inventory};
 use crate::reconcile::{Reconciler, Report};
-use crate::rules::{load_sources, read_dir, Policy, SourceFile};
+use crate::rules::{load_sources, read_dir_limited, Policy, ReadLimits, SourceFile};
 use crate::state::{StateDir, StateError, Status};
 
 #[derive(Debug, Clone)]
@@ -46,6 +47,8 @@ pub struct Config {
     pub max_flows: usize,
     /// The floors, tamper escalation, revocation.
     pub containment: crate::containment::ContainmentConfig,
+    pub read_limits: ReadLimits,
+    pub max_inventory_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,12 +59,8 @@ pub enum DaemonError {
     NoPolicy(PathBuf),
     #[error("{0}: not a directory (the rules directory must exist to be watched)")]
     RulesDir(PathBuf),
-    #[error("watching {path}: {source}")]
-    Watch {
-        path: PathBuf,
-        #[source]
-        source: notify::Error,
-    },
+    #[error(transparent)]
+    Watch(#[from] crate::watch::WatchError),
     #[error(transparent)]
     Privileges(#[from] crate::privileges::PrivError),
     #[error("starting a thread or signal handlers: {0}")]
@@ -104,8 +103,12 @@ fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
-fn read_rules(dir: &Path) -> Result<Vec<SourceFile>, Vec<String>> {
-    read_dir(dir).map_err(|d| vec![d.to_string()])
+/// What reading the rules directory gave: the files, or why not (at most
+/// [`MAX_DIAGNOSTICS`] lines and a count of the rest).
+type RulesRead = Result<Vec<SourceFile>, Vec<String>>;
+
+fn read_rules(dir: &Path, limits: &ReadLimits) -> RulesRead {
+    read_dir_limited(dir, limits).map_err(|ds| capped(ds.iter().map(|d| d.to_string()).collect()))
 }
 
 /// Validates rule files (warnings are logged); errors come back as `path:line:col` lines.
@@ -116,18 +119,58 @@ fn validate(files: &[SourceFile], now: i64) -> Result<Arc<Policy>, Vec<String>> 
     }
     match result.policy {
         Some(p) => Ok(Arc::new(p)),
-        None => Err(result.errors().map(|d| d.to_string()).collect()),
+        None => Err(capped(result.errors().map(|d| d.to_string()).collect())),
     }
 }
 
-/// The inventory file's text (read once: it is both compared and parsed).
-fn read_inventory_text(path: Option<&Path>) -> Option<String> {
-    std::fs::read_to_string(path?).ok()
+/// The inventory file's text, or why it cannot be had (read once: it is both compared and
+/// parsed). `None` without an inventory file.
+type InventoryRead = Option<Result<String, String>>;
+
+fn read_inventory_text(path: Option<&Path>, max: u64) -> InventoryRead {
+    let path = path?;
+    let why = |m: String| format!("{}: error: {m}", path.display());
+    Some(match crate::rules::read_bounded(path, max) {
+        Ok(bytes) => String::from_utf8(bytes).map_err(|_| why("not UTF-8".into())),
+        Err(crate::rules::Bounded::TooBig(n)) => Err(why(format!(
+            "{n} bytes, over the limit of {max} for the inventory (setting max_inventory_bytes): not read"
+        ))),
+        Err(crate::rules::Bounded::Io(e)) => Err(why(format!("cannot read the inventory: {e}"))),
+    })
 }
 
-fn parse_inventory_text(path: &Path, text: Option<&str>) -> Result<Inventory, Vec<String>> {
-    let text = text.ok_or_else(|| vec![format!("{}: error: cannot read the inventory", path.display())])?;
-    parse_inventory(path, text).map_err(|ds| ds.iter().map(|d| d.to_string()).collect())
+fn parse_inventory_text(path: &Path, text: &InventoryRead) -> Result<Inventory, Vec<String>> {
+    match text {
+        None => Err(vec![format!("{}: error: cannot read the inventory", path.display())]),
+        Some(Err(e)) => Err(vec![e.clone()]),
+        Some(Ok(text)) => {
+            parse_inventory(path, text).map_err(|ds| capped(ds.iter().map(|d| d.to_string()).collect()))
+        }
+    }
+}
+
+/// Diagnostics kept (in status) and logged per reload: a file with a million errors must
+/// not take the daemon's memory or its log with it.
+pub const MAX_DIAGNOSTICS: usize = 100;
+
+/// The first [`MAX_DIAGNOSTICS`] lines, then `... and N more`.
+fn capped(mut errors: Vec<String>) -> Vec<String> {
+    if errors.len() > MAX_DIAGNOSTICS {
+        let more = errors.len() - MAX_DIAGNOSTICS;
+        errors.truncate(MAX_DIAGNOSTICS);
+        errors.push(format!("... and {more} more"));
+    }
+    errors
+}
+
+fn log_errors(errors: &[String]) {
+    for e in errors {
+        error!("{e}");
+    }
+}
+
+fn first_error(errors: &[String]) -> &str {
+    errors.first().and_then(|e| e.lines().next()).unwrap_or("no detail")
 }
 
 fn log_report(what: &str, r: &Report) {
@@ -146,10 +189,12 @@ struct Daemon {
     state: StateDir,
     rec: Reconciler,
     status: Status,
-    /// The rule files as last read (good or not): a periodic re-read that differs means a
-    /// change the watcher missed.
-    seen_rules: Vec<SourceFile>,
-    seen_inventory: Option<String>,
+    /// The rule files as last read (good or not): a periodic re-read that differs, twice
+    /// the same way, means a change the watcher missed.
+    seen_rules: RulesRead,
+    seen_inventory: InventoryRead,
+    rules_backstop: crate::watch::Stable<RulesRead>,
+    inventory_backstop: crate::watch::Stable<InventoryRead>,
     /// The two sources, merged into the reconciler's inventory.
     static_inv: Inventory,
     docker_inv: Vec<Container>,
@@ -174,6 +219,10 @@ struct Daemon {
     unenforced: std::collections::BTreeMap<String, String>,
     /// One tamper alert per container per 10 s, with the count.
     tamper_alerts: crate::alerts::CapLimiter,
+    /// Errors of the inventory file as last read (at most [`MAX_DIAGNOSTICS`] + 1 lines).
+    inventory_errors: Vec<String>,
+    /// The static inventory enforced is the state directory's last good copy.
+    inventory_last_good: bool,
 }
 
 impl Daemon {
@@ -183,15 +232,15 @@ impl Daemon {
         let mut status = Status::default();
         let alerts = Arc::new(crate::alerts::Alerts::default());
         let t = now();
-        let read = read_rules(&cfg.rules);
-        let seen_rules = read.clone().unwrap_or_default();
+        let read = read_rules(&cfg.rules, &cfg.read_limits);
+        let seen_rules = read.clone();
         let (policy, files) = match read.and_then(|f| validate(&f, t).map(|p| (p, f))) {
             Ok(ok) => ok,
             Err(errors) => {
                 for e in &errors {
                     error!("{e}");
                 }
-                let fallback = read_rules(&state.last_good_dir())
+                let fallback = read_rules(&state.last_good_dir(), &cfg.read_limits)
                     .and_then(|f| validate(&f, t).map(|p| (p, f)))
                     .map_err(|_| DaemonError::NoPolicy(cfg.rules.clone()))?;
                 warn!(
@@ -216,28 +265,68 @@ impl Daemon {
         }
         status.policy_hash = policy.hash.clone();
         status.loaded_at = t;
-        let seen_inventory = read_inventory_text(cfg.inventory.as_deref());
+        let seen_inventory = read_inventory_text(cfg.inventory.as_deref(), cfg.max_inventory_bytes);
+        let mut inventory_errors = Vec::new();
+        let mut inventory_last_good = false;
         let inventory = match &cfg.inventory {
             None => Inventory::default(),
-            Some(p) => parse_inventory_text(p, seen_inventory.as_deref()).unwrap_or_else(|errors| {
-                for e in &errors {
-                    error!("{e}");
+            Some(p) => match parse_inventory_text(p, &seen_inventory) {
+                Ok(inv) => {
+                    if let Some(Ok(text)) = &seen_inventory {
+                        if let Err(e) = state.save_last_good_inventory(text) {
+                            error!("{e}");
+                        }
+                    }
+                    inv
                 }
-                Inventory::default()
-            }),
+                Err(errors) => {
+                    inventory_errors = errors;
+                    log_errors(&inventory_errors);
+                    // As with rule files: an invalid file must not leave containers
+                    // unmanaged; the last one that loaded stays in force.
+                    let saved = state.last_good_inventory();
+                    let fallback = std::fs::read_to_string(&saved)
+                        .ok()
+                        .and_then(|text| parse_inventory(&saved, &text).ok());
+                    let msg = match &fallback {
+                        Some(inv) => format!(
+                            "inventory {} is invalid ({}): enforcing the last good one ({} containers) from {}",
+                            p.display(),
+                            first_error(&inventory_errors),
+                            inv.containers.len(),
+                            saved.display()
+                        ),
+                        None => format!(
+                            "inventory {} is invalid ({}) and there is no last good copy: no container from it is managed",
+                            p.display(),
+                            first_error(&inventory_errors)
+                        ),
+                    };
+                    alerts.raise(fw_proto::control::AlertKind::InventoryFailed, None, None, None, msg);
+                    inventory_last_good = fallback.is_some();
+                    fallback.unwrap_or_default()
+                }
+            },
         };
         let mut opts = cfg.opts.clone();
         opts.now = t;
         let mut rec = Reconciler::new(policy, inventory.clone(), opts);
-        let audit = match &cfg.audit_log {
-            Some(p) => Some(Arc::new(crate::control::audit::AuditLog::open(p)?)),
-            None => None,
-        };
-        // Blocks survive restarts; those that lapsed meanwhile already left the kernel.
+        let audit = cfg
+            .audit_log
+            .as_deref()
+            .map(|p| Arc::new(crate::control::audit::AuditLog::open(p, Some(alerts.clone()))));
+        // Blocks survive restarts; those that lapsed meanwhile already left the kernel, and
+        // get their record now, dated when they expired.
         let mut blocks = state.read_blocks()?;
-        let lapsed = blocks.expire(t);
+        let lapsed = blocks.expire(now_ms());
         for b in &lapsed {
             info!(block = b.id, target = %b.target, "block expired while the daemon was down");
+            if let Some(a) = &audit {
+                a.record(&expire_record(
+                    b,
+                    Some("expired while fw-daemon was not running; recorded at start"),
+                ));
+            }
         }
         if !lapsed.is_empty() {
             state.write_blocks(&blocks)?;
@@ -272,6 +361,8 @@ impl Daemon {
             status,
             seen_rules,
             seen_inventory,
+            rules_backstop: Default::default(),
+            inventory_backstop: Default::default(),
             static_inv: inventory,
             docker_inv: Vec::new(),
             contain,
@@ -285,6 +376,8 @@ impl Daemon {
             alerts,
             rule_files,
             last_reload_at: Some(t),
+            inventory_errors,
+            inventory_last_good,
             unenforced: Default::default(),
             tamper_alerts: crate::alerts::CapLimiter::new(Duration::from_secs(10)),
         };
@@ -344,7 +437,7 @@ impl Daemon {
     }
 
     fn reload_rules(&mut self) {
-        let read = read_rules(&self.cfg.rules);
+        let read = read_rules(&self.cfg.rules, &self.cfg.read_limits);
         self.reload_rules_from(read);
     }
 
@@ -352,9 +445,7 @@ impl Daemon {
     fn reload_rules_from(&mut self, read: Result<Vec<SourceFile>, Vec<String>>) {
         let t = now();
         self.last_reload_at = Some(t);
-        if let Ok(files) = &read {
-            self.seen_rules = files.clone();
-        }
+        self.seen_rules = read.clone();
         match read.and_then(|f| validate(&f, t).map(|p| (p, f))) {
             Ok((policy, files)) => {
                 let changed = policy.hash != self.status.policy_hash;
@@ -399,7 +490,7 @@ impl Daemon {
                 if new_errors {
                     self.audit_reload(
                         None,
-                        format!("error: {} error(s), the last good policy stays", errors.len()),
+                        format!("error: {} error(s), the last good policy stays", error_count(&errors)),
                         errors.first().cloned(),
                     );
                 }
@@ -416,27 +507,48 @@ impl Daemon {
     }
 
     fn reload_inventory(&mut self) {
-        let text = read_inventory_text(self.cfg.inventory.as_deref());
+        let text = read_inventory_text(self.cfg.inventory.as_deref(), self.cfg.max_inventory_bytes);
         self.reload_inventory_from(text);
     }
 
     /// Reloads from inventory text already read (the periodic check reads it to compare).
-    fn reload_inventory_from(&mut self, text: Option<String>) {
+    fn reload_inventory_from(&mut self, text: InventoryRead) {
         let Some(path) = self.cfg.inventory.clone() else { return };
-        let parsed = parse_inventory_text(&path, text.as_deref());
-        self.seen_inventory = text;
+        let parsed = parse_inventory_text(&path, &text);
         match parsed {
             Ok(inv) => {
+                if let Some(Ok(t)) = &text {
+                    if let Err(e) = self.state.save_last_good_inventory(t) {
+                        error!("{e}");
+                    }
+                }
                 self.static_inv = inv;
+                self.inventory_errors.clear();
+                self.inventory_last_good = false;
                 self.membership_changed(merge(&self.static_inv, &self.docker_inv), "inventory changed");
             }
             Err(errors) => {
-                for e in &errors {
-                    error!("{e}");
+                // Already capped when parsed.
+                let new = errors != self.inventory_errors;
+                if new {
+                    log_errors(&errors);
+                    warn!("inventory rejected: containers stay as they were");
+                    self.alert(
+                        fw_proto::control::AlertKind::InventoryFailed,
+                        None,
+                        None,
+                        None,
+                        format!(
+                            "inventory {} refused ({}); containers stay as they were",
+                            path.display(),
+                            first_error(&errors)
+                        ),
+                    );
                 }
-                warn!("inventory rejected: containers stay as they were");
+                self.inventory_errors = errors;
             }
         }
+        self.seen_inventory = text;
     }
 
     fn docker_update(&mut self, u: docker::Update) {
@@ -579,15 +691,14 @@ impl Daemon {
     /// Catches changes the watcher missed, and lets expiries take effect.
     fn resync(&mut self) {
         self.expire_blocks();
-        let read = read_rules(&self.cfg.rules);
-        if read.as_ref().map_or(true, |f| *f != self.seen_rules) {
-            if read.is_ok() {
-                info!("rule files changed (periodic check)");
-            }
+        // Acted on only when two reads in a row agree: a file being written is not loaded.
+        let read = read_rules(&self.cfg.rules, &self.cfg.read_limits);
+        if let Some(read) = self.rules_backstop.observe(read, &self.seen_rules) {
+            info!("rule files changed (periodic check)");
             self.reload_rules_from(read);
         }
-        let inv_now = read_inventory_text(self.cfg.inventory.as_deref());
-        if inv_now != self.seen_inventory {
+        let inv_now = read_inventory_text(self.cfg.inventory.as_deref(), self.cfg.max_inventory_bytes);
+        if let Some(inv_now) = self.inventory_backstop.observe(inv_now, &self.seen_inventory) {
             info!("inventory changed (periodic check)");
             self.reload_inventory_from(inv_now);
         }
@@ -669,15 +780,16 @@ impl Daemon {
                 block: None,
                 reason: Some(reason.clone()),
                 ttl_secs: ttl,
+                ttl_ms: None,
                 result: String::new(),
                 policy_hash: None,
                 summary: None,
             };
             let by = format!("fw-daemon inspection (policy {})", v.rule.id);
-            match self.block(target, ttl, Some(reason), by) {
+            // The daemon's own cut: it proceeds even when the trail cannot record it.
+            let ttl = ttl.map(crate::blocks::Ttl::Secs);
+            match self.block(target, ttl, Some(reason), by, &mut rec, Need::BestEffort) {
                 Ok(fw_proto::control::Answer::Blocked { block }) => {
-                    rec.block = Some(block.id);
-                    rec.result = "ok".into();
                     outcome = format!(" [block {}]", block.id);
                     info!(
                         block = block.id,
@@ -685,13 +797,13 @@ impl Daemon {
                         "inspection: violation acted on"
                     );
                 }
-                Ok(_) => rec.result = "ok".into(),
+                Ok(_) => {}
                 Err((code, m)) => {
                     rec.result = format!("error: {code}: {m}");
                     outcome = format!(" [not applied: {m}]");
+                    self.record(rec);
                 }
             }
-            self.record(rec);
             self.publish();
         }
         self.alert(
@@ -776,34 +888,53 @@ impl Daemon {
             block: None,
             reason: Some(reason.clone()),
             ttl_secs: None,
+            ttl_ms: None,
             result: String::new(),
             policy_hash: None,
             summary: None,
         };
-        let outcome = match self.block(target, None, Some(reason.clone()), by) {
+        // The daemon's own action: it stands even when the trail cannot record it.
+        let outcome = match self.block(target, None, Some(reason.clone()), by, &mut rec, Need::BestEffort) {
             Ok(fw_proto::control::Answer::Blocked { block }) => {
-                rec.block = Some(block.id);
-                rec.result = "ok".into();
                 format!("quarantined at the host-side floor (block {})", block.id)
             }
-            Ok(_) => {
-                rec.result = "ok".into();
-                "quarantined".into()
-            }
+            Ok(_) => "quarantined".into(),
             Err((code, m)) => {
                 rec.result = format!("error: {code}: {m}");
+                self.record(rec);
                 format!("quarantine failed: {m}")
             }
         };
-        self.record(rec);
         warn!(container = %name, "{reason}: {outcome}");
         self.alert(AlertKind::Escalated, Some(name), None, None, format!("{name}: {reason}; {outcome}"));
     }
 
+    /// A record of the daemon's own doing: the action stands even when it cannot be
+    /// written (the trail is then marked broken and the record counted as lost).
     fn record(&self, rec: fw_proto::control::AuditRecord) {
         if let Some(a) = &self.audit {
-            if let Err(e) = a.append(&rec) {
-                error!(error = %e, "audit log: record lost");
+            a.record(&rec);
+        }
+    }
+
+    /// Writes `rec` as `need` says: a request's change must be in the trail before it
+    /// stays; the daemon's own actions go on regardless.
+    fn audit_write(
+        &self,
+        rec: &fw_proto::control::AuditRecord,
+        need: Need,
+    ) -> Result<(), (ErrorCode, String)> {
+        let Some(a) = &self.audit else { return Ok(()) };
+        match need {
+            Need::Required => a.append(rec).map_err(|e| {
+                (
+                    ErrorCode::AuditUnavailable,
+                    format!("{e}: {} refused, nothing changed (the change could not be recorded)", rec.op),
+                )
+            }),
+            Need::BestEffort => {
+                a.record(rec);
+                Ok(())
             }
         }
     }
@@ -818,6 +949,7 @@ impl Daemon {
             block: None,
             reason: Some("rule files changed".into()),
             ttl_secs: None,
+            ttl_ms: None,
             result,
             policy_hash: hash.map(str::to_string),
             summary,
@@ -880,6 +1012,11 @@ impl Daemon {
             rules_dir: Some(self.cfg.rules.display().to_string()),
             rule_files: self.rule_files.clone(),
             last_reload_at: self.last_reload_at,
+            audit: self.audit.as_ref().map(|a| a.status()),
+            flows_dropped_open: self.flows.dropped_open(),
+            inventory: self.cfg.inventory.as_ref().map(|p| p.display().to_string()),
+            inventory_errors: self.inventory_errors.clone(),
+            inventory_last_good: self.inventory_last_good,
         }
     }
 
@@ -898,7 +1035,7 @@ impl Daemon {
     /// Drops blocks whose time is up (the kernel already removed their elements).
     fn expire_blocks(&mut self) {
         let mut list = self.rec.blocks().clone();
-        let gone = list.expire(now());
+        let gone = list.expire(now_ms());
         if gone.is_empty() {
             return;
         }
@@ -914,25 +1051,16 @@ impl Daemon {
                 None,
                 format!("block {} on {} expired", b.id, b.target),
             );
-            self.record(fw_proto::control::AuditRecord {
-                time_ms: now_ms(),
-                peer: None,
-                role: None,
-                op: "expire".into(),
-                target: Some(b.target.to_string()),
-                block: Some(b.id),
-                reason: b.reason.clone(),
-                ttl_secs: None,
-                result: "ok".into(),
-                policy_hash: None,
-                summary: None,
-            });
+            self.record(expire_record(&b, None));
         }
     }
 
     /// A state-changing request from the control socket: do it, audit it, answer it.
+    /// Nothing a request changes stays unless its record is on disk: block, unblock and
+    /// reload write it themselves, at the point that keeps that true; a request refused for
+    /// any other reason is recorded here, with the reason the operator gave.
     fn command(&mut self, cmd: crate::control::Command) {
-        use fw_proto::control::{Answer, ErrorCode, Op};
+        use fw_proto::control::{Answer, Op};
         let crate::control::Command { op, who, role, reply } = cmd;
         let mut rec = fw_proto::control::AuditRecord {
             time_ms: now_ms(),
@@ -943,69 +1071,79 @@ impl Daemon {
             block: None,
             reason: None,
             ttl_secs: None,
+            ttl_ms: None,
             result: String::new(),
             policy_hash: None,
             summary: None,
         };
         let by = format!("{} (uid {})", who.peer.user, who.peer.uid);
         let result: Result<Answer, (ErrorCode, String)> = match op {
-            Op::Block { target, ttl_secs, reason } => {
+            Op::Block { target, ttl_secs, ttl_ms, reason } => {
                 rec.target = Some(target.to_string());
                 rec.reason = reason.clone();
                 rec.ttl_secs = ttl_secs;
-                self.block(target, ttl_secs, reason, by).inspect(|a| {
-                    if let Answer::Blocked { block } = a {
-                        rec.block = Some(block.id);
-                    }
-                })
+                rec.ttl_ms = ttl_ms;
+                match crate::blocks::Ttl::from_request(ttl_secs, ttl_ms) {
+                    Ok(ttl) => self.block(target, ttl, reason, by, &mut rec, Need::Required),
+                    Err(e) => Err((ErrorCode::BadRequest, e.to_string())),
+                }
             }
             Op::Unblock { block } => {
                 rec.block = Some(block);
-                self.unblock(block, &by).inspect(|a| {
-                    if let Answer::Unblocked { block } = a {
-                        rec.target = Some(block.target.to_string());
-                    }
-                })
+                self.unblock(block, &by, &mut rec)
             }
             Op::Reload => {
-                self.reload_inventory();
-                self.reload_rules();
-                rec.policy_hash = Some(self.status.policy_hash.clone());
-                Ok(Answer::Reloaded {
-                    policy_hash: self.status.policy_hash.clone(),
-                    rejected: self.status.rejected.clone(),
+                rec.target = Some(self.cfg.rules.display().to_string());
+                rec.reason = Some("requested over the control socket".into());
+                rec.result = "ok".into();
+                self.audit_write(&rec, Need::Required).map(|()| {
+                    self.reload_inventory();
+                    self.reload_rules();
+                    Answer::Reloaded {
+                        policy_hash: self.status.policy_hash.clone(),
+                        rejected: self.status.rejected.clone(),
+                    }
                 })
             }
             other => Err((ErrorCode::BadRequest, format!("{} is not a command", other.name()))),
         };
-        rec.result = match &result {
-            Ok(_) => "ok".into(),
-            Err((code, m)) => format!("error: {code}: {m}"),
-        };
-        // Audited before the answer: a client that saw "ok" can find the record.
-        self.record(rec);
+        match &result {
+            // The trail is what failed: writing the refusal there would fail too.
+            Err((ErrorCode::AuditUnavailable, _)) => {}
+            Err((code, m)) => {
+                rec.result = format!("error: {code}: {m}");
+                self.record(rec);
+            }
+            Ok(_) => {}
+        }
         self.publish();
         let _ = reply.send(result);
     }
 
+    /// Places a block. Its elements go in first (a cut must not wait for a disk), then its
+    /// record is written (`rec`, completed here); if that fails and `need` requires it, the
+    /// elements come out again and nothing else happens. Only then are conntrack entries
+    /// deleted and the block saved.
     fn block(
         &mut self,
         target: fw_proto::control::BlockTarget,
-        ttl: Option<u64>,
+        ttl: Option<crate::blocks::Ttl>,
         reason: Option<String>,
         by: String,
-    ) -> Result<fw_proto::control::Answer, (fw_proto::control::ErrorCode, String)> {
-        use fw_proto::control::ErrorCode;
+        rec: &mut fw_proto::control::AuditRecord,
+        need: Need,
+    ) -> Result<fw_proto::control::Answer, (ErrorCode, String)> {
         let zones = self.rec.zones();
         let before = self.rec.blocks().clone();
         let mut list = before.clone();
-        let block = match list.add(target, ttl, reason, by, now(), &zones) {
+        let block = match list.add(target, ttl, reason, by, now_ms(), &zones) {
             Ok(b) => b.clone(),
             Err(e @ crate::blocks::BlockError::Overlap { .. }) => {
                 return Err((ErrorCode::Conflict, e.to_string()))
             }
             Err(e) => return Err((ErrorCode::NotFound, e.to_string())),
         };
+        rec.block = Some(block.id);
         let affected: std::collections::BTreeSet<String> =
             zones.iter().filter(|(c, z)| block.applies_to(c, z)).map(|(c, _)| c.clone()).collect();
         // Applied first, saved before the answer: the cut does not wait for an fsync, and a
@@ -1027,6 +1165,18 @@ impl Daemon {
             let why: Vec<String> = report.failed.iter().map(|(c, e)| format!("{c}: {e}")).collect();
             return Err((ErrorCode::Internal, format!("block not applied: {}", why.join("; "))));
         }
+        rec.result = "ok".into();
+        if let Err(e) = self.audit_write(rec, need) {
+            self.rec.set_blocks(before);
+            let report = self.rec.reconcile_some(Some(&affected));
+            for (c, why) in &report.failed {
+                error!(container = %c, "taking back unrecorded block {}: {why}", block.id);
+            }
+            for (ns, why) in &self.contain.sync(&self.rec, Some(&affected)).failed {
+                error!(netns = %ns, "taking back unrecorded block {} from the floor: {why}", block.id);
+            }
+            return Err(e);
+        }
         let cut = self.cut_flows(&block, &affected);
         let mut list = self.rec.blocks().clone();
         if let Some(b) = list.get_mut(block.id) {
@@ -1041,7 +1191,10 @@ impl Daemon {
             ));
         }
         let block = crate::blocks::Block { flows_cut: cut, ..block };
-        let ttl = ttl.map_or_else(|| "until unblocked".to_string(), |s| format!("for {s} s"));
+        let ttl = block.expires_ms.map_or_else(
+            || "until unblocked".to_string(),
+            |e| format!("for {} s", (e - block.created_ms) as f64 / 1000.0),
+        );
         let why = block.reason.as_deref().map_or_else(String::new, |r| format!(": {r}"));
         self.alert(
             fw_proto::control::AlertKind::Blocked,
@@ -1059,18 +1212,30 @@ impl Daemon {
         Ok(fw_proto::control::Answer::Blocked { block: block.info(affected.into_iter().collect()) })
     }
 
+    /// Lifts a block: recorded first, since lifting opens traffic and must never happen
+    /// unrecorded; then saved and applied.
     fn unblock(
         &mut self,
         id: u64,
         by: &str,
-    ) -> Result<fw_proto::control::Answer, (fw_proto::control::ErrorCode, String)> {
-        use fw_proto::control::ErrorCode;
+        rec: &mut fw_proto::control::AuditRecord,
+    ) -> Result<fw_proto::control::Answer, (ErrorCode, String)> {
         let zones = self.rec.zones();
         let mut list = self.rec.blocks().clone();
         let block = list.remove(id).map_err(|e| (ErrorCode::NotFound, e.to_string()))?;
+        rec.target = Some(block.target.to_string());
+        rec.result = "ok".into();
+        self.audit_write(rec, Need::Required)?;
         let affected: std::collections::BTreeSet<String> =
             zones.iter().filter(|(c, z)| block.applies_to(c, z)).map(|(c, _)| c.clone()).collect();
-        self.state.write_blocks(&list).map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+        if let Err(e) = self.state.write_blocks(&list) {
+            // Recorded as done, then not done: say so in the trail too.
+            let mut undo = rec.clone();
+            undo.time_ms = now_ms();
+            undo.result = format!("error: internal: not lifted after all: {e}");
+            self.record(undo);
+            return Err((ErrorCode::Internal, e.to_string()));
+        }
         self.rec.set_blocks(list);
         let report = self.rec.reconcile_some(Some(&affected));
         if !report.failed.is_empty() {
@@ -1144,6 +1309,33 @@ fn remove_leftovers() {
     }
 }
 
+/// Whether a change may go on without its audit record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// A request: refused (`audit-unavailable`) unless recorded.
+    Required,
+    /// The daemon's own action: goes on; a lost record is counted and alerted.
+    BestEffort,
+}
+
+/// The record of a block that lapsed, dated when it did.
+fn expire_record(b: &crate::blocks::Block, summary: Option<&str>) -> fw_proto::control::AuditRecord {
+    fw_proto::control::AuditRecord {
+        time_ms: b.expires_ms.unwrap_or_else(now_ms),
+        peer: None,
+        role: None,
+        op: "expire".into(),
+        target: Some(b.target.to_string()),
+        block: Some(b.id),
+        reason: b.reason.clone(),
+        ttl_secs: None,
+        ttl_ms: b.expires_ms.map(|e| (e - b.created_ms).max(0) as u64),
+        result: "ok".into(),
+        policy_hash: None,
+        summary: summary.map(str::to_string),
+    }
+}
+
 /// The container a block names, if it names one.
 fn block_container(t: &fw_proto::control::BlockTarget) -> Option<&str> {
     match t {
@@ -1158,8 +1350,24 @@ fn block_container(t: &fw_proto::control::BlockTarget) -> Option<&str> {
 
 /// A refused reload's alert: the count, the policy that stays, the first `path:line:col`.
 fn refused_message(errors: &[String], stays: &str) -> String {
-    let first = errors.first().and_then(|e| e.lines().next()).unwrap_or("no detail");
-    format!("rule files refused ({} error(s)); policy {stays} stays enforced: {first}", errors.len())
+    format!(
+        "rule files refused ({} error(s)); policy {stays} stays enforced: {}",
+        error_count(errors),
+        first_error(errors)
+    )
+}
+
+/// How many errors `capped` lines stand for.
+fn error_count(errors: &[String]) -> usize {
+    let more = errors
+        .last()
+        .and_then(|l| l.strip_prefix("... and "))
+        .and_then(|l| l.strip_suffix(" more"))
+        .and_then(|n| n.parse::<usize>().ok());
+    match more {
+        Some(n) => errors.len() - 1 + n,
+        None => errors.len(),
+    }
 }
 
 /// The rule files as status shows them: relative to the rules directory when inside it.
@@ -1195,32 +1403,12 @@ fn merge(static_inv: &Inventory, docker: &[Container]) -> Inventory {
 }
 
 fn watch(cfg: &Config, tx: Sender<Event>) -> Result<notify::RecommendedWatcher, DaemonError> {
-    let rules = cfg.rules.clone();
-    let inventory = cfg.inventory.clone();
-    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        let Ok(ev) = res else { return };
-        if ev.kind.is_access() {
-            return;
-        }
-        for p in &ev.paths {
-            if p.parent() == Some(rules.as_path()) || p == &rules {
-                let _ = tx.send(Event::Rules);
-            }
-            if inventory.as_deref() == Some(p.as_path()) {
-                let _ = tx.send(Event::Inventory);
-            }
-        }
-    })
-    .map_err(|source| DaemonError::Watch { path: cfg.rules.clone(), source })?;
-    w.watch(&cfg.rules, RecursiveMode::NonRecursive)
-        .map_err(|source| DaemonError::Watch { path: cfg.rules.clone(), source })?;
-    // The inventory's directory, not the file: editors and tools replace files by rename.
-    if let Some(dir) = cfg.inventory.as_deref().and_then(Path::parent) {
-        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-        w.watch(dir, RecursiveMode::NonRecursive)
-            .map_err(|source| DaemonError::Watch { path: dir.to_path_buf(), source })?;
-    }
-    Ok(w)
+    Ok(crate::watch::watch(&cfg.rules, cfg.inventory.as_deref(), move |c| {
+        let _ = tx.send(match c {
+            crate::watch::Change::Rules => Event::Rules,
+            crate::watch::Change::Inventory => Event::Inventory,
+        });
+    })?)
 }
 
 fn signals(tx: Sender<Event>) -> Result<(), DaemonError> {
@@ -1388,6 +1576,12 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         }
         // The periodic check, in case a notification was lost (socket overrun).
         if last_drift_check.elapsed() >= d.cfg.tick {
+            // A broken trail clears as soon as it can be written again.
+            if let Some(a) = &d.audit {
+                if a.status().broken_since_ms.is_some() && a.retry() {
+                    d.publish();
+                }
+            }
             d.restore_drift(None);
             d.alerts.flush_caps(now_ms());
             d.flush_tamper_alerts();

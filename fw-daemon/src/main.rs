@@ -101,7 +101,9 @@ then held only by their own tables, and new ones by nothing.")]
 Containers come from Docker (by default when its socket exists: listed at start, then followed
 through its events; netns from the init pid, addresses read inside the netns) and from the static
 inventory (--inventory), re-read whenever it changes; both can run at once. The rules directory
-is watched (inotify, plus a re-read every --resync seconds); SIGHUP reloads both. A reload is validated and compiled for every container
+is watched (inotify: files closed after writing or renamed into place, never a write in
+progress; plus a re-read every --resync seconds, acted on once two reads agree); SIGHUP reloads
+both. Write rule files by atomic rename. A reload is validated and compiled for every container
 before anything changes; invalid files change nothing (errors are logged as path:line:col and
 kept in STATE_DIR/status.json) and the last good policy stays enforced, also across restarts
 (STATE_DIR/last-good/). Tables changed from inside a container are restored at once (nftables
@@ -202,6 +204,15 @@ struct RunArgs {
     /// them (by default they are cut, like new ones)
     #[arg(long)]
     no_revoke_established: bool,
+    /// Bytes in one rule file; a bigger one is refused unread [default: 1048576]
+    #[arg(long)]
+    max_rule_file_bytes: Option<u64>,
+    /// Bytes in all rule files together [default: 8388608]
+    #[arg(long)]
+    max_rules_bytes: Option<u64>,
+    /// Bytes in the inventory file [default: 8388608]
+    #[arg(long)]
+    max_inventory_bytes: Option<u64>,
 }
 
 impl RunArgs {
@@ -239,6 +250,9 @@ impl RunArgs {
             tamper_window: self.tamper_window,
             revoke_established: self.no_revoke_established.then_some(false),
             quarantine_responders: None,
+            max_rule_file_bytes: self.max_rule_file_bytes,
+            max_rules_bytes: self.max_rules_bytes,
+            max_inventory_bytes: self.max_inventory_bytes,
         };
         (file, layer)
     }
@@ -368,6 +382,8 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
                 audit_log: set.audit_log,
                 max_flows: set.max_flows,
                 containment: set.containment,
+                read_limits: set.read_limits,
+                max_inventory_bytes: set.max_inventory_bytes,
             };
             daemon::run(cfg).map_err(|e| Failed::message(format!("error: {e}")))?;
             Ok(ExitCode::SUCCESS)
@@ -401,7 +417,8 @@ fn init_logging(format: LogFormat) {
     if format == LogFormat::Json {
         b.json().init();
     } else {
-        b.init();
+        // Names and labels come from containers: escaped, so they cannot forge log lines.
+        b.fmt_fields(fw_daemon::logging::human_fields()).init();
     }
 }
 

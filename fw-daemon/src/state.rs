@@ -6,6 +6,8 @@
 //!   restart while the rules directory is broken still enforces the last good policy.
 //! - `status.json`: that policy's hash and load time, and the errors of the last rejected
 //!   reload (for the status command).
+//! - `last-good-inventory.toml`: the same for the static inventory.
+//! - `blocks.json`: the operator blocks in force.
 
 use std::fs;
 use std::io::Write;
@@ -98,6 +100,20 @@ impl StateDir {
 
     pub fn last_good_dir(&self) -> PathBuf {
         self.dir.join("last-good")
+    }
+
+    /// The last inventory file that loaded (`last-good-inventory.toml`): enforced at a
+    /// start on an invalid file, so a typo does not leave every container unmanaged.
+    pub fn save_last_good_inventory(&self, text: &str) -> Result<(), StateError> {
+        let path = self.last_good_inventory();
+        if fs::read_to_string(&path).is_ok_and(|t| t == text) {
+            return Ok(());
+        }
+        write_atomic(&path, text.as_bytes())
+    }
+
+    pub fn last_good_inventory(&self) -> PathBuf {
+        self.dir.join("last-good-inventory.toml")
     }
 }
 

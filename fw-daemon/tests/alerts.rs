@@ -182,7 +182,8 @@ fn alerts_are_raised_streamed_and_kept() {
         (w >= 2 && a >= 3 && a == conntrack_count(&lab, "api-1")).then_some(())
     });
     let q = BlockTarget::Quarantine { container: "web-1".into(), direction: BlockDirection::Egress };
-    let r = c.call(Op::Block { target: q, ttl_secs: Some(600), reason: Some("alert test".into()) });
+    let r =
+        c.call(Op::Block { target: q, ttl_secs: Some(600), ttl_ms: None, reason: Some("alert test".into()) });
     let Ok(Answer::Blocked { block }) = r else { panic!("{r:?}") };
     let blocked = sub.wait("blocked", &daemon, |a| a.kind == AlertKind::Blocked);
     assert_eq!(blocked.container.as_deref(), Some("web-1"));

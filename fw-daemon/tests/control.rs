@@ -352,3 +352,51 @@ impl Drop for Groups {
         }
     }
 }
+
+/// A TTL counts from the moment the block is placed: a 1 s block placed late in a wall-clock
+/// second still holds for a whole second (counted in whole seconds it lapsed at the next
+/// second boundary, up to 1 s early).
+#[test]
+fn a_block_never_lapses_early() {
+    if !common::require(common::lab::available(), "root with iproute2 (network namespaces)") {
+        return;
+    }
+    let (mut lab, d) = common::demo_lab("control", "ttl");
+    lab.serve_tcp("api-1", &[9001]);
+    let daemon = Daemon::run_in_dir(&d, "1", &[]);
+    let mut c = Client::connect(&daemon.socket);
+    eventually("containers programmed", &daemon, || {
+        let s = c.status();
+        (s.containers.len() == 3 && s.containers.iter().all(|c| c.programmed)).then_some(())
+    });
+    let web = lab.node("web-1").path();
+    let api = SocketAddr::new(lab.addr("api-1"), 9001);
+    assert_eq!(tcp_probe(&web, api, WAIT), Probe::Connected);
+    for round in 0..3 {
+        // 850-950 ms into a second of the wall clock.
+        while !(850..950).contains(
+            &(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 1000),
+        ) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let t0 = Instant::now();
+        let b = c.block(
+            BlockTarget::Quarantine { container: "web-1".into(), direction: BlockDirection::Egress },
+            Some(1),
+        );
+        let passed_at = loop {
+            let at = t0.elapsed();
+            if tcp_probe(&web, api, Duration::from_millis(50)) == Probe::Connected {
+                break at;
+            }
+            assert!(at < Duration::from_secs(4), "round {round}: the block never lapsed");
+        };
+        // The element's timeout is in jiffies: allow their rounding, not a lost second.
+        assert!(
+            passed_at >= Duration::from_millis(990),
+            "round {round}: block {} lapsed after {passed_at:?}",
+            b.id
+        );
+        assert!(b.expires_at_ms.zip(Some(b.created_at_ms)).is_some_and(|(e, c)| e - c == 1000), "{b:?}");
+    }
+}

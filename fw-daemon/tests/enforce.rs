@@ -343,8 +343,8 @@ fn blocks_are_kernel_range_elements_with_timeouts() {
     // A TTL: the kernel drops the element on time without anyone removing it.
     let target =
         BlockTarget::Destination { scope: Scope::All, net: ipnet::IpNet::from(db), proto: None, port: None };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    blocks.add(target, Some(2), None, "test".into(), now, &who).unwrap();
+    let now = fw_daemon::nft::now_ms();
+    blocks.add(target, Some(fw_daemon::blocks::Ttl::Secs(2)), None, "test".into(), now, &who).unwrap();
     program(&mut nft, &mut last, &blocks);
     assert_eq!(tcp_probe(&api_ns, to_db, WAIT), Probe::TimedOut);
     // It survives a whole-table replacement, with its remaining time.
@@ -353,7 +353,7 @@ fn blocks_are_kernel_range_elements_with_timeouts() {
     std::thread::sleep(Duration::from_millis(3200));
     assert_eq!(tcp_probe(&api_ns, to_db, WAIT), Probe::Connected, "the kernel expired the block");
     // The daemon later drops it from its list: removing the expired element is no error.
-    assert_eq!(blocks.expire(now + 3).len(), 1);
+    assert_eq!(blocks.expire(now + 3000).len(), 1);
     program(&mut nft, &mut last, &blocks);
     assert_eq!(tcp_probe(&api_ns, to_db, WAIT), Probe::Connected);
 }

@@ -241,6 +241,27 @@ fn check_invariants(files: &[SourceFile]) -> Result<(), TestCaseError> {
         }
     }
 
+    // Every zone and policy written is compiled or reported: when the files load, none of
+    // them went missing on the way.
+    if let Some(policy) = &result.policy {
+        let mut written = 0;
+        for f in files {
+            let Ok(doc) = f.text.parse::<toml::Table>() else { continue };
+            if let Some(zones) = doc.get("zone").and_then(|z| z.as_table()) {
+                for name in zones.keys() {
+                    prop_assert!(
+                        policy.zones.iter().any(|z| &z.name == name),
+                        "zone `{}` declared in {} is neither compiled nor reported",
+                        name,
+                        f.path.display()
+                    );
+                }
+            }
+            written += doc.get("policy").and_then(|p| p.as_array()).map_or(0, |a| a.len());
+        }
+        prop_assert_eq!(policy.rules.len(), written, "a policy vanished without a diagnostic");
+    }
+
     // Whatever loads compiles and renders for the demo inventory, deterministically.
     if let Some(policy) = result.policy {
         let inv = common::demo_inventory();
@@ -272,6 +293,42 @@ proptest! {
     fn arbitrary_text_never_panics(text in "\\PC{0,400}") {
         check_invariants(&[SourceFile { path: PathBuf::from("rules/x.toml"), text }])?;
     }
+    #[test]
+    fn every_declared_zone_is_compiled_or_reported(zones in prop::collection::vec(zone(), 1..5)) {
+        let mut text = String::from("[defaults]\naction = \"allow\"\n");
+        for (name, body) in &zones {
+            text.push_str(&format!("[zone.{name}]\n{body}"));
+        }
+        for (name, _) in &zones {
+            text.push_str(&format!("[[policy]]\nfrom = \"any\"\nto = \"{name}\"\naction = \"deny\"\n"));
+        }
+        check_invariants(&[SourceFile { path: PathBuf::from("rules/z.toml"), text }])?;
+    }
+}
+
+/// A zone: a name and a body from the shapes engineers write, right and wrong, empty
+/// selectors included.
+fn zone() -> impl Strategy<Value = (String, String)> {
+    let name = prop::sample::select(vec!["web", "db", "api", "default", "w_1", "x"]);
+    let matcher = prop::sample::select(vec![
+        "",
+        "match = {}\n",
+        "match = { name = \"web-*\" }\n",
+        "match = { labels = {} }\n",
+        "match = { labels = { tier = \"web\" } }\n",
+        "match = { labels = { tier = 5 } }\n",
+        "match = { image = [] }\n",
+        "match = { image = \"nginx:*\" }\n",
+        "match = { name = [], labels = {} }\n",
+        "match = { name = \"a\", labels = {} }\n",
+        "match = { nme = \"x\" }\n",
+        "match = { name = \"\" }\n",
+        "match = \"web\"\n",
+    ]);
+    let cidrs =
+        prop::sample::select(vec!["", "cidrs = [\"10.0.0.0/8\"]\n", "cidrs = []\n", "cidrs = [\"bad\"]\n"]);
+    let extra = prop::sample::select(vec!["", "mode = \"audit\"\n", "mode = \"bogus\"\n", "max_conns = 0\n"]);
+    (name, matcher, cidrs, extra).prop_map(|(n, m, c, e)| (n.to_string(), format!("{m}{c}{e}")))
 }
 
 /// The mutator itself must change its input, or the properties above test nothing.

@@ -60,9 +60,13 @@ pub enum Op {
     },
     Block {
         target: BlockTarget,
-        /// Seconds; none = until unblocked.
+        /// Seconds; none (and no `ttl_ms`) = until unblocked.
         #[serde(default)]
         ttl_secs: Option<u64>,
+        /// Milliseconds, instead of `ttl_secs`. Either way the TTL counts from the moment
+        /// the daemon places the block: it never ends early.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_ms: Option<u64>,
         #[serde(default)]
         reason: Option<String>,
     },
@@ -172,6 +176,9 @@ pub enum ErrorCode {
     /// Too many requests in flight or subscriptions open.
     Busy,
     Internal,
+    /// The audit trail cannot be written (and fsync'd): the mutation was refused and
+    /// nothing changed.
+    AuditUnavailable,
     /// A code this client does not know (a newer daemon): the message still says what.
     #[serde(other)]
     Unknown,
@@ -187,6 +194,7 @@ impl fmt::Display for ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::Busy => "busy",
             ErrorCode::Internal => "internal",
+            ErrorCode::AuditUnavailable => "audit-unavailable",
             ErrorCode::Unknown => "unknown",
         })
     }
@@ -273,6 +281,11 @@ pub enum AlertKind {
     Unenforced,
     /// A container kept changing its own table: quarantined at the host-side floor.
     Escalated,
+    /// The audit trail could not be written (mutations are refused until it can), or
+    /// works again.
+    Audit,
+    /// The inventory file was refused; the containers stay as they were.
+    InventoryFailed,
     /// A kind this client does not know (a newer daemon): the message still says what.
     #[serde(other)]
     Unknown,
@@ -290,6 +303,8 @@ impl fmt::Display for AlertKind {
             AlertKind::Unblocked => "unblocked",
             AlertKind::Unenforced => "unenforced",
             AlertKind::Escalated => "escalated",
+            AlertKind::Audit => "audit",
+            AlertKind::InventoryFailed => "inventory-failed",
             AlertKind::Unknown => "unknown",
         })
     }
@@ -319,6 +334,38 @@ pub struct StatusInfo {
     /// Unix seconds of the last reload attempt, good or refused.
     #[serde(default)]
     pub last_reload_at: Option<i64>,
+    /// The audit trail; `None` when it is turned off.
+    #[serde(default)]
+    pub audit: Option<AuditStatus>,
+    /// Rows of still-open flows dropped because the flow table was full (`max_flows`):
+    /// those flows go on, unseen.
+    #[serde(default)]
+    pub flows_dropped_open: u64,
+    /// The inventory file, and the errors of its last reading (empty when it loaded).
+    #[serde(default)]
+    pub inventory: Option<String>,
+    #[serde(default)]
+    pub inventory_errors: Vec<String>,
+    /// The containers enforced come from the last good inventory in the state directory,
+    /// because the file was invalid when the daemon started.
+    #[serde(default)]
+    pub inventory_last_good: bool,
+}
+
+/// Whether the audit trail is being written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditStatus {
+    pub path: String,
+    /// Unix ms of the first failed write since the last good one; `None` while it works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broken_since_ms: Option<i64>,
+    /// Why the last write failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Records of the daemon's own actions (reloads, expiries, inspection cuts) that could
+    /// not be written while broken. Requests are refused instead, so none of theirs is lost.
+    #[serde(default)]
+    pub lost: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -721,10 +768,15 @@ pub struct BlockInfo {
     pub id: u64,
     pub target: BlockTarget,
     pub reason: Option<String>,
-    /// Unix seconds.
+    /// Unix seconds (rounded down).
     pub created_at: i64,
-    /// Unix seconds; none = until unblocked.
+    /// Unix seconds (rounded up); none = until unblocked.
     pub expires_at: Option<i64>,
+    /// The same, in unix milliseconds: what the daemon and the kernel go by.
+    #[serde(default)]
+    pub created_at_ms: i64,
+    #[serde(default)]
+    pub expires_at_ms: Option<i64>,
     /// `user (uid N)` of whoever asked.
     pub created_by: String,
     /// Containers whose tables carry it now.
@@ -733,14 +785,15 @@ pub struct BlockInfo {
     pub flows_cut: u64,
 }
 
-/// Who sent a request, from SO_PEERCRED.
+/// Who sent a request: taken once, when the connection was made (SO_PEERCRED, and the
+/// groups of that very process).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Peer {
     pub uid: u32,
     pub gid: u32,
     pub pid: i32,
     pub user: String,
-    /// The process name (`/proc/PID/comm`), when readable.
+    /// The process name (`/proc/PID/comm`), read when it connected, if it could be.
     pub process: Option<String>,
 }
 
@@ -761,6 +814,8 @@ pub struct AuditRecord {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
     /// `ok`, or `error: <message>`.
     pub result: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -455,7 +455,7 @@ impl Cli {
             }
             Command::Block(b) => {
                 let o = b.opts();
-                Op::Block { target: b.target()?, ttl_secs: o.ttl, reason: o.reason.clone() }
+                Op::Block { target: b.target()?, ttl_secs: o.ttl, ttl_ms: None, reason: o.reason.clone() }
             }
             Command::Unblock { id } => Op::Unblock { block: *id },
             Command::Blocks => Op::Blocks,
@@ -755,10 +755,11 @@ mod tests {
                     direction: BlockDirection::Egress
                 },
                 ttl_secs: Some(900),
+                ttl_ms: None,
                 reason: Some("suspected exfil".into()),
             }
         );
-        let Op::Block { target, ttl_secs, reason } =
+        let Op::Block { target, ttl_secs, reason, .. } =
             op(&["block", "quarantine", "db-1", "--direction", "both"])
         else {
             panic!()
@@ -857,6 +858,7 @@ mod tests {
                     dport: 5432,
                 },
                 ttl_secs: Some(90),
+                ttl_ms: None,
                 reason: None,
             }
         );

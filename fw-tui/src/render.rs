@@ -45,6 +45,36 @@ pub fn status(s: &StatusInfo, now: i64) -> String {
             let _ = writeln!(o, "!!   {e}");
         }
     }
+    if let Some(a) = s.audit.as_ref().filter(|a| a.broken_since_ms.is_some()) {
+        let since = a.broken_since_ms.map_or_else(String::new, |t| format!(" since {}", when(t / 1000, now)));
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "!! AUDIT TRAIL BROKEN{since}: {} cannot be written ({}).",
+            a.path,
+            a.error.as_deref().unwrap_or("unknown error")
+        );
+        let _ = writeln!(
+            o,
+            "!!   blocks, unblocks and reloads are refused until it can; {} record{} of the daemon's own actions lost",
+            a.lost,
+            plural(a.lost as usize)
+        );
+    }
+    if !s.inventory_errors.is_empty() {
+        let n = s.inventory_errors.len();
+        let _ = writeln!(o);
+        let what = if s.inventory_last_good {
+            "enforcing the last good inventory from the state directory"
+        } else {
+            "containers stay as they were"
+        };
+        let file = s.inventory.as_deref().unwrap_or("the inventory");
+        let _ = writeln!(o, "!! INVENTORY REJECTED ({file}, {n} error{}): {what}. Fix it:", plural(n));
+        for e in &s.inventory_errors {
+            let _ = writeln!(o, "!!   {e}");
+        }
+    }
     let _ = writeln!(o);
     if s.containers.is_empty() {
         let _ = writeln!(o, "no containers");
@@ -69,6 +99,13 @@ pub fn status(s: &StatusInfo, now: i64) -> String {
         o.push_str(" (the kernel dropped events: flow counts may be low)");
     }
     o.push('\n');
+    if s.flows_dropped_open > 0 {
+        let _ = writeln!(
+            o,
+            "{} rows of open flows dropped: the flow table was full (raise max_flows to see them)",
+            s.flows_dropped_open
+        );
+    }
     o
 }
 
@@ -303,7 +340,7 @@ pub fn audit(records: &[AuditRecord], now: i64) -> String {
         if let Some(x) = &r.target {
             d.push(x.clone());
         }
-        if let Some(x) = r.ttl_secs {
+        if let Some(x) = r.ttl_secs.or(r.ttl_ms.map(|m| m.div_ceil(1000))) {
             d.push(format!("ttl {}", duration(x)));
         }
         if let Some(x) = &r.reason {
@@ -601,6 +638,8 @@ mod tests {
             reason: Some("suspected exfil".into()),
             created_at: NOW - 120,
             expires_at,
+            created_at_ms: (NOW - 120) * 1000,
+            expires_at_ms: expires_at.map(|t| t * 1000),
             created_by: "alice (uid 1000)".into(),
             containers: vec!["web-1".into(), "web-2".into()],
             flows_cut: 3,
@@ -652,6 +691,44 @@ mod tests {
     #[test]
     fn status_output() {
         insta::assert_snapshot!("status", status(&status_info(), NOW));
+    }
+
+    /// A broken audit trail, a refused inventory, rows dropped at the cap: each said plainly.
+    #[test]
+    fn status_says_what_is_degraded() {
+        let s = StatusInfo {
+            audit: Some(fw_proto::control::AuditStatus {
+                path: "/var/log/fw/audit.jsonl".into(),
+                broken_since_ms: Some((NOW - 60) * 1000),
+                error: Some("No space left on device (os error 28)".into()),
+                lost: 2,
+            }),
+            inventory: Some("/etc/fw/inventory.toml".into()),
+            inventory_errors: vec!["/etc/fw/inventory.toml:3:1: error: unknown field `img`".into()],
+            inventory_last_good: true,
+            flows_dropped_open: 306_000,
+            ..status_info()
+        };
+        let text = status(&s, NOW);
+        assert!(text.contains("!! AUDIT TRAIL BROKEN since "), "{text}");
+        assert!(text.contains("(No space left on device (os error 28))"), "{text}");
+        assert!(text.contains("refused until it can; 2 records of the daemon's own actions lost"), "{text}");
+        assert!(
+            text.contains(
+                "!! INVENTORY REJECTED (/etc/fw/inventory.toml, 1 error): enforcing the last good inventory"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("306000 rows of open flows dropped"), "{text}");
+        let fine = StatusInfo {
+            audit: Some(fw_proto::control::AuditStatus { path: "/a".into(), ..Default::default() }),
+            ..status_info()
+        };
+        let text = status(&fine, NOW);
+        assert!(
+            !text.contains("AUDIT") && !text.contains("INVENTORY") && !text.contains("open flows dropped"),
+            "{text}"
+        );
         let mut ok = status_info();
         ok.last_reload_errors.clear();
         ok.lost_events = 0;
@@ -753,6 +830,7 @@ mod tests {
                 block: None,
                 reason: None,
                 ttl_secs: None,
+                ttl_ms: None,
                 result: "ok".into(),
                 policy_hash: Some("sha256:9f2c1ab04e77d3c1".into()),
                 summary: Some("1 container updated".into()),
@@ -766,6 +844,7 @@ mod tests {
                 block: Some(7),
                 reason: Some("suspected exfil".into()),
                 ttl_secs: Some(900),
+                ttl_ms: None,
                 result: "ok".into(),
                 policy_hash: None,
                 summary: None,
@@ -779,6 +858,7 @@ mod tests {
                 block: Some(7),
                 reason: None,
                 ttl_secs: None,
+                ttl_ms: None,
                 result: "error: bob is viewer; unblock needs operator".into(),
                 policy_hash: None,
                 summary: None,

@@ -40,6 +40,8 @@ impl Drop for TempDir {
 }
 
 /// What the server does in answer to one request.
+// A test double: a few of these per test, the size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Out {
     /// A message, serialized, with its newline.
     Msg(ServerMsg),

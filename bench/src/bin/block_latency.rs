@@ -96,6 +96,7 @@ fn main() {
         let b = match c.call(Op::Block {
             target: target.clone(),
             ttl_secs: None,
+            ttl_ms: None,
             reason: Some("bench".into()),
         }) {
             Ok(Answer::Blocked { block }) => block,

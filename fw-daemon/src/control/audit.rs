@@ -2,14 +2,22 @@
 //! fsync'd before the request is answered. The file is opened for each record (O_APPEND),
 //! so when logrotate renames it, the next record goes to a new file: rotation by rename
 //! loses nothing. Reading returns the rotated file (`PATH.1`) and the current one.
+//!
+//! It fails closed. [`AuditLog::append`] is for records a change depends on: the caller
+//! refuses the change when it fails (`audit-unavailable`). [`AuditLog::record`] is for what
+//! the daemon does on its own (reloads from files, expiries, inspection cuts): those go on,
+//! and a record that cannot be written is counted. Either failure marks the trail broken
+//! (an alert, and status says so) until a write succeeds again; that first write is preceded
+//! by a record of the gap, so a reader of the file knows what it does not hold.
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use fw_proto::control::AuditRecord;
+use fw_proto::control::{AlertKind, AuditRecord, AuditStatus};
+use tracing::error;
 
 #[derive(Debug, thiserror::Error)]
 #[error("audit log {path}: {source}")]
@@ -19,33 +27,163 @@ pub struct AuditError {
     pub source: std::io::Error,
 }
 
+/// Since when the trail is broken, why, and how many of the daemon's own records it lost.
+#[derive(Debug, Default)]
+struct Health {
+    broken_since_ms: Option<i64>,
+    error: Option<String>,
+    lost: u64,
+}
+
 pub struct AuditLog {
     path: PathBuf,
-    /// Serialises appends: one record per write, never interleaved.
-    lock: Mutex<()>,
+    /// Serialises appends (one record per write, never interleaved) and holds the health.
+    health: Mutex<Health>,
+    /// Where "broken" and "works again" are announced.
+    alerts: Option<Arc<crate::alerts::Alerts>>,
+}
+
+fn now_ms() -> i64 {
+    crate::flows::collector::now_ms()
 }
 
 impl AuditLog {
-    /// Creates the directory if needed (0750) and checks the file can be appended to.
-    pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
-        let err = |source| AuditError { path: path.to_path_buf(), source };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(err)?;
+    /// Creates the directory if needed (0750) and checks the file can be appended to. A
+    /// trail that cannot be opened does not stop the daemon (enforcement must go on): it
+    /// starts broken, so every request that needs it is refused until it works.
+    pub fn open(path: &Path, alerts: Option<Arc<crate::alerts::Alerts>>) -> AuditLog {
+        let log = AuditLog { path: path.to_path_buf(), health: Mutex::new(Health::default()), alerts };
+        let opened = (|| {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            OpenOptions::new().create(true).append(true).mode(0o640).open(path).map(drop)
+        })();
+        if let Err(source) = opened {
+            let e = AuditError { path: path.to_path_buf(), source };
+            log.broke(&mut log.lock(), &e);
         }
-        OpenOptions::new().create(true).append(true).mode(0o640).open(path).map_err(err)?;
-        Ok(AuditLog { path: path.to_path_buf(), lock: Mutex::new(()) })
+        log
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Appends one record and fsyncs it.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends one record and fsyncs it; an error means it is not in the trail, and the
+    /// change it stands for must not be made.
     pub fn append(&self, rec: &AuditRecord) -> Result<(), AuditError> {
+        let mut h = self.lock();
+        self.append_locked(&mut h, rec)
+    }
+
+    /// Appends a record of the daemon's own doing; when that fails the action stands, the
+    /// record is counted as lost, and the trail is marked broken. True when written.
+    pub fn record(&self, rec: &AuditRecord) -> bool {
+        let mut h = self.lock();
+        match self.append_locked(&mut h, rec) {
+            Ok(()) => true,
+            Err(_) => {
+                h.lost += 1;
+                false
+            }
+        }
+    }
+
+    /// While broken, tries to write the record of the gap, so the status clears as soon as
+    /// the cause is fixed, not only at the next mutation. True when the trail works.
+    pub fn retry(&self) -> bool {
+        let mut h = self.lock();
+        if h.broken_since_ms.is_none() {
+            return true;
+        }
+        self.resume(&mut h).is_ok()
+    }
+
+    pub fn status(&self) -> AuditStatus {
+        let h = self.lock();
+        AuditStatus {
+            path: self.path.display().to_string(),
+            broken_since_ms: h.broken_since_ms,
+            error: h.error.clone(),
+            lost: h.lost,
+        }
+    }
+
+    fn append_locked(&self, h: &mut Health, rec: &AuditRecord) -> Result<(), AuditError> {
+        if h.broken_since_ms.is_some() {
+            self.resume(h)?;
+        }
+        self.write(rec).inspect_err(|e| self.broke(h, e))
+    }
+
+    /// Writes the gap record; on success the trail is whole again.
+    fn resume(&self, h: &mut Health) -> Result<(), AuditError> {
+        let since = h.broken_since_ms.unwrap_or_default();
+        let gap = AuditRecord {
+            time_ms: now_ms(),
+            peer: None,
+            role: None,
+            op: "audit-resumed".into(),
+            target: Some(self.path.display().to_string()),
+            block: None,
+            reason: h.error.clone(),
+            ttl_secs: None,
+            ttl_ms: None,
+            result: "ok".into(),
+            policy_hash: None,
+            summary: Some(format!(
+                "the trail could not be written from unix ms {since}: {} record(s) of the daemon's own actions are missing; requests were refused meanwhile",
+                h.lost
+            )),
+        };
+        self.write(&gap).inspect_err(|e| self.broke(h, e))?;
+        let lost = std::mem::take(&mut h.lost);
+        *h = Health::default();
+        if let Some(a) = &self.alerts {
+            a.raise(
+                AlertKind::Audit,
+                None,
+                None,
+                None,
+                format!(
+                    "audit log {} is writable again ({lost} record(s) of the daemon's own actions lost while broken)",
+                    self.path.display()
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    fn broke(&self, h: &mut Health, e: &AuditError) {
+        let first = h.broken_since_ms.is_none();
+        h.error = Some(e.source.to_string());
+        if first {
+            h.broken_since_ms = Some(now_ms());
+            match &self.alerts {
+                Some(a) => {
+                    a.raise(
+                        AlertKind::Audit,
+                        None,
+                        None,
+                        None,
+                        format!("{e}: mutations are refused until the trail can be written"),
+                    );
+                }
+                None => error!("{e}: mutations are refused until the trail can be written"),
+            }
+        }
+    }
+
+    fn write(&self, rec: &AuditRecord) -> Result<(), AuditError> {
         let err = |source| AuditError { path: self.path.clone(), source };
         let mut line = serde_json::to_vec(rec).map_err(|e| err(std::io::Error::other(e)))?;
         line.push(b'\n');
-        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let created = !self.path.exists();
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
@@ -64,7 +202,15 @@ impl AuditLog {
             line.insert(0, b'\n');
         }
         f.write_all(&line).map_err(err)?;
-        f.sync_data().map_err(err)
+        f.sync_data().map_err(err)?;
+        // A new file (first record, or after rotation) exists only once its directory
+        // entry is on disk too.
+        if created {
+            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+            }
+        }
+        Ok(())
     }
 
     /// Records at or after `since_ms`, oldest first, at most the last `limit`. Lines that
@@ -109,6 +255,7 @@ mod tests {
             block: Some(1),
             reason: None,
             ttl_secs: None,
+            ttl_ms: None,
             result: "ok".into(),
             policy_hash: None,
             summary: None,
@@ -119,7 +266,7 @@ mod tests {
     fn rotation_by_rename_loses_nothing() {
         let dir = std::env::temp_dir().join(format!("fw-audit-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let log = AuditLog::open(&dir.join("sub/audit.jsonl")).unwrap();
+        let log = AuditLog::open(&dir.join("sub/audit.jsonl"), None);
         log.append(&rec(1)).unwrap();
         log.append(&rec(2)).unwrap();
         std::fs::rename(log.path(), dir.join("sub/audit.jsonl.1")).unwrap();
@@ -138,6 +285,40 @@ mod tests {
         log.append(&rec(5)).unwrap();
         let all: Vec<i64> = log.read(None, 100).unwrap().iter().map(|r| r.time_ms).collect();
         assert_eq!(all, vec![1, 2, 3, 5]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Unprivileged stand-in for the mount tests (tests/audit.rs): a path whose parent is a
+    /// file can never be written. Broken from the start, counted, then whole again with a
+    /// record of the gap once the obstacle goes.
+    #[test]
+    fn a_broken_trail_refuses_counts_and_records_its_gap() {
+        let dir = std::env::temp_dir().join(format!("fw-audit-broken-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("logs"), "not a directory").unwrap();
+        let alerts = Arc::new(crate::alerts::Alerts::default());
+        let log = AuditLog::open(&dir.join("logs/audit.jsonl"), Some(alerts.clone()));
+        let st = log.status();
+        assert!(st.broken_since_ms.is_some() && st.error.is_some(), "{st:?}");
+        assert!(log.append(&rec(1)).is_err());
+        assert!(!log.record(&rec(2)));
+        assert!(!log.record(&rec(3)));
+        assert_eq!(log.status().lost, 2);
+        assert!(!log.retry());
+        assert_eq!(alerts.recent(None, None).len(), 1, "one alert when it breaks, not one per record");
+        std::fs::remove_file(dir.join("logs")).unwrap();
+        std::fs::create_dir(dir.join("logs")).unwrap();
+        assert!(log.retry());
+        assert_eq!(
+            log.status(),
+            AuditStatus { path: log.path().display().to_string(), ..Default::default() }
+        );
+        log.append(&rec(4)).unwrap();
+        let recs = log.read(None, 10).unwrap();
+        assert_eq!(recs.iter().map(|r| r.op.as_str()).collect::<Vec<_>>(), vec!["audit-resumed", "block"]);
+        assert!(recs[0].summary.as_deref().is_some_and(|s| s.contains("2 record(s)")), "{recs:?}");
+        assert_eq!(alerts.recent(None, None).len(), 2);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,9 +1,13 @@
-//! Who is on the other end of a control connection, and what they may do: credentials from
-//! SO_PEERCRED (the kernel's word, not the client's), groups from the peer process, and the
-//! role they map to. Checked again on every request, so a peer whose group membership or
-//! process changed does not keep a role it no longer has.
+//! Who is on the other end of a control connection, and what they may do. Identity is
+//! taken once, when the connection is accepted, and kept for its life: the uid and gid from
+//! SO_PEERCRED (the kernel's word, recorded at connect()), the supplementary groups from the
+//! connecting process itself, pinned by a pidfd (SO_PEERPIDFD): `/proc/PID/status` is read,
+//! then the pidfd is checked to still own PID, so the groups read cannot be those of a
+//! process that reused the pid. Nothing is re-read per request; a group change applies when
+//! the client reconnects. A peer whose groups cannot be proven (it exited already, or the
+//! kernel has no SO_PEERPIDFD and it is gone) keeps only its primary gid.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use fw_proto::control::{Peer, Role};
 
@@ -31,19 +35,50 @@ pub struct Credentials {
     pub gids: Vec<u32>,
 }
 
-/// Reads the peer's credentials from the socket, and its groups and name from /proc.
+/// Reads the peer's credentials, once, at accept.
 pub fn credentials(sock: &impl AsFd) -> std::io::Result<Credentials> {
     let cred = nix::sys::socket::getsockopt(sock, nix::sys::socket::sockopt::PeerCredentials)?;
     let (uid, gid, pid) = (cred.uid(), cred.gid(), cred.pid());
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let mut gids = supplementary_groups(&status);
+    let pidfd = nix_pidfd::sys::socket::getsockopt(sock, nix_pidfd::sys::socket::sockopt::PeerPidfd).ok();
+    let (mut gids, process) = match of_process(pid, pidfd.as_ref()) {
+        Some((groups, comm)) => (groups, comm),
+        None => {
+            tracing::debug!(
+                pid,
+                uid,
+                "control: peer's groups unproven (gone, or no pidfd): primary gid only"
+            );
+            (Vec::new(), None)
+        }
+    };
     gids.push(gid);
-    let process = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim_end().to_string());
     let user = nix::unistd::User::from_uid(uid.into())
         .ok()
         .flatten()
         .map_or_else(|| format!("uid {uid}"), |u| u.name);
     Ok(Credentials { peer: Peer { uid, gid, pid, user, process }, gids })
+}
+
+/// The supplementary groups and name of process `pid`, when they provably belong to the
+/// process that connected: read from /proc, then `pidfd` (that process) must still own
+/// `pid`. Without a pidfd (kernels before 6.5) the read is taken as is: it happens at
+/// accept, right after the connect, not per request.
+fn of_process(pid: i32, pidfd: Option<&OwnedFd>) -> Option<(Vec<u32>, Option<String>)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim_end().to_string());
+    if let Some(fd) = pidfd {
+        if pidfd_pid(fd) != Some(pid) {
+            return None;
+        }
+    }
+    Some((supplementary_groups(&status), comm))
+}
+
+/// The pid a pidfd's process has in our pid namespace; -1 (so `None` here for any real
+/// pid) once it has been reaped and its pid could be reused.
+fn pidfd_pid(fd: &OwnedFd) -> Option<i32> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    info.lines().find_map(|l| l.strip_prefix("Pid:")).and_then(|v| v.trim().parse().ok())
 }
 
 /// The `Groups:` line of /proc/PID/status.
@@ -108,6 +143,26 @@ mod tests {
         // A group that does not exist on the system grants nothing.
         let r = Roles { operator_group: "nope".into(), ..Roles::default() };
         assert_eq!(r.role_of(&creds(1000, &[2000]), gid), None);
+    }
+
+    /// The pidfd check itself: a pidfd vouches for its own process's pid and no other.
+    #[test]
+    fn a_pidfd_owns_its_pid_only_while_the_process_lives() {
+        use std::os::unix::net::UnixStream;
+        let (a, b) = UnixStream::pair().unwrap();
+        // A socketpair's peer is this very process.
+        let c = credentials(&a).unwrap();
+        assert_eq!(c.peer.pid as u32, std::process::id());
+        assert!(c.peer.process.is_some(), "the name of a live peer is read: {c:?}");
+        let fd = nix_pidfd::sys::socket::getsockopt(&b, nix_pidfd::sys::socket::sockopt::PeerPidfd);
+        let Ok(fd) = fd else {
+            eprintln!("skipping: this kernel has no SO_PEERPIDFD");
+            return;
+        };
+        assert_eq!(pidfd_pid(&fd), Some(std::process::id() as i32));
+        // /proc/1 is readable, but it is not the pidfd's process: its groups are not taken.
+        assert!(of_process(1, Some(&fd)).is_none());
+        assert!(of_process(std::process::id() as i32, Some(&fd)).is_some());
     }
 
     #[test]

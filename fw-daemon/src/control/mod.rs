@@ -35,6 +35,10 @@ pub trait FlowView: Send + Sync {
     fn open_flows(&self) -> std::collections::HashMap<String, usize> {
         Default::default()
     }
+    /// Rows of open flows dropped at the table's cap, counted now.
+    fn dropped_open(&self) -> u64 {
+        0
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

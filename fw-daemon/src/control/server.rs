@@ -1,9 +1,17 @@
 //! The socket server: one thread accepts, one thread per connection reads newline-delimited
 //! JSON requests, and one thread per subscription pushes flow deltas. Every input bound is
-//! explicit: line length, connections, requests per second, subscriptions per connection,
-//! and a write timeout so a client that stops reading cannot stall the daemon.
+//! explicit: line length, requests per second, subscriptions per connection, a write timeout
+//! so a client that stops reading cannot stall the daemon, and read deadlines (a hello
+//! within [`HELLO_TIMEOUT`], every request line whole within [`LINE_TIMEOUT`] of its first
+//! byte) so one that trickles bytes cannot hold a connection.
+//!
+//! Connections are counted after authentication, per role and per uid (see [`Slots`]): a
+//! viewer can use up the viewers' share and no more; operators and admins have shares of
+//! their own, so no number of viewer connections keeps a responder out. A connection over
+//! its limit gets `busy` at once and costs no thread.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -22,7 +30,17 @@ use super::audit::AuditLog;
 use super::auth::{self, Credentials, Roles};
 use super::{Command, FlowView, Published};
 
-const MAX_CONNECTIONS: usize = 64;
+/// Connections per uid, whatever its role.
+pub const MAX_PER_UID: usize = 16;
+/// Connections of viewers (and of peers with no role, refused at hello) all together.
+pub const VIEWER_SLOTS: usize = 64;
+/// Slots only operators can take, and only admins: a responder always gets in.
+pub const OPERATOR_SLOTS: usize = 32;
+pub const ADMIN_SLOTS: usize = 32;
+/// From connect to a complete hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// From a request line's first byte to its newline.
+pub const LINE_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_SUBSCRIPTIONS: usize = 4;
 /// Requests per second per connection before `busy` answers.
 const MAX_RATE: u32 = 200;
@@ -46,7 +64,7 @@ pub struct Server {
     pub audit: Option<Arc<AuditLog>>,
     pub commands: Sender<Command>,
     pub alerts: Arc<crate::alerts::Alerts>,
-    connections: AtomicUsize,
+    slots: Arc<Slots>,
     next_sub: AtomicUsize,
 }
 
@@ -66,7 +84,7 @@ impl Server {
             audit,
             commands,
             alerts,
-            connections: AtomicUsize::new(0),
+            slots: Arc::new(Slots::default()),
             next_sub: AtomicUsize::new(1),
         })
     }
@@ -125,25 +143,116 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, ServerErro
     Ok(listener)
 }
 
-/// Accepts connections forever on a thread of its own.
+/// Which share of the connections a peer draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Pool {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+impl Pool {
+    fn of(role: Option<Role>) -> Pool {
+        match role {
+            None | Some(Role::Viewer) => Pool::Viewer,
+            Some(Role::Operator) => Pool::Operator,
+            Some(Role::Admin) => Pool::Admin,
+        }
+    }
+
+    fn size(self) -> usize {
+        match self {
+            Pool::Viewer => VIEWER_SLOTS,
+            Pool::Operator => OPERATOR_SLOTS,
+            Pool::Admin => ADMIN_SLOTS,
+        }
+    }
+}
+
+/// Open connections per pool and per uid.
+#[derive(Debug, Default)]
+pub struct Slots {
+    inner: Mutex<(HashMap<Pool, usize>, HashMap<u32, usize>)>,
+}
+
+/// A taken slot; given back when dropped (the connection's thread ends).
+pub struct Slot {
+    slots: Arc<Slots>,
+    pool: Pool,
+    uid: u32,
+}
+
+impl Slots {
+    fn take(self: &Arc<Self>, uid: u32, role: Option<Role>) -> Result<Slot, String> {
+        let pool = Pool::of(role);
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (pools, uids) = &mut *g;
+        let in_uid = uids.get(&uid).copied().unwrap_or(0);
+        if in_uid >= MAX_PER_UID {
+            return Err(format!("uid {uid} has {MAX_PER_UID} connections open already"));
+        }
+        let in_pool = pools.get(&pool).copied().unwrap_or(0);
+        if in_pool >= pool.size() {
+            let who = match role {
+                Some(r) => r.to_string() + "s",
+                None => "peers without a role".into(),
+            };
+            return Err(format!("{in_pool} connections of {who} open already"));
+        }
+        *pools.entry(pool).or_default() += 1;
+        *uids.entry(uid).or_default() += 1;
+        Ok(Slot { slots: self.clone(), pool, uid })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut g = self.slots.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (pools, uids) = &mut *g;
+        if let Some(n) = pools.get_mut(&self.pool) {
+            *n = n.saturating_sub(1);
+        }
+        if let Some(n) = uids.get_mut(&self.uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                uids.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// Accepts connections forever on a thread of its own. Identity is read here, once, and
+/// the slot taken before any thread is spent on the connection.
 pub fn spawn(listener: UnixListener, server: Arc<Server>) -> std::io::Result<()> {
     std::thread::Builder::new().name("control".into()).spawn(move || {
         for conn in listener.incoming() {
             let Ok(stream) = conn else { continue };
-            if server.connections.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-                server.connections.fetch_sub(1, Ordering::SeqCst);
-                let mut s = stream;
-                let _ = s.set_write_timeout(Some(WRITE_TIMEOUT));
-                let _ = send(&mut s, &err(None, ErrorCode::Busy, "too many connections"));
-                continue;
-            }
+            let who = match auth::credentials(&stream) {
+                Ok(c) => c,
+                Err(e) => {
+                    debug!(error = %e, "control: no peer credentials");
+                    continue;
+                }
+            };
+            let role = server.roles.role_of(&who, auth::system_gid);
+            let slot = match server.slots.take(who.peer.uid, role) {
+                Ok(s) => s,
+                Err(why) => {
+                    debug!(uid = who.peer.uid, "control: refused a connection: {why}");
+                    // A fresh socket has room for one line: never wait on a refused peer.
+                    let mut s = stream;
+                    let _ = s.set_nonblocking(true);
+                    let _ = send(&mut s, &err(None, ErrorCode::Busy, format!("too many connections: {why}")));
+                    continue;
+                }
+            };
             let srv = server.clone();
             let spawned = std::thread::Builder::new().name("control-conn".into()).spawn(move || {
-                serve(&srv, stream);
-                srv.connections.fetch_sub(1, Ordering::SeqCst);
+                serve(&srv, stream, who, role);
+                drop(slot);
             });
-            if spawned.is_err() {
-                server.connections.fetch_sub(1, Ordering::SeqCst);
+            if let Err(e) = spawned {
+                warn!(error = %e, "control: cannot start a connection thread");
             }
         }
     })?;
@@ -167,18 +276,88 @@ fn reply(w: &Writer, msg: &ServerMsg) -> bool {
     send(&mut *s, msg).is_ok()
 }
 
-/// Reads one line of at most `MAX_REQUEST_BYTES`; `Ok(None)` at end of stream.
-fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> Result<Option<()>, ()> {
-    buf.clear();
-    let n = r.take(MAX_REQUEST_BYTES as u64 + 1).read_until(b'\n', buf).map_err(|_| ())?;
-    if n == 0 {
-        return Ok(None);
+/// Why a connection stops reading.
+#[derive(Debug, PartialEq, Eq)]
+enum ReadEnd {
+    /// The peer closed it.
+    Eof,
+    TooLong,
+    /// The deadline passed: no hello in time, or a line that trickled in too slowly.
+    Slow(&'static str),
+    Failed,
+}
+
+/// Newline-delimited lines with deadlines: before the hello, the whole conversation must
+/// reach its first newline by `hello_by`; after it, a line has [`LINE_TIMEOUT`] from its
+/// first byte. An idle connection (no partial line) waits as long as it likes.
+struct LineReader {
+    stream: UnixStream,
+    pending: Vec<u8>,
+    /// When the first byte of the partial line in `pending` arrived.
+    partial_since: Option<Instant>,
+    line_timeout: Duration,
+}
+
+impl LineReader {
+    fn new(stream: UnixStream, line_timeout: Duration) -> LineReader {
+        LineReader { stream, pending: Vec::new(), partial_since: None, line_timeout }
     }
-    if buf.last() != Some(&b'\n') {
-        // Too long (or cut off at end of stream): either way not a request.
-        return Err(());
+
+    /// The next line (without its newline); `hello_by` bounds the wait while set.
+    fn next_line(&mut self, hello_by: Option<Instant>) -> Result<Vec<u8>, ReadEnd> {
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
+                if i > MAX_REQUEST_BYTES {
+                    return Err(ReadEnd::TooLong);
+                }
+                let line: Vec<u8> = self.pending.drain(..=i).take(i).collect();
+                self.partial_since = (!self.pending.is_empty()).then(Instant::now);
+                return Ok(line);
+            }
+            if self.pending.len() > MAX_REQUEST_BYTES {
+                return Err(ReadEnd::TooLong);
+            }
+            let line_by = self.partial_since.map(|t| t + self.line_timeout);
+            let deadline = match (hello_by, line_by) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let wait = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => {
+                        return Err(ReadEnd::Slow(if hello_by.is_some_and(|h| Some(h) == deadline) {
+                            "no hello"
+                        } else {
+                            "a request line not finished"
+                        }))
+                    }
+                },
+                None => None,
+            };
+            if self.stream.set_read_timeout(wait).is_err() {
+                return Err(ReadEnd::Failed);
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err(ReadEnd::Eof),
+                Ok(n) => {
+                    if self.pending.is_empty() {
+                        self.partial_since = Some(Instant::now());
+                    }
+                    self.pending.extend_from_slice(&chunk[..n]);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => return Err(ReadEnd::Failed),
+            }
+        }
     }
-    Ok(Some(()))
 }
 
 /// Decodes one request line. Public for the fuzz target: it must never panic.
@@ -201,26 +380,19 @@ struct Conn {
     bad: u32,
 }
 
-fn serve(srv: &Arc<Server>, stream: UnixStream) {
+fn serve(srv: &Arc<Server>, stream: UnixStream, who: Credentials, role: Option<Role>) {
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-    let who = match auth::credentials(&stream) {
-        Ok(c) => c,
-        Err(e) => {
-            debug!(error = %e, "control: no peer credentials");
-            return;
-        }
-    };
     let Ok(write_half) = stream.try_clone() else { return };
     let w: Writer = Arc::new(Mutex::new(write_half));
-    let mut r = BufReader::new(stream);
-    let mut buf = Vec::new();
+    let mut r = LineReader::new(stream, LINE_TIMEOUT);
+    let hello_by = Instant::now() + HELLO_TIMEOUT;
     let mut hello = false;
     let mut conn = Conn { subs: Vec::new(), window: (Instant::now(), 0), bad: 0 };
     loop {
-        match read_line(&mut r, &mut buf) {
-            Ok(Some(())) => {}
-            Ok(None) => break,
-            Err(()) => {
+        let buf = match r.next_line((!hello).then_some(hello_by)) {
+            Ok(line) => line,
+            Err(ReadEnd::Eof | ReadEnd::Failed) => break,
+            Err(ReadEnd::TooLong) => {
                 reply(
                     &w,
                     &err(
@@ -231,7 +403,13 @@ fn serve(srv: &Arc<Server>, stream: UnixStream) {
                 );
                 break;
             }
-        }
+            Err(ReadEnd::Slow(what)) => {
+                let limit = if hello { LINE_TIMEOUT } else { HELLO_TIMEOUT };
+                info!(uid = who.peer.uid, user = %who.peer.user, "control: {what} within {limit:?}: closing");
+                reply(&w, &err(None, ErrorCode::BadRequest, format!("{what} within {limit:?}: closing")));
+                break;
+            }
+        };
         let line = buf.trim_ascii();
         if line.is_empty() {
             continue;
@@ -258,10 +436,9 @@ fn serve(srv: &Arc<Server>, stream: UnixStream) {
             }
             continue;
         }
-        // Roles are re-derived for every request: group changes take effect at once.
-        let creds = auth::credentials(r.get_ref()).unwrap_or_else(|_| who.clone());
-        let role = srv.roles.role_of(&creds, auth::system_gid);
-        let Some(answer) = handle(srv, &w, &mut conn, &mut hello, req.id, req.op, &creds, role) else {
+        // The identity of the connection, fixed when it was accepted: a pid that changes
+        // hands meanwhile lends it nothing.
+        let Some(answer) = handle(srv, &w, &mut conn, &mut hello, req.id, req.op, &who, role) else {
             continue;
         };
         // Before a successful hello, an error ends the conversation.
@@ -362,6 +539,8 @@ fn handle_one(
         Op::Status => {
             let mut status = srv.snapshot().status.clone();
             // Usage moves between publications: counted at the time of asking.
+            status.audit = srv.audit.as_ref().map(|a| a.status());
+            status.flows_dropped_open = srv.flows.dropped_open();
             let open = srv.flows.open_flows();
             for c in &mut status.containers {
                 c.open_flows = open.get(&c.name).copied().unwrap_or(0);
@@ -441,8 +620,15 @@ fn handle_one(
     }
 }
 
+/// A request refused for its role, recorded with what it asked for and why (the reason
+/// and TTL it gave included). It changed nothing, so a trail that cannot take it costs only
+/// the record (counted, and the trail shown broken).
 fn audit_refusal(srv: &Server, op: &Op, who: &Credentials, role: Role) {
     let Some(a) = &srv.audit else { return };
+    let (mut reason, mut ttl_secs, mut ttl_ms) = (None, None, None);
+    if let Op::Block { reason: r, ttl_secs: s, ttl_ms: m, .. } = op {
+        (reason, ttl_secs, ttl_ms) = (r.clone(), *s, *m);
+    }
     let rec = AuditRecord {
         time_ms: now_ms(),
         peer: Some(who.peer.clone()),
@@ -453,16 +639,18 @@ fn audit_refusal(srv: &Server, op: &Op, who: &Credentials, role: Role) {
             Op::Unblock { block } => Some(format!("block {block}")),
             _ => None,
         },
-        block: None,
-        reason: None,
-        ttl_secs: None,
-        result: format!("error: forbidden ({role})"),
+        block: match op {
+            Op::Unblock { block } => Some(*block),
+            _ => None,
+        },
+        reason,
+        ttl_secs,
+        ttl_ms,
+        result: format!("error: forbidden: {role} may not {}", op.name()),
         policy_hash: None,
         summary: None,
     };
-    if let Err(e) = a.append(&rec) {
-        warn!(error = %e, "audit log");
-    }
+    a.record(&rec);
 }
 
 /// Pushes flow deltas every `interval` until `stop` or the client goes away.
@@ -528,6 +716,80 @@ fn push_alerts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Many viewers together fill the viewers' share and no more; operators and admins
+    /// still get in; a slot comes back when its connection ends.
+    #[test]
+    fn roles_have_shares_of_their_own() {
+        let slots = Arc::new(Slots::default());
+        let mut held = Vec::new();
+        for uid in 1000..1000 + VIEWER_SLOTS as u32 {
+            held.push(slots.take(uid, Some(Role::Viewer)).unwrap());
+        }
+        assert!(slots.take(2000, Some(Role::Viewer)).is_err(), "viewers' share is full");
+        assert!(slots.take(2001, None).is_err(), "peers without a role draw from it too");
+        let ops: Vec<Slot> = (0..OPERATOR_SLOTS)
+            .map(|i| slots.take(3000 + (i / MAX_PER_UID) as u32, Some(Role::Operator)).unwrap())
+            .collect();
+        assert!(slots.take(3999, Some(Role::Operator)).is_err());
+        assert!(slots.take(0, Some(Role::Admin)).is_ok(), "root always has room");
+        held.pop();
+        assert!(slots.take(2000, Some(Role::Viewer)).is_ok(), "a slot comes back on drop");
+        drop(ops);
+        let one_uid: Vec<Slot> =
+            (0..MAX_PER_UID).map(|_| slots.take(4000, Some(Role::Operator)).unwrap()).collect();
+        assert!(slots.take(4000, Some(Role::Operator)).is_err(), "one uid has at most its share");
+        drop(one_uid);
+    }
+
+    /// Deadlines of the line reader: hello in time, a trickled line cut off, an idle
+    /// connection (nothing pending) left alone, pipelined lines split.
+    #[test]
+    fn lines_have_deadlines_idle_connections_do_not() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut r = LineReader::new(a, Duration::from_millis(200));
+        b.write_all(b"{\"id\":1}\n{\"id\":2}\n{\"id").unwrap();
+        let by = Instant::now() + Duration::from_secs(5);
+        assert_eq!(r.next_line(Some(by)).unwrap(), b"{\"id\":1}");
+        assert_eq!(r.next_line(None).unwrap(), b"{\"id\":2}");
+        // One byte at a time, never the newline: cut off 200 ms after the line began.
+        let t = Instant::now();
+        let trickle = std::thread::spawn(move || {
+            for _ in 0..10 {
+                std::thread::sleep(Duration::from_millis(50));
+                if b.write_all(b"x").is_err() {
+                    break;
+                }
+            }
+            b
+        });
+        assert_eq!(r.next_line(None), Err(ReadEnd::Slow("a request line not finished")));
+        assert!(t.elapsed() < Duration::from_millis(400), "{:?}", t.elapsed());
+        drop(trickle.join().unwrap());
+        // No hello in time.
+        let (a, _b) = UnixStream::pair().unwrap();
+        let mut r = LineReader::new(a, Duration::from_secs(60));
+        let t = Instant::now();
+        assert_eq!(r.next_line(Some(t + Duration::from_millis(150))), Err(ReadEnd::Slow("no hello")));
+        // Idle after hello: waits (here until the peer hangs up).
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut r = LineReader::new(a, Duration::from_millis(50));
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(b);
+        });
+        assert_eq!(r.next_line(None), Err(ReadEnd::Eof));
+        closer.join().unwrap();
+        // Too long, with or without its newline.
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut r = LineReader::new(a, Duration::from_secs(5));
+        let w = std::thread::spawn(move || {
+            let _ = b.write_all(&vec![b'x'; MAX_REQUEST_BYTES + 10]);
+            b
+        });
+        assert_eq!(r.next_line(None), Err(ReadEnd::TooLong));
+        drop(w.join().unwrap());
+    }
 
     /// The fuzz target's seeds are real requests: the fuzzer starts from inputs that reach
     /// every op's decoding, the new ones (alerts, subscribe with alerts) included.

@@ -197,6 +197,11 @@ impl Flows {
         self.table().open_flows()
     }
 
+    /// Rows of open flows dropped at the table's cap (see `FlowTable::evicted_open`).
+    pub fn dropped_open(&self) -> u64 {
+        self.table().evicted_open()
+    }
+
     /// (rows, lost events).
     pub fn stats(&self) -> (usize, u64) {
         let t = self.table();
@@ -411,6 +416,10 @@ impl Flows {
 impl FlowView for Flows {
     fn open_flows(&self) -> HashMap<String, usize> {
         Flows::open_flows(self)
+    }
+
+    fn dropped_open(&self) -> u64 {
+        Flows::dropped_open(self)
     }
 
     fn snapshot(&self, filter: &FlowFilter, limit: Option<usize>) -> FlowSnapshot {

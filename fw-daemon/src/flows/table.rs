@@ -295,6 +295,8 @@ pub struct FlowTable {
     /// Removals at or before this seq were dropped from the log.
     removals_floor: u64,
     evicted: u64,
+    /// Of those, rows of flows still open: they go on, unseen (the cap was too small).
+    evicted_open: u64,
     lost: u64,
     /// Row id -> what inspection found.
     inspections: HashMap<u64, Inspection>,
@@ -326,6 +328,7 @@ impl FlowTable {
             removals: VecDeque::new(),
             removals_floor: 0,
             evicted: 0,
+            evicted_open: 0,
             lost: 0,
             inspections: HashMap::new(),
             pending: HashMap::new(),
@@ -350,6 +353,11 @@ impl FlowTable {
     /// Rows evicted to stay under the cap, since the table was made.
     pub fn evicted(&self) -> u64 {
         self.evicted
+    }
+
+    /// Rows of still-open flows evicted to stay under the cap: the table was full of them.
+    pub fn evicted_open(&self) -> u64 {
+        self.evicted_open
     }
 
     /// Kernel events lost before they were read, as reported with [`FlowTable::add_lost`].
@@ -785,10 +793,12 @@ impl FlowTable {
         let mut victims: Vec<u32> = ranks[..k].iter().map(|x| x.1).collect();
         // Highest slot first: what swap_remove moves down is never a pending victim.
         victims.sort_unstable_by(|a, b| b.cmp(a));
+        let open = victims.iter().filter(|&&v| self.rows[v as usize].evict_rank().0 == 2).count();
         for v in victims {
             self.remove_at(v as usize);
         }
         self.evicted += k as u64;
+        self.evicted_open += open as u64;
     }
 
     fn remove_at(&mut self, i: usize) {
@@ -1354,7 +1364,7 @@ mod tests {
             let e = entry(tuple(WEB, 1000 + i, DB, 5432));
             t.apply_ct("web-1", &ev(CtKind::Destroy, e), 200 + i64::from(i), &ctx);
         }
-        assert_eq!((t.len(), t.evicted()), (64, 0));
+        assert_eq!((t.len(), t.evicted(), t.evicted_open()), (64, 0, 0));
         let batch = cap / 16;
         let mut now = 1000;
         let mut next_port = 2000u16;
@@ -1377,6 +1387,7 @@ mod tests {
             add_open(&mut t, now);
         }
         assert_eq!(all(&t).iter().filter(|r| r.count == 1 && r.verdict == FlowVerdict::Denied).count(), 16);
+        assert_eq!(t.evicted_open(), 0, "closed rows went, no open flow yet");
         // Then the attempts, then the oldest open flows.
         for _ in 0..(3 * cap) {
             now += 1;
@@ -1386,6 +1397,9 @@ mod tests {
         let rows = all(&t);
         assert!(rows.iter().all(|r| r.open && r.sport >= 2000), "only the newest open flows remain");
         assert!(t.evicted() >= 2 * cap as u64);
+        // Every open flow added beyond the room closed rows and attempts made was one dropped.
+        let opened = u64::from(next_port - 2000) + 32;
+        assert_eq!(t.evicted_open(), opened - t.len() as u64, "open rows dropped are counted");
         check_invariants(&t);
     }
 

@@ -36,55 +36,144 @@ impl LoadResult {
     }
 }
 
+/// How much rule text is read at most: a rules directory is an engineer's config, not a
+/// data set, and a runaway generator must not take the daemon's memory with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// Bytes in one rule file (setting `max_rule_file_bytes`).
+    pub max_file_bytes: u64,
+    /// Bytes of every rule file together (setting `max_rules_bytes`).
+    pub max_total_bytes: u64,
+}
+
+pub const DEFAULT_MAX_RULE_FILE_BYTES: u64 = 1 << 20;
+pub const DEFAULT_MAX_RULES_BYTES: u64 = 8 << 20;
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        ReadLimits { max_file_bytes: DEFAULT_MAX_RULE_FILE_BYTES, max_total_bytes: DEFAULT_MAX_RULES_BYTES }
+    }
+}
+
 /// Rule files are `*.toml` directly inside `dir` (not hidden, not editor backups), in
-/// lexicographic order: the order in which their policies are evaluated.
-pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Diagnostic> {
+/// lexicographic order: the order in which their policies are evaluated. Hidden entries are
+/// never rule files, so a Kubernetes ConfigMap's `..data/` and `..<timestamp>/` directories
+/// are only seen through the `*.toml` links beside them. A symlink must resolve inside
+/// `dir` (a ConfigMap's do); one that leads out is refused, by name. Sizes are bounded by
+/// the default [`ReadLimits`].
+pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Vec<Diagnostic>> {
+    read_dir_limited(dir, &ReadLimits::default())
+}
+
+/// [`read_dir`] with explicit limits; every problem is reported, not only the first.
+pub fn read_dir_limited(dir: &Path, limits: &ReadLimits) -> Result<Vec<SourceFile>, Vec<Diagnostic>> {
     let whole = |msg: String| Diagnostic::whole_file(Severity::Error, Arc::new(dir.to_path_buf()), msg);
-    let entries = std::fs::read_dir(dir).map_err(|e| whole(format!("cannot read rules directory: {e}")))?;
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| vec![whole(format!("cannot read rules directory: {e}"))])?;
+    let root = std::fs::canonicalize(dir)
+        .map_err(|e| vec![whole(format!("cannot resolve rules directory: {e}"))])?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            !name.starts_with('.') && name.ends_with(".toml") && p.is_file()
+            let link = p.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink());
+            // A link is looked at even when it leads nowhere: a rule file gone silently
+            // would be policy gone silently.
+            !name.starts_with('.') && name.ends_with(".toml") && (link || p.is_file())
         })
         .collect();
     paths.sort();
     if paths.is_empty() {
-        return Err(whole("no rule files (*.toml) in this directory".into()));
+        return Err(vec![whole("no rule files (*.toml) in this directory".into())]);
     }
+    let mut errors = Vec::new();
     let mut files = Vec::with_capacity(paths.len());
+    let mut total: u64 = 0;
     for path in paths {
-        match std::fs::read(&path) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => files.push(SourceFile { path, text }),
-                Err(e) => {
-                    return Err(Diagnostic::whole_file(
-                        Severity::Error,
-                        Arc::new(path),
-                        format!(
-                            "not UTF-8 (byte {}): rule files must be UTF-8 text",
-                            e.utf8_error().valid_up_to()
-                        ),
-                    ))
+        let err = |msg: String| Diagnostic::whole_file(Severity::Error, Arc::new(path.clone()), msg);
+        if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+            match std::fs::canonicalize(&path) {
+                Ok(target) if target.starts_with(&root) && target.is_file() => {}
+                Ok(target) if target.starts_with(&root) => {
+                    errors.push(err(format!("symlink to {}, which is not a file", target.display())));
+                    continue;
                 }
-            },
-            Err(e) => {
-                return Err(Diagnostic::whole_file(
-                    Severity::Error,
-                    Arc::new(path),
-                    format!("cannot read: {e}"),
-                ))
+                Ok(target) => {
+                    errors.push(err(format!(
+                        "symlink to {}, outside the rules directory {}: refused (rule files must stay inside it)",
+                        target.display(),
+                        root.display()
+                    )));
+                    continue;
+                }
+                Err(e) => {
+                    errors.push(err(format!("symlink that cannot be followed: {e}")));
+                    continue;
+                }
             }
         }
+        match read_bounded(&path, limits.max_file_bytes) {
+            Ok(bytes) => {
+                total += bytes.len() as u64;
+                match String::from_utf8(bytes) {
+                    Ok(text) => files.push(SourceFile { path, text }),
+                    Err(e) => errors.push(err(format!(
+                        "not UTF-8 (byte {}): rule files must be UTF-8 text",
+                        e.utf8_error().valid_up_to()
+                    ))),
+                }
+            }
+            Err(Bounded::TooBig(n)) => errors.push(err(format!(
+                "{n} bytes, over the limit of {} for one rule file (setting max_rule_file_bytes): not read",
+                limits.max_file_bytes
+            ))),
+            Err(Bounded::Io(e)) => errors.push(err(format!("cannot read: {e}"))),
+        }
+        if total > limits.max_total_bytes {
+            errors.push(whole(format!(
+                "the rule files hold over {} bytes, the limit for all of them together (setting max_rules_bytes): not read further",
+                limits.max_total_bytes
+            )));
+            break;
+        }
     }
-    Ok(files)
+    if errors.is_empty() {
+        Ok(files)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Why a bounded read gave up.
+#[derive(Debug)]
+pub enum Bounded {
+    /// The file holds at least this many bytes, over the limit.
+    TooBig(u64),
+    Io(std::io::Error),
+}
+
+/// A file's bytes, when it holds at most `max`: its size is checked before reading, and
+/// reading stops one byte past the limit, should it grow meanwhile.
+pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, Bounded> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(Bounded::Io)?;
+    let len = f.metadata().map_err(Bounded::Io)?.len();
+    if len > max {
+        return Err(Bounded::TooBig(len));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    f.take(max + 1).read_to_end(&mut bytes).map_err(Bounded::Io)?;
+    if bytes.len() as u64 > max {
+        return Err(Bounded::TooBig(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 /// Loads and validates a rules directory. `now` (unix seconds) decides which rules have expired.
 pub fn load_dir(dir: &Path, now: i64) -> LoadResult {
     match read_dir(dir) {
         Ok(files) => super::validate::load_sources(&files, now),
-        Err(d) => LoadResult { policy: None, diagnostics: vec![d] },
+        Err(diagnostics) => LoadResult { policy: None, diagnostics },
     }
 }
 
@@ -150,7 +239,7 @@ pub(super) fn read_file(file: &SourceFile) -> RawFile {
     if errors.is_empty() {
         read_document(&mut cx, doc.get_ref(), &mut raw);
     }
-    raw.diags = cx.diags;
+    raw.diags = cx.finish();
     raw
 }
 
@@ -169,8 +258,19 @@ fn read_document(cx: &mut FileCtx<'_>, doc: &DeTable<'_>, raw: &mut RawFile) {
         if let Some(t) = cx.table(v, "zone") {
             for (name, body) in t.iter() {
                 raw.declared.push(name.get_ref().to_string());
-                if let Some(z) = read_zone(cx, name.get_ref(), &name.span(), body) {
-                    raw.zones.push(z);
+                let before = cx.errors();
+                match read_zone(cx, name.get_ref(), &name.span(), body) {
+                    Some(z) => raw.zones.push(z),
+                    // Every zone is compiled or reported: one dropped without an error would
+                    // silently drop every policy naming it.
+                    None if cx.errors() == before => cx.error(
+                        &name.span(),
+                        format!(
+                            "zone `{}` could not be read (this is a bug in fw: please report it)",
+                            name.get_ref()
+                        ),
+                    ),
+                    None => {}
                 }
             }
         }
@@ -365,6 +465,9 @@ fn read_selector(cx: &mut FileCtx<'_>, v: &Value<'_>, ctx: &str) -> Option<Selec
     sel.images = glob_list(cx, "image");
     if let Some(lv) = get(t, "labels") {
         if let Some(lt) = cx.table(lv, "labels") {
+            if lt.is_empty() {
+                cx.error(&lv.span(), "`labels = {}` names no label, so it would select nothing: give at least one `key = \"pattern\"` (to select every container, use `name = \"*\"`)");
+            }
             for (k, val) in lt.iter() {
                 if let Some(s) = cx.str(val, &format!("labels.{}", k.get_ref())) {
                     sel.labels.push((k.get_ref().to_string(), Glob::new(s)));
@@ -411,6 +514,11 @@ fn read_rule(cx: &mut FileCtx<'_>, v: &Value<'_>, failsafe: bool) -> Option<RawR
 
     let explicit_id = match get(t, "id") {
         Some(iv) => match cx.str(iv, "id") {
+            Some(id) if reserved_id(id) => {
+                cx.error(&iv.span(), format!("id `{id}` looks like one of fw's own (`default`, `builtin:*`, `cap:*`, `failsafe:*`, `block:*`): choose another, so that logs and verdicts never pass it off as fw's"));
+                ok = false;
+                None
+            }
             Some(id) if valid_id(id) => Some((id.to_string(), cx.pos(&iv.span()))),
             Some(id) => {
                 cx.error(&iv.span(), format!("id `{id}` must be 1-48 letters, digits, `.`, `_`, `:` or `-`, starting with a letter or digit"));
@@ -515,6 +623,12 @@ fn read_rule(cx: &mut FileCtx<'_>, v: &Value<'_>, failsafe: bool) -> Option<RawR
         from_pos,
         to_pos,
     })
+}
+
+/// Ids fw gives its own rules, or that would read as such in a log line or a verdict.
+pub(super) fn reserved_id(id: &str) -> bool {
+    let id = id.to_ascii_lowercase();
+    id == "default" || ["builtin:", "cap:", "failsafe:", "block:"].iter().any(|p| id.starts_with(p))
 }
 
 pub(super) fn valid_id(id: &str) -> bool {

@@ -9,6 +9,8 @@ pub mod units;
 pub mod validate;
 
 pub use diag::{Diagnostic, Severity};
-pub use load::{load_dir, read_dir, LoadResult, SourceFile};
+pub use load::{
+    load_dir, read_bounded, read_dir, read_dir_limited, Bounded, LoadResult, ReadLimits, SourceFile,
+};
 pub use model::*;
 pub use validate::load_sources;

@@ -218,6 +218,11 @@ impl Protos {
         (self.tcp || !other.tcp) && (self.udp || !other.udp) && (self.icmp || !other.icmp)
     }
 
+    /// The protocols both cover.
+    pub fn and(&self, other: &Protos) -> Protos {
+        Protos { tcp: self.tcp && other.tcp, udp: self.udp && other.udp, icmp: self.icmp && other.icmp }
+    }
+
     pub fn names(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
         if self.tcp {
@@ -289,6 +294,13 @@ impl Ports {
 
     pub fn contains(&self, port: u16) -> bool {
         self.is_any() || self.0.iter().any(|r| r.contains(port))
+    }
+
+    /// Whether some port is in both.
+    pub fn intersects(&self, other: &Ports) -> bool {
+        self.is_any()
+            || other.is_any()
+            || self.0.iter().any(|a| other.0.iter().any(|b| a.lo <= b.hi && b.lo <= a.hi))
     }
 
     /// Whether every port in `other` is also in `self`.

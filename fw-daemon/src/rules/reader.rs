@@ -13,17 +13,50 @@ use super::model::SourcePos;
 
 pub type Value<'i> = Spanned<DeValue<'i>>;
 
+/// Diagnostics kept per file: beyond this a file is garbage, and listing it all would cost
+/// memory in proportion to its size. The rest are counted ([`FileCtx::finish`]).
+pub const MAX_FILE_DIAGNOSTICS: usize = 1000;
+
 /// One rule file being read: its text, positions, and the diagnostics found so far.
 pub struct FileCtx<'s> {
     pub path: Arc<PathBuf>,
     text: &'s str,
     lines: LineIndex,
     pub diags: Vec<Diagnostic>,
+    dropped: usize,
 }
 
 impl<'s> FileCtx<'s> {
     pub fn new(path: Arc<PathBuf>, text: &'s str) -> Self {
-        FileCtx { path, text, lines: LineIndex::new(text), diags: Vec::new() }
+        FileCtx { path, text, lines: LineIndex::new(text), diags: Vec::new(), dropped: 0 }
+    }
+
+    /// Errors found so far (kept or not).
+    pub fn errors(&self) -> usize {
+        self.diags.iter().filter(|d| d.is_error()).count() + self.dropped
+    }
+
+    fn push(&mut self, d: Diagnostic) {
+        if self.diags.len() < MAX_FILE_DIAGNOSTICS {
+            self.diags.push(d);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    /// The diagnostics, and one more for those not kept.
+    pub fn finish(mut self) -> Vec<Diagnostic> {
+        if self.dropped > 0 {
+            // At the end of the file, so it sorts after what it continues.
+            let end = self.pos(&(self.text.len()..self.text.len()));
+            let n = self.dropped;
+            self.diags.push(Diagnostic::at(
+                Severity::Error,
+                &end,
+                format!("... and {n} more problems in this file"),
+            ));
+        }
+        self.diags
     }
 
     pub fn pos(&self, span: &Range<usize>) -> SourcePos {
@@ -33,12 +66,12 @@ impl<'s> FileCtx<'s> {
 
     pub fn error(&mut self, span: &Range<usize>, msg: impl Into<String>) {
         let d = Diagnostic::at(Severity::Error, &self.pos(span), msg);
-        self.diags.push(d);
+        self.push(d);
     }
 
     pub fn warning(&mut self, span: &Range<usize>, msg: impl Into<String>) {
         let d = Diagnostic::at(Severity::Warning, &self.pos(span), msg);
-        self.diags.push(d);
+        self.push(d);
     }
 
     fn type_error(&mut self, v: &Value<'_>, what: &str, expected: &str) {

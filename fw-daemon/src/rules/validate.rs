@@ -242,6 +242,35 @@ fn zone_covers(zones: &[Zone], outer: &str, inner: &str) -> bool {
     }
 }
 
+/// Whether some traffic can match both zones: the same zone, `any`, or external zones whose
+/// networks meet. Two different container zones never share a container (a container
+/// joins the first zone that selects it).
+fn zones_meet(zones: &[Zone], x: &str, y: &str) -> bool {
+    if x == ZONE_ANY || y == ZONE_ANY || x == y {
+        return true;
+    }
+    let cidrs = |n: &str| {
+        zones.iter().find(|z| z.name == n).and_then(|z| match &z.kind {
+            ZoneKind::External(nets) => Some(nets.clone()),
+            _ => None,
+        })
+    };
+    match (cidrs(x), cidrs(y)) {
+        (Some(a), Some(b)) => a.iter().any(|m| b.iter().any(|n| m.contains(n) || n.contains(m))),
+        _ => false,
+    }
+}
+
+/// Whether some traffic matches both rules.
+fn overlaps(zones: &[Zone], a: &Rule, b: &Rule) -> bool {
+    let shared = a.protos.and(&b.protos);
+    let ports_matter = shared.tcp || shared.udp;
+    zones_meet(zones, &a.from, &b.from)
+        && zones_meet(zones, &a.to, &b.to)
+        && (shared.tcp || shared.udp || shared.icmp)
+        && (!ports_matter || a.ports.intersects(&b.ports))
+}
+
 fn covers(zones: &[Zone], a: &Rule, b: &Rule) -> bool {
     zone_covers(zones, &a.from, &b.from)
         && zone_covers(zones, &a.to, &b.to)
@@ -266,6 +295,21 @@ fn shadow_warnings(
                 )));
             }
             continue;
+        }
+        // A failsafe allowing part of a deny: that part can never be denied.
+        if b.action == Action::Deny {
+            if let Some(f) = failsafes.iter().find(|f| overlaps(zones, f, b)) {
+                diags.push(Diagnostic::at(Severity::Warning, &b.pos, format!(
+                    "policy `{}` cannot deny all it matches: failsafe `{}` ({}) allows the traffic they share first ({} -> {}, {}{}), and no policy can remove a failsafe",
+                    b.id,
+                    f.id,
+                    f.pos.short(),
+                    f.from,
+                    f.to,
+                    f.protos.and(&b.protos),
+                    if f.ports.is_any() { String::new() } else { format!(" ports {}", f.ports) },
+                )));
+            }
         }
         if let Some(a) = live[..j].iter().find(|a| covers(zones, a, b)) {
             let why = if a.action == b.action { "it is redundant" } else { "it never decides any traffic" };

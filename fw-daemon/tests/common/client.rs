@@ -88,7 +88,7 @@ impl Client {
     }
 
     pub fn block(&mut self, target: BlockTarget, ttl: Option<u64>) -> BlockInfo {
-        match self.call(Op::Block { target, ttl_secs: ttl, reason: Some("test".into()) }) {
+        match self.call(Op::Block { target, ttl_secs: ttl, ttl_ms: None, reason: Some("test".into()) }) {
             Ok(Answer::Blocked { block }) => block,
             other => panic!("{other:?}"),
         }

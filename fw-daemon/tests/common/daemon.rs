@@ -7,6 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// The `fw-daemon` binary under test: this build's, or `FW_DAEMON_BIN` (to check that a
+/// test fails against an older build).
+pub fn bin() -> std::ffi::OsString {
+    std::env::var_os("FW_DAEMON_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_fw-daemon").into())
+}
+
 pub struct Daemon {
     child: Option<Child>,
     log: PathBuf,
@@ -43,9 +49,8 @@ impl Daemon {
                 }
             }
         }
-        let bin = std::ffi::OsString::from(env!("CARGO_BIN_EXE_fw-daemon"));
         let mut argv: Vec<std::ffi::OsString> = wrapper.to_vec();
-        argv.push(bin);
+        argv.push(bin());
         argv.extend(args);
         let child = Command::new(&argv[0])
             .args(&argv[1..])
@@ -76,6 +81,9 @@ impl Daemon {
             ("--state-dir", "state"),
             ("--audit-log", "audit.jsonl"),
         ] {
+            if extra.contains(&flag) {
+                continue;
+            }
             args.push(flag.into());
             args.push(d.join(path).into());
         }

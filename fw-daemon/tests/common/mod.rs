@@ -2,9 +2,11 @@
 
 #![allow(dead_code)]
 
+pub mod accounts;
 pub mod attack;
 pub mod client;
 pub mod daemon;
+pub mod helper;
 pub mod lab;
 
 use std::path::{Path, PathBuf};

@@ -386,10 +386,13 @@ impl Dialog {
         };
         let reason = Some(self.reason.trim().to_string()).filter(|r| !r.is_empty());
         Ok(match &self.kind {
-            DialogKind::Block { target } => Op::Block { target: target.clone(), ttl_secs, reason },
+            DialogKind::Block { target } => {
+                Op::Block { target: target.clone(), ttl_secs, ttl_ms: None, reason }
+            }
             DialogKind::Quarantine { container, direction } => Op::Block {
                 target: BlockTarget::Quarantine { container: container.clone(), direction: *direction },
                 ttl_secs,
+                ttl_ms: None,
                 reason,
             },
             DialogKind::Unblock { candidates, index } => {

@@ -154,6 +154,7 @@ pub fn status() -> StatusInfo {
         rules_dir: Some("/etc/fw/rules".into()),
         rule_files: vec!["00-defaults.toml".into(), "10-zones.toml".into(), "20-policies.toml".into()],
         last_reload_at: Some(NOW_MS / 1000 - 600),
+        ..StatusInfo::default()
     }
 }
 
@@ -164,6 +165,8 @@ pub fn blocks() -> Vec<BlockInfo> {
         reason: Some("suspected exfil".into()),
         created_at: NOW_MS / 1000 - 300,
         expires_at: Some(NOW_MS / 1000 + 600),
+        created_at_ms: NOW_MS - 300_000,
+        expires_at_ms: Some(NOW_MS + 600_000),
         created_by: "alice (uid 1000)".into(),
         containers: vec!["api-1".into()],
         flows_cut: 4,
@@ -184,6 +187,8 @@ pub fn destination_block(id: u64, container: &str) -> BlockInfo {
         reason: None,
         created_at: NOW_MS / 1000,
         expires_at: None,
+        created_at_ms: NOW_MS,
+        expires_at_ms: None,
         created_by: "alice (uid 1000)".into(),
         containers: vec![container.into()],
         flows_cut: 1,
@@ -233,6 +238,7 @@ pub fn audit() -> Vec<AuditRecord> {
             block: None,
             reason: None,
             ttl_secs: None,
+            ttl_ms: None,
             result: "ok".into(),
             policy_hash: Some("9f2c4e1ab7d03355".into()),
             summary: Some("4 containers updated".into()),
@@ -252,6 +258,7 @@ pub fn audit() -> Vec<AuditRecord> {
             block: Some(3),
             reason: Some("suspected exfil".into()),
             ttl_secs: Some(900),
+            ttl_ms: None,
             result: "ok".into(),
             policy_hash: None,
             summary: None,

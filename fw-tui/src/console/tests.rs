@@ -102,6 +102,28 @@ fn rules_show_a_rejected_reload_with_positions() {
     snap("rules_rejected", &mut a);
 }
 
+/// The status bar says when open flows were dropped at the table's cap, and when the audit
+/// trail or the inventory is broken.
+#[test]
+fn the_status_bar_shows_dropped_flows_and_a_broken_trail() {
+    let mut a = app();
+    let t = text(&draw(&mut a, 200, 24));
+    assert!(!t.contains("open dropped") && !t.contains("AUDIT"), "{t}");
+    let mut s = testdata::status();
+    s.flows_dropped_open = 306_000;
+    s.audit = Some(fw_proto::control::AuditStatus {
+        path: "/var/log/fw/audit.jsonl".into(),
+        broken_since_ms: Some(NOW_MS - 5_000),
+        error: Some("Read-only file system (os error 30)".into()),
+        lost: 0,
+    });
+    s.inventory_errors = vec!["/etc/fw/inventory.toml:1:13: error: unclosed array table".into()];
+    a.update(Msg::Status(s));
+    let t = text(&draw(&mut a, 200, 24));
+    assert!(t.contains("306000 open dropped (table full)"), "{t}");
+    assert!(t.contains("AUDIT BROKEN") && t.contains("INVENTORY REJECTED"), "{t}");
+}
+
 #[test]
 fn details_dialogs_and_help_render() {
     let mut a = app();
@@ -340,6 +362,7 @@ fn block_confirm_sends_the_destination_of_the_selected_flow() {
                 port: Some(443),
             },
             ttl_secs: Some(7200),
+            ttl_ms: None,
             reason: Some("exfil to api".into()),
         })]
     );
@@ -385,6 +408,7 @@ fn a_bad_ttl_keeps_the_dialog_open_and_errors_are_shown() {
         [Command::Request(Op::Block {
             target: BlockTarget::Quarantine { container: "api-1".into(), direction: BlockDirection::Egress },
             ttl_secs: None,
+            ttl_ms: None,
             reason: None,
         })]
     );
@@ -632,7 +656,7 @@ fn connection_thread_subscribes_polls_and_sends_blocks() {
     recv(&mut a, &|m| matches!(m, Msg::Flows { full: true, .. }));
     assert!(a.connected() && a.status.is_some() && a.alerts.len() == 3 && a.view.len() == 9);
     let target = BlockTarget::Quarantine { container: "web-1".into(), direction: BlockDirection::Both };
-    cmd.send(Command::Request(Op::Block { target, ttl_secs: Some(60), reason: None })).unwrap();
+    cmd.send(Command::Request(Op::Block { target, ttl_secs: Some(60), ttl_ms: None, reason: None })).unwrap();
     recv(&mut a, &|m| matches!(m, Msg::Done { op: "block", result: Ok(_) }));
     assert!(a.note.as_ref().is_some_and(|n| n.text.starts_with("block 9 placed")), "{:?}", a.note);
     // After an action, status and blocks are fetched again.

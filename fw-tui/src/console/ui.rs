@@ -175,8 +175,17 @@ fn status_bar(f: &mut Frame, app: &App, t: &Theme, area: Rect) {
         if !s.last_reload_errors.is_empty() {
             spans.push(Span::styled(" RELOAD REJECTED", t.error()));
         }
+        if s.audit.as_ref().is_some_and(|a| a.broken_since_ms.is_some()) {
+            spans.push(Span::styled(" AUDIT BROKEN", t.error()));
+        }
+        if !s.inventory_errors.is_empty() {
+            spans.push(Span::styled(" INVENTORY REJECTED", t.error()));
+        }
     }
     spans.push(Span::raw(format!(" │ flows {}/{}", app.view.len(), app.total)));
+    if let Some(n) = app.status.as_ref().map(|s| s.flows_dropped_open).filter(|n| *n > 0) {
+        spans.push(Span::styled(format!(" │ {n} open dropped (table full)"), t.fg(Color::Yellow)));
+    }
     if app.lost_events > 0 {
         spans.push(Span::styled(format!(" │ lost {}", app.lost_events), t.fg(Color::Yellow)));
     }
@@ -1001,7 +1010,7 @@ fn details(f: &mut Frame, app: &App, t: &Theme, area: Rect) {
                 ("target", r.target.clone()),
                 ("block", r.block.map(|b| format!("#{b}"))),
                 ("reason", r.reason.clone()),
-                ("ttl", r.ttl_secs.map(duration)),
+                ("ttl", r.ttl_secs.or(r.ttl_ms.map(|m| m.div_ceil(1000))).map(duration)),
                 ("policy", r.policy_hash.clone()),
                 ("summary", r.summary.clone()),
             ] {
