@@ -37,6 +37,8 @@ pub struct CompileOptions {
     pub inspect_snaplen: u32,
     /// Unix seconds; rules that expired by then are left out.
     pub now: i64,
+    /// Networks a quarantined container may still exchange packets with (`quarantine_responders`).
+    pub responders: Vec<IpNet>,
 }
 
 impl Default for CompileOptions {
@@ -48,6 +50,7 @@ impl Default for CompileOptions {
             inspect_group: 101,
             inspect_snaplen: 1500,
             now: 0,
+            responders: Vec::new(),
         }
     }
 }
@@ -535,6 +538,34 @@ impl<'a, 'p> Builder<'a, 'p> {
         }
     }
 
+    /// The responders' sets (declared once), one per family that has some.
+    fn responder_sets(&mut self) -> Vec<(Family, String)> {
+        let mut out = Vec::new();
+        for family in [Family::V4, Family::V6] {
+            let nets: Vec<SetElem> = self
+                .opts
+                .responders
+                .iter()
+                .filter(|n| Family::of(&n.addr()) == family)
+                .map(|n| SetElem::Net(*n))
+                .collect();
+            if nets.is_empty() {
+                continue;
+            }
+            let name = format!("responders{}", fam_digit(family));
+            if self.sets.iter().all(|s| s.name != name) {
+                let key = if family == Family::V4 { SetKey::Ipv4 } else { SetKey::Ipv6 };
+                self.sets.push(Set {
+                    interval: true,
+                    elements: nets,
+                    ..Set::new(name.clone(), key, "responders a quarantined container may still reach")
+                });
+            }
+            out.push((family, name));
+        }
+        out
+    }
+
     /// Failsafes, then policies, then the default: the decisions of this zone's traffic.
     fn decisions(&mut self, side: Side, rules: &mut Vec<Rule>) {
         // Failsafes are allows that no policy can remove: evaluated before every policy and
@@ -662,6 +693,16 @@ impl<'a, 'p> Builder<'a, 'p> {
             vec![Rule { verdict: Some(Verdict::Drop), origin: Some(block.clone()), ..Rule::default() }],
         );
         let q = if side == Side::Egress { SET_QUARANTINE_OUT } else { SET_QUARANTINE_IN };
+        // Responders (forensics) stay reachable from a quarantined container.
+        let peer_dir = if side == Side::Egress { Dir::Dst } else { Dir::Src };
+        for (family, set) in self.responder_sets() {
+            let responders = RuleRef { kind: RuleKind::Block, id: "responders".into(), source: None };
+            rules.push(rule(
+                vec![Match::NfProtoInSet(q.into()), Match::AddrInSet { family, dir: peer_dir, set }],
+                Verdict::Accept,
+                Some(responders),
+            ));
+        }
         rules.push(rule(vec![Match::NfProtoInSet(q.into())], Verdict::Jump(drop_chain), Some(block)));
         let blocked = RuleRef {
             kind: RuleKind::Block,

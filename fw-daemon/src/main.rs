@@ -372,6 +372,7 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
                     log_group: set.log_group,
                     inspect_group: set.log_group.wrapping_add(1),
                     now,
+                    responders: set.containment.floor.responders.clone(),
                     ..CompileOptions::default()
                 },
                 tick: set.tick,

@@ -421,3 +421,26 @@ fn blocks_without_ports_go_in_the_address_sets() {
         assert_eq!(d.verdict, Verdict::Deny, "{proto:?}");
     }
 }
+
+#[test]
+fn responders_stay_reachable_from_a_quarantine() {
+    let p = policy(&[("z.toml", ZONES)]);
+    let inv = inventory(INV);
+    let opts =
+        CompileOptions { responders: vec!["10.9.0.5/32".parse().unwrap()], ..CompileOptions::default() };
+    let rs = compile_all(&p, &inv, &opts).into_iter().find(|r| r.container == "web-1").unwrap();
+    assert!(rs.set("responders4").is_some_and(|s| s.interval && s.elements.len() == 1));
+    assert!(rs.set("responders6").is_none(), "no IPv6 responders, no set");
+    for chain in ["egress", "ingress"] {
+        let c = rs.chain(chain).unwrap();
+        let at =
+            |id: &str| c.rules.iter().position(|r| r.origin.as_ref().is_some_and(|o| o.id == id)).unwrap();
+        assert!(at("responders") < at("quarantine"), "{chain}: responders before the quarantine drop");
+    }
+    // Without responders nothing changes.
+    let plain = compile_all(&p, &inv, &CompileOptions::default())
+        .into_iter()
+        .find(|r| r.container == "web-1")
+        .unwrap();
+    assert!(plain.set("responders4").is_none());
+}
