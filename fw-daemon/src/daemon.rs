@@ -226,7 +226,10 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(cfg: Config) -> Result<Daemon, DaemonError> {
+    /// Loads the policy and the inventory and programs every namespace; the caller finishes
+    /// with [`Daemon::converged`] on the returned report once the flow collectors know
+    /// what to listen to (inspection included).
+    fn start(cfg: Config) -> Result<(Daemon, Report), DaemonError> {
         let (cfg_max_flows, cfg_log_group) = (cfg.max_flows, cfg.opts.log_group);
         let state = StateDir::open(&cfg.state_dir)?;
         let mut status = Status::default();
@@ -354,7 +357,7 @@ impl Daemon {
             // unidentified port now; Docker's snapshot admits them as they are programmed.
             contain.release_guard();
         }
-        let mut d = Daemon {
+        let d = Daemon {
             cfg,
             state,
             rec,
@@ -381,8 +384,7 @@ impl Daemon {
             unenforced: Default::default(),
             tamper_alerts: crate::alerts::CapLimiter::new(Duration::from_secs(10)),
         };
-        d.converged(&report);
-        Ok(d)
+        Ok((d, report))
     }
 
     /// What follows every reconcile pass: fresh namespaces flushed, then admitted by the
@@ -1488,7 +1490,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let (cmd_tx, cmd_rx) = mpsc::channel();
     forward("control-fwd", cmd_rx, tx.clone(), Event::Control)?;
     let group = cfg.socket_group.clone();
-    let mut d = Daemon::start(cfg)?;
+    let (mut d, initial) = Daemon::start(cfg)?;
     d.watch = Some(watch);
     let (vtx, vrx) = mpsc::channel();
     d.flows.set_inspection(crate::flows::collector::InspectConfig {
@@ -1497,7 +1499,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         violations: vtx,
     });
     forward("inspect-fwd", vrx, tx.clone(), Event::Inspect)?;
-    d.after_reconcile();
+    // Floors, change notifications and flow collectors (inspection included) follow.
+    d.converged(&initial);
     if let Some((listener, path)) = listener {
         let server = crate::control::server::Server::new(
             d.cfg.roles.clone(),

@@ -44,7 +44,7 @@ action = "allow"
 "#;
     let d = diags(&[("bad.toml", bad)]);
     let expected = [
-        "bad.toml:4:1: error: unknown key `colour` in zone `web`; expected one of: description, match, cidrs, mode, max_conns, new_conns_per_sec, egress_bytes_per_sec",
+        "bad.toml:4:1: error: unknown key `colour` in zone `web`; expected one of: description, match, cidrs, mode, max_conns, new_conns_per_sec, egress_bytes_per_sec, forward",
         "bad.toml:7:10: error: `10.0.0.1/8` has host bits set; did you mean `10.0.0.0/8`?",
         "bad.toml:7:24: error: `300.1.1.1/32` is not an IPv4 or IPv6 network (like 10.0.0.0/8 or fd00::/64)",
         "bad.toml:13:10: error: ports go from 1 to 65535",

@@ -287,6 +287,10 @@ fn an_invalid_inventory_at_start_enforces_the_last_good_one() {
     for n in ["web-1", "db-1"] {
         common::lab::nft_in(lab.node(n), &["flush", "ruleset"]);
     }
+    // And the host-side floor (which outlives the daemon by design) goes too.
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "exec", lab.hub_ns(), "nft", "delete", "table", "bridge", "fw_floor"])
+        .status();
     assert_eq!(web_to_db(&lab, Duration::from_millis(300)), Probe::Connected, "no table anywhere");
     let daemon = Daemon::run_in_dir(&d, "2", &[]);
     let mut c = Client::connect(&daemon.socket);
