@@ -198,3 +198,78 @@ fn a_port_joining_is_an_element_update_of_every_set_and_map() {
     assert_eq!(text.matches("jump out_").count(), 4, "{text}");
     assert_eq!(probe("web-1"), Probe::TimedOut, "web -> db stays denied");
 }
+
+/// A policy change rewrites the floor in place: the reply tuples of live inbound flows
+/// survive it (a replacement would lose those recorded a moment before the commit), and
+/// those the new policy denies are deleted, so that flow stops at the floor too.
+#[test]
+fn a_policy_change_keeps_live_reply_tuples_and_revokes_denied_ones() {
+    if !common::require(common::lab::available(), "root and iproute2") {
+        return;
+    }
+    use fw_daemon::floor::enforcer::{Floors, Inputs, Want};
+    use fw_daemon::floor::link::NsId;
+    let base = common::demo_inventory();
+    let mut lab = Lab::new();
+    for n in ["web-1", "api-1", "db-1"] {
+        lab.add(n, &base.get(n).unwrap().addresses);
+    }
+    let received = lab.serve_sink("db-1", 5432);
+    let inv = lab.inventory(&base);
+    let inv = fw_daemon::inventory::Inventory {
+        containers: inv.containers.into_iter().filter(|c| c.netns.is_some()).collect(),
+    };
+    let ports = demo_ports(&lab);
+    let hub = NsId::of(&lab.hub_path()).unwrap();
+    let want =
+        || std::collections::BTreeMap::from([(hub, Want { path: lab.hub_path(), ports: ports.clone() })]);
+    let mut floors = Floors::new(FloorOptions::default(), None);
+    let sync = |floors: &mut Floors, policy: &fw_daemon::rules::Policy| {
+        let m = Membership::new(policy, &inv);
+        let copts = CompileOptions::default();
+        let inputs = Inputs { policy, m: &m, blocks: &Default::default(), copts: &copts };
+        let r = floors.sync(want(), &inputs, None, None);
+        assert!(r.failed.is_empty(), "{:?}", r.failed);
+        r
+    };
+    let demo = common::demo_policy();
+    sync(&mut floors, &demo);
+    // A live stream api-1 -> db-1:5432: db-1's replies pass on the tuple its ingress recorded.
+    let mut stream = lab.connect("api-1", SocketAddr::new(lab.addr("db-1"), 5432));
+    use std::io::Write;
+    let flows4 = || {
+        let out = Command::new("ip")
+            .args(["netns", "exec", lab.hub_ns(), "nft", "list", "set", "bridge", "fw_floor", "flows4"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let flowing = |stream: &mut std::net::TcpStream| {
+        let before = received.load(std::sync::atomic::Ordering::SeqCst);
+        let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
+        for _ in 0..20 {
+            if stream.write_all(&[7u8; 4096]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        received.load(std::sync::atomic::Ordering::SeqCst) > before
+    };
+    assert!(flowing(&mut stream), "the stream flows through the floor");
+    assert!(flows4().contains("5432"), "db-1's reply tuple is recorded:\n{}", flows4());
+    // A new policy (public-web gone: the zone chains change, so not an element update) that
+    // still allows api -> db: rewritten in place, the tuple and the stream stay.
+    let mut changed = demo.clone();
+    changed.rules.retain(|r| r.id != "public-web");
+    let r = sync(&mut floors, &changed);
+    assert_eq!(r.replaced.len(), 1, "a policy change rewrites the floor");
+    assert!(flows4().contains("5432"), "the reply tuple survived the rewrite:\n{}", flows4());
+    assert!(flowing(&mut stream), "the stream still flows");
+    // A policy that denies api -> db: its tuple goes and the stream stops at the floor.
+    let mut denied = changed.clone();
+    denied.rules.retain(|r| r.id != "api-to-db");
+    sync(&mut floors, &denied);
+    assert!(!flows4().contains("5432"), "the revoked tuple is gone:\n{}", flows4());
+    assert!(!flowing(&mut stream), "the revoked stream stopped");
+}

@@ -140,10 +140,24 @@ impl Floors {
                 report.unchanged += 1;
                 continue;
             }
-            let step = match f.last.as_ref().and_then(|l| crate::ruleset::diff::set_changes(l, &rs)) {
-                Some(changes) => f.nft.update_sets_in(rs.family, &rs.table, &changes).map(|()| false),
-                None => replace(&mut f.nft, &rs).map(|()| true),
-            };
+            let step =
+                match (&f.last, f.last.as_ref().and_then(|l| crate::ruleset::diff::set_changes(l, &rs))) {
+                    (_, Some(changes)) => {
+                        f.nft.update_sets_in(rs.family, &rs.table, &changes).map(|()| false)
+                    }
+                    // A policy change: rewritten in place, so that no reply tuple recorded a
+                    // moment before the commit is lost; then the tuples the new policy no
+                    // longer allows go (recorded under it from the commit on, so none escapes).
+                    (Some(last), None) => f.nft.update_in_place(last, &rs).and_then(|done| {
+                        if done {
+                            revoke_tuples(&mut f.nft, &rs)?;
+                            Ok(true)
+                        } else {
+                            replace(&mut f.nft, &rs).map(|()| true)
+                        }
+                    }),
+                    (None, None) => replace(&mut f.nft, &rs).map(|()| true),
+                };
             match step {
                 Ok(replaced) => {
                     f.last = Some(rs);
@@ -214,6 +228,36 @@ fn replace(nft: &mut Nft, rs: &Ruleset) -> Result<(), NftError> {
         }
     }
     nft.apply(&next)
+}
+
+/// Deletes the recorded reply tuples `rs` would not record now.
+fn revoke_tuples(nft: &mut Nft, rs: &Ruleset) -> Result<(), NftError> {
+    let mut changes = Vec::new();
+    for name in DYNAMIC_SETS {
+        let Some(set) = rs.set(name) else { continue };
+        let SetKey::Fields(kinds) = set.key else { continue };
+        let gone: Vec<SetElem> = nft
+            .dump_set(TableFamily::Bridge, FLOOR_TABLE, name)?
+            .into_iter()
+            .filter_map(|e| crate::nft::decode_tuple(kinds, &e.key))
+            .filter(|v| !still_allowed(rs, v))
+            .map(SetElem::Tuple)
+            .collect();
+        if !gone.is_empty() {
+            changes.push(crate::ruleset::diff::SetChange {
+                set: name.to_string(),
+                key: set.key,
+                add: Vec::new(),
+                remove: gone,
+                expires: Default::default(),
+                jumps: Default::default(),
+            });
+        }
+    }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    nft.update_sets_in(TableFamily::Bridge, FLOOR_TABLE, &changes)
 }
 
 /// Whether a recorded reply tuple (port . own . peer . proto [. own port . peer port]) is

@@ -136,6 +136,24 @@ impl Emitter {
         Ok(id)
     }
 
+    /// A set already in the table: rules refer to it by name.
+    pub(super) fn existing_set(&mut self, name: &str) {
+        self.set_ids.insert(name.to_string(), 0);
+    }
+
+    /// Every element of an existing set out (`nft flush set`).
+    pub(super) fn flush_set(&mut self, name: &str) -> Result<(), BuildError> {
+        let msg = sys::FlushSet::new(self.family, &self.table, &cstr(name, "set name")?);
+        self.add(&msg, MsgType::Del, format!("flush of set {name}"));
+        Ok(())
+    }
+
+    pub(super) fn delete_set(&mut self, name: &str, key: KeyType) -> Result<(), BuildError> {
+        let set = RawSet::new(self.family, &self.table, &cstr(name, "set name")?, 0, key, 0, None);
+        self.add(&set, MsgType::Del, format!("delete of set {name}"));
+        Ok(())
+    }
+
     /// Element additions or removals on an existing named set (incremental updates).
     pub(super) fn elements(
         &mut self,
@@ -401,29 +419,62 @@ pub fn ruleset_batch(rs: &Ruleset) -> Result<Built, BuildError> {
 
     let now = now_ms();
     for set in &rs.sets {
-        // A map's elements name chains, which must exist first: they come after the chains.
-        let elems = if set.map.is_some() { Vec::new() } else { set_elems_at(set, now) };
-        em.sized_set(
-            &set.name,
-            key_type(set.key),
-            set_flags(set),
-            set.dynamic.map(|d| d.size),
-            Some(&set.comment),
-            &elems,
-        )?;
+        add_set(&mut em, set, now)?;
     }
+    let ordered = ordered_chains(rs);
+    let chains = chain_objects(&ordered, &table)?;
+    for chain in &chains {
+        em.add(chain, MsgType::Add, format!("chain {}", chain_name(chain)));
+    }
+    for set in rs.sets.iter().filter(|s| s.map.is_some()) {
+        add_map_elems(&mut em, set)?;
+    }
+    emit_rules(&mut em, &ordered, &chains)?;
+    Ok(em.finish())
+}
 
-    // Every chain first, so rules can jump to chains declared later; jump targets before
-    // base chains, the order `plan` prints and `nft list` reads back.
-    let ordered: Vec<&crate::ruleset::ir::Chain> = rs
-        .chains
+/// A set with its elements (a map's come after the chains they name, see `add_map_elems`).
+fn add_set(em: &mut Emitter, set: &Set, now: i64) -> Result<(), BuildError> {
+    let elems = if set.map.is_some() { Vec::new() } else { set_elems_at(set, now) };
+    em.sized_set(
+        &set.name,
+        key_type(set.key),
+        set_flags(set),
+        set.dynamic.map(|d| d.size),
+        Some(&set.comment),
+        &elems,
+    )?;
+    Ok(())
+}
+
+fn add_map_elems(em: &mut Emitter, set: &Set) -> Result<(), BuildError> {
+    let elems = map_elems(set)?;
+    if !elems.is_empty() {
+        em.elements(&set.name, key_type(set.key), &elems, MsgType::Add)?;
+    }
+    Ok(())
+}
+
+/// Jump targets before base chains: the order `plan` prints and `nft list` reads back.
+fn ordered_chains(rs: &Ruleset) -> Vec<&crate::ruleset::ir::Chain> {
+    rs.chains
         .iter()
         .filter(|c| c.base.is_none())
         .chain(rs.chains.iter().filter(|c| c.base.is_some()))
-        .collect();
+        .collect()
+}
+
+fn chain_name(c: &Chain<'_>) -> String {
+    c.get_name().to_string_lossy().into_owned()
+}
+
+fn chain_objects<'t>(
+    ordered: &[&crate::ruleset::ir::Chain],
+    table: &'t Table,
+) -> Result<Vec<Chain<'t>>, BuildError> {
     let mut chains = Vec::with_capacity(ordered.len());
     for c in ordered.iter().copied() {
-        let mut chain = Chain::new(cstr(&c.name, "chain name")?, &table);
+        let mut chain = Chain::new(cstr(&c.name, "chain name")?, table);
         if let Some(base) = &c.base {
             let hook = match base.hook {
                 Hook::Input => NftHook::In,
@@ -436,16 +487,17 @@ pub fn ruleset_batch(rs: &Ruleset) -> Result<Built, BuildError> {
             chain.set_type(ChainType::Filter);
             chain.set_policy(if base.policy_drop { Policy::Drop } else { Policy::Accept });
         }
-        em.add(&chain, MsgType::Add, format!("chain {}", c.name));
         chains.push(chain);
     }
-    for set in rs.sets.iter().filter(|s| s.map.is_some()) {
-        let elems = map_elems(set)?;
-        if !elems.is_empty() {
-            em.elements(&set.name, key_type(set.key), &elems, MsgType::Add)?;
-        }
-    }
-    for (c, chain) in ordered.iter().zip(&chains) {
+    Ok(chains)
+}
+
+fn emit_rules(
+    em: &mut Emitter,
+    ordered: &[&crate::ruleset::ir::Chain],
+    chains: &[Chain<'_>],
+) -> Result<(), BuildError> {
+    for (c, chain) in ordered.iter().zip(chains) {
         for (i, r) in c.rules.iter().enumerate() {
             let what = format!(
                 "rule {} of chain {}{}",
@@ -456,11 +508,86 @@ pub fn ruleset_batch(rs: &Ruleset) -> Result<Built, BuildError> {
                     .map(|o| format!(" ({})", crate::ruleset::render::comment(o)))
                     .unwrap_or_default()
             );
-            let rule = build_rule(&mut em, chain, r, &what)?;
+            let rule = build_rule(em, chain, r, &what)?;
             em.add(&rule, MsgType::Add, what);
         }
     }
-    Ok(em.finish())
+    Ok(())
+}
+
+/// Brings the table from `last` (what fw programmed there) to `next` in one atomic batch
+/// without replacing it, so the dynamic sets the packet path writes (the floor's reply
+/// tuples) keep every element, even one recorded a moment before the commit: every rule is
+/// flushed and written again, chains and sets come and go as needed, the daemon's own sets
+/// get their elements rewritten. `None` when a base chain changed (replace the table).
+pub fn update_in_place_batch(last: &Ruleset, next: &Ruleset) -> Result<Option<Built>, BuildError> {
+    let bases = |rs: &Ruleset| -> Vec<(String, Option<BaseChain>)> {
+        let mut v: Vec<_> =
+            rs.chains.iter().filter(|c| c.base.is_some()).map(|c| (c.name.clone(), c.base.clone())).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    if bases(last) != bases(next) || last.family != next.family || last.table != next.table {
+        return Ok(None);
+    }
+    let mut em = Emitter::for_ruleset(next)?;
+    let tname = cstr(&next.table, "table name")?;
+    let table = Table::new(&tname, proto_family(next.family).1);
+    em.add(&table, MsgType::Add, format!("table {} {}", next.family.name(), next.table));
+    // 1. Every rule out, and every map emptied: nothing refers to a chain or set any more.
+    let old_ordered = ordered_chains(last);
+    let old_chains = chain_objects(&old_ordered, &table)?;
+    for chain in &old_chains {
+        em.add(&Rule::new(chain), MsgType::Del, format!("flush of chain {}", chain_name(chain)));
+    }
+    let same_shape = |a: &Set, b: &Set| {
+        a.key == b.key
+            && set_flags(a) == set_flags(b)
+            && a.dynamic == b.dynamic
+            && a.comment == b.comment
+            && a.typeof_text == b.typeof_text
+    };
+    let kept: Vec<&Set> =
+        next.sets.iter().filter(|n| last.set(&n.name).is_some_and(|o| same_shape(o, n))).collect();
+    for set in &kept {
+        if set.dynamic.is_none() {
+            em.flush_set(&set.name)?;
+        }
+    }
+    // 2. Chains and sets that go (or change shape).
+    let new_names: std::collections::BTreeSet<&str> = next.chains.iter().map(|c| c.name.as_str()).collect();
+    for chain in old_chains.iter().filter(|c| !new_names.contains(chain_name(c).as_str())) {
+        em.add(chain, MsgType::Del, format!("delete of chain {}", chain_name(chain)));
+    }
+    for set in last.sets.iter().filter(|o| !kept.iter().any(|k| k.name == o.name)) {
+        em.delete_set(&set.name, key_type(set.key))?;
+    }
+    // 3. Sets that come, elements of the kept ones, chains that come, maps, every rule.
+    let now = now_ms();
+    for set in &next.sets {
+        if kept.iter().any(|k| k.name == set.name) {
+            em.existing_set(&set.name);
+            if set.dynamic.is_none() && set.map.is_none() {
+                let elems = set_elems_at(set, now);
+                if !elems.is_empty() {
+                    em.elements(&set.name, key_type(set.key), &elems, MsgType::Add)?;
+                }
+            }
+        } else {
+            add_set(&mut em, set, now)?;
+        }
+    }
+    let ordered = ordered_chains(next);
+    let chains = chain_objects(&ordered, &table)?;
+    let old_names: std::collections::BTreeSet<&str> = last.chains.iter().map(|c| c.name.as_str()).collect();
+    for chain in chains.iter().filter(|c| !old_names.contains(chain_name(c).as_str())) {
+        em.add(chain, MsgType::Add, format!("chain {}", chain_name(chain)));
+    }
+    for set in next.sets.iter().filter(|s| s.map.is_some()) {
+        add_map_elems(&mut em, set)?;
+    }
+    emit_rules(&mut em, &ordered, &chains)?;
+    Ok(Some(em.finish()))
 }
 
 /// A verdict map's elements: each key jumps to its chain.

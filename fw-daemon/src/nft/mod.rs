@@ -120,6 +120,16 @@ impl Nft {
         Ok(true)
     }
 
+    /// Brings the table from `last` to `next` without replacing it (see
+    /// `build::update_in_place_batch`): the sets the packet path writes keep every element.
+    /// `Ok(false)` when that cannot be done (a base chain changed): replace the table.
+    pub fn update_in_place(&mut self, last: &Ruleset, next: &Ruleset) -> Result<bool, NftError> {
+        match build::update_in_place_batch(last, next).map_err(|e| self.build_err(e))? {
+            Some(built) => self.send_batch(built).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     /// Removes the MAC-keyed host guard earlier versions kept (`table bridge fw_guard`; the
     /// floor replaced it) if present.
     pub fn flush_guard(&mut self) -> Result<(), NftError> {

@@ -610,3 +610,45 @@ unsafe impl NlMsg for ElemsMsg<'_> {
         debug_assert!(len >= NLMSG_HDRLEN);
     }
 }
+
+/// `nft flush set`: a DELSETELEM naming the set and no element.
+pub struct FlushSet {
+    bytes: Vec<u8>,
+}
+
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+
+impl FlushSet {
+    pub fn new(family: u16, table: &CStr, set: &CStr) -> FlushSet {
+        // nlmsghdr (filled in by `write`), nfgenmsg, then two string attributes.
+        let mut b = vec![0u8; NLMSG_HDRLEN];
+        b.extend_from_slice(&[family as u8, 0, 0, 0]);
+        for (ty, v) in [(NFTA_SET_ELEM_LIST_TABLE, table), (NFTA_SET_ELEM_LIST_SET, set)] {
+            let v = v.to_bytes_with_nul();
+            b.extend_from_slice(&((4 + v.len()) as u16).to_ne_bytes());
+            b.extend_from_slice(&ty.to_ne_bytes());
+            b.extend_from_slice(v);
+            b.resize((b.len() + 3) & !3, 0);
+        }
+        let len = b.len() as u32;
+        b[0..4].copy_from_slice(&len.to_ne_bytes());
+        FlushSet { bytes: b }
+    }
+}
+
+// SAFETY: copies one small message (a header, nfgenmsg and two names, far below the largest
+// netlink message the batch guarantees room for) into `buf`.
+unsafe impl NlMsg for FlushSet {
+    unsafe fn write(&self, buf: *mut c_void, seq: u32, _msg_type: MsgType) {
+        // SAFETY: `buf` has room for the message (see the impl comment); the header fields
+        // are rewritten in place within its first NLMSG_HDRLEN bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.bytes.as_ptr(), buf as *mut u8, self.bytes.len());
+            let nlh = buf as *mut libc::nlmsghdr;
+            (*nlh).nlmsg_type = ((libc::NFNL_SUBSYS_NFTABLES as u16) << 8) | libc::NFT_MSG_DELSETELEM as u16;
+            (*nlh).nlmsg_flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+            (*nlh).nlmsg_seq = seq;
+        }
+    }
+}
