@@ -2,7 +2,8 @@
 # Benchmark (root): TCP throughput between two lab containers (iperf3, api-1 -> web-1:443,
 # allowed by `public-web`) with no table, with a table holding only the conntrack shortcut
 # (what any stateful table costs), with the demo policy, and with the demo policy plus 10,000
-# extra allowed peers in the zone sets. Target >= 0.95x of no table for the last two.
+# extra allowed peers in the zone sets, and with the demo policy plus the host-side floor on
+# the lab's bridge. Targets: >= 0.95x of no table for the policy rows, floor >= 0.95x of demo.
 # Single runs spread by ~10% on a 2-core VM, so configurations are interleaved round by round
 # and the median of ROUNDS (default 7) runs of SECS (default 5) seconds is reported.
 set -euo pipefail
@@ -45,7 +46,11 @@ measure() {
   ip netns exec fwtp-api-1 iperf3 -c 10.77.0.11 -p 443 "${PIN[@]}" -t "$SECS" -O 1 -J |
     python3 -c 'import json,sys; print(int(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]))'
 }
-flush() { local c; for c in web-1 api-1; do "$FW" flush --inventory "$tmp/inv.toml" --container "$c" >/dev/null; done; }
+flush() {
+  local c
+  for c in web-1 api-1; do "$FW" flush --inventory "$tmp/inv.toml" --container "$c" >/dev/null; done
+  "$FW" flush --inventory "$tmp/lab.toml" --floor >/dev/null
+}
 program() { local c; flush; for c in web-1 api-1; do "$FW" apply rules/demo --inventory "$1" --container "$c" >/dev/null; done; }
 # Conntrack alone: what any stateful table costs (conntrack only runs in a netns once a rule
 # there uses ct), to tell the policy's own cost from conntrack's.
@@ -65,7 +70,7 @@ NFT
 # Configurations interleaved round by round so drift in machine load hits them alike;
 # the median of ROUNDS runs is reported.
 declare -A runs
-configs=(none ct demo big)
+configs=(none ct demo big floor)
 for r in $(seq 1 "$ROUNDS"); do
   for c in "${configs[@]}"; do
     case $c in
@@ -73,6 +78,8 @@ for r in $(seq 1 "$ROUNDS"); do
       ct) ct_only ;;
       demo) program "$tmp/inv.toml" ;;
       big) program "$tmp/inv10k.toml" ;;
+      # The demo policy and the host-side floor on the lab's bridge (both containers' ports).
+      floor) program "$tmp/inv.toml"; "$FW" apply rules/demo --inventory "$tmp/lab.toml" --floor >/dev/null ;;
     esac
     runs[$c]+="$(measure) "
   done
@@ -94,3 +101,6 @@ row "no table" none
 row "conntrack only (ct established)" ct
 row "demo policy" demo
 row "demo + $members peers in z_web_4" big
+row "demo + the host-side floor" floor
+m_demo=$(median "${runs[demo]}"); m_floor=$(median "${runs[floor]}")
+printf '%-36s %.3fx\n' "floor vs demo alone" "$(echo "$m_floor / $m_demo" | bc -l)"
