@@ -142,6 +142,22 @@ fn discovery_finds_each_nodes_port_in_the_hub() {
     // web-1 has an IPv6 address, so a link-local one too (admitted as a source).
     let links = discover(&lab.node("web-1").path(), &[]).unwrap();
     assert!(links.link_local.iter().all(|a| a.to_string().starts_with("fe80")), "{links:?}");
+    // A routed link (its peer on no bridge) is no floor: reported, not pretended.
+    let routed = format!("{}-routed", lab.hub_ns());
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _gone = Gone(routed.clone());
+    let ip =
+        |args: &[&str]| assert!(Command::new("ip").args(args).status().unwrap().success(), "ip {args:?}");
+    ip(&["netns", "add", &routed]);
+    ip(&["-n", &routed, "link", "add", "eth0", "type", "veth", "peer", "name", "r0", "netns", lab.hub_ns()]);
+    let links = discover(&std::path::PathBuf::from(format!("/run/netns/{routed}")), &[]).unwrap();
+    assert!(links.host_sides.is_empty(), "{links:?}");
+    assert!(links.unresolved.iter().any(|u| u.contains("r0 is on no bridge")), "{links:?}");
 }
 
 #[test]

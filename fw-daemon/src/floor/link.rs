@@ -145,8 +145,17 @@ pub fn discover(netns: &Path, extra: &[PathBuf]) -> Result<Links, LinkError> {
             continue;
         };
         let (id, p, _) = &files[i];
-        let ifname = peer_name(p, peer).unwrap_or_else(|_| format!("if{peer}"));
-        out.host_sides.push(HostSide { netns: p.clone(), netns_id: *id, ifindex: peer, ifname, mac });
+        // The floor is a bridge table: a peer on no bridge (a routed link) is never seen by
+        // it, so it is no floor, and saying so beats pretending.
+        match peer_port(p, peer) {
+            Ok((ifname, true)) => {
+                out.host_sides.push(HostSide { netns: p.clone(), netns_id: *id, ifindex: peer, ifname, mac })
+            }
+            Ok((ifname, false)) => {
+                out.unresolved.push(format!("{} (its peer {ifname} is on no bridge)", l.name))
+            }
+            Err(_) => out.unresolved.push(l.name),
+        }
     }
     drop(files);
     Ok(out)
@@ -231,10 +240,11 @@ fn inside(
     })
 }
 
-/// The name of interface `index` in the namespace at `netns`.
-fn peer_name(netns: &Path, index: u32) -> Result<String, LinkError> {
+/// The name of interface `index` in the namespace at `netns`, and whether it is a bridge's
+/// port (has a controller).
+fn peer_port(netns: &Path, index: u32) -> Result<(String, bool), LinkError> {
     let p = netns.to_path_buf();
-    crate::netns::run_in(netns, move || -> Result<String, LinkError> {
+    crate::netns::run_in(netns, move || -> Result<(String, bool), LinkError> {
         let err = |what: String| LinkError::Netlink { path: p.clone(), what };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -248,15 +258,21 @@ fn peer_name(netns: &Path, index: u32) -> Result<String, LinkError> {
             })?;
             let task = tokio::spawn(conn);
             let mut links = handle.link().get().match_index(index).execute();
-            let mut name = None;
+            let mut found = None;
             while let Some(l) = links.try_next().await.map_err(|e| err(format!("link {index}: {e}")))? {
-                name = l.attributes.into_iter().find_map(|a| match a {
-                    LinkAttribute::IfName(n) => Some(n),
-                    _ => None,
-                });
+                let mut name = None;
+                let mut bridged = false;
+                for a in l.attributes {
+                    match a {
+                        LinkAttribute::IfName(n) => name = Some(n),
+                        LinkAttribute::Controller(_) => bridged = true,
+                        _ => {}
+                    }
+                }
+                found = name.map(|n| (n, bridged));
             }
             task.abort();
-            name.ok_or_else(|| err(format!("no interface {index}")))
+            found.ok_or_else(|| err(format!("no interface {index}")))
         })
     })?
 }
