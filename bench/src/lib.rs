@@ -352,6 +352,58 @@ pub fn bridged_pair(prefix: &str) -> (Netns, Netns, Netns) {
     (a, b, hub)
 }
 
+/// A TCP server inside `netns` that records when its last byte arrived (ns since `base`):
+/// the latency benchmarks time how fast a cut stops a stream by it.
+pub fn last_byte_server(
+    netns: &std::path::Path,
+    addr: std::net::SocketAddr,
+    base: std::time::Instant,
+) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+    use std::io::Read;
+    use std::sync::atomic::Ordering;
+    let last_rx = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let listener = fw_daemon::netns::run_in(netns, move || std::net::TcpListener::bind(addr))
+        .expect("netns")
+        .expect("bind");
+    let lr = last_rx.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { continue };
+            let lr = lr.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    lr.store(base.elapsed().as_nanos() as u64, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    last_rx
+}
+
+/// Writes 512-byte chunks to `s`, 50 us apart, until `stop` (or the stream fails). It
+/// sleeps rather than spins: a spinning writer would take one of two CPUs away from the
+/// daemon and measure the scheduler instead.
+pub fn trickle(
+    mut s: std::net::TcpStream,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    use std::io::Write;
+    std::thread::spawn(move || {
+        let chunk = [0u8; 512];
+        let _ = s.set_write_timeout(Some(std::time::Duration::from_millis(200)));
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            if s.write_all(&chunk).is_err() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

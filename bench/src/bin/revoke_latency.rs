@@ -11,10 +11,9 @@
 //!
 //! Run: cargo build --release -p fw-daemon && cargo run --release -p fw-bench --bin revoke_latency [TRIALS]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,24 +46,7 @@ fn main() {
     c.wait_programmed();
 
     let base = Instant::now();
-    let last_rx = Arc::new(AtomicU64::new(0));
-    let listener = run_in(&api.path(), || TcpListener::bind("10.80.0.2:8080")).expect("netns").expect("bind");
-    let lr = last_rx.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut s) = conn else { continue };
-            let lr = lr.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 65536];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    lr.store(base.elapsed().as_nanos() as u64, Ordering::SeqCst);
-                }
-            });
-        }
-    });
+    let last_rx = fw_bench::last_byte_server(&api.path(), SocketAddr::from(([10, 80, 0, 2], 8080)), base);
     let dst = SocketAddr::from(([10, 80, 0, 2], 8080));
     let put = |text: &str| {
         let tmp = rules.join(".20-policies.toml.tmp");
@@ -79,7 +61,7 @@ fn main() {
     for t in 0..trials {
         // Allowed again (the previous trial's restore reloaded): a fresh stream.
         let until = Instant::now() + Duration::from_secs(10);
-        let mut s = loop {
+        let s = loop {
             if let Ok(s) = connect() {
                 break s;
             }
@@ -87,17 +69,7 @@ fn main() {
             std::thread::sleep(Duration::from_millis(50));
         };
         let stop = Arc::new(AtomicBool::new(false));
-        let st = stop.clone();
-        let writer = std::thread::spawn(move || {
-            let chunk = [0u8; 512];
-            let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
-            while !st.load(Ordering::SeqCst) {
-                if s.write_all(&chunk).is_err() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_micros(50));
-            }
-        });
+        let writer = fw_bench::trickle(s, stop.clone());
         std::thread::sleep(Duration::from_millis(50));
         let t0 = base.elapsed().as_nanos() as u64;
         assert!(last_rx.load(Ordering::SeqCst) > t0 - 20_000_000, "trial {t}: the stream is not flowing");

@@ -276,28 +276,3 @@ fn peer_port(netns: &Path, index: u32) -> Result<(String, bool), LinkError> {
         })
     })?
 }
-
-/// The ifindex of `ifname` in the namespace at `netns` (an inventory's explicit link).
-pub fn index_of(netns: &Path, ifname: &str) -> Result<u32, LinkError> {
-    let p = netns.to_path_buf();
-    let name = ifname.to_string();
-    crate::netns::run_in(netns, move || -> Result<u32, LinkError> {
-        let err = |what: String| LinkError::Netlink { path: p.clone(), what };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|source| LinkError::Io { path: p.clone(), what: "runtime", source })?;
-        rt.block_on(async {
-            let (conn, handle, _) = rtnetlink::new_connection().map_err(|source| LinkError::Io {
-                path: p.clone(),
-                what: "route socket",
-                source,
-            })?;
-            let task = tokio::spawn(conn);
-            let mut links = handle.link().get().match_name(name.clone()).execute();
-            let l = links.try_next().await.map_err(|e| err(format!("link {name}: {e}")))?;
-            task.abort();
-            l.map(|l| l.header.index).ok_or_else(|| err(format!("no interface {name}")))
-        })
-    })?
-}
