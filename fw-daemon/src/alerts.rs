@@ -187,7 +187,11 @@ impl Alerts {
             AlertKind::Reload | AlertKind::Blocked | AlertKind::Unblocked | AlertKind::Unknown => {
                 info!(alert = %kind, container = c, rule = %r, "{message}")
             }
-            AlertKind::ReloadFailed | AlertKind::Tamper | AlertKind::CapHit | AlertKind::Violation => {
+            AlertKind::ReloadFailed
+            | AlertKind::Tamper
+            | AlertKind::CapHit
+            | AlertKind::Violation
+            | AlertKind::InspectionOverflow => {
                 warn!(alert = %kind, container = c, rule = %r, "{message}")
             }
         }

@@ -84,13 +84,9 @@ enum Event {
     /// A state-changing request from the control socket.
     Control(crate::control::Command),
     /// The inspection engine found a flow breaking its policy.
-    Inspect(crate::flows::inspect_tap::Violation),
+    Inspect(crate::flows::inspection::Violation),
     Stop,
 }
-
-/// How long the 5-tuple block of a flow cut by inspection stays: long past any retransmission
-/// of that connection; the source port is not reused meanwhile by a well-behaved client.
-const INSPECT_CUT_TTL_SECS: u64 = 600;
 
 fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
@@ -430,6 +426,7 @@ impl Daemon {
                     ctx.rules.entry(o.id.clone()).or_insert_with(|| o.clone());
                 }
             }
+            ctx.inspect.index_marks(&c.name, rs);
             ctx.rulesets.insert(c.name.clone(), rs.clone());
         }
         let policy = self.rec.policy().clone();
@@ -522,67 +519,77 @@ impl Daemon {
         self.alerts.raise(kind, container, rule, flow, message)
     }
 
-    /// Acts on an inspection violation: cut the flow (a 5-tuple block, whose conntrack entry
-    /// `block` deletes) or quarantine the container, as the policy says; always an alert.
-    /// Automatic blocks are audited like an operator's, with the daemon as the actor.
-    fn on_violation(&mut self, v: crate::flows::inspect_tap::Violation) {
+    /// Acts on an inspection violation. The flow itself was already dealt with in the kernel
+    /// before its offending bytes went anywhere (`flows/inline.rs`: let through for `alert`,
+    /// dropped and reset at both ends for `cut` and `quarantine`); here it is made known: an
+    /// alert always, an audit record of a cut, and for `quarantine` the container's block.
+    /// Automatic actions are audited like an operator's, with the daemon's part as the actor.
+    fn on_violation(&mut self, v: crate::flows::inspection::Violation) {
         use crate::rules::model::OnViolation;
         use fw_proto::control::{AlertKind, BlockDirection, BlockTarget};
         let f = &v.flow;
-        let target = match v.on {
-            OnViolation::Alert => None,
-            OnViolation::Cut => Some((
-                BlockTarget::Flow {
+        let by = format!("fw-daemon inspection (policy {})", v.rule.id);
+        let reason = format!("inspection: policy {}: {}", v.rule.id, v.reason);
+        let mut rec = fw_proto::control::AuditRecord {
+            time_ms: now_ms(),
+            peer: None,
+            role: None,
+            actor: Some(by.clone()),
+            op: String::new(),
+            target: None,
+            block: None,
+            reason: Some(reason.clone()),
+            ttl_secs: None,
+            result: "ok".into(),
+            policy_hash: None,
+            summary: None,
+        };
+        let mut outcome = String::new();
+        match v.on {
+            OnViolation::Alert => {}
+            OnViolation::Cut => {
+                let flow = BlockTarget::Flow {
                     container: v.container.clone(),
                     proto: crate::blocks::proto(f.proto),
                     src: f.src,
                     sport: f.sport,
                     dst: f.dst,
                     dport: f.dport,
-                },
-                Some(INSPECT_CUT_TTL_SECS),
-            )),
-            OnViolation::Quarantine => Some((
-                BlockTarget::Quarantine { container: v.container.clone(), direction: BlockDirection::Both },
-                None,
-            )),
-        };
-        let mut outcome = String::new();
-        if let Some((target, ttl)) = target {
-            let reason = format!("inspection: policy {}: {}", v.rule.id, v.reason);
-            let mut rec = fw_proto::control::AuditRecord {
-                time_ms: now_ms(),
-                peer: None,
-                role: None,
-                op: "block".into(),
-                target: Some(target.to_string()),
-                block: None,
-                reason: Some(reason.clone()),
-                ttl_secs: ttl,
-                result: String::new(),
-                policy_hash: None,
-                summary: None,
-            };
-            let by = format!("fw-daemon inspection (policy {})", v.rule.id);
-            match self.block(target, ttl, Some(reason), by) {
-                Ok(fw_proto::control::Answer::Blocked { block }) => {
-                    rec.block = Some(block.id);
-                    rec.result = "ok".into();
-                    outcome = format!(" [block {}]", block.id);
-                    info!(
-                        block = block.id,
-                        after_ms = now_ms() - v.seen_ms,
-                        "inspection: violation acted on"
-                    );
+                };
+                rec.op = "cut".into();
+                rec.target = Some(flow.to_string());
+                if v.done.is_none() {
+                    rec.result = "error: not cut in the kernel".into();
                 }
-                Ok(_) => rec.result = "ok".into(),
-                Err((code, m)) => {
-                    rec.result = format!("error: {code}: {m}");
-                    outcome = format!(" [not applied: {m}]");
-                }
+                self.record(rec);
+                info!(after_ms = now_ms() - v.seen_ms, "inspection: flow cut");
             }
-            self.record(rec);
-            self.publish();
+            OnViolation::Quarantine => {
+                let target = BlockTarget::Quarantine {
+                    container: v.container.clone(),
+                    direction: BlockDirection::Both,
+                };
+                rec.op = "block".into();
+                rec.target = Some(target.to_string());
+                match self.block(target, None, Some(reason), by) {
+                    Ok(fw_proto::control::Answer::Blocked { block }) => {
+                        rec.block = Some(block.id);
+                        outcome = format!(" [block {}]", block.id);
+                        info!(
+                            block = block.id,
+                            after_ms = now_ms() - v.seen_ms,
+                            "inspection: container quarantined"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err((code, m)) => {
+                        rec.result = format!("error: {code}: {m}");
+                        outcome = format!(" [not applied: {m}]");
+                    }
+                }
+                self.record(rec);
+                self.publish();
+            }
         }
         self.alert(
             AlertKind::Violation,
@@ -624,6 +631,7 @@ impl Daemon {
             time_ms: now_ms(),
             peer: None,
             role: None,
+            actor: None,
             op: "reload".into(),
             target: Some(self.cfg.rules.display().to_string()),
             block: None,
@@ -726,6 +734,7 @@ impl Daemon {
                 time_ms: now_ms(),
                 peer: None,
                 role: None,
+                actor: None,
                 op: "expire".into(),
                 target: Some(b.target.to_string()),
                 block: Some(b.id),
@@ -746,6 +755,7 @@ impl Daemon {
             time_ms: now_ms(),
             peer: Some(who.peer.clone()),
             role: Some(role),
+            actor: None,
             op: op.name().into(),
             target: None,
             block: None,
@@ -1072,8 +1082,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     d.watch = Some(watch);
     let (vtx, vrx) = mpsc::channel();
     d.flows.set_inspection(crate::flows::collector::InspectConfig {
-        group: d.cfg.opts.inspect_group,
-        snaplen: d.cfg.opts.inspect_snaplen,
+        queue: d.cfg.opts.inspect_queue,
         violations: vtx,
     });
     forward("inspect-fwd", vrx, tx.clone(), Event::Inspect)?;

@@ -266,7 +266,7 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
             }
             let opts = CompileOptions {
                 log_group,
-                inspect_group: log_group.wrapping_add(1),
+                inspect_queue: log_group.wrapping_add(1),
                 now,
                 ..CompileOptions::default()
             };
@@ -282,7 +282,7 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
             }
             let opts = CompileOptions {
                 log_group,
-                inspect_group: log_group.wrapping_add(1),
+                inspect_queue: log_group.wrapping_add(1),
                 now,
                 ..CompileOptions::default()
             };
@@ -324,7 +324,7 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
                 state_dir: set.state_dir,
                 opts: CompileOptions {
                     log_group: set.log_group,
-                    inspect_group: set.log_group.wrapping_add(1),
+                    inspect_queue: set.log_group.wrapping_add(1),
                     now,
                     ..CompileOptions::default()
                 },

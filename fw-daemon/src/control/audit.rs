@@ -104,6 +104,7 @@ mod tests {
             time_ms: t,
             peer: None,
             role: None,
+            actor: None,
             op: "block".into(),
             target: Some("quarantine web-1 (egress)".into()),
             block: Some(1),

@@ -155,7 +155,7 @@ pub struct Chain {
 pub struct Rule {
     pub matches: Vec<Match>,
     pub counter: bool,
-    /// `ct mark set M`: flags the connection for the inspection tap (see `Match::CtMark`).
+    /// `ct mark set M`: flags the connection for inspection (see `crate::inspect::mark`).
     pub mark: Option<u32>,
     pub log: Option<Log>,
     pub verdict: Option<Verdict>,
@@ -228,9 +228,18 @@ pub enum Match {
     },
     /// `ct mark 0x6677xxxx`: the connection was accepted by an inspected policy, which set it.
     CtMark(u32),
-    /// `ct packets <= N`: the connection (both directions together) has carried at most N
-    /// packets, this one included. Needs `nf_conntrack_acct` (the daemon enables it).
-    CtPacketsAtMost(u32),
+    /// `ct mark 0x66760000/15`: the first `bits` bits of the connection's mark are `mark`'s
+    /// (an inspection state, whatever the policy; see `crate::inspect::mark`).
+    CtMarkPrefix {
+        mark: u32,
+        bits: u8,
+    },
+    /// `tcp doff N`: the TCP header is N 32-bit words long (implies TCP).
+    TcpDoff(u8),
+    /// `ip length N` (IPv4 total length) / `ip6 length N` (IPv6 payload length).
+    IpLength(Family, u16),
+    /// `tcp flags rst`: the RST flag is set (implies TCP).
+    TcpRst,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,8 +252,6 @@ pub enum LogKind {
     Allow,
     Cap,
     Block,
-    /// A copy of a flagged flow's packet for the inspection engine (its own NFLOG group).
-    Inspect,
 }
 
 impl LogKind {
@@ -256,7 +263,6 @@ impl LogKind {
             LogKind::Allow => "log",
             LogKind::Cap => "cap",
             LogKind::Block => "block",
-            LogKind::Inspect => "inspect",
         }
     }
 }
@@ -279,4 +285,11 @@ pub enum Verdict {
     RejectTcpReset,
     Jump(String),
     Return,
+    /// `meta mark set ct mark queue num N [bypass]`: hand the packet to the daemon on
+    /// NFQUEUE `num` and wait for its verdict; the packet mark carries the connection's mark
+    /// (which policy flagged it). `bypass`: accept while no daemon listens (fail open).
+    Queue {
+        num: u16,
+        bypass: bool,
+    },
 }

@@ -142,6 +142,10 @@ pub fn rule_text(r: &Rule) -> String {
             Verdict::RejectTcpReset => "reject with tcp reset".into(),
             Verdict::Jump(c) => format!("jump {c}"),
             Verdict::Return => "return".into(),
+            // nft prints the compat NFQUEUE target in its native spelling.
+            Verdict::Queue { num, bypass } => {
+                format!("meta mark set ct mark queue num {num}{}", if *bypass { " bypass" } else { "" })
+            }
         });
     }
     if let Some(o) = &r.origin {
@@ -220,7 +224,11 @@ fn match_text(m: &Match) -> String {
             }
         }
         Match::CtMark(m) => format!("ct mark 0x{m:08x}"),
-        Match::CtPacketsAtMost(n) => format!("ct packets <= {n}"),
+        Match::CtMarkPrefix { mark, bits } => format!("ct mark 0x{mark:08x}/{bits}"),
+        Match::TcpDoff(n) => format!("tcp doff {n}"),
+        Match::IpLength(Family::V4, n) => format!("ip length {n}"),
+        Match::IpLength(Family::V6, n) => format!("ip6 length {n}"),
+        Match::TcpRst => "tcp flags rst".into(),
     }
 }
 

@@ -544,7 +544,10 @@ fn drops(f: &mut Frame, app: &App, t: &Theme, area: Rect) {
     for &i in app.alerts_view.iter().take(bottom.height.saturating_sub(1) as usize) {
         let Some(a) = app.alerts.get(i) else { continue };
         let style = match a.kind {
-            AlertKind::Tamper | AlertKind::ReloadFailed | AlertKind::Violation => t.error(),
+            AlertKind::Tamper
+            | AlertKind::ReloadFailed
+            | AlertKind::Violation
+            | AlertKind::InspectionOverflow => t.error(),
             AlertKind::CapHit => t.verdict(FlowVerdict::CapHit),
             AlertKind::Blocked | AlertKind::Unblocked => t.fg(Color::Yellow),
             _ => Style::new(),
