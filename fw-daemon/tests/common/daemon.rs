@@ -33,7 +33,10 @@ impl Daemon {
                 }
             }
         }
-        let child = Command::new(env!("CARGO_BIN_EXE_fw-daemon"))
+        // FW_DAEMON_BIN runs the tests against another build (e.g. an older commit's, to show
+        // that a test fails there); by default, this tree's.
+        let bin = std::env::var_os("FW_DAEMON_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_fw-daemon").into());
+        let child = Command::new(bin)
             .args(args)
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).expect("log file"))
