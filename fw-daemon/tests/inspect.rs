@@ -24,7 +24,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::attack::{self, Attack, End, Observer, Plan};
 use common::client::Client;
@@ -159,10 +159,17 @@ fn ready(daemon: &Daemon, ns: &str, rule: &str) {
     eventually("the client's table", daemon, || {
         sh_in(ns, "nft list chain inet fw egress").contains(&format!("policy:{rule}")).then_some(())
     });
-    eventually("the inspection queue bound", daemon, || {
+    // The queue is bound right after programming; give it up to 3 s, then let the test's own
+    // assertions speak (a daemon that never binds fails them: run against the NFLOG-tap build
+    // with FW_DAEMON_BIN, that is what shows each finding reproduced).
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
         let q = sh_in(ns, "cat /proc/net/netfilter/nfnetlink_queue");
-        q.lines().any(|l| l.split_whitespace().next() == Some("101")).then_some(())
-    });
+        if q.lines().any(|l| l.split_whitespace().next() == Some("101")) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Names of rows that were let through: no violation, or (`alerts`) any.

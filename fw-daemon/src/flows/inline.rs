@@ -9,6 +9,7 @@
 //!   dropped (none of the offending bytes reach the other end) except that one leaving this
 //!   namespace is replaced by a reset for its destination, and the local socket is aborted:
 //!   both ends see the connection fail at once (`flows/reset.rs`).
+//!
 //! Undecided flows time out (`Inspector::expire`): the loop wakes for the next deadline even
 //! when no packet arrives, so held packets never wait longer than the policy's `timeout`.
 //!

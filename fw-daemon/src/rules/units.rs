@@ -15,7 +15,7 @@ pub fn parse_duration_ms(text: &str) -> Result<u32, String> {
         _ => return Err(bad()),
     };
     let ms = n * mult;
-    if !ms.is_finite() || ms < 0.0 || ms > 86_400_000.0 || ms.fract() != 0.0 {
+    if !(0.0..=86_400_000.0).contains(&ms) || ms.fract() != 0.0 {
         return Err(format!("`{text}` is not a whole number of milliseconds up to a day"));
     }
     Ok(ms as u32)

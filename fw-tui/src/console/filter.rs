@@ -346,6 +346,15 @@ mod tests {
             violation: None,
         });
         assert!(m("name:api.example tls", &r));
+        // The name as the flow sent it is searched too.
+        r.inspection = Some(fw_proto::control::Inspection {
+            protocol: Some("tls".into()),
+            name: Some("api.partner.example".into()),
+            raw_name: Some("API.Partner.Example.".into()),
+            violation: None,
+        });
+        assert!(m("name:partner.example.", &r) && m("API.PARTNER.EXAMPLE.", &r));
+        assert!(!m("name:other", &r));
         assert!(m("fd00::1", &flow(2, "db-1", "fd00::1", 5432, FlowVerdict::Allowed)), "v6 is a word");
     }
 
