@@ -264,6 +264,8 @@ fn serve(
     let t0 = Instant::now();
     let _ = c.set_nonblocking(false);
     let _ = c.set_read_timeout(Some(Duration::from_millis(20)));
+    // A peer that went silent (its flow cut by drops) must not hold the answer forever.
+    let _ = c.set_write_timeout(Some(wait));
     let mut bytes = Vec::new();
     let mut buf = [0u8; 65536];
     let mut answered = false;
