@@ -159,10 +159,10 @@ fn ready(daemon: &Daemon, ns: &str, rule: &str) {
     eventually("the client's table", daemon, || {
         sh_in(ns, "nft list chain inet fw egress").contains(&format!("policy:{rule}")).then_some(())
     });
-    // The queue is bound right after programming; give it up to 3 s, then let the test's own
-    // assertions speak (a daemon that never binds fails them: run against the NFLOG-tap build
-    // with FW_DAEMON_BIN, that is what shows each finding reproduced).
-    let until = Instant::now() + Duration::from_secs(3);
+    // The queue is bound right after programming; give it up to 15 s, then let the test's
+    // own assertions speak (a daemon that never binds fails them: run against the NFLOG-tap
+    // build with FW_DAEMON_BIN, that is what shows each finding reproduced).
+    let until = Instant::now() + Duration::from_secs(15);
     while Instant::now() < until {
         let q = sh_in(ns, "cat /proc/net/netfilter/nfnetlink_queue");
         if q.lines().any(|l| l.split_whitespace().next() == Some("101")) {
@@ -922,7 +922,11 @@ inspect = { dns_names = ["*.example.com"], on_violation = "alert" }
     });
     let n: u64 =
         alert.message.split("overflow: ").nth(1).and_then(|m| m.split(' ').next()?.parse().ok()).unwrap_or(0);
-    assert!(n >= 6000 - u64::from(fw_daemon::flows::inline::QUEUE_MAXLEN), "{alert:?}");
+    // About 6000 - 4096 (a few may have been answered before the stop took hold).
+    let past = 6000 - u64::from(fw_daemon::flows::inline::QUEUE_MAXLEN);
+    assert!(n >= past - 100 && n <= 6000, "{alert:?}");
+    // The stop and continue interrupted every collector's wait: none of them gave up.
+    assert!(!daemon.log().contains("stopped error="), "{}", daemon.log());
     assert_eq!(alert.container.as_deref(), Some("client"));
     drop(daemon);
     let _ = fs::remove_dir_all(&d);

@@ -339,6 +339,12 @@ fn would_block(e: &std::io::Error) -> bool {
     matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
 }
 
+/// A signal interrupted the wait (the daemon was stopped and continued, SIGSTOP/SIGCONT):
+/// nothing is wrong with the socket, wait again.
+fn interrupted(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::Interrupted
+}
+
 /// At most this many datagrams are drained per [`CtEvents::recv`] (each event is one).
 const MAX_BATCH: usize = 1024;
 
@@ -392,7 +398,7 @@ impl CtEvents {
         };
         let mut out = match first {
             Ok(n) => parse_messages(&self.buf[..n]),
-            Err(e) if would_block(&e) => return Ok(Vec::new()),
+            Err(e) if would_block(&e) || interrupted(&e) => return Ok(Vec::new()),
             Err(e) => return Err(self.error(e)),
         };
         for _ in 1..MAX_BATCH {
@@ -541,10 +547,13 @@ impl CtControl {
     }
 
     fn recv(&mut self, what: &'static str) -> Result<usize, CtError> {
-        match self.sock.recv(&mut &mut self.buf[..], 0) {
-            Ok(n) => Ok(n),
-            Err(e) if would_block(&e) => Err(CtError::Timeout { netns: self.netns.clone(), what }),
-            Err(source) => Err(CtError::Io { netns: self.netns.clone(), what, source }),
+        loop {
+            return match self.sock.recv(&mut &mut self.buf[..], 0) {
+                Ok(n) => Ok(n),
+                Err(e) if interrupted(&e) => continue,
+                Err(e) if would_block(&e) => Err(CtError::Timeout { netns: self.netns.clone(), what }),
+                Err(source) => Err(CtError::Io { netns: self.netns.clone(), what, source }),
+            };
         }
     }
 

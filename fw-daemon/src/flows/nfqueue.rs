@@ -258,7 +258,15 @@ impl NfQueue {
         let _ = setsockopt(&self.sock, sockopt::ReceiveTimeout, &t);
         match self.sock.recv(&mut &mut self.buf[..], 0) {
             Ok(n) => Ok(parse_packets(&self.buf[..n])),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            // A signal (SIGSTOP/SIGCONT of the daemon) interrupting the wait is no error.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
                 Ok(Vec::new())
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
