@@ -126,8 +126,8 @@ else
   cargo run -q --release -p fw-bench --bin block_latency 100
   section "revocation: rule file renamed in -> last byte of a now-denied stream, 30 trials (revoke_latency)"
   cargo run -q --release -p fw-bench --bin revoke_latency 30
-  section "inspection: offending packet -> flow cut, 100 trials (inspect_cut)"
-  cargo run -q --release -p fw-bench --bin inspect_cut 100
+  section "inline inspection: added latency, judged connections/s, throughput after the verdict, a cut (inspect_inline)"
+  cargo run -q --release -p fw-bench --bin inspect_inline 200
   section "flows: ingestion of 50,000 new flows/s for 10 s across 10 namespaces (flow_ingest)"
   cargo run -q --release -p fw-bench --bin flow_ingest 50000 10
   section "netlink: TCP throughput with and without the policy and the floor (bench/throughput.sh)"

@@ -13,6 +13,8 @@ PACKAGES=(
   netcat-openbsd socat iperf3 curl openssl dnsutils
   # a real dissector to check the inspection engine against (tests/inspect.rs)
   tshark
+  # turning segmentation offload off in a lab namespace (the inspection evasion tests)
+  ethtool
   # benchmark scripts: arithmetic and JSON from iperf3
   bc python3
   # Docker discovery tests: the engine, and a static busybox to `docker import` as an image

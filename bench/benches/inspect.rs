@@ -56,6 +56,8 @@ fn policy() -> Inspect {
         dns_names: vec![],
         on_violation: OnViolation::Alert,
         max_packets: 6,
+        timeout_ms: 2000,
+        fail: None,
     }
 }
 

@@ -194,7 +194,8 @@ impl Alerts {
             | AlertKind::Unenforced
             | AlertKind::Escalated
             | AlertKind::Audit
-            | AlertKind::InventoryFailed => {
+            | AlertKind::InventoryFailed
+            | AlertKind::InspectionOverflow => {
                 warn!(alert = %kind, container = c, rule = %r, "{message}")
             }
         }

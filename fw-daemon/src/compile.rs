@@ -5,7 +5,7 @@
 //!   loopback accept
 //!   quarantine, blocks          <- before the established shortcut, so they cut live flows
 //!   bandwidth cap (all packets)
-//!   inspection taps (flagged flows' first packets copied to NFLOG; no verdict)
+//!   inspection: cut flows answered with resets; undecided flows' payload packets to NFQUEUE
 //!   ct established,related accept; ct invalid drop; IPv6 neighbour discovery accept
 //!   connection caps (new flows)
 //!   failsafes, then policies in file order (first match decides), then the default
@@ -18,9 +18,10 @@ use std::net::IpAddr;
 use fw_proto::{Mode, RuleKind, RuleRef};
 use ipnet::IpNet;
 
+use crate::inspect::mark;
 use crate::inventory::{Container, Inventory};
 use crate::rules::validate::set_stem;
-use crate::rules::{Action, Policy, Rule as PolicyRule, Zone, ZoneKind, ZONE_ANY};
+use crate::rules::{Action, InspectFail, Policy, Rule as PolicyRule, Zone, ZoneKind, ZONE_ANY};
 use crate::ruleset::ir::*;
 
 #[derive(Debug, Clone)]
@@ -30,11 +31,9 @@ pub struct CompileOptions {
     /// Log records per second per rule, and burst: a flood cannot flood the logs.
     pub log_rate: u32,
     pub log_burst: u32,
-    /// NFLOG group for inspection copies: separate from `log_group`, so a burst of drops
-    /// never delays (or is delayed by) the packets the inspection engine reads.
-    pub inspect_group: u16,
-    /// Bytes of each inspected packet copied to the daemon, from the IP header on.
-    pub inspect_snaplen: u32,
+    /// NFQUEUE number the first payload packets of flagged flows wait on for the daemon's
+    /// verdict (policies with `fail = "closed"`); fail-open policies use the next number.
+    pub inspect_queue: u16,
     /// Unix seconds; rules that expired by then are left out.
     pub now: i64,
     /// Networks a quarantined container may still exchange packets with (`quarantine_responders`).
@@ -47,39 +46,42 @@ impl Default for CompileOptions {
             log_group: 100,
             log_rate: 10,
             log_burst: 20,
-            inspect_group: 101,
-            inspect_snaplen: 1500,
+            inspect_queue: 101,
             now: 0,
             responders: Vec::new(),
         }
     }
 }
 
-/// High half of every conntrack mark fw sets ("fw"): a flow accepted by an inspected policy.
-pub const INSPECT_MARK_BASE: u32 = 0x6677_0000;
-
-/// The conntrack mark of an inspected policy: stable across reloads (a hash of its id), so a
-/// flow marked before a reload still finds its policy after it. Collisions within one table
-/// take the next free value.
+/// The policy bits of an inspected policy's conntrack mark (see `inspect::mark`): stable
+/// across reloads (a hash of its id), so a flow marked before a reload still finds its policy
+/// after it. Collisions within one table take the next free value.
 fn inspect_mark(id: &str, taken: &[u32]) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     for b in id.bytes() {
         h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
     }
-    let mut low = (h ^ (h >> 16)) & 0xffff;
-    while taken.contains(&(INSPECT_MARK_BASE | low)) {
-        low = (low + 1) & 0xffff;
+    let mut low = (h ^ (h >> 16)) & mark::POLICY_BITS;
+    while taken.contains(&low) {
+        low = (low + 1) & mark::POLICY_BITS;
     }
-    INSPECT_MARK_BASE | low
+    low
 }
 
-/// One inspected policy as a container's table taps it.
+/// One inspected policy as a container's table flags it.
 #[derive(Debug, Clone)]
 struct Tap {
+    /// The undecided mark its accepted connections get.
     mark: u32,
-    max_packets: u32,
+    fail_open: bool,
     origin: RuleRef,
 }
+
+/// Chains of a table with inspected policies: payload packets of undecided flows to the
+/// queue, the accept path of inspected policies, and what cut flows get.
+pub const CHAIN_INSPECT_QUEUE: &str = "inspect_queue";
+pub const CHAIN_INSPECT_ACCEPT: &str = "inspect_accept";
+pub const CHAIN_INSPECT_CUT: &str = "inspect_cut";
 
 pub const CHAIN_EGRESS: &str = "egress";
 pub const CHAIN_INGRESS: &str = "ingress";
@@ -193,6 +195,8 @@ pub fn compile_group(
     let egress = b.base_chain(Side::Egress);
     let ingress = b.base_chain(Side::Ingress);
     let forward = b.forward_chain();
+    // Last, so the names of the other chains do not depend on whether a table inspects.
+    b.inspect_chains();
     let mut chains = vec![egress, ingress, forward];
     chains.append(&mut b.chains);
     Ruleset {
@@ -507,10 +511,14 @@ impl<'a, 'p> Builder<'a, 'p> {
                 continue;
             }
             let origin = RuleRef { kind, id: r.id.clone(), source: Some(r.pos.short()) };
-            let verdict = self.decide(r.action, &origin);
-            // An inspected policy marks the connections it accepts (so the taps see their
-            // later packets, in both directions) and copies their first packet itself.
+            // An inspected policy marks the connections it accepts as undecided (so their
+            // payload packets, both directions, wait for the daemon's verdict) and sends a
+            // first packet that already carries payload (a UDP query) to the queue itself.
             let tap = self.taps.iter().find(|t| t.origin.id == r.id && t.origin.kind == kind).cloned();
+            let verdict = match &tap {
+                Some(_) => self.inspected_accept(r.action, &origin),
+                None => self.decide(r.action, &origin),
+            };
             for mut alt in self.peer(peer, dir) {
                 let traffic = Self::traffic_matches(r);
                 // The floor sees IPv4 datagrams unreassembled: a later fragment carries no
@@ -529,10 +537,9 @@ impl<'a, 'p> Builder<'a, 'p> {
                 }
                 alt.extend(traffic);
                 let mut x = rule(alt, verdict.clone(), Some(origin.clone()));
-                if let Some(t) = &tap {
-                    x.mark = Some(t.mark);
-                    x.log = Some(self.inspect_log(&t.origin));
-                }
+                // Which side accepted it tells the daemon who initiated the connection.
+                let remote = if side == Side::Ingress { mark::REMOTE_INITIATOR } else { 0 };
+                x.mark = tap.as_ref().map(|t| t.mark | remote);
                 out.push(x);
             }
         }
@@ -596,10 +603,12 @@ impl<'a, 'p> Builder<'a, 'p> {
                 if !here || r.action == Action::Deny {
                     continue;
                 }
-                let taken: Vec<u32> = taps.iter().map(|t| t.mark).collect();
+                let taken: Vec<u32> = taps.iter().map(|t| t.mark & mark::POLICY_BITS).collect();
+                let fail_open = insp.fail_mode(&self.policy.defaults) == InspectFail::Open;
+                let state = mark::State::Undecided { fail_open };
                 taps.push(Tap {
-                    mark: inspect_mark(&r.id, &taken),
-                    max_packets: u32::from(insp.max_packets),
+                    mark: mark::with_state(inspect_mark(&r.id, &taken), state),
+                    fail_open,
                     origin: RuleRef { kind, id: r.id.clone(), source: Some(r.pos.short()) },
                 });
             }
@@ -607,13 +616,96 @@ impl<'a, 'p> Builder<'a, 'p> {
         taps
     }
 
-    fn inspect_log(&self, origin: &RuleRef) -> Log {
-        Log {
-            kind: LogKind::Inspect,
-            prefix: Self::log_prefix(LogKind::Inspect, &origin.id),
-            group: self.opts.inspect_group,
-            snaplen: Some(self.opts.inspect_snaplen),
+    /// The verdict of an inspected policy: its packets go through `inspect_accept`, which
+    /// queues one that carries payload and accepts the rest (logged first for `log`).
+    fn inspected_accept(&mut self, action: Action, origin: &RuleRef) -> Verdict {
+        let tail = |origin: &RuleRef| {
+            vec![
+                Rule {
+                    verdict: Some(Verdict::Jump(CHAIN_INSPECT_QUEUE.into())),
+                    origin: Some(origin.clone()),
+                    ..Rule::default()
+                },
+                Rule { verdict: Some(Verdict::Accept), origin: Some(origin.clone()), ..Rule::default() },
+            ]
+        };
+        match action {
+            Action::Log => Verdict::Jump(self.action_chain(LogKind::Allow, origin, tail(origin))),
+            Action::Allow | Action::Deny => Verdict::Jump(CHAIN_INSPECT_ACCEPT.into()),
         }
+    }
+
+    /// The inspection chains of a table with inspected policies (see `CHAIN_INSPECT_*`).
+    fn inspect_chains(&mut self) {
+        if self.taps.is_empty() {
+            return;
+        }
+        // A packet goes to userspace only if it carries payload. nft cannot subtract header
+        // lengths, so the common payload-less shapes (no options, timestamps, a SYN-ACK's
+        // options) return here exactly: `ip length` equal to both headers means no payload
+        // whatever the IP options. Rarer shapes are queued and passed by the daemon at once.
+        let no_payload = builtin("inspect-no-payload");
+        let mut q = Vec::new();
+        for (family, ip_header) in [(Family::V4, 20u16), (Family::V6, 0)] {
+            for doff in [5u8, 8, 10] {
+                q.push(Rule {
+                    matches: vec![
+                        Match::TcpDoff(doff),
+                        Match::IpLength(family, ip_header + 4 * u16::from(doff)),
+                    ],
+                    verdict: Some(Verdict::Return),
+                    origin: no_payload.clone(),
+                    ..Rule::default()
+                });
+            }
+        }
+        let tcp_udp = Match::L4Proto(vec![L4::Tcp, L4::Udp]);
+        if self.taps.iter().any(|t| t.fail_open) {
+            q.push(Rule {
+                matches: vec![tcp_udp.clone(), Match::CtMarkPrefix { mark: mark::UNDECIDED_OPEN, bits: 16 }],
+                verdict: Some(Verdict::Queue { num: self.opts.inspect_queue.wrapping_add(1), bypass: true }),
+                origin: builtin("inspect-fail-open"),
+                ..Rule::default()
+            });
+        }
+        q.push(Rule {
+            matches: vec![tcp_udp],
+            verdict: Some(Verdict::Queue { num: self.opts.inspect_queue, bypass: false }),
+            origin: builtin("inspect"),
+            ..Rule::default()
+        });
+        self.chains.push(Chain { name: CHAIN_INSPECT_QUEUE.into(), base: None, rules: q });
+        // A cut flow: resets pass (they only end it), anything else of it is answered with a
+        // reset to its sender (TCP) or dropped.
+        let cut = builtin("inspect-cut");
+        let r = |matches: Vec<Match>, v: Verdict| Rule {
+            matches,
+            verdict: Some(v),
+            origin: cut.clone(),
+            ..Rule::default()
+        };
+        self.chains.push(Chain {
+            name: CHAIN_INSPECT_CUT.into(),
+            base: None,
+            rules: vec![
+                r(vec![Match::TcpRst], Verdict::Accept),
+                r(vec![Match::L4Proto(vec![L4::Tcp])], Verdict::RejectTcpReset),
+                r(vec![], Verdict::Drop),
+            ],
+        });
+        let accept = builtin("inspect");
+        self.chains.push(Chain {
+            name: CHAIN_INSPECT_ACCEPT.into(),
+            base: None,
+            rules: vec![
+                Rule {
+                    verdict: Some(Verdict::Jump(CHAIN_INSPECT_QUEUE.into())),
+                    origin: accept.clone(),
+                    ..Rule::default()
+                },
+                Rule { verdict: Some(Verdict::Accept), origin: accept, ..Rule::default() },
+            ],
+        });
     }
 
     fn cap_origin(&self, what: &str) -> RuleRef {
@@ -747,18 +839,26 @@ impl<'a, 'p> Builder<'a, 'p> {
             }
         }
 
-        // The inspection taps: before the established shortcut, which every later packet of
-        // a flow takes. No verdict: a copy goes to the daemon and the packet moves on, so
-        // nothing waits on the daemon and a stopped daemon changes no verdict.
-        for t in self.taps.clone() {
+        // Inspection, before the established shortcut that every later packet of a flow
+        // takes: a cut flow's packets get resets; an undecided flow's payload packets wait on
+        // the queue for the daemon's verdict. A decided flow (its mark PASSED) matches neither
+        // and never leaves the kernel again.
+        if !self.taps.is_empty() {
             rules.push(Rule {
-                matches: vec![Match::CtMark(t.mark), Match::CtPacketsAtMost(t.max_packets)],
                 counter: false,
-                mark: None,
-                dynset: None,
-                log: Some(self.inspect_log(&t.origin)),
-                verdict: None,
-                origin: Some(t.origin.clone()),
+                ..rule(
+                    vec![Match::CtMarkPrefix { mark: mark::CUT, bits: 16 }],
+                    Verdict::Jump(CHAIN_INSPECT_CUT.into()),
+                    builtin("inspect-cut"),
+                )
+            });
+            rules.push(Rule {
+                counter: false,
+                ..rule(
+                    vec![Match::CtMarkPrefix { mark: mark::UNDECIDED_OPEN, bits: 15 }],
+                    Verdict::Jump(CHAIN_INSPECT_QUEUE.into()),
+                    builtin("inspect"),
+                )
             });
         }
 

@@ -83,7 +83,7 @@ enum Event {
     /// A state-changing request from the control socket.
     Control(crate::control::Command),
     /// The inspection engine found a flow breaking its policy.
-    Inspect(crate::flows::inspect_tap::Violation),
+    Inspect(crate::flows::inspection::Violation),
     Stop,
 }
 
@@ -95,9 +95,24 @@ fn tamper_message(name: &str, n: u64) -> String {
     format!("table inet fw in {name}'s namespace was changed outside fw; restored{times}")
 }
 
-/// How long the 5-tuple block of a flow cut by inspection stays: long past any retransmission
-/// of that connection; the source port is not reused meanwhile by a well-behaved client.
-const INSPECT_CUT_TTL_SECS: u64 = 600;
+/// A record of the daemon's own doing (no peer, no role): `op` on `target`, for `reason`.
+fn own_record(op: &str, target: Option<String>, reason: Option<&str>) -> fw_proto::control::AuditRecord {
+    fw_proto::control::AuditRecord {
+        time_ms: now_ms(),
+        peer: None,
+        role: None,
+        actor: None,
+        op: op.into(),
+        target,
+        block: None,
+        reason: reason.map(str::to_string),
+        ttl_secs: None,
+        ttl_ms: None,
+        result: String::new(),
+        policy_hash: None,
+        summary: None,
+    }
+}
 
 fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
@@ -659,6 +674,7 @@ impl Daemon {
                     ctx.rules.entry(o.id.clone()).or_insert_with(|| o.clone());
                 }
             }
+            ctx.inspect.index_marks(&c.name, rs);
             ctx.rulesets.insert(c.name.clone(), rs.clone());
         }
         let policy = self.rec.policy().clone();
@@ -745,68 +761,65 @@ impl Daemon {
         self.alerts.raise(kind, container, rule, flow, message)
     }
 
-    /// Acts on an inspection violation: cut the flow (a 5-tuple block, whose conntrack entry
-    /// `block` deletes) or quarantine the container, as the policy says; always an alert.
-    /// Automatic blocks are audited like an operator's, with the daemon as the actor.
-    fn on_violation(&mut self, v: crate::flows::inspect_tap::Violation) {
+    /// Acts on an inspection violation. The flow itself was already dealt with in the kernel
+    /// before its offending bytes went anywhere (`flows/inline.rs`: let through for `alert`,
+    /// dropped and reset at both ends for `cut` and `quarantine`); here it is made known: an
+    /// alert always, an audit record of a cut, and for `quarantine` the container's block.
+    /// Automatic actions are audited like an operator's, with the daemon's part as the actor.
+    fn on_violation(&mut self, v: crate::flows::inspection::Violation) {
         use crate::rules::model::OnViolation;
         use fw_proto::control::{AlertKind, BlockDirection, BlockTarget};
         let f = &v.flow;
-        let target = match v.on {
-            OnViolation::Alert => None,
-            OnViolation::Cut => Some((
-                BlockTarget::Flow {
+        let by = format!("fw-daemon inspection (policy {})", v.rule.id);
+        let reason = format!("inspection: policy {}: {}", v.rule.id, v.reason);
+        let mut rec = own_record("", None, Some(&reason));
+        rec.actor = Some(by.clone());
+        let mut outcome = String::new();
+        match v.on {
+            OnViolation::Alert => {}
+            OnViolation::Cut => {
+                let flow = BlockTarget::Flow {
                     container: v.container.clone(),
                     proto: crate::blocks::proto(f.proto),
                     src: f.src,
                     sport: f.sport,
                     dst: f.dst,
                     dport: f.dport,
-                },
-                Some(INSPECT_CUT_TTL_SECS),
-            )),
-            OnViolation::Quarantine => Some((
-                BlockTarget::Quarantine { container: v.container.clone(), direction: BlockDirection::Both },
-                None,
-            )),
-        };
-        let mut outcome = String::new();
-        if let Some((target, ttl)) = target {
-            let reason = format!("inspection: policy {}: {}", v.rule.id, v.reason);
-            let mut rec = fw_proto::control::AuditRecord {
-                time_ms: now_ms(),
-                peer: None,
-                role: None,
-                op: "block".into(),
-                target: Some(target.to_string()),
-                block: None,
-                reason: Some(reason.clone()),
-                ttl_secs: ttl,
-                ttl_ms: None,
-                result: String::new(),
-                policy_hash: None,
-                summary: None,
-            };
-            let by = format!("fw-daemon inspection (policy {})", v.rule.id);
-            // The daemon's own cut: it proceeds even when the trail cannot record it.
-            let ttl = ttl.map(crate::blocks::Ttl::Secs);
-            match self.block(target, ttl, Some(reason), by, &mut rec, Need::BestEffort) {
-                Ok(fw_proto::control::Answer::Blocked { block }) => {
-                    outcome = format!(" [block {}]", block.id);
-                    info!(
-                        block = block.id,
-                        after_ms = now_ms() - v.seen_ms,
-                        "inspection: violation acted on"
-                    );
-                }
-                Ok(_) => {}
-                Err((code, m)) => {
-                    rec.result = format!("error: {code}: {m}");
-                    outcome = format!(" [not applied: {m}]");
-                    self.record(rec);
-                }
+                };
+                rec.op = "cut".into();
+                rec.target = Some(flow.to_string());
+                rec.result =
+                    if v.done.is_none() { "error: not cut in the kernel".into() } else { "ok".into() };
+                self.record(rec);
+                info!(after_ms = now_ms() - v.seen_ms, "inspection: flow cut");
             }
-            self.publish();
+            OnViolation::Quarantine => {
+                let target = BlockTarget::Quarantine {
+                    container: v.container.clone(),
+                    direction: BlockDirection::Both,
+                };
+                rec.op = "block".into();
+                rec.target = Some(target.to_string());
+                // The daemon's own action: it stands even when the trail cannot record it
+                // (`block` writes the record).
+                match self.block(target, None, Some(reason), by, &mut rec, Need::BestEffort) {
+                    Ok(fw_proto::control::Answer::Blocked { block }) => {
+                        outcome = format!(" [block {}]", block.id);
+                        info!(
+                            block = block.id,
+                            after_ms = now_ms() - v.seen_ms,
+                            "inspection: container quarantined"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err((code, m)) => {
+                        rec.result = format!("error: {code}: {m}");
+                        outcome = format!(" [not applied: {m}]");
+                        self.record(rec);
+                    }
+                }
+                self.publish();
+            }
         }
         self.alert(
             AlertKind::Violation,
@@ -881,20 +894,8 @@ impl Daemon {
             format!("tamper: its table was restored {} times within {} s", t.repairs, t.window.as_secs_f64());
         let target = BlockTarget::Quarantine { container: name.to_string(), direction: BlockDirection::Both };
         let by = TAMPER_ACTOR.to_string();
-        let mut rec = fw_proto::control::AuditRecord {
-            time_ms: now_ms(),
-            peer: None,
-            role: None,
-            op: "block".into(),
-            target: Some(target.to_string()),
-            block: None,
-            reason: Some(reason.clone()),
-            ttl_secs: None,
-            ttl_ms: None,
-            result: String::new(),
-            policy_hash: None,
-            summary: None,
-        };
+        let mut rec = own_record("block", Some(target.to_string()), Some(&reason));
+        rec.actor = Some(TAMPER_ACTOR.into());
         // The daemon's own action: it stands even when the trail cannot record it.
         let outcome = match self.block(target, None, Some(reason.clone()), by, &mut rec, Need::BestEffort) {
             Ok(fw_proto::control::Answer::Blocked { block }) => {
@@ -946,6 +947,7 @@ impl Daemon {
             time_ms: now_ms(),
             peer: None,
             role: None,
+            actor: None,
             op: "reload".into(),
             target: Some(self.cfg.rules.display().to_string()),
             block: None,
@@ -1068,6 +1070,7 @@ impl Daemon {
             time_ms: now_ms(),
             peer: Some(who.peer.clone()),
             role: Some(role),
+            actor: None,
             op: op.name().into(),
             target: None,
             block: None,
@@ -1326,6 +1329,7 @@ fn expire_record(b: &crate::blocks::Block, summary: Option<&str>) -> fw_proto::c
         time_ms: b.expires_ms.unwrap_or_else(now_ms),
         peer: None,
         role: None,
+        actor: None,
         op: "expire".into(),
         target: Some(b.target.to_string()),
         block: Some(b.id),
@@ -1494,8 +1498,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     d.watch = Some(watch);
     let (vtx, vrx) = mpsc::channel();
     d.flows.set_inspection(crate::flows::collector::InspectConfig {
-        group: d.cfg.opts.inspect_group,
-        snaplen: d.cfg.opts.inspect_snaplen,
+        queue: d.cfg.opts.inspect_queue,
         violations: vtx,
     });
     forward("inspect-fwd", vrx, tx.clone(), Event::Inspect)?;

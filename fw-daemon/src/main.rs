@@ -303,7 +303,7 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
             }
             let opts = CompileOptions {
                 log_group,
-                inspect_group: log_group.wrapping_add(1),
+                inspect_queue: log_group.wrapping_add(1),
                 now,
                 ..CompileOptions::default()
             };
@@ -320,7 +320,7 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
             }
             let opts = CompileOptions {
                 log_group,
-                inspect_group: log_group.wrapping_add(1),
+                inspect_queue: log_group.wrapping_add(1),
                 now,
                 ..CompileOptions::default()
             };
@@ -370,7 +370,7 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
                 state_dir: set.state_dir,
                 opts: CompileOptions {
                     log_group: set.log_group,
-                    inspect_group: set.log_group.wrapping_add(1),
+                    inspect_queue: set.log_group.wrapping_add(1),
                     now,
                     responders: set.containment.floor.responders.clone(),
                     ..CompileOptions::default()

@@ -204,6 +204,39 @@ fn ports_need_a_transport_and_inspect_is_validated() {
 }
 
 #[test]
+fn inspection_timeouts_and_fail_modes_are_validated() {
+    let p = format!(
+        "[defaults]\ninspect_fail = \"sometimes\"\n{ZONES}[[policy]]\nfrom = \"web\"\nto = \"db\"\nproto = \"tcp\"\nports = 443\naction = \"allow\"\n\
+         inspect = {{ protocol = \"tls\", timeout = \"2 hours\", fail = \"maybe\" }}\n\
+         [[policy]]\nfrom = \"web\"\nto = \"db\"\nproto = \"tcp\"\nports = 444\naction = \"allow\"\ninspect = {{ protocol = \"tls\", timeout = \"1ms\" }}\n"
+    );
+    let d = diags(&[("a.toml", &p)]);
+    assert_eq!(d.len(), 4, "{d:#?}");
+    assert!(
+        d[0].starts_with("a.toml:2:16: error: `inspect_fail` must be one of `closed`, `open`"),
+        "{}",
+        d[0]
+    );
+    assert!(d[1].contains("error: `timeout`: `2 hours` is not a duration"), "{}", d[1]);
+    assert!(d[2].contains("error: `fail` must be one of `closed`, `open`, found `maybe`"), "{}", d[2]);
+    assert!(d[3].contains("error: `timeout` must be between 10ms and 30s"), "{}", d[3]);
+    // Good values load, and a policy's `fail` wins over the default.
+    let ok = format!(
+        "[defaults]\ninspect_fail = \"open\"\n{ZONES}[[policy]]\nid = \"a\"\nfrom = \"web\"\nto = \"db\"\nproto = \"tcp\"\nports = 443\naction = \"allow\"\n\
+         inspect = {{ protocol = \"tls\", timeout = \"1.5s\", fail = \"closed\" }}\n\
+         [[policy]]\nid = \"b\"\nfrom = \"web\"\nto = \"db\"\nproto = \"tcp\"\nports = 444\naction = \"allow\"\ninspect = {{ protocol = \"tls\" }}\n"
+    );
+    let p = common::policy(&[("a.toml", &ok)]);
+    let i = |id: &str| p.rules.iter().find(|r| r.id == id).unwrap().inspect.clone().unwrap();
+    assert_eq!(i("a").timeout_ms, 1500);
+    assert_eq!(i("a").fail_mode(&p.defaults), fw_daemon::rules::InspectFail::Closed);
+    assert_eq!(
+        (i("b").timeout_ms, i("b").fail_mode(&p.defaults)),
+        (2000, fw_daemon::rules::InspectFail::Open)
+    );
+}
+
+#[test]
 fn two_external_zones_cannot_be_joined() {
     let z = "[zone.a]\ncidrs = [\"10.0.0.0/8\"]\n[zone.b]\ncidrs = [\"192.0.2.0/24\"]\n[[policy]]\nfrom = \"a\"\nto = \"b\"\naction = \"allow\"\n";
     let d = diags(&[("z.toml", z)]);

@@ -268,7 +268,7 @@ fn blocks_sit_before_the_established_shortcut() {
 }
 
 #[test]
-fn inspected_policies_mark_their_flows_and_tap_before_the_established_shortcut() {
+fn inspected_policies_queue_undecided_flows_before_the_established_shortcut() {
     let rules = r#"
 [[policy]]
 id = "web-tls"
@@ -279,6 +279,14 @@ ports = 443
 action = "allow"
 inspect = { tls_sni = ["ok.example"], max_packets = 8 }
 [[policy]]
+id = "ext-in"
+from = "ext"
+to = "web"
+proto = "tcp"
+ports = 8443
+action = "log"
+inspect = { protocol = "tls", fail = "open", timeout = "500ms" }
+[[policy]]
 id = "plain"
 from = "web"
 to = "api"
@@ -288,27 +296,62 @@ action = "allow"
 "#;
     let p = policy(&[("z.toml", ZONES), ("p.toml", rules)]);
     let inv = inventory(INV);
-    let all = compile_all(&p, &inv, &CompileOptions::default());
+    let opts = CompileOptions { inspect_queue: 7, ..CompileOptions::default() };
+    let all = compile_all(&p, &inv, &opts);
     let web = all.iter().find(|r| r.container == "web-1").unwrap();
     let text = fw_daemon::ruleset::render::render(web);
     let lines: Vec<&str> = text.lines().map(str::trim).collect();
-    let pos =
-        |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle}"));
-    // One tap per base chain, both before the established shortcut; the mark is the same.
-    let taps: Vec<&&str> = lines.iter().filter(|l| l.starts_with("ct mark 0x6677")).collect();
-    assert_eq!(taps.len(), 2, "{text}");
-    let mark = taps[0].split_whitespace().nth(2).unwrap();
-    assert!(taps[0].contains("ct packets <= 8 log prefix \"fw:inspect:web-tls\" group 101 snaplen 1500"));
-    assert!(pos("ct mark 0x6677") < pos("ct state established,related accept"));
-    let accept = lines.iter().find(|l| l.contains("tcp dport 443")).unwrap();
-    assert!(accept.contains(&format!("ct mark set {mark} log prefix \"fw:inspect:web-tls\"")), "{accept}");
+    let pos = |needle: &str, from: usize| {
+        lines
+            .iter()
+            .skip(from)
+            .position(|l| l.contains(needle))
+            .map(|i| i + from)
+            .unwrap_or_else(|| panic!("{needle}\n{text}"))
+    };
+    // In both base chains, cut flows and undecided flows are caught before the shortcut.
+    for chain in ["chain egress {", "chain ingress {"] {
+        let c = pos(chain, 0);
+        let cut = pos("ct mark 0x66790000/16 jump inspect_cut", c);
+        let queue = pos("ct mark 0x66760000/15 jump inspect_queue", c);
+        assert!(cut < queue && queue < pos("ct state established,related accept", c), "{chain}\n{text}");
+    }
+    // Payload packets go to the queue, the fail-open policy's with bypass on the next number;
+    // the payload-less shapes return first.
+    let q = pos("chain inspect_queue {", 0);
+    assert_eq!(lines[q + 1], "tcp doff 5 ip length 40 return comment \"builtin:inspect-no-payload\"");
+    assert!(lines[pos("ct mark 0x66760000/16", q)]
+        .ends_with("meta mark set ct mark queue num 8 bypass comment \"builtin:inspect-fail-open\""));
+    assert!(lines[pos("queue num 7", q)]
+        .starts_with("meta l4proto { tcp, udp } meta mark set ct mark queue num 7 comment"));
+    // The accept rules mark the connection undecided (closed / open), and say which side.
+    let out = lines[pos("tcp dport 443", 0)];
+    assert!(
+        out.contains("ct mark set 0x6677") && out.ends_with("jump inspect_accept comment \"policy:web-tls\""),
+        "{out}"
+    );
+    let mark =
+        u32::from_str_radix(out.split("ct mark set 0x").nth(1).unwrap().split(' ').next().unwrap(), 16)
+            .unwrap();
+    assert_eq!(mark & 0x8000, 0, "accepted on egress: the local end initiated");
+    let inb = lines[pos("tcp dport 8443", pos("chain ingress {", 0))];
+    let mark =
+        u32::from_str_radix(inb.split("ct mark set 0x").nth(1).unwrap().split(' ').next().unwrap(), 16)
+            .unwrap();
+    assert_eq!((mark >> 16, mark & 0x8000), (0x6676, 0x8000), "{inb}");
+    assert!(inb.contains("jump log_"), "a log policy logs, then queues: {inb}");
     // Policies without inspect, and containers it does not apply to, are untouched.
-    assert!(!lines.iter().find(|l| l.contains("tcp dport 80")).unwrap().contains("ct mark"));
+    assert!(!lines[pos("tcp dport 80 ", 0)].contains("ct mark"));
     let db = all.iter().find(|r| r.container == "db-1").unwrap();
-    assert!(!fw_daemon::ruleset::render::render(db).contains("fw:inspect"));
-    // explain is unchanged by the tap: the policy still decides, and is not "logged".
+    let db = fw_daemon::ruleset::render::render(db);
+    assert!(!db.contains("inspect") && !db.contains("ct mark"), "{db}");
+    // explain: the policy decides, and says the flow is inspected inline.
     let (v, by) = verdict(&p, &inv, "web-1", "192.0.2.7", Proto::Tcp, Some(443));
     assert_eq!((v, by.as_str()), (Verdict::Allow, "web-tls"));
+    let e = explain(&p, &inv, "web-1", "192.0.2.7", Proto::Tcp, Some(443), &opts).unwrap();
+    assert!(e.egress.unwrap().inspected);
+    let e = explain(&p, &inv, "web-1", "api-1", Proto::Tcp, Some(80), &opts).unwrap();
+    assert!(!e.egress.unwrap().inspected);
 }
 
 #[test]

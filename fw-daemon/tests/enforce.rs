@@ -88,6 +88,7 @@ fn reachability_matches_explain_for_every_cell() {
                     let e = explain(&policy, &inv, &s.to_string(), &d.to_string(), proto, Some(port), &opts)
                         .map_err(|f| f.lines())
                         .unwrap();
+                    let inspected = [&e.egress, &e.ingress].into_iter().flatten().any(|x| x.inspected);
                     cells.push((
                         src.name.clone(),
                         dst.name.clone(),
@@ -96,6 +97,7 @@ fn reachability_matches_explain_for_every_cell() {
                         port,
                         e.verdict,
                         e.rule.map(|r| r.id),
+                        inspected,
                     ));
                 }
             }
@@ -103,13 +105,23 @@ fn reachability_matches_explain_for_every_cell() {
         let path = src.path();
         handles.push(std::thread::spawn(move || {
             let mut mismatches = Vec::new();
-            for (from, to, d, proto, port, verdict, rule) in cells {
+            for (from, to, d, proto, port, verdict, rule, inspected) in cells {
                 let dst = SocketAddr::new(d, port);
+                let expect_pass = verdict != Verdict::Deny;
+                if inspected && proto == Proto::Tcp && expect_pass {
+                    // Flagged for inline inspection and no daemon here: the handshake passes
+                    // (no payload), the server's first bytes wait on a queue nobody binds and,
+                    // failing closed, drop.
+                    let (connected, greeted) = connect_and_read(&path, dst, WAIT);
+                    if !connected || greeted {
+                        mismatches.push(format!("{from} -> {to} ({d}) tcp/{port}: inspected by {rule:?}: connected {connected}, server bytes through {greeted}"));
+                    }
+                    continue;
+                }
                 let got = match proto {
                     Proto::Tcp => tcp_probe(&path, dst, WAIT),
                     _ => udp_probe(&path, dst, WAIT),
                 };
-                let expect_pass = verdict != Verdict::Deny;
                 if (got == Probe::Connected) != expect_pass {
                     mismatches.push(format!("{from} -> {to} ({d}) {proto:?}/{port}: explain says {verdict} by {rule:?}, probe {got:?}"));
                 }
@@ -134,6 +146,21 @@ fn reachability_matches_explain_for_every_cell() {
     );
 }
 
+/// Connects over TCP from inside `from`; whether that worked and whether the server's
+/// greeting then arrived.
+fn connect_and_read(from: &std::path::Path, dst: SocketAddr, timeout: Duration) -> (bool, bool) {
+    use std::io::Read;
+    fw_daemon::netns::run_in(from, move || match std::net::TcpStream::connect_timeout(&dst, timeout) {
+        Ok(mut s) => {
+            let _ = s.set_read_timeout(Some(timeout));
+            let mut b = [0u8; 2];
+            (true, s.read_exact(&mut b).is_ok())
+        }
+        Err(_) => (false, false),
+    })
+    .expect("enter netns")
+}
+
 #[test]
 fn the_truth_table_has_both_outcomes() {
     // Guards the test above against a lab where everything passes or nothing does.
@@ -145,6 +172,9 @@ fn the_truth_table_has_both_outcomes() {
     assert_eq!(v("web-1", "api-1", 8080), Verdict::Allow);
     assert_eq!(v("web-1", "db-1", 5432), Verdict::Deny);
     assert_eq!(v("batch-1", "web-1", 22), Verdict::Deny);
+    // ... and an inspected cell, which the truth table probes for failing closed.
+    let e = explain(&policy, &inv, "api-1", "10.77.9.10", Proto::Tcp, Some(443), &opts).unwrap();
+    assert!(e.egress.is_some_and(|x| x.inspected && x.verdict == Verdict::Allow));
 }
 
 /// `nft list table inet fw` with counters zeroed and nft's line wrapping undone.

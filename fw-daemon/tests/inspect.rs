@@ -1,16 +1,19 @@
 //! Inspection end to end: `fw-daemon run` on a namespace lab, real clients (openssl s_client,
-//! curl, nc, dig) in a managed container, real servers (openssl s_server, python3 http.server,
-//! a python3 DNS stub) outside it, and tshark capturing the same traffic as a second opinion.
+//! curl, nc, dig, and `common::tls_attack`, a client that writes a ClientHello exactly as told) in
+//! a managed container, real servers outside it, and tshark capturing the client's wire as a
+//! second opinion. Inspection is inline: a flagged flow's payload waits in the kernel until
+//! the daemon's verdict, so a disallowed ClientHello or request never leaves the client.
 //!
-//! - an allowed SNI passes and its flow row says `tls` / `ok.example`;
-//! - a disallowed SNI is cut: the server never sees the application data the client sends
-//!   after the handshake. NFLOG is asynchronous, so the ClientHello itself (and whatever the
-//!   handshake sends before the block lands, a few ms) does reach the server;
-//! - a disallowed HTTP Host is cut (curl, and a raw client whose later bytes must not arrive);
-//! - an SSH banner on a `protocol = "tls"` port is cut (nc);
-//! - DNS query names are recorded, a disallowed one is flagged (alert only), and a later flow
-//!   to an address the answer named shows that name as its peer;
-//! - tshark's dissectors report exactly the names the daemon reported.
+//! - allowed names pass, however the hello is split, with their SNI on the row;
+//! - every evasion the issue lists (a hello in 3, 4, 9, 41 segments, in 1-byte records in one
+//!   write, with segmentation offload off, in two parts 50 ms apart) is a violation, the
+//!   server receives none of it, and both ends see a reset at once;
+//! - `Host: bad.example` against a server that answers at once: 0 body bytes, 20 times;
+//! - an SSH banner on a TLS port, a server speaking first, a hello that never completes
+//!   (the timer fires with no packet arriving);
+//! - the daemon killed mid-handshake: fail closed drops the flow, fail open lets it through;
+//! - DNS names are judged per query; answers name later flows' peers;
+//! - tshark sees on the wire exactly the names of the rows that passed, none of the others.
 
 mod common;
 
@@ -26,6 +29,7 @@ use std::time::{Duration, Instant};
 use common::client::Client;
 use common::daemon::{eventually, Daemon};
 use common::lab::Lab;
+use common::tls_attack::{self as attack, Attack, End, Observer, Plan};
 use fw_daemon::netns::run_in;
 use fw_proto::control::*;
 
@@ -149,6 +153,34 @@ fn sh_in(ns: &str, cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Waits for the container's table to hold `rule` and for the daemon to have bound its
+/// inspection queue inside the namespace (`ns`).
+fn ready(daemon: &Daemon, ns: &str, rule: &str) {
+    eventually("the client's table", daemon, || {
+        sh_in(ns, "nft list chain inet fw egress").contains(&format!("policy:{rule}")).then_some(())
+    });
+    // The queue is bound right after programming; give it up to 15 s, then let the test's
+    // own assertions speak (a daemon that never binds fails them: run against the NFLOG-tap
+    // build with FW_DAEMON_BIN, that is what shows each finding reproduced).
+    let until = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < until {
+        let q = sh_in(ns, "cat /proc/net/netfilter/nfnetlink_queue");
+        if q.lines().any(|l| l.split_whitespace().next() == Some("101")) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Names of rows that were let through: no violation, or (`alerts`) any.
+fn passed(rows: &[FlowRow], dport: &[u16], alerts: bool) -> BTreeSet<String> {
+    rows.iter()
+        .filter(|r| dport.contains(&r.dport))
+        .filter(|r| alerts || r.inspection.as_ref().is_some_and(|i| i.violation.is_none()))
+        .filter_map(|r| r.inspection.as_ref()?.name.clone())
+        .collect()
+}
+
 fn names(rows: &[FlowRow], dport: &[u16]) -> BTreeSet<String> {
     rows.iter()
         .filter(|r| dport.contains(&r.dport))
@@ -244,12 +276,8 @@ fn inspection_cuts_violations_and_agrees_with_tshark() {
 
     // The daemon.
     let daemon = Daemon::run_in_dir(&d, "1", &[]);
-    eventually("the client's table", &daemon, || {
-        sh_in(&ns("client"), "nft list chain inet fw egress").contains("fw:inspect:tls-sni").then_some(())
-    });
+    ready(&daemon, &ns("client"), "tls-sni");
     let mut c = Client::connect(&daemon.socket);
-    // The listeners bind as the collectors start; give them a moment.
-    std::thread::sleep(Duration::from_millis(500));
 
     // A second opinion: everything the client's eth0 sees, dissected afterwards.
     let pcap = d.join("client.pcap");
@@ -283,7 +311,7 @@ fn inspection_cuts_violations_and_agrees_with_tshark() {
     });
     assert!(seen.contains("MARKER-OK"));
     s_client("evil.example", "MARKER-EVIL");
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(300));
     let t = fs::read_to_string(&tls_out).unwrap_or_default();
     assert!(!t.contains("MARKER-EVIL"), "data after a disallowed SNI reached the server:\n{t}");
 
@@ -304,10 +332,10 @@ fn inspection_cuts_violations_and_agrees_with_tshark() {
             .unwrap()
             .expect("connect to the HTTP sink");
     s.write_all(request).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(300));
     let _ = s.write_all(b"MORE BYTES AFTER THE CUT");
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(http_sink.load(Ordering::Relaxed), request.len() as u64, "bytes after the cut arrived");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(http_sink.load(Ordering::Relaxed), 0, "bytes of a disallowed request reached the server");
 
     // Not TLS on a TLS-only port: an SSH banner from nc.
     let banner = "SSH-2.0-OpenSSH_9.2p1\r\n";
@@ -315,12 +343,20 @@ fn inspection_cuts_violations_and_agrees_with_tshark() {
         &ns("client"),
         &format!("(printf 'SSH-2.0-OpenSSH_9.2p1\\r\\n'; sleep 1; printf AFTER-THE-CUT; sleep 1) | timeout 4 nc {SERVER} 8443"),
     );
-    assert_eq!(ssh_sink.load(Ordering::Relaxed), banner.len() as u64, "bytes after the banner arrived");
+    assert_eq!(
+        ssh_sink.load(Ordering::Relaxed),
+        0,
+        "the banner reached a TLS-only port ({} bytes)",
+        banner.len()
+    );
 
     // DNS: an allowed name (answered WEB), a disallowed one (alert only).
+    // (The disallowed one first: under "alert" it is answered too, and the name map keeps the
+    // latest answer for an address.)
+    sh_in(&ns("client"), &format!("dig @{RESOLVER} evil.test A +tries=1 +time=2 +short"));
     let a = sh_in(&ns("client"), &format!("dig @{RESOLVER} www.good.example A +tries=1 +time=2 +short"));
     assert_eq!(a.trim(), WEB);
-    sh_in(&ns("client"), &format!("dig @{RESOLVER} evil.test A +tries=1 +time=2 +short"));
+
     std::thread::sleep(Duration::from_millis(300));
     // A later flow to the answered address carries the name as its peer.
     let to: SocketAddr = format!("{WEB}:80").parse().unwrap();
@@ -364,31 +400,49 @@ fn inspection_cuts_violations_and_agrees_with_tshark() {
     let web = rows.iter().find(|r| r.dport == 80 && r.dst == ip(WEB)).expect("the web flow");
     assert_eq!(web.peer.as_deref(), Some("www.good.example"), "{web:?}");
 
-    // Cuts are 5-tuple blocks; the DNS violation (alert only) placed none.
-    let blocks = c.blocks();
-    let cut_ports: BTreeSet<u16> = blocks
-        .iter()
-        .filter_map(|b| match &b.target {
-            BlockTarget::Flow { dport, .. } => Some(*dport),
-            _ => None,
+    // Cuts happen in the kernel (no block needed) and are audited with their actor; the DNS
+    // violation (alert only) cut nothing.
+    assert!(c.blocks().is_empty());
+    let audit = fs::read_to_string(d.join("audit.jsonl")).unwrap_or_default();
+    let cut_ports: BTreeSet<u16> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<AuditRecord>(l).ok())
+        .filter(|r| r.op == "cut")
+        .inspect(|r| {
+            assert!(
+                r.actor.as_deref().is_some_and(|a| a.starts_with("fw-daemon inspection (policy ")),
+                "{r:?}"
+            )
         })
+        // "flow tcp SRC:PORT -> DST:PORT in CONTAINER"
+        .filter_map(|r| r.target?.split(" -> ").nth(1)?.split(' ').next()?.rsplit(':').next()?.parse().ok())
         .collect();
-    assert_eq!(cut_ports, [443, 8080, 8081, 8443].into_iter().collect(), "{blocks:#?}");
+    assert_eq!(cut_ports, [443, 8080, 8081, 8443].into_iter().collect(), "{audit}");
     let alerts = c.alerts(None, None);
     let violations: Vec<&Alert> = alerts.iter().filter(|a| a.kind == AlertKind::Violation).collect();
     assert_eq!(violations.len(), 5, "{alerts:#?}");
     assert!(violations.iter().any(|a| a.message.contains("evil.test") && a.message.contains("alert only")));
 
-    // tshark agrees on every name.
+    // tshark agrees on every flow: the wire carries exactly the names of the rows that were let
+    // through (allowed, or a violation under "alert"), none of those cut before they left.
     let sni =
         tshark_fields(&pcap, "tls.handshake.extensions_server_name", "tls.handshake.extensions_server_name");
-    assert_eq!(sni, names(&rows, &[443]), "SNI: tshark vs daemon");
-    assert_eq!(sni, set(&["ok.example", "evil.example"]));
+    assert_eq!(sni, passed(&rows, &[443], false), "SNI: tshark vs daemon");
+    assert_eq!(sni, set(&["ok.example"]));
+    assert_eq!(names(&rows, &[443]), set(&["ok.example", "evil.example"]));
     let hosts = tshark_fields(&pcap, "http.host", "http.host");
-    assert_eq!(hosts, names(&rows, &[8080, 8081]), "Host: tshark vs daemon");
+    assert_eq!(hosts, passed(&rows, &[8080, 8081], false), "Host: tshark vs daemon");
+    assert_eq!(hosts, set(&["good.example"]));
     let qnames = tshark_fields(&pcap, "dns.flags.response == 0", "dns.qry.name");
-    assert_eq!(qnames, names(&rows, &[53]), "DNS: tshark vs daemon");
+    assert_eq!(qnames, passed(&rows, &[53], true), "DNS: tshark vs daemon");
     assert_eq!(qnames, set(&["www.good.example", "evil.test"]));
+    // The cut flows left only resets on the wire: each cut connection's client port shows one.
+    let resets = tshark_fields(&pcap, "tcp.flags.reset == 1 && ip.src == 10.77.1.10", "tcp.srcport");
+    for r in
+        rows.iter().filter(|r| r.inspection.as_ref().is_some_and(|i| i.violation.is_some()) && r.dport != 53)
+    {
+        assert!(resets.contains(&r.sport.to_string()), "no reset on the wire for {r:?}: {resets:?}");
+    }
     drop(daemon);
     let _ = fs::remove_dir_all(&d);
 }
@@ -448,11 +502,8 @@ action = "allow"
     let client = lab.node("client").path();
     let client_ns = lab.node("client").ns.clone();
     let daemon = Daemon::run_in_dir(&d, "1", &[]);
-    eventually("the client's table", &daemon, || {
-        sh_in(&client_ns, "nft list chain inet fw egress").contains("fw:inspect:tls-or-else").then_some(())
-    });
+    ready(&daemon, &client_ns, "tls-or-else");
     let mut c = Client::connect(&daemon.socket);
-    std::thread::sleep(Duration::from_millis(500));
     let web: SocketAddr = format!("{SERVER}:80").parse().unwrap();
     let probe = || common::lab::tcp_probe(&client, web, Duration::from_millis(400));
     assert_eq!(probe(), common::lab::Probe::Connected);
@@ -470,12 +521,202 @@ action = "allow"
         alerts.iter().any(|a| a.kind == AlertKind::Violation && a.message.contains("container quarantined")),
         "{alerts:#?}"
     );
+    // The automatic block is audited with its actor.
+    let audit = fs::read_to_string(d.join("audit.jsonl")).unwrap_or_default();
+    let rec = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<AuditRecord>(l).ok())
+        .find(|r| r.op == "block")
+        .unwrap_or_else(|| panic!("no block audited:\n{audit}"));
+    assert_eq!(rec.actor.as_deref(), Some("fw-daemon inspection (policy tls-or-else)"), "{rec:?}");
+    assert_eq!((rec.peer.is_none(), rec.block, rec.result.as_str()), (true, Some(q.id), "ok"));
+    drop(daemon);
+    let _ = fs::remove_dir_all(&d);
+}
+
+const TLS_RULES: &str = r#"
+[zone.app]
+match = { name = "client" }
+
+[zone.svc]
+cidrs = ["10.77.50.0/24"]
+
+[[policy]]
+id = "tls-sni"
+from = "app"
+to = "svc"
+proto = "tcp"
+ports = 443
+action = "allow"
+inspect = { tls_sni = ["ok.example", "api.partner.example"], on_violation = "cut" }
+
+[[policy]]
+id = "tls-sni-32"
+from = "app"
+to = "svc"
+proto = "tcp"
+ports = 9443
+action = "allow"
+inspect = { tls_sni = ["ok.example"], on_violation = "cut", max_packets = 32 }
+"#;
+
+/// The row of the client's connection from port `sport`, once it has an inspection.
+fn row_of(c: &mut Client, daemon: &Daemon, sport: u16) -> FlowRow {
+    eventually("the flow's inspected row", daemon, || {
+        c.flows("").into_iter().find(|r| r.sport == sport && r.inspection.is_some())
+    })
+}
+
+/// Asserts that an attack was cut inline: nothing of it reached the server, both ends were
+/// reset within `fast`, and the row says why.
+fn assert_cut(what: &str, a: &Attack, srv: &Observer, c: &mut Client, daemon: &Daemon, fast: Duration) {
+    assert_eq!(a.end, End::Reset, "{what}: the client was not reset: {a:?}");
+    assert!(a.after < fast, "{what}: the client's reset took {:?}", a.after);
+    let seen = srv.conn(a.sport, Duration::from_secs(6)).unwrap_or_else(|| panic!("{what}: no server side"));
+    assert!(
+        seen.bytes.is_empty(),
+        "{what}: {} bytes reached the server: {:?}",
+        seen.bytes.len(),
+        String::from_utf8_lossy(&seen.bytes)
+    );
+    assert_eq!(seen.end, End::Reset, "{what}: the server was not reset: {seen:?}");
+    let row = row_of(c, daemon, a.sport);
+    let i = row.inspection.unwrap();
+    assert!(i.violation.is_some(), "{what}: {i:?}");
+}
+
+#[test]
+fn every_evasion_of_the_hello_is_a_violation_and_reaches_nothing() {
+    if !privileged() || !common::require(tool("ethtool"), "ethtool (vagrant/provision.sh installs it)") {
+        return;
+    }
+    let (lab, d) = client_and_server("evade", TLS_RULES);
+    let client = lab.node("client").path();
+    let cns = lab.node("client").ns.clone();
+    // Each write its own segment: no Nagle (the client), no autocorking (its namespace).
+    sh_in(&cns, "sysctl -qw net.ipv4.tcp_autocorking=0");
+    let srv = lab.node("server").path();
+    let o443 = Observer::start(srv.clone(), 443, None, Duration::from_secs(5));
+    let o9443 = Observer::start(srv, 9443, None, Duration::from_secs(5));
+    let daemon = Daemon::run_in_dir(&d, "1", &[]);
+    ready(&daemon, &cns, "tls-sni");
+    let mut c = Client::connect(&daemon.socket);
+    let to = |p: u16| -> SocketAddr { format!("{SERVER}:{p}").parse().unwrap() };
+    let hello = attack::client_hello("evil.example");
+    let late = attack::client_hello_sni_last("evil.example");
+    let ms = Duration::from_millis;
+    let cases: Vec<(&str, u16, Vec<u8>, Plan, Duration)> = vec![
+        ("3 segments (1, 1, rest)", 443, hello.clone(), Plan::segments(hello.len(), 3, 2, ms(2)), ms(1000)),
+        (
+            "4 segments back to back",
+            443,
+            hello.clone(),
+            Plan::segments(hello.len(), 4, 0, Duration::ZERO),
+            ms(1000),
+        ),
+        (
+            "9 segments, SNI last (max_packets 6)",
+            443,
+            late.clone(),
+            Plan::segments(late.len(), 9, 0, ms(2)),
+            ms(1000),
+        ),
+        // Past the initial congestion window nothing more leaves until the flow times out.
+        (
+            "41 segments, SNI last (max_packets 32)",
+            9443,
+            late.clone(),
+            Plan::segments(late.len(), 41, 0, ms(1)),
+            ms(3000),
+        ),
+        ("1-byte TLS records in one write", 443, attack::one_byte_records(&hello), Plan::whole(), ms(1000)),
+    ];
+    for (what, port, data, plan, fast) in cases {
+        let a = attack::attack(&client, to(port), data, plan, Duration::from_secs(4));
+        let o = if port == 443 { &o443 } else { &o9443 };
+        assert_cut(what, &a, o, &mut c, &daemon, fast);
+    }
+    // Two parts 50 ms apart, 20 times: not one first line gets through.
+    for i in 0..20 {
+        let plan = Plan::Parts { cuts: vec![hello.len() / 2], gap: ms(50), line: true };
+        let a = attack::attack(&client, to(443), hello.clone(), plan, Duration::from_secs(3));
+        assert_cut(&format!("two parts 50 ms apart, trial {i}"), &a, &o443, &mut c, &daemon, ms(1000));
+    }
+    // With segmentation offload off the 1-byte records go out as MTU-sized segments.
+    sh_in(&cns, "ethtool -K eth0 tso off gso off");
+    assert!(sh_in(&cns, "ethtool -k eth0").contains("generic-segmentation-offload: off"));
+    let a = attack::attack(
+        &client,
+        to(443),
+        attack::one_byte_records(&hello),
+        Plan::whole(),
+        Duration::from_secs(4),
+    );
+    assert_cut("1-byte TLS records, GSO off", &a, &o443, &mut c, &daemon, ms(1000));
+    let stats = c.alerts(None, None).iter().filter(|a| a.kind == AlertKind::Violation).count();
+    assert_eq!(stats, 26, "one violation alert per attack");
     drop(daemon);
     let _ = fs::remove_dir_all(&d);
 }
 
 #[test]
-fn with_the_daemon_down_inspected_flows_follow_the_rules_as_written() {
+fn allowed_names_pass_however_the_hello_is_split_and_keep_their_raw_name() {
+    if !privileged() {
+        return;
+    }
+    let (lab, d) = client_and_server("allow", TLS_RULES);
+    let client = lab.node("client").path();
+    let cns = lab.node("client").ns.clone();
+    sh_in(&cns, "sysctl -qw net.ipv4.tcp_autocorking=0");
+    let o443 = Observer::start(lab.node("server").path(), 443, None, Duration::from_millis(1500));
+    let daemon = Daemon::run_in_dir(&d, "1", &[]);
+    ready(&daemon, &cns, "tls-sni");
+    let mut c = Client::connect(&daemon.socket);
+    let to: SocketAddr = format!("{SERVER}:443").parse().unwrap();
+    let hello = attack::client_hello_sni_last("ok.example");
+    let ms = Duration::from_millis;
+    let cases: Vec<(&str, Vec<u8>, Plan)> = vec![
+        ("one segment", hello.clone(), Plan::whole()),
+        ("3 segments (1, 1, rest)", hello.clone(), Plan::segments(hello.len(), 3, 2, ms(2))),
+        ("6 segments", hello.clone(), Plan::segments(hello.len(), 6, 0, ms(2))),
+        ("two parts 50 ms apart", hello.clone(), Plan::Parts { cuts: vec![100], gap: ms(50), line: true }),
+        ("1-byte TLS records in one write", attack::one_byte_records(&hello), Plan::whole()),
+    ];
+    for (what, data, plan) in cases {
+        let a = attack::attack(&client, to, data.clone(), plan, ms(800));
+        assert_eq!(a.end, End::Open, "{what}: {a:?}");
+        let seen =
+            o443.conn(a.sport, Duration::from_secs(4)).unwrap_or_else(|| panic!("{what}: no server side"));
+        let mut want = data;
+        want.extend_from_slice(attack::LINE);
+        assert_eq!(seen.bytes, want, "{what}: the server got something else");
+        let i = row_of(&mut c, &daemon, a.sport).inspection.unwrap();
+        assert_eq!(
+            (i.protocol.as_deref(), i.name.as_deref(), i.violation.as_deref()),
+            (Some("tls"), Some("ok.example"), None),
+            "{what}"
+        );
+    }
+    // A name sent in another spelling passes as its normal form; the row keeps both, and the
+    // operator finds it by either.
+    let a = attack::attack(&client, to, attack::client_hello("API.Partner.Example."), Plan::whole(), ms(500));
+    assert_eq!(a.end, End::Open, "{a:?}");
+    let i = row_of(&mut c, &daemon, a.sport).inspection.unwrap();
+    assert_eq!(
+        (i.name.as_deref(), i.raw_name.as_deref()),
+        (Some("api.partner.example"), Some("API.Partner.Example."))
+    );
+    for filter in ["API.PARTNER.EXAMPLE.", "api.partner.example", "Partner"] {
+        let rows = c.flows(filter);
+        assert!(rows.iter().any(|r| r.sport == a.sport), "filter {filter:?} finds nothing: {rows:#?}");
+    }
+    assert!(c.flows("evil.example").is_empty());
+    drop(daemon);
+    let _ = fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_disallowed_host_gets_no_body_bytes_from_a_server_that_answers_at_once() {
     if !privileged() {
         return;
     }
@@ -487,43 +728,208 @@ match = { name = "client" }
 cidrs = ["10.77.50.0/24"]
 
 [[policy]]
-id = "tls-only"
+id = "http-host"
+from = "app"
+to = "svc"
+proto = "tcp"
+ports = 8080
+action = "allow"
+inspect = { http_host = ["good.example"], on_violation = "cut" }
+"#;
+    let (lab, d) = client_and_server("http", rules);
+    let client = lab.node("client").path();
+    let cns = lab.node("client").ns.clone();
+    // An 8 MiB answer, written the moment a request head is in.
+    let srv = Observer::start(lab.node("server").path(), 8080, Some(8 << 20), Duration::from_secs(3));
+    let daemon = Daemon::run_in_dir(&d, "1", &[]);
+    ready(&daemon, &cns, "http-host");
+    let mut c = Client::connect(&daemon.socket);
+    let to: SocketAddr = format!("{SERVER}:8080").parse().unwrap();
+    let req = |host: &str| format!("GET / HTTP/1.1\r\nHost: {host}\r\nAccept: */*\r\n\r\n").into_bytes();
+    let mut body_bytes = Vec::new();
+    for i in 0..20 {
+        let a = attack::attack(&client, to, req("bad.example"), Plan::only(), Duration::from_secs(2));
+        body_bytes.push(a.received);
+        assert_cut(
+            &format!("Host: bad.example, trial {i}"),
+            &a,
+            &srv,
+            &mut c,
+            &daemon,
+            Duration::from_secs(1),
+        );
+    }
+    assert!(body_bytes.iter().all(|&n| n == 0), "body bytes at the client: {body_bytes:?}");
+    // The allowed Host gets its whole answer.
+    let a = attack::attack(&client, to, req("good.example"), Plan::only(), Duration::from_secs(2));
+    assert!(a.received > 8 << 20, "{a:?}");
+    let i = row_of(&mut c, &daemon, a.sport).inspection.unwrap();
+    assert_eq!((i.name.as_deref(), i.violation.as_deref()), (Some("good.example"), None));
+    drop(daemon);
+    let _ = fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_hello_that_never_completes_is_cut_when_its_timeout_fires() {
+    if !privileged() {
+        return;
+    }
+    let rules = TLS_RULES.replace(
+        "inspect = { tls_sni = [\"ok.example\", \"api.partner.example\"], on_violation = \"cut\" }",
+        "inspect = { tls_sni = [\"ok.example\"], on_violation = \"cut\", timeout = \"500ms\" }",
+    );
+    let (lab, d) = client_and_server("timeout", &rules);
+    let client = lab.node("client").path();
+    let cns = lab.node("client").ns.clone();
+    let o443 = Observer::start(lab.node("server").path(), 443, None, Duration::from_secs(4));
+    let daemon = Daemon::run_in_dir(&d, "1", &[]);
+    ready(&daemon, &cns, "tls-sni");
+    let mut c = Client::connect(&daemon.socket);
+    let to: SocketAddr = format!("{SERVER}:443").parse().unwrap();
+    // The first 10 bytes of a hello and then nothing: no packet arrives to decide it.
+    let hello = attack::client_hello("ok.example");
+    let a = attack::attack(&client, to, hello[..10].to_vec(), Plan::only(), Duration::from_secs(3));
+    assert!(a.after >= Duration::from_millis(450), "cut before its timeout: {a:?}");
+    assert_cut("a hello that never completes", &a, &o443, &mut c, &daemon, Duration::from_millis(1500));
+    let i = row_of(&mut c, &daemon, a.sport).inspection.unwrap();
+    assert_eq!(i.violation.as_deref(), Some("undecided after 500 ms"), "{i:?}");
+    drop(daemon);
+    let _ = fs::remove_dir_all(&d);
+}
+
+#[test]
+fn the_daemon_killed_mid_handshake_follows_the_fail_mode() {
+    if !privileged() {
+        return;
+    }
+    let rules = r#"
+[zone.app]
+match = { name = "client" }
+
+[zone.svc]
+cidrs = ["10.77.50.0/24"]
+
+[[policy]]
+id = "closed"
+from = "app"
+to = "svc"
+proto = "tcp"
+ports = 443
+action = "allow"
+inspect = { tls_sni = ["ok.example"], on_violation = "cut" }
+
+[[policy]]
+id = "open"
 from = "app"
 to = "svc"
 proto = "tcp"
 ports = 8443
 action = "allow"
-inspect = { protocol = "tls", on_violation = "cut" }
+inspect = { tls_sni = ["ok.example"], on_violation = "cut", fail = "open" }
 "#;
-    let (mut lab, d) = client_and_server("down", rules);
-    let sink = lab.serve_sink("server", 8443);
+    let (lab, d) = client_and_server("down", rules);
     let client = lab.node("client").path();
-    let client_ns = lab.node("client").ns.clone();
+    let cns = lab.node("client").ns.clone();
+    let srv = lab.node("server").path();
+    let closed = Observer::start(srv.clone(), 443, None, Duration::from_secs(6));
+    let open = Observer::start(srv, 8443, None, Duration::from_secs(6));
     let mut daemon = Daemon::run_in_dir(&d, "1", &[]);
-    eventually("the client's table", &daemon, || {
-        sh_in(&client_ns, "nft list chain inet fw egress").contains("fw:inspect:tls-only").then_some(())
-    });
+    ready(&daemon, &cns, "closed");
+    let hello = attack::client_hello("evil.example");
+    // A flagged flow on each port, mid-handshake: its first byte held, undecided.
+    let start = |port: u16| {
+        let to: SocketAddr = format!("{SERVER}:{port}").parse().unwrap();
+        let mut s = run_in(&client, move || TcpStream::connect_timeout(&to, Duration::from_secs(2)))
+            .unwrap()
+            .expect("connect");
+        s.set_nodelay(true).unwrap();
+        s.write_all(&hello[..1]).unwrap();
+        s
+    };
+    let (mut sc, mut so) = (start(443), start(8443));
+    std::thread::sleep(Duration::from_millis(200));
     daemon.kill9();
-    // The tap stays in the table and copies to a group nobody reads: the flow is allowed by
-    // its policy, nothing stalls, nothing cuts it.
-    let to: SocketAddr = format!("{SERVER}:8443").parse().unwrap();
-    let mut s = run_in(&client, move || TcpStream::connect_timeout(&to, Duration::from_secs(2)))
-        .unwrap()
-        .expect("connect with the daemon down");
-    let data = b"SSH-2.0-not-tls\r\n";
-    let started = Instant::now();
-    for _ in 0..20 {
-        s.write_all(data).unwrap();
-        std::thread::sleep(Duration::from_millis(10));
+    for s in [&mut sc, &mut so] {
+        let _ = s.write_all(&hello[1..]);
+        let _ = s.write_all(attack::LINE);
     }
-    let want = 20 * data.len() as u64;
-    while sink.load(Ordering::Relaxed) < want {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "only {} of {want} bytes",
-            sink.load(Ordering::Relaxed)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (pc, po) = (sc.local_addr().unwrap().port(), so.local_addr().unwrap().port());
+    // Fail open: the kernel lets the flow through uninspected; the byte dropped with the
+    // daemon's queue comes again as a retransmission (within a second or two).
+    let mut want = hello.clone();
+    want.extend_from_slice(attack::LINE);
+    std::thread::sleep(Duration::from_millis(2500));
+    drop((sc, so));
+    let seen = open.conn(po, Duration::from_secs(6)).expect("the fail-open flow's server side");
+    assert_eq!(seen.bytes, want, "fail open: the flow did not get through");
+    // Fail closed: the byte held when the daemon died was dropped, and nothing after it passes.
+    let seen = closed.conn(pc, Duration::from_secs(6)).expect("the fail-closed flow's server side");
+    assert!(seen.bytes.is_empty(), "fail closed: {} bytes got through", seen.bytes.len());
+    // New flagged flows, with no daemon at all, do the same.
+    let to = |p: u16| -> SocketAddr { format!("{SERVER}:{p}").parse().unwrap() };
+    let a = attack::attack(&client, to(443), hello.clone(), Plan::whole(), Duration::from_millis(800));
+    assert_ne!(a.end, End::NoConnect, "the handshake itself passes (no payload)");
+    // (Its FIN rides on the held data, so the server's side stays open until it gives up.)
+    assert!(closed.conn(a.sport, Duration::from_secs(8)).unwrap().bytes.is_empty());
+    let a = attack::attack(&client, to(8443), hello.clone(), Plan::whole(), Duration::from_millis(800));
+    assert!(!open.conn(a.sport, Duration::from_secs(8)).unwrap().bytes.is_empty());
     let _ = fs::remove_dir_all(&d);
 }
+
+#[test]
+fn queue_overflow_is_counted_and_alerted() {
+    if !privileged() {
+        return;
+    }
+    let rules = r#"
+[zone.app]
+match = { name = "client" }
+
+[zone.svc]
+cidrs = ["10.77.50.0/24"]
+
+[[policy]]
+id = "dns"
+from = "app"
+to = "svc"
+proto = "udp"
+ports = 53
+action = "allow"
+inspect = { dns_names = ["*.example.com"], on_violation = "alert" }
+"#;
+    let (lab, d) = client_and_server("overflow", rules);
+    let client = lab.node("client").path();
+    let cns = lab.node("client").ns.clone();
+    let daemon = Daemon::run_in_dir(&d, "1", &[]);
+    ready(&daemon, &cns, "dns");
+    let mut c = Client::connect(&daemon.socket);
+    // Stop the daemon: every query waits on the queue, and past its length the kernel drops.
+    let pid = nix::unistd::Pid::from_raw(daemon.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let to: SocketAddr = format!("{SERVER}:53").parse().unwrap();
+    let sent = run_in(&client, move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        // A held datagram counts against its socket's send buffer until its verdict.
+        nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::SndBufForce, &(64 << 20)).unwrap();
+        s.set_nonblocking(true).unwrap();
+        (0..6000).filter(|_| s.send_to(DNS_QUERY, to).is_ok()).count()
+    })
+    .unwrap();
+    assert_eq!(sent, 6000);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let alert = eventually("the overflow alert", &daemon, || {
+        c.alerts(None, None).into_iter().find(|a| a.kind == AlertKind::InspectionOverflow)
+    });
+    let n: u64 =
+        alert.message.split("overflow: ").nth(1).and_then(|m| m.split(' ').next()?.parse().ok()).unwrap_or(0);
+    // About 6000 - 4096 (a few may have been answered before the stop took hold).
+    let past = 6000 - u64::from(fw_daemon::flows::inline::QUEUE_MAXLEN);
+    assert!(n >= past - 100 && n <= 6000, "{alert:?}");
+    // The stop and continue interrupted every collector's wait: none of them gave up.
+    assert!(!daemon.log().contains("stopped error="), "{}", daemon.log());
+    assert_eq!(alert.container.as_deref(), Some("client"));
+    drop(daemon);
+    let _ = fs::remove_dir_all(&d);
+}
+
+const DNS_QUERY: &[u8] = include_bytes!("../src/inspect/testdata/dns-query-api.example.com.bin");

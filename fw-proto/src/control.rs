@@ -274,6 +274,9 @@ pub enum AlertKind {
     CapHit,
     /// Inspection found a flow breaking its policy (wrong protocol, name not allowed).
     Violation,
+    /// Flagged flows' packets could not wait for inspection (the kernel's queue was full, or
+    /// the daemon's socket overran): dropped, or for fail-open policies passed uninspected.
+    InspectionOverflow,
     Blocked,
     Unblocked,
     /// A container fw cannot enforce (its namespace is the host's, or it has no host-side
@@ -299,6 +302,7 @@ impl fmt::Display for AlertKind {
             AlertKind::Tamper => "tamper",
             AlertKind::CapHit => "cap-hit",
             AlertKind::Violation => "violation",
+            AlertKind::InspectionOverflow => "inspection-overflow",
             AlertKind::Blocked => "blocked",
             AlertKind::Unblocked => "unblocked",
             AlertKind::Unenforced => "unenforced",
@@ -584,16 +588,22 @@ pub struct Inspection {
     /// The application protocol seen (`tls`, `http`, `dns`, or `unknown`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
-    /// TLS SNI, HTTP Host, or the DNS query name.
+    /// TLS SNI, HTTP Host, or the DNS query name, normalized: ASCII (punycode), lower case,
+    /// no trailing dot; what the allow-lists are compared with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The name exactly as the flow sent it (bytes outside printable ASCII as `\xHH`), when it
+    /// differs from `name` (`API.Partner.Example.`): operators search for either.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_name: Option<String>,
     /// Why the flow broke its policy, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub violation: Option<String>,
 }
 
 /// Server-side flow filter; every set field must match. `text` matches a substring of the
-/// container, peer, zone, addresses or rule id.
+/// container, peer, zone, addresses, rule id or inspected name (normalized or as sent),
+/// ignoring case.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FlowFilter {
@@ -667,6 +677,8 @@ impl FlowFilter {
                 r.peer.as_deref(),
                 r.peer_zone.as_deref(),
                 r.rule.as_ref().map(|x| x.id.as_str()),
+                r.inspection.as_ref().and_then(|i| i.name.as_deref()),
+                r.inspection.as_ref().and_then(|i| i.raw_name.as_deref()),
             ];
             let addr_hit = r.src.to_string().contains(&t) || r.dst.to_string().contains(&t);
             if !addr_hit && !hay.iter().flatten().any(|h| h.to_lowercase().contains(&t)) {
@@ -802,9 +814,13 @@ pub struct Peer {
 pub struct AuditRecord {
     /// Unix milliseconds.
     pub time_ms: i64,
-    /// `None` for the daemon's own actions (reloads from files, expiries).
+    /// `None` for the daemon's own actions (reloads from files, expiries, inspection).
     pub peer: Option<Peer>,
     pub role: Option<Role>,
+    /// Who acted when no socket peer did: the part of the daemon, e.g. `fw-daemon inspection
+    /// (policy api-tls)` for a flow cut or container quarantined by inspection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
     pub op: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,

@@ -328,10 +328,11 @@ pub fn audit(records: &[AuditRecord], now: i64) -> String {
     let mut t = Table::new(&["TIME", "AGO", "WHO", "OP", "DETAILS", "RESULT"]);
     for r in records {
         let secs = r.time_ms.div_euclid(1000);
-        let who = match (&r.peer, r.role) {
-            (Some(p), Some(role)) => format!("{} ({role})", p.user),
-            (Some(p), None) => format!("{} (no role)", p.user),
-            (None, _) => "fw-daemon".into(),
+        let who = match (&r.peer, r.role, &r.actor) {
+            (Some(p), Some(role), _) => format!("{} ({role})", p.user),
+            (Some(p), None, _) => format!("{} (no role)", p.user),
+            (None, _, Some(a)) => a.clone(),
+            (None, _, None) => "fw-daemon".into(),
         };
         let mut d: Vec<String> = Vec::new();
         if let Some(b) = r.block {
@@ -745,11 +746,13 @@ mod tests {
         inspected[0].inspection = Some(Inspection {
             protocol: Some("tls".into()),
             name: Some("api.partner.example".into()),
+            raw_name: None,
             violation: None,
         });
         inspected[1].inspection = Some(Inspection {
             protocol: Some("http".into()),
             name: Some("evil.example".into()),
+            raw_name: None,
             violation: Some("Host evil.example not in http_host".into()),
         });
         let out = flow_table(&inspected, None);
@@ -825,6 +828,7 @@ mod tests {
                 time_ms: (NOW - 3600) * 1000,
                 peer: None,
                 role: None,
+                actor: None,
                 op: "reload".into(),
                 target: None,
                 block: None,
@@ -839,6 +843,7 @@ mod tests {
                 time_ms: (NOW - 120) * 1000 + 500,
                 peer: Some(alice.clone()),
                 role: Some(Role::Operator),
+                actor: None,
                 op: "block".into(),
                 target: Some("quarantine web-1 (egress)".into()),
                 block: Some(7),
@@ -853,6 +858,7 @@ mod tests {
                 time_ms: (NOW - 5) * 1000,
                 peer: Some(Peer { user: "bob".into(), ..alice }),
                 role: Some(Role::Viewer),
+                actor: None,
                 op: "unblock".into(),
                 target: None,
                 block: Some(7),

@@ -633,6 +633,7 @@ fn audit_refusal(srv: &Server, op: &Op, who: &Credentials, role: Role) {
         time_ms: now_ms(),
         peer: Some(who.peer.clone()),
         role: Some(role),
+        actor: None,
         op: op.name().into(),
         target: match op {
             Op::Block { target, .. } => Some(target.to_string()),

@@ -19,7 +19,8 @@ use fw_proto::RuleRef;
 use tracing::{debug, warn};
 
 use super::conntrack::{self, CtControl, CtError, CtEvents, CtKind};
-use super::inspect_tap::{self, TapStats, Violation};
+use super::inline::{self, Inline};
+use super::inspection::{self, TapStats, Violation};
 use super::nflog::Nflog;
 use super::table::{Context, FlowTable};
 use crate::control::{FlowChanges, FlowView};
@@ -56,8 +57,8 @@ pub struct FlowContext {
     pub rulesets: HashMap<String, Ruleset>,
     /// Rule id -> its reference with `path:line`.
     pub rules: HashMap<String, RuleRef>,
-    /// Inspected policies, for the inspection tap.
-    pub inspect: inspect_tap::Policies,
+    /// Inspected policies and the marks that name them, for inline inspection.
+    pub inspect: inspection::Policies,
 }
 
 impl Context for FlowContext {
@@ -127,11 +128,11 @@ struct Collector {
     stop: Arc<AtomicBool>,
 }
 
-/// Where the inspection tap's copies arrive and where violations go.
+/// Where flagged flows' packets wait for verdicts and where violations go.
 #[derive(Clone)]
 pub struct InspectConfig {
-    pub group: u16,
-    pub snaplen: u32,
+    /// The fail-closed NFQUEUE number; the fail-open one is the next.
+    pub queue: u16,
     pub violations: std::sync::mpsc::Sender<Violation>,
 }
 
@@ -144,7 +145,7 @@ pub struct Flows {
     /// One dump at a time across namespaces: a dump's entries are held in memory until
     /// merged, and ten large ones at once would multiply the peak.
     dumping: Mutex<()>,
-    /// Set before the first `sync`; without it no inspection listener starts.
+    /// Set before the first `sync`; without it no inspection queue is bound.
     inspect: Mutex<Option<InspectConfig>>,
     tap_stats: Mutex<TapStats>,
     /// Where cap hits seen in NFLOG records are raised.
@@ -233,14 +234,14 @@ impl Flows {
     }
 
     fn spawn(self: &Arc<Self>, name: &str, ns: &Path, stop: Arc<AtomicBool>) -> std::io::Result<()> {
-        let inspector = Arc::new(Mutex::new(Inspector::new(inspect_tap::MAX_FLOWS)));
+        let inspector = Arc::new(Mutex::new(Inspector::new(inspection::MAX_FLOWS)));
         let cfg = self.inspect.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(cfg) = cfg {
             let (f, n, p, s, i) =
                 (self.clone(), name.to_string(), ns.to_path_buf(), stop.clone(), inspector.clone());
             std::thread::Builder::new().name(format!("insp-{name}")).spawn(move || {
                 let _span = tracing::info_span!("container", container = %n).entered();
-                f.inspect_loop(&n, &p, &s, &i, &cfg);
+                f.inline_loop(&n, &p, &s, &i, &cfg);
             })?;
         }
         let (f, n, p, s) = (self.clone(), name.to_string(), ns.to_path_buf(), stop.clone());
@@ -294,8 +295,8 @@ impl Flows {
         Ok(())
     }
 
-    /// Reads the inspection tap's copies in one namespace until stopped.
-    fn inspect_loop(
+    /// Answers the inspection queues of one namespace until stopped (see `flows/inline.rs`).
+    fn inline_loop(
         &self,
         name: &str,
         ns: &Path,
@@ -303,51 +304,74 @@ impl Flows {
         inspector: &Mutex<Inspector>,
         cfg: &InspectConfig,
     ) {
-        let keep = cfg.snaplen as usize;
-        let mut log = match Nflog::open_copying(ns, cfg.group, LOG_RCVBUF, cfg.snaplen, keep) {
-            Ok(l) => l,
-            Err(e) => return warn!(error = %e, "flows: cannot listen for inspection copies"),
+        let mut k = match inline::Kernel::open(ns, cfg.queue) {
+            Ok(k) => k,
+            Err(e) => return warn!(error = %e, "flows: cannot bind the inspection queues"),
         };
+        let mut st = Inline::default();
+        let mut overflow_seen = 0;
+        let mut last_counters = std::time::Instant::now();
         while !stop.load(Ordering::SeqCst) {
-            match log.recv(POLL) {
-                Ok(recs) if recs.is_empty() => {}
-                Ok(recs) => {
-                    let ctx = self.context();
-                    let mut stats = TapStats::default();
-                    let found = inspect_tap::handle(
-                        name,
-                        &recs,
-                        &ctx.inspect,
-                        inspector,
-                        &self.table,
-                        &mut stats,
-                        now_ms(),
-                    );
-                    for v in found {
-                        warn!(rule = %v.rule.id, "inspection: {}", v.message());
-                        if cfg.violations.send(v).is_err() {
-                            debug!("inspection: nobody acts on violations (daemon stopping)");
-                        }
-                    }
-                    let mut all = self.tap_stats.lock().unwrap_or_else(|e| e.into_inner());
-                    all.packets += stats.packets;
-                    all.unknown_rule += stats.unknown_rule;
-                    all.identified += stats.identified;
-                    all.violations += stats.violations;
-                    all.dns_answers += stats.dns_answers;
+            // Wake for the next undecided flow's deadline even if no packet comes.
+            let deadline = inspector.lock().unwrap_or_else(|e| e.into_inner()).next_deadline();
+            let wait = deadline
+                .map_or(POLL, |d| Duration::from_millis(u64::try_from(d - now_ms()).unwrap_or(0)).min(POLL));
+            let pkts = match k.queue.recv(wait) {
+                Ok(p) => p,
+                Err(e) => return warn!(error = %e, "flows: inspection queue stopped"),
+            };
+            let ctx = self.context();
+            let now = now_ms();
+            let mut step = inline::Step::default();
+            {
+                let mut i = inspector.lock().unwrap_or_else(|e| e.into_inner());
+                for p in &pkts {
+                    st.packet(p, name, &ctx.inspect, &mut i, now, &mut step);
                 }
-                Err(e) => {
-                    if let super::nflog::NflogError::Io { source, .. } = &e {
-                        if source.raw_os_error() == Some(libc::ENOBUFS) {
-                            // Copies lost: those flows go uninspected (their verdict is the
-                            // rules' either way). Counted with the other lost events.
-                            self.table().add_lost(1);
-                            continue;
-                        }
-                    }
-                    return warn!(error = %e, "flows: inspection listener stopped");
+                let expired = i.expire(now);
+                st.stats.timeouts += expired.len() as u64;
+                for (key, f) in expired.into_iter().chain(i.take_dropped()) {
+                    st.decided(key, f, &mut step);
                 }
             }
+            // The kernel first: held packets wait for these verdicts.
+            k.execute(&step.actions);
+            let mut stats = std::mem::take(&mut st.stats);
+            for mut v in inspection::record(name, step.findings, &self.table, &mut stats, now) {
+                v.done = step.cut.get(&v.flow).map(|d| d.to_string());
+                warn!(rule = %v.rule.id, "inspection: {}", v.message());
+                if cfg.violations.send(v).is_err() {
+                    debug!("inspection: nobody acts on violations (daemon stopping)");
+                }
+            }
+            if last_counters.elapsed() >= Duration::from_secs(1) || k.queue.overruns > 0 {
+                last_counters = std::time::Instant::now();
+                let n = k.overflow();
+                if n > overflow_seen {
+                    stats.overflow += n - overflow_seen;
+                    self.alerts.raise(
+                        fw_proto::control::AlertKind::InspectionOverflow,
+                        Some(name),
+                        None,
+                        None,
+                        format!(
+                            "inspection queue overflow: {} packet(s) of flagged flows could not wait for a \
+                             verdict (dropped for fail-closed policies, passed uninspected for fail-open ones)",
+                            n - overflow_seen
+                        ),
+                    );
+                    overflow_seen = n;
+                }
+            }
+            let mut all = self.tap_stats.lock().unwrap_or_else(|e| e.into_inner());
+            all.packets += stats.packets;
+            all.unknown_rule += stats.unknown_rule;
+            all.identified += stats.identified;
+            all.violations += stats.violations;
+            all.dns_answers += stats.dns_answers;
+            all.held_peak = all.held_peak.max(stats.held_peak);
+            all.timeouts += stats.timeouts;
+            all.overflow += stats.overflow;
         }
     }
 
@@ -388,7 +412,7 @@ impl Flows {
                     let mut i = inspector.lock().unwrap_or_else(|e| e.into_inner());
                     if i.flows() > 0 {
                         for e in evs.iter().filter(|e| e.kind == CtKind::Destroy) {
-                            i.forget(&inspect_tap::key_of(&e.entry.orig));
+                            i.forget(&inspection::key_of(&e.entry.orig));
                         }
                     }
                 }

@@ -2,6 +2,9 @@
 
 pub mod collector;
 pub mod conntrack;
-pub mod inspect_tap;
+pub mod inline;
+pub mod inspection;
 pub mod nflog;
+pub mod nfqueue;
+pub mod reset;
 pub mod table;

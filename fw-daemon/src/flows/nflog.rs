@@ -247,7 +247,15 @@ impl Nflog {
         let _ = setsockopt(&self.sock, sockopt::ReceiveTimeout, &t);
         match self.sock.recv(&mut &mut self.buf[..], 0) {
             Ok(n) => Ok(parse_records_keeping(&self.buf[..n], self.keep)),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            // A signal (SIGSTOP/SIGCONT of the daemon) interrupting the wait is no error.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
                 Ok(Vec::new())
             }
             Err(source) => Err(NflogError::Io { group: self.group, what: "receive", source }),

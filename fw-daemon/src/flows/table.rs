@@ -22,7 +22,7 @@
 //! removal log adds 16 bytes a row). Strings (container, zone, peer, rule) are interned as
 //! `u32`s; the interners are rebuilt from the live rows when dead entries pile up.
 //!
-//! Inspection (see `flows::inspect_tap`): what the engine found about a flow is kept beside
+//! Inspection (see `flows::inspection`): what the engine found about a flow is kept beside
 //! the rows, keyed by row id (rows stay compact; few flows are inspected), and shown as the
 //! row's `inspection`. A finding that arrives before conntrack's NEW event waits in a small
 //! bounded pending map. DNS answers seen on inspected flows feed a bounded per-container map
@@ -962,6 +962,7 @@ fn fallback_rule(kind: &str, id: &str) -> RuleRef {
 /// string tests are answered once per interned value.
 struct Matcher<'f> {
     filter: &'f FlowFilter,
+    inspections: &'f HashMap<u64, Inspection>,
     /// `Some(NONE)`: the filter names a value no row has.
     container: Option<u32>,
     zone: Option<u32>,
@@ -975,7 +976,7 @@ struct Text {
 }
 
 impl<'f> Matcher<'f> {
-    fn new(t: &FlowTable, filter: &'f FlowFilter) -> Matcher<'f> {
+    fn new(t: &'f FlowTable, filter: &'f FlowFilter) -> Matcher<'f> {
         let sym = |s: &String| t.strs.find(s).unwrap_or(NONE);
         let text = filter.text.as_ref().map(|x| {
             let needle = x.to_lowercase();
@@ -987,6 +988,7 @@ impl<'f> Matcher<'f> {
         });
         Matcher {
             filter,
+            inspections: &t.inspections,
             container: filter.container.as_ref().map(sym),
             zone: filter.zone.as_ref().map(sym),
             text,
@@ -1017,7 +1019,13 @@ impl<'f> Matcher<'f> {
                 || hit(r.peer)
                 || hit(r.peer_zone)
                 || t.rules.get(r.rule as usize).copied().unwrap_or(false);
-            if !named && !addr_contains(r.src, &t.needle) && !addr_contains(r.dst, &t.needle) {
+            let inspected = || {
+                self.inspections.get(&r.id).is_some_and(|i| {
+                    [&i.name, &i.raw_name].into_iter().flatten().any(|n| n.to_lowercase().contains(&t.needle))
+                })
+            };
+            if !named && !addr_contains(r.src, &t.needle) && !addr_contains(r.dst, &t.needle) && !inspected()
+            {
                 return false;
             }
         }

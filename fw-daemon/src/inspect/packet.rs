@@ -19,9 +19,10 @@ pub struct Pkt<'a> {
     pub sport: u16,
     pub dst: IpAddr,
     pub dport: u16,
-    /// TCP flags (0 for UDP) and sequence number.
+    /// TCP flags (0 for UDP), sequence and acknowledgment numbers.
     pub flags: u8,
     pub seq: u32,
+    pub ack: u32,
     /// The transport payload as captured (up to the IP length, and the snap length).
     pub payload: &'a [u8],
     /// The payload was cut short by the snap length.
@@ -116,6 +117,7 @@ pub fn parse(pkt: &[u8]) -> Option<Pkt<'_>> {
                 dport: t.get_destination(),
                 flags: t.get_flags(),
                 seq: t.get_sequence(),
+                ack: t.get_acknowledgement(),
                 payload: &l4[doff..],
                 truncated: truncated_ip,
             })
@@ -134,6 +136,7 @@ pub fn parse(pkt: &[u8]) -> Option<Pkt<'_>> {
                 dport: u.get_destination(),
                 flags: 0,
                 seq: 0,
+                ack: 0,
                 payload: &l4[8..pay_end],
                 truncated: truncated_ip || short,
             })

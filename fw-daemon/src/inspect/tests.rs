@@ -37,6 +37,8 @@ fn policy(protocol: Option<AppProto>, names: &[&str]) -> Inspect {
         dns_names: d,
         on_violation: OnViolation::Alert,
         max_packets: 6,
+        timeout_ms: 2000,
+        fail: None,
     }
 }
 
@@ -105,7 +107,7 @@ fn run(insp: &mut Inspector, pol: &Inspect, pkts: &[Vec<u8>]) -> Vec<Finding> {
 }
 
 fn identified(name: &str) -> Finding {
-    Finding::Identified { flow: key443(), protocol: AppProto::Tls, name: Some(name.into()) }
+    Finding::Identified { flow: key443(), protocol: AppProto::Tls, name: Some(name.into()), raw: None }
 }
 
 // ---- TLS parser ----
@@ -175,6 +177,7 @@ fn sni_outside_the_list_is_a_violation() {
             flow: key443(),
             protocol: Some(AppProto::Tls),
             name: Some("api.example.com".into()),
+            raw: None,
             reason: "SNI api.example.com not in tls_sni".into()
         }]
     );
@@ -187,7 +190,10 @@ fn no_sni_is_a_violation_only_with_a_list() {
     assert!(matches!(&f[..], [Finding::Violation { reason, name: None, .. }] if reason == "no SNI"), "{f:?}");
     let mut insp = Inspector::new(16);
     let f = run(&mut insp, &policy(Some(AppProto::Tls), &[]), &[syn(), c2s(0, HELLO_NOSNI)]);
-    assert_eq!(f, vec![Finding::Identified { flow: key443(), protocol: AppProto::Tls, name: None }]);
+    assert_eq!(
+        f,
+        vec![Finding::Identified { flow: key443(), protocol: AppProto::Tls, name: None, raw: None }]
+    );
 }
 
 #[test]
@@ -204,6 +210,7 @@ fn ssh_on_443_is_a_violation() {
             flow: key443(),
             protocol: None,
             name: None,
+            raw: None,
             reason: "not TLS: SSH-2.0 banner".into()
         }]
     );
@@ -296,7 +303,12 @@ fn ipv6_flow_from_syn_ack() {
     let flow = FlowKey { proto: 6, src: IpAddr::V6(c), sport: 50000, dst: IpAddr::V6(s), dport: 8443 };
     assert_eq!(
         f,
-        vec![Finding::Identified { flow, protocol: AppProto::Tls, name: Some("api.example.com".into()) }]
+        vec![Finding::Identified {
+            flow,
+            protocol: AppProto::Tls,
+            name: Some("api.example.com".into()),
+            raw: None
+        }]
     );
 }
 
@@ -399,7 +411,12 @@ fn http_host_split_across_segments() {
     let f = run(&mut insp, &pol, &[c2s80(0, &HTTP_REQ[..cut]), c2s80(cut, &HTTP_REQ[cut..])]);
     assert_eq!(
         f,
-        vec![Finding::Identified { flow, protocol: AppProto::Http, name: Some("api.example.com".into()) }]
+        vec![Finding::Identified {
+            flow,
+            protocol: AppProto::Http,
+            name: Some("api.example.com".into()),
+            raw: None
+        }]
     );
     let mut insp = Inspector::new(16);
     let pol = policy(Some(AppProto::Http), &["other.example"]);
@@ -445,18 +462,32 @@ fn dns_query_and_answer_with_pointers() {
     let f = run(&mut insp, &pol, &[udp_q(DNS_QUERY)]);
     assert_eq!(
         f,
-        vec![Finding::Identified { flow, protocol: AppProto::Dns, name: Some("api.example.com".into()) }]
+        vec![Finding::Identified {
+            flow,
+            protocol: AppProto::Dns,
+            name: Some("api.example.com".into()),
+            raw: None
+        }]
     );
     assert_eq!(insp.flows(), 1, "kept for its answer");
     let f = run(&mut insp, &pol, &[udp_a(DNS_ANSWER)]);
     assert_eq!(f, vec![Finding::DnsAnswer { flow, name: "api.example.com".into(), addrs: want }]);
-    assert_eq!(insp.flows(), 0, "freed once every query has its answer");
+    // A UDP flow is never decided as a whole: every later query on it is judged too (an
+    // allowed first query must not open the socket for anything after it).
+    let j = insp.judge(&udp_q(DNS_QUERY), None, &pol, 0);
+    assert_eq!((j.verdict, j.done, j.findings.len()), (Verdict::Accept, false, 1));
+    let strict = policy(Some(AppProto::Dns), &["other.example"]);
+    let j = insp.judge(&udp_q(DNS_QUERY), None, &strict, 0);
+    assert_eq!((j.verdict, j.done), (Verdict::Violation, false), "{j:?}");
+    insp.forget(&flow);
+    assert_eq!(insp.flows(), 0, "freed when conntrack forgets the flow");
 
     let pol = policy(Some(AppProto::Dns), &["other.example"]);
     let mut insp = Inspector::new(16);
+    // (Under `alert` a violating query goes on, and its answer is still learnt.)
     let f = run(&mut insp, &pol, &[udp_q(DNS_QUERY), udp_a(DNS_ANSWER)]);
     assert!(
-        matches!(&f[..], [Finding::Violation { reason, .. }] if reason == "DNS name api.example.com not in dns_names"),
+        matches!(&f[..], [Finding::Violation { reason, .. }, Finding::DnsAnswer { .. }] if reason == "DNS name api.example.com not in dns_names"),
         "{f:?}"
     );
 }

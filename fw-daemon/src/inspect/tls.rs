@@ -114,7 +114,7 @@ pub fn parse_client_hello(data: &[u8]) -> Parse<Hello> {
         }
     }
     // The handshake message spans records (or the first record is incomplete): gather the
-    // handshake bytes of every complete record so far.
+    // handshake bytes of every record so far, a partial last one included.
     let mut hs = Vec::new();
     let mut rest = data;
     loop {
@@ -128,37 +128,39 @@ pub fn parse_client_hello(data: &[u8]) -> Parse<Hello> {
             }
         }
         if rest.is_empty() {
-            return Parse::NeedMore;
+            return judge_prefix(&hs);
         }
         if rest[0] != REC_HANDSHAKE {
             return Parse::Invalid(format!("malformed ClientHello: record type {} inside it", rest[0]));
         }
         if rest.len() < 5 {
-            return Parse::NeedMore;
+            return judge_prefix(&hs);
         }
         let n = u16::from_be_bytes([rest[3], rest[4]]) as usize;
         if n == 0 || n > (1 << 14) + 2048 {
             return Parse::Invalid(format!("malformed ClientHello: record length {n}"));
         }
         let Some(frag) = rest.get(5..5 + n) else {
-            // Partial record: its bytes so far count too, so a long first record is judged
-            // as soon as the SNI is in.
             hs.extend_from_slice(&rest[5..]);
-            if hs.len() >= 4 {
-                let hs_len = u32::from_be_bytes([0, hs[1], hs[2], hs[3]]) as usize;
-                if hs_len > MAX_HANDSHAKE {
-                    return Parse::Invalid(format!("malformed ClientHello: {hs_len} bytes long"));
-                }
-                return match parse_hello_prefix(&hs[4..], hs_len) {
-                    Some(p) => p,
-                    None => Parse::NeedMore,
-                };
-            }
-            return Parse::NeedMore;
+            return judge_prefix(&hs);
         };
         hs.extend_from_slice(frag);
         rest = &rest[5 + n..];
     }
+}
+
+/// The handshake bytes so far of an incomplete ClientHello: decided when the SNI is already
+/// in them (records cut small, a long first record), however much of the message is missing.
+/// One walk per call, so the work per packet stays linear in the bytes held.
+fn judge_prefix(hs: &[u8]) -> Parse<Hello> {
+    if hs.len() < 4 {
+        return Parse::NeedMore;
+    }
+    let hs_len = u32::from_be_bytes([0, hs[1], hs[2], hs[3]]) as usize;
+    if hs_len > MAX_HANDSHAKE {
+        return Parse::Invalid(format!("malformed ClientHello: {hs_len} bytes long"));
+    }
+    parse_hello_prefix(&hs[4..], hs_len).unwrap_or(Parse::NeedMore)
 }
 
 /// A prefix of a ClientHello body that is `full_len` long: if the SNI extension is complete in

@@ -661,6 +661,13 @@ fn build_rule<'a>(
                 rule.add_expr(&l);
                 return finish_rule(rule, r, what);
             }
+            Verdict::Queue { num, bypass } => {
+                // The packet mark carries the connection's: which policy flagged the flow.
+                rule.add_expr(&Conntrack::Mark { set: false });
+                rule.add_expr(&Meta::Mark { set: true });
+                rule.add_expr(&sys::NfQueue { num: *num, bypass: *bypass });
+                return finish_rule(rule, r, what);
+            }
         };
         rule.add_expr(&v);
     }
@@ -970,10 +977,35 @@ fn push_match(em: &mut Emitter, rule: &mut Rule<'_>, m: &Match, what: &str) -> R
             rule.add_expr(&Conntrack::Mark { set: false });
             rule.add_expr(&Cmp::new(CmpOp::Eq, *m));
         }
-        Match::CtPacketsAtMost(n) => {
-            rule.add_expr(&sys::RawCt { key: libc::NFT_CT_PKTS as u32 });
-            rule.add_expr(&sys::Hton { size: 8, len: 8 });
-            rule.add_expr(&Cmp::new(CmpOp::Lte, &u64::from(*n).to_be_bytes()[..]));
+        Match::CtMarkPrefix { mark, bits } => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(*bits).min(32)).unwrap_or(0);
+            rule.add_expr(&Conntrack::Mark { set: false });
+            rule.add_expr(&Bitwise::new(mask, 0u32));
+            rule.add_expr(&Cmp::new(CmpOp::Eq, mark & mask));
+        }
+        Match::TcpDoff(n) => {
+            // nft's spelling: the TCP check, the high nibble of byte 12 masked, compared in place.
+            rule.add_expr(&Meta::L4Proto);
+            rule.add_expr(&Cmp::new(CmpOp::Eq, IPPROTO_TCP));
+            let th = libc::NFT_PAYLOAD_TRANSPORT_HEADER as u32;
+            rule.add_expr(&sys::RawPayload { base: th, offset: 12, len: 1, dreg: libc::NFT_REG_1 as u32 });
+            rule.add_expr(&Bitwise::new(0xf0u8, 0u8));
+            rule.add_expr(&Cmp::new(CmpOp::Eq, (*n & 0x0f) << 4));
+        }
+        Match::IpLength(family, n) => {
+            family_check(em, rule, *family);
+            let nh = libc::NFT_PAYLOAD_NETWORK_HEADER as u32;
+            let offset = if *family == Family::V4 { 2 } else { 4 };
+            rule.add_expr(&sys::RawPayload { base: nh, offset, len: 2, dreg: libc::NFT_REG_1 as u32 });
+            rule.add_expr(&Cmp::new(CmpOp::Eq, &n.to_be_bytes()[..]));
+        }
+        Match::TcpRst => {
+            rule.add_expr(&Meta::L4Proto);
+            rule.add_expr(&Cmp::new(CmpOp::Eq, IPPROTO_TCP));
+            let th = libc::NFT_PAYLOAD_TRANSPORT_HEADER as u32;
+            rule.add_expr(&sys::RawPayload { base: th, offset: 13, len: 1, dreg: libc::NFT_REG_1 as u32 });
+            rule.add_expr(&Bitwise::new(0x04u8, 0u8));
+            rule.add_expr(&Cmp::new(CmpOp::Neq, 0u8));
         }
     }
     Ok(())

@@ -200,46 +200,45 @@ impl Expression for RawMeta {
     }
 }
 
-/// `ct KEY` into register 1, for keys nftnl's `Conntrack` lacks (`ct packets`, `ct bytes`).
-/// No direction attribute: counters are the sum of both directions.
-pub struct RawCt {
-    pub key: u32,
+/// `queue num N [bypass]`: the xtables NFQUEUE target through nft's compat layer (this
+/// kernel has no native `queue` expression). Revision 3 takes `struct xt_NFQ_info_v3
+/// { u16 queuenum; u16 queues_total; u16 flags; }` in host order; nft lists it natively.
+pub struct NfQueue {
+    pub num: u16,
+    /// `NFQ_FLAG_BYPASS`: accept instead of drop while no listener is bound.
+    pub bypass: bool,
 }
 
-impl Expression for RawCt {
+const NFQ_FLAG_BYPASS: u16 = 0x01;
+/// XT_ALIGN(sizeof(struct xt_NFQ_info_v3)): what iptables-nft sends and the kernel expects.
+const NFQ_INFO_LEN: usize = 8;
+
+impl Expression for NfQueue {
     fn to_expr(&self, _rule: &Rule) -> NonNull<sys::nftnl_expr> {
-        let e = alloc_expr(c"ct");
-        // SAFETY: live ct expression; key and destination register are u32 attributes.
+        let e = alloc_expr(c"target");
+        let mut info = [0u8; NFQ_INFO_LEN];
+        info[0..2].copy_from_slice(&self.num.to_ne_bytes());
+        info[2..4].copy_from_slice(&1u16.to_ne_bytes()); // queues_total: no balancing
+        let flags = if self.bypass { NFQ_FLAG_BYPASS } else { 0 };
+        info[4..6].copy_from_slice(&flags.to_ne_bytes());
+        // SAFETY: live target expression. The name string is copied by nftnl. The info
+        // buffer is malloc'ed here and handed over: libnftnl keeps the pointer it is given
+        // for NFTNL_EXPR_TG_INFO and frees it with the expression (xfree), so it must come
+        // from malloc and must not be freed here. A NULL malloc (OOM) aborts like nftnl does.
         unsafe {
-            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_CT_KEY as u16, self.key);
-            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_CT_DREG as u16, libc::NFT_REG_1 as u32);
-        }
-        e
-    }
-}
-
-/// `byteorder reg 1 = hton(reg 1, SIZE, LEN)`: host-order counters (ct packets) must be
-/// big-endian before `cmp lt/lte`, which compares bytes like memcmp. nft emits the same.
-pub struct Hton {
-    pub size: u32,
-    pub len: u32,
-}
-
-impl Expression for Hton {
-    fn to_expr(&self, _rule: &Rule) -> NonNull<sys::nftnl_expr> {
-        let e = alloc_expr(c"byteorder");
-        // SAFETY: live byteorder expression; every attribute is a u32.
-        unsafe {
-            let reg = libc::NFT_REG_1 as u32;
-            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_BYTEORDER_SREG as u16, reg);
-            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_BYTEORDER_DREG as u16, reg);
-            sys::nftnl_expr_set_u32(
+            sys::nftnl_expr_set_str(e.as_ptr(), sys::NFTNL_EXPR_TG_NAME as u16, c"NFQUEUE".as_ptr());
+            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_TG_REV as u16, 3);
+            let buf = libc::malloc(NFQ_INFO_LEN) as *mut u8;
+            if buf.is_null() {
+                std::process::abort();
+            }
+            std::ptr::copy_nonoverlapping(info.as_ptr(), buf, NFQ_INFO_LEN);
+            sys::nftnl_expr_set(
                 e.as_ptr(),
-                sys::NFTNL_EXPR_BYTEORDER_OP as u16,
-                libc::NFT_BYTEORDER_HTON as u32,
+                sys::NFTNL_EXPR_TG_INFO as u16,
+                buf as *const c_void,
+                NFQ_INFO_LEN as u32,
             );
-            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_BYTEORDER_LEN as u16, self.len);
-            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_BYTEORDER_SIZE as u16, self.size);
         }
         e
     }

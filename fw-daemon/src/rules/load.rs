@@ -14,7 +14,7 @@ use super::diag::{Diagnostic, Severity};
 use super::glob::Glob;
 use super::model::*;
 use super::reader::{get, FileCtx, Value};
-use super::units::parse_bandwidth;
+use super::units::{parse_bandwidth, parse_duration_ms};
 
 /// A rule file's name and contents: what the pure loader consumes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,7 +205,7 @@ pub(super) struct RawRule {
 }
 
 const TOP_KEYS: &[&str] = &["defaults", "zone", "policy", "failsafe"];
-const DEFAULT_KEYS: &[&str] = &["action", "mode"];
+const DEFAULT_KEYS: &[&str] = &["action", "mode", "inspect_fail"];
 const ZONE_KEYS: &[&str] = &[
     "description",
     "match",
@@ -221,7 +221,8 @@ const POLICY_KEYS: &[&str] =
     &["id", "description", "from", "to", "proto", "ports", "action", "inspect", "expires"];
 const FAILSAFE_KEYS: &[&str] = &["id", "description", "from", "to", "proto", "ports"];
 const INSPECT_KEYS: &[&str] =
-    &["protocol", "tls_sni", "http_host", "dns_names", "on_violation", "max_packets"];
+    &["protocol", "tls_sni", "http_host", "dns_names", "on_violation", "max_packets", "timeout", "fail"];
+const FAIL_MODES: &[(&str, InspectFail)] = &[("closed", InspectFail::Closed), ("open", InspectFail::Open)];
 
 /// Largest connection cap accepted: beyond the default conntrack table size anyway.
 const MAX_CONNS: u64 = 1 << 24;
@@ -305,6 +306,9 @@ fn read_defaults(cx: &mut FileCtx<'_>, t: &DeTable<'_>, span: &Range<usize>) -> 
     let mode = get(t, "mode").and_then(|v| cx.choice(v, "mode", MODES));
     if let Some(m) = mode {
         d.mode = m;
+    }
+    if let Some(f) = get(t, "inspect_fail").and_then(|v| cx.choice(v, "inspect_fail", FAIL_MODES)) {
+        d.inspect_fail = f;
     }
     (d, mode)
 }
@@ -830,6 +834,25 @@ fn read_inspect(cx: &mut FileCtx<'_>, v: &Value<'_>, protos: Option<&Protos>) ->
         },
         None => Some(DEFAULT_INSPECT_PACKETS),
     };
+    let timeout_ms = match get(t, "timeout") {
+        Some(tv) => match cx.str(tv, "timeout").map(parse_duration_ms) {
+            Some(Ok(ms)) if (MIN_INSPECT_TIMEOUT_MS..=MAX_INSPECT_TIMEOUT_MS).contains(&ms) => Some(ms),
+            Some(Ok(_)) => {
+                cx.error(&tv.span(), "`timeout` must be between 10ms and 30s");
+                None
+            }
+            Some(Err(msg)) => {
+                cx.error(&tv.span(), format!("`timeout`: {msg}"));
+                None
+            }
+            None => None,
+        },
+        None => Some(DEFAULT_INSPECT_TIMEOUT_MS),
+    };
+    let fail = match get(t, "fail") {
+        Some(fv) => cx.choice(fv, "fail", FAIL_MODES).map(Some),
+        None => Some(None),
+    };
     if !ok {
         return None;
     }
@@ -840,8 +863,15 @@ fn read_inspect(cx: &mut FileCtx<'_>, v: &Value<'_>, protos: Option<&Protos>) ->
         dns_names,
         on_violation: on_violation?,
         max_packets: max_packets?,
+        timeout_ms: timeout_ms?,
+        fail: fail?,
     })
 }
+
+/// How long a flagged flow's first payload waits for a verdict when `timeout` is not given.
+pub const DEFAULT_INSPECT_TIMEOUT_MS: u32 = 2000;
+const MIN_INSPECT_TIMEOUT_MS: u32 = 10;
+const MAX_INSPECT_TIMEOUT_MS: u32 = 30_000;
 
 /// First packets of a flow copied to the daemon when `max_packets` is not given: enough for a
 /// ClientHello split over a few segments, small enough to keep the daemon off the data path.

@@ -84,13 +84,15 @@ impl Policy {
 pub struct Defaults {
     pub action: Action,
     pub mode: Mode,
+    /// What flagged flows do while no daemon answers their inspection (`inspect_fail`).
+    pub inspect_fail: InspectFail,
     /// Where the defaults were set, if a file set them.
     pub pos: Option<SourcePos>,
 }
 
 impl Default for Defaults {
     fn default() -> Self {
-        Defaults { action: Action::Deny, mode: Mode::Enforce, pos: None }
+        Defaults { action: Action::Deny, mode: Mode::Enforce, inspect_fail: InspectFail::Closed, pos: None }
     }
 }
 
@@ -361,7 +363,18 @@ pub enum OnViolation {
     Quarantine,
 }
 
-/// Inspection of a flow's first packets (acted on by the inspection engine).
+/// What a flagged flow's first packets do while no daemon can judge them (daemon stopped,
+/// or its queue full).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InspectFail {
+    /// Dropped: nothing of the flow passes unjudged.
+    #[default]
+    Closed,
+    /// Let through uninspected.
+    Open,
+}
+
+/// Inspection of a flow's first packets: held in the kernel until the engine decides.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inspect {
     pub protocol: Option<AppProto>,
@@ -369,5 +382,17 @@ pub struct Inspect {
     pub http_host: Vec<String>,
     pub dns_names: Vec<String>,
     pub on_violation: OnViolation,
+    /// Payload packets judged at most: a flow still undecided after them is a violation.
     pub max_packets: u8,
+    /// How long the first payload may wait for a verdict: undecided by then is a violation.
+    pub timeout_ms: u32,
+    /// `fail` in the policy; `None`: the `[defaults]` `inspect_fail`.
+    pub fail: Option<InspectFail>,
+}
+
+impl Inspect {
+    /// The policy's fail mode, given the defaults.
+    pub fn fail_mode(&self, defaults: &Defaults) -> InspectFail {
+        self.fail.unwrap_or(defaults.inspect_fail)
+    }
 }

@@ -1,5 +1,26 @@
 //! Human units in rule files: byte rates such as "10MB", "80mbit", "1.5GiB/s".
 
+/// Parses a duration such as "2s", "500ms" or "1.5s" into milliseconds (whole ms; at most a
+/// day).
+pub fn parse_duration_ms(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = (&t[..split], t[split..].trim());
+    let bad =
+        || format!("`{text}` is not a duration: expected a number and a unit, like \"2s\" or \"500ms\"");
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let mult = match unit {
+        "ms" => 1.0,
+        "s" => 1000.0,
+        _ => return Err(bad()),
+    };
+    let ms = n * mult;
+    if !(0.0..=86_400_000.0).contains(&ms) || ms.fract() != 0.0 {
+        return Err(format!("`{text}` is not a whole number of milliseconds up to a day"));
+    }
+    Ok(ms as u32)
+}
+
 /// Parses a bandwidth into bytes per second.
 ///
 /// Bytes: `B`, `KB`, `MB`, `GB`, `TB` (powers of 1000) and `KiB`, `MiB`, `GiB`, `TiB` (powers of
@@ -77,6 +98,16 @@ pub fn parse_bandwidth(text: &str) -> Result<u64, String> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("2s"), Ok(2000));
+        assert_eq!(parse_duration_ms(" 500ms "), Ok(500));
+        assert_eq!(parse_duration_ms("1.5s"), Ok(1500));
+        for bad in ["", "2", "s", "2 min", "-1s", "0.5ms", "1e3s", "99999999s", "1.2.3s"] {
+            assert!(parse_duration_ms(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn parses_bytes_and_bits() {

@@ -37,13 +37,22 @@ pub struct Decision {
     pub logged: Option<String>,
     /// The nft text of the deciding rule, for humans.
     pub rule_text: Option<String>,
+    /// The flow is flagged for inline inspection: its payload packets wait for the daemon's
+    /// verdict (and with no daemon follow the policy's fail mode).
+    pub inspected: bool,
 }
 
 const MAX_DEPTH: usize = 16;
 
 pub fn evaluate(rs: &Ruleset, hook: Hook, pkt: &Packet) -> Decision {
     let Some(base) = rs.chains.iter().find(|c| c.base.as_ref().is_some_and(|b| b.hook == hook)) else {
-        return Decision { verdict: fw_proto::Verdict::Allow, by: None, logged: None, rule_text: None };
+        return Decision {
+            verdict: fw_proto::Verdict::Allow,
+            by: None,
+            logged: None,
+            rule_text: None,
+            inspected: false,
+        };
     };
     evaluate_from(rs, base, pkt)
 }
@@ -55,7 +64,7 @@ pub fn evaluate_chain(rs: &Ruleset, chain: &str, pkt: &Packet) -> Option<Decisio
 }
 
 fn evaluate_from(rs: &Ruleset, base: &Chain, pkt: &Packet) -> Decision {
-    let mut st = Walk { log: None, audit: false, passed: None };
+    let mut st = Walk { log: None, audit: false, passed: None, ct_mark: None };
     match walk(rs, base, pkt, &mut st, 0) {
         Some((v, by, text)) => {
             // An accept that only closes a walk through chains that each returned on allow
@@ -71,7 +80,7 @@ fn evaluate_from(rs: &Ruleset, base: &Chain, pkt: &Packet) -> Decision {
                 Terminal::Accept => fw_proto::Verdict::Allow,
                 Terminal::Drop => fw_proto::Verdict::Deny,
             };
-            Decision { verdict, by, logged: st.log, rule_text: Some(text) }
+            Decision { verdict, by, logged: st.log, rule_text: Some(text), inspected: st.ct_mark.is_some() }
         }
         None => Decision {
             verdict: if base.base.as_ref().is_some_and(|b| b.policy_drop) {
@@ -82,6 +91,7 @@ fn evaluate_from(rs: &Ruleset, base: &Chain, pkt: &Packet) -> Decision {
             by: None,
             logged: st.log,
             rule_text: None,
+            inspected: false,
         },
     }
 }
@@ -96,6 +106,8 @@ struct Walk {
     audit: bool,
     /// The last rule that allowed by returning to its caller.
     passed: Option<RuleRef>,
+    /// The connection mark a rule on the way set (`ct mark set`): a new flow has none before.
+    ct_mark: Option<u32>,
 }
 
 fn walk(
@@ -109,17 +121,24 @@ fn walk(
         return None;
     }
     for r in &chain.rules {
-        if !r.matches.iter().all(|m| matches(rs, m, pkt)) {
+        if !r.matches.iter().all(|m| matches(rs, m, pkt, st.ct_mark)) {
             continue;
         }
-        if let Some(log) = r.log.as_ref().filter(|l| l.kind != LogKind::Inspect) {
+        if let Some(m) = r.mark {
+            st.ct_mark = Some(m);
+        }
+        if let Some(log) = &r.log {
             st.log = Some(log.prefix.clone());
             st.audit |= log.kind == LogKind::Audit;
         }
         let text = super::render::rule_text(r);
         match &r.verdict {
             None => {}
-            Some(Verdict::Accept) => return Some((Terminal::Accept, r.origin.clone(), text)),
+            // Queued for inspection: the first packet of a new flow goes on (a SYN carries no
+            // payload; a datagram is judged by its content, which `explain` does not have).
+            Some(Verdict::Accept) | Some(Verdict::Queue { .. }) => {
+                return Some((Terminal::Accept, r.origin.clone(), text))
+            }
             Some(Verdict::Drop) | Some(Verdict::RejectTcpReset) => {
                 return Some((Terminal::Drop, r.origin.clone(), text))
             }
@@ -145,7 +164,7 @@ fn walk(
     None
 }
 
-fn matches(rs: &Ruleset, m: &Match, pkt: &Packet) -> bool {
+fn matches(rs: &Ruleset, m: &Match, pkt: &Packet, ct_mark: Option<u32>) -> bool {
     let family = Family::of(&pkt.dst);
     match m {
         Match::Loopback(_) => false,
@@ -188,9 +207,6 @@ fn matches(rs: &Ruleset, m: &Match, pkt: &Packet) -> bool {
         Match::Icmpv6Nd => false,
         Match::CtCountOver(_) => false,
         Match::Limit { over, .. } => !over,
-        // A new connection carries no mark yet, and it is its first packet.
-        Match::CtMark(_) => false,
-        Match::CtPacketsAtMost(_) => true,
         Match::BlockAddrLookup { family: f, set } => {
             let proto = proto_number(pkt.proto, family);
             *f == family
@@ -228,6 +244,17 @@ fn matches(rs: &Ruleset, m: &Match, pkt: &Packet) -> bool {
         // The first packet of a new flow: a SYN (no FIN/RST), a whole datagram.
         Match::TcpFlagsAny(_) => false,
         Match::FragNonFirst => false,
+        // A new connection carries no mark until a rule sets one.
+        Match::CtMark(m) => ct_mark == Some(*m),
+        Match::CtMarkPrefix { mark, bits } => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(*bits).min(32)).unwrap_or(0);
+            ct_mark.is_some_and(|c| c & mask == mark & mask)
+        }
+        // The first packet of a new TCP flow is a SYN without payload: the "no payload"
+        // shapes match it (see `compile`'s inspect_queue chain).
+        Match::TcpDoff(_) => pkt.proto == Proto::Tcp,
+        Match::TcpRst => false,
+        Match::IpLength(f, _) => *f == family,
     }
 }
 

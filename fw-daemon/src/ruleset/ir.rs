@@ -282,7 +282,7 @@ pub struct Chain {
 pub struct Rule {
     pub matches: Vec<Match>,
     pub counter: bool,
-    /// `ct mark set M`: flags the connection for the inspection tap (see `Match::CtMark`).
+    /// `ct mark set M`: flags the connection for inspection (see `crate::inspect::mark`).
     pub mark: Option<u32>,
     pub log: Option<Log>,
     pub verdict: Option<Verdict>,
@@ -365,9 +365,6 @@ pub enum Match {
     },
     /// `ct mark 0x6677xxxx`: the connection was accepted by an inspected policy, which set it.
     CtMark(u32),
-    /// `ct packets <= N`: the connection (both directions together) has carried at most N
-    /// packets, this one included. Needs `nf_conntrack_acct` (the daemon enables it).
-    CtPacketsAtMost(u32),
     /// `ip saddr . ip daddr . meta l4proto @set` (operator blocks without ports).
     BlockAddrLookup {
         family: Family,
@@ -402,6 +399,18 @@ pub enum Match {
     TcpFlagsAny(u8),
     /// `ip frag-off & 0x1fff != 0`: a later fragment of an IPv4 datagram (no ports in it).
     FragNonFirst,
+    /// `ct mark 0x66760000/15`: the first `bits` bits of the connection's mark are `mark`'s
+    /// (an inspection state, whatever the policy; see `crate::inspect::mark`).
+    CtMarkPrefix {
+        mark: u32,
+        bits: u8,
+    },
+    /// `tcp doff N`: the TCP header is N 32-bit words long (implies TCP).
+    TcpDoff(u8),
+    /// `ip length N` (IPv4 total length) / `ip6 length N` (IPv6 payload length).
+    IpLength(Family, u16),
+    /// `tcp flags rst`: the RST flag is set (implies TCP).
+    TcpRst,
 }
 
 pub const TCP_FIN: u8 = 0x01;
@@ -421,8 +430,6 @@ pub enum LogKind {
     Allow,
     Cap,
     Block,
-    /// A copy of a flagged flow's packet for the inspection engine (its own NFLOG group).
-    Inspect,
 }
 
 impl LogKind {
@@ -434,7 +441,6 @@ impl LogKind {
             LogKind::Allow => "log",
             LogKind::Cap => "cap",
             LogKind::Block => "block",
-            LogKind::Inspect => "inspect",
         }
     }
 }
@@ -461,5 +467,12 @@ pub enum Verdict {
     Vmap {
         field: Field,
         map: String,
+    },
+    /// `meta mark set ct mark queue num N [bypass]`: hand the packet to the daemon on
+    /// NFQUEUE `num` and wait for its verdict; the packet mark carries the connection's mark
+    /// (which policy flagged it). `bypass`: accept while no daemon listens (fail open).
+    Queue {
+        num: u16,
+        bypass: bool,
     },
 }

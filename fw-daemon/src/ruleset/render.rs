@@ -221,6 +221,10 @@ pub fn rule_text(r: &Rule) -> String {
             Verdict::Jump(c) => format!("jump {c}"),
             Verdict::Return => "return".into(),
             Verdict::Vmap { field, map } => format!("{} vmap @{map}", field_text(*field)),
+            // nft prints the compat NFQUEUE target in its native spelling.
+            Verdict::Queue { num, bypass } => {
+                format!("meta mark set ct mark queue num {num}{}", if *bypass { " bypass" } else { "" })
+            }
         });
     }
     if let Some(o) = &r.origin {
@@ -299,7 +303,6 @@ fn match_text(m: &Match) -> String {
             }
         }
         Match::CtMark(m) => format!("ct mark 0x{m:08x}"),
-        Match::CtPacketsAtMost(n) => format!("ct packets <= {n}"),
         Match::BlockAddrLookup { family, set } => {
             let f = if *family == Family::V4 { "ip" } else { "ip6" };
             format!("{f} saddr . {f} daddr . meta l4proto @{set}")
@@ -353,6 +356,11 @@ fn match_text(m: &Match) -> String {
             format!("tcp flags & ({}) != 0", names.join(" | "))
         }
         Match::FragNonFirst => "ip frag-off & 0x1fff != 0".into(),
+        Match::CtMarkPrefix { mark, bits } => format!("ct mark 0x{mark:08x}/{bits}"),
+        Match::TcpDoff(n) => format!("tcp doff {n}"),
+        Match::IpLength(Family::V4, n) => format!("ip length {n}"),
+        Match::IpLength(Family::V6, n) => format!("ip6 length {n}"),
+        Match::TcpRst => "tcp flags rst".into(),
     }
 }
 

@@ -23,6 +23,8 @@ pub struct EndResult {
     pub rule: Option<RuleRef>,
     pub logged: Option<String>,
     pub nft: Option<String>,
+    /// Flagged for inline inspection: the first payload packets wait for the daemon's verdict.
+    pub inspected: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -141,7 +143,7 @@ pub fn explain(
     let m = Membership::new(policy, inv);
     let end = |c: &Container, hook: Hook| -> EndResult {
         let rs = compile_container(policy, &m, c, opts);
-        let Decision { verdict, by, logged, rule_text } = evaluate(&rs, hook, &pkt);
+        let Decision { verdict, by, logged, rule_text, inspected } = evaluate(&rs, hook, &pkt);
         EndResult {
             container: c.name.clone(),
             zone: rs.zone.clone(),
@@ -150,6 +152,7 @@ pub fn explain(
             rule: by,
             logged,
             nft: rule_text,
+            inspected,
         }
     };
     let egress = match from {
@@ -225,6 +228,8 @@ fn floor_end(
         rule: d.by,
         logged: None,
         nft: d.rule_text,
+        // The floor has no inspection: that is the namespace's.
+        inspected: false,
     })
 }
 
@@ -245,6 +250,11 @@ pub fn render_text(e: &Explanation) -> String {
             ));
             if let Some(l) = &r.logged {
                 out.push_str(&format!("          logged to NFLOG as \"{l}\"\n"));
+            }
+            if r.inspected {
+                out.push_str(
+                    "          inspected inline: its first payload packets wait for the daemon's verdict\n",
+                );
             }
         }
         None => out.push_str(&format!("  {label:<7} ({why_absent})\n")),

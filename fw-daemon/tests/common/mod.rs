@@ -8,6 +8,7 @@ pub mod client;
 pub mod daemon;
 pub mod helper;
 pub mod lab;
+pub mod tls_attack;
 
 use std::path::{Path, PathBuf};
 

@@ -241,7 +241,7 @@ fn contains_ci(hay: &str, needle: &str) -> bool {
 }
 
 /// The text bare words search, lower case: container, zone, peer, peer zone, state, rule
-/// id, inspected name and protocol, the port's service name, one field a line, then both
+/// id, inspected name (normalized and as sent) and protocol, the port's service name, one field a line, then both
 /// addresses (`src dst`). A word never holds a line break or a space, so a word found here
 /// lies within one field (or the address pair), as if each field were searched alone.
 pub fn haystack(r: &FlowRow) -> String {
@@ -260,6 +260,7 @@ pub fn write_haystack(r: &FlowRow, s: &mut String) {
         Some(r.state.as_str()),
         r.rule.as_ref().map(|x| x.id.as_str()),
         r.inspection.as_ref().and_then(|i| i.name.as_deref()),
+        r.inspection.as_ref().and_then(|i| i.raw_name.as_deref()),
         r.inspection.as_ref().and_then(|i| i.protocol.as_deref()),
         service(r.dport),
     ];
@@ -305,9 +306,10 @@ fn word_matches_flow(t: &Term, r: &FlowRow) -> bool {
         Term::Dir(d) => r.direction == *d,
         Term::State(s) => contains_ci(&r.state, s),
         Term::Rule(x) => r.rule.as_ref().is_some_and(|rr| contains_ci(&rr.id, x)),
-        Term::Name(n) => {
-            r.inspection.as_ref().and_then(|i| i.name.as_deref()).is_some_and(|x| contains_ci(x, n))
-        }
+        Term::Name(n) => r
+            .inspection
+            .as_ref()
+            .is_some_and(|i| [&i.name, &i.raw_name].into_iter().flatten().any(|x| contains_ci(x, n))),
         Term::Text(t) => haystack(r).contains(t.as_str()),
     }
 }
@@ -340,9 +342,19 @@ mod tests {
         r.inspection = Some(fw_proto::control::Inspection {
             protocol: Some("tls".into()),
             name: Some("API.example.com".into()),
+            raw_name: None,
             violation: None,
         });
         assert!(m("name:api.example tls", &r));
+        // The name as the flow sent it is searched too.
+        r.inspection = Some(fw_proto::control::Inspection {
+            protocol: Some("tls".into()),
+            name: Some("api.partner.example".into()),
+            raw_name: Some("API.Partner.Example.".into()),
+            violation: None,
+        });
+        assert!(m("name:partner.example.", &r) && m("API.PARTNER.EXAMPLE.", &r));
+        assert!(!m("name:other", &r));
         assert!(m("fd00::1", &flow(2, "db-1", "fd00::1", 5432, FlowVerdict::Allowed)), "v6 is a word");
     }
 

@@ -65,6 +65,7 @@ pub fn flows() -> Vec<FlowRow> {
     r.inspection = Some(Inspection {
         protocol: Some("tls".into()),
         name: Some("api.example.com".into()),
+        raw_name: None,
         violation: None,
     });
     v.push(r);
@@ -87,8 +88,12 @@ pub fn flows() -> Vec<FlowRow> {
     r.state = "closed".into();
     r.open = false;
     r.last_seen_ms = NOW_MS - 120_000;
-    r.inspection =
-        Some(Inspection { protocol: Some("dns".into()), name: Some("db.internal".into()), violation: None });
+    r.inspection = Some(Inspection {
+        protocol: Some("dns".into()),
+        name: Some("db.internal".into()),
+        raw_name: None,
+        violation: None,
+    });
     v.push(r);
     let mut r = flow(7, "db-1", "10.1.0.2", 5432, FlowVerdict::Allowed);
     r.direction = Direction::Ingress;
@@ -105,6 +110,7 @@ pub fn flows() -> Vec<FlowRow> {
     r.inspection = Some(Inspection {
         protocol: Some("http".into()),
         name: Some("evil.example".into()),
+        raw_name: None,
         violation: Some("host evil.example is not allowed".into()),
     });
     v.push(r);
@@ -233,6 +239,7 @@ pub fn audit() -> Vec<AuditRecord> {
             time_ms: NOW_MS - 600_000,
             peer: None,
             role: None,
+            actor: None,
             op: "reload".into(),
             target: None,
             block: None,
@@ -253,6 +260,7 @@ pub fn audit() -> Vec<AuditRecord> {
                 process: Some("fw-tui".into()),
             }),
             role: Some(Role::Operator),
+            actor: None,
             op: "block".into(),
             target: Some("quarantine api-1 (both)".into()),
             block: Some(3),

@@ -777,6 +777,7 @@ fn random_rows(spec: &[(u8, u8, u8, u8, i64)]) -> Vec<fw_proto::control::FlowRow
                 r.inspection = Some(fw_proto::control::Inspection {
                     protocol: Some("tls".into()),
                     name: Some(["API.example.com", "db.internal"][c as usize % 2].into()),
+                    raw_name: None,
                     violation: None,
                 });
             }

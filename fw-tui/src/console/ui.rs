@@ -557,7 +557,8 @@ fn drops(f: &mut Frame, app: &App, t: &Theme, area: Rect) {
             | AlertKind::ReloadFailed
             | AlertKind::Violation
             | AlertKind::Unenforced
-            | AlertKind::Escalated => t.error(),
+            | AlertKind::Escalated
+            | AlertKind::InspectionOverflow => t.error(),
             AlertKind::CapHit => t.verdict(FlowVerdict::CapHit),
             AlertKind::Blocked | AlertKind::Unblocked => t.fg(Color::Yellow),
             _ => Style::new(),
