@@ -27,7 +27,7 @@ trap cleanup EXIT
 # The demo inventory with web-1 and api-1 in their own lab namespaces.
 sed -e 's#/run/netns/fwdemo-web-1#/run/netns/fwtp-web-1#' -e 's#/run/netns/fwdemo-api-1#/run/netns/fwtp-api-1#' \
   rules/demo-inventory.toml > "$tmp/inv.toml"
-awk '/^\[\[container\]\]/{keep=0} /^name = "(web-1|api-1)"/{keep=1} {buf=buf $0 "\n"} /^addresses/{if (keep) printf "[[container]]\n%s", substr(buf, index(buf, "name")); buf=""}' \
+awk '/^\[\[container\]\]/{keep=0} /^name = "(web-1|api-1)"/{keep=1} {buf=buf $0 "\n"} /^addresses/{if (keep) printf "[[container]]\n%s", substr(buf, index(buf, "name = \"")); buf=""}' \
   "$tmp/inv.toml" > "$tmp/lab.toml"
 bash tests/lab.sh up "$tmp/lab.toml" >/dev/null
 
