@@ -13,9 +13,10 @@ use tracing::{info, warn};
 use crate::blocks::BlockList;
 use crate::compile::Membership;
 use crate::floor::enforcer::{FloorReport, Floors, Want};
-use crate::floor::link::{discover, Links, NsId};
+use crate::floor::link::{Links, NsId};
 use crate::floor::{FloorOptions, Port};
-use crate::flows::conntrack::{CtControl, CtEntry};
+use crate::flows::conntrack::CtEntry;
+use crate::kernel::Kernel;
 use crate::reconcile::{Reconciler, Report};
 use crate::ruleset::eval::{evaluate, Packet, Proto};
 use crate::ruleset::ir::Hook;
@@ -71,6 +72,7 @@ pub struct Containment {
     guard_ns: Option<NsId>,
     cfg: ContainmentConfig,
     repairs: BTreeMap<String, VecDeque<Instant>>,
+    kernel: std::sync::Arc<dyn Kernel>,
 }
 
 /// A floor port as status shows it: `veth12ab in net:[4026532...]`.
@@ -79,19 +81,25 @@ pub fn describe(ifname: &str, ns: &NsId) -> String {
 }
 
 impl Containment {
+    /// Containment on this machine's kernel.
     pub fn new(cfg: ContainmentConfig) -> Containment {
-        let guard = cfg.guard.as_ref().and_then(|(p, _)| NsId::of(p).ok().map(|id| (id, p.clone())));
+        Containment::with_kernel(cfg, crate::kernel::real())
+    }
+
+    pub fn with_kernel(cfg: ContainmentConfig, kernel: std::sync::Arc<dyn Kernel>) -> Containment {
+        let guard = cfg.guard.as_ref().and_then(|(p, _)| kernel.netns_id(p).ok().map(|id| (id, p.clone())));
         let mut floor_opts = cfg.floor.clone();
         if let Some((_, prefixes)) = &cfg.guard {
             floor_opts.guard_prefixes = prefixes.clone();
         }
         Containment {
-            floors: Floors::new(floor_opts, guard.clone()),
+            floors: Floors::new(floor_opts, guard.clone(), kernel.clone()),
             links: BTreeMap::new(),
             hold_guard: guard.is_some(),
             guard_ns: guard.map(|(id, _)| id),
             cfg,
             repairs: BTreeMap::new(),
+            kernel,
         }
     }
 
@@ -104,7 +112,8 @@ impl Containment {
 
     pub fn guard_exists(&self) -> bool {
         let Some((p, _)) = &self.cfg.guard else { return false };
-        crate::nft::Nft::open(p, "floor check")
+        self.kernel
+            .tables(p, "floor check")
             .and_then(|mut n| {
                 n.list_rules_of(crate::ruleset::ir::TableFamily::Bridge, crate::floor::FLOOR_TABLE)
             })
@@ -120,7 +129,7 @@ impl Containment {
             let Some((_, path, _)) = rec.namespaces().find(|(_, _, m)| m.first() == Some(name)) else {
                 continue;
             };
-            match CtControl::open(path).and_then(|mut ct| ct.delete_matching(|_| true)) {
+            match self.kernel.conntrack(path).and_then(|mut ct| ct.delete_matching(&|_| true)) {
                 Ok(0) => {}
                 Ok(n) => {
                     info!(container = %name, entries = n, "conntrack entries older than the table removed")
@@ -149,9 +158,10 @@ impl Containment {
                 members.iter().filter_map(|n| inv.get(n)).filter_map(|c| c.link.as_ref()).collect();
             let mut extra = self.cfg.link_hints.clone();
             extra.extend(hints.iter().map(|h| h.netns.clone()));
+            let kernel = self.kernel.clone();
             let links = self.links.entry(id).or_insert_with(|| {
-                discover(path, &extra)
-                    .map_err(|e| e.to_string())
+                kernel
+                    .links(path, &extra)
                     .and_then(|mut l| {
                         // A hint naming the port keeps that one only, and insists on it.
                         let names: Vec<&String> = hints.iter().filter_map(|h| h.ifname.as_ref()).collect();
@@ -301,7 +311,7 @@ impl Containment {
                 .filter_map(|n| rec.inventory().get(n))
                 .flat_map(|c| c.addresses.iter().copied())
                 .collect();
-            match revoke_in(path, rs, &own) {
+            match revoke_in(&*self.kernel, path, rs, &own) {
                 Ok(0) => {}
                 Ok(n) => {
                     info!(container = %owner, flows = n, "established flows the policy now denies: cut");
@@ -314,11 +324,13 @@ impl Containment {
     }
 }
 
-fn revoke_in(path: &Path, rs: &Ruleset, own: &[IpAddr]) -> Result<u64, crate::flows::conntrack::CtError> {
-    let mut ct = CtControl::open(path)?;
-    let rs = rs.clone();
-    let own = own.to_vec();
-    ct.delete_matching(move |e| denied(&rs, &own, e))
+fn revoke_in(
+    kernel: &dyn Kernel,
+    path: &Path,
+    rs: &Ruleset,
+    own: &[IpAddr],
+) -> Result<u64, crate::flows::conntrack::CtError> {
+    kernel.conntrack(path)?.delete_matching(&|e| denied(rs, own, e))
 }
 
 /// Whether the table would now drop the first packet of this flow.

@@ -353,7 +353,7 @@ impl Daemon {
             info!(blocks = blocks.active().len(), "restoring operator blocks");
         }
         rec.set_blocks(blocks);
-        remove_leftovers();
+        remove_leftovers(&**rec.kernel());
         // Replacing an existing table is one atomic batch, so adopting the tables of a
         // previous run never opens a window.
         let report = rec.reconcile();
@@ -1268,8 +1268,8 @@ impl Daemon {
         for c in self.rec.inventory().containers.iter().filter(|c| affected.contains(&c.name)) {
             let Some(ns) = &c.netns else { continue };
             let own = c.addresses.clone();
-            let res = crate::flows::conntrack::CtControl::open(ns).and_then(|mut ct| {
-                ct.delete_matching(|e| {
+            let res = self.rec.kernel().conntrack(ns).and_then(|mut ct| {
+                ct.delete_matching(&|e| {
                     let o = &e.orig;
                     crate::blocks::cuts_flow(block, &own, o.proto, o.src, o.sport, o.dst, o.dport)
                 })
@@ -1291,12 +1291,12 @@ fn now_ms() -> i64 {
 /// (the MAC-keyed guard the floor replaces), and a `table inet fw` in the host's or the
 /// daemon's own namespace (a container once thought to live there: it cuts the host).
 /// Nothing is written where there is nothing to remove.
-fn remove_leftovers() {
+fn remove_leftovers(kernel: &dyn crate::kernel::Kernel) {
     use crate::ruleset::ir::{TableFamily, TABLE};
     for ns in ["/proc/self/ns/net", "/proc/1/ns/net"] {
-        let Ok(mut nft) = crate::nft::Nft::open(Path::new(ns), "host namespace") else { continue };
+        let Ok(mut nft) = kernel.tables(Path::new(ns), "host namespace") else { continue };
         if nft.table_exists(TableFamily::Bridge, "fw_guard").unwrap_or(false) {
-            match nft.flush_guard() {
+            match nft.flush_table(TableFamily::Bridge, "fw_guard") {
                 Ok(()) => {
                     info!(netns = ns, "removed the MAC-keyed guard of an older fw (the floor replaces it)")
                 }

@@ -17,6 +17,7 @@ pub mod floor;
 pub mod flows;
 pub mod inspect;
 pub mod inventory;
+pub mod kernel;
 pub mod logging;
 pub mod netns;
 pub mod nft;

@@ -25,12 +25,13 @@ use crate::blocks::BlockList;
 use crate::compile::{compile_group, CompileOptions, Membership};
 use crate::floor::link::NsId;
 use crate::inventory::{Container, Inventory};
-use crate::nft::{Nft, NftError};
+use crate::kernel::{Kernel, Tables};
+use crate::nft::NftError;
 use crate::rules::Policy;
 use crate::ruleset::Ruleset;
 
 struct Programmed {
-    nft: Nft,
+    nft: Box<dyn Tables>,
     netns: PathBuf,
     ns: NsId,
     /// The containers in the namespace, by name; the first owns the table.
@@ -87,15 +88,21 @@ pub struct Reconciler {
     skipped: BTreeMap<String, Skip>,
     /// The namespaces never programmed: the daemon's own and the host's.
     forbidden: Vec<NsId>,
-}
-
-/// The daemon's own namespace and the host's (pid 1's), by identity.
-pub fn forbidden_namespaces() -> Vec<NsId> {
-    ["/proc/self/ns/net", "/proc/1/ns/net"].iter().filter_map(|p| NsId::of(Path::new(p)).ok()).collect()
+    kernel: Arc<dyn Kernel>,
 }
 
 impl Reconciler {
+    /// A reconciler on this machine's kernel.
     pub fn new(policy: Arc<Policy>, inventory: Inventory, opts: CompileOptions) -> Reconciler {
+        Reconciler::with_kernel(policy, inventory, opts, crate::kernel::real())
+    }
+
+    pub fn with_kernel(
+        policy: Arc<Policy>,
+        inventory: Inventory,
+        opts: CompileOptions,
+        kernel: Arc<dyn Kernel>,
+    ) -> Reconciler {
         Reconciler {
             policy,
             inventory,
@@ -104,8 +111,14 @@ impl Reconciler {
             programmed: BTreeMap::new(),
             owner: BTreeMap::new(),
             skipped: BTreeMap::new(),
-            forbidden: forbidden_namespaces(),
+            forbidden: kernel.forbidden(),
+            kernel,
         }
+    }
+
+    /// The kernel this reconciler programs.
+    pub fn kernel(&self) -> &Arc<dyn Kernel> {
+        &self.kernel
     }
 
     pub fn inventory(&self) -> &Inventory {
@@ -192,7 +205,7 @@ impl Reconciler {
     pub fn reconcile_some(&mut self, only: Option<&BTreeSet<String>>) -> Report {
         let mut report = Report::default();
         let m = Membership::new(&self.policy, &self.inventory);
-        let (groups, skipped) = groups(&self.inventory, &self.forbidden, &mut report);
+        let (groups, skipped) = groups(&*self.kernel, &self.inventory, &self.forbidden, &mut report);
         for (name, why) in &skipped {
             if self.skipped.get(name) != Some(why) {
                 warn!(container = %name, "not programmed: {why}");
@@ -267,7 +280,7 @@ impl Reconciler {
                         }
                     }
                 }
-                None => match program_new(&netns, &name, &rs) {
+                None => match program_new(&*self.kernel, &netns, &name, &rs) {
                     Ok((nft, generation, adopted)) => {
                         if adopted {
                             info!(netns = %netns.display(), "table adopted from a previous run");
@@ -357,6 +370,7 @@ impl Reconciler {
 /// whose namespace cannot be read are reported failed, those in a forbidden one skipped.
 #[allow(clippy::type_complexity)]
 fn groups<'i>(
+    kernel: &dyn Kernel,
     inventory: &'i Inventory,
     forbidden: &[NsId],
     report: &mut Report,
@@ -365,7 +379,7 @@ fn groups<'i>(
     let mut skipped = BTreeMap::new();
     for c in &inventory.containers {
         let Some(path) = &c.netns else { continue };
-        match NsId::of(path) {
+        match kernel.netns_id(path) {
             Ok(id) if forbidden.contains(&id) => {
                 skipped.insert(c.name.clone(), Skip::HostNamespace);
             }
@@ -400,8 +414,13 @@ pub fn rules_match(rs: &Ruleset, listed: &[crate::nft::RuleCounters]) -> bool {
 
 /// Opens and programs a namespace; also says whether a table of ours was already there (a
 /// previous run's, adopted by the replacement: its flows are not new).
-fn program_new(netns: &std::path::Path, name: &str, rs: &Ruleset) -> Result<(Nft, u32, bool), NftError> {
-    let mut nft = Nft::open(netns, name)?;
+fn program_new(
+    kernel: &dyn Kernel,
+    netns: &std::path::Path,
+    name: &str,
+    rs: &Ruleset,
+) -> Result<(Box<dyn Tables>, u32, bool), NftError> {
+    let mut nft = kernel.tables(netns, name)?;
     let adopted = nft.list_rules().is_ok_and(|r| !r.is_empty());
     nft.apply(rs)?;
     let generation = nft.generation()?;

@@ -239,7 +239,7 @@ fn a_policy_change_keeps_live_reply_tuples_and_revokes_denied_ones() {
     let hub = NsId::of(&lab.hub_path()).unwrap();
     let want =
         || std::collections::BTreeMap::from([(hub, Want { path: lab.hub_path(), ports: ports.clone() })]);
-    let mut floors = Floors::new(FloorOptions::default(), None);
+    let mut floors = Floors::new(FloorOptions::default(), None, fw_daemon::kernel::real());
     let sync = |floors: &mut Floors, policy: &fw_daemon::rules::Policy| {
         let m = Membership::new(policy, &inv);
         let copts = CompileOptions::default();

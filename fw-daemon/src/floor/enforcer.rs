@@ -17,14 +17,15 @@ use super::link::NsId;
 use super::{FloorOptions, Port};
 use crate::blocks::BlockList;
 use crate::compile::{CompileOptions, Membership};
-use crate::nft::{Nft, NftError};
+use crate::kernel::{Kernel, Tables};
+use crate::nft::NftError;
 use crate::reconcile::rules_match;
 use crate::rules::Policy;
 use crate::ruleset::ir::{KeyValue, SetElem, SetKey, TableFamily};
 use crate::ruleset::Ruleset;
 
 struct FloorNs {
-    nft: Nft,
+    nft: Box<dyn Tables>,
     path: PathBuf,
     /// What fw last programmed here, without the dynamic sets' elements.
     last: Option<Ruleset>,
@@ -55,18 +56,22 @@ pub struct Inputs<'a, 'p> {
     pub copts: &'a CompileOptions,
 }
 
-#[derive(Default)]
 pub struct Floors {
     by_ns: BTreeMap<NsId, FloorNs>,
     opts: FloorOptions,
     /// The namespace whose floor must exist even with no port (the guard's, for Docker:
     /// an unadmitted port there is cut).
     keep: Option<(NsId, PathBuf)>,
+    kernel: std::sync::Arc<dyn Kernel>,
 }
 
 impl Floors {
-    pub fn new(opts: FloorOptions, keep: Option<(NsId, PathBuf)>) -> Floors {
-        Floors { by_ns: BTreeMap::new(), opts, keep }
+    pub fn new(
+        opts: FloorOptions,
+        keep: Option<(NsId, PathBuf)>,
+        kernel: std::sync::Arc<dyn Kernel>,
+    ) -> Floors {
+        Floors { by_ns: BTreeMap::new(), opts, keep, kernel }
     }
 
     pub fn opts(&self) -> &FloorOptions {
@@ -125,7 +130,7 @@ impl Floors {
             let rs = compile_floor(policy, m, &w.ports, blocks, copts, &opts);
             let f = match self.by_ns.get_mut(&id) {
                 Some(f) => f,
-                None => match Nft::open(&w.path, &format!("floor {}", w.path.display())) {
+                None => match self.kernel.tables(&w.path, &format!("floor {}", w.path.display())) {
                     Ok(nft) => {
                         self.by_ns.entry(id).or_insert(FloorNs { nft, path: w.path.clone(), last: None })
                     }
@@ -150,13 +155,13 @@ impl Floors {
                     // longer allows go (recorded under it from the commit on, so none escapes).
                     (Some(last), None) => f.nft.update_in_place(last, &rs).and_then(|done| {
                         if done {
-                            revoke_tuples(&mut f.nft, &rs)?;
+                            revoke_tuples(&mut *f.nft, &rs)?;
                             Ok(true)
                         } else {
-                            replace(&mut f.nft, &rs).map(|()| true)
+                            replace(&mut *f.nft, &rs).map(|()| true)
                         }
                     }),
-                    (None, None) => replace(&mut f.nft, &rs).map(|()| true),
+                    (None, None) => replace(&mut *f.nft, &rs).map(|()| true),
                 };
             match step {
                 Ok(replaced) => {
@@ -187,7 +192,7 @@ impl Floors {
                 if rules_match(&last, &listed) {
                     return Ok(false);
                 }
-                replace(&mut f.nft, &last).map(|()| true)
+                replace(&mut *f.nft, &last).map(|()| true)
             });
             match step {
                 Ok(false) => {}
@@ -205,7 +210,7 @@ impl Floors {
 /// Replaces the floor with `rs`, carrying over the reply tuples the packet path recorded
 /// that the new policy still allows (a revoked inbound flow's tuple is left behind, so its
 /// replies stop at the floor too).
-fn replace(nft: &mut Nft, rs: &Ruleset) -> Result<(), NftError> {
+fn replace(nft: &mut dyn Tables, rs: &Ruleset) -> Result<(), NftError> {
     let mut next = rs.clone();
     let now = crate::nft::now_ms();
     for name in DYNAMIC_SETS {
@@ -231,7 +236,7 @@ fn replace(nft: &mut Nft, rs: &Ruleset) -> Result<(), NftError> {
 }
 
 /// Deletes the recorded reply tuples `rs` would not record now.
-fn revoke_tuples(nft: &mut Nft, rs: &Ruleset) -> Result<(), NftError> {
+fn revoke_tuples(nft: &mut dyn Tables, rs: &Ruleset) -> Result<(), NftError> {
     let mut changes = Vec::new();
     for name in DYNAMIC_SETS {
         let Some(set) = rs.set(name) else { continue };

@@ -13,9 +13,9 @@ use nftnl::MsgType;
 use nix::sys::socket::{setsockopt, sockopt};
 
 pub use build::BuildError;
-pub use build::{decode_tuple, now_ms};
-use build::{elem_key, interval_elems, key_type, Built, Emitter};
-pub use netlink::RuleCounters;
+pub use build::{decode_tuple, elem_key, now_ms};
+use build::{interval_elems, key_type, Built, Emitter};
+pub use netlink::{DumpedElem, RuleCounters};
 use sys::Elem;
 
 use crate::netns::{self, NetnsError};
@@ -148,6 +148,12 @@ impl Nft {
     /// Removes `table inet fw` if present.
     pub fn flush(&mut self) -> Result<(), NftError> {
         self.send_batch(build::flush_batch())
+    }
+
+    /// Removes `table FAMILY NAME` if present.
+    pub fn flush_table(&mut self, family: TableFamily, table: &str) -> Result<(), NftError> {
+        let built = build::flush_table_batch(family, table).map_err(|e| self.build_err(e))?;
+        self.send_batch(built)
     }
 
     /// Adds and removes set elements, all in one atomic batch (no table replacement).
