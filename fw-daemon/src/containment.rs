@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::{info, warn};
 
@@ -71,7 +71,7 @@ pub struct Containment {
     hold_guard: bool,
     guard_ns: Option<NsId>,
     cfg: ContainmentConfig,
-    repairs: BTreeMap<String, VecDeque<Instant>>,
+    repairs: BTreeMap<String, VecDeque<Duration>>,
     kernel: std::sync::Arc<dyn Kernel>,
 }
 
@@ -271,16 +271,17 @@ impl Containment {
         }
     }
 
-    /// A repair of `container`'s table was needed at `now`: whether that makes it a
-    /// tamperer (this many repairs within the window), which the caller quarantines.
-    pub fn repaired(&mut self, container: &str, now: Instant) -> bool {
+    /// A repair of `container`'s table was needed at `now` (a monotonic clock's reading):
+    /// whether that makes it a tamperer (this many repairs within the window), which the
+    /// caller quarantines.
+    pub fn repaired(&mut self, container: &str, now: Duration) -> bool {
         let t = self.cfg.tamper;
         if t.repairs == 0 {
             return false;
         }
         let q = self.repairs.entry(container.to_string()).or_default();
         q.push_back(now);
-        while q.front().is_some_and(|f| now.duration_since(*f) > t.window) {
+        while q.front().is_some_and(|f| now.saturating_sub(*f) > t.window) {
             q.pop_front();
         }
         if q.len() as u32 >= t.repairs {

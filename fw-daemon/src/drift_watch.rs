@@ -2,13 +2,16 @@
 //! joined to NFNLGRP_NFTABLES hears every committed change there (ours included), so a
 //! tampered table is checked at once instead of at the next tick. The checks themselves
 //! stay in `reconcile` (generation id, rule compare); this only says "look now".
+//!
+//! Each socket is opened inside its namespace (on a short-lived thread, `crate::netns`)
+//! and then waited on by a task on the daemon's runtime: no thread per namespace, and no
+//! polling.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::Arc;
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use tokio::io::unix::AsyncFd;
 use tracing::{debug, warn};
 
 const NETLINK_NETFILTER: isize = 12;
@@ -27,59 +30,96 @@ fn subscribe(netns: &std::path::Path) -> Result<netlink_sys::Socket, String> {
     Ok(s)
 }
 
-/// Starts the watcher thread; it reports the name of a container whose namespace saw a
-/// ruleset change on `changed`, and takes watch / unwatch commands on the returned sender.
-pub fn spawn(changed: Sender<String>) -> std::io::Result<Sender<Cmd>> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new().name("drift-watch".into()).spawn(move || run(rx, changed))?;
-    Ok(tx)
+/// Says which container's namespace saw a change.
+pub type Changed = Arc<dyn Fn(String) + Send + Sync>;
+
+/// The watch tasks, by container.
+pub struct Watcher {
+    rt: tokio::runtime::Handle,
+    changed: Changed,
+    tasks: HashMap<String, (PathBuf, tokio::task::JoinHandle<()>)>,
 }
 
-fn run(cmds: Receiver<Cmd>, changed: Sender<String>) {
-    let mut socks: HashMap<String, netlink_sys::Socket> = HashMap::new();
+impl Watcher {
+    pub fn new(rt: tokio::runtime::Handle, changed: Changed) -> Watcher {
+        Watcher { rt, changed, tasks: HashMap::new() }
+    }
+
+    pub fn apply(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Watch(name, netns) => {
+                if self.tasks.get(&name).is_some_and(|(p, _)| *p == netns) {
+                    return;
+                }
+                self.stop(&name);
+                let sock = match subscribe(&netns) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        return warn!(container = %name, error = %e, "no change notifications; periodic checks only")
+                    }
+                };
+                let changed = self.changed.clone();
+                let who = name.clone();
+                // AsyncFd registers with the reactor of the runtime it is created in.
+                let _enter = self.rt.enter();
+                let fd = match crate::nft::async_socket(sock) {
+                    Ok(fd) => fd,
+                    Err(e) => {
+                        return warn!(container = %name, error = %e, "change notifications: cannot register")
+                    }
+                };
+                let task = self.rt.spawn(async move { watch(who, fd, changed).await });
+                self.tasks.insert(name, (netns, task));
+            }
+            Cmd::Unwatch(name) => self.stop(&name),
+        }
+    }
+
+    fn stop(&mut self, name: &str) {
+        if let Some((_, t)) = self.tasks.remove(name) {
+            t.abort();
+        }
+    }
+
+    pub fn watched(&self) -> usize {
+        self.tasks.len()
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        for (_, (_, t)) in self.tasks.drain() {
+            t.abort();
+        }
+    }
+}
+
+async fn watch(name: String, fd: AsyncFd<netlink_sys::Socket>, changed: Changed) {
     let mut buf = vec![0u8; 1 << 16];
     loop {
+        let mut ready = match fd.readable().await {
+            Ok(r) => r,
+            Err(e) => return warn!(container = %name, error = %e, "change notifications stopped"),
+        };
+        // Drain: one look is enough however many changes were announced.
+        let mut got = false;
         loop {
-            match cmds.try_recv() {
-                Ok(Cmd::Watch(name, netns)) => match subscribe(&netns) {
-                    Ok(s) => {
-                        socks.insert(name, s);
-                    }
-                    Err(e) => {
-                        warn!(container = %name, error = %e, "no change notifications; periodic checks only")
-                    }
-                },
-                Ok(Cmd::Unwatch(name)) => {
-                    socks.remove(&name);
+            match fd.get_ref().recv(&mut &mut buf[..], 0) {
+                Ok(_) => got = true,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    ready.clear_ready();
+                    break;
                 }
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => return,
+                // ENOBUFS: notifications were lost, which is itself a reason to look.
+                Err(_) => {
+                    got = true;
+                    break;
+                }
             }
         }
-        let names: Vec<&String> = socks.keys().collect();
-        let fds: Vec<BorrowedFd<'_>> = names.iter().map(|n| socks[*n].as_fd()).collect();
-        let mut pfds: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)).collect();
-        // Short timeout: new commands are picked up at least this often.
-        if let Err(e) = poll(&mut pfds, PollTimeout::from(200u16)) {
-            debug!(error = %e, "poll");
-            continue;
-        }
-        let ready: Vec<String> = pfds
-            .iter()
-            .zip(&names)
-            .filter(|(p, _)| p.revents().is_some_and(|r| !r.is_empty()))
-            .map(|(_, n)| (*n).clone())
-            .collect();
-        drop(pfds);
-        for name in ready {
-            if let Some(s) = socks.get(&name) {
-                // Drain: one look is enough however many changes were announced.
-                while s.recv(&mut &mut buf[..], 0).is_ok() {}
-                debug!(container = %name, fd = s.as_raw_fd(), "ruleset change notified");
-            }
-            if changed.send(name).is_err() {
-                return;
-            }
+        if got {
+            debug!(container = %name, "ruleset change notified");
+            changed(name.clone());
         }
     }
 }

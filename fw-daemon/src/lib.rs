@@ -6,6 +6,7 @@
 
 pub mod alerts;
 pub mod blocks;
+pub mod clock;
 pub mod compile;
 pub mod config;
 pub mod containment;

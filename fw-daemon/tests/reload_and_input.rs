@@ -363,6 +363,9 @@ fn open_flows_dropped_at_the_cap_are_counted() {
         let s = c.status();
         (s.flows_dropped_open >= 64).then_some(s)
     });
-    assert!(st.flows_dropped_open <= 80, "{}", st.flows_dropped_open);
+    // A dropped row whose connection is still there comes back with its next event (SYN_RECV,
+    // ESTABLISHED) and may be dropped again: each of the three events per connection and
+    // namespace can count once, no more.
+    assert!(st.flows_dropped_open <= 240, "{}", st.flows_dropped_open);
     drop(held);
 }

@@ -137,7 +137,7 @@ async fn snapshot(docker: &Docker, socket: &str) -> Result<Vec<(Container, Vec<[
 
 /// Follows Docker until the receiver goes away: one snapshot now, one after each relevant
 /// event. Returns the error that ended the stream.
-async fn follow(socket: &str, tx: &std::sync::mpsc::Sender<Update>) -> Result<(), DockerError> {
+async fn follow(socket: &str, tx: &Sink) -> Result<(), DockerError> {
     let docker = Docker::connect_with_unix(socket, 30, bollard::API_DEFAULT_VERSION).map_err(api(socket))?;
     let docker = docker.negotiate_version().await.map_err(api(socket))?;
     let filters = HashMap::from([
@@ -151,7 +151,7 @@ async fn follow(socket: &str, tx: &std::sync::mpsc::Sender<Update>) -> Result<()
     let mut events = docker.events(Some(EventsOptions { filters: Some(filters), ..Default::default() }));
     let first = snapshot(&docker, socket).await?;
     info!(containers = first.len(), "docker: connected");
-    if tx.send(Update::Snapshot(first)).is_err() {
+    if !tx(Update::Snapshot(first)) {
         return Ok(());
     }
     while let Some(ev) = events.next().await {
@@ -162,31 +162,27 @@ async fn follow(socket: &str, tx: &std::sync::mpsc::Sender<Update>) -> Result<()
             more.map_err(api(socket))?;
         }
         let snap = snapshot(&docker, socket).await?;
-        if tx.send(Update::Snapshot(snap)).is_err() {
+        if !tx(Update::Snapshot(snap)) {
             return Ok(());
         }
     }
     Err(DockerError::StreamEnded)
 }
 
-/// Runs the Docker source on its own thread (with its own small runtime), forever.
-pub fn spawn(socket: String, tx: std::sync::mpsc::Sender<Update>) -> std::io::Result<()> {
-    std::thread::Builder::new().name("docker".into()).spawn(move || {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                let _ = tx.send(Update::Unavailable(format!("docker source: runtime: {e}")));
-                return;
-            }
-        };
+/// Where updates go; `false` once nobody listens (the daemon is stopping).
+pub type Sink = Box<dyn Fn(Update) -> bool + Send + Sync>;
+
+/// Runs the Docker source as a task on the daemon's runtime, until the sink closes.
+pub fn spawn(rt: &tokio::runtime::Handle, socket: String, tx: Sink) -> tokio::task::JoinHandle<()> {
+    rt.spawn(async move {
         let mut backoff = Duration::from_millis(500);
         loop {
-            let started = std::time::Instant::now();
-            match rt.block_on(follow(&socket, &tx)) {
+            let started = tokio::time::Instant::now();
+            match follow(&socket, &tx).await {
                 Ok(()) => return, // the daemon is gone
                 Err(e) => {
                     warn!(error = %e, retry_in = ?backoff, "docker source unavailable");
-                    if tx.send(Update::Unavailable(e.to_string())).is_err() {
+                    if !tx(Update::Unavailable(e.to_string())) {
                         return;
                     }
                 }
@@ -195,9 +191,8 @@ pub fn spawn(socket: String, tx: std::sync::mpsc::Sender<Update>) -> std::io::Re
             if started.elapsed() > Duration::from_secs(30) {
                 backoff = Duration::from_millis(500);
             }
-            std::thread::sleep(backoff);
+            tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(30));
         }
-    })?;
-    Ok(())
+    })
 }

@@ -16,6 +16,7 @@ pub use build::BuildError;
 pub use build::{decode_tuple, elem_key, now_ms};
 use build::{interval_elems, key_type, Built, Emitter};
 pub use netlink::{DumpedElem, RuleCounters};
+pub use sys::async_socket;
 use sys::Elem;
 
 use crate::netns::{self, NetnsError};

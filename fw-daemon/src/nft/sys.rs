@@ -1,4 +1,5 @@
-//! The only `unsafe` in fw: nftables objects and expressions nftnl 0.9 has no wrapper for,
+//! The only `unsafe` in fw: nftables objects and expressions nftnl 0.9 has no wrapper for
+//! (and the registration of netlink sockets with the runtime, `async_socket`),
 //! written over nftnl-sys. Each type allocates an nftnl object, sets attributes, and hands
 //! it to nftnl (an expression to a rule, a set to a batch message). Covered by the
 //! real-netns tests in `tests/enforce.rs`, which program every expression here into a
@@ -650,4 +651,17 @@ unsafe impl NlMsg for FlushSet {
             (*nlh).nlmsg_seq = seq;
         }
     }
+}
+
+/// Registers a netlink socket with the current runtime's reactor, for readiness (the
+/// daemon's change notifications and collectors wait on sockets this way). Tokio asks an
+/// `unsafe` promise for that, so it lives here with the rest.
+pub fn async_socket(
+    sock: netlink_sys::Socket,
+) -> std::io::Result<tokio::io::unix::AsyncFd<netlink_sys::Socket>> {
+    // SAFETY: a netlink_sys::Socket owns its file descriptor: it is opened when the Socket
+    // is made and closed only when the Socket is dropped, which happens only with the
+    // AsyncFd (or after `into_inner`); `as_raw_fd` always returns that same descriptor.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(sock, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
 }

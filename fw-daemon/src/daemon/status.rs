@@ -1,0 +1,73 @@
+//! What the control socket's readers see, built from the daemon's parts (pure: no I/O).
+
+use fw_proto::control::{BlockInfo, BlockTarget, CapsInfo, ContainerInfo, StatusInfo};
+
+use super::enforcer::Enforcer;
+use super::sources::Sources;
+use super::trail::Trail;
+
+pub fn block_infos(enf: &Enforcer) -> Vec<BlockInfo> {
+    let zones = enf.rec.zones();
+    enf.rec
+        .blocks()
+        .active()
+        .iter()
+        .map(|b| b.info(zones.iter().filter(|(c, z)| b.applies_to(c, z)).map(|(c, _)| c.clone()).collect()))
+        .collect()
+}
+
+pub fn status_info(enf: &Enforcer, src: &Sources, trail: &Trail, uptime_secs: u64) -> StatusInfo {
+    let rec = &enf.rec;
+    let policy = rec.policy();
+    let containers = rec
+        .inventory()
+        .containers
+        .iter()
+        .map(|c| {
+            let programmed = rec.ruleset(&c.name);
+            let zone = policy.zone_of(&c.identity());
+            let blocks: Vec<&crate::blocks::Block> =
+                rec.blocks().active().iter().filter(|b| b.applies_to(&c.name, &zone.name)).collect();
+            ContainerInfo {
+                name: c.name.clone(),
+                zone: programmed.map_or_else(|| zone.name.clone(), |r| r.zone.clone()),
+                mode: programmed.map_or(zone.mode, |r| r.mode),
+                addresses: c.addresses.clone(),
+                programmed: programmed.is_some(),
+                caps: CapsInfo {
+                    max_conns: zone.caps.max_conns,
+                    new_conns_per_sec: zone.caps.new_conns_per_sec,
+                    egress_bytes_per_sec: zone.caps.egress_bytes_per_sec,
+                },
+                // Counted when status is asked (the server fills it from the flow table).
+                open_flows: 0,
+                quarantined: blocks.iter().any(|b| matches!(b.target, BlockTarget::Quarantine { .. })),
+                blocks: blocks.iter().map(|b| b.id).collect(),
+                floor: enf.contain.floor_of(rec, &c.name).unwrap_or_default(),
+                note: enf.unenforced(&c.name).cloned(),
+                skipped: rec.skipped().get(&c.name).map(|why| why.to_string()),
+            }
+        })
+        .collect();
+    let (flows, lost_events) = enf.flows.stats();
+    StatusInfo {
+        daemon_version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+        uptime_secs,
+        policy_hash: src.status.policy_hash.clone(),
+        loaded_at: src.status.loaded_at,
+        last_reload_errors: src.status.rejected.clone(),
+        containers,
+        flows,
+        lost_events,
+        active_blocks: rec.blocks().active().len(),
+        rules_dir: Some(src.rules_dir().display().to_string()),
+        rule_files: src.rule_files.clone(),
+        last_reload_at: src.last_reload_at,
+        audit: trail.log().map(|a| a.status()),
+        flows_dropped_open: enf.flows.dropped_open(),
+        inventory: src.inventory_path().map(|p| p.display().to_string()),
+        inventory_errors: src.inventory_errors.clone(),
+        inventory_last_good: src.inventory_last_good,
+    }
+}
