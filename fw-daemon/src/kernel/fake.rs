@@ -53,9 +53,17 @@ struct State {
 }
 
 /// The fake kernel. Clones share one state.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct FakeKernel {
     state: Arc<Mutex<State>>,
+    /// Elements with a timeout lapse by this clock, as the kernel's do by its own.
+    clock: Option<Arc<dyn crate::clock::Clock>>,
+}
+
+impl std::fmt::Debug for FakeKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeKernel").finish_non_exhaustive()
+    }
 }
 
 fn fam(f: TableFamily) -> u8 {
@@ -74,8 +82,32 @@ impl FakeKernel {
         FakeKernel::default()
     }
 
+    /// Elements with a timeout expire when `clock` passes it.
+    pub fn with_clock(clock: Arc<dyn crate::clock::Clock>) -> FakeKernel {
+        FakeKernel { state: Default::default(), clock: Some(clock) }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(now) = self.clock.as_ref().map(|c| c.now_ms()) {
+            for n in s.ns.values_mut() {
+                for rs in n.tables.values_mut() {
+                    for set in rs.sets.iter_mut() {
+                        let gone: Vec<SetElem> = set
+                            .expires
+                            .iter()
+                            .filter(|(_, at)| **at <= now)
+                            .map(|(e, _)| e.clone())
+                            .collect();
+                        for e in gone {
+                            set.expires.remove(&e);
+                            set.elements.retain(|x| *x != e);
+                        }
+                    }
+                }
+            }
+        }
+        s
     }
 
     /// A new namespace reachable at `path`; returns its identity.
