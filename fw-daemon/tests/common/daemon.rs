@@ -122,6 +122,28 @@ impl Daemon {
         self.child.as_ref().expect("running").id()
     }
 
+    /// SIGSTOP, returning once every thread of the daemon is stopped: the signal only asks,
+    /// and a thread mid-work keeps going until it next enters the kernel.
+    pub fn freeze(&self) {
+        let pid = self.pid();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGSTOP)
+            .expect("SIGSTOP");
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let stopped = fs::read_dir(format!("/proc/{pid}/task")).expect("daemon tasks").all(|t| {
+                let stat =
+                    t.ok().and_then(|t| fs::read_to_string(t.path().join("stat")).ok()).unwrap_or_default();
+                // "pid (comm) S ...": the state follows the last ')'.
+                stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with(['T', 't']))
+            });
+            if stopped {
+                return;
+            }
+            assert!(Instant::now() < until, "the daemon did not stop");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             c.kill().expect("kill -9");
