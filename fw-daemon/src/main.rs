@@ -138,6 +138,9 @@ audit-deny (a zone in audit mode would have dropped it: logged and allowed).")]
         /// Destination port (tcp and udp)
         #[arg(long)]
         port: Option<u16>,
+        /// ICMP type by name (icmp only), e.g. echo-request [default: echo-request]
+        #[arg(long)]
+        icmp_type: Option<String>,
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,
@@ -427,7 +430,7 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
             daemon::run(cfg).map_err(|e| Failed::message(format!("error: {e}")))?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Explain { dir, inventory, from, to, proto, port, json } => {
+        Cmd::Explain { dir, inventory, from, to, proto, port, icmp_type, json } => {
             let (policy, inv, _) = tools::load_both(&dir, &inventory, now)?;
             let proto = match proto {
                 ProtoArg::Tcp => "tcp",
@@ -435,7 +438,9 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
                 ProtoArg::Icmp => "icmp",
             };
             let opts = CompileOptions { now, ..CompileOptions::default() };
-            let e = explain::explain(&policy, &inv, &from, &to, explain::parse_proto(proto)?, port, &opts)?;
+            let icmp_type = icmp_type.as_deref().map(explain::parse_icmp_type).transpose()?;
+            let proto = explain::parse_proto(proto)?;
+            let e = explain::explain_icmp(&policy, &inv, &from, &to, proto, port, icmp_type, &opts)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&e).map_err(|e| Failed::message(e.to_string()))?);
             } else {

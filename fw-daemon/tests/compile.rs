@@ -459,6 +459,7 @@ fn blocks_without_ports_go_in_the_address_sets() {
                 dst: "192.0.2.7".parse().unwrap(),
                 proto,
                 dport: port,
+                icmp_type: None,
             },
         );
         assert_eq!(d.verdict, Verdict::Deny, "{proto:?}");
