@@ -108,6 +108,14 @@ pub fn load_sources(files: &[SourceFile], now: i64) -> LoadResult {
     overlap_warnings(&zones, &mut diags);
 
     let zone_names: Vec<&str> = zones.iter().map(|z| z.name.as_str()).chain([ZONE_ANY]).collect();
+    // What may be named: the zones, those with errors too (reported where they are declared).
+    let mut known: Vec<&str> = zones.iter().map(|z| z.name.as_str()).collect();
+    for d in &declared {
+        if !known.contains(&d.as_str()) {
+            known.push(d);
+        }
+    }
+    known.push(ZONE_ANY);
     let check_ref = |name: &str, pos: &SourcePos, diags: &mut Vec<Diagnostic>| -> bool {
         if zone_names.contains(&name) {
             return true;
@@ -115,11 +123,11 @@ pub fn load_sources(files: &[SourceFile], now: i64) -> LoadResult {
         if declared.iter().any(|d| d == name) {
             return false; // the zone itself has errors, already reported
         }
-        let hint = suggest(name, &zone_names).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
+        let hint = suggest(name, &known).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
         diags.push(
             err(pos, format!("unknown zone `{name}`{hint}"))
                 .label("no such zone")
-                .note(format!("zones: {}", zone_names.join(", "))),
+                .note(format!("zones: {}", known.join(", "))),
         );
         false
     };
