@@ -21,7 +21,7 @@ use ipnet::IpNet;
 use crate::inspect::mark;
 use crate::inventory::{Container, Inventory};
 use crate::rules::validate::set_stem;
-use crate::rules::{Action, InspectFail, Policy, Rule as PolicyRule, Zone, ZoneKind, ZONE_ANY};
+use crate::rules::{Action, InspectFail, Policy, Rule as PolicyRule, Traffic, Zone, ZONE_ANY};
 use crate::ruleset::ir::*;
 
 #[derive(Debug, Clone)]
@@ -424,10 +424,12 @@ impl<'a, 'p> Builder<'a, 'p> {
         }
     }
 
-    /// Matches for "the peer is in zone `name`": none for `any`, one alternative per family.
-    fn peer(&mut self, name: &str, dir: Dir) -> Vec<Vec<Match>> {
+    /// Matches for "the peer is in zone `name`": none for `any`, else one alternative per
+    /// family and kind of member (its containers' addresses, its networks), each with the
+    /// family it is about (`None`: either).
+    fn peer(&mut self, name: &str, dir: Dir) -> Vec<(Option<Family>, Vec<Match>)> {
         if name == ZONE_ANY {
-            return vec![vec![]];
+            return vec![(None, vec![])];
         }
         let Some(zone) = self.policy.zone(name) else {
             return vec![];
@@ -435,79 +437,112 @@ impl<'a, 'p> Builder<'a, 'p> {
         let stem = set_stem(name);
         let mut alts = Vec::new();
         for family in [Family::V4, Family::V6] {
-            let (set_name, elems, interval) = match &zone.kind {
-                ZoneKind::External(nets) => {
-                    let e: Vec<SetElem> = nets
-                        .iter()
-                        .filter(|n| {
-                            matches!((n, family), (IpNet::V4(_), Family::V4) | (IpNet::V6(_), Family::V6))
-                        })
-                        .map(|n| SetElem::Net(*n))
-                        .collect();
-                    // External zones are static: skip a family they have no networks in.
-                    if e.is_empty() {
-                        continue;
-                    }
-                    (format!("z_{stem}_{}", fam_digit(family)), e, true)
-                }
-                // Container zones keep both families even when empty, so a member joining
-                // later is a set-element update, not a rule change.
-                ZoneKind::Containers(_) => {
-                    let e = self
-                        .m
-                        .members
-                        .get(name)
-                        .map(|s| {
-                            s.iter().filter(|a| Family::of(a) == family).map(|a| SetElem::Addr(*a)).collect()
-                        })
-                        .unwrap_or_default();
-                    (format!("z_{stem}_{}", fam_digit(family)), e, false)
-                }
-            };
-            if self.sets.iter().all(|s| s.name != set_name) {
-                let key = if family == Family::V4 { SetKey::Ipv4 } else { SetKey::Ipv6 };
-                self.sets.push(Set {
-                    interval,
+            let key = if family == Family::V4 { SetKey::Ipv4 } else { SetKey::Ipv6 };
+            // Container zones keep both families even when empty, so a member joining later
+            // is a set-element update, not a rule change.
+            if zone.selector().is_some() {
+                let set_name = format!("z_{stem}_{}", fam_digit(family));
+                let elems: Vec<SetElem> = self
+                    .m
+                    .members
+                    .get(name)
+                    .map(|s| {
+                        s.iter().filter(|a| Family::of(a) == family).map(|a| SetElem::Addr(*a)).collect()
+                    })
+                    .unwrap_or_default();
+                self.declare_set(Set {
                     elements: elems,
                     ..Set::new(set_name.clone(), key, format!("zone {name}"))
                 });
+                alts.push((Some(family), vec![Match::AddrInSet { family, dir, set: set_name }]));
             }
-            alts.push(vec![Match::AddrInSet { family, dir, set: set_name }]);
+            // Networks are static: skip a family the zone has none in. A zone of both
+            // containers and networks keeps them in a set of their own (an interval set).
+            let nets: Vec<SetElem> = zone
+                .cidrs()
+                .iter()
+                .filter(|n| matches!((n, family), (IpNet::V4(_), Family::V4) | (IpNet::V6(_), Family::V6)))
+                .map(|n| SetElem::Net(*n))
+                .collect();
+            if !nets.is_empty() {
+                let (set_name, comment) = if zone.selector().is_some() {
+                    (format!("z_{stem}_net{}", fam_digit(family)), format!("zone {name}: networks"))
+                } else {
+                    (format!("z_{stem}_{}", fam_digit(family)), format!("zone {name}"))
+                };
+                self.declare_set(Set {
+                    interval: true,
+                    elements: nets,
+                    ..Set::new(set_name.clone(), key, comment)
+                });
+                alts.push((Some(family), vec![Match::AddrInSet { family, dir, set: set_name }]));
+            }
         }
         alts
     }
 
-    fn traffic_matches(r: &PolicyRule) -> Vec<Match> {
-        let mut m = Vec::new();
-        if !r.protos.is_any() {
+    fn declare_set(&mut self, set: Set) {
+        if self.sets.iter().all(|s| s.name != set.name) {
+            self.sets.push(set);
+        }
+    }
+
+    /// The matches of a rule's traffic for peers of `family` (`None`: either), one
+    /// alternative per nft rule: services of the same protocols share one rule (their
+    /// ports in one set); ICMP types are per family, so a rule with them gets one per family.
+    fn traffic_matches(traffic: &[Traffic], family: Option<Family>) -> Vec<Vec<Match>> {
+        let mut out: Vec<Vec<Match>> = Vec::new();
+        for t in merged(traffic) {
+            let typed = t.protos.icmp && !t.icmp.is_any();
             let mut l4 = Vec::new();
-            if r.protos.tcp {
+            if t.protos.tcp {
                 l4.push(L4::Tcp);
             }
-            if r.protos.udp {
+            if t.protos.udp {
                 l4.push(L4::Udp);
             }
-            if r.protos.icmp {
+            if t.protos.icmp && !typed {
                 l4.push(L4::Icmp);
                 l4.push(L4::Icmpv6);
             }
-            m.push(Match::L4Proto(l4));
+            if t.protos.is_any() && t.ports.is_any() {
+                out.push(vec![]);
+            } else if !l4.is_empty() {
+                let mut m = vec![Match::L4Proto(l4)];
+                if !t.ports.is_any() {
+                    m.push(Match::Dport(t.ports.0.clone()));
+                }
+                out.push(m);
+            }
+            if typed {
+                let families = family.map_or(vec![Family::V4, Family::V6], |f| vec![f]);
+                for f in families {
+                    let types = t.icmp.numbers(f == Family::V6);
+                    // A type only one version has: the other family matches none of it.
+                    if !types.is_empty() {
+                        out.push(vec![Match::IcmpType { family: f, types }]);
+                    }
+                }
+            }
         }
-        if !r.ports.is_any() {
-            m.push(Match::Dport(r.ports.0.clone()));
-        }
-        m
+        let mut seen = Vec::new();
+        out.retain(|m| {
+            let new = !seen.contains(m);
+            seen.push(m.clone());
+            new
+        });
+        out
     }
 
     /// Rules for policies that apply on this side of this container, in order.
     fn policy_rules(&mut self, side: Side, list: &'p [PolicyRule], kind: RuleKind, out: &mut Vec<Rule>) {
         let zone = self.zone.name.as_str();
         for r in list.iter().filter(|r| !r.is_expired(self.opts.now)) {
-            let (own, peer, dir) = match side {
+            let (own, peers, dir) = match side {
                 Side::Egress => (&r.from, &r.to, Dir::Dst),
                 Side::Ingress => (&r.to, &r.from, Dir::Src),
             };
-            if own != zone && own != ZONE_ANY {
+            if !own.includes(zone) {
                 continue;
             }
             let origin = RuleRef { kind, id: r.id.clone(), source: Some(r.pos.short()) };
@@ -519,15 +554,20 @@ impl<'a, 'p> Builder<'a, 'p> {
                 Some(_) => self.inspected_accept(r.action, &origin),
                 None => self.decide(r.action, &origin),
             };
-            for mut alt in self.peer(peer, dir) {
-                let traffic = Self::traffic_matches(r);
+            let mut alts = Vec::new();
+            for p in peers.iter() {
+                alts.extend(self.peer(p, dir));
+            }
+            for (family, alt) in alts {
+                let traffic = Self::traffic_matches(&r.traffic, family);
                 // The floor sees IPv4 datagrams unreassembled: a later fragment carries no
                 // ports, so an allow with ports also passes later fragments to the same
                 // peers (the first fragment, which has them, is judged like any packet).
-                let v4 = alt.iter().any(|m| matches!(m, Match::AddrInSet { family: Family::V4, .. }))
-                    || alt.is_empty();
+                let v6_only =
+                    |m: &Vec<Match>| matches!(m.as_slice(), [Match::IcmpType { family: Family::V6, .. }]);
+                let restricted = !traffic.iter().any(|t| t.is_empty()) && traffic.iter().any(|t| !v6_only(t));
                 let allows = self.floor.as_ref().is_some_and(|(pass, _)| verdict == *pass);
-                if allows && side == Side::Egress && !traffic.is_empty() && v4 {
+                if allows && side == Side::Egress && restricted && family != Some(Family::V6) {
                     let mut frag = alt.clone();
                     if frag.is_empty() {
                         frag.push(Match::EtherType { types: vec![ETHERTYPE_IPV4], invert: false });
@@ -535,12 +575,15 @@ impl<'a, 'p> Builder<'a, 'p> {
                     frag.push(Match::FragNonFirst);
                     out.push(rule(frag, verdict.clone(), Some(origin.clone())));
                 }
-                alt.extend(traffic);
-                let mut x = rule(alt, verdict.clone(), Some(origin.clone()));
-                // Which side accepted it tells the daemon who initiated the connection.
-                let remote = if side == Side::Ingress { mark::REMOTE_INITIATOR } else { 0 };
-                x.mark = tap.as_ref().map(|t| t.mark | remote);
-                out.push(x);
+                for t in traffic {
+                    let mut m = alt.clone();
+                    m.extend(t);
+                    let mut x = rule(m, verdict.clone(), Some(origin.clone()));
+                    // Which side accepted it tells the daemon who initiated the connection.
+                    let remote = if side == Side::Ingress { mark::REMOTE_INITIATOR } else { 0 };
+                    x.mark = tap.as_ref().map(|t| t.mark | remote);
+                    out.push(x);
+                }
             }
         }
     }
@@ -599,7 +642,7 @@ impl<'a, 'p> Builder<'a, 'p> {
         {
             for r in list.iter().filter(|r| !r.is_expired(self.opts.now)) {
                 let Some(insp) = &r.inspect else { continue };
-                let here = [&r.from, &r.to].iter().any(|z| z.as_str() == zone || z.as_str() == ZONE_ANY);
+                let here = r.from.includes(zone) || r.to.includes(zone);
                 if !here || r.action == Action::Deny {
                     continue;
                 }
@@ -926,6 +969,25 @@ impl<'a, 'p> Builder<'a, 'p> {
 
         Chain { name: name.into(), base: Some(BaseChain { hook, priority: 0, policy_drop: true }), rules }
     }
+}
+
+/// Traffic entries of the same protocols without ICMP types merged into one (their ports
+/// united), in the order they first appear: one nft rule for `https` and `http`.
+fn merged(traffic: &[Traffic]) -> Vec<Traffic> {
+    let mut out: Vec<Traffic> = Vec::new();
+    for t in traffic {
+        let typed = t.protos.icmp && !t.icmp.is_any();
+        match out.iter_mut().find(|o| !typed && o.protos == t.protos && o.icmp.is_any()) {
+            Some(o) if o.ports.is_any() || t.ports.is_any() => o.ports = crate::rules::Ports::default(),
+            Some(o) => {
+                let mut all = o.ports.0.clone();
+                all.extend(t.ports.0.iter().copied());
+                o.ports = crate::rules::Ports::new(all);
+            }
+            None => out.push(t.clone()),
+        }
+    }
+    out
 }
 
 fn fam_digit(f: Family) -> char {

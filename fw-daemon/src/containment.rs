@@ -344,7 +344,7 @@ pub fn denied(rs: &Ruleset, own: &[IpAddr], e: &CtEntry) -> bool {
         _ => return false,
     };
     let dport = matches!(proto, Proto::Tcp | Proto::Udp).then_some(o.dport);
-    let pkt = Packet { src: o.src, dst: o.dst, proto, dport };
+    let pkt = Packet { src: o.src, dst: o.dst, proto, dport, icmp_type: None };
     let hook = if own.contains(&o.src) {
         Hook::Output
     } else if own.contains(&o.dst) {

@@ -6,10 +6,10 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Deserialize;
+use toml::de::{DeTable, DeValue};
 
-use crate::rules::diag::LineIndex;
-use crate::rules::{Diagnostic, Identity, Severity};
+use crate::rules::reader::{get, FileCtx};
+use crate::rules::{Diagnostic, Identity, Severity, SourcePos};
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Container {
@@ -52,34 +52,6 @@ impl Inventory {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawInventory {
-    #[serde(default)]
-    container: Vec<toml::Spanned<RawContainer>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawContainer {
-    name: String,
-    netns: Option<PathBuf>,
-    #[serde(default)]
-    image: String,
-    #[serde(default)]
-    labels: std::collections::BTreeMap<String, String>,
-    #[serde(default)]
-    addresses: Vec<toml::Spanned<String>>,
-    link: Option<RawLink>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLink {
-    netns: PathBuf,
-    ifname: Option<String>,
-}
-
 /// Reads and checks an inventory file.
 pub fn load_inventory(path: &Path) -> Result<Inventory, Vec<Diagnostic>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -92,71 +64,120 @@ pub fn load_inventory(path: &Path) -> Result<Inventory, Vec<Diagnostic>> {
     parse_inventory(path, &text)
 }
 
-/// Parses an inventory; pure. Names must be unique, addresses valid and not shared.
+/// Parses an inventory; pure. Names must be unique, addresses valid and not shared. Every
+/// problem is reported, in the same `path:line:col` dialect (with a "did you mean") as the
+/// rule files.
 pub fn parse_inventory(path: &Path, text: &str) -> Result<Inventory, Vec<Diagnostic>> {
-    let path = Arc::new(path.to_path_buf());
-    let lines = LineIndex::new(text);
-    let at = |offset: usize, msg: String| {
-        let (line, col) = lines.locate(text, offset);
-        Diagnostic { severity: Severity::Error, path: path.clone(), line, col, message: msg }
-    };
-    let raw: RawInventory = toml::from_str(text).map_err(|e| {
-        let off = e.span().map_or(0, |s| s.start);
-        vec![at(off, e.message().lines().next().unwrap_or("invalid inventory").to_string())]
-    })?;
-    let mut diags = Vec::new();
-    let mut names: HashMap<String, usize> = HashMap::new();
-    let mut owners: HashMap<IpAddr, String> = HashMap::new();
-    let mut netns_of: HashMap<String, Option<PathBuf>> = HashMap::new();
-    let mut containers = Vec::with_capacity(raw.container.len());
-    for entry in raw.container {
-        let start = entry.span().start;
-        let c = entry.into_inner();
-        if c.name.is_empty() {
-            diags.push(at(start, "container `name` is empty".into()));
-            continue;
-        }
-        if names.insert(c.name.clone(), start).is_some() {
-            diags.push(at(start, format!("container `{}` is listed twice", c.name)));
-            continue;
-        }
-        netns_of.insert(c.name.clone(), c.netns.clone());
-        let mut addresses = Vec::with_capacity(c.addresses.len());
-        for a in c.addresses {
-            match a.get_ref().parse::<IpAddr>() {
-                Ok(ip) => {
-                    // Containers sharing one namespace share its addresses; anyone else
-                    // claiming an address is a mistake.
-                    let shared = |other: &str| {
-                        c.netns.is_some()
-                            && netns_of.get(other).is_some_and(|n| n.as_ref() == c.netns.as_ref())
-                    };
-                    match owners.insert(ip, c.name.clone()) {
-                        Some(other) if !shared(&other) => diags.push(at(
-                            a.span().start,
-                            format!("address {ip} of `{}` is also `{other}`'s", c.name),
-                        )),
-                        _ => {}
-                    }
-                    addresses.push(ip);
-                }
-                Err(_) => diags
-                    .push(at(a.span().start, format!("`{}` is not an IPv4 or IPv6 address", a.get_ref()))),
-            }
-        }
-        containers.push(Container {
-            name: c.name,
-            netns: c.netns,
-            image: c.image,
-            labels: c.labels.into_iter().collect(),
-            addresses,
-            link: c.link.map(|l| LinkHint { netns: l.netns, ifname: l.ifname }),
-        });
+    let mut cx = FileCtx::new(Arc::new(path.to_path_buf()), text);
+    let (doc, errors) = DeTable::parse_recoverable(text);
+    for e in &errors {
+        let span = e.span().unwrap_or(0..0);
+        let msg = e.message();
+        cx.error(&span, format!("TOML syntax: {}", msg.lines().next().unwrap_or(msg).trim()));
     }
+    let mut containers = Vec::new();
+    if errors.is_empty() {
+        read_containers(&mut cx, doc.get_ref(), &mut containers);
+    }
+    let diags = cx.finish();
     if diags.is_empty() {
         Ok(Inventory { containers })
     } else {
         Err(diags)
+    }
+}
+
+const TOP_KEYS: &[&str] = &["container"];
+const CONTAINER_KEYS: &[&str] = &["name", "netns", "image", "labels", "addresses", "link"];
+const LINK_KEYS: &[&str] = &["netns", "ifname"];
+
+fn read_containers(cx: &mut FileCtx<'_>, doc: &DeTable<'_>, out: &mut Vec<Container>) {
+    cx.check_keys(doc, TOP_KEYS, "an inventory");
+    let Some(v) = get(doc, "container") else { return };
+    let DeValue::Array(items) = v.get_ref() else {
+        cx.error(&v.span(), "`container` must be an array of tables: write each one as [[container]]");
+        return;
+    };
+    // Where each name and address was first given, for the duplicates' messages.
+    let mut names: HashMap<String, SourcePos> = HashMap::new();
+    let mut owners: HashMap<IpAddr, String> = HashMap::new();
+    let mut netns_of: HashMap<String, Option<PathBuf>> = HashMap::new();
+    for item in items.iter() {
+        let Some(t) = cx.table(item, "container") else { continue };
+        cx.check_keys(t, CONTAINER_KEYS, "[[container]]");
+        let name = match get(t, "name") {
+            Some(nv) => cx.str(nv, "name").map(|n| (n.to_string(), nv.span())),
+            None => {
+                cx.error(&item.span(), "container needs a `name`");
+                None
+            }
+        };
+        let netns = get(t, "netns").and_then(|v| cx.str(v, "netns")).map(PathBuf::from);
+        let image = get(t, "image").and_then(|v| cx.str(v, "image")).unwrap_or_default().to_string();
+        let mut labels = Vec::new();
+        if let Some(lt) = get(t, "labels").and_then(|v| cx.table(v, "labels")) {
+            for (k, val) in lt.iter() {
+                if let Some(s) = cx.str(val, &format!("labels.{}", k.get_ref())) {
+                    labels.push((k.get_ref().to_string(), s.to_string()));
+                }
+            }
+        }
+        labels.sort();
+        let link = get(t, "link").and_then(|v| {
+            let lt = cx.table(v, "link")?;
+            cx.check_keys(lt, LINK_KEYS, "`link`");
+            let ifname = get(lt, "ifname").and_then(|v| cx.str(v, "ifname")).map(str::to_string);
+            match get(lt, "netns") {
+                Some(nv) => cx.str(nv, "link.netns").map(|n| LinkHint { netns: n.into(), ifname }),
+                None => {
+                    cx.error(
+                        &v.span(),
+                        "`link` needs `netns` (the namespace holding the container's host side)",
+                    );
+                    None
+                }
+            }
+        });
+        let Some((name, name_span)) = name else { continue };
+        if name.is_empty() {
+            cx.error(&name_span, "container `name` is empty");
+            continue;
+        }
+        if let Some(first) = names.get(&name) {
+            let d = cx
+                .diag(Severity::Error, &name_span, format!("container `{name}` is listed twice"))
+                .note(format!("first listed at {first}"));
+            cx.report(d);
+            continue;
+        }
+        names.insert(name.clone(), cx.pos(&name_span));
+        netns_of.insert(name.clone(), netns.clone());
+        let mut addresses = Vec::new();
+        if let Some(av) = get(t, "addresses") {
+            for (a, span) in cx.str_list(av, "addresses") {
+                let Ok(ip) = a.trim().parse::<IpAddr>() else {
+                    let hint = a.parse::<ipnet::IpNet>().map(|n| format!("; did you mean `{}`?", n.addr()));
+                    cx.error(
+                        &span,
+                        format!("`{a}` is not an IPv4 or IPv6 address{}", hint.unwrap_or_default()),
+                    );
+                    continue;
+                };
+                // Containers sharing one namespace share its addresses; anyone else
+                // claiming an address is a mistake.
+                let shared = |other: &str| {
+                    netns.is_some() && netns_of.get(other).is_some_and(|n| n.as_ref() == netns.as_ref())
+                };
+                match owners.insert(ip, name.clone()) {
+                    Some(other) if !shared(&other) => {
+                        cx.error(&span, format!("address {ip} of `{name}` is also `{other}`'s"))
+                    }
+                    _ => {}
+                }
+                addresses.push(ip);
+            }
+        }
+        out.push(Container { name, netns, image, labels, addresses, link });
     }
 }
 
@@ -210,6 +231,9 @@ mod tests {
     fn unknown_keys_are_errors_with_position() {
         let errs =
             parse_inventory(Path::new("i.toml"), "[[container]]\nname = \"a\"\nimg = \"x\"\n").unwrap_err();
-        assert!(errs[0].to_string().starts_with("i.toml:3:1: error: unknown field `img`"), "{}", errs[0]);
+        assert_eq!(
+            errs[0].to_string(),
+            "i.toml:3:1: error: unknown key `img` in [[container]]; did you mean `image`?"
+        );
     }
 }

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use fw_daemon::compile::CompileOptions;
 use fw_daemon::config::{self as fw_config, LogFormat};
 use fw_daemon::daemon;
+use fw_daemon::rules::report::Style;
 use fw_daemon::tools::{self, apply, check, explain, plan, Failed};
 
 #[derive(Parser)]
@@ -35,14 +36,22 @@ enum Cmd {
     /// Validate a rules directory; exit 0 when valid, 1 with every error otherwise
     #[command(after_help = "\
 Every problem is printed as `path:line:col: error: message` (or `warning:`), so editors can jump
-to it. Warnings (overlapping zones, shadowed or expired policies) do not fail the check.
-With --inventory, also shows which zone each container lands in.")]
+to it, followed by the source line with the problem underlined and notes. Warnings (overlapping
+zones, shadowed or expired policies) do not fail the check unless --deny-warnings is given (for
+CI). With --inventory, the inventory is checked too, and the output shows which zone each
+container lands in. \"ok\" is printed only when there is no error.")]
     Check {
         /// Directory of *.toml rule files (merged in file-name order)
         dir: PathBuf,
         /// Container inventory to check against the zones
         #[arg(long)]
         inventory: Option<PathBuf>,
+        /// Exit 1 on warnings too, not only on errors
+        #[arg(long)]
+        deny_warnings: bool,
+        /// Colour the diagnostics: auto (when stderr is a terminal and NO_COLOR is unset)
+        #[arg(long, value_enum, default_value_t = Color::Auto)]
+        color: Color,
     },
     /// Print the nftables script each container's `table inet fw` would get
     #[command(after_help = "\
@@ -129,6 +138,9 @@ audit-deny (a zone in audit mode would have dropped it: logged and allowed).")]
         /// Destination port (tcp and udp)
         #[arg(long)]
         port: Option<u16>,
+        /// ICMP type by name (icmp only), e.g. echo-request [default: echo-request]
+        #[arg(long)]
+        icmp_type: Option<String>,
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,
@@ -258,6 +270,14 @@ impl RunArgs {
     }
 }
 
+/// When `check` colours its diagnostics.
+#[derive(Clone, Copy, ValueEnum)]
+enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum ProtoArg {
     Tcp,
@@ -281,18 +301,39 @@ fn main() -> ExitCode {
 
 fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
     match cmd {
-        Cmd::Check { dir, inventory } => {
+        Cmd::Check { dir, inventory, deny_warnings, color } => {
+            use std::io::IsTerminal;
             let r = check::check(&dir, inventory.as_deref(), now);
-            for d in &r.diagnostics {
-                eprintln!("{d}");
+            let style = match color {
+                Color::Always => Style::Color,
+                Color::Never => Style::Plain,
+                Color::Auto if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() => {
+                    Style::Color
+                }
+                Color::Auto => Style::Plain,
+            };
+            eprint!("{}", r.render(style));
+            let (errors, warnings) = (r.errors(), r.warnings());
+            let plural = |n: usize| if n == 1 { "" } else { "s" };
+            if errors > 0 {
+                let also = if warnings > 0 {
+                    format!(", {warnings} warning{}", plural(warnings))
+                } else {
+                    String::new()
+                };
+                eprintln!("{}: {errors} error{}{also}", dir.display(), plural(errors));
+                return Ok(ExitCode::from(1));
+            }
+            if deny_warnings && warnings > 0 {
+                eprintln!(
+                    "{}: {warnings} warning{}, denied by --deny-warnings",
+                    dir.display(),
+                    plural(warnings)
+                );
+                return Ok(ExitCode::from(1));
             }
             for l in &r.summary {
                 println!("{l}");
-            }
-            if !r.ok {
-                let n = r.diagnostics.iter().filter(|d| d.is_error()).count();
-                eprintln!("{}: {n} error{}", dir.display(), if n == 1 { "" } else { "s" });
-                return Ok(ExitCode::from(1));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -389,7 +430,7 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
             daemon::run(cfg).map_err(|e| Failed::message(format!("error: {e}")))?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Explain { dir, inventory, from, to, proto, port, json } => {
+        Cmd::Explain { dir, inventory, from, to, proto, port, icmp_type, json } => {
             let (policy, inv, _) = tools::load_both(&dir, &inventory, now)?;
             let proto = match proto {
                 ProtoArg::Tcp => "tcp",
@@ -397,7 +438,9 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
                 ProtoArg::Icmp => "icmp",
             };
             let opts = CompileOptions { now, ..CompileOptions::default() };
-            let e = explain::explain(&policy, &inv, &from, &to, explain::parse_proto(proto)?, port, &opts)?;
+            let icmp_type = icmp_type.as_deref().map(explain::parse_icmp_type).transpose()?;
+            let proto = explain::parse_proto(proto)?;
+            let e = explain::explain_icmp(&policy, &inv, &from, &to, proto, port, icmp_type, &opts)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&e).map_err(|e| Failed::message(e.to_string()))?);
             } else {

@@ -47,7 +47,7 @@ action = "allow"
         "bad.toml:4:1: error: unknown key `colour` in zone `web`; expected one of: description, match, cidrs, mode, max_conns, new_conns_per_sec, egress_bytes_per_sec, forward",
         "bad.toml:7:10: error: `10.0.0.1/8` has host bits set; did you mean `10.0.0.0/8`?",
         "bad.toml:7:24: error: `300.1.1.1/32` is not an IPv4 or IPv6 network (like 10.0.0.0/8 or fd00::/64)",
-        "bad.toml:13:10: error: ports go from 1 to 65535",
+        "bad.toml:13:10: error: port 0 is out of range: ports go from 1 to 65535",
         "bad.toml:13:13: error: port range 90-80 is backwards: write 80-90",
         "bad.toml:14:10: error: `action` must be one of `allow`, `deny`, `log`, found `permit`",
         "bad.toml:19:1: error: unknown key `prot` in [[policy]]; did you mean `proto`?",
@@ -70,7 +70,7 @@ fn wrong_types_say_what_was_expected() {
     let z = "[zone.web]\nmatch = { name = \"web-*\" }\nmax_conns = \"lots\"\nmode = 3\n";
     let d = diags(&[("z.toml", z)]);
     assert!(
-        d.contains(&"z.toml:3:13: error: `max_conns` must be an integer, found a string".to_string()),
+        d.contains(&"z.toml:3:1: error: `max_conns` must be an integer, found a string".to_string()),
         "{d:?}"
     );
     assert!(d.contains(&"z.toml:4:8: error: `mode` must be a string, found an integer".to_string()), "{d:?}");
@@ -80,7 +80,8 @@ fn wrong_types_say_what_was_expected() {
 fn bad_units_are_explained() {
     let z = "[zone.web]\nmatch = { name = \"web-*\" }\negress_bytes_per_sec = \"10Mb\"\n";
     let d = diags(&[("z.toml", z)]);
-    assert_eq!(d, vec!["z.toml:3:24: error: `egress_bytes_per_sec`: unit `Mb` is ambiguous: write `MB` for bytes or `mbit` for bits"]);
+    // Cap errors point at the cap's key (the snippet underlines the key and its value).
+    assert_eq!(d, vec!["z.toml:3:1: error: `egress_bytes_per_sec`: unit `Mb` is ambiguous: write `MB` for bytes or `mbit` for bits"]);
 }
 
 #[test]
@@ -176,14 +177,14 @@ fn expired_policies_warn_and_are_not_compiled() {
 
 #[test]
 fn zone_shape_errors() {
+    // A zone may hold both containers and networks (`mixed`): no error for it.
     let d = diags(&[(
         "z.toml",
         "[zone.any]\ncidrs = [\"10.0.0.0/8\"]\n[zone.mixed]\nmatch = { name = \"x\" }\ncidrs = [\"10.0.0.0/8\"]\n[zone.empty]\ndescription = \"nothing\"\n[zone.default]\nmatch = { name = \"y\" }\n",
     )]);
     assert_eq!(d, vec![
         "z.toml:1:7: error: `any` is reserved: it means every address and cannot be declared",
-        "z.toml:5:9: error: zone `mixed` has both `match` and `cidrs`: a zone holds either containers or external networks; split it in two",
-        "z.toml:6:7: error: zone `empty` selects nothing: add `match = { name = \"web-*\" }` (containers) or `cidrs = [\"203.0.113.0/24\"]` (external networks)",
+        "z.toml:6:7: error: zone `empty` selects nothing: give it `match` (containers), `cidrs` (external networks), or both",
         "z.toml:8:7: error: zone `default` holds the containers no other zone selects: it takes no `match` or `cidrs`, only mode and caps",
     ]);
 }
@@ -278,4 +279,183 @@ fn the_cli_accepts_the_demo() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("batch-1          -> batch (audit)"), "{text}");
     assert!(text.contains("misc-1           -> default (enforce)"), "{text}");
+}
+
+/// The `check` binary on a directory of files, with optional inventory text and flags:
+/// (exit code, stdout, stderr).
+fn run_check(files: &[(&str, &str)], inventory: Option<&str>, flags: &[&str]) -> (i32, String, String) {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let tag = format!("cli{}", N.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+    let dir = common::work_dir("check", &tag);
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    for (name, text) in files {
+        std::fs::write(rules.join(name), text).unwrap();
+    }
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fw-daemon"));
+    cmd.arg("check").arg("rules").current_dir(&dir).args(flags).env_remove("NO_COLOR");
+    if let Some(inv) = inventory {
+        std::fs::write(dir.join("inv.toml"), inv).unwrap();
+        cmd.args(["--inventory", "inv.toml"]);
+    }
+    let out = cmd.output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn follow_on_errors_never_come_before_their_cause() {
+    // Each misspelt key is reported once, as misspelt: not also as the key it stands for
+    // missing (which sat at the table's header, before its cause).
+    let p = format!(
+        "{ZONES}[[policy]]\nfrom = \"web\"\nto = \"db\"\nacton = \"allow\"\n\
+         [[policy]]\nfrm = \"web\"\nto = \"db\"\naction = \"allow\"\n\
+         [[policy]]\nfrom = \"web\"\nto = \"db\"\nports = 443\nprot = \"tcp\"\naction = \"allow\"\n\
+         [[policy]]\nfrom = \"web\"\nto = \"db\"\nproto = \"tcp\"\naction = \"allow\"\ninspect = {{ protocl = \"tls\" }}\n\
+         [zone.typo]\nmach = {{ name = \"x-*\" }}\n"
+    );
+    let d = diags(&[("a.toml", &p)]);
+    assert_eq!(
+        d,
+        vec![
+            "a.toml:9:1: error: unknown key `acton` in [[policy]]; did you mean `action`?",
+            "a.toml:11:1: error: unknown key `frm` in [[policy]]; did you mean `from`?",
+            "a.toml:18:1: error: unknown key `prot` in [[policy]]; did you mean `proto`?",
+            "a.toml:25:13: error: unknown key `protocl` in `inspect`; did you mean `protocol`?",
+            "a.toml:27:1: error: unknown key `mach` in zone `typo`; did you mean `match`?",
+        ],
+    );
+}
+
+#[test]
+fn unknown_zones_and_services_list_the_known_ones() {
+    let p =
+        "[[policy]]\nfrom = \"web\"\nto = [\"db\", \"nowhere\"]\nservice = \"htps\"\naction = \"allow\"\n";
+    let s = "[service.https]\nproto = \"tcp\"\nports = 443\n[service.dns]\nproto = [\"udp\", \"tcp\"]\nports = 53\n";
+    let r = load(&[("10-zones.toml", ZONES), ("15-s.toml", s), ("20-p.toml", p)]);
+    let find = |what: &str| r.diagnostics.iter().find(|d| d.message.contains(what)).cloned().unwrap();
+    let zone = find("unknown zone `nowhere`");
+    assert_eq!(zone.to_string(), "20-p.toml:3:13: error: unknown zone `nowhere`");
+    assert_eq!(zone.notes, vec!["zones: web, db, default, any"]);
+    let svc = find("unknown service");
+    assert_eq!(svc.to_string(), "20-p.toml:4:11: error: unknown service `htps`; did you mean `https`?");
+    assert_eq!(svc.notes, vec!["services: https, dns"]);
+}
+
+#[test]
+fn port_problems_read_alike() {
+    let p = format!(
+        "{ZONES}[[policy]]\nfrom = \"web\"\nto = \"db\"\nproto = \"tcp\"\nports = [70000, 0, \"0-5\", \"99999\", -1, \"90-80\", \"80-\"]\naction = \"allow\"\n"
+    );
+    let d = diags(&[("a.toml", &p)]);
+    assert_eq!(
+        d,
+        vec![
+            "a.toml:10:10: error: port 70000 is out of range: ports go from 1 to 65535",
+            "a.toml:10:17: error: port 0 is out of range: ports go from 1 to 65535",
+            "a.toml:10:20: error: port range 0-5 is out of range: ports go from 1 to 65535",
+            "a.toml:10:27: error: port 99999 is out of range: ports go from 1 to 65535",
+            "a.toml:10:36: error: port -1 is out of range: ports go from 1 to 65535",
+            "a.toml:10:40: error: port range 90-80 is backwards: write 80-90",
+            "a.toml:10:49: error: port `80-` is not a port or a port range like \"8000-8100\"",
+        ]
+    );
+}
+
+#[test]
+fn cap_problems_point_at_the_cap_key() {
+    let z = "[zone.web]\nmatch = { name = \"web-*\" }\n    max_conns = 0\nnew_conns_per_sec = 99999999999\n\
+             [zone.partners]\ncidrs = [\"192.0.2.0/24\"]\nmode = \"audit\"\n  egress_bytes_per_sec = \"1MB\"\n";
+    let r = load(&[("z.toml", z)]);
+    let d: Vec<String> = r.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert_eq!(
+        d,
+        vec![
+            "z.toml:3:5: error: `max_conns` must be at least 1 (leave it out for no cap)",
+            "z.toml:4:1: error: `new_conns_per_sec` must be at most 16777216",
+            "z.toml:7:1: warning: `mode` is ignored in zone `partners`: it holds external networks only, and fw enforces a mode inside containers",
+            "z.toml:8:3: warning: `egress_bytes_per_sec` is ignored in zone `partners`: it holds external networks only, and fw enforces caps inside containers",
+        ]
+    );
+    // The underline covers the key and its value.
+    assert_eq!(r.diagnostics[0].len, "max_conns = 0".len() as u32);
+}
+
+#[test]
+fn check_prints_the_source_line_with_a_caret_and_colours_only_when_asked() {
+    let p = "[[policy]]\nfrom = \"web\"\nto = \"dbs\"\naction = \"allow\"\n";
+    let (code, out, err) = run_check(&[("10-zones.toml", ZONES), ("20-p.toml", p)], None, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(out.is_empty(), "no ok next to errors: {out}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines[0], "rules/20-p.toml:3:6: error: unknown zone `dbs`; did you mean `db`?");
+    assert!(err.contains("3 | to = \"dbs\"\n  |      ^^^^^ no such zone\n"), "{err}");
+    assert!(err.contains("= note: zones: web, db, default, any"), "{err}");
+    assert!(!err.contains('\u{1b}'), "not a terminal: no colours: {err:?}");
+    let (_, _, coloured) =
+        run_check(&[("10-zones.toml", ZONES), ("20-p.toml", p)], None, &["--color", "always"]);
+    assert!(coloured.contains("\u{1b}["), "{coloured:?}");
+}
+
+#[test]
+fn deny_warnings_fails_the_check_on_warnings() {
+    let z = "[zone.web]\nmatch = { name = \"web-*\" }\n[zone.ones]\nmatch = { name = \"*-1\" }\n";
+    let (code, out, err) = run_check(&[("z.toml", z)], None, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning: zone `ones` may select"), "{err}");
+    assert!(out.starts_with("rules: ok: "), "{out}");
+    let (code, out, err) = run_check(&[("z.toml", z)], None, &["--deny-warnings"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(err.trim_end().ends_with("rules: 1 warning, denied by --deny-warnings"), "{err}");
+}
+
+#[test]
+fn inventory_errors_are_all_reported_in_the_rules_dialect_and_no_ok_beside_them() {
+    let inv = "[[container]]\nname = \"web-1\"\nimg = \"nginx\"\naddresses = [\"10.0.0.1\"]\n\
+               [[container]]\nname = \"web-1\"\n\
+               [[container]]\nname = \"db-1\"\naddress = [\"10.0.0.2\"]\nlabels = { tier = 3 }\n\
+               [[container]]\nname = \"db-2\"\naddresses = [\"10.0.0.1\", \"10.0.0.3/24\"]\n";
+    let (code, out, err) = run_check(&[("10-zones.toml", ZONES)], Some(inv), &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(out.is_empty(), "`ok` printed next to inventory errors: {out}");
+    let firsts: Vec<&str> = err.lines().filter(|l| l.starts_with("inv.toml:")).collect();
+    assert_eq!(
+        firsts,
+        vec![
+            "inv.toml:3:1: error: unknown key `img` in [[container]]; did you mean `image`?",
+            "inv.toml:6:8: error: container `web-1` is listed twice",
+            "inv.toml:9:1: error: unknown key `address` in [[container]]; did you mean `addresses`?",
+            "inv.toml:10:19: error: `labels.tier` must be a string, found an integer",
+            "inv.toml:13:14: error: address 10.0.0.1 of `db-2` is also `web-1`'s",
+            "inv.toml:13:26: error: `10.0.0.3/24` is not an IPv4 or IPv6 address; did you mean `10.0.0.3`?",
+        ]
+    );
+    assert!(err.contains("= note: first listed at inv.toml:2:8"), "{err}");
+}
+
+#[test]
+fn containers_two_zones_select_are_one_warning_per_pair_with_the_count() {
+    let z = "[zone.web]\nmatch = { name = \"web-*\" }\n[zone.ones]\nmatch = { name = \"*-1\" }\n";
+    let mut inv = String::new();
+    for i in 0..9 {
+        inv.push_str(&format!("[[container]]\nname = \"web-{i}-1\"\naddresses = [\"10.0.0.{}\"]\n", i + 1));
+    }
+    let (code, out, err) = run_check(&[("z.toml", z)], Some(&inv), &[]);
+    assert_eq!(code, 0, "{err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains(": warning: ")).collect();
+    assert_eq!(
+        warnings,
+        vec!["rules/z.toml:3:7: warning: zone `ones` selects 9 containers that zone `web` (rules/z.toml:1) selects first: they join `web`"],
+        "{err}"
+    );
+    assert!(
+        err.contains("= note: selected by both: web-0-1, web-1-1, web-2-1, web-3-1, web-4-1, ... (9 in all)"),
+        "{err}"
+    );
+    assert!(out.contains("web-8-1          -> web (enforce)"), "{out}");
 }

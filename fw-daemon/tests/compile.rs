@@ -80,7 +80,7 @@ fn port_ranges_are_inclusive_and_merged() {
             "[[policy]]\nfrom = \"web\"\nto = \"api\"\nproto = \"tcp\"\nports = [\"8000-8010\", 8011, 9000]\naction = \"allow\"\n",
         ),
     ]);
-    assert_eq!(p.rules[0].ports.to_string(), "8000-8011,9000");
+    assert_eq!(p.rules[0].traffic[0].ports.to_string(), "8000-8011,9000");
     let inv = inventory(INV);
     for (port, want) in [
         (7999, Verdict::Deny),
@@ -459,6 +459,7 @@ fn blocks_without_ports_go_in_the_address_sets() {
                 dst: "192.0.2.7".parse().unwrap(),
                 proto,
                 dport: port,
+                icmp_type: None,
             },
         );
         assert_eq!(d.verdict, Verdict::Deny, "{proto:?}");

@@ -15,7 +15,16 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 
 fn demo_files() -> Vec<SourceFile> {
-    let dir = common::repo().join("rules/demo");
+    rule_files("demo")
+}
+
+/// rules/features: lists, services, a mixed zone, ICMP types.
+fn feature_files() -> Vec<SourceFile> {
+    rule_files("features")
+}
+
+fn rule_files(name: &str) -> Vec<SourceFile> {
+    let dir = common::repo().join("rules").join(name);
     let mut names: Vec<_> = std::fs::read_dir(&dir)
         .expect("rules/demo")
         .map(|e| e.expect("dir entry").path())
@@ -26,7 +35,7 @@ fn demo_files() -> Vec<SourceFile> {
         .into_iter()
         .map(|p| SourceFile {
             text: std::fs::read_to_string(&p).expect("demo file"),
-            path: PathBuf::from("rules/demo").join(p.file_name().expect("file name")),
+            path: PathBuf::from("rules").join(name).join(p.file_name().expect("file name")),
         })
         .collect()
 }
@@ -71,6 +80,17 @@ const HOSTILE: &[&str] = &[
     "[\"a\", 1]",
     "\n[zone.x]\n",
     "\n[[policy]]\n",
+    "[\"web\", \"any\"]",
+    "[\"web\", \"api\", \"web\"]",
+    "[]",
+    "\"TCP\"",
+    "[\"Icmp\", \"udp\"]",
+    "\"echo-request\"",
+    "[\"echo-request\", \"bogus\"]",
+    "\n[service.x]\nproto = \"tcp\"\n",
+    "\nservice = \"x\"\n",
+    "\nicmp_types = [\"packet-too-big\"]\n",
+    "\ncidrs = [\"10.9.0.0/16\"]\n",
 ];
 
 #[derive(Debug, Clone)]
@@ -257,6 +277,16 @@ fn check_invariants(files: &[SourceFile]) -> Result<(), TestCaseError> {
                     );
                 }
             }
+            if let Some(services) = doc.get("service").and_then(|z| z.as_table()) {
+                for name in services.keys() {
+                    prop_assert!(
+                        policy.services.iter().any(|s| &s.name == name),
+                        "service `{}` declared in {} is neither compiled nor reported",
+                        name,
+                        f.path.display()
+                    );
+                }
+            }
             written += doc.get("policy").and_then(|p| p.as_array()).map_or(0, |a| a.len());
         }
         prop_assert_eq!(policy.rules.len(), written, "a policy vanished without a diagnostic");
@@ -278,6 +308,8 @@ fn check_invariants(files: &[SourceFile]) -> Result<(), TestCaseError> {
 fn unmutated_demo_loads_cleanly() {
     let result = load_sources(&demo_files(), 1_700_000_000);
     assert!(result.policy.is_some(), "{:#?}", result.diagnostics);
+    let result = load_sources(&feature_files(), 1_700_000_000);
+    assert!(result.policy.is_some() && result.diagnostics.is_empty(), "{:#?}", result.diagnostics);
 }
 
 proptest! {
@@ -293,6 +325,12 @@ proptest! {
     fn arbitrary_text_never_panics(text in "\\PC{0,400}") {
         check_invariants(&[SourceFile { path: PathBuf::from("rules/x.toml"), text }])?;
     }
+    #[test]
+    fn mutated_feature_rules_never_panic(edits in prop::collection::vec(edit(), 1..6)) {
+        let files = mutate(&feature_files(), &edits);
+        check_invariants(&files)?;
+    }
+
     #[test]
     fn every_declared_zone_is_compiled_or_reported(zones in prop::collection::vec(zone(), 1..5)) {
         let mut text = String::from("[defaults]\naction = \"allow\"\n");
@@ -346,4 +384,110 @@ fn mutations_reach_errors_and_policies() {
         }
     }
     assert!(errors > 30 && policies > 30, "mutations too weak or too strong: {errors} errors, {policies} ok");
+}
+
+/// Services of the equivalence property below, with what each says inline.
+const SERVICES: &[(&str, &str)] = &[
+    ("https", "proto = \"tcp\"\nports = [443, 8443]\n"),
+    ("dns", "proto = [\"udp\", \"tcp\"]\nports = 53\n"),
+    ("ping", "proto = \"icmp\"\nicmp_types = [\"echo-request\"]\n"),
+    ("pg", "proto = \"TCP\"\nports = 5432\n"),
+    ("v6err", "proto = \"icmp\"\nicmp_types = [\"packet-too-big\", \"timestamp-request\"]\n"),
+];
+const TOUR_ZONES: &[&str] = &["web", "api", "db", "batch", "resolvers", "partners", "default", "any"];
+
+/// A policy in list form: from zones, to zones, services, action.
+fn list_policy() -> impl Strategy<Value = (Vec<&'static str>, Vec<&'static str>, Vec<usize>, &'static str)> {
+    let zones = prop::sample::subsequence(TOUR_ZONES[..7].to_vec(), 1..4);
+    let any_or = |z: Vec<&'static str>, any: bool| if any { vec!["any"] } else { z };
+    (
+        zones.clone(),
+        any::<bool>(),
+        zones,
+        prop::bool::weighted(0.2),
+        prop::sample::subsequence((0..SERVICES.len()).collect::<Vec<_>>(), 1..4),
+        prop::sample::select(vec!["allow", "deny", "log"]),
+    )
+        .prop_map(move |(f, fa, t, ta, s, a)| (any_or(f, fa), any_or(t, ta), s, a))
+        // Only external zones at both ends can never apply: an error, not a policy.
+        .prop_filter("partners -> partners alone", |(f, t, _, _)| !(f == &["partners"] && t == &["partners"]))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Same semantics: a policy with zone lists and services decides every packet as its
+    /// expansion into one block per (from, to, service), in order, does, at both ends.
+    #[test]
+    fn lists_and_services_mean_their_expansion(policies in prop::collection::vec(list_policy(), 1..5)) {
+        let zones = std::fs::read_to_string(common::repo().join("rules/features/10-zones.toml")).unwrap();
+        let mut services = String::new();
+        for (name, body) in SERVICES {
+            services.push_str(&format!("[service.{name}]\n{body}"));
+        }
+        let list = |xs: &[&str]| xs.iter().map(|x| format!("\"{x}\"")).collect::<Vec<_>>().join(", ");
+        let mut short = String::from("[defaults]\naction = \"deny\"\n");
+        let mut long = short.clone();
+        for (from, to, svc, action) in &policies {
+            let names: Vec<&str> = svc.iter().map(|i| SERVICES[*i].0).collect();
+            short.push_str(&format!(
+                "[[policy]]\nfrom = [{}]\nto = [{}]\nservice = [{}]\naction = \"{action}\"\n",
+                list(from), list(to), list(&names)
+            ));
+            for f in from {
+                // The part joining two external zones never applies (check warns about it).
+                for t in to.iter().filter(|t| !(*f == "partners" && **t == "partners")) {
+                    for i in svc {
+                        long.push_str(&format!(
+                            "[[policy]]\nfrom = \"{f}\"\nto = \"{t}\"\n{}action = \"{action}\"\n",
+                            SERVICES[*i].1
+                        ));
+                    }
+                }
+            }
+        }
+        let load = |policies: &str, with_services: bool| {
+            let mut files = vec![SourceFile { path: "rules/10-zones.toml".into(), text: zones.clone() }];
+            if with_services {
+                files.push(SourceFile { path: "rules/15-services.toml".into(), text: services.clone() });
+            }
+            files.push(SourceFile { path: "rules/20-policies.toml".into(), text: policies.to_string() });
+            let r = load_sources(&files, 1_700_000_000);
+            r.policy.ok_or_else(|| format!("{:#?}", r.diagnostics))
+        };
+        let a = load(&short, true).map_err(TestCaseError::fail)?;
+        let b = load(&long, false).map_err(TestCaseError::fail)?;
+        let inv = common::demo_inventory();
+        let opts = CompileOptions::default();
+        let ra = compile_all(&a, &inv, &opts);
+        let rb = compile_all(&b, &inv, &opts);
+        use fw_daemon::ruleset::eval::{evaluate, Packet, Proto};
+        use fw_daemon::ruleset::ir::Hook;
+        let probes: [(Proto, Option<u16>, Option<u8>); 7] = [
+            (Proto::Tcp, Some(443), None),
+            (Proto::Tcp, Some(5432), None),
+            (Proto::Tcp, Some(22), None),
+            (Proto::Udp, Some(53), None),
+            (Proto::Icmp, None, None),
+            (Proto::Icmp, None, Some(13)),
+            (Proto::Icmp, None, Some(2)),
+        ];
+        let mut peers: Vec<std::net::IpAddr> = inv.containers.iter().flat_map(|c| c.addresses.clone()).collect();
+        peers.extend(["10.77.8.7".parse::<std::net::IpAddr>().unwrap(), "10.77.9.7".parse().unwrap(), "fd77:0:9::7".parse().unwrap()]);
+        for (i, c) in inv.containers.iter().enumerate() {
+            for own in &c.addresses {
+                for peer in peers.iter().filter(|p| p.is_ipv6() == own.is_ipv6() && *p != own) {
+                    for (proto, dport, icmp_type) in probes {
+                        // ICMPv6 numbers for an IPv6 packet: 2 is packet-too-big there.
+                        let icmp_type = icmp_type.map(|t| if own.is_ipv6() && t == 13 { 128 } else { t });
+                        for (hook, src, dst) in [(Hook::Output, *own, *peer), (Hook::Input, *peer, *own)] {
+                            let pkt = Packet { src, dst, proto, dport, icmp_type };
+                            let (x, y) = (evaluate(&ra[i], hook, &pkt).verdict, evaluate(&rb[i], hook, &pkt).verdict);
+                            prop_assert_eq!(x, y, "{} {:?} {:?}:\n{}\n---\n{}", c.name, hook, pkt, short, long);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -41,9 +41,20 @@ fn nft_accepts_every_demo_plan() {
     if !common::require(nft_available(), "the nft client (vagrant/provision.sh installs it)") {
         return;
     }
-    let p = common::demo_policy();
-    let inv = common::demo_inventory();
-    for cp in plan(&p, &inv, None, &CompileOptions::default()).map_err(|f| f.lines()).unwrap() {
+    nft_accepts_every_plan(&common::demo_policy(), &common::demo_inventory());
+}
+
+/// The feature tour: zone lists, services, a zone of containers and networks, ICMP types.
+#[test]
+fn nft_accepts_every_features_plan() {
+    if !common::require(nft_available(), "the nft client (vagrant/provision.sh installs it)") {
+        return;
+    }
+    nft_accepts_every_plan(&common::features_policy(), &common::demo_inventory());
+}
+
+fn nft_accepts_every_plan(p: &fw_daemon::rules::Policy, inv: &fw_daemon::inventory::Inventory) {
+    for cp in plan(p, inv, None, &CompileOptions::default()).map_err(|f| f.lines()).unwrap() {
         // With its comment header too: that is what `plan | nft -c -f -` sends.
         if let Err(e) = nft_check(&cp.text) {
             let lines: Vec<&str> = cp.text.lines().collect();
@@ -62,7 +73,7 @@ fn nft_accepts_every_demo_plan() {
             }
         }
     }
-    let floor = fw_daemon::tools::plan::plan_floor(&p, &inv, None, &CompileOptions::default());
+    let floor = fw_daemon::tools::plan::plan_floor(p, inv, None, &CompileOptions::default());
     if let Err(e) = nft_check(&floor.text) {
         panic!("nft rejected the floor:\n{e}\n{}", floor.script);
     }

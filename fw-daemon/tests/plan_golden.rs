@@ -19,6 +19,20 @@ fn demo_plan_is_stable() {
     insta::assert_snapshot!("plan-floor", floor.text);
 }
 
+/// The feature tour (rules/features): zone lists, named services, a zone of containers and
+/// networks, ICMP types, in each container's table and in the floor.
+#[test]
+fn features_plan_is_stable() {
+    let p = common::features_policy();
+    let inv = common::demo_inventory();
+    let plans = plan(&p, &inv, None, &CompileOptions::default()).map_err(|f| f.lines()).unwrap();
+    for cp in plans {
+        insta::assert_snapshot!(format!("features-{}", cp.container), cp.text);
+    }
+    let floor = fw_daemon::tools::plan::plan_floor(&p, &inv, None, &CompileOptions::default());
+    insta::assert_snapshot!("features-floor", floor.text);
+}
+
 #[test]
 fn plan_for_one_container_and_unknown_names() {
     let p = common::demo_policy();

@@ -294,7 +294,7 @@ fn still_allowed(rs: &Ruleset, key: &[KeyValue]) -> bool {
         1 | 58 => Proto::Icmp,
         _ => return false,
     };
-    let pkt = Packet { src: peer, dst: own, proto, dport: own_port };
+    let pkt = Packet { src: peer, dst: own, proto, dport: own_port, icmp_type: None };
     evaluate_chain(rs, chain, &pkt)
         .and_then(|d| d.by)
         .is_some_and(|by| by.kind == fw_proto::RuleKind::Floor && by.id == "record")

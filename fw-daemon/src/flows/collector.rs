@@ -93,8 +93,12 @@ impl Context for FlowContext {
         let Some(own) = own else { return (FlowVerdict::Allowed, None) };
         let dport = matches!(p, eval::Proto::Tcp | eval::Proto::Udp).then_some(port);
         let (hook, pkt) = match direction {
-            Direction::Egress => (Hook::Output, Packet { src: own, dst: peer, proto: p, dport }),
-            Direction::Ingress => (Hook::Input, Packet { src: peer, dst: own, proto: p, dport }),
+            Direction::Egress => {
+                (Hook::Output, Packet { src: own, dst: peer, proto: p, dport, icmp_type: None })
+            }
+            Direction::Ingress => {
+                (Hook::Input, Packet { src: peer, dst: own, proto: p, dport, icmp_type: None })
+            }
         };
         let d = eval::evaluate(rs, hook, &pkt);
         let v = match d.verdict {

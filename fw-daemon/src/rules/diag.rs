@@ -19,16 +19,50 @@ pub struct Diagnostic {
     /// 1-based; 0 when the problem is about the file or directory as a whole.
     pub line: u32,
     pub col: u32,
+    /// Characters underlined from `col` on that line (0: a caret alone).
+    pub len: u32,
     pub message: String,
+    /// A word under the caret, saying what it points at.
+    pub label: Option<String>,
+    /// More to say below the source line (`= note: ...`): the known names, the fix.
+    pub notes: Vec<String>,
 }
 
 impl Diagnostic {
     pub fn at(severity: Severity, pos: &SourcePos, message: impl Into<String>) -> Diagnostic {
-        Diagnostic { severity, path: pos.path.clone(), line: pos.line, col: pos.col, message: message.into() }
+        Diagnostic {
+            severity,
+            path: pos.path.clone(),
+            line: pos.line,
+            col: pos.col,
+            len: pos.len,
+            message: message.into(),
+            label: None,
+            notes: Vec::new(),
+        }
     }
 
     pub fn whole_file(severity: Severity, path: Arc<PathBuf>, message: impl Into<String>) -> Self {
-        Diagnostic { severity, path, line: 0, col: 0, message: message.into() }
+        Diagnostic {
+            severity,
+            path,
+            line: 0,
+            col: 0,
+            len: 0,
+            message: message.into(),
+            label: None,
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
+
+    pub fn note(mut self, note: impl Into<String>) -> Self {
+        self.notes.push(note.into());
+        self
     }
 
     pub fn is_error(&self) -> bool {
@@ -61,6 +95,22 @@ impl LineIndex {
         let mut starts = vec![0];
         starts.extend(text.char_indices().filter(|(_, c)| *c == '\n').map(|(i, _)| i + 1));
         LineIndex { starts }
+    }
+
+    /// 1-based line and column of a byte offset, and the characters of `span` on that line.
+    pub fn locate_span(&self, text: &str, span: &std::ops::Range<usize>) -> (u32, u32, u32) {
+        let (line, col) = self.locate(text, span.start);
+        let start = span.start.min(text.len());
+        let mut end = span.end.clamp(start, text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut start = start;
+        while !text.is_char_boundary(start) {
+            start -= 1;
+        }
+        let on_line = text.get(start..end.max(start)).unwrap_or("").split('\n').next().unwrap_or("");
+        (line, col, on_line.chars().count() as u32)
     }
 
     pub fn locate(&self, text: &str, offset: usize) -> (u32, u32) {
@@ -133,7 +183,10 @@ mod tests {
             path: Arc::new("rules/a.toml".into()),
             line: 3,
             col: 7,
+            len: 5,
             message: "unknown zone `dbx`".into(),
+            label: Some("not a zone".into()),
+            notes: vec!["zones: web, db".into()],
         };
         assert_eq!(d.to_string(), "rules/a.toml:3:7: error: unknown zone `dbx`");
     }

@@ -13,7 +13,7 @@ use toml::de::{DeTable, DeValue};
 use super::diag::{Diagnostic, Severity};
 use super::glob::Glob;
 use super::model::*;
-use super::reader::{get, FileCtx, Value};
+use super::reader::{get, get_key, FileCtx, Value};
 use super::units::{parse_bandwidth, parse_duration_ms};
 
 /// A rule file's name and contents: what the pure loader consumes.
@@ -182,11 +182,14 @@ pub fn load_dir(dir: &Path, now: i64) -> LoadResult {
 pub(super) struct RawFile {
     pub defaults: Option<(Defaults, Option<Mode>)>,
     pub zones: Vec<RawZone>,
+    pub services: Vec<Service>,
     pub policies: Vec<RawRule>,
     pub failsafes: Vec<RawRule>,
     /// Every zone name declared, including zones dropped for errors: references to those are
     /// not reported again as unknown.
     pub declared: Vec<String>,
+    /// The same for services.
+    pub declared_services: Vec<String>,
     pub diags: Vec<Diagnostic>,
 }
 
@@ -198,13 +201,19 @@ pub(super) struct RawZone {
 }
 
 pub(super) struct RawRule {
+    /// Its traffic is empty while it names services: they are resolved once every file is read.
     pub rule: Rule,
     pub explicit_id: Option<SourcePos>,
-    pub from_pos: SourcePos,
-    pub to_pos: SourcePos,
+    /// Where each zone of `from` and `to` was written, in order.
+    pub from_pos: Vec<SourcePos>,
+    pub to_pos: Vec<SourcePos>,
+    /// The services it names, where.
+    pub services: Vec<(String, SourcePos)>,
+    /// Where `inspect` was written, for the check that needs the services' protocols.
+    pub inspect_pos: Option<SourcePos>,
 }
 
-const TOP_KEYS: &[&str] = &["defaults", "zone", "policy", "failsafe"];
+const TOP_KEYS: &[&str] = &["defaults", "zone", "service", "policy", "failsafe"];
 const DEFAULT_KEYS: &[&str] = &["action", "mode", "inspect_fail"];
 const ZONE_KEYS: &[&str] = &[
     "description",
@@ -217,9 +226,22 @@ const ZONE_KEYS: &[&str] = &[
     "forward",
 ];
 const MATCH_KEYS: &[&str] = &["name", "image", "labels"];
-const POLICY_KEYS: &[&str] =
-    &["id", "description", "from", "to", "proto", "ports", "action", "inspect", "expires"];
-const FAILSAFE_KEYS: &[&str] = &["id", "description", "from", "to", "proto", "ports"];
+const SERVICE_KEYS: &[&str] = &["description", "proto", "ports", "icmp_types"];
+const POLICY_KEYS: &[&str] = &[
+    "id",
+    "description",
+    "from",
+    "to",
+    "service",
+    "proto",
+    "ports",
+    "icmp_types",
+    "action",
+    "inspect",
+    "expires",
+];
+const FAILSAFE_KEYS: &[&str] =
+    &["id", "description", "from", "to", "service", "proto", "ports", "icmp_types"];
 const INSPECT_KEYS: &[&str] =
     &["protocol", "tls_sni", "http_host", "dns_names", "on_violation", "max_packets", "timeout", "fail"];
 const FAIL_MODES: &[(&str, InspectFail)] = &[("closed", InspectFail::Closed), ("open", InspectFail::Open)];
@@ -276,6 +298,16 @@ fn read_document(cx: &mut FileCtx<'_>, doc: &DeTable<'_>, raw: &mut RawFile) {
             }
         }
     }
+    if let Some(v) = get(doc, "service") {
+        if let Some(t) = cx.table(v, "service") {
+            for (name, body) in t.iter() {
+                raw.declared_services.push(name.get_ref().to_string());
+                if let Some(s) = read_service(cx, name.get_ref(), &name.span(), body) {
+                    raw.services.push(s);
+                }
+            }
+        }
+    }
     for (key, failsafe) in [("policy", false), ("failsafe", true)] {
         let Some(v) = get(doc, key) else { continue };
         let DeValue::Array(items) = v.get_ref() else {
@@ -313,6 +345,7 @@ fn read_defaults(cx: &mut FileCtx<'_>, t: &DeTable<'_>, span: &Range<usize>) -> 
     (d, mode)
 }
 
+/// Zone and service names: what nft set and chain names can carry.
 pub(super) fn valid_zone_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 32
@@ -328,7 +361,7 @@ fn read_zone(
 ) -> Option<RawZone> {
     let ctx = format!("zone `{name}`");
     let t = cx.table(body, &ctx)?;
-    cx.check_keys(t, ZONE_KEYS, &ctx);
+    let meant = cx.check_keys(t, ZONE_KEYS, &ctx);
     let pos = cx.pos(name_span);
     let mut ok = true;
     if !valid_zone_name(name) {
@@ -349,13 +382,22 @@ fn read_zone(
     let mut raw_cidrs = Vec::new();
     let cidrs_value = get(t, "cidrs");
     if let Some(v) = cidrs_value {
-        for (text, span) in cx.str_list(v, "cidrs") {
+        let items = cx.str_list(v, "cidrs");
+        if items.is_empty() && matches!(v.get_ref(), DeValue::Array(_)) {
+            cx.error(&v.span(), "`cidrs` is an empty list: it would hold no network (leave it out)");
+            ok = false;
+        }
+        for (text, span) in items {
             match parse_cidr(&text) {
                 Ok(net) => raw_cidrs.push((net, cx.pos(&span))),
                 Err(msg) => cx.error(&span, msg),
             }
         }
     }
+    let nets = || -> Vec<IpNet> {
+        let nets: Vec<IpNet> = raw_cidrs.iter().map(|(n, _)| *n).collect();
+        IpNet::aggregate(&nets)
+    };
     let kind = match (selector, cidrs_value) {
         _ if name == ZONE_DEFAULT => {
             if get(t, "match").is_some() || cidrs_value.is_some() {
@@ -364,18 +406,24 @@ fn read_zone(
             }
             ZoneKind::Containers(Selector::default())
         }
-        (Some(_), Some(v)) => {
-            cx.error(&v.span(), format!("{ctx} has both `match` and `cidrs`: a zone holds either containers or external networks; split it in two"));
-            return None;
-        }
+        // Containers and networks outside fw's control in one zone: peers match on either.
+        (Some(sel), Some(_)) => ZoneKind::Mixed(sel, nets()),
         (Some(sel), None) => ZoneKind::Containers(sel),
-        (None, Some(_)) => {
-            let nets: Vec<IpNet> = raw_cidrs.iter().map(|(n, _)| *n).collect();
-            ZoneKind::External(IpNet::aggregate(&nets))
-        }
+        // A `match` that failed to read is reported already; its networks alone are not the zone.
+        (None, Some(_)) if get(t, "match").is_some() => return None,
+        (None, Some(_)) => ZoneKind::External(nets()),
         (None, None) => {
-            if get(t, "match").is_none() {
-                cx.error(name_span, format!("{ctx} selects nothing: add `match = {{ name = \"web-*\" }}` (containers) or `cidrs = [\"203.0.113.0/24\"]` (external networks)"));
+            // A misspelt `match` is reported as such: "selects nothing" would be its follow-on.
+            if get(t, "match").is_none() && !meant.iter().any(|k| *k == "match" || *k == "cidrs") {
+                cx.report(
+                    cx.diag(
+                        Severity::Error,
+                        name_span,
+                        format!("{ctx} selects nothing: give it `match` (containers), `cidrs` (external networks), or both"),
+                    )
+                    .label("no `match` and no `cidrs`")
+                    .note("for example `match = { name = \"web-*\" }` or `cidrs = [\"203.0.113.0/24\"]`"),
+                );
             }
             return None;
         }
@@ -383,35 +431,66 @@ fn read_zone(
 
     let mode = get(t, "mode").and_then(|v| cx.choice(v, "mode", MODES));
     let mut caps = Caps::default();
-    if let Some(v) = get(t, "max_conns") {
-        caps.max_conns = cx.uint(v, "max_conns", MAX_CONNS).and_then(|n| positive(cx, v, "max_conns", n));
+    if let Some((k, v)) = get_key(t, "max_conns") {
+        caps.max_conns = cap_count(cx, &k, v, "max_conns");
+        ok &= caps.max_conns.is_some();
     }
-    if let Some(v) = get(t, "new_conns_per_sec") {
-        caps.new_conns_per_sec =
-            cx.uint(v, "new_conns_per_sec", MAX_CONNS).and_then(|n| positive(cx, v, "new_conns_per_sec", n));
+    if let Some((k, v)) = get_key(t, "new_conns_per_sec") {
+        caps.new_conns_per_sec = cap_count(cx, &k, v, "new_conns_per_sec");
+        ok &= caps.new_conns_per_sec.is_some();
     }
-    if let Some(v) = get(t, "egress_bytes_per_sec") {
+    if let Some((k, v)) = get_key(t, "egress_bytes_per_sec") {
+        let at = FileCtx::join(&k, &v.span());
         caps.egress_bytes_per_sec = match v.get_ref() {
-            DeValue::Integer(_) => cx
-                .uint(v, "egress_bytes_per_sec", 1 << 40)
-                .and_then(|n| positive(cx, v, "egress_bytes_per_sec", n).map(u64::from)),
-            DeValue::String(s) => match parse_bandwidth(s) {
-                Ok(n) => Some(n),
-                Err(msg) => {
-                    cx.error(&v.span(), format!("`egress_bytes_per_sec`: {msg}"));
+            DeValue::Integer(i) => match parse_int(i) {
+                Some(n) if (1..=1 << 40).contains(&n) => Some(n as u64),
+                _ => {
+                    cx.error(&at, "`egress_bytes_per_sec` must be between 1 and 1099511627776 bytes per second (leave it out for no cap)");
                     None
                 }
             },
-            _ => {
-                cx.error(&v.span(), "`egress_bytes_per_sec` must be a bandwidth like \"10MB\" or \"80mbit\"");
+            DeValue::String(s) => match parse_bandwidth(s) {
+                Ok(n) => Some(n),
+                Err(msg) => {
+                    cx.error(&at, format!("`egress_bytes_per_sec`: {msg}"));
+                    None
+                }
+            },
+            other => {
+                cx.error(
+                    &at,
+                    format!(
+                        "`egress_bytes_per_sec` must be a bandwidth like \"10MB\" or \"80mbit\", found {}",
+                        super::reader::article(other.type_str())
+                    ),
+                );
                 None
             }
         };
+        ok &= caps.egress_bytes_per_sec.is_some();
     }
     let forward = get(t, "forward").and_then(|v| cx.bool(v, "forward")).unwrap_or(false);
-    let is_external = matches!(kind, ZoneKind::External(_));
-    if is_external && (!caps.is_empty() || mode.is_some() || forward) {
-        cx.warning(name_span, format!("{ctx} is external: fw enforces mode, caps and forwarding inside containers only, so they are ignored here"));
+    if matches!(kind, ZoneKind::External(_)) {
+        // Each ignored key, where it is written.
+        for key in ["mode", "max_conns", "new_conns_per_sec", "egress_bytes_per_sec", "forward"] {
+            if let Some((k, v)) = get_key(t, key) {
+                let what = if key == "mode" {
+                    "a mode"
+                } else if key == "forward" {
+                    "forwarding"
+                } else {
+                    "caps"
+                };
+                cx.report(
+                    cx.diag(
+                        Severity::Warning,
+                        &FileCtx::join(&k, &v.span()),
+                        format!("`{key}` is ignored in {ctx}: it holds external networks only, and fw enforces {what} inside containers"),
+                    )
+                    .label("ignored"),
+                );
+            }
+        }
     }
     let description = get(t, "description").and_then(|v| cx.str(v, "description")).map(str::to_string);
     if !ok {
@@ -432,12 +511,32 @@ fn read_zone(
     })
 }
 
-fn positive(cx: &mut FileCtx<'_>, v: &Value<'_>, what: &str, n: u64) -> Option<u32> {
-    if n == 0 {
-        cx.error(&v.span(), format!("`{what}` must be at least 1 (leave it out for no cap)"));
+/// A TOML integer's value, whatever its radix.
+fn parse_int(i: &toml::de::DeInteger<'_>) -> Option<i64> {
+    i64::from_str_radix(i.as_str(), i.radix()).ok()
+}
+
+/// A connection cap: a positive integer. Its errors point at the cap's key.
+fn cap_count(cx: &mut FileCtx<'_>, key: &Range<usize>, v: &Value<'_>, what: &str) -> Option<u32> {
+    let at = FileCtx::join(key, &v.span());
+    let DeValue::Integer(i) = v.get_ref() else {
+        cx.error(
+            &at,
+            format!("`{what}` must be an integer, found {}", super::reader::article(v.get_ref().type_str())),
+        );
         return None;
+    };
+    match parse_int(i) {
+        Some(n) if n >= 1 && n as u64 <= MAX_CONNS => Some(n as u32),
+        Some(n) if n < 1 => {
+            cx.error(&at, format!("`{what}` must be at least 1 (leave it out for no cap)"));
+            None
+        }
+        _ => {
+            cx.error(&at, format!("`{what}` must be at most {MAX_CONNS}"));
+            None
+        }
     }
-    u32::try_from(n).ok()
 }
 
 fn read_selector(cx: &mut FileCtx<'_>, v: &Value<'_>, ctx: &str) -> Option<Selector> {
@@ -509,12 +608,48 @@ pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
 
 const PROTOS: &[&str] = &["tcp", "udp", "icmp", "any"];
 
+fn read_service(
+    cx: &mut FileCtx<'_>,
+    name: &str,
+    name_span: &Range<usize>,
+    body: &Value<'_>,
+) -> Option<Service> {
+    let ctx = format!("service `{name}`");
+    let t = cx.table(body, &ctx)?;
+    cx.check_keys(t, SERVICE_KEYS, &ctx);
+    let mut ok = true;
+    if !valid_zone_name(name) {
+        cx.error(
+            name_span,
+            format!("service name `{name}` must be 1-32 letters, digits, `-` or `_`, starting with a letter or digit"),
+        );
+        ok = false;
+    }
+    if get(t, "proto").is_none() && get(t, "ports").is_none() && get(t, "icmp_types").is_none() {
+        cx.report(
+            cx.diag(Severity::Error, name_span, format!("{ctx} says nothing: it would match every packet"))
+                .note("give `proto` and `ports` (`proto = \"tcp\", ports = [443]`), or `proto = \"icmp\"` and `icmp_types`"),
+        );
+        ok = false;
+    }
+    let traffic = read_traffic(cx, t, &[]);
+    let description = get(t, "description").and_then(|v| cx.str(v, "description")).map(str::to_string);
+    let traffic = traffic?;
+    ok.then(|| Service { name: name.to_string(), pos: cx.pos(name_span), traffic, description })
+}
+
 fn read_rule(cx: &mut FileCtx<'_>, v: &Value<'_>, failsafe: bool) -> Option<RawRule> {
     let kind = if failsafe { "failsafe" } else { "policy" };
     let t = cx.table(v, kind)?;
-    cx.check_keys(t, if failsafe { FAILSAFE_KEYS } else { POLICY_KEYS }, &format!("[[{kind}]]"));
+    let meant = cx.check_keys(t, if failsafe { FAILSAFE_KEYS } else { POLICY_KEYS }, &format!("[[{kind}]]"));
     let pos = cx.pos(&v.span());
     let mut ok = true;
+    // A key reported as misspelt is not reported again as missing.
+    let missing = |cx: &mut FileCtx<'_>, key: &str, msg: String| {
+        if !meant.contains(&key) {
+            cx.error(&v.span(), msg);
+        }
+    };
 
     let explicit_id = match get(t, "id") {
         Some(iv) => match cx.str(iv, "id") {
@@ -537,35 +672,58 @@ fn read_rule(cx: &mut FileCtx<'_>, v: &Value<'_>, failsafe: bool) -> Option<RawR
         None => None,
     };
 
-    let zone_ref = |cx: &mut FileCtx<'_>, key: &str, default: Option<&str>| -> Option<(String, SourcePos)> {
-        match get(t, key) {
-            Some(zv) => {
-                let s = cx.str(zv, key)?;
-                Some((s.to_string(), cx.pos(&zv.span())))
-            }
-            None => match default {
-                Some(d) => Some((d.to_string(), pos.clone())),
-                None => {
-                    cx.error(&v.span(), format!("{kind} needs `{key}` (a zone name, or `any`)"));
-                    None
-                }
-            },
+    let from = match get(t, "from") {
+        Some(zv) => read_zone_refs(cx, zv, "from"),
+        None if failsafe => Some((ZoneRefs::one(ZONE_ANY), vec![pos.clone()])),
+        None => {
+            missing(cx, "from", format!("{kind} needs `from` (a zone name, a list of zones, or `any`)"));
+            None
         }
     };
-    let from = zone_ref(cx, "from", if failsafe { Some(ZONE_ANY) } else { None });
-    let to = zone_ref(cx, "to", None);
+    let to = match get(t, "to") {
+        Some(zv) => read_zone_refs(cx, zv, "to"),
+        None => {
+            missing(cx, "to", format!("{kind} needs `to` (a zone name, a list of zones, or `any`)"));
+            None
+        }
+    };
 
-    let protos = match get(t, "proto") {
-        None => Some(Protos::ANY),
-        Some(pv) => read_protos(cx, pv),
-    };
-    let ports = get(t, "ports").map(|pv| (read_ports(cx, pv), pv.span()));
-    if let (Some(p), Some((Some(ports), span))) = (&protos, &ports) {
-        if !ports.is_any() && (p.icmp || (!p.tcp && !p.udp)) {
-            cx.error(span, "`ports` need `proto = \"tcp\"`, `\"udp\"` or `[\"tcp\", \"udp\"]`: ICMP and `any` have no ports");
-            ok = false;
+    // Traffic: named services, or protocols and ports written inline (never both).
+    let mut services = Vec::new();
+    let traffic = match get_key(t, "service") {
+        Some((_, sv)) => {
+            let items = cx.str_list(sv, "service");
+            if items.is_empty() {
+                cx.error(
+                    &sv.span(),
+                    "`service` names no service: give one or more, like `service = [\"https\"]`",
+                );
+                ok = false;
+            }
+            for (name, span) in items {
+                if services.iter().any(|(n, _)| *n == name) {
+                    cx.warning(&span, format!("service `{name}` is listed twice"));
+                } else {
+                    services.push((name, cx.pos(&span)));
+                }
+            }
+            for key in ["proto", "ports", "icmp_types"] {
+                if let Some((k, kv)) = get_key(t, key) {
+                    cx.report(
+                        cx.diag(
+                            Severity::Error,
+                            &FileCtx::join(&k, &kv.span()),
+                            format!("`{key}` cannot be given with `service`: the service says which protocols and ports"),
+                        )
+                        .note("leave it out, or declare another service"),
+                    );
+                    ok = false;
+                }
+            }
+            Some(Vec::new())
         }
-    }
+        None => read_traffic(cx, t, &meant).map(|tr| vec![tr]),
+    };
 
     let action = if failsafe {
         Some(Action::Allow)
@@ -573,13 +731,16 @@ fn read_rule(cx: &mut FileCtx<'_>, v: &Value<'_>, failsafe: bool) -> Option<RawR
         match get(t, "action") {
             Some(av) => cx.choice(av, "action", ACTIONS),
             None => {
-                cx.error(&v.span(), "policy needs `action` (`allow`, `deny` or `log`)");
+                missing(cx, "action", "policy needs `action` (`allow`, `deny` or `log`)".into());
                 None
             }
         }
     };
+    let inspect_pos = get(t, "inspect").map(|iv| cx.pos(&iv.span()));
     let inspect = match get(t, "inspect") {
         Some(iv) => {
+            // With services, the transports are known once they are resolved (`validate`).
+            let protos = traffic.as_ref().and_then(|tr| tr.first()).map(|tr| tr.protos);
             let r = read_inspect(cx, iv, protos.as_ref());
             if r.is_none() {
                 ok = false;
@@ -608,11 +769,7 @@ fn read_rule(cx: &mut FileCtx<'_>, v: &Value<'_>, failsafe: bool) -> Option<RawR
 
     let (from, from_pos) = from?;
     let (to, to_pos) = to?;
-    let protos = protos?;
-    let ports = match ports {
-        Some((p, _)) => p?,
-        None => Ports::default(),
-    };
+    let traffic = traffic?;
     let action = action?;
     if !ok {
         return None;
@@ -622,11 +779,123 @@ fn read_rule(cx: &mut FileCtx<'_>, v: &Value<'_>, failsafe: bool) -> Option<RawR
         None => (String::new(), None), // derived after merging, when every explicit id is known
     };
     Some(RawRule {
-        rule: Rule { id, pos, from, to, protos, ports, action, inspect, expires, description },
+        rule: Rule {
+            id,
+            pos,
+            from,
+            to,
+            traffic,
+            services: Vec::new(),
+            action,
+            inspect,
+            expires,
+            description,
+        },
         explicit_id: explicit,
         from_pos,
         to_pos,
+        services,
+        inspect_pos,
     })
+}
+
+/// `from` / `to`: a zone name, a list of them, or `any` (alone), each with its position.
+fn read_zone_refs(cx: &mut FileCtx<'_>, v: &Value<'_>, key: &str) -> Option<(ZoneRefs, Vec<SourcePos>)> {
+    let items = cx.str_list(v, key);
+    if items.is_empty() {
+        if matches!(v.get_ref(), DeValue::Array(a) if a.is_empty()) {
+            cx.error(&v.span(), format!("`{key}` is an empty list: name one or more zones, or `any`"));
+        }
+        return None;
+    }
+    if matches!(v.get_ref(), DeValue::Array(a) if a.len() != items.len()) {
+        return None; // a non-string entry, reported
+    }
+    let mut names: Vec<String> = Vec::new();
+    let mut pos = Vec::new();
+    let mut ok = true;
+    for (name, span) in &items {
+        if names.contains(name) {
+            cx.warning(span, format!("zone `{name}` is listed twice in `{key}`"));
+            continue;
+        }
+        if name == ZONE_ANY && items.len() > 1 {
+            cx.error(span, format!("`any` already covers every zone: write `{key} = \"any\"` alone"));
+            ok = false;
+        }
+        names.push(name.clone());
+        pos.push(cx.pos(span));
+    }
+    ok.then_some((ZoneRefs(names), pos))
+}
+
+/// `proto`, `ports` and `icmp_types`, of a rule or a service. `meant`: keys reported as
+/// misspelt, so a misspelt `proto` does not also make its ports "need a protocol".
+fn read_traffic(cx: &mut FileCtx<'_>, t: &DeTable<'_>, meant: &[&str]) -> Option<Traffic> {
+    let protos = match get(t, "proto") {
+        None if meant.contains(&"proto") => None,
+        None => Some(Protos::ANY),
+        Some(pv) => read_protos(cx, pv),
+    };
+    let ports = get(t, "ports").map(|pv| (read_ports(cx, pv), pv.span()));
+    let icmp = get(t, "icmp_types").map(|iv| (read_icmp_types(cx, iv), iv.span()));
+    let mut ok = true;
+    if let (Some(p), Some((Some(ports), span))) = (&protos, &ports) {
+        if !ports.is_any() && (p.icmp || !p.has_ports()) {
+            cx.error(span, "`ports` need `proto = \"tcp\"`, `\"udp\"` or `[\"tcp\", \"udp\"]`: ICMP and `any` have no ports");
+            ok = false;
+        }
+    }
+    if let (Some(p), Some((Some(_), span))) = (&protos, &icmp) {
+        if p.is_any() || !p.icmp {
+            let why = if p.is_any() {
+                "`any` covers tcp and udp too, which have no ICMP types"
+            } else {
+                "the policy covers no ICMP"
+            };
+            cx.error(span, format!("`icmp_types` need `proto = \"icmp\"`: {why}"));
+            ok = false;
+        }
+    }
+    let protos = protos?;
+    let ports = match ports {
+        Some((p, _)) => p?,
+        None => Ports::default(),
+    };
+    let icmp = match icmp {
+        Some((i, _)) => i?,
+        None => IcmpTypes::default(),
+    };
+    ok.then_some(Traffic { protos, ports, icmp })
+}
+
+/// ICMP type names (`echo-request`), each meaning its ICMP and ICMPv6 type where both exist.
+fn read_icmp_types(cx: &mut FileCtx<'_>, v: &Value<'_>) -> Option<IcmpTypes> {
+    let items = cx.str_list(v, "icmp_types");
+    if items.is_empty() {
+        if matches!(v.get_ref(), DeValue::Array(a) if a.is_empty()) {
+            cx.error(&v.span(), "`icmp_types` is an empty list: leave it out to mean every type");
+        }
+        return None;
+    }
+    let mut types = Vec::new();
+    let mut ok = true;
+    for (name, span) in &items {
+        match IcmpType::named(name.trim()) {
+            Some(t) => types.push(t),
+            None => {
+                let names: Vec<&str> = ICMP_TYPES.iter().map(|t| t.name).collect();
+                let lower = name.trim().to_ascii_lowercase();
+                let mut d = cx.diag(Severity::Error, span, format!("unknown ICMP type `{name}`"));
+                if let Some(h) = super::diag::suggest(&lower, &names) {
+                    d.message.push_str(&format!("; did you mean `{h}`?"));
+                }
+                cx.report(d.note(format!("ICMP types: {}", names.join(", "))));
+                ok = false;
+            }
+        }
+    }
+    ok.then(|| IcmpTypes::new(types))
 }
 
 /// Ids fw gives its own rules, or that would read as such in a log line or a verdict.
@@ -645,13 +914,16 @@ pub(super) fn valid_id(id: &str) -> bool {
 fn read_protos(cx: &mut FileCtx<'_>, v: &Value<'_>) -> Option<Protos> {
     let items = cx.str_list(v, "proto");
     if items.is_empty() {
-        cx.error(&v.span(), "`proto` is empty: use \"tcp\", \"udp\", \"icmp\" or \"any\"");
+        if matches!(v.get_ref(), DeValue::Array(a) if a.is_empty()) {
+            cx.error(&v.span(), "`proto` is empty: use \"tcp\", \"udp\", \"icmp\" or \"any\"");
+        }
         return None;
     }
     let mut p = Protos::default();
     let mut ok = true;
     for (s, span) in &items {
-        match s.as_str() {
+        // `TCP` and `tcp` are the same protocol.
+        match s.trim().to_ascii_lowercase().as_str() {
             "tcp" => p.tcp = true,
             "udp" => p.udp = true,
             "icmp" => p.icmp = true,
@@ -664,7 +936,7 @@ fn read_protos(cx: &mut FileCtx<'_>, v: &Value<'_>) -> Option<Protos> {
                 let hint = super::diag::suggest(other, PROTOS)
                     .map(|h| format!("; did you mean `{h}`?"))
                     .unwrap_or_default();
-                cx.error(span, format!("unknown protocol `{other}`: use tcp, udp, icmp or any{hint}"));
+                cx.error(span, format!("unknown protocol `{s}`: use tcp, udp, icmp or any{hint}"));
                 ok = false;
             }
         }
@@ -672,7 +944,8 @@ fn read_protos(cx: &mut FileCtx<'_>, v: &Value<'_>) -> Option<Protos> {
     ok.then_some(p)
 }
 
-/// Ports: an integer, "80", "8000-8100", or an array of those.
+/// Ports: an integer, "80", "8000-8100", or an array of those. Every port problem reads
+/// `port ...` or `port range ...`, naming what was written.
 fn read_ports(cx: &mut FileCtx<'_>, v: &Value<'_>) -> Option<Ports> {
     let items: Vec<&Value<'_>> = match v.get_ref() {
         DeValue::Array(a) => a.iter().collect(),
@@ -686,36 +959,39 @@ fn read_ports(cx: &mut FileCtx<'_>, v: &Value<'_>) -> Option<Ports> {
     let mut ok = true;
     for item in items {
         let r = match item.get_ref() {
-            DeValue::Integer(_) => cx.uint(item, "port", 65535).and_then(|n| port_range(cx, item, n, n)),
-            DeValue::String(s) => match parse_port_text(s) {
-                Ok((lo, hi)) => port_range(cx, item, lo, hi),
-                Err(msg) => {
-                    cx.error(&item.span(), msg);
-                    None
-                }
+            DeValue::Integer(i) => match parse_int(i) {
+                Some(n) => port_range(n, n, &n.to_string(), false),
+                None => Err(format!("port {} is out of range: ports go from 1 to 65535", i.as_str())),
             },
-            other => {
-                cx.error(
-                    &item.span(),
-                    format!(
-                        "a port must be a number or a \"lo-hi\" range string, found {}",
-                        other.type_str()
-                    ),
-                );
-                None
+            DeValue::String(s) => {
+                parse_port_text(s).and_then(|(lo, hi)| port_range(lo, hi, s, s.contains('-')))
             }
+            other => Err(format!(
+                "a port must be a number or a \"lo-hi\" range string, found {}",
+                super::reader::article(other.type_str())
+            )),
         };
         match r {
-            Some(r) => ranges.push(r),
-            None => ok = false,
+            Ok(r) => ranges.push(r),
+            Err(msg) => {
+                cx.error(&item.span(), msg);
+                ok = false;
+            }
         }
     }
     ok.then(|| Ports::new(ranges))
 }
 
-fn parse_port_text(s: &str) -> Result<(u64, u64), String> {
-    let bad = || format!("`{s}` is not a port or a port range like \"8000-8100\"");
-    let num = |t: &str| t.trim().parse::<u64>().map_err(|_| bad());
+fn parse_port_text(s: &str) -> Result<(i64, i64), String> {
+    let bad = || format!("port `{s}` is not a port or a port range like \"8000-8100\"");
+    let num = |t: &str| {
+        let t = t.trim();
+        if t.is_empty() || !t.chars().all(|c| c.is_ascii_digit()) {
+            return Err(bad());
+        }
+        // Too many digits is still a number, only out of range.
+        Ok(t.parse::<i64>().unwrap_or(i64::MAX))
+    };
     match s.split_once('-') {
         Some((a, b)) => Ok((num(a)?, num(b)?)),
         None => {
@@ -725,21 +1001,20 @@ fn parse_port_text(s: &str) -> Result<(u64, u64), String> {
     }
 }
 
-fn port_range(cx: &mut FileCtx<'_>, v: &Value<'_>, lo: u64, hi: u64) -> Option<PortRange> {
-    if lo == 0 || hi > 65535 {
-        cx.error(&v.span(), "ports go from 1 to 65535");
-        return None;
+fn port_range(lo: i64, hi: i64, written: &str, range: bool) -> Result<PortRange, String> {
+    let what = if range { "port range" } else { "port" };
+    if !(1..=65535).contains(&lo) || !(1..=65535).contains(&hi) {
+        return Err(format!("{what} {} is out of range: ports go from 1 to 65535", written.trim()));
     }
     if lo > hi {
-        cx.error(&v.span(), format!("port range {lo}-{hi} is backwards: write {hi}-{lo}"));
-        return None;
+        return Err(format!("port range {lo}-{hi} is backwards: write {hi}-{lo}"));
     }
-    Some(PortRange { lo: lo as u16, hi: hi as u16 })
+    Ok(PortRange { lo: lo as u16, hi: hi as u16 })
 }
 
 fn read_inspect(cx: &mut FileCtx<'_>, v: &Value<'_>, protos: Option<&Protos>) -> Option<Inspect> {
     let t = cx.table(v, "inspect")?;
-    cx.check_keys(t, INSPECT_KEYS, "`inspect`");
+    let meant = cx.check_keys(t, INSPECT_KEYS, "`inspect`");
     let mut ok = true;
     let protocol = get(t, "protocol").and_then(|pv| {
         let r = cx.choice(
@@ -788,11 +1063,14 @@ fn read_inspect(cx: &mut FileCtx<'_>, v: &Value<'_>, protos: Option<&Protos>) ->
         ok = false;
     }
     let protocol = protocol.or(implied.first().copied());
+    // A misspelt `protocol` or name list is reported as such already.
     if protocol.is_none() && ok {
-        cx.error(
-            &v.span(),
-            "`inspect` needs `protocol` (tls, http, dns) or a name list (tls_sni, http_host, dns_names)",
-        );
+        if meant.is_empty() {
+            cx.error(
+                &v.span(),
+                "`inspect` needs `protocol` (tls, http, dns) or a name list (tls_sni, http_host, dns_names)",
+            );
+        }
         ok = false;
     }
     if let (Some(p), Some(protos)) = (protocol, protos) {
@@ -1024,5 +1302,24 @@ mod tests {
         assert_eq!(parse_port_text("443"), Ok((443, 443)));
         assert!(parse_port_text("80-").is_err());
         assert!(parse_port_text("http").is_err());
+        assert!(parse_port_text("-5").is_err());
+        assert_eq!(parse_port_text("99999999999999999999999"), Ok((i64::MAX, i64::MAX)));
+        // One message shape for every port out of range, naming what was written.
+        assert_eq!(
+            port_range(0, 0, "0", false).unwrap_err(),
+            "port 0 is out of range: ports go from 1 to 65535"
+        );
+        assert_eq!(
+            port_range(70000, 70000, "70000", false).unwrap_err(),
+            "port 70000 is out of range: ports go from 1 to 65535"
+        );
+        assert_eq!(
+            port_range(0, 5, "0-5", true).unwrap_err(),
+            "port range 0-5 is out of range: ports go from 1 to 65535"
+        );
+        assert_eq!(
+            port_range(90, 80, "90-80", true).unwrap_err(),
+            "port range 90-80 is backwards: write 80-90"
+        );
     }
 }

@@ -4,7 +4,8 @@ pub mod diag;
 pub mod glob;
 pub mod load;
 pub mod model;
-mod reader;
+pub(crate) mod reader;
+pub mod report;
 pub mod units;
 pub mod validate;
 

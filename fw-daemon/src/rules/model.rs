@@ -13,6 +13,8 @@ pub struct SourcePos {
     pub path: Arc<PathBuf>,
     pub line: u32,
     pub col: u32,
+    /// Characters of what was written there, on that line (what a diagnostic underlines).
+    pub len: u32,
 }
 
 impl SourcePos {
@@ -59,6 +61,8 @@ pub struct Policy {
     pub failsafes: Vec<Rule>,
     /// Policies in evaluation order: files by name, then position in the file.
     pub rules: Vec<Rule>,
+    /// Named services (`[service.https]`), in declaration order; rules hold their traffic.
+    pub services: Vec<Service>,
     /// sha256 over the rule files' names and bytes, first 16 hex digits.
     pub hash: String,
     pub files: Vec<PathBuf>,
@@ -74,7 +78,7 @@ impl Policy {
     pub fn zone_of(&self, id: &Identity<'_>) -> &Zone {
         self.zones
             .iter()
-            .find(|z| matches!(&z.kind, ZoneKind::Containers(sel) if sel.matches(id)))
+            .find(|z| z.selector().is_some_and(|sel| sel.matches(id)))
             .or_else(|| self.zone(ZONE_DEFAULT))
             .expect("the loader always adds the default zone")
     }
@@ -112,8 +116,25 @@ pub struct Zone {
 }
 
 impl Zone {
+    /// Only external networks: no container can be in it.
     pub fn is_external(&self) -> bool {
         matches!(self.kind, ZoneKind::External(_))
+    }
+
+    /// The selector of its containers; `None` for a zone of external networks only.
+    pub fn selector(&self) -> Option<&Selector> {
+        match &self.kind {
+            ZoneKind::Containers(s) | ZoneKind::Mixed(s, _) => Some(s),
+            ZoneKind::External(_) => None,
+        }
+    }
+
+    /// Its external networks, aggregated; empty for a zone of containers only.
+    pub fn cidrs(&self) -> &[IpNet] {
+        match &self.kind {
+            ZoneKind::External(n) | ZoneKind::Mixed(_, n) => n,
+            ZoneKind::Containers(_) => &[],
+        }
     }
 }
 
@@ -124,6 +145,9 @@ pub enum ZoneKind {
     Containers(Selector),
     /// Addresses outside fw's control (partners, the internet, a resolver): aggregated CIDRs.
     External(Vec<IpNet>),
+    /// Both: the containers a selector picks and networks outside fw's control (a tier
+    /// with legacy hosts beside its containers). Its peers are matched on either.
+    Mixed(Selector, Vec<IpNet>),
 }
 
 /// Picks containers. Every present criterion must hold; a list holds when any entry matches.
@@ -211,6 +235,15 @@ pub struct Protos {
 
 impl Protos {
     pub const ANY: Protos = Protos { tcp: true, udp: true, icmp: true };
+
+    /// Whether it covers a protocol with ports (tcp or udp).
+    pub fn has_ports(&self) -> bool {
+        self.tcp || self.udp
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.tcp && !self.udp && !self.icmp
+    }
 
     pub fn is_any(&self) -> bool {
         *self == Protos::ANY
@@ -327,15 +360,197 @@ impl fmt::Display for Ports {
     }
 }
 
+/// One ICMP message type by name, with its number in ICMP (IPv4) and ICMPv6, where it has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IcmpType {
+    /// nft's name for it (`echo-request`).
+    pub name: &'static str,
+    pub v4: Option<u8>,
+    pub v6: Option<u8>,
+}
+
+/// The ICMP types a rule may name: nft's names, one entry for a type both versions have.
+pub const ICMP_TYPES: &[IcmpType] = &[
+    IcmpType { name: "echo-request", v4: Some(8), v6: Some(128) },
+    IcmpType { name: "echo-reply", v4: Some(0), v6: Some(129) },
+    IcmpType { name: "destination-unreachable", v4: Some(3), v6: Some(1) },
+    IcmpType { name: "time-exceeded", v4: Some(11), v6: Some(3) },
+    IcmpType { name: "parameter-problem", v4: Some(12), v6: Some(4) },
+    IcmpType { name: "packet-too-big", v4: None, v6: Some(2) },
+    IcmpType { name: "source-quench", v4: Some(4), v6: None },
+    IcmpType { name: "redirect", v4: Some(5), v6: None },
+    IcmpType { name: "router-advertisement", v4: Some(9), v6: None },
+    IcmpType { name: "router-solicitation", v4: Some(10), v6: None },
+    IcmpType { name: "timestamp-request", v4: Some(13), v6: None },
+    IcmpType { name: "timestamp-reply", v4: Some(14), v6: None },
+    IcmpType { name: "info-request", v4: Some(15), v6: None },
+    IcmpType { name: "info-reply", v4: Some(16), v6: None },
+    IcmpType { name: "address-mask-request", v4: Some(17), v6: None },
+    IcmpType { name: "address-mask-reply", v4: Some(18), v6: None },
+    IcmpType { name: "mld-listener-query", v4: None, v6: Some(130) },
+    IcmpType { name: "mld-listener-report", v4: None, v6: Some(131) },
+    IcmpType { name: "mld-listener-done", v4: None, v6: Some(132) },
+    IcmpType { name: "nd-router-solicit", v4: None, v6: Some(133) },
+    IcmpType { name: "nd-router-advert", v4: None, v6: Some(134) },
+    IcmpType { name: "nd-neighbor-solicit", v4: None, v6: Some(135) },
+    IcmpType { name: "nd-neighbor-advert", v4: None, v6: Some(136) },
+    IcmpType { name: "nd-redirect", v4: None, v6: Some(137) },
+    IcmpType { name: "mld2-listener-report", v4: None, v6: Some(143) },
+];
+
+impl IcmpType {
+    /// By name, ignoring case.
+    pub fn named(name: &str) -> Option<IcmpType> {
+        ICMP_TYPES.iter().find(|t| t.name.eq_ignore_ascii_case(name)).copied()
+    }
+
+    /// Its number in ICMP (`v6: false`) or ICMPv6.
+    pub fn number(&self, v6: bool) -> Option<u8> {
+        if v6 {
+            self.v6
+        } else {
+            self.v4
+        }
+    }
+}
+
+/// ICMP types a rule covers, sorted and without duplicates; empty means every type.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct IcmpTypes(pub Vec<&'static str>);
+
+impl IcmpTypes {
+    pub fn new(mut types: Vec<IcmpType>) -> IcmpTypes {
+        // In the table's order (echo first), so ids and plans read naturally.
+        types.sort_by_key(|t| ICMP_TYPES.iter().position(|x| x.name == t.name));
+        types.dedup();
+        IcmpTypes(types.into_iter().map(|t| t.name).collect())
+    }
+
+    pub fn is_any(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The type numbers in ICMP (`v6: false`) or ICMPv6; empty when none of them exists there.
+    pub fn numbers(&self, v6: bool) -> Vec<u8> {
+        self.0.iter().filter_map(|n| IcmpType::named(n)?.number(v6)).collect()
+    }
+
+    pub fn covers(&self, other: &IcmpTypes) -> bool {
+        self.is_any() || (!other.is_any() && other.0.iter().all(|t| self.0.contains(t)))
+    }
+
+    pub fn intersects(&self, other: &IcmpTypes) -> bool {
+        self.is_any() || other.is_any() || self.0.iter().any(|t| other.0.contains(t))
+    }
+}
+
+impl fmt::Display for IcmpTypes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_any() {
+            f.write_str("any")
+        } else {
+            f.write_str(&self.0.join(","))
+        }
+    }
+}
+
+/// What traffic a rule or a service covers: protocols, destination ports (tcp and udp)
+/// and ICMP types (icmp).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Traffic {
+    pub protos: Protos,
+    /// Empty: every port. Only with tcp or udp, never with icmp.
+    pub ports: Ports,
+    /// Empty: every type. Only with icmp.
+    pub icmp: IcmpTypes,
+}
+
+impl Traffic {
+    pub const ANY: Traffic =
+        Traffic { protos: Protos::ANY, ports: Ports(Vec::new()), icmp: IcmpTypes(Vec::new()) };
+
+    pub fn is_any(&self) -> bool {
+        self.protos.is_any() && self.ports.is_any() && self.icmp.is_any()
+    }
+
+    /// Whether every packet `other` matches, this matches too.
+    pub fn covers(&self, other: &Traffic) -> bool {
+        self.protos.contains(&other.protos)
+            && (!other.protos.has_ports() || self.ports.covers(&other.ports))
+            && (!other.protos.icmp || self.icmp.covers(&other.icmp))
+    }
+
+    /// The protocols through which some packet matches both (empty: none).
+    pub fn shared(&self, other: &Traffic) -> Protos {
+        let s = self.protos.and(&other.protos);
+        let ports = self.ports.intersects(&other.ports);
+        Protos { tcp: s.tcp && ports, udp: s.udp && ports, icmp: s.icmp && self.icmp.intersects(&other.icmp) }
+    }
+}
+
+impl fmt::Display for Traffic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.protos)?;
+        if !self.ports.is_any() {
+            write!(f, "/{}", self.ports)?;
+        }
+        if !self.icmp.is_any() {
+            write!(f, "/{}", self.icmp)?;
+        }
+        Ok(())
+    }
+}
+
+/// `[service.NAME]`: a named protocol and ports that policies refer to.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub name: String,
+    pub pos: SourcePos,
+    pub traffic: Traffic,
+    pub description: Option<String>,
+}
+
+/// The zones a rule's `from` or `to` names: one or more, or `any` alone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ZoneRefs(pub Vec<String>);
+
+impl ZoneRefs {
+    pub fn one(name: impl Into<String>) -> ZoneRefs {
+        ZoneRefs(vec![name.into()])
+    }
+
+    pub fn is_any(&self) -> bool {
+        self.0.iter().any(|z| z == ZONE_ANY)
+    }
+
+    /// Whether traffic of `zone` is covered: it is listed, or `any` is.
+    pub fn includes(&self, zone: &str) -> bool {
+        self.0.iter().any(|z| z == zone || z == ZONE_ANY)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+}
+
+impl fmt::Display for ZoneRefs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
+}
+
 /// One policy or failsafe.
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub id: String,
     pub pos: SourcePos,
-    pub from: String,
-    pub to: String,
-    pub protos: Protos,
-    pub ports: Ports,
+    pub from: ZoneRefs,
+    pub to: ZoneRefs,
+    /// What it matches: one entry per service it names, or the one written inline
+    /// (`proto`, `ports`, `icmp_types`). Never empty.
+    pub traffic: Vec<Traffic>,
+    /// The services it names, in order (empty when the traffic is written inline).
+    pub services: Vec<String>,
     pub action: Action,
     pub inspect: Option<Inspect>,
     /// Unix seconds after which the rule no longer applies.

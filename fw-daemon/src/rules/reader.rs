@@ -60,8 +60,13 @@ impl<'s> FileCtx<'s> {
     }
 
     pub fn pos(&self, span: &Range<usize>) -> SourcePos {
-        let (line, col) = self.lines.locate(self.text, span.start);
-        SourcePos { path: self.path.clone(), line, col }
+        let (line, col, len) = self.lines.locate_span(self.text, span);
+        SourcePos { path: self.path.clone(), line, col, len }
+    }
+
+    /// The span from the start of `a` to the end of `b` (a key and its value).
+    pub fn join(a: &Range<usize>, b: &Range<usize>) -> Range<usize> {
+        a.start.min(b.start)..a.end.max(b.end)
     }
 
     pub fn error(&mut self, span: &Range<usize>, msg: impl Into<String>) {
@@ -74,19 +79,39 @@ impl<'s> FileCtx<'s> {
         self.push(d);
     }
 
+    /// A diagnostic at `span`, to be given a label or notes and then [`report`](Self::report)ed.
+    pub fn diag(&self, severity: Severity, span: &Range<usize>, msg: impl Into<String>) -> Diagnostic {
+        Diagnostic::at(severity, &self.pos(span), msg)
+    }
+
+    pub fn report(&mut self, d: Diagnostic) {
+        self.push(d);
+    }
+
     fn type_error(&mut self, v: &Value<'_>, what: &str, expected: &str) {
         let found = v.get_ref().type_str();
         self.error(&v.span(), format!("`{what}` must be {expected}, found {}", article(found)));
     }
 
     /// Reports every key of `table` not in `allowed`, with a suggestion when one is close.
-    pub fn check_keys(&mut self, table: &DeTable<'_>, allowed: &[&str], context: &str) {
+    /// Returns the keys suggested: a missing key that a misspelt one stands for is not
+    /// reported again as missing (that would be a follow-on error listed before its cause).
+    pub fn check_keys<'a>(
+        &mut self,
+        table: &DeTable<'_>,
+        allowed: &[&'a str],
+        context: &str,
+    ) -> Vec<&'a str> {
+        let mut meant = Vec::new();
         for (k, _) in table.iter() {
             if allowed.contains(&k.get_ref().as_ref()) {
                 continue;
             }
             let msg = match suggest(k.get_ref(), allowed) {
-                Some(s) => format!("unknown key `{}` in {context}; did you mean `{s}`?", k.get_ref()),
+                Some(s) => {
+                    meant.push(s);
+                    format!("unknown key `{}` in {context}; did you mean `{s}`?", k.get_ref())
+                }
                 None => format!(
                     "unknown key `{}` in {context}; expected one of: {}",
                     k.get_ref(),
@@ -95,6 +120,7 @@ impl<'s> FileCtx<'s> {
             };
             self.error(&k.span(), msg);
         }
+        meant
     }
 
     pub fn str<'v>(&mut self, v: &'v Value<'_>, what: &str) -> Option<&'v str> {
@@ -182,7 +208,12 @@ pub fn get<'t, 'i>(table: &'t DeTable<'i>, key: &str) -> Option<&'t Value<'i>> {
     table.get(key)
 }
 
-fn article(type_name: &str) -> String {
+/// A key's own span with its value, for diagnostics that point at the key.
+pub fn get_key<'t, 'i>(table: &'t DeTable<'i>, key: &str) -> Option<(Range<usize>, &'t Value<'i>)> {
+    table.iter().find(|(k, _)| k.get_ref() == key).map(|(k, v)| (k.span(), v))
+}
+
+pub fn article(type_name: &str) -> String {
     let first = type_name.chars().next().unwrap_or('x');
     let a = if "aeiou".contains(first) { "an" } else { "a" };
     format!("{a} {type_name}")

@@ -17,9 +17,11 @@ pub fn load_sources(files: &[SourceFile], now: i64) -> LoadResult {
     let mut defaults: Option<Defaults> = None;
     let mut zones: Vec<Zone> = Vec::new();
     let mut zone_mode_set: Vec<bool> = Vec::new();
+    let mut services: Vec<Service> = Vec::new();
     let mut raw_rules: Vec<RawRule> = Vec::new();
     let mut raw_failsafes: Vec<RawRule> = Vec::new();
     let mut declared: Vec<String> = Vec::new();
+    let mut declared_services: Vec<String> = Vec::new();
     let err = |pos: &SourcePos, msg: String| Diagnostic::at(Severity::Error, pos, msg);
     let warn = |pos: &SourcePos, msg: String| Diagnostic::at(Severity::Warning, pos, msg);
 
@@ -67,7 +69,16 @@ pub fn load_sources(files: &[SourceFile], now: i64) -> LoadResult {
             zone_mode_set.push(rz.mode_set);
             zones.push(rz.zone);
         }
+        for sv in raw.services {
+            if let Some(prev) = services.iter().find(|s| s.name == sv.name) {
+                diags
+                    .push(err(&sv.pos, format!("service `{}` is already declared at {}", sv.name, prev.pos)));
+                continue;
+            }
+            services.push(sv);
+        }
         declared.extend(raw.declared);
+        declared_services.extend(raw.declared_services);
         raw_rules.extend(raw.policies);
         raw_failsafes.extend(raw.failsafes);
     }
@@ -97,6 +108,14 @@ pub fn load_sources(files: &[SourceFile], now: i64) -> LoadResult {
     overlap_warnings(&zones, &mut diags);
 
     let zone_names: Vec<&str> = zones.iter().map(|z| z.name.as_str()).chain([ZONE_ANY]).collect();
+    // What may be named: the zones, those with errors too (reported where they are declared).
+    let mut known: Vec<&str> = zones.iter().map(|z| z.name.as_str()).collect();
+    for d in &declared {
+        if !known.contains(&d.as_str()) {
+            known.push(d);
+        }
+    }
+    known.push(ZONE_ANY);
     let check_ref = |name: &str, pos: &SourcePos, diags: &mut Vec<Diagnostic>| -> bool {
         if zone_names.contains(&name) {
             return true;
@@ -104,29 +123,92 @@ pub fn load_sources(files: &[SourceFile], now: i64) -> LoadResult {
         if declared.iter().any(|d| d == name) {
             return false; // the zone itself has errors, already reported
         }
-        let hint = suggest(name, &zone_names).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
-        diags.push(err(pos, format!("unknown zone `{name}`{hint}")));
+        let hint = suggest(name, &known).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
+        diags.push(
+            err(pos, format!("unknown zone `{name}`{hint}"))
+                .label("no such zone")
+                .note(format!("zones: {}", known.join(", "))),
+        );
         false
     };
-    let resolved = |raws: Vec<RawRule>, diags: &mut Vec<Diagnostic>| -> Vec<RawRule> {
+    let service_names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+    let mut used_services: HashSet<String> = HashSet::new();
+    let mut resolved = |raws: Vec<RawRule>, diags: &mut Vec<Diagnostic>| -> Vec<RawRule> {
         raws.into_iter()
-            .filter(|r| {
-                let a = check_ref(&r.rule.from, &r.from_pos, diags);
-                let b = check_ref(&r.rule.to, &r.to_pos, diags);
-                a && b
+            .filter_map(|mut r| {
+                let mut ok = true;
+                for (name, pos) in r.rule.from.iter().zip(&r.from_pos).chain(r.rule.to.iter().zip(&r.to_pos)) {
+                    ok &= check_ref(name, pos, diags);
+                }
+                for (name, pos) in &r.services {
+                    used_services.insert(name.clone());
+                    match services.iter().find(|s| &s.name == name) {
+                        Some(s) => r.rule.traffic.push(s.traffic.clone()),
+                        None if declared_services.contains(name) => ok = false, // reported there
+                        None => {
+                            let hint = suggest(name, &service_names)
+                                .map(|s| format!("; did you mean `{s}`?"))
+                                .unwrap_or_default();
+                            let note = if service_names.is_empty() {
+                                "no service is declared: declare one as [service.NAME] with `proto` and `ports`".to_string()
+                            } else {
+                                format!("services: {}", service_names.join(", "))
+                            };
+                            diags.push(err(pos, format!("unknown service `{name}`{hint}")).label("no such service").note(note));
+                            ok = false;
+                        }
+                    }
+                }
+                if !ok {
+                    return None;
+                }
+                r.rule.services = r.services.iter().map(|(n, _)| n.clone()).collect();
+                // What `inspect` needs of a rule's transports, now that its services are known.
+                if let (Some(insp), Some(pos), false) = (&r.rule.inspect, &r.inspect_pos, r.services.is_empty()) {
+                    let tcp = r.rule.traffic.iter().any(|t| t.protos.tcp);
+                    let udp = r.rule.traffic.iter().any(|t| t.protos.udp);
+                    let fits = match insp.protocol {
+                        Some(AppProto::Tls) | Some(AppProto::Http) => tcp,
+                        Some(AppProto::Dns) => tcp || udp,
+                        None => true,
+                    };
+                    if !fits {
+                        diags.push(err(pos, "inspecting needs a policy that covers its transport, and none of its services does (tls and http need tcp, dns tcp or udp)".into()));
+                        return None;
+                    }
+                }
+                Some(r)
             })
             .collect()
     };
     let mut failsafes = resolved(raw_failsafes, &mut diags);
     let mut rules = resolved(raw_rules, &mut diags);
 
+    for s in &services {
+        if !used_services.contains(&s.name) {
+            diags.push(warn(
+                &s.pos,
+                format!("service `{}` is declared but no policy or failsafe names it", s.name),
+            ));
+        }
+    }
+
     for r in failsafes.iter().chain(rules.iter()) {
         let ext = |n: &str| zones.iter().any(|z| z.name == n && z.is_external());
-        if ext(&r.rule.from) && ext(&r.rule.to) {
+        let pairs: Vec<(&str, &str)> =
+            r.rule.from.iter().flat_map(|f| r.rule.to.iter().map(move |t| (f, t))).collect();
+        let dead: Vec<&(&str, &str)> = pairs.iter().filter(|(f, t)| ext(f) && ext(t)).collect();
+        if dead.len() == pairs.len() {
             diags.push(err(&r.rule.pos, format!(
                 "`{}` -> `{}` joins two external zones: fw enforces inside containers, so this rule could never apply",
                 r.rule.from, r.rule.to
             )));
+        } else {
+            for (f, t) in dead {
+                diags.push(warn(&r.rule.pos, format!(
+                    "`{f}` -> `{t}` joins two external zones: fw enforces inside containers, so that part of this rule never applies"
+                )));
+            }
         }
     }
 
@@ -145,6 +227,7 @@ pub fn load_sources(files: &[SourceFile], now: i64) -> LoadResult {
     shadow_warnings(&zones, &failsafes, &rules, now, &mut diags);
 
     let has_errors = diags.iter().any(|d| d.is_error());
+    // By position, stable: a cause comes before what follows from it on the same spot.
     diags.sort_by(|a, b| (a.path.as_ref(), a.line, a.col).cmp(&(b.path.as_ref(), b.line, b.col)));
     diags.dedup();
     let policy = (!has_errors).then(|| Policy {
@@ -152,6 +235,7 @@ pub fn load_sources(files: &[SourceFile], now: i64) -> LoadResult {
         zones,
         failsafes,
         rules,
+        services,
         hash: policy_hash(files),
         files: files.iter().map(|f| f.path.clone()).collect(),
     });
@@ -176,7 +260,8 @@ fn policy_hash(files: &[SourceFile]) -> String {
 }
 
 /// Explicit ids must be unique; the others get an id derived from what the rule says, so it
-/// survives reordering and edits elsewhere (`web->db:tcp/5432`, `#2` on a collision).
+/// survives reordering and edits elsewhere (`web->db:tcp/5432`, `web,api->db:https`, `#2`
+/// on a collision).
 fn assign_ids(failsafes: &mut [RawRule], rules: &mut [RawRule], diags: &mut Vec<Diagnostic>) {
     let mut seen: HashMap<String, SourcePos> = HashMap::new();
     for r in failsafes.iter().chain(rules.iter()) {
@@ -199,13 +284,12 @@ fn assign_ids(failsafes: &mut [RawRule], rules: &mut [RawRule], diags: &mut Vec<
             continue;
         }
         let mut base = format!("{prefix}{}->{}", r.rule.from, r.rule.to);
-        if !r.rule.protos.is_any() {
+        if !r.rule.services.is_empty() {
             base.push(':');
-            base.push_str(&r.rule.protos.to_string());
-        }
-        if !r.rule.ports.is_any() {
-            base.push('/');
-            base.push_str(&r.rule.ports.to_string());
+            base.push_str(&r.rule.services.join(","));
+        } else if let Some(t) = r.rule.traffic.first().filter(|t| !t.is_any()) {
+            base.push(':');
+            base.push_str(&t.to_string());
         }
         if base.len() > 60 {
             let mut cut = 56;
@@ -230,52 +314,60 @@ fn zone_covers(zones: &[Zone], outer: &str, inner: &str) -> bool {
     if outer == ZONE_ANY || outer == inner {
         return true;
     }
-    let cidrs = |n: &str| {
-        zones.iter().find(|z| z.name == n).and_then(|z| match &z.kind {
-            ZoneKind::External(nets) => Some(nets.clone()),
-            _ => None,
-        })
+    let (Some(o), Some(i)) = (zones.iter().find(|z| z.name == outer), zones.iter().find(|z| z.name == inner))
+    else {
+        return false;
     };
-    match (cidrs(outer), cidrs(inner)) {
-        (Some(o), Some(i)) => i.iter().all(|n| o.iter().any(|m| m.contains(n))),
-        _ => false,
-    }
+    // Containers of another zone are never in this one: only networks can be covered.
+    i.selector().is_none()
+        && !o.cidrs().is_empty()
+        && i.cidrs().iter().all(|n| o.cidrs().iter().any(|m| m.contains(n)))
 }
 
-/// Whether some traffic can match both zones: the same zone, `any`, or external zones whose
-/// networks meet. Two different container zones never share a container (a container
-/// joins the first zone that selects it).
+/// Whether some traffic can match both zones: the same zone, `any`, or zones whose networks
+/// meet. Two different zones never share a container (a container joins the first zone
+/// that selects it).
 fn zones_meet(zones: &[Zone], x: &str, y: &str) -> bool {
     if x == ZONE_ANY || y == ZONE_ANY || x == y {
         return true;
     }
-    let cidrs = |n: &str| {
-        zones.iter().find(|z| z.name == n).and_then(|z| match &z.kind {
-            ZoneKind::External(nets) => Some(nets.clone()),
-            _ => None,
-        })
-    };
-    match (cidrs(x), cidrs(y)) {
-        (Some(a), Some(b)) => a.iter().any(|m| b.iter().any(|n| m.contains(n) || n.contains(m))),
-        _ => false,
-    }
+    let cidrs = |n: &str| zones.iter().find(|z| z.name == n).map(|z| z.cidrs()).unwrap_or(&[]);
+    cidrs(x).iter().any(|m| cidrs(y).iter().any(|n| m.contains(n) || n.contains(m)))
 }
 
-/// Whether some traffic matches both rules.
-fn overlaps(zones: &[Zone], a: &Rule, b: &Rule) -> bool {
-    let shared = a.protos.and(&b.protos);
-    let ports_matter = shared.tcp || shared.udp;
-    zones_meet(zones, &a.from, &b.from)
-        && zones_meet(zones, &a.to, &b.to)
-        && (shared.tcp || shared.udp || shared.icmp)
-        && (!ports_matter || a.ports.intersects(&b.ports))
+/// Every zone of `inner` is covered by some zone of `outer`.
+fn refs_cover(zones: &[Zone], outer: &ZoneRefs, inner: &ZoneRefs) -> bool {
+    inner.iter().all(|i| outer.iter().any(|o| zone_covers(zones, o, i)))
+}
+
+/// The first pair of zones, one from each, that traffic can match both of.
+fn refs_meet<'r>(zones: &[Zone], a: &'r ZoneRefs, b: &'r ZoneRefs) -> Option<(&'r str, &'r str)> {
+    a.iter().flat_map(|x| b.iter().map(move |y| (x, y))).find(|(x, y)| zones_meet(zones, x, y))
+}
+
+/// What some packet matches in both rules: the zones they meet in and the protocols shared
+/// (with `a`'s ports and types), or `None`.
+fn overlap(zones: &[Zone], a: &Rule, b: &Rule) -> Option<(String, String, Traffic)> {
+    let (af, bf) = refs_meet(zones, &a.from, &b.from)?;
+    let (at, bt) = refs_meet(zones, &a.to, &b.to)?;
+    let pick = |x: &str, y: &str| if x == ZONE_ANY { y.to_string() } else { x.to_string() };
+    a.traffic.iter().flat_map(|ta| b.traffic.iter().map(move |tb| (ta, tb))).find_map(|(ta, tb)| {
+        let shared = ta.shared(tb);
+        (!shared.is_empty()).then(|| {
+            let t = Traffic {
+                protos: shared,
+                ports: if shared.has_ports() { ta.ports.clone() } else { Ports::default() },
+                icmp: if shared.icmp { ta.icmp.clone() } else { IcmpTypes::default() },
+            };
+            (pick(af, bf), pick(at, bt), t)
+        })
+    })
 }
 
 fn covers(zones: &[Zone], a: &Rule, b: &Rule) -> bool {
-    zone_covers(zones, &a.from, &b.from)
-        && zone_covers(zones, &a.to, &b.to)
-        && a.protos.contains(&b.protos)
-        && a.ports.covers(&b.ports)
+    refs_cover(zones, &a.from, &b.from)
+        && refs_cover(zones, &a.to, &b.to)
+        && b.traffic.iter().all(|tb| a.traffic.iter().any(|ta| ta.covers(tb)))
 }
 
 fn shadow_warnings(
@@ -298,16 +390,17 @@ fn shadow_warnings(
         }
         // A failsafe allowing part of a deny: that part can never be denied.
         if b.action == Action::Deny {
-            if let Some(f) = failsafes.iter().find(|f| overlaps(zones, f, b)) {
+            if let Some((f, (from, to, t))) =
+                failsafes.iter().find_map(|f| overlap(zones, f, b).map(|o| (f, o)))
+            {
                 diags.push(Diagnostic::at(Severity::Warning, &b.pos, format!(
-                    "policy `{}` cannot deny all it matches: failsafe `{}` ({}) allows the traffic they share first ({} -> {}, {}{}), and no policy can remove a failsafe",
+                    "policy `{}` cannot deny all it matches: failsafe `{}` ({}) allows the traffic they share first ({from} -> {to}, {}{}{}), and no policy can remove a failsafe",
                     b.id,
                     f.id,
                     f.pos.short(),
-                    f.from,
-                    f.to,
-                    f.protos.and(&b.protos),
-                    if f.ports.is_any() { String::new() } else { format!(" ports {}", f.ports) },
+                    t.protos,
+                    if t.ports.is_any() { String::new() } else { format!(" ports {}", t.ports) },
+                    if t.icmp.is_any() { String::new() } else { format!(" types {}", t.icmp) },
                 )));
             }
         }
@@ -328,13 +421,8 @@ fn shadow_warnings(
 }
 
 fn overlap_warnings(zones: &[Zone], diags: &mut Vec<Diagnostic>) {
-    let selectors: Vec<(&Zone, &Selector)> = zones
-        .iter()
-        .filter_map(|z| match &z.kind {
-            ZoneKind::Containers(s) if !s.is_empty() => Some((z, s)),
-            _ => None,
-        })
-        .collect();
+    let selectors: Vec<(&Zone, &Selector)> =
+        zones.iter().filter_map(|z| z.selector().filter(|s| !s.is_empty()).map(|s| (z, s))).collect();
     for (j, (zb, sb)) in selectors.iter().enumerate() {
         if let Some((za, _)) = selectors[..j].iter().find(|(_, sa)| sa.may_overlap(sb)) {
             if let Some(pos) = &zb.pos {

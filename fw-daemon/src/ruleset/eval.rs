@@ -25,6 +25,16 @@ pub struct Packet {
     pub dst: IpAddr,
     pub proto: Proto,
     pub dport: Option<u16>,
+    /// The ICMP (or ICMPv6, by the addresses' family) type of an ICMP packet; `None`: an
+    /// echo request, what a new ICMP flow starts with.
+    pub icmp_type: Option<u8>,
+}
+
+impl Packet {
+    /// The ICMP type this packet has, by its family.
+    fn icmp_type(&self, family: Family) -> u8 {
+        self.icmp_type.unwrap_or(if family == Family::V4 { 8 } else { 128 })
+    }
 }
 
 /// What one chain hook decided.
@@ -233,11 +243,8 @@ fn matches(rs: &Ruleset, m: &Match, pkt: &Packet, ct_mark: Option<u32>) -> bool 
             let ty = if family == Family::V4 { ETHERTYPE_IPV4 } else { ETHERTYPE_IPV6 };
             types.contains(&ty) != *invert
         }
-        // A new ICMP flow starts with an echo request.
         Match::IcmpType { family: f, types } => {
-            *f == family
-                && pkt.proto == Proto::Icmp
-                && types.contains(&if family == Family::V4 { 8 } else { 128 })
+            *f == family && pkt.proto == Proto::Icmp && types.contains(&pkt.icmp_type(family))
         }
         Match::Ip6SaddrUnspecified => false,
         Match::L4ProtoNot(protos) => !protos.contains(&proto_number(pkt.proto, family)),

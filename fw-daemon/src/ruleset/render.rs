@@ -386,30 +386,12 @@ fn fields(f: &[Field]) -> String {
     f.iter().map(|x| field_text(*x)).collect::<Vec<_>>().join(" . ")
 }
 
+/// nft's name of an ICMP or ICMPv6 type (what `nft list` prints), else the number.
 fn icmp_type_name(f: Family, t: u8) -> String {
-    let name = match (f, t) {
-        (Family::V4, 0) => "echo-reply",
-        (Family::V4, 3) => "destination-unreachable",
-        (Family::V4, 8) => "echo-request",
-        (Family::V4, 11) => "time-exceeded",
-        (Family::V4, 12) => "parameter-problem",
-        (Family::V6, 1) => "destination-unreachable",
-        (Family::V6, 2) => "packet-too-big",
-        (Family::V6, 3) => "time-exceeded",
-        (Family::V6, 4) => "parameter-problem",
-        (Family::V6, 128) => "echo-request",
-        (Family::V6, 129) => "echo-reply",
-        (Family::V6, 130) => "mld-listener-query",
-        (Family::V6, 131) => "mld-listener-report",
-        (Family::V6, 132) => "mld-listener-done",
-        (Family::V6, 133) => "nd-router-solicit",
-        (Family::V6, 134) => "nd-router-advert",
-        (Family::V6, 135) => "nd-neighbor-solicit",
-        (Family::V6, 136) => "nd-neighbor-advert",
-        (Family::V6, 143) => "mld2-listener-report",
-        _ => return t.to_string(),
-    };
-    name.to_string()
+    crate::rules::ICMP_TYPES
+        .iter()
+        .find(|x| x.number(f == Family::V6) == Some(t))
+        .map_or_else(|| t.to_string(), |x| x.name.to_string())
 }
 
 fn port(r: &PortRange) -> String {

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::compile::{compile_container, CompileOptions, Membership};
 use crate::inventory::{Container, Inventory};
-use crate::rules::Policy;
+use crate::rules::{IcmpType, Policy};
 use crate::ruleset::eval::{evaluate, Decision, Packet, Proto};
 use crate::ruleset::ir::{Family, Hook};
 use crate::tools::Failed;
@@ -35,6 +35,9 @@ pub struct Explanation {
     pub dst: IpAddr,
     pub proto: &'static str,
     pub port: Option<u16>,
+    /// The ICMP type asked about (ICMP only; absent: an echo request).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp_type: Option<&'static str>,
     pub verdict: Verdict,
     /// The deciding rule; `None` only if a chain's own drop policy decided.
     pub rule: Option<RuleRef>,
@@ -129,6 +132,35 @@ pub fn explain(
     port: Option<u16>,
     opts: &CompileOptions,
 ) -> Result<Explanation, Failed> {
+    explain_icmp(policy, inv, from_s, to_s, proto, port, None, opts)
+}
+
+/// An ICMP type by name (`echo-request`, any case), as `explain --icmp-type` takes it.
+pub fn parse_icmp_type(s: &str) -> Result<IcmpType, Failed> {
+    IcmpType::named(s.trim()).ok_or_else(|| {
+        let names: Vec<&str> = crate::rules::ICMP_TYPES.iter().map(|t| t.name).collect();
+        let hint = crate::rules::diag::suggest(&s.to_ascii_lowercase(), &names)
+            .map(|h| format!("; did you mean `{h}`?"))
+            .unwrap_or_default();
+        Failed::message(format!("--icmp-type: unknown ICMP type `{s}`{hint} (types: {})", names.join(", ")))
+    })
+}
+
+/// [`explain`] for an ICMP packet of the given type (`None`: an echo request).
+#[allow(clippy::too_many_arguments)]
+pub fn explain_icmp(
+    policy: &Policy,
+    inv: &Inventory,
+    from_s: &str,
+    to_s: &str,
+    proto: Proto,
+    port: Option<u16>,
+    icmp_type: Option<IcmpType>,
+    opts: &CompileOptions,
+) -> Result<Explanation, Failed> {
+    if icmp_type.is_some() && proto != Proto::Icmp {
+        return Err(Failed::message("--icmp-type needs --proto icmp"));
+    }
     let from = resolve(inv, from_s)?;
     let to = resolve(inv, to_s)?;
     if let (Endpoint::External(_), Endpoint::External(_)) = (from, to) {
@@ -139,7 +171,18 @@ pub fn explain(
     }
     let port = if proto == Proto::Icmp { None } else { port };
     let (src, dst) = addresses(&from, &to, from_s, to_s)?;
-    let pkt = Packet { src, dst, proto, dport: port };
+    let icmp_number = match icmp_type {
+        Some(t) => Some(t.number(dst.is_ipv6()).ok_or_else(|| {
+            Failed::message(format!(
+                "ICMP type `{}` exists only in {}, and {src} -> {dst} is IPv{}",
+                t.name,
+                if t.v4.is_some() { "ICMP (IPv4)" } else { "ICMPv6" },
+                if dst.is_ipv6() { 6 } else { 4 }
+            ))
+        })?),
+        None => None,
+    };
+    let pkt = Packet { src, dst, proto, dport: port, icmp_type: icmp_number };
     let m = Membership::new(policy, inv);
     let end = |c: &Container, hook: Hook| -> EndResult {
         let rs = compile_container(policy, &m, c, opts);
@@ -189,6 +232,7 @@ pub fn explain(
         dst,
         proto: proto_name(proto),
         port,
+        icmp_type: icmp_type.map(|t| t.name),
         verdict: decider.verdict,
         rule: decider.rule.clone(),
         egress: egress.clone(),
@@ -236,9 +280,10 @@ fn floor_end(
 /// The human form of an explanation.
 pub fn render_text(e: &Explanation) -> String {
     let mut out = String::new();
-    let what = match e.port {
-        Some(p) => format!("{}/{p}", e.proto),
-        None => e.proto.to_string(),
+    let what = match (e.port, e.icmp_type) {
+        (Some(p), _) => format!("{}/{p}", e.proto),
+        (None, Some(t)) => format!("{}/{t}", e.proto),
+        (None, None) => e.proto.to_string(),
     };
     out.push_str(&format!("{} -> {}  {what}  ({} -> {})\n", e.from, e.to, e.src, e.dst));
     let line = |label: &str, r: &Option<EndResult>, why_absent: &str, out: &mut String| match r {

@@ -7,6 +7,7 @@ pub mod attack;
 pub mod client;
 pub mod daemon;
 pub mod helper;
+pub mod icmp;
 pub mod lab;
 pub mod tls_attack;
 
@@ -75,6 +76,18 @@ pub fn inventory(text: &str) -> Inventory {
 pub fn demo_policy() -> Policy {
     let r = fw_daemon::rules::load_dir(&repo().join("rules/demo"), 0);
     r.policy.expect("demo rules load")
+}
+
+/// The feature tour: zone lists, services, a mixed zone, ICMP types (rules/features).
+pub fn features_policy() -> Policy {
+    let r = fw_daemon::rules::load_dir(&repo().join("rules/features"), 0);
+    match r.policy {
+        Some(p) => p,
+        None => panic!(
+            "rules/features does not load: {:#?}",
+            r.diagnostics.iter().map(|d| d.to_string()).collect::<Vec<_>>()
+        ),
+    }
 }
 
 pub fn demo_inventory() -> Inventory {
