@@ -984,13 +984,10 @@ impl Daemon {
                     mode: programmed.map_or(zone.mode, |r| r.mode),
                     addresses: c.addresses.clone(),
                     programmed: programmed.is_some(),
-                    caps: fw_proto::control::CapsInfo {
-                        max_conns: zone.caps.max_conns,
-                        new_conns_per_sec: zone.caps.new_conns_per_sec,
-                        egress_bytes_per_sec: zone.caps.egress_bytes_per_sec,
-                    },
-                    // Counted when status is asked (the server fills it from the flow table).
+                    caps: crate::control::view::caps(&zone.caps),
+                    // Counted when status is asked (the server fills them from the flow table).
                     open_flows: 0,
+                    originated_conns: None,
                     quarantined: blocks
                         .iter()
                         .any(|b| matches!(b.target, fw_proto::control::BlockTarget::Quarantine { .. })),
@@ -1021,6 +1018,8 @@ impl Daemon {
             inventory: self.cfg.inventory.as_ref().map(|p| p.display().to_string()),
             inventory_errors: self.inventory_errors.clone(),
             inventory_last_good: self.inventory_last_good,
+            zones: crate::control::view::zones(policy),
+            policies: crate::control::view::policies(policy),
         }
     }
 

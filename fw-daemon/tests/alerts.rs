@@ -130,7 +130,8 @@ fn alerts_are_raised_streamed_and_kept() {
         CapsInfo {
             max_conns: Some(200),
             new_conns_per_sec: Some(50),
-            egress_bytes_per_sec: Some(10_000_000)
+            egress_bytes_per_sec: Some(10_000_000),
+            egress_written: Some("80mbit".into()),
         }
     );
     assert_eq!(container(&s, "api-1").caps, CapsInfo { max_conns: Some(500), ..Default::default() });

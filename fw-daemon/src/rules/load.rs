@@ -396,7 +396,10 @@ fn read_zone(
                 .uint(v, "egress_bytes_per_sec", 1 << 40)
                 .and_then(|n| positive(cx, v, "egress_bytes_per_sec", n).map(u64::from)),
             DeValue::String(s) => match parse_bandwidth(s) {
-                Ok(n) => Some(n),
+                Ok(n) => {
+                    caps.egress_written = Some(s.trim().to_string());
+                    Some(n)
+                }
                 Err(msg) => {
                     cx.error(&v.span(), format!("`egress_bytes_per_sec`: {msg}"));
                     None

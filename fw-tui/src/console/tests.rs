@@ -9,9 +9,12 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, Mo
 use ratatui::style::Color;
 use ratatui::Terminal;
 
-use super::app::{App, Col, Command, Conn, DialogKind, Msg, Screen};
+use super::app::{App, Command, Msg, Overlay};
+use super::dialog::DialogKind;
+use super::model::Conn;
+use super::screens::flows::Sort;
+use super::screens::ScreenId as Screen;
 use super::testdata::{self, NOW_MS};
-use super::ui;
 use crate::client::Hello;
 
 fn hello(role: Role) -> Hello {
@@ -39,10 +42,16 @@ fn app() -> App {
     app_as(Role::Operator)
 }
 
+/// Re-filters and re-sorts the Flows screen from scratch.
+fn rebuild(a: &mut App) {
+    let page = a.page();
+    a.flows.rebuild(&a.model.flows, &a.filter.filter, page);
+}
+
 fn draw(app: &mut App, w: u16, h: u16) -> Terminal<TestBackend> {
     app.update(Msg::Resize(w, h));
     let mut t = Terminal::new(TestBackend::new(w, h)).expect("test terminal");
-    t.draw(|f| ui::draw(f, app)).expect("draw");
+    t.draw(|f| app.draw(f)).expect("draw");
     t
 }
 
@@ -58,9 +67,9 @@ fn text(t: &Terminal<TestBackend>) -> String {
     s
 }
 
-/// Snapshots `app` at 80x24 and 160x40.
+/// Snapshots `app` at 80x24, 120x30 and 160x45.
 fn snap(name: &str, app: &mut App) {
-    for (w, h) in [(80, 24), (160, 40)] {
+    for (w, h) in [(80, 24), (120, 30), (160, 45)] {
         let t = draw(app, w, h);
         insta::assert_snapshot!(format!("{name}_{w}x{h}"), text(&t));
     }
@@ -128,10 +137,10 @@ fn the_status_bar_shows_dropped_flows_and_a_broken_trail() {
 fn details_dialogs_and_help_render() {
     let mut a = app();
     a.press(KeyCode::Enter);
-    assert!(a.details);
+    assert_eq!(a.overlay, Overlay::Details);
     snap("details_flow", &mut a);
     a.press(KeyCode::Esc);
-    assert!(!a.details);
+    assert_eq!(a.overlay, Overlay::None);
 
     a.press(KeyCode::Char('b'));
     snap("dialog_block", &mut a);
@@ -177,7 +186,7 @@ fn losing_the_daemon_and_reconnecting_is_said() {
         attempt: 1,
         error: "fw-daemon at /run/fw/fw.sock closed the connection".into(),
     });
-    assert!(matches!(a.conn, Conn::Connecting { attempt: 1, .. }));
+    assert!(matches!(a.model.conn, Conn::Connecting { attempt: 1, .. }));
     let t = text(&draw(&mut a, 80, 24));
     assert!(t.contains("disconnected, retry 1"), "{t}");
     assert!(t.contains("lost fw-daemon"), "{t}");
@@ -192,63 +201,67 @@ fn losing_the_daemon_and_reconnecting_is_said() {
 #[test]
 fn filter_entry_is_live_persistent_and_reports_errors() {
     let mut a = app();
-    assert_eq!(a.view.len(), 9);
+    assert_eq!(a.flows.view.len(), 9);
     a.press(KeyCode::Char('/'));
     a.type_str("verdict:deny");
-    assert_eq!(a.view.len(), 2, "applies while typing");
+    assert_eq!(a.flows.view.len(), 2, "applies while typing");
     a.type_str(" !web-2");
-    assert_eq!(a.view.len(), 1);
+    assert_eq!(a.flows.view.len(), 1);
     a.press(KeyCode::Enter);
-    assert!(a.editing.is_none());
-    assert_eq!(a.filter_text, "verdict:deny !web-2");
+    assert!(a.filter.editing.is_none());
+    assert_eq!(a.filter.text, "verdict:deny !web-2");
     let t = text(&draw(&mut a, 80, 24));
     assert!(t.contains("filter: verdict:deny !web-2"), "{t}");
     // Persistent across screens: Drops groups use it too, containers by name.
     a.press(KeyCode::Char('2'));
-    assert_eq!(a.drops.len(), 1);
-    assert_eq!(a.flows[&a.drops[0].flow].container, "web-1");
+    assert_eq!(a.drops.groups.len(), 1);
+    assert_eq!(a.model.flows.rows[&a.drops.groups[0].flow].container, "web-1");
     a.press(KeyCode::Char('3'));
-    assert_eq!(a.containers_view.len(), 3, "web-2 is filtered out");
+    assert_eq!(a.containers.view.len(), 3, "web-2 is filtered out");
     // A bad word keeps the last good filter and shows why.
     a.press(KeyCode::Char('/'));
     a.type_str(" port:http");
-    assert!(a.filter_error.as_deref().is_some_and(|e| e.contains("a port is a number")));
+    assert!(a.filter.error.as_deref().is_some_and(|e| e.contains("a port is a number")));
     let t = text(&draw(&mut a, 80, 24));
     assert!(t.contains("a port is a number"), "{t}");
     // Esc while editing restores the filter from before `/`.
     a.press(KeyCode::Esc);
-    assert_eq!(a.filter_text, "verdict:deny !web-2");
-    assert!(a.filter_error.is_none());
-    assert_eq!(a.containers_view.len(), 3);
+    assert_eq!(a.filter.text, "verdict:deny !web-2");
+    assert!(a.filter.error.is_none());
+    assert_eq!(a.containers.view.len(), 3);
     // Esc outside editing clears it.
     a.press(KeyCode::Char('1'));
     a.press(KeyCode::Esc);
-    assert_eq!(a.view.len(), 9);
+    assert_eq!(a.flows.view.len(), 9);
     // Ctrl-U clears while editing.
     a.press(KeyCode::Char('/'));
     a.type_str("zone:db");
-    assert_eq!(a.view.len(), 3, "the peer's zone matches too");
+    assert_eq!(a.flows.view.len(), 3, "the peer's zone matches too");
     a.update(ctrl('u'));
-    assert_eq!(a.view.len(), 9);
+    assert_eq!(a.flows.view.len(), 9);
 }
 
 #[test]
 fn sort_cycles_columns_and_reverses() {
     let mut a = app();
-    assert_eq!(a.sort, Col::Seen);
-    let first = |a: &App| a.flows[&a.view[0]].clone();
+    assert_eq!(a.flows.sort, Sort::Seen);
+    let first = |a: &App| a.model.flows.rows[&a.flows.view[0]].clone();
     // Newest first by default.
-    assert!(a.view.windows(2).all(|w| a.flows[&w[0]].last_seen_ms >= a.flows[&w[1]].last_seen_ms));
+    assert!(a
+        .flows
+        .view
+        .windows(2)
+        .all(|w| a.model.flows.rows[&w[0]].last_seen_ms >= a.model.flows.rows[&w[1]].last_seen_ms));
     a.press(KeyCode::Char('s'));
-    assert_eq!(a.sort, Col::Container);
+    assert_eq!(a.flows.sort, Sort::Container);
     assert_eq!(first(&a).container, "api-1");
     a.press(KeyCode::Char('S'));
-    assert!(a.reverse);
+    assert!(a.flows.reverse);
     assert_eq!(first(&a).container, "web-2");
     for _ in 0..9 {
         a.press(KeyCode::Char('s'));
     }
-    assert_eq!(a.sort, Col::Rate);
+    assert_eq!(a.flows.sort, Sort::Rate);
     a.press(KeyCode::Char('S'));
     assert_eq!(first(&a).id, 7, "the biggest rate first");
     let t = text(&draw(&mut a, 80, 24));
@@ -258,9 +271,9 @@ fn sort_cycles_columns_and_reverses() {
 #[test]
 fn deltas_patch_the_sorted_view_like_a_rebuild() {
     let mut a = app();
-    for col in [Col::Seen, Col::Container, Col::Rate, Col::Dst] {
-        a.sort = col;
-        a.rebuild_view();
+    for col in [Sort::Seen, Sort::Container, Sort::Rate, Sort::Dst] {
+        a.flows.sort = col;
+        rebuild(&mut a);
         let mut changed = testdata::flow(3, "web-1", "198.51.100.9", 443, FlowVerdict::Denied);
         changed.last_seen_ms = NOW_MS + 5000;
         changed.count = 40;
@@ -272,11 +285,11 @@ fn deltas_patch_the_sorted_view_like_a_rebuild() {
             lost_events: 2,
             full: false,
         });
-        let patched = a.view.clone();
-        a.rebuild_view();
-        assert_eq!(patched, a.view, "{col:?}");
-        assert!(!a.flows.contains_key(&1));
-        assert_eq!(a.lost_events, 2);
+        let patched = a.flows.view.clone();
+        rebuild(&mut a);
+        assert_eq!(patched, a.flows.view, "{col:?}");
+        assert!(!a.model.flows.rows.contains_key(&1));
+        assert_eq!(a.model.flows.lost_events, 2);
         a.update(full(testdata::flows()));
     }
 }
@@ -287,24 +300,24 @@ fn pause_holds_updates_and_resume_applies_them() {
     a.press(KeyCode::Char('p'));
     assert!(a.paused);
     a.update(Msg::Flows { changed: vec![], removed: vec![1, 2], total: 7, lost_events: 0, full: false });
-    assert_eq!(a.view.len(), 9, "frozen");
-    assert_eq!(a.total, 7, "counts still move");
+    assert_eq!(a.flows.view.len(), 9, "frozen");
+    assert_eq!(a.model.flows.total, 7, "counts still move");
     let t = text(&draw(&mut a, 80, 24));
     assert!(t.contains("PAUSED (2 held)"), "{t}");
     // Held deltas fold: a row removed then seen again is a change, not a removal.
-    let back = a.flows[&1].clone();
+    let back = a.model.flows.rows[&1].clone();
     a.update(Msg::Flows { changed: vec![back], removed: vec![], total: 8, lost_events: 0, full: false });
     assert_eq!(a.held.len(), 2);
     a.press(KeyCode::Char('p'));
     assert!(!a.paused);
-    assert_eq!(a.view.len(), 8);
-    assert!(a.flows.contains_key(&1) && !a.flows.contains_key(&2));
+    assert_eq!(a.flows.view.len(), 8);
+    assert!(a.model.flows.rows.contains_key(&1) && !a.model.flows.rows.contains_key(&2));
     // A full view while paused replaces everything on resume.
     a.press(KeyCode::Char('p'));
     a.update(Msg::Flows { changed: vec![], removed: vec![3], total: 7, lost_events: 0, full: false });
     a.update(full(testdata::flows()[..2].to_vec()));
     a.press(KeyCode::Char('p'));
-    assert_eq!(a.view.len(), 2);
+    assert_eq!(a.flows.view.len(), 2);
 }
 
 #[test]
@@ -312,8 +325,8 @@ fn selection_follows_the_row_unless_following() {
     let mut a = app();
     a.press(KeyCode::Down);
     a.press(KeyCode::Down);
-    assert!(!a.follow);
-    let id = a.view[a.selected()];
+    assert!(!a.flows.follow);
+    let id = a.flows.view[a.selected()];
     // A newer row arrives at the top: the selection stays on the same flow.
     let mut r = testdata::flow(50, "web-1", "10.1.0.50", 80, FlowVerdict::Allowed);
     r.last_seen_ms = NOW_MS + 1000;
@@ -324,13 +337,13 @@ fn selection_follows_the_row_unless_following() {
         lost_events: 0,
         full: false,
     });
-    assert_eq!(a.view[a.selected()], id);
+    assert_eq!(a.flows.view[a.selected()], id);
     a.press(KeyCode::Char('f'));
-    assert!(a.follow);
+    assert!(a.flows.follow);
     r.last_seen_ms += 1000;
     r.id = 51;
     a.update(Msg::Flows { changed: vec![r], removed: vec![], total: 11, lost_events: 0, full: false });
-    assert_eq!((a.selected(), a.view[0]), (0, 51));
+    assert_eq!((a.selected(), a.flows.view[0]), (0, 51));
     a.press(KeyCode::End);
     assert_eq!(a.selected(), 10);
 }
@@ -341,9 +354,9 @@ fn block_confirm_sends_the_destination_of_the_selected_flow() {
     a.press(KeyCode::Char('/'));
     a.type_str("api.example");
     a.press(KeyCode::Enter);
-    assert_eq!(a.view, [2]);
+    assert_eq!(a.flows.view, [2]);
     assert!(a.press(KeyCode::Char('b')).is_empty());
-    let Some(d) = &a.dialog else { panic!("no dialog") };
+    let Some(d) = a.dialog() else { panic!("no dialog") };
     assert!(matches!(d.kind, DialogKind::Block { .. }));
     assert_eq!(d.ttl, "15m");
     // TTL: clear and type 2h; Tab to the reason.
@@ -366,7 +379,7 @@ fn block_confirm_sends_the_destination_of_the_selected_flow() {
             reason: Some("exfil to api".into()),
         })]
     );
-    assert!(a.dialog.is_none());
+    assert!(a.dialog().is_none());
     assert!(a.pending.is_some());
     // The daemon's answer is shown, and the row turns blocked with the next delta.
     let block = testdata::destination_block(9, "web-1");
@@ -377,7 +390,7 @@ fn block_confirm_sends_the_destination_of_the_selected_flow() {
         t.contains("block 9 placed: destination 198.51.100.9/32 tcp port 443 for container web-1"),
         "{t}"
     );
-    let mut r = a.flows[&2].clone();
+    let mut r = a.model.flows.rows[&2].clone();
     r.verdict = FlowVerdict::Blocked;
     a.update(Msg::Flows { changed: vec![r], removed: vec![], total: 9, lost_events: 0, full: false });
     let t = text(&draw(&mut a, 80, 24));
@@ -389,8 +402,8 @@ fn a_bad_ttl_keeps_the_dialog_open_and_errors_are_shown() {
     let mut a = app();
     a.press(KeyCode::Char('B'));
     a.press(KeyCode::Right);
-    let Some(DialogKind::Quarantine { direction, .. }) = a.dialog.as_ref().map(|d| d.kind.clone()) else {
-        panic!("{:?}", a.dialog)
+    let Some(DialogKind::Quarantine { direction, .. }) = a.dialog().map(|d| d.kind.clone()) else {
+        panic!("{:?}", a.dialog())
     };
     assert_eq!(direction, BlockDirection::Both, "Right moves the direction only when it has focus");
     a.press(KeyCode::BackTab); // to direction
@@ -399,7 +412,7 @@ fn a_bad_ttl_keeps_the_dialog_open_and_errors_are_shown() {
     a.update(ctrl('u'));
     a.type_str("soon");
     assert!(a.press(KeyCode::Enter).is_empty());
-    let err = a.dialog.as_ref().and_then(|d| d.error.clone()).unwrap_or_default();
+    let err = a.dialog().and_then(|d| d.error.clone()).unwrap_or_default();
     assert!(err.contains("invalid duration"), "{err}");
     a.update(ctrl('u'));
     let cmds = a.press(KeyCode::Enter);
@@ -428,8 +441,8 @@ fn unblock_lifts_a_block_of_the_selected_container() {
     a.type_str("c:api-1 verdict:cap");
     a.press(KeyCode::Enter);
     a.press(KeyCode::Char('u'));
-    let Some(DialogKind::Unblock { candidates, index: 0 }) = a.dialog.as_ref().map(|d| d.kind.clone()) else {
-        panic!("{:?}", a.dialog)
+    let Some(DialogKind::Unblock { candidates, index: 0 }) = a.dialog().map(|d| d.kind.clone()) else {
+        panic!("{:?}", a.dialog())
     };
     assert_eq!(candidates.iter().map(|b| b.id).collect::<Vec<_>>(), [9, 3], "newest first");
     a.press(KeyCode::Right);
@@ -440,7 +453,7 @@ fn unblock_lifts_a_block_of_the_selected_container() {
     a.type_str("c:web-1");
     a.press(KeyCode::Enter);
     a.press(KeyCode::Char('u'));
-    assert!(a.dialog.is_none());
+    assert!(a.dialog().is_none());
     assert!(a.note.as_ref().is_some_and(|n| n.text.contains("no active block applies to web-1")));
 }
 
@@ -449,17 +462,24 @@ fn a_viewer_sees_blocking_disabled_with_the_reason() {
     let mut a = app_as(Role::Viewer);
     for k in ['b', 'B', 'u'] {
         assert!(a.press(KeyCode::Char(k)).is_empty());
-        assert!(a.dialog.is_none(), "{k}");
+        assert!(a.dialog().is_none(), "{k}");
         let note = a.note.clone().unwrap_or_else(|| panic!("{k}: no note"));
         assert!(note.error && note.text.contains("needs the operator role (you are a viewer)"), "{note:?}");
     }
+    let t = text(&draw(&mut a, 80, 24));
+    assert!(t.contains("viewer (read-only)"), "{t}");
     a.press(KeyCode::Char('?'));
     let t = text(&draw(&mut a, 80, 24));
-    assert!(t.contains("disabled: needs the operator role (you are a viewer)"), "{t}");
+    assert!(t.contains("disabled: needs the operator role (you are a viewer)"), "first: {t}");
+    // The help scrolls on a small terminal: further down, each blocking key says it is off.
+    for _ in 0..5 {
+        a.press(KeyCode::Down);
+    }
+    let t = text(&draw(&mut a, 80, 24));
     assert!(t.contains("quarantine the selected container (off)"), "{t}");
-    assert!(t.contains("viewer (read-only)"), "{t}");
+    assert!(t.contains("Keys 6-27 of"), "{t}");
     a.press(KeyCode::Char('x'));
-    assert!(!a.help, "any key closes the help");
+    assert_eq!(a.overlay, Overlay::None, "any other key closes the help");
     snap("viewer_help", &mut {
         let mut b = app_as(Role::Viewer);
         b.press(KeyCode::Char('?'));
@@ -481,6 +501,8 @@ fn screens_switch_with_tab_numbers_and_clicks() {
         "the audit screen fetches the trail"
     );
     a.press(KeyCode::Char('1'));
+    // Clicks resolve against what the last frame drew.
+    draw(&mut a, 80, 24);
     let click = |column, row| {
         Msg::Mouse(MouseEvent {
             kind: MouseEventKind::Down(MouseButton::Left),
@@ -517,13 +539,16 @@ fn scrolling_keeps_the_selection_visible() {
     a.update(Msg::Resize(80, 24));
     let page = a.page();
     assert_eq!(page, 20);
+    // The selection stayed on flow 5 (it was selected before the new view): start at the top.
+    assert_eq!(a.model.flows.rows[&a.flows.view[a.selected()]].id, 5);
+    a.press(KeyCode::Home);
     a.press(KeyCode::PageDown);
     a.press(KeyCode::PageDown);
     assert_eq!(a.selected(), 40);
     let t = text(&draw(&mut a, 80, 24));
-    let sel = a.flows[&a.view[40]].clone();
+    let sel = a.model.flows.rows[&a.flows.view[40]].clone();
     assert!(t.contains(&format!("{}:{}", sel.dst, sel.dport)), "{t}");
-    assert!(a.offset[0] <= 40 && 40 < a.offset[0] + page);
+    assert!(a.flows.list.offset <= 40 && 40 < a.flows.list.offset + page);
 }
 
 #[test]
@@ -534,12 +559,12 @@ fn alerts_merge_newest_first_and_containers_sample_throughput() {
     al.message = "later".into();
     a.update(Msg::Alert(al));
     a.update(Msg::Alerts(testdata::alerts()));
-    assert_eq!(a.alerts.iter().map(|x| x.id).collect::<Vec<_>>(), [10, 3, 2, 1]);
-    let h = a.history.get("web-1").cloned().unwrap_or_default();
+    assert_eq!(a.model.alerts.iter().map(|x| x.id).collect::<Vec<_>>(), [10, 3, 2, 1]);
+    let h = a.model.history.get("web-1").cloned().unwrap_or_default();
     assert_eq!(h.len(), 1);
-    assert_eq!(h[0], a.usage["web-1"].rate);
-    assert_eq!(ui::spark(&[0, 1, 2, 4, 8], 4), "▁▂▄█");
-    assert_eq!(ui::spark(&[0, 0], 8), "▁▁");
+    assert_eq!(h[0], a.model.flows.usage["web-1"].rate);
+    assert_eq!(super::screens::containers::spark(&[0, 1, 2, 4, 8], 4), "▁▂▄█");
+    assert_eq!(super::screens::containers::spark(&[0, 0], 8), "▁▁");
 }
 
 #[test]
@@ -571,7 +596,7 @@ fn verdicts_have_their_own_styles_and_no_color_removes_colour() {
     a.press(KeyCode::Char('?'));
     for (w, h) in [(80, 24), (160, 40)] {
         for s in ['1', '2', '3', '4', '5'] {
-            a.help = false;
+            a.overlay = Overlay::None;
             a.press(KeyCode::Char(s));
             let t = draw(&mut a, w, h);
             for cell in t.backend().buffer().content() {
@@ -654,7 +679,12 @@ fn connection_thread_subscribes_polls_and_sends_blocks() {
     };
     // Status and blocks are polled before the buffered first event is read.
     recv(&mut a, &|m| matches!(m, Msg::Flows { full: true, .. }));
-    assert!(a.connected() && a.status.is_some() && a.alerts.len() == 3 && a.view.len() == 9);
+    assert!(
+        a.model.connected()
+            && a.model.status.is_some()
+            && a.model.alerts.len() == 3
+            && a.flows.view.len() == 9
+    );
     let target = BlockTarget::Quarantine { container: "web-1".into(), direction: BlockDirection::Both };
     cmd.send(Command::Request(Op::Block { target, ttl_secs: Some(60), ttl_ms: None, reason: None })).unwrap();
     recv(&mut a, &|m| matches!(m, Msg::Done { op: "block", result: Ok(_) }));
@@ -720,12 +750,12 @@ proptest::proptest! {
             1..8),
     ) {
         let mut a = app();
-        a.sort = Col::ALL[sort];
-        a.reverse = reverse;
+        a.flows.sort = Sort::ALL[sort];
+        a.flows.reverse = reverse;
         a.press(KeyCode::Char('/'));
         a.type_str(filter);
         a.press(KeyCode::Enter);
-        a.rebuild_view();
+        rebuild(&mut a);
         let verdicts = FlowVerdict::ALL;
         for (changed, removed) in deltas {
             let changed = changed
@@ -739,17 +769,17 @@ proptest::proptest! {
                 })
                 .collect();
             a.update(Msg::Flows { changed, removed, total: 0, lost_events: 0, full: false });
-            let patched = a.view.clone();
-            a.rebuild_view();
-            proptest::prop_assert_eq!(&patched, &a.view);
-            let usage: usize = a.usage.values().map(|u| u.flows).sum();
-            proptest::prop_assert_eq!(usage, a.flows.len());
+            let patched = a.flows.view.clone();
+            rebuild(&mut a);
+            proptest::prop_assert_eq!(&patched, &a.flows.view);
+            let usage: usize = a.model.flows.usage.values().map(|u| u.flows).sum();
+            proptest::prop_assert_eq!(usage, a.model.flows.rows.len());
             // The incremental drop groups equal a regroup from scratch.
             a.rebuild_drops();
-            let groups = a.drops.clone();
-            a.update(full(a.flows.values().cloned().collect()));
+            let groups = a.drops.groups.clone();
+            a.update(full(a.model.flows.rows.values().cloned().collect()));
             a.rebuild_drops();
-            proptest::prop_assert_eq!(&groups, &a.drops);
+            proptest::prop_assert_eq!(&groups, &a.drops.groups);
         }
     }
 }
@@ -806,13 +836,13 @@ proptest::proptest! {
         let rows = random_rows(&rows);
         let mut a = App::new("/run/fw/fw.sock", NOW_MS, true);
         a.update(full(rows.clone()));
-        a.sort = Col::ALL[sort];
-        a.reverse = reverse;
-        a.rebuild_view();
+        a.flows.sort = Sort::ALL[sort];
+        a.flows.reverse = reverse;
+        rebuild(&mut a);
         a.press(KeyCode::Char('/'));
         for k in keys {
-            let before = a.view.clone();
-            let old = a.filter.clone();
+            let before = a.flows.view.clone();
+            let old = a.filter.filter.clone();
             match k {
                 "BS" => {
                     a.press(KeyCode::Backspace);
@@ -824,21 +854,21 @@ proptest::proptest! {
                     a.type_str(s);
                 }
             }
-            if a.filter.refines(&old) {
-                proptest::prop_assert!(a.view.iter().all(|id| before.contains(id)));
+            if a.filter.filter.refines(&old) {
+                proptest::prop_assert!(a.flows.view.iter().all(|id| before.contains(id)));
             }
             let mut fresh = App::new("/run/fw/fw.sock", NOW_MS, true);
             fresh.update(full(rows.clone()));
-            fresh.sort = a.sort;
-            fresh.reverse = a.reverse;
-            fresh.filter = a.filter.clone();
-            fresh.rebuild_view();
-            proptest::prop_assert_eq!(&a.view, &fresh.view, "filter {:?}", a.filter_text);
+            fresh.flows.sort = a.flows.sort;
+            fresh.flows.reverse = a.flows.reverse;
+            fresh.filter.filter = a.filter.filter.clone();
+            rebuild(&mut fresh);
+            proptest::prop_assert_eq!(&a.flows.view, &fresh.flows.view, "filter {:?}", a.filter.text);
             // The per-row haystack matches like the original field-by-field search.
             for r in &rows {
                 proptest::prop_assert_eq!(
-                    a.filter.matches_flow(r, &mut String::new()),
-                    fresh.view.contains(&r.id)
+                    a.filter.filter.matches(r),
+                    fresh.flows.view.contains(&r.id)
                 );
             }
         }
@@ -859,22 +889,25 @@ fn big_tables_apply_the_typed_filter_on_a_pause_or_enter() {
     a.update(full(rows));
     a.press(KeyCode::Char('/'));
     a.type_str("db");
-    assert_eq!(a.filter_text, "db");
-    assert_eq!(a.view.len(), LIVE_FILTER_ROWS, "not applied while typing");
+    assert_eq!(a.filter.text, "db");
+    assert_eq!(a.flows.view.len(), LIVE_FILTER_ROWS, "not applied while typing");
     assert!(!a.apply_due_filter(std::time::Instant::now()), "not due before the pause");
     assert!(a.apply_due_filter(std::time::Instant::now() + FILTER_IDLE));
-    assert_eq!(a.view.len(), LIVE_FILTER_ROWS / 2);
+    assert_eq!(a.flows.view.len(), LIVE_FILTER_ROWS / 2);
     a.type_str(" port:x");
-    assert!(a.filter_error.as_deref().is_some_and(|e| e.contains("a port is a number")));
-    assert!(a.filter_due.is_none());
+    assert!(a.filter.error.as_deref().is_some_and(|e| e.contains("a port is a number")));
+    assert!(a.filter.due.is_none());
     for _ in 0..7 {
         a.press(KeyCode::Backspace);
     }
     a.type_str("-");
     a.press(KeyCode::Enter);
-    assert_eq!((a.filter_due, a.editing.as_deref(), a.view.len()), (None, None, LIVE_FILTER_ROWS / 2));
+    assert_eq!(
+        (a.filter.due, a.filter.editing.as_deref(), a.flows.view.len()),
+        (None, None, LIVE_FILTER_ROWS / 2)
+    );
     a.press(KeyCode::Esc);
-    assert_eq!((a.filter_text.as_str(), a.view.len()), ("", LIVE_FILTER_ROWS));
+    assert_eq!((a.filter.text.as_str(), a.flows.view.len()), ("", LIVE_FILTER_ROWS));
 }
 
 /// Screen 2 regroups only when a denied row comes, goes or changes, and what it shows always
@@ -884,9 +917,9 @@ fn drops_regroup_only_when_denied_rows_change() {
     let mut a = app();
     a.press(KeyCode::Char('2'));
     let check = |a: &mut App| {
-        let shown = a.drops.clone();
+        let shown = a.drops.groups.clone();
         a.rebuild_drops();
-        assert_eq!(shown, a.drops);
+        assert_eq!(shown, a.drops.groups);
     };
     let delta = |changed, removed| Msg::Flows { changed, removed, total: 0, lost_events: 0, full: false };
     // An allowed row changes: nothing to regroup.
@@ -896,17 +929,17 @@ fn drops_regroup_only_when_denied_rows_change() {
     // It turns denied, its count grows, it turns allowed again, a denied row goes.
     r.verdict = FlowVerdict::Denied;
     a.update(delta(vec![r.clone()], vec![]));
-    assert!(a.drops.iter().any(|g| g.flow == 900));
+    assert!(a.drops.groups.iter().any(|g| g.flow == 900));
     check(&mut a);
     r.count += 5;
     a.update(delta(vec![r.clone()], vec![]));
     check(&mut a);
     r.verdict = FlowVerdict::Allowed;
     a.update(delta(vec![r], vec![]));
-    assert!(!a.drops.iter().any(|g| g.flow == 900));
+    assert!(!a.drops.groups.iter().any(|g| g.flow == 900));
     check(&mut a);
-    let gone = a.drops[0].flow;
+    let gone = a.drops.groups[0].flow;
     a.update(delta(vec![], vec![gone]));
-    assert!(!a.drops.iter().any(|g| g.flow == gone));
+    assert!(!a.drops.groups.iter().any(|g| g.flow == gone));
     check(&mut a);
 }
