@@ -943,3 +943,342 @@ fn drops_regroup_only_when_denied_rows_change() {
     assert!(!a.drops.groups.iter().any(|g| g.flow == gone));
     check(&mut a);
 }
+
+fn delta(changed: Vec<fw_proto::control::FlowRow>) -> Msg {
+    Msg::Flows { changed, removed: vec![], total: 0, lost_events: 0, full: false }
+}
+
+/// The bug: follow mode kept the selection on the first row, so when a newer row arrived
+/// just before `B`, the quarantine dialog named that row's container instead of the one the
+/// operator was looking at. The selection now stays on its flow (by id) and follow is opt-in.
+#[test]
+fn b_targets_the_row_looked_at_when_a_newer_row_arrives() {
+    let mut a = app();
+    assert!(!a.flows.follow, "follow is opt-in");
+    let looked_at = a.flows.view[a.selected()];
+    assert_eq!(a.model.flows.rows[&looked_at].container, "api-1");
+    // A newer row of another container lands on top.
+    let mut newer = testdata::flow(60, "web-2", "198.51.100.77", 443, FlowVerdict::Denied);
+    newer.last_seen_ms = NOW_MS + 500;
+    a.update(delta(vec![newer]));
+    assert_eq!(a.flows.view[0], 60, "it is first now");
+    assert_eq!(a.flows.view[a.selected()], looked_at, "the selection stayed on its flow");
+    a.press(KeyCode::Char('B'));
+    let Some(DialogKind::Quarantine { container, .. }) = a.dialog().map(|d| d.kind.clone()) else {
+        panic!("{:?}", a.dialog())
+    };
+    assert_eq!(container, "api-1");
+    // While the dialog is open, rows keep moving: what it targets does not.
+    let mut newest = testdata::flow(61, "db-1", "10.1.0.9", 22, FlowVerdict::Denied);
+    newest.last_seen_ms = NOW_MS + 900;
+    a.update(delta(vec![newest]));
+    let cmds = a.press(KeyCode::Enter);
+    assert!(
+        matches!(&cmds[..], [Command::Request(Op::Block { target: BlockTarget::Quarantine { container, .. }, .. })] if container == "api-1"),
+        "{cmds:?}"
+    );
+}
+
+/// `f` follows the first row; a dialog, `/` or a pause stop following (k9s, htop).
+#[test]
+fn follow_is_opt_in_and_looking_closer_ends_it() {
+    let mut a = app();
+    let newer = |a: &mut App, id: u64| {
+        let mut r = testdata::flow(id, "web-2", "198.51.100.77", 443, FlowVerdict::Allowed);
+        r.last_seen_ms = NOW_MS + id as i64;
+        a.update(delta(vec![r]));
+    };
+    a.press(KeyCode::Char('f'));
+    assert!(a.flows.follow);
+    newer(&mut a, 70);
+    assert_eq!((a.selected(), a.flows.view[0]), (0, 70), "following: the newest row is selected");
+    let t = text(&draw(&mut a, 80, 24));
+    assert!(t.contains("FOLLOW"), "{t}");
+    for (stop, keys) in [("b opens a dialog", "b"), ("/ filters", "/"), ("p pauses", "p")] {
+        a.overlay = Overlay::None;
+        a.filter.editing = None;
+        a.paused = false;
+        a.flows.follow = false;
+        a.press(KeyCode::Char('f'));
+        assert!(a.flows.follow, "{stop}");
+        a.type_str(keys);
+        assert!(!a.flows.follow, "{stop} stops following");
+    }
+    a.filter.editing = None;
+    a.paused = false;
+    a.press(KeyCode::Char('f'));
+    a.press(KeyCode::Down);
+    assert!(!a.flows.follow, "choosing a row stops following");
+    a.press(KeyCode::Home);
+    assert!(!a.flows.follow, "and going back up does not resume it");
+}
+
+/// Rows whose values are longer than any column at 80 columns: a long container name, a
+/// peer with a long name on port 8080.
+fn long_rows() -> Vec<fw_proto::control::FlowRow> {
+    let mut r = testdata::flow(80, "api-to-partners", "10.77.0.21", 8080, FlowVerdict::Allowed);
+    r.peer = Some("partner-gateway-eu-west-1".into());
+    r.peer_zone = Some("partners".into());
+    r.rule = Some(fw_proto::RuleRef {
+        kind: fw_proto::RuleKind::Policy,
+        id: "api-to-partners-gateway".into(),
+        source: Some("/etc/fw/rules/20-policies.toml:31".into()),
+    });
+    r.last_seen_ms = NOW_MS + 10;
+    let mut d = testdata::flow(81, "api-to-partners", "10.77.0.21", 8080, FlowVerdict::Denied);
+    d.peer = r.peer.clone();
+    d.rule = r.rule.clone();
+    d.last_seen_ms = NOW_MS + 5;
+    vec![r, d]
+}
+
+/// Every word of `t` containing `what`: either whole (`whole`) or marked as cut with `…`; and
+/// no word is a silently cut start of a whole value (`api-to-par`).
+fn words_whole_or_marked(t: &str, what: &str, whole: &[&str]) {
+    for w in t.split_whitespace() {
+        if w.contains(what) {
+            assert!(whole.contains(&w) || w.contains('…'), "{w:?} is cut without an ellipsis:\n{t}");
+        }
+        for full in whole {
+            assert!(!(w.len() >= 4 && full.starts_with(w) && !whole.contains(&w)), "{w:?} cut silently:\n{t}");
+        }
+    }
+}
+
+/// Never a value cut without an ellipsis (`10.77.0.21:808` for port 8080, `api-to-partner`
+/// for `api-to-partners`); ports and numbers are never cut; sources keep their line number.
+#[test]
+fn cut_values_end_in_an_ellipsis_and_ports_survive() {
+    let mut a = app();
+    let mut rows = testdata::flows();
+    rows.extend(long_rows());
+    a.update(full(rows));
+    for (w, h) in [(80, 24), (100, 30), (120, 30), (160, 45)] {
+        for screen in ['1', '2'] {
+            a.press(KeyCode::Char(screen));
+            let t = text(&draw(&mut a, w, h));
+            words_whole_or_marked(&t, "api-to-part", &["api-to-partners", "api-to-partners-gateway"]);
+            words_whole_or_marked(&t, "partner-gat", &["partner-gateway-eu-west-1"]);
+            words_whole_or_marked(&t, "10.77.0.", &["10.77.0.21:8080", "10.77.0.21"]);
+            // An address with a port keeps the whole port.
+            for word in t.split_whitespace().filter(|w| w.contains("10.77.0.") || w.ends_with(":808")) {
+                let ok = word == "10.77.0.21" || word.ends_with(":8080") || word.ends_with('…');
+                assert!(ok, "{w}x{h} screen {screen}: {word:?}\n{t}");
+            }
+            assert!(!t.contains(":808 ") && !t.contains(":80…"), "{t}");
+            // A cut rule source keeps its line number.
+            for word in t.split_whitespace().filter(|w| w.contains("policies.toml") || w.contains("…:31")) {
+                assert!(word.contains(":31") || word.contains(":12") || word.contains(":8"), "{word:?}\n{t}");
+            }
+        }
+    }
+}
+
+/// At 120 columns the Flows table shows ZONE (it used to hide it while REMOTE kept 60 empty
+/// columns): widths follow what the rows hold.
+#[test]
+fn at_120_columns_flows_give_the_space_to_what_is_there() {
+    let mut a = app();
+    let t = text(&draw(&mut a, 120, 30));
+    let header = t.lines().nth(1).unwrap_or_default();
+    for col in ["CONTAINER", "ZONE", "REMOTE", "STATE", "BYTES", "RATE", "VERDICT", "RULE", "SNI/HOST"] {
+        assert!(header.contains(col), "{col} missing at 120 columns: {header}");
+    }
+    let remote = header.find("REMOTE").unwrap_or(0);
+    let next = header.find("STATE").unwrap_or(0);
+    let widest = a
+        .model
+        .flows
+        .rows
+        .values()
+        .map(|r| match r.direction {
+            fw_proto::control::Direction::Egress => {
+                format!("→ {}", super::screens::labelled(r.peer.as_deref(), r.proto, r.dst, r.dport))
+            }
+            fw_proto::control::Direction::Ingress => {
+                format!("← {}", super::screens::labelled(r.peer.as_deref(), r.proto, r.src, r.sport))
+            }
+        })
+        .map(|s| s.chars().count())
+        .max()
+        .unwrap_or(0);
+    assert_eq!(next - remote, widest + 1, "REMOTE is as wide as its widest value:\n{t}");
+}
+
+/// `?` on a small terminal: the overlay says which rows it shows and scrolls to the end.
+#[test]
+fn help_scrolls_on_small_terminals() {
+    let mut a = app();
+    a.press(KeyCode::Char('?'));
+    let t = text(&draw(&mut a, 80, 24));
+    assert!(t.contains("Keys 1-22 of"), "{t}");
+    let last_key = "name:";
+    assert!(!t.contains(last_key), "the filter keys are further down:\n{t}");
+    a.press(KeyCode::End);
+    let t = text(&draw(&mut a, 80, 24));
+    assert!(t.contains(last_key) && t.contains("sni: host:"), "{t}");
+    a.press(KeyCode::Up);
+    assert!(matches!(a.overlay, Overlay::Help(_)), "scrolling keys keep it open");
+    a.press(KeyCode::Esc);
+    assert_eq!(a.overlay, Overlay::None);
+    // Where everything fits, it does not scroll.
+    a.press(KeyCode::Char('?'));
+    let t = text(&draw(&mut a, 160, 60));
+    assert!(t.contains(last_key) && !t.contains("Keys 1-"), "{t}");
+}
+
+/// A scan of 100 ports is one row with the port count and range.
+#[test]
+fn a_port_scan_is_one_row() {
+    let mut a = app();
+    let scan: Vec<_> = (1..=100u16)
+        .map(|p| {
+            let mut r = testdata::flow(1000 + u64::from(p), "web-1", "198.51.100.20", p, FlowVerdict::Denied);
+            r.last_seen_ms = NOW_MS;
+            r
+        })
+        .collect();
+    a.update(delta(scan));
+    a.press(KeyCode::Char('2'));
+    let rows: Vec<_> =
+        a.drops.groups.iter().filter(|g| g.key.remote.to_string() == "198.51.100.20").collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0].count, rows[0].ports_text()), (300, "100 ports 1-100".to_string()));
+    let t = text(&draw(&mut a, 120, 30));
+    assert!(t.contains("198.51.100.20") && t.contains("100 ports 1-100"), "{t}");
+    // Blocking the group blocks the address, not one of its ports.
+    a.press(KeyCode::Home);
+    let Some(BlockTarget::Destination { port, net, .. }) = a.block_target() else { panic!() };
+    assert_eq!((port, net.to_string()), (None, "198.51.100.20/32".into()));
+}
+
+/// An ingress drop names the remote end by its own address (the name fw knows for the
+/// source, next to the source's address: it was shown next to the container's own address);
+/// a dropped reply shows the service port it came from, never the container's ephemeral port
+/// as a destination; LAST SEEN is never in the future.
+#[test]
+fn drops_pair_names_with_their_addresses_and_replies_with_their_service() {
+    use fw_proto::control::Direction;
+    let mut a = app();
+    // web-1 (10.1.0.2) knocks on db-1's ssh port, denied at db-1.
+    let mut knock = testdata::flow(90, "db-1", "10.1.0.3", 22, FlowVerdict::Denied);
+    knock.direction = Direction::Ingress;
+    (knock.src, knock.sport) = ("10.1.0.2".parse().unwrap(), 51_000);
+    knock.peer = Some("web-1".into());
+    // A reply from 198.51.100.9:443 to web-2's ephemeral port, dropped on its way in, stamped
+    // by the daemon a moment after the console's clock last ticked.
+    let mut reply = testdata::flow(91, "web-2", "10.1.0.4", 40_123, FlowVerdict::Blocked);
+    reply.direction = Direction::Ingress;
+    (reply.src, reply.sport) = ("198.51.100.9".parse().unwrap(), 443);
+    reply.last_seen_ms = NOW_MS + 3_000;
+    a.update(delta(vec![knock, reply]));
+    a.press(KeyCode::Char('2'));
+    for (w, h) in [(80, 24), (160, 45)] {
+        let t = text(&draw(&mut a, w, h));
+        let line = |needle: &str| t.lines().find(|l| l.contains(needle)).unwrap_or_default().to_string();
+        let k = line("db-1 ");
+        assert!(k.contains("web-1 10.1.0.2") && k.contains(" 22 ") && !k.contains("10.1.0.3"), "{k}\n{t}");
+        let r = line("198.51.100.9   443");
+        let r = if r.is_empty() { line("reply") } else { r };
+        assert!(r.contains("reply") && r.contains(" 443 ") && !r.contains("40123"), "{r}\n{t}");
+        assert!(r.contains("now") && !t.contains("in 3s"), "never in the future: {r}");
+    }
+}
+
+/// The Containers screen compares `max_conns` with the connections the container opened
+/// (web-1 tracks 438 entries, inbound and TIME_WAIT included, and opened 3), and shows caps
+/// as the rule file wrote them.
+#[test]
+fn containers_compare_opened_connections_with_the_cap_and_show_caps_as_written() {
+    let mut a = app();
+    a.press(KeyCode::Char('3'));
+    let t = draw(&mut a, 160, 45);
+    let s = text(&t);
+    let web = s.lines().find(|l| l.starts_with("web-1")).unwrap_or_default();
+    assert!(web.contains("3/100") && !web.contains("438"), "{web}");
+    let api = s.lines().find(|l| l.starts_with("api-1")).unwrap_or_default();
+    assert!(api.contains("2/2") && api.contains("80mbit out") && !api.contains("MiB"), "{api}");
+    // At the cap: the alert colour; below it: none.
+    let b = t.backend().buffer();
+    let style_at = |line: &str, needle: &str| {
+        let y = s.lines().position(|l| l.starts_with(line)).unwrap_or(0) as u16;
+        let row: String = (0..b.area.width).map(|x| b[(x, y)].symbol()).collect();
+        let x = row[..row.find(needle).unwrap_or(0)].chars().count() as u16;
+        b[(x, y)].style().fg
+    };
+    assert_eq!(style_at("api-1", "2/2"), Some(ratatui::style::Color::Magenta));
+    assert_ne!(style_at("web-1", "3/100"), Some(ratatui::style::Color::Magenta));
+}
+
+/// The Rules screen lists zones and policies in evaluation order with their hits from the
+/// flow table, sources relative to the rules directory.
+#[test]
+fn rules_list_zones_and_policies_with_their_hits() {
+    let mut a = app();
+    a.press(KeyCode::Char('4'));
+    let t = text(&draw(&mut a, 160, 45));
+    let line = |needle: &str| t.lines().find(|l| l.contains(needle)).unwrap_or_default().to_string();
+    let web = line("web-egress");
+    assert!(web.contains("web → world") && web.contains(" 2 ") && web.contains("20-policies.toml:12"), "{web}");
+    let default = line("any → any");
+    assert!(default.contains("deny") && default.contains(" 23 "), "the default's denied attempts: {default}");
+    assert!(line("api ").contains("80mbit out"), "{t}");
+    assert!(!t.contains("/etc/fw/rules/20-policies"), "sources relative to the rules directory: {t}");
+    // New attempts against a policy count at once.
+    let mut r = testdata::flow(95, "web-1", "10.1.0.3", 5432, FlowVerdict::Denied);
+    r.rule = Some(fw_proto::RuleRef {
+        kind: fw_proto::RuleKind::Policy,
+        id: "no-web-to-db".into(),
+        source: Some("/etc/fw/rules/20-policies.toml:24".into()),
+    });
+    r.count = 4;
+    a.update(delta(vec![r]));
+    let t = text(&draw(&mut a, 160, 45));
+    let line = t.lines().find(|l| l.contains("no-web-to-db")).unwrap_or_default();
+    assert!(line.contains(" 4 "), "{line}");
+    // An older daemon without zones and policies: said so, files still listed.
+    let mut s = testdata::status();
+    s.zones.clear();
+    s.policies.clear();
+    a.update(Msg::Status(s));
+    let t = text(&draw(&mut a, 120, 30));
+    assert!(t.contains("does not report its zones and policies") && t.contains("20-policies.toml"), "{t}");
+}
+
+/// Mouse clicks land on what the last frame drew: the Rules screen's list starts below its
+/// summary lines, not on row 2.
+#[test]
+fn clicks_resolve_against_the_drawn_layout() {
+    use super::screens::Screen as _;
+    let mut a = app();
+    a.press(KeyCode::Char('4'));
+    let t = text(&draw(&mut a, 160, 45));
+    let y = t.lines().position(|l| l.contains("web-egress")).unwrap_or(0) as u16;
+    a.update(Msg::Mouse(MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column: 3,
+        row: y,
+        modifiers: KeyModifiers::NONE,
+    }));
+    a.press(KeyCode::Enter);
+    let t = text(&draw(&mut a, 160, 45));
+    assert!(t.contains("Policy") && t.contains("web → world") && t.contains("hits"), "{t}");
+    assert_eq!(a.overlay, Overlay::Details);
+    assert!(a.rules.selected() > 0);
+}
+
+/// The console reads the CLI's language: `key=value` is the same word, unknown keys error.
+#[test]
+fn the_console_filter_is_the_cli_language() {
+    let mut a = app();
+    a.press(KeyCode::Char('/'));
+    a.type_str("verdict=denied port=443");
+    assert_eq!(a.flows.view.len(), 2, "{:?}", a.filter.error);
+    a.type_str(" colour:red");
+    assert!(a.filter.error.as_deref().is_some_and(|e| e.contains("unknown key \"colour\"")), "{:?}", a.filter.error);
+    assert_eq!(a.filter.filter.to_string(), "verdict:denied port:443 colour", "the last good filter stays");
+    a.press(KeyCode::Esc);
+    a.press(KeyCode::Char('/'));
+    a.type_str("5432");
+    assert_eq!(a.flows.view.len(), 3, "a bare port number finds the flows on it");
+}

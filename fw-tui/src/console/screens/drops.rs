@@ -168,11 +168,12 @@ pub fn split(body: Rect) -> (Rect, Rect) {
 
 const COLS: [Col; 8] = [
     Col::text("CONTAINER", 0, 8),
-    Col::text("DIR", 4, 3),
+    // Before RULE: "reply" says the port is the service's, not a destination.
+    Col::text("DIR", 1, 3),
     Col::text("REMOTE", 0, 12),
     Col::num("PORTS", 1),
     Col::text("VERDICT", 3, 7),
-    Col::text("RULE", 2, 12),
+    Col::text("RULE", 2, 10),
     Col::num("COUNT", 1),
     Col::num("LAST SEEN", 1),
 ];
