@@ -869,7 +869,7 @@ impl<'a, 'p> Builder<'a, 'p> {
             ));
         }
 
-        let caps = self.zone.caps;
+        let caps = &self.zone.caps;
         if side == Side::Egress {
             if let Some(bps) = caps.egress_bytes_per_sec {
                 let target = self.cap_chain("egress_bytes_per_sec", false);

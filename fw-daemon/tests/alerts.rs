@@ -124,13 +124,20 @@ fn alerts_are_raised_streamed_and_kept() {
     assert_eq!(s.rules_dir.as_deref(), Some(d.join("rules").display().to_string().as_str()));
     assert_eq!(s.rule_files, ["00-defaults.toml", "10-zones.toml", "20-policies.toml"]);
     let first_reload_at = s.last_reload_at.expect("the start-up load is a reload attempt");
+    // The policy in force, for the console's Rules screen: policies with their sources, the
+    // default last.
+    let web_to_api = s.policies.iter().find(|p| p.id == "web-to-api").expect("web-to-api listed");
+    assert!(web_to_api.source.as_deref().is_some_and(|x| x.contains("20-policies.toml:")), "{web_to_api:?}");
+    assert_eq!(s.policies.last().map(|p| p.id.as_str()), Some("default"));
+    assert!(s.zones.iter().any(|z| z.name == "web" && z.caps.egress_written.as_deref() == Some("80mbit")));
     let web = container(&s, "web-1");
     assert_eq!(
         web.caps,
         CapsInfo {
             max_conns: Some(200),
             new_conns_per_sec: Some(50),
-            egress_bytes_per_sec: Some(10_000_000)
+            egress_bytes_per_sec: Some(10_000_000),
+            egress_written: Some("80mbit".into()),
         }
     );
     assert_eq!(container(&s, "api-1").caps, CapsInfo { max_conns: Some(500), ..Default::default() });
@@ -178,8 +185,12 @@ fn alerts_are_raised_streamed_and_kept() {
     eventually("web-1's and api-1's open flows counted", &daemon, || {
         let s = c.status();
         let (w, a) = (container(&s, "web-1").open_flows, container(&s, "api-1").open_flows);
+        // What each opened, the usage max_conns caps: web-1 its two, api-1 not the two it
+        // accepted from web-1.
+        let (wo, ao) = (container(&s, "web-1").originated_conns, container(&s, "api-1").originated_conns);
+        let counted = wo.is_some_and(|n| n >= 2) && ao.is_some_and(|n| n >= 1 && n + 2 <= a);
         // api-1 has its own flow to db-1 and the two from web-1; the kernel agrees.
-        (w >= 2 && a >= 3 && a == conntrack_count(&lab, "api-1")).then_some(())
+        (w >= 2 && a >= 3 && a == conntrack_count(&lab, "api-1") && counted).then_some(())
     });
     let q = BlockTarget::Quarantine { container: "web-1".into(), direction: BlockDirection::Egress };
     let r =

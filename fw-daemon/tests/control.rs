@@ -238,6 +238,12 @@ fn hostile_input_gets_errors_not_crashes() {
     c.send_raw("{\"id\":9,\"op\":\"format-disk\"}\n");
     assert!(matches!(c.read_msg(), ServerMsg::Error { id: Some(9), code: ErrorCode::BadRequest, .. }));
     assert!(matches!(c.call(Op::Unblock { block: 999 }), Err((ErrorCode::NotFound, _))));
+    // A filter the language refuses is an error naming the word, never an empty answer.
+    let bad = FlowFilter { expr: Some("zone:web colour:red".into()), ..FlowFilter::default() };
+    let e = c.call(Op::Flows { filter: bad.clone(), limit: None }).unwrap_err();
+    assert!(e.0 == ErrorCode::BadRequest && e.1.contains("unknown key \"colour\""), "{e:?}");
+    let e = c.call(Op::Subscribe { filter: bad, interval_ms: None, alerts: false }).unwrap_err();
+    assert_eq!(e.0, ErrorCode::BadRequest, "{e:?}");
     // Still serving after all that.
     assert!(matches!(c.call(Op::Status), Ok(Answer::Status(_))));
     // A line over the limit closes that connection only.

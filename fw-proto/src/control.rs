@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::filter::{Filter, FilterError};
 use crate::{Mode, RuleRef};
 
 /// Bumped on any incompatible change to the types in this module.
@@ -142,6 +143,9 @@ impl fmt::Display for Role {
     }
 }
 
+// A message is built once per answer and written out at once: boxing the big answers (status
+// with its zones and policies) would buy nothing and change every match on them.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ServerMsg {
@@ -354,6 +358,76 @@ pub struct StatusInfo {
     /// because the file was invalid when the daemon started.
     #[serde(default)]
     pub inventory_last_good: bool,
+    /// The zones of the policy in force, in precedence order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<ZoneInfo>,
+    /// Its failsafes, policies and default, in evaluation order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<PolicyInfo>,
+}
+
+/// Whether a zone holds containers or addresses outside fw's control.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ZoneKind {
+    Containers,
+    External,
+}
+
+/// A zone of the policy in force.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZoneInfo {
+    pub name: String,
+    pub kind: ZoneKind,
+    pub mode: Mode,
+    #[serde(default)]
+    pub caps: CapsInfo,
+    /// External zones: their networks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nets: Vec<IpNet>,
+    /// `path:line` where it is declared (none for the implicit `default` zone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// What a policy does with the traffic it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuleAction {
+    Allow,
+    Deny,
+    /// Allow, and log every new connection.
+    Log,
+}
+
+/// A failsafe, policy or the default, as the policy in force has it. Flow rows name it by
+/// `id` (their `rule`), so readers count its hits from the flow table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyInfo {
+    pub id: String,
+    /// `policy`, `failsafe` or `default`.
+    pub kind: crate::RuleKind,
+    pub from: String,
+    pub to: String,
+    /// `tcp`, `udp`, `tcp+udp`, `any`.
+    pub proto: String,
+    /// `443`, `8000-8100,9000`; empty for any port.
+    #[serde(default)]
+    pub ports: String,
+    pub action: RuleAction,
+    /// What inspection it applies, in a line (`tls sni api.example.com; on violation cut`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inspect: Option<String>,
+    /// `path:line` where it is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Unix seconds after which it no longer applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 /// Whether the audit trail is being written.
@@ -383,9 +457,13 @@ pub struct ContainerInfo {
     /// Its zone's caps.
     #[serde(default)]
     pub caps: CapsInfo,
-    /// Flows of it the kernel tracks now (the usage `max_conns` caps counts these).
+    /// Flows of it the kernel tracks now, both directions, closing ones included.
     #[serde(default)]
     pub open_flows: usize,
+    /// Connections it opened that are still live (egress, not closing): what `max_conns`
+    /// caps. `None` from a daemon that does not count them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub originated_conns: Option<usize>,
     /// Active blocks that apply to it.
     #[serde(default)]
     pub blocks: Vec<u64>,
@@ -405,7 +483,7 @@ pub struct ContainerInfo {
 }
 
 /// A zone's caps; `None` is no cap.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapsInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_conns: Option<u32>,
@@ -413,6 +491,9 @@ pub struct CapsInfo {
     pub new_conns_per_sec: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress_bytes_per_sec: Option<u64>,
+    /// `egress_bytes_per_sec` as the rule file wrote it (`"80mbit"`), when it was a string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_written: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -601,9 +682,9 @@ pub struct Inspection {
     pub violation: Option<String>,
 }
 
-/// Server-side flow filter; every set field must match. `text` matches a substring of the
-/// container, peer, zone, addresses, rule id or inspected name (normalized or as sent),
-/// ignoring case.
+/// Server-side flow filter: `expr` in the [filter language](crate::filter) (what
+/// `fw-tui flows --filter` sends), and the structured fields older clients send; every part
+/// must match. The daemon refuses an `expr` that does not parse (`bad-request`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FlowFilter {
@@ -617,75 +698,54 @@ pub struct FlowFilter {
     pub port: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proto: Option<Proto>,
+    /// Bare words (older clients): each is a bare word of the filter language.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// A filter expression, e.g. `zone:db verdict:deny !port:53 10.1.`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expr: Option<String>,
 }
 
 impl FlowFilter {
-    /// Parses `key=value` words (`container=`, `zone=`, `verdict=`, `port=`, `proto=`); any
-    /// other word is free text. Example: `container=web verdict=denied 443`.
-    pub fn parse(expr: &str) -> Result<FlowFilter, String> {
-        let mut f = FlowFilter::default();
-        let mut text: Vec<&str> = Vec::new();
-        for word in expr.split_whitespace() {
-            match word.split_once('=') {
-                Some(("container", v)) => f.container = Some(v.to_string()),
-                Some(("zone", v)) => f.zone = Some(v.to_string()),
-                Some(("verdict", v)) => {
-                    f.verdict =
-                        Some(FlowVerdict::ALL.into_iter().find(|x| x.to_string() == v).ok_or_else(|| {
-                            format!("unknown verdict {v:?} (allowed, denied, audit-denied, cap-hit, blocked)")
-                        })?)
-                }
-                Some(("port", v)) => {
-                    f.port = Some(v.parse().map_err(|_| format!("port {v:?} is not a number 0-65535"))?)
-                }
-                Some(("proto", v)) => f.proto = Some(v.parse()?),
-                Some((k, _)) => {
-                    return Err(format!("unknown filter key {k:?} (container, zone, verdict, port, proto)"))
-                }
-                None => text.push(word),
+    /// A filter of one expression, checked here: the error names the word at fault.
+    pub fn parse(expr: &str) -> Result<FlowFilter, FilterError> {
+        let f = Filter::parse(expr)?;
+        Ok(FlowFilter { expr: (!f.is_empty()).then(|| expr.trim().to_string()), ..FlowFilter::default() })
+    }
+
+    /// The filter every part of this one compiles to.
+    pub fn compile(&self) -> Result<Filter, FilterError> {
+        let mut f = Filter::default();
+        if let Some(c) = &self.container {
+            f.push_container(c);
+        }
+        if let Some(z) = &self.zone {
+            f.push_zone(z);
+        }
+        if let Some(v) = self.verdict {
+            f.push_verdict(v);
+        }
+        if let Some(p) = self.port {
+            f.push_port(p);
+        }
+        if let Some(p) = self.proto {
+            f.push_proto(p);
+        }
+        if let Some(t) = &self.text {
+            // Bare words only: a `:` in old free text was never a key.
+            for w in t.split_whitespace() {
+                f.extend(Filter::parse_text_word(w));
             }
         }
-        if !text.is_empty() {
-            f.text = Some(text.join(" "));
+        if let Some(e) = &self.expr {
+            f.extend(Filter::parse(e)?);
         }
         Ok(f)
     }
 
+    /// Whether a row matches; a filter that does not compile matches nothing.
     pub fn matches(&self, r: &FlowRow) -> bool {
-        if self.container.as_ref().is_some_and(|c| *c != r.container) {
-            return false;
-        }
-        if self.zone.as_ref().is_some_and(|z| *z != r.zone && Some(z) != r.peer_zone.as_ref()) {
-            return false;
-        }
-        if self.verdict.is_some_and(|v| v != r.verdict) {
-            return false;
-        }
-        if self.port.is_some_and(|p| p != r.sport && p != r.dport) {
-            return false;
-        }
-        if self.proto.is_some_and(|p| p != r.proto) {
-            return false;
-        }
-        if let Some(t) = &self.text {
-            let t = t.to_lowercase();
-            let hay = [
-                Some(r.container.as_str()),
-                Some(r.zone.as_str()),
-                r.peer.as_deref(),
-                r.peer_zone.as_deref(),
-                r.rule.as_ref().map(|x| x.id.as_str()),
-                r.inspection.as_ref().and_then(|i| i.name.as_deref()),
-                r.inspection.as_ref().and_then(|i| i.raw_name.as_deref()),
-            ];
-            let addr_hit = r.src.to_string().contains(&t) || r.dst.to_string().contains(&t);
-            if !addr_hit && !hay.iter().flatten().any(|h| h.to_lowercase().contains(&t)) {
-                return false;
-            }
-        }
-        true
+        self.compile().is_ok_and(|f| f.matches(r))
     }
 }
 
@@ -946,5 +1006,26 @@ mod tests {
         assert!(FlowFilter::parse("10.0.0.3").unwrap().matches(&row()));
         assert!(FlowFilter::parse("colour=red").is_err());
         assert!(FlowFilter::parse("port=99999").is_err());
+        assert!(FlowFilter::parse("port:5432 !verdict:deny").unwrap().matches(&row()));
+        assert!(FlowFilter::parse("5432").unwrap().matches(&row()), "a bare port number");
+        assert_eq!(FlowFilter::parse("  ").unwrap(), FlowFilter::default());
+    }
+
+    /// Older clients' structured fields and an expression combine; a bad expression sent by a
+    /// client that skipped the check compiles to an error and matches nothing.
+    #[test]
+    fn structured_fields_and_expressions_combine() {
+        let f =
+            FlowFilter { zone: Some("db".into()), text: Some("WEB 10.0.0.3".into()), ..Default::default() };
+        assert!(f.matches(&row()));
+        let f = FlowFilter { proto: Some(Proto::Udp), ..Default::default() };
+        assert!(!f.matches(&row()));
+        let f = FlowFilter { port: Some(5432), expr: Some("!dir:in".into()), ..Default::default() };
+        assert!(f.matches(&row()));
+        let bad = FlowFilter { expr: Some("colour:red".into()), ..Default::default() };
+        assert!(bad.compile().is_err() && !bad.matches(&row()));
+        // The expression travels as a field of its own.
+        let line = serde_json::to_string(&FlowFilter::parse("port:443").unwrap()).unwrap();
+        assert_eq!(line, r#"{"expr":"port:443"}"#);
     }
 }

@@ -56,16 +56,23 @@ Exit codes:
 Access: reading needs membership in the socket's group (fw-viewer by default); block,
 unblock and reload need the operator role (group fw-operator by default).";
 
-const FLOWS_HELP: &str = "\
-Filter words (all must match):
-  container=NAME  zone=NAME (the container's or the peer's)  port=N  proto=tcp|udp|icmp|N
-  verdict=allowed|denied|audit-denied|cap-hit|blocked
-  any other word: text in a container, peer, zone, address or rule id
+/// `fw-tui flows --help`: the filter language, from the one table the parser reads.
+fn flows_help() -> String {
+    format!(
+        "\
+Filter words (all must match; `!` negates a word; key:value or key=value):
+{keys}  any other word: text in a container, zone, peer, state, rule id, inspected name,
+  service name (dns, https) or endpoint addr:port (so a bare port number finds its flows)
+An unknown key is a usage error (exit 2).
 
 Examples:
-  fw-tui flows --filter \"container=web-1 verdict=denied\"
+  fw-tui flows --filter \"container:web-1 verdict:deny\"
+  fw-tui flows --filter \"zone:db !port:5432\"
   fw-tui flows --follow --filter \"verdict=denied zone=db\"
-  fw-tui flows --follow --json --filter 5432 | jq -c .changed[]";
+  fw-tui flows --follow --json --filter 5432 | jq -c .changed[]",
+        keys = fw_proto::filter::keys_help()
+    )
+}
 
 const BLOCK_HELP: &str = "\
 TTL: 90s, 15m, 2h, 1d, combinations like 1h30m, or plain seconds. Without --ttl a block
@@ -115,7 +122,7 @@ pub enum Command {
     /// Daemon version, policy, reload errors, containers and counters.
     Status,
     /// The flow table, newest first (or follow it live).
-    #[command(after_help = FLOWS_HELP)]
+    #[command(after_help = flows_help())]
     Flows {
         /// Keep printing rows as they change, until interrupted.
         #[arg(long)]
@@ -376,8 +383,10 @@ pub fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
     Err(format!("invalid endpoint {s:?}: use ADDR:PORT, [IPV6]:PORT, or a bare address"))
 }
 
+/// `--filter`: checked here with the language the daemon and the console use, so a bad word
+/// is a usage error naming it, never an empty result.
 fn parse_filter(s: &str) -> Result<FlowFilter, String> {
-    FlowFilter::parse(s)
+    FlowFilter::parse(s).map_err(|e| e.to_string())
 }
 
 impl BlockCmd {
@@ -667,7 +676,7 @@ fn follow(
 mod tests {
     use super::*;
     use crate::testserver::{error, event, ok, Out, TestServer};
-    use fw_proto::control::{Event, FlowVerdict, StatusInfo};
+    use fw_proto::control::{Event, StatusInfo};
 
     const NOW: i64 = 1_714_564_800;
 
@@ -892,22 +901,52 @@ mod tests {
         assert_eq!(
             op(&["flows", "--filter", "verdict=denied zone=db", "--limit", "5"]),
             Op::Flows {
-                filter: FlowFilter {
-                    verdict: Some(FlowVerdict::Denied),
-                    zone: Some("db".into()),
-                    ..FlowFilter::default()
-                },
+                filter: FlowFilter { expr: Some("verdict=denied zone=db".into()), ..FlowFilter::default() },
                 limit: Some(5)
             }
         );
         assert!(matches!(
-            op(&["flows", "--follow", "--filter", "port=443"]),
-            Op::Subscribe { filter: FlowFilter { port: Some(443), .. }, interval_ms: None, alerts: false }
+            op(&["flows", "--follow", "--filter", "port:443"]),
+            Op::Subscribe { filter: FlowFilter { expr: Some(e), .. }, interval_ms: None, alerts: false } if e == "port:443"
         ));
-        let e = usage_error(&["flows", "--filter", "colour=red"]);
-        assert!(e.contains("unknown filter key \"colour\""), "{e}");
-        usage_error(&["flows", "--filter", "verdict=maybe"]);
         usage_error(&["flows", "--limit", "-1"]);
+    }
+
+    /// The console's language on the command line: `key:value` and `key=value`, `!`, and an
+    /// unknown key or bad value is a usage error (exit 2) naming the word, never "no flows
+    /// match" with exit 0.
+    #[test]
+    fn flows_filters_speak_the_console_language() {
+        for expr in ["port:5432", "port=5432", "5432", "!verdict:deny c:web", "dir:out proto:tcp name:api"] {
+            let Op::Flows { filter, .. } = op(&["flows", "--filter", expr]) else { panic!("{expr}") };
+            assert!(filter.compile().is_ok(), "{expr}");
+        }
+        for (expr, needle) in [
+            ("colour=red", "unknown key \"colour\""),
+            ("colour:red", "unknown key \"colour\""),
+            ("verdict=maybe", "unknown verdict"),
+            ("port:http", "a port is a number"),
+        ] {
+            let e = usage_error(&["flows", "--filter", expr]);
+            assert!(e.contains(needle), "{expr}: {e}");
+        }
+        let help = parse(&["flows", "--help"]).unwrap_err().to_string();
+        for needle in ["container:TEXT", "verdict:allowed", "name:TEXT", "--filter 5432", "exit 2"] {
+            assert!(help.contains(needle), "{needle} missing from flows --help:\n{help}");
+        }
+    }
+
+    /// The help's own example, `--filter 5432`, finds the flows on port 5432 (it matched
+    /// nothing: ports were not part of the text searched).
+    #[test]
+    fn the_help_example_5432_finds_port_5432() {
+        let Op::Flows { filter, .. } = op(&["flows", "--filter", "5432"]) else { panic!() };
+        let rows = crate::console::testdata::flows();
+        let hits: Vec<u64> = rows.iter().filter(|r| filter.matches(r)).map(|r| r.id).collect();
+        let on_5432: Vec<u64> =
+            rows.iter().filter(|r| r.dport == 5432 || r.sport == 5432).map(|r| r.id).collect();
+        assert!(!on_5432.is_empty());
+        assert_eq!(hits, on_5432);
     }
 
     #[test]
@@ -1094,7 +1133,7 @@ mod tests {
         assert_eq!(lines, vec![flows_event(2, true), flows_event(1, false)], "other subscriptions skipped");
         assert!(matches!(
             &srv.received()[1].op,
-            Op::Subscribe { filter: FlowFilter { verdict: Some(FlowVerdict::Denied), .. }, .. }
+            Op::Subscribe { filter: FlowFilter { expr: Some(e), .. }, .. } if e == "verdict=denied"
         ));
 
         let srv = TestServer::start(|req| {

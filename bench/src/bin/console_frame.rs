@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use fw_proto::control::{Direction, FlowRow, FlowVerdict, Proto};
 use fw_tui::console::app::{App, Msg};
 use fw_tui::console::testdata::{self, NOW_MS};
-use fw_tui::console::ui;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::KeyCode;
 use ratatui::Terminal;
@@ -75,7 +74,7 @@ fn frames(app: &mut App, w: u16, h: u16, n: usize) -> Vec<Duration> {
         // Scroll between frames: a page down every tenth frame, else one row.
         app.press(if i % 10 == 0 { KeyCode::PageDown } else { KeyCode::Down });
         let t = Instant::now();
-        term.draw(|f| ui::draw(f, app)).expect("draw");
+        term.draw(|f| app.draw(f)).expect("draw");
         out.push(t.elapsed());
     }
     out

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod auth;
 pub mod server;
+pub mod view;
 
 use std::sync::mpsc::Sender;
 
@@ -34,6 +35,11 @@ pub trait FlowView: Send + Sync {
     /// Open flows per container name, counted now (status reads it fresh, not published).
     fn open_flows(&self) -> std::collections::HashMap<String, usize> {
         Default::default()
+    }
+    /// Connections each container opened that are still live (egress, not closing): what
+    /// `max_conns` caps. `None`: not counted (status then carries no number).
+    fn originated_conns(&self) -> Option<std::collections::HashMap<String, usize>> {
+        None
     }
     /// Rows of open flows dropped at the table's cap, counted now.
     fn dropped_open(&self) -> u64 {

@@ -522,6 +522,12 @@ fn handle_one(
             format!("{} is {role}; {} needs {}", who.peer.user, op.name(), op.required_role()),
         );
     }
+    // A filter the language refuses is the client's mistake, never an empty result.
+    if let Op::Flows { filter, .. } | Op::Subscribe { filter, .. } = &op {
+        if let Err(e) = filter.compile() {
+            return err(Some(id), ErrorCode::BadRequest, format!("bad filter: {e}"));
+        }
+    }
     match op {
         Op::Hello { .. } => {
             *hello = true;
@@ -542,8 +548,10 @@ fn handle_one(
             status.audit = srv.audit.as_ref().map(|a| a.status());
             status.flows_dropped_open = srv.flows.dropped_open();
             let open = srv.flows.open_flows();
+            let originated = srv.flows.originated_conns();
             for c in &mut status.containers {
                 c.open_flows = open.get(&c.name).copied().unwrap_or(0);
+                c.originated_conns = originated.as_ref().map(|o| o.get(&c.name).copied().unwrap_or(0));
             }
             ok(Answer::Status(status))
         }

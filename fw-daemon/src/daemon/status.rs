@@ -1,6 +1,6 @@
 //! What the control socket's readers see, built from the daemon's parts (pure: no I/O).
 
-use fw_proto::control::{BlockInfo, BlockTarget, CapsInfo, ContainerInfo, StatusInfo};
+use fw_proto::control::{BlockInfo, BlockTarget, ContainerInfo, StatusInfo};
 
 use super::enforcer::Enforcer;
 use super::sources::Sources;
@@ -34,13 +34,10 @@ pub fn status_info(enf: &Enforcer, src: &Sources, trail: &Trail, uptime_secs: u6
                 mode: programmed.map_or(zone.mode, |r| r.mode),
                 addresses: c.addresses.clone(),
                 programmed: programmed.is_some(),
-                caps: CapsInfo {
-                    max_conns: zone.caps.max_conns,
-                    new_conns_per_sec: zone.caps.new_conns_per_sec,
-                    egress_bytes_per_sec: zone.caps.egress_bytes_per_sec,
-                },
-                // Counted when status is asked (the server fills it from the flow table).
+                caps: crate::control::view::caps(&zone.caps),
+                // Counted when status is asked (the server fills them from the flow table).
                 open_flows: 0,
+                originated_conns: None,
                 quarantined: blocks.iter().any(|b| matches!(b.target, BlockTarget::Quarantine { .. })),
                 blocks: blocks.iter().map(|b| b.id).collect(),
                 floor: enf.contain.floor_of(rec, &c.name).unwrap_or_default(),
@@ -69,5 +66,7 @@ pub fn status_info(enf: &Enforcer, src: &Sources, trail: &Trail, uptime_secs: u6
         inventory: src.inventory_path().map(|p| p.display().to_string()),
         inventory_errors: src.inventory_errors.clone(),
         inventory_last_good: src.inventory_last_good,
+        zones: crate::control::view::zones(policy),
+        policies: crate::control::view::policies(policy),
     }
 }

@@ -445,6 +445,9 @@ impl FlowView for Flows {
     fn open_flows(&self) -> HashMap<String, usize> {
         Flows::open_flows(self)
     }
+    fn originated_conns(&self) -> Option<HashMap<String, usize>> {
+        Some(self.table().originated_conns())
+    }
 
     fn dropped_open(&self) -> u64 {
         Flows::dropped_open(self)

@@ -35,11 +35,11 @@
 //! far behind gets `full: true` and every matching row instead.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use fw_proto::control::{Direction, FlowFilter, FlowRow, FlowSnapshot, FlowVerdict, Inspection, Proto};
+use fw_proto::filter::{Filter, FlowFields};
 use fw_proto::{RuleKind, RuleRef};
 
 use super::conntrack::{CtEntry, CtEvent, CtKind, Tuple};
@@ -502,6 +502,23 @@ impl FlowTable {
         by.into_iter().filter_map(|(c, n)| Some((self.strs.get(c)?.to_string(), n))).collect()
     }
 
+    /// Connections each container opened that are still live: egress flows the kernel tracks,
+    /// not closing (TIME_WAIT, CLOSE). What `max_conns` caps: the kernel's connection count
+    /// skips closed TCP connections too, and inbound ones are not the container's to count.
+    pub fn originated_conns(&self) -> HashMap<String, usize> {
+        const TIME_WAIT: u8 = 7;
+        let mut by: HashMap<u32, usize> = HashMap::new();
+        for r in self.rows.iter().filter(|r| {
+            r.open
+                && !r.attempt
+                && r.direction == Direction::Egress
+                && !matches!(r.state, TIME_WAIT | ST_CLOSE)
+        }) {
+            *by.entry(r.container).or_default() += 1;
+        }
+        by.into_iter().filter_map(|(c, n)| Some((self.strs.get(c)?.to_string(), n))).collect()
+    }
+
     /// Records what inspection found about the flow whose conntrack original tuple is
     /// `tuple` in `container`; returns the row id, or `None` when the row does not exist yet
     /// (the finding then waits, bounded, for conntrack's NEW event).
@@ -958,85 +975,79 @@ fn fallback_rule(kind: &str, id: &str) -> RuleRef {
     RuleRef { kind, id: id.to_string(), source: None }
 }
 
-/// [`FlowFilter::matches`] over internal rows, without building a [`FlowRow`] per row:
-/// string tests are answered once per interned value.
+/// [`FlowFilter::matches`] over internal rows, without building a [`FlowRow`] per row: the
+/// one filter language (`fw_proto::filter`) reads a row through [`Fields`]. A filter that does
+/// not compile matches nothing (the control server refuses it before it gets here).
 struct Matcher<'f> {
-    filter: &'f FlowFilter,
-    inspections: &'f HashMap<u64, Inspection>,
-    /// `Some(NONE)`: the filter names a value no row has.
-    container: Option<u32>,
-    zone: Option<u32>,
-    text: Option<Text>,
-}
-
-struct Text {
-    needle: String,
-    strs: Vec<bool>,
-    rules: Vec<bool>,
+    table: &'f FlowTable,
+    filter: Option<Filter>,
+    /// The haystack of the row being matched, for bare words.
+    scratch: std::cell::RefCell<String>,
 }
 
 impl<'f> Matcher<'f> {
     fn new(t: &'f FlowTable, filter: &'f FlowFilter) -> Matcher<'f> {
-        let sym = |s: &String| t.strs.find(s).unwrap_or(NONE);
-        let text = filter.text.as_ref().map(|x| {
-            let needle = x.to_lowercase();
-            Text {
-                strs: t.strs.values.iter().map(|s| s.to_lowercase().contains(&needle)).collect(),
-                rules: t.rules.values.iter().map(|r| r.id.to_lowercase().contains(&needle)).collect(),
-                needle,
-            }
-        });
-        Matcher {
-            filter,
-            inspections: &t.inspections,
-            container: filter.container.as_ref().map(sym),
-            zone: filter.zone.as_ref().map(sym),
-            text,
-        }
+        Matcher { table: t, filter: filter.compile().ok(), scratch: Default::default() }
     }
 
     fn matches(&self, r: &Row) -> bool {
-        let f = self.filter;
-        if self.container.is_some_and(|c| c == NONE || c != r.container) {
-            return false;
+        match &self.filter {
+            None => false,
+            Some(f) if f.is_empty() => true,
+            Some(f) => f.matches_with(&Fields { t: self.table, r }, &mut self.scratch.borrow_mut()),
         }
-        if self.zone.is_some_and(|z| z == NONE || (z != r.zone && z != r.peer_zone)) {
-            return false;
-        }
-        if f.verdict.is_some_and(|v| v != r.verdict) {
-            return false;
-        }
-        if f.port.is_some_and(|p| p != r.sport && p != r.dport) {
-            return false;
-        }
-        if f.proto.is_some_and(|p| p != Proto::from_number(r.proto)) {
-            return false;
-        }
-        if let Some(t) = &self.text {
-            let hit = |i: u32| t.strs.get(i as usize).copied().unwrap_or(false);
-            let named = hit(r.container)
-                || hit(r.zone)
-                || hit(r.peer)
-                || hit(r.peer_zone)
-                || t.rules.get(r.rule as usize).copied().unwrap_or(false);
-            let inspected = || {
-                self.inspections.get(&r.id).is_some_and(|i| {
-                    [&i.name, &i.raw_name].into_iter().flatten().any(|n| n.to_lowercase().contains(&t.needle))
-                })
-            };
-            if !named && !addr_contains(r.src, &t.needle) && !addr_contains(r.dst, &t.needle) && !inspected()
-            {
-                return false;
-            }
-        }
-        true
     }
 }
 
-fn addr_contains(a: IpAddr, needle: &str) -> bool {
-    let mut buf = String::with_capacity(40);
-    let _ = write!(buf, "{a}");
-    buf.contains(needle)
+/// A row as the filter language sees it.
+struct Fields<'a> {
+    t: &'a FlowTable,
+    r: &'a Row,
+}
+
+impl FlowFields for Fields<'_> {
+    fn container(&self) -> &str {
+        self.t.strs.get(self.r.container).unwrap_or("")
+    }
+    fn zone(&self) -> &str {
+        self.t.strs.get(self.r.zone).unwrap_or("")
+    }
+    fn peer(&self) -> Option<&str> {
+        self.t.strs.get(self.r.peer)
+    }
+    fn peer_zone(&self) -> Option<&str> {
+        self.t.strs.get(self.r.peer_zone)
+    }
+    fn direction(&self) -> Direction {
+        self.r.direction
+    }
+    fn proto(&self) -> Proto {
+        Proto::from_number(self.r.proto)
+    }
+    fn src(&self) -> IpAddr {
+        self.r.src
+    }
+    fn sport(&self) -> u16 {
+        self.r.sport
+    }
+    fn dst(&self) -> IpAddr {
+        self.r.dst
+    }
+    fn dport(&self) -> u16 {
+        self.r.dport
+    }
+    fn state(&self) -> &str {
+        state_name(self.r.state)
+    }
+    fn verdict(&self) -> FlowVerdict {
+        self.r.verdict
+    }
+    fn rule_id(&self) -> Option<&str> {
+        self.t.rules.get(self.r.rule).map(|x| x.id.as_str())
+    }
+    fn inspection(&self) -> Option<&Inspection> {
+        self.t.inspections.get(&self.r.id)
+    }
 }
 
 #[cfg(test)]
@@ -1285,6 +1296,26 @@ mod tests {
         assert_eq!(t.apply_log("web-1", &denied(WEB, 1, OUTSIDE, 443, "log", "x"), 2000, &ctx), None);
         let open = t.open_flows();
         assert_eq!((open.get("web-1"), open.get("db-1"), open.len()), (Some(&2), Some(&1), 2));
+    }
+
+    /// `max_conns` counts what a container opened and is still open: not inbound connections,
+    /// not TIME_WAIT (the console compared every tracked entry: `438/200` in alert colour).
+    #[test]
+    fn originated_conns_count_live_egress_only() {
+        let ctx = fake();
+        let mut t = FlowTable::new(100);
+        for sport in [40000, 40001, 40002] {
+            t.apply_ct("web-1", &ev(CtKind::New, entry(tuple(WEB, sport, DB, 5432))), 1000, &ctx);
+        }
+        let mut closing = entry(tuple(WEB, 40001, DB, 5432));
+        closing.tcp_state = Some(7);
+        t.apply_ct("web-1", &ev(CtKind::Update, closing), 1100, &ctx);
+        // db-1 sees the same connections inbound: tracked, not opened by it.
+        t.apply_ct("db-1", &ev(CtKind::New, entry(tuple(WEB, 40000, DB, 5432))), 1000, &ctx);
+        let opened = t.originated_conns();
+        assert_eq!((opened.get("web-1"), opened.get("db-1")), (Some(&2), None));
+        let open = t.open_flows();
+        assert_eq!((open.get("web-1"), open.get("db-1")), (Some(&3), Some(&1)));
     }
 
     #[test]
@@ -1543,14 +1574,23 @@ mod tests {
             proptest::option::of(proptest::sample::select(vec![
                 "WEB", "10.0", "db8", "default", "to-db", "zz",
             ])),
+            proptest::option::of(proptest::sample::select(vec![
+                "!verdict:deny",
+                "port:1-2 dir:out",
+                "dir:in 10.",
+                ":1",
+                "state:est !web",
+                "rule:db peer:db",
+            ])),
         )
-            .prop_map(|(c, z, v, p, pr, t)| FlowFilter {
+            .prop_map(|(c, z, v, p, pr, t, e)| FlowFilter {
                 container: c.map(String::from),
                 zone: z.map(String::from),
                 verdict: v,
                 port: p,
                 proto: pr,
                 text: t.map(String::from),
+                expr: e.map(String::from),
             })
     }
 

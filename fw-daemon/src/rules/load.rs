@@ -450,7 +450,10 @@ fn read_zone(
                 }
             },
             DeValue::String(s) => match parse_bandwidth(s) {
-                Ok(n) => Some(n),
+                Ok(n) => {
+                    caps.egress_written = Some(s.trim().to_string());
+                    Some(n)
+                }
                 Err(msg) => {
                     cx.error(&at, format!("`egress_bytes_per_sec`: {msg}"));
                     None

@@ -212,11 +212,14 @@ impl Selector {
 }
 
 /// Per-zone caps, enforced in each member container's namespace on what it originates.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Caps {
     pub max_conns: Option<u32>,
     pub new_conns_per_sec: Option<u32>,
     pub egress_bytes_per_sec: Option<u64>,
+    /// `egress_bytes_per_sec` as written (`"80mbit"`) when it was a string: what operators
+    /// see, rather than a byte count converted back.
+    pub egress_written: Option<String>,
 }
 
 impl Caps {

@@ -1,19 +1,35 @@
 //! The live console (`fw-tui` without a subcommand): flows, drops and alerts, containers,
 //! rules and the audit trail, with one-key blocking.
 //!
-//! - [`app`]: the state and how keys and daemon messages change it (no I/O);
-//! - [`ui`]: rendering, pure functions of the state;
-//! - [`filter`]: the `/` filter language;
+//! - [`app`]: the router: how keys and daemon messages reach the model, the filter line, the
+//!   overlay and the current screen (no I/O);
+//! - [`model`]: what the daemon told us, with per-row indexes kept up to date per delta;
+//! - [`screens`]: one module per screen, each owning its list, selection, keys and drawing;
+//! - [`dialog`], [`help`]: the overlays; [`filterbar`]: the `/` line (the language itself is
+//!   `fw_proto::filter`, shared with the CLI and the daemon);
+//! - [`keys`]: key bindings as data, read by dispatch and by `?`;
+//! - [`columns`]: honest table columns (ellipsis, numbers never cut);
+//! - [`ui`]: the frame, returning the [`layout`] it drew for the mouse;
 //! - [`conn`]: the thread that talks to the daemon and reconnects;
 //! - this module: the terminal (raw mode, alternate screen, mouse, restored on exit and on
 //!   panic) and the event loop.
 
 pub mod app;
+pub mod columns;
 pub mod conn;
-pub mod filter;
+pub mod dialog;
+pub mod filterbar;
+pub mod help;
+pub mod keys;
+pub mod layout;
+pub mod list;
+pub mod model;
+pub mod screens;
 #[doc(hidden)]
 pub mod testdata;
+pub mod theme;
 pub mod ui;
+pub mod widgets;
 
 #[cfg(test)]
 mod tests;
@@ -122,14 +138,14 @@ fn event_loop(
             return Ok(());
         }
         if dirty && last_draw.elapsed() >= frame_every {
-            terminal.draw(|f| ui::draw(f, &app))?;
+            terminal.draw(|f| app.draw(f))?;
             last_draw = Instant::now();
             dirty = false;
         }
         let wait =
             if dirty { frame_every.saturating_sub(last_draw.elapsed()) } else { Duration::from_millis(100) };
         // A typed filter waits for a pause in typing: wake for it.
-        let wait = match app.filter_due {
+        let wait = match app.filter.due {
             Some(due) => wait.min(due.saturating_duration_since(Instant::now())),
             None => wait,
         };
@@ -177,7 +193,7 @@ fn event_loop(
             }
         }
         // Heavy filtering only once the keys typed so far are handled and none is waiting.
-        if app.filter_due.is_some() && !event::poll(Duration::ZERO)? && app.apply_due_filter(Instant::now()) {
+        if app.filter.due.is_some() && !event::poll(Duration::ZERO)? && app.apply_due_filter(Instant::now()) {
             dirty = true;
         }
     }

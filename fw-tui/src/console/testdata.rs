@@ -2,7 +2,8 @@
 
 use fw_proto::control::{
     Alert, AlertKind, AuditRecord, BlockDirection, BlockInfo, BlockTarget, CapsInfo, ContainerInfo,
-    Direction, FlowRow, FlowVerdict, Inspection, Peer, Proto, Role, Scope, StatusInfo,
+    Direction, FlowRow, FlowVerdict, Inspection, Peer, PolicyInfo, Proto, Role, RuleAction, Scope,
+    StatusInfo, ZoneInfo, ZoneKind,
 };
 use fw_proto::{Mode, RuleKind, RuleRef};
 
@@ -43,7 +44,7 @@ pub fn flow(id: u64, container: &str, dst: &str, dport: u16, verdict: FlowVerdic
             RuleRef {
                 kind: RuleKind::Policy,
                 id: format!("{}-egress", container.split('-').next().unwrap_or("x")),
-                source: Some("rules/20-policies.toml:12:1".into()),
+                source: Some("/etc/fw/rules/20-policies.toml:12".into()),
             }
         }),
         count: if denied { 3 } else { 1 },
@@ -80,7 +81,7 @@ pub fn flows() -> Vec<FlowRow> {
     r.rule = Some(RuleRef {
         kind: RuleKind::Cap,
         id: "api-conns".into(),
-        source: Some("rules/10-zones.toml:8:1".into()),
+        source: Some("/etc/fw/rules/10-zones.toml:8".into()),
     });
     v.push(r);
     let mut r = flow(6, "db-1", "fd00::9", 53, FlowVerdict::Allowed);
@@ -126,6 +127,7 @@ pub fn container(name: &str, addr: &str) -> ContainerInfo {
         programmed: true,
         caps: CapsInfo::default(),
         open_flows: 0,
+        originated_conns: Some(0),
         blocks: Vec::new(),
         quarantined: false,
         floor: Vec::new(),
@@ -136,13 +138,21 @@ pub fn container(name: &str, addr: &str) -> ContainerInfo {
 
 pub fn status() -> StatusInfo {
     let mut web1 = container("web-1", "10.1.0.2");
-    web1.caps = CapsInfo { max_conns: Some(100), new_conns_per_sec: Some(20), egress_bytes_per_sec: None };
-    web1.open_flows = 2;
+    web1.caps = CapsInfo { max_conns: Some(100), new_conns_per_sec: Some(20), ..CapsInfo::default() };
+    // Inbound connections and TIME_WAIT entries are tracked too; the cap counts what it opened.
+    web1.open_flows = 438;
+    web1.originated_conns = Some(3);
     let mut web2 = container("web-2", "10.1.0.4");
     web2.mode = Mode::Audit;
     let mut api = container("api-1", "10.1.0.5");
-    api.caps = CapsInfo { max_conns: Some(2), ..CapsInfo::default() };
+    api.caps = CapsInfo {
+        max_conns: Some(2),
+        egress_bytes_per_sec: Some(10_000_000),
+        egress_written: Some("80mbit".into()),
+        ..CapsInfo::default()
+    };
     api.open_flows = 2;
+    api.originated_conns = Some(2);
     api.blocks = vec![3];
     api.quarantined = true;
     let db = container("db-1", "10.1.0.3");
@@ -160,8 +170,84 @@ pub fn status() -> StatusInfo {
         rules_dir: Some("/etc/fw/rules".into()),
         rule_files: vec!["00-defaults.toml".into(), "10-zones.toml".into(), "20-policies.toml".into()],
         last_reload_at: Some(NOW_MS / 1000 - 600),
+        zones: zones(),
+        policies: policies(),
         ..StatusInfo::default()
     }
+}
+
+fn zone(name: &str, kind: ZoneKind, line: u32) -> ZoneInfo {
+    ZoneInfo {
+        name: name.into(),
+        kind,
+        mode: if name == "web" { Mode::Audit } else { Mode::Enforce },
+        caps: CapsInfo::default(),
+        nets: Vec::new(),
+        source: (line > 0).then(|| format!("/etc/fw/rules/10-zones.toml:{line}")),
+        description: None,
+    }
+}
+
+/// The zones of [`status`]: containers, external, and the implicit default.
+pub fn zones() -> Vec<ZoneInfo> {
+    let mut web = zone("web", ZoneKind::Containers, 1);
+    web.caps = CapsInfo { max_conns: Some(100), new_conns_per_sec: Some(20), ..CapsInfo::default() };
+    let mut api = zone("api", ZoneKind::Containers, 6);
+    api.caps = CapsInfo {
+        max_conns: Some(2),
+        egress_bytes_per_sec: Some(10_000_000),
+        egress_written: Some("80mbit".into()),
+        ..CapsInfo::default()
+    };
+    let mut world = zone("world", ZoneKind::External, 14);
+    world.nets = "0.0.0.0/0".parse().into_iter().collect();
+    let mut partners = zone("partners", ZoneKind::External, 18);
+    partners.nets = "203.0.113.0/24".parse().into_iter().collect();
+    vec![
+        web,
+        api,
+        zone("db", ZoneKind::Containers, 10),
+        zone("default", ZoneKind::Containers, 0),
+        world,
+        partners,
+    ]
+}
+
+fn policy(id: &str, from: &str, to: &str, ports: &str, action: RuleAction, line: u32) -> PolicyInfo {
+    PolicyInfo {
+        id: id.into(),
+        kind: RuleKind::Policy,
+        from: from.into(),
+        to: to.into(),
+        proto: "tcp".into(),
+        ports: ports.into(),
+        action,
+        inspect: None,
+        source: Some(format!("/etc/fw/rules/20-policies.toml:{line}")),
+        expires: None,
+        description: None,
+    }
+}
+
+/// The policies of [`status`], in evaluation order; flow rows name them by id.
+pub fn policies() -> Vec<PolicyInfo> {
+    let mut dns = policy("dns", "any", "db", "53", RuleAction::Allow, 1);
+    dns.kind = RuleKind::Failsafe;
+    dns.proto = "udp".into();
+    let mut partners = policy("api-to-partners", "api", "partners", "443", RuleAction::Allow, 30);
+    partners.inspect = Some("tls sni api.partner.example; on violation cut".into());
+    let mut default = policy("default", "any", "any", "", RuleAction::Deny, 0);
+    default.kind = RuleKind::Default;
+    default.proto = "any".into();
+    default.source = Some("/etc/fw/rules/00-defaults.toml:2".into());
+    vec![
+        dns,
+        policy("web-egress", "web", "world", "80,443", RuleAction::Allow, 12),
+        policy("db-egress", "db", "any", "53", RuleAction::Allow, 20),
+        policy("no-web-to-db", "web", "db", "5432", RuleAction::Deny, 24),
+        partners,
+        default,
+    ]
 }
 
 pub fn blocks() -> Vec<BlockInfo> {

@@ -9,9 +9,12 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, Mo
 use ratatui::style::Color;
 use ratatui::Terminal;
 
-use super::app::{App, Col, Command, Conn, DialogKind, Msg, Screen};
+use super::app::{App, Command, Msg, Overlay};
+use super::dialog::DialogKind;
+use super::model::Conn;
+use super::screens::flows::Sort;
+use super::screens::ScreenId as Screen;
 use super::testdata::{self, NOW_MS};
-use super::ui;
 use crate::client::Hello;
 
 fn hello(role: Role) -> Hello {
@@ -39,10 +42,16 @@ fn app() -> App {
     app_as(Role::Operator)
 }
 
+/// Re-filters and re-sorts the Flows screen from scratch.
+fn rebuild(a: &mut App) {
+    let page = a.page();
+    a.flows.rebuild(&a.model.flows, &a.filter.filter, page);
+}
+
 fn draw(app: &mut App, w: u16, h: u16) -> Terminal<TestBackend> {
     app.update(Msg::Resize(w, h));
     let mut t = Terminal::new(TestBackend::new(w, h)).expect("test terminal");
-    t.draw(|f| ui::draw(f, app)).expect("draw");
+    t.draw(|f| app.draw(f)).expect("draw");
     t
 }
 
@@ -58,9 +67,9 @@ fn text(t: &Terminal<TestBackend>) -> String {
     s
 }
 
-/// Snapshots `app` at 80x24 and 160x40.
+/// Snapshots `app` at 80x24, 120x30 and 160x45.
 fn snap(name: &str, app: &mut App) {
-    for (w, h) in [(80, 24), (160, 40)] {
+    for (w, h) in [(80, 24), (120, 30), (160, 45)] {
         let t = draw(app, w, h);
         insta::assert_snapshot!(format!("{name}_{w}x{h}"), text(&t));
     }
@@ -128,10 +137,10 @@ fn the_status_bar_shows_dropped_flows_and_a_broken_trail() {
 fn details_dialogs_and_help_render() {
     let mut a = app();
     a.press(KeyCode::Enter);
-    assert!(a.details);
+    assert_eq!(a.overlay, Overlay::Details);
     snap("details_flow", &mut a);
     a.press(KeyCode::Esc);
-    assert!(!a.details);
+    assert_eq!(a.overlay, Overlay::None);
 
     a.press(KeyCode::Char('b'));
     snap("dialog_block", &mut a);
@@ -177,7 +186,7 @@ fn losing_the_daemon_and_reconnecting_is_said() {
         attempt: 1,
         error: "fw-daemon at /run/fw/fw.sock closed the connection".into(),
     });
-    assert!(matches!(a.conn, Conn::Connecting { attempt: 1, .. }));
+    assert!(matches!(a.model.conn, Conn::Connecting { attempt: 1, .. }));
     let t = text(&draw(&mut a, 80, 24));
     assert!(t.contains("disconnected, retry 1"), "{t}");
     assert!(t.contains("lost fw-daemon"), "{t}");
@@ -192,63 +201,67 @@ fn losing_the_daemon_and_reconnecting_is_said() {
 #[test]
 fn filter_entry_is_live_persistent_and_reports_errors() {
     let mut a = app();
-    assert_eq!(a.view.len(), 9);
+    assert_eq!(a.flows.view.len(), 9);
     a.press(KeyCode::Char('/'));
     a.type_str("verdict:deny");
-    assert_eq!(a.view.len(), 2, "applies while typing");
+    assert_eq!(a.flows.view.len(), 2, "applies while typing");
     a.type_str(" !web-2");
-    assert_eq!(a.view.len(), 1);
+    assert_eq!(a.flows.view.len(), 1);
     a.press(KeyCode::Enter);
-    assert!(a.editing.is_none());
-    assert_eq!(a.filter_text, "verdict:deny !web-2");
+    assert!(a.filter.editing.is_none());
+    assert_eq!(a.filter.text, "verdict:deny !web-2");
     let t = text(&draw(&mut a, 80, 24));
     assert!(t.contains("filter: verdict:deny !web-2"), "{t}");
     // Persistent across screens: Drops groups use it too, containers by name.
     a.press(KeyCode::Char('2'));
-    assert_eq!(a.drops.len(), 1);
-    assert_eq!(a.flows[&a.drops[0].flow].container, "web-1");
+    assert_eq!(a.drops.groups.len(), 1);
+    assert_eq!(a.model.flows.rows[&a.drops.groups[0].flow].container, "web-1");
     a.press(KeyCode::Char('3'));
-    assert_eq!(a.containers_view.len(), 3, "web-2 is filtered out");
+    assert_eq!(a.containers.view.len(), 3, "web-2 is filtered out");
     // A bad word keeps the last good filter and shows why.
     a.press(KeyCode::Char('/'));
     a.type_str(" port:http");
-    assert!(a.filter_error.as_deref().is_some_and(|e| e.contains("a port is a number")));
+    assert!(a.filter.error.as_deref().is_some_and(|e| e.contains("a port is a number")));
     let t = text(&draw(&mut a, 80, 24));
     assert!(t.contains("a port is a number"), "{t}");
     // Esc while editing restores the filter from before `/`.
     a.press(KeyCode::Esc);
-    assert_eq!(a.filter_text, "verdict:deny !web-2");
-    assert!(a.filter_error.is_none());
-    assert_eq!(a.containers_view.len(), 3);
+    assert_eq!(a.filter.text, "verdict:deny !web-2");
+    assert!(a.filter.error.is_none());
+    assert_eq!(a.containers.view.len(), 3);
     // Esc outside editing clears it.
     a.press(KeyCode::Char('1'));
     a.press(KeyCode::Esc);
-    assert_eq!(a.view.len(), 9);
+    assert_eq!(a.flows.view.len(), 9);
     // Ctrl-U clears while editing.
     a.press(KeyCode::Char('/'));
     a.type_str("zone:db");
-    assert_eq!(a.view.len(), 3, "the peer's zone matches too");
+    assert_eq!(a.flows.view.len(), 3, "the peer's zone matches too");
     a.update(ctrl('u'));
-    assert_eq!(a.view.len(), 9);
+    assert_eq!(a.flows.view.len(), 9);
 }
 
 #[test]
 fn sort_cycles_columns_and_reverses() {
     let mut a = app();
-    assert_eq!(a.sort, Col::Seen);
-    let first = |a: &App| a.flows[&a.view[0]].clone();
+    assert_eq!(a.flows.sort, Sort::Seen);
+    let first = |a: &App| a.model.flows.rows[&a.flows.view[0]].clone();
     // Newest first by default.
-    assert!(a.view.windows(2).all(|w| a.flows[&w[0]].last_seen_ms >= a.flows[&w[1]].last_seen_ms));
+    assert!(a
+        .flows
+        .view
+        .windows(2)
+        .all(|w| a.model.flows.rows[&w[0]].last_seen_ms >= a.model.flows.rows[&w[1]].last_seen_ms));
     a.press(KeyCode::Char('s'));
-    assert_eq!(a.sort, Col::Container);
+    assert_eq!(a.flows.sort, Sort::Container);
     assert_eq!(first(&a).container, "api-1");
     a.press(KeyCode::Char('S'));
-    assert!(a.reverse);
+    assert!(a.flows.reverse);
     assert_eq!(first(&a).container, "web-2");
     for _ in 0..9 {
         a.press(KeyCode::Char('s'));
     }
-    assert_eq!(a.sort, Col::Rate);
+    assert_eq!(a.flows.sort, Sort::Rate);
     a.press(KeyCode::Char('S'));
     assert_eq!(first(&a).id, 7, "the biggest rate first");
     let t = text(&draw(&mut a, 80, 24));
@@ -258,9 +271,9 @@ fn sort_cycles_columns_and_reverses() {
 #[test]
 fn deltas_patch_the_sorted_view_like_a_rebuild() {
     let mut a = app();
-    for col in [Col::Seen, Col::Container, Col::Rate, Col::Dst] {
-        a.sort = col;
-        a.rebuild_view();
+    for col in [Sort::Seen, Sort::Container, Sort::Rate, Sort::Dst] {
+        a.flows.sort = col;
+        rebuild(&mut a);
         let mut changed = testdata::flow(3, "web-1", "198.51.100.9", 443, FlowVerdict::Denied);
         changed.last_seen_ms = NOW_MS + 5000;
         changed.count = 40;
@@ -272,11 +285,11 @@ fn deltas_patch_the_sorted_view_like_a_rebuild() {
             lost_events: 2,
             full: false,
         });
-        let patched = a.view.clone();
-        a.rebuild_view();
-        assert_eq!(patched, a.view, "{col:?}");
-        assert!(!a.flows.contains_key(&1));
-        assert_eq!(a.lost_events, 2);
+        let patched = a.flows.view.clone();
+        rebuild(&mut a);
+        assert_eq!(patched, a.flows.view, "{col:?}");
+        assert!(!a.model.flows.rows.contains_key(&1));
+        assert_eq!(a.model.flows.lost_events, 2);
         a.update(full(testdata::flows()));
     }
 }
@@ -287,24 +300,24 @@ fn pause_holds_updates_and_resume_applies_them() {
     a.press(KeyCode::Char('p'));
     assert!(a.paused);
     a.update(Msg::Flows { changed: vec![], removed: vec![1, 2], total: 7, lost_events: 0, full: false });
-    assert_eq!(a.view.len(), 9, "frozen");
-    assert_eq!(a.total, 7, "counts still move");
+    assert_eq!(a.flows.view.len(), 9, "frozen");
+    assert_eq!(a.model.flows.total, 7, "counts still move");
     let t = text(&draw(&mut a, 80, 24));
     assert!(t.contains("PAUSED (2 held)"), "{t}");
     // Held deltas fold: a row removed then seen again is a change, not a removal.
-    let back = a.flows[&1].clone();
+    let back = a.model.flows.rows[&1].clone();
     a.update(Msg::Flows { changed: vec![back], removed: vec![], total: 8, lost_events: 0, full: false });
     assert_eq!(a.held.len(), 2);
     a.press(KeyCode::Char('p'));
     assert!(!a.paused);
-    assert_eq!(a.view.len(), 8);
-    assert!(a.flows.contains_key(&1) && !a.flows.contains_key(&2));
+    assert_eq!(a.flows.view.len(), 8);
+    assert!(a.model.flows.rows.contains_key(&1) && !a.model.flows.rows.contains_key(&2));
     // A full view while paused replaces everything on resume.
     a.press(KeyCode::Char('p'));
     a.update(Msg::Flows { changed: vec![], removed: vec![3], total: 7, lost_events: 0, full: false });
     a.update(full(testdata::flows()[..2].to_vec()));
     a.press(KeyCode::Char('p'));
-    assert_eq!(a.view.len(), 2);
+    assert_eq!(a.flows.view.len(), 2);
 }
 
 #[test]
@@ -312,8 +325,8 @@ fn selection_follows_the_row_unless_following() {
     let mut a = app();
     a.press(KeyCode::Down);
     a.press(KeyCode::Down);
-    assert!(!a.follow);
-    let id = a.view[a.selected()];
+    assert!(!a.flows.follow);
+    let id = a.flows.view[a.selected()];
     // A newer row arrives at the top: the selection stays on the same flow.
     let mut r = testdata::flow(50, "web-1", "10.1.0.50", 80, FlowVerdict::Allowed);
     r.last_seen_ms = NOW_MS + 1000;
@@ -324,13 +337,13 @@ fn selection_follows_the_row_unless_following() {
         lost_events: 0,
         full: false,
     });
-    assert_eq!(a.view[a.selected()], id);
+    assert_eq!(a.flows.view[a.selected()], id);
     a.press(KeyCode::Char('f'));
-    assert!(a.follow);
+    assert!(a.flows.follow);
     r.last_seen_ms += 1000;
     r.id = 51;
     a.update(Msg::Flows { changed: vec![r], removed: vec![], total: 11, lost_events: 0, full: false });
-    assert_eq!((a.selected(), a.view[0]), (0, 51));
+    assert_eq!((a.selected(), a.flows.view[0]), (0, 51));
     a.press(KeyCode::End);
     assert_eq!(a.selected(), 10);
 }
@@ -341,9 +354,9 @@ fn block_confirm_sends_the_destination_of_the_selected_flow() {
     a.press(KeyCode::Char('/'));
     a.type_str("api.example");
     a.press(KeyCode::Enter);
-    assert_eq!(a.view, [2]);
+    assert_eq!(a.flows.view, [2]);
     assert!(a.press(KeyCode::Char('b')).is_empty());
-    let Some(d) = &a.dialog else { panic!("no dialog") };
+    let Some(d) = a.dialog() else { panic!("no dialog") };
     assert!(matches!(d.kind, DialogKind::Block { .. }));
     assert_eq!(d.ttl, "15m");
     // TTL: clear and type 2h; Tab to the reason.
@@ -366,7 +379,7 @@ fn block_confirm_sends_the_destination_of_the_selected_flow() {
             reason: Some("exfil to api".into()),
         })]
     );
-    assert!(a.dialog.is_none());
+    assert!(a.dialog().is_none());
     assert!(a.pending.is_some());
     // The daemon's answer is shown, and the row turns blocked with the next delta.
     let block = testdata::destination_block(9, "web-1");
@@ -377,7 +390,7 @@ fn block_confirm_sends_the_destination_of_the_selected_flow() {
         t.contains("block 9 placed: destination 198.51.100.9/32 tcp port 443 for container web-1"),
         "{t}"
     );
-    let mut r = a.flows[&2].clone();
+    let mut r = a.model.flows.rows[&2].clone();
     r.verdict = FlowVerdict::Blocked;
     a.update(Msg::Flows { changed: vec![r], removed: vec![], total: 9, lost_events: 0, full: false });
     let t = text(&draw(&mut a, 80, 24));
@@ -389,8 +402,8 @@ fn a_bad_ttl_keeps_the_dialog_open_and_errors_are_shown() {
     let mut a = app();
     a.press(KeyCode::Char('B'));
     a.press(KeyCode::Right);
-    let Some(DialogKind::Quarantine { direction, .. }) = a.dialog.as_ref().map(|d| d.kind.clone()) else {
-        panic!("{:?}", a.dialog)
+    let Some(DialogKind::Quarantine { direction, .. }) = a.dialog().map(|d| d.kind.clone()) else {
+        panic!("{:?}", a.dialog())
     };
     assert_eq!(direction, BlockDirection::Both, "Right moves the direction only when it has focus");
     a.press(KeyCode::BackTab); // to direction
@@ -399,7 +412,7 @@ fn a_bad_ttl_keeps_the_dialog_open_and_errors_are_shown() {
     a.update(ctrl('u'));
     a.type_str("soon");
     assert!(a.press(KeyCode::Enter).is_empty());
-    let err = a.dialog.as_ref().and_then(|d| d.error.clone()).unwrap_or_default();
+    let err = a.dialog().and_then(|d| d.error.clone()).unwrap_or_default();
     assert!(err.contains("invalid duration"), "{err}");
     a.update(ctrl('u'));
     let cmds = a.press(KeyCode::Enter);
@@ -428,8 +441,8 @@ fn unblock_lifts_a_block_of_the_selected_container() {
     a.type_str("c:api-1 verdict:cap");
     a.press(KeyCode::Enter);
     a.press(KeyCode::Char('u'));
-    let Some(DialogKind::Unblock { candidates, index: 0 }) = a.dialog.as_ref().map(|d| d.kind.clone()) else {
-        panic!("{:?}", a.dialog)
+    let Some(DialogKind::Unblock { candidates, index: 0 }) = a.dialog().map(|d| d.kind.clone()) else {
+        panic!("{:?}", a.dialog())
     };
     assert_eq!(candidates.iter().map(|b| b.id).collect::<Vec<_>>(), [9, 3], "newest first");
     a.press(KeyCode::Right);
@@ -440,7 +453,7 @@ fn unblock_lifts_a_block_of_the_selected_container() {
     a.type_str("c:web-1");
     a.press(KeyCode::Enter);
     a.press(KeyCode::Char('u'));
-    assert!(a.dialog.is_none());
+    assert!(a.dialog().is_none());
     assert!(a.note.as_ref().is_some_and(|n| n.text.contains("no active block applies to web-1")));
 }
 
@@ -449,17 +462,24 @@ fn a_viewer_sees_blocking_disabled_with_the_reason() {
     let mut a = app_as(Role::Viewer);
     for k in ['b', 'B', 'u'] {
         assert!(a.press(KeyCode::Char(k)).is_empty());
-        assert!(a.dialog.is_none(), "{k}");
+        assert!(a.dialog().is_none(), "{k}");
         let note = a.note.clone().unwrap_or_else(|| panic!("{k}: no note"));
         assert!(note.error && note.text.contains("needs the operator role (you are a viewer)"), "{note:?}");
     }
+    let t = text(&draw(&mut a, 80, 24));
+    assert!(t.contains("viewer (read-only)"), "{t}");
     a.press(KeyCode::Char('?'));
     let t = text(&draw(&mut a, 80, 24));
-    assert!(t.contains("disabled: needs the operator role (you are a viewer)"), "{t}");
+    assert!(t.contains("disabled: needs the operator role (you are a viewer)"), "first: {t}");
+    // The help scrolls on a small terminal: further down, each blocking key says it is off.
+    for _ in 0..5 {
+        a.press(KeyCode::Down);
+    }
+    let t = text(&draw(&mut a, 80, 24));
     assert!(t.contains("quarantine the selected container (off)"), "{t}");
-    assert!(t.contains("viewer (read-only)"), "{t}");
+    assert!(t.contains("Keys 6-27 of"), "{t}");
     a.press(KeyCode::Char('x'));
-    assert!(!a.help, "any key closes the help");
+    assert_eq!(a.overlay, Overlay::None, "any other key closes the help");
     snap("viewer_help", &mut {
         let mut b = app_as(Role::Viewer);
         b.press(KeyCode::Char('?'));
@@ -481,6 +501,8 @@ fn screens_switch_with_tab_numbers_and_clicks() {
         "the audit screen fetches the trail"
     );
     a.press(KeyCode::Char('1'));
+    // Clicks resolve against what the last frame drew.
+    draw(&mut a, 80, 24);
     let click = |column, row| {
         Msg::Mouse(MouseEvent {
             kind: MouseEventKind::Down(MouseButton::Left),
@@ -517,13 +539,16 @@ fn scrolling_keeps_the_selection_visible() {
     a.update(Msg::Resize(80, 24));
     let page = a.page();
     assert_eq!(page, 20);
+    // The selection stayed on flow 5 (it was selected before the new view): start at the top.
+    assert_eq!(a.model.flows.rows[&a.flows.view[a.selected()]].id, 5);
+    a.press(KeyCode::Home);
     a.press(KeyCode::PageDown);
     a.press(KeyCode::PageDown);
     assert_eq!(a.selected(), 40);
     let t = text(&draw(&mut a, 80, 24));
-    let sel = a.flows[&a.view[40]].clone();
+    let sel = a.model.flows.rows[&a.flows.view[40]].clone();
     assert!(t.contains(&format!("{}:{}", sel.dst, sel.dport)), "{t}");
-    assert!(a.offset[0] <= 40 && 40 < a.offset[0] + page);
+    assert!(a.flows.list.offset <= 40 && 40 < a.flows.list.offset + page);
 }
 
 #[test]
@@ -534,12 +559,12 @@ fn alerts_merge_newest_first_and_containers_sample_throughput() {
     al.message = "later".into();
     a.update(Msg::Alert(al));
     a.update(Msg::Alerts(testdata::alerts()));
-    assert_eq!(a.alerts.iter().map(|x| x.id).collect::<Vec<_>>(), [10, 3, 2, 1]);
-    let h = a.history.get("web-1").cloned().unwrap_or_default();
+    assert_eq!(a.model.alerts.iter().map(|x| x.id).collect::<Vec<_>>(), [10, 3, 2, 1]);
+    let h = a.model.history.get("web-1").cloned().unwrap_or_default();
     assert_eq!(h.len(), 1);
-    assert_eq!(h[0], a.usage["web-1"].rate);
-    assert_eq!(ui::spark(&[0, 1, 2, 4, 8], 4), "▁▂▄█");
-    assert_eq!(ui::spark(&[0, 0], 8), "▁▁");
+    assert_eq!(h[0], a.model.flows.usage["web-1"].rate);
+    assert_eq!(super::screens::containers::spark(&[0, 1, 2, 4, 8], 4), "▁▂▄█");
+    assert_eq!(super::screens::containers::spark(&[0, 0], 8), "▁▁");
 }
 
 #[test]
@@ -571,7 +596,7 @@ fn verdicts_have_their_own_styles_and_no_color_removes_colour() {
     a.press(KeyCode::Char('?'));
     for (w, h) in [(80, 24), (160, 40)] {
         for s in ['1', '2', '3', '4', '5'] {
-            a.help = false;
+            a.overlay = Overlay::None;
             a.press(KeyCode::Char(s));
             let t = draw(&mut a, w, h);
             for cell in t.backend().buffer().content() {
@@ -654,7 +679,12 @@ fn connection_thread_subscribes_polls_and_sends_blocks() {
     };
     // Status and blocks are polled before the buffered first event is read.
     recv(&mut a, &|m| matches!(m, Msg::Flows { full: true, .. }));
-    assert!(a.connected() && a.status.is_some() && a.alerts.len() == 3 && a.view.len() == 9);
+    assert!(
+        a.model.connected()
+            && a.model.status.is_some()
+            && a.model.alerts.len() == 3
+            && a.flows.view.len() == 9
+    );
     let target = BlockTarget::Quarantine { container: "web-1".into(), direction: BlockDirection::Both };
     cmd.send(Command::Request(Op::Block { target, ttl_secs: Some(60), ttl_ms: None, reason: None })).unwrap();
     recv(&mut a, &|m| matches!(m, Msg::Done { op: "block", result: Ok(_) }));
@@ -720,12 +750,12 @@ proptest::proptest! {
             1..8),
     ) {
         let mut a = app();
-        a.sort = Col::ALL[sort];
-        a.reverse = reverse;
+        a.flows.sort = Sort::ALL[sort];
+        a.flows.reverse = reverse;
         a.press(KeyCode::Char('/'));
         a.type_str(filter);
         a.press(KeyCode::Enter);
-        a.rebuild_view();
+        rebuild(&mut a);
         let verdicts = FlowVerdict::ALL;
         for (changed, removed) in deltas {
             let changed = changed
@@ -739,17 +769,17 @@ proptest::proptest! {
                 })
                 .collect();
             a.update(Msg::Flows { changed, removed, total: 0, lost_events: 0, full: false });
-            let patched = a.view.clone();
-            a.rebuild_view();
-            proptest::prop_assert_eq!(&patched, &a.view);
-            let usage: usize = a.usage.values().map(|u| u.flows).sum();
-            proptest::prop_assert_eq!(usage, a.flows.len());
+            let patched = a.flows.view.clone();
+            rebuild(&mut a);
+            proptest::prop_assert_eq!(&patched, &a.flows.view);
+            let usage: usize = a.model.flows.usage.values().map(|u| u.flows).sum();
+            proptest::prop_assert_eq!(usage, a.model.flows.rows.len());
             // The incremental drop groups equal a regroup from scratch.
             a.rebuild_drops();
-            let groups = a.drops.clone();
-            a.update(full(a.flows.values().cloned().collect()));
+            let groups = a.drops.groups.clone();
+            a.update(full(a.model.flows.rows.values().cloned().collect()));
             a.rebuild_drops();
-            proptest::prop_assert_eq!(&groups, &a.drops);
+            proptest::prop_assert_eq!(&groups, &a.drops.groups);
         }
     }
 }
@@ -806,13 +836,13 @@ proptest::proptest! {
         let rows = random_rows(&rows);
         let mut a = App::new("/run/fw/fw.sock", NOW_MS, true);
         a.update(full(rows.clone()));
-        a.sort = Col::ALL[sort];
-        a.reverse = reverse;
-        a.rebuild_view();
+        a.flows.sort = Sort::ALL[sort];
+        a.flows.reverse = reverse;
+        rebuild(&mut a);
         a.press(KeyCode::Char('/'));
         for k in keys {
-            let before = a.view.clone();
-            let old = a.filter.clone();
+            let before = a.flows.view.clone();
+            let old = a.filter.filter.clone();
             match k {
                 "BS" => {
                     a.press(KeyCode::Backspace);
@@ -824,21 +854,21 @@ proptest::proptest! {
                     a.type_str(s);
                 }
             }
-            if a.filter.refines(&old) {
-                proptest::prop_assert!(a.view.iter().all(|id| before.contains(id)));
+            if a.filter.filter.refines(&old) {
+                proptest::prop_assert!(a.flows.view.iter().all(|id| before.contains(id)));
             }
             let mut fresh = App::new("/run/fw/fw.sock", NOW_MS, true);
             fresh.update(full(rows.clone()));
-            fresh.sort = a.sort;
-            fresh.reverse = a.reverse;
-            fresh.filter = a.filter.clone();
-            fresh.rebuild_view();
-            proptest::prop_assert_eq!(&a.view, &fresh.view, "filter {:?}", a.filter_text);
+            fresh.flows.sort = a.flows.sort;
+            fresh.flows.reverse = a.flows.reverse;
+            fresh.filter.filter = a.filter.filter.clone();
+            rebuild(&mut fresh);
+            proptest::prop_assert_eq!(&a.flows.view, &fresh.flows.view, "filter {:?}", a.filter.text);
             // The per-row haystack matches like the original field-by-field search.
             for r in &rows {
                 proptest::prop_assert_eq!(
-                    a.filter.matches_flow(r, &mut String::new()),
-                    fresh.view.contains(&r.id)
+                    a.filter.filter.matches(r),
+                    fresh.flows.view.contains(&r.id)
                 );
             }
         }
@@ -859,22 +889,25 @@ fn big_tables_apply_the_typed_filter_on_a_pause_or_enter() {
     a.update(full(rows));
     a.press(KeyCode::Char('/'));
     a.type_str("db");
-    assert_eq!(a.filter_text, "db");
-    assert_eq!(a.view.len(), LIVE_FILTER_ROWS, "not applied while typing");
+    assert_eq!(a.filter.text, "db");
+    assert_eq!(a.flows.view.len(), LIVE_FILTER_ROWS, "not applied while typing");
     assert!(!a.apply_due_filter(std::time::Instant::now()), "not due before the pause");
     assert!(a.apply_due_filter(std::time::Instant::now() + FILTER_IDLE));
-    assert_eq!(a.view.len(), LIVE_FILTER_ROWS / 2);
+    assert_eq!(a.flows.view.len(), LIVE_FILTER_ROWS / 2);
     a.type_str(" port:x");
-    assert!(a.filter_error.as_deref().is_some_and(|e| e.contains("a port is a number")));
-    assert!(a.filter_due.is_none());
+    assert!(a.filter.error.as_deref().is_some_and(|e| e.contains("a port is a number")));
+    assert!(a.filter.due.is_none());
     for _ in 0..7 {
         a.press(KeyCode::Backspace);
     }
     a.type_str("-");
     a.press(KeyCode::Enter);
-    assert_eq!((a.filter_due, a.editing.as_deref(), a.view.len()), (None, None, LIVE_FILTER_ROWS / 2));
+    assert_eq!(
+        (a.filter.due, a.filter.editing.as_deref(), a.flows.view.len()),
+        (None, None, LIVE_FILTER_ROWS / 2)
+    );
     a.press(KeyCode::Esc);
-    assert_eq!((a.filter_text.as_str(), a.view.len()), ("", LIVE_FILTER_ROWS));
+    assert_eq!((a.filter.text.as_str(), a.flows.view.len()), ("", LIVE_FILTER_ROWS));
 }
 
 /// Screen 2 regroups only when a denied row comes, goes or changes, and what it shows always
@@ -884,9 +917,9 @@ fn drops_regroup_only_when_denied_rows_change() {
     let mut a = app();
     a.press(KeyCode::Char('2'));
     let check = |a: &mut App| {
-        let shown = a.drops.clone();
+        let shown = a.drops.groups.clone();
         a.rebuild_drops();
-        assert_eq!(shown, a.drops);
+        assert_eq!(shown, a.drops.groups);
     };
     let delta = |changed, removed| Msg::Flows { changed, removed, total: 0, lost_events: 0, full: false };
     // An allowed row changes: nothing to regroup.
@@ -896,17 +929,356 @@ fn drops_regroup_only_when_denied_rows_change() {
     // It turns denied, its count grows, it turns allowed again, a denied row goes.
     r.verdict = FlowVerdict::Denied;
     a.update(delta(vec![r.clone()], vec![]));
-    assert!(a.drops.iter().any(|g| g.flow == 900));
+    assert!(a.drops.groups.iter().any(|g| g.flow == 900));
     check(&mut a);
     r.count += 5;
     a.update(delta(vec![r.clone()], vec![]));
     check(&mut a);
     r.verdict = FlowVerdict::Allowed;
     a.update(delta(vec![r], vec![]));
-    assert!(!a.drops.iter().any(|g| g.flow == 900));
+    assert!(!a.drops.groups.iter().any(|g| g.flow == 900));
     check(&mut a);
-    let gone = a.drops[0].flow;
+    let gone = a.drops.groups[0].flow;
     a.update(delta(vec![], vec![gone]));
-    assert!(!a.drops.iter().any(|g| g.flow == gone));
+    assert!(!a.drops.groups.iter().any(|g| g.flow == gone));
     check(&mut a);
+}
+
+fn delta(changed: Vec<fw_proto::control::FlowRow>) -> Msg {
+    Msg::Flows { changed, removed: vec![], total: 0, lost_events: 0, full: false }
+}
+
+/// The bug: follow mode kept the selection on the first row, so when a newer row arrived
+/// just before `B`, the quarantine dialog named that row's container instead of the one the
+/// operator was looking at. The selection now stays on its flow (by id) and follow is opt-in.
+#[test]
+fn b_targets_the_row_looked_at_when_a_newer_row_arrives() {
+    let mut a = app();
+    assert!(!a.flows.follow, "follow is opt-in");
+    let looked_at = a.flows.view[a.selected()];
+    assert_eq!(a.model.flows.rows[&looked_at].container, "api-1");
+    // A newer row of another container lands on top.
+    let mut newer = testdata::flow(60, "web-2", "198.51.100.77", 443, FlowVerdict::Denied);
+    newer.last_seen_ms = NOW_MS + 500;
+    a.update(delta(vec![newer]));
+    assert_eq!(a.flows.view[0], 60, "it is first now");
+    assert_eq!(a.flows.view[a.selected()], looked_at, "the selection stayed on its flow");
+    a.press(KeyCode::Char('B'));
+    let Some(DialogKind::Quarantine { container, .. }) = a.dialog().map(|d| d.kind.clone()) else {
+        panic!("{:?}", a.dialog())
+    };
+    assert_eq!(container, "api-1");
+    // While the dialog is open, rows keep moving: what it targets does not.
+    let mut newest = testdata::flow(61, "db-1", "10.1.0.9", 22, FlowVerdict::Denied);
+    newest.last_seen_ms = NOW_MS + 900;
+    a.update(delta(vec![newest]));
+    let cmds = a.press(KeyCode::Enter);
+    assert!(
+        matches!(&cmds[..], [Command::Request(Op::Block { target: BlockTarget::Quarantine { container, .. }, .. })] if container == "api-1"),
+        "{cmds:?}"
+    );
+}
+
+/// `f` follows the first row; a dialog, `/` or a pause stop following (k9s, htop).
+#[test]
+fn follow_is_opt_in_and_looking_closer_ends_it() {
+    let mut a = app();
+    let newer = |a: &mut App, id: u64| {
+        let mut r = testdata::flow(id, "web-2", "198.51.100.77", 443, FlowVerdict::Allowed);
+        r.last_seen_ms = NOW_MS + id as i64;
+        a.update(delta(vec![r]));
+    };
+    a.press(KeyCode::Char('f'));
+    assert!(a.flows.follow);
+    newer(&mut a, 70);
+    assert_eq!((a.selected(), a.flows.view[0]), (0, 70), "following: the newest row is selected");
+    let t = text(&draw(&mut a, 80, 24));
+    assert!(t.contains("FOLLOW"), "{t}");
+    for (stop, keys) in [("b opens a dialog", "b"), ("/ filters", "/"), ("p pauses", "p")] {
+        a.overlay = Overlay::None;
+        a.filter.editing = None;
+        a.paused = false;
+        a.flows.follow = false;
+        a.press(KeyCode::Char('f'));
+        assert!(a.flows.follow, "{stop}");
+        a.type_str(keys);
+        assert!(!a.flows.follow, "{stop} stops following");
+    }
+    a.filter.editing = None;
+    a.paused = false;
+    a.press(KeyCode::Char('f'));
+    a.press(KeyCode::Down);
+    assert!(!a.flows.follow, "choosing a row stops following");
+    a.press(KeyCode::Home);
+    assert!(!a.flows.follow, "and going back up does not resume it");
+}
+
+/// Rows whose values are longer than any column at 80 columns: a long container name, a
+/// peer with a long name on port 8080.
+fn long_rows() -> Vec<fw_proto::control::FlowRow> {
+    let mut r = testdata::flow(80, "api-to-partners", "10.77.0.21", 8080, FlowVerdict::Allowed);
+    r.peer = Some("partner-gateway-eu-west-1".into());
+    r.peer_zone = Some("partners".into());
+    r.rule = Some(fw_proto::RuleRef {
+        kind: fw_proto::RuleKind::Policy,
+        id: "api-to-partners-gateway".into(),
+        source: Some("/etc/fw/rules/20-policies.toml:31".into()),
+    });
+    r.last_seen_ms = NOW_MS + 10;
+    let mut d = testdata::flow(81, "api-to-partners", "10.77.0.21", 8080, FlowVerdict::Denied);
+    d.peer = r.peer.clone();
+    d.rule = r.rule.clone();
+    d.last_seen_ms = NOW_MS + 5;
+    vec![r, d]
+}
+
+/// Every word of `t` containing `what`: either whole (`whole`) or marked as cut with `…`; and
+/// no word is a silently cut start of a whole value (`api-to-par`).
+fn words_whole_or_marked(t: &str, what: &str, whole: &[&str]) {
+    for w in t.split_whitespace() {
+        if w.contains(what) {
+            assert!(whole.contains(&w) || w.contains('…'), "{w:?} is cut without an ellipsis:\n{t}");
+        }
+        for full in whole {
+            assert!(!(w.len() >= 4 && full.starts_with(w) && !whole.contains(&w)), "{w:?} cut silently:\n{t}");
+        }
+    }
+}
+
+/// Never a value cut without an ellipsis (`10.77.0.21:808` for port 8080, `api-to-partner`
+/// for `api-to-partners`); ports and numbers are never cut; sources keep their line number.
+#[test]
+fn cut_values_end_in_an_ellipsis_and_ports_survive() {
+    let mut a = app();
+    let mut rows = testdata::flows();
+    rows.extend(long_rows());
+    a.update(full(rows));
+    for (w, h) in [(80, 24), (100, 30), (120, 30), (160, 45)] {
+        for screen in ['1', '2'] {
+            a.press(KeyCode::Char(screen));
+            let t = text(&draw(&mut a, w, h));
+            words_whole_or_marked(&t, "api-to-part", &["api-to-partners", "api-to-partners-gateway"]);
+            words_whole_or_marked(&t, "partner-gat", &["partner-gateway-eu-west-1"]);
+            words_whole_or_marked(&t, "10.77.0.", &["10.77.0.21:8080", "10.77.0.21"]);
+            // An address with a port keeps the whole port.
+            for word in t.split_whitespace().filter(|w| w.contains("10.77.0.") || w.ends_with(":808")) {
+                let ok = word == "10.77.0.21" || word.ends_with(":8080") || word.ends_with('…');
+                assert!(ok, "{w}x{h} screen {screen}: {word:?}\n{t}");
+            }
+            assert!(!t.contains(":808 ") && !t.contains(":80…"), "{t}");
+            // A cut rule source keeps its line number.
+            for word in t.split_whitespace().filter(|w| w.contains("policies.toml") || w.contains("…:31")) {
+                assert!(word.contains(":31") || word.contains(":12") || word.contains(":8"), "{word:?}\n{t}");
+            }
+        }
+    }
+}
+
+/// At 120 columns the Flows table shows ZONE (it used to hide it while REMOTE kept 60 empty
+/// columns): widths follow what the rows hold.
+#[test]
+fn at_120_columns_flows_give_the_space_to_what_is_there() {
+    let mut a = app();
+    let t = text(&draw(&mut a, 120, 30));
+    let header = t.lines().nth(1).unwrap_or_default();
+    for col in ["CONTAINER", "ZONE", "REMOTE", "STATE", "BYTES", "RATE", "VERDICT", "RULE", "SNI/HOST"] {
+        assert!(header.contains(col), "{col} missing at 120 columns: {header}");
+    }
+    let remote = header.find("REMOTE").unwrap_or(0);
+    let next = header.find("STATE").unwrap_or(0);
+    let widest = a
+        .model
+        .flows
+        .rows
+        .values()
+        .map(|r| match r.direction {
+            fw_proto::control::Direction::Egress => {
+                format!("→ {}", super::screens::labelled(r.peer.as_deref(), r.proto, r.dst, r.dport))
+            }
+            fw_proto::control::Direction::Ingress => {
+                format!("← {}", super::screens::labelled(r.peer.as_deref(), r.proto, r.src, r.sport))
+            }
+        })
+        .map(|s| s.chars().count())
+        .max()
+        .unwrap_or(0);
+    assert_eq!(next - remote, widest + 1, "REMOTE is as wide as its widest value:\n{t}");
+}
+
+/// `?` on a small terminal: the overlay says which rows it shows and scrolls to the end.
+#[test]
+fn help_scrolls_on_small_terminals() {
+    let mut a = app();
+    a.press(KeyCode::Char('?'));
+    let t = text(&draw(&mut a, 80, 24));
+    assert!(t.contains("Keys 1-22 of"), "{t}");
+    let last_key = "name:";
+    assert!(!t.contains(last_key), "the filter keys are further down:\n{t}");
+    a.press(KeyCode::End);
+    let t = text(&draw(&mut a, 80, 24));
+    assert!(t.contains(last_key) && t.contains("sni: host:"), "{t}");
+    a.press(KeyCode::Up);
+    assert!(matches!(a.overlay, Overlay::Help(_)), "scrolling keys keep it open");
+    a.press(KeyCode::Esc);
+    assert_eq!(a.overlay, Overlay::None);
+    // Where everything fits, it does not scroll.
+    a.press(KeyCode::Char('?'));
+    let t = text(&draw(&mut a, 160, 60));
+    assert!(t.contains(last_key) && !t.contains("Keys 1-"), "{t}");
+}
+
+/// A scan of 100 ports is one row with the port count and range.
+#[test]
+fn a_port_scan_is_one_row() {
+    let mut a = app();
+    let scan: Vec<_> = (1..=100u16)
+        .map(|p| {
+            let mut r = testdata::flow(1000 + u64::from(p), "web-1", "198.51.100.20", p, FlowVerdict::Denied);
+            r.last_seen_ms = NOW_MS;
+            r
+        })
+        .collect();
+    a.update(delta(scan));
+    a.press(KeyCode::Char('2'));
+    let rows: Vec<_> =
+        a.drops.groups.iter().filter(|g| g.key.remote.to_string() == "198.51.100.20").collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0].count, rows[0].ports_text()), (300, "100 ports 1-100".to_string()));
+    let t = text(&draw(&mut a, 120, 30));
+    assert!(t.contains("198.51.100.20") && t.contains("100 ports 1-100"), "{t}");
+    // Blocking the group blocks the address, not one of its ports.
+    a.press(KeyCode::Home);
+    let Some(BlockTarget::Destination { port, net, .. }) = a.block_target() else { panic!() };
+    assert_eq!((port, net.to_string()), (None, "198.51.100.20/32".into()));
+}
+
+/// An ingress drop names the remote end by its own address (the name fw knows for the
+/// source, next to the source's address: it was shown next to the container's own address);
+/// a dropped reply shows the service port it came from, never the container's ephemeral port
+/// as a destination; LAST SEEN is never in the future.
+#[test]
+fn drops_pair_names_with_their_addresses_and_replies_with_their_service() {
+    use fw_proto::control::Direction;
+    let mut a = app();
+    // web-1 (10.1.0.2) knocks on db-1's ssh port, denied at db-1.
+    let mut knock = testdata::flow(90, "db-1", "10.1.0.3", 22, FlowVerdict::Denied);
+    knock.direction = Direction::Ingress;
+    (knock.src, knock.sport) = ("10.1.0.2".parse().unwrap(), 51_000);
+    knock.peer = Some("web-1".into());
+    // A reply from 198.51.100.9:443 to web-2's ephemeral port, dropped on its way in, stamped
+    // by the daemon a moment after the console's clock last ticked.
+    let mut reply = testdata::flow(91, "web-2", "10.1.0.4", 40_123, FlowVerdict::Blocked);
+    reply.direction = Direction::Ingress;
+    (reply.src, reply.sport) = ("198.51.100.9".parse().unwrap(), 443);
+    reply.last_seen_ms = NOW_MS + 3_000;
+    a.update(delta(vec![knock, reply]));
+    a.press(KeyCode::Char('2'));
+    for (w, h) in [(80, 24), (160, 45)] {
+        let t = text(&draw(&mut a, w, h));
+        let line = |needle: &str| t.lines().find(|l| l.contains(needle)).unwrap_or_default().to_string();
+        let k = line("db-1 ");
+        assert!(k.contains("web-1 10.1.0.2") && k.contains(" 22 ") && !k.contains("10.1.0.3"), "{k}\n{t}");
+        let r = line("198.51.100.9   443");
+        let r = if r.is_empty() { line("reply") } else { r };
+        assert!(r.contains("reply") && r.contains(" 443 ") && !r.contains("40123"), "{r}\n{t}");
+        assert!(r.contains("now") && !t.contains("in 3s"), "never in the future: {r}");
+    }
+}
+
+/// The Containers screen compares `max_conns` with the connections the container opened
+/// (web-1 tracks 438 entries, inbound and TIME_WAIT included, and opened 3), and shows caps
+/// as the rule file wrote them.
+#[test]
+fn containers_compare_opened_connections_with_the_cap_and_show_caps_as_written() {
+    let mut a = app();
+    a.press(KeyCode::Char('3'));
+    let t = draw(&mut a, 160, 45);
+    let s = text(&t);
+    let web = s.lines().find(|l| l.starts_with("web-1")).unwrap_or_default();
+    assert!(web.contains("3/100") && !web.contains("438"), "{web}");
+    let api = s.lines().find(|l| l.starts_with("api-1")).unwrap_or_default();
+    assert!(api.contains("2/2") && api.contains("80mbit out") && !api.contains("MiB"), "{api}");
+    // At the cap: the alert colour; below it: none.
+    let b = t.backend().buffer();
+    let style_at = |line: &str, needle: &str| {
+        let y = s.lines().position(|l| l.starts_with(line)).unwrap_or(0) as u16;
+        let row: String = (0..b.area.width).map(|x| b[(x, y)].symbol()).collect();
+        let x = row[..row.find(needle).unwrap_or(0)].chars().count() as u16;
+        b[(x, y)].style().fg
+    };
+    assert_eq!(style_at("api-1", "2/2"), Some(ratatui::style::Color::Magenta));
+    assert_ne!(style_at("web-1", "3/100"), Some(ratatui::style::Color::Magenta));
+}
+
+/// The Rules screen lists zones and policies in evaluation order with their hits from the
+/// flow table, sources relative to the rules directory.
+#[test]
+fn rules_list_zones_and_policies_with_their_hits() {
+    let mut a = app();
+    a.press(KeyCode::Char('4'));
+    let t = text(&draw(&mut a, 160, 45));
+    let line = |needle: &str| t.lines().find(|l| l.contains(needle)).unwrap_or_default().to_string();
+    let web = line("web-egress");
+    assert!(web.contains("web → world") && web.contains(" 2 ") && web.contains("20-policies.toml:12"), "{web}");
+    let default = line("any → any");
+    assert!(default.contains("deny") && default.contains(" 23 "), "the default's denied attempts: {default}");
+    assert!(line("api ").contains("80mbit out"), "{t}");
+    assert!(!t.contains("/etc/fw/rules/20-policies"), "sources relative to the rules directory: {t}");
+    // New attempts against a policy count at once.
+    let mut r = testdata::flow(95, "web-1", "10.1.0.3", 5432, FlowVerdict::Denied);
+    r.rule = Some(fw_proto::RuleRef {
+        kind: fw_proto::RuleKind::Policy,
+        id: "no-web-to-db".into(),
+        source: Some("/etc/fw/rules/20-policies.toml:24".into()),
+    });
+    r.count = 4;
+    a.update(delta(vec![r]));
+    let t = text(&draw(&mut a, 160, 45));
+    let line = t.lines().find(|l| l.contains("no-web-to-db")).unwrap_or_default();
+    assert!(line.contains(" 4 "), "{line}");
+    // An older daemon without zones and policies: said so, files still listed.
+    let mut s = testdata::status();
+    s.zones.clear();
+    s.policies.clear();
+    a.update(Msg::Status(s));
+    let t = text(&draw(&mut a, 120, 30));
+    assert!(t.contains("does not report its zones and policies") && t.contains("20-policies.toml"), "{t}");
+}
+
+/// Mouse clicks land on what the last frame drew: the Rules screen's list starts below its
+/// summary lines, not on row 2.
+#[test]
+fn clicks_resolve_against_the_drawn_layout() {
+    use super::screens::Screen as _;
+    let mut a = app();
+    a.press(KeyCode::Char('4'));
+    let t = text(&draw(&mut a, 160, 45));
+    let y = t.lines().position(|l| l.contains("web-egress")).unwrap_or(0) as u16;
+    a.update(Msg::Mouse(MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column: 3,
+        row: y,
+        modifiers: KeyModifiers::NONE,
+    }));
+    a.press(KeyCode::Enter);
+    let t = text(&draw(&mut a, 160, 45));
+    assert!(t.contains("Policy") && t.contains("web → world") && t.contains("hits"), "{t}");
+    assert_eq!(a.overlay, Overlay::Details);
+    assert!(a.rules.selected() > 0);
+}
+
+/// The console reads the CLI's language: `key=value` is the same word, unknown keys error.
+#[test]
+fn the_console_filter_is_the_cli_language() {
+    let mut a = app();
+    a.press(KeyCode::Char('/'));
+    a.type_str("verdict=denied port=443");
+    assert_eq!(a.flows.view.len(), 2, "{:?}", a.filter.error);
+    a.type_str(" colour:red");
+    assert!(a.filter.error.as_deref().is_some_and(|e| e.contains("unknown key \"colour\"")), "{:?}", a.filter.error);
+    assert_eq!(a.filter.filter.to_string(), "verdict:denied port:443 colour", "the last good filter stays");
+    a.press(KeyCode::Esc);
+    a.press(KeyCode::Char('/'));
+    a.type_str("5432");
+    assert_eq!(a.flows.view.len(), 3, "a bare port number finds the flows on it");
 }
