@@ -6,8 +6,13 @@
 //! with a TTL carry their expiry into the kernel as element timeouts: they lapse on time
 //! even while the daemon is down.
 //!
-//! Quarantine is a whole-family cut of one direction (`quarantine_out` / `quarantine_in`);
-//! it keeps loopback (the rule before it), so processes inside keep working for forensics.
+//! Quarantine cuts connections by who opened them, as conntrack records it: `egress` the
+//! connections the container opens (`quarantine_out`: it cannot start anything, while it
+//! still answers connections peers open to it), `ingress` the ones opened to it
+//! (`quarantine_in`), `both` everything. Each cut connection is cut both ways, established
+//! ones included (see `compile::Builder::quarantine_chain`, and `floor::compile` for the
+//! host side). It keeps loopback (the rule before it), so processes inside keep working for
+//! forensics.
 //! The daemon itself needs nothing through the container's network: it reaches the
 //! namespace over netlink from the host.
 
@@ -408,11 +413,15 @@ pub fn cuts_flow(
 ) -> bool {
     match &b.target {
         BlockTarget::Quarantine { direction, .. } => {
-            let outbound = own.contains(&src);
+            // The original direction says who opened it; its own loopback traffic stays.
+            let (opened, accepted) = (own.contains(&src), own.contains(&dst));
+            if opened && accepted {
+                return false;
+            }
             match direction {
-                BlockDirection::Both => true,
-                // Egress cut: everything the container sends, so every flow it is part of.
-                BlockDirection::Egress | BlockDirection::Ingress => outbound || own.contains(&dst),
+                BlockDirection::Egress => opened,
+                BlockDirection::Ingress => accepted,
+                BlockDirection::Both => opened || accepted,
             }
         }
         BlockTarget::Destination { net, proto: p, port, .. } => {
@@ -545,6 +554,42 @@ mod tests {
         assert!(cuts_flow(&blk, &[a], 6, b, 5432, a, 40000));
         assert!(!cuts_flow(&blk, &[a], 6, a, 40001, b, 5432));
         assert!(!cuts_flow(&blk, &[a], 17, a, 40000, b, 5432));
+    }
+
+    #[test]
+    fn quarantines_cut_the_connections_of_their_direction_only() {
+        let me: IpAddr = "10.0.0.2".parse().unwrap();
+        let peer: IpAddr = "10.0.0.9".parse().unwrap();
+        let q = |direction| Block {
+            id: 1,
+            target: BlockTarget::Quarantine { container: "web-1".into(), direction },
+            reason: None,
+            created_ms: 0,
+            expires_ms: None,
+            created_by: String::new(),
+            flows_cut: 0,
+        };
+        let own = [me];
+        // (it opened one to the peer, the peer opened one to it, its own loopback)
+        let cut = |b: &Block| {
+            (
+                cuts_flow(b, &own, 6, me, 40000, peer, 443),
+                cuts_flow(b, &own, 6, peer, 50000, me, 80),
+                cuts_flow(b, &own, 6, me, 1, me, 2)
+                    || cuts_flow(
+                        b,
+                        &own,
+                        6,
+                        "127.0.0.1".parse().unwrap(),
+                        1,
+                        "127.0.0.1".parse().unwrap(),
+                        2,
+                    ),
+            )
+        };
+        assert_eq!(cut(&q(BlockDirection::Egress)), (true, false, false));
+        assert_eq!(cut(&q(BlockDirection::Ingress)), (false, true, false));
+        assert_eq!(cut(&q(BlockDirection::Both)), (true, true, false));
     }
 
     #[test]
