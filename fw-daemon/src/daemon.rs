@@ -96,7 +96,11 @@ fn tamper_message(name: &str, n: u64) -> String {
 }
 
 /// A record of the daemon's own doing (no peer, no role): `op` on `target`, for `reason`.
-fn own_record(op: &str, target: Option<String>, reason: Option<&str>) -> fw_proto::control::AuditRecord {
+fn own_record(
+    op: &str,
+    target: Option<fw_proto::control::BlockTarget>,
+    reason: Option<&str>,
+) -> fw_proto::control::AuditRecord {
     fw_proto::control::AuditRecord {
         time_ms: now_ms(),
         peer: None,
@@ -104,9 +108,9 @@ fn own_record(op: &str, target: Option<String>, reason: Option<&str>) -> fw_prot
         actor: None,
         op: op.into(),
         target,
+        path: None,
         block: None,
         reason: reason.map(str::to_string),
-        ttl_secs: None,
         ttl_ms: None,
         result: String::new(),
         policy_hash: None,
@@ -787,7 +791,7 @@ impl Daemon {
                     dport: f.dport,
                 };
                 rec.op = "cut".into();
-                rec.target = Some(flow.to_string());
+                rec.target = Some(flow.clone());
                 rec.result =
                     if v.done.is_none() { "error: not cut in the kernel".into() } else { "ok".into() };
                 self.record(rec);
@@ -799,9 +803,10 @@ impl Daemon {
                     direction: BlockDirection::Both,
                 };
                 rec.op = "block".into();
-                rec.target = Some(target.to_string());
+                rec.target = Some(target.clone());
                 // The daemon's own action: it stands even when the trail cannot record it
                 // (`block` writes the record).
+                let by = crate::blocks::By { name: by, origin: fw_proto::control::BlockOrigin::Inspection };
                 match self.block(target, None, Some(reason), by, &mut rec, Need::BestEffort) {
                     Ok(fw_proto::control::Answer::Blocked { block }) => {
                         outcome = format!(" [block {}]", block.id);
@@ -893,8 +898,9 @@ impl Daemon {
         let reason =
             format!("tamper: its table was restored {} times within {} s", t.repairs, t.window.as_secs_f64());
         let target = BlockTarget::Quarantine { container: name.to_string(), direction: BlockDirection::Both };
-        let by = TAMPER_ACTOR.to_string();
-        let mut rec = own_record("block", Some(target.to_string()), Some(&reason));
+        let by =
+            crate::blocks::By { name: TAMPER_ACTOR.into(), origin: fw_proto::control::BlockOrigin::Tamper };
+        let mut rec = own_record("block", Some(target.clone()), Some(&reason));
         rec.actor = Some(TAMPER_ACTOR.into());
         // The daemon's own action: it stands even when the trail cannot record it.
         let outcome = match self.block(target, None, Some(reason.clone()), by, &mut rec, Need::BestEffort) {
@@ -949,10 +955,10 @@ impl Daemon {
             role: None,
             actor: None,
             op: "reload".into(),
-            target: Some(self.cfg.rules.display().to_string()),
+            target: None,
+            path: Some(self.cfg.rules.display().to_string()),
             block: None,
             reason: Some("rule files changed".into()),
-            ttl_secs: None,
             ttl_ms: None,
             result,
             policy_hash: hash.map(str::to_string),
@@ -1005,9 +1011,9 @@ impl Daemon {
         fw_proto::control::StatusInfo {
             daemon_version: env!("CARGO_PKG_VERSION").into(),
             pid: std::process::id(),
-            uptime_secs: self.started.elapsed().as_secs(),
+            uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             policy_hash: self.status.policy_hash.clone(),
-            loaded_at: self.status.loaded_at,
+            loaded_at_ms: self.status.loaded_at.saturating_mul(1000),
             last_reload_errors: self.status.rejected.clone(),
             containers,
             flows,
@@ -1015,7 +1021,7 @@ impl Daemon {
             active_blocks: self.rec.blocks().active().len(),
             rules_dir: Some(self.cfg.rules.display().to_string()),
             rule_files: self.rule_files.clone(),
-            last_reload_at: self.last_reload_at,
+            last_reload_at_ms: self.last_reload_at.map(|t| t.saturating_mul(1000)),
             audit: self.audit.as_ref().map(|a| a.status()),
             flows_dropped_open: self.flows.dropped_open(),
             inventory: self.cfg.inventory.as_ref().map(|p| p.display().to_string()),
@@ -1073,9 +1079,9 @@ impl Daemon {
             actor: None,
             op: op.name().into(),
             target: None,
+            path: None,
             block: None,
             reason: None,
-            ttl_secs: None,
             ttl_ms: None,
             result: String::new(),
             policy_hash: None,
@@ -1084,12 +1090,18 @@ impl Daemon {
         let by = format!("{} (uid {})", who.peer.user, who.peer.uid);
         let result: Result<Answer, (ErrorCode, String)> = match op {
             Op::Block { target, ttl_secs, ttl_ms, reason } => {
-                rec.target = Some(target.to_string());
+                rec.target = Some(target.clone());
                 rec.reason = reason.clone();
-                rec.ttl_secs = ttl_secs;
-                rec.ttl_ms = ttl_ms;
+                rec.ttl_ms = ttl_ms.or(ttl_secs.map(|s| s.saturating_mul(1000)));
                 match crate::blocks::Ttl::from_request(ttl_secs, ttl_ms) {
-                    Ok(ttl) => self.block(target, ttl, reason, by, &mut rec, Need::Required),
+                    Ok(ttl) => self.block(
+                        target,
+                        ttl,
+                        reason,
+                        crate::blocks::By::operator(by),
+                        &mut rec,
+                        Need::Required,
+                    ),
                     Err(e) => Err((ErrorCode::BadRequest, e.to_string())),
                 }
             }
@@ -1098,7 +1110,7 @@ impl Daemon {
                 self.unblock(block, &by, &mut rec)
             }
             Op::Reload => {
-                rec.target = Some(self.cfg.rules.display().to_string());
+                rec.path = Some(self.cfg.rules.display().to_string());
                 rec.reason = Some("requested over the control socket".into());
                 rec.result = "ok".into();
                 self.audit_write(&rec, Need::Required).map(|()| {
@@ -1134,18 +1146,18 @@ impl Daemon {
         target: fw_proto::control::BlockTarget,
         ttl: Option<crate::blocks::Ttl>,
         reason: Option<String>,
-        by: String,
+        by: crate::blocks::By,
         rec: &mut fw_proto::control::AuditRecord,
         need: Need,
     ) -> Result<fw_proto::control::Answer, (ErrorCode, String)> {
         let zones = self.rec.zones();
         let before = self.rec.blocks().clone();
         let mut list = before.clone();
-        let block = match list.add(target, ttl, reason, by, now_ms(), &zones) {
+        let block = match list.add(target, ttl, reason, by.name, by.origin, now_ms(), &zones) {
             Ok(b) => b.clone(),
-            Err(e @ crate::blocks::BlockError::Overlap { .. }) => {
-                return Err((ErrorCode::Conflict, e.to_string()))
-            }
+            Err(
+                e @ (crate::blocks::BlockError::Overlap { .. } | crate::blocks::BlockError::Duplicate { .. }),
+            ) => return Err((ErrorCode::Conflict, e.to_string())),
             Err(e) => return Err((ErrorCode::NotFound, e.to_string())),
         };
         rec.block = Some(block.id);
@@ -1228,7 +1240,7 @@ impl Daemon {
         let zones = self.rec.zones();
         let mut list = self.rec.blocks().clone();
         let block = list.remove(id).map_err(|e| (ErrorCode::NotFound, e.to_string()))?;
-        rec.target = Some(block.target.to_string());
+        rec.target = Some(block.target.clone());
         rec.result = "ok".into();
         self.audit_write(rec, Need::Required)?;
         let affected: std::collections::BTreeSet<String> =
@@ -1258,7 +1270,17 @@ impl Daemon {
             None,
             format!("{by} lifted block {id} on {}", block.target),
         );
-        Ok(fw_proto::control::Answer::Unblocked { block: block.info(affected.into_iter().collect()) })
+        let remaining = self.rec.blocks().still_applying(&block, &zones);
+        let remaining = remaining
+            .into_iter()
+            .map(|b| {
+                b.info(zones.iter().filter(|(c, z)| b.applies_to(c, z)).map(|(c, _)| c.clone()).collect())
+            })
+            .collect();
+        Ok(fw_proto::control::Answer::Unblocked {
+            block: block.info(affected.into_iter().collect()),
+            remaining,
+        })
     }
 
     /// Deletes the conntrack entries a new block matches, by exact tuple: the set element
@@ -1331,10 +1353,10 @@ fn expire_record(b: &crate::blocks::Block, summary: Option<&str>) -> fw_proto::c
         role: None,
         actor: None,
         op: "expire".into(),
-        target: Some(b.target.to_string()),
+        target: Some(b.target.clone()),
+        path: None,
         block: Some(b.id),
         reason: b.reason.clone(),
-        ttl_secs: None,
         ttl_ms: b.expires_ms.map(|e| (e - b.created_ms).max(0) as u64),
         result: "ok".into(),
         policy_hash: None,

@@ -409,8 +409,20 @@ fn blocks_without_ports_go_in_the_address_sets() {
         proto,
         port,
     };
-    blocks.add(dst("192.0.2.7/32", None, None), None, None, "t".into(), 0, &zones).unwrap();
-    blocks.add(dst("192.0.2.8/32", Some(P::Tcp), Some(443)), None, None, "t".into(), 0, &zones).unwrap();
+    blocks
+        .add(dst("192.0.2.7/32", None, None), None, None, "t".into(), Default::default(), 0, &zones)
+        .unwrap();
+    blocks
+        .add(
+            dst("192.0.2.8/32", Some(P::Tcp), Some(443)),
+            None,
+            None,
+            "t".into(),
+            Default::default(),
+            0,
+            &zones,
+        )
+        .unwrap();
     let flow = BlockTarget::Flow {
         container: "web-1".into(),
         proto: P::Icmp,
@@ -419,7 +431,7 @@ fn blocks_without_ports_go_in_the_address_sets() {
         dst: "192.0.2.9".parse().unwrap(),
         dport: 0,
     };
-    blocks.add(flow, None, None, "t".into(), 0, &zones).unwrap();
+    blocks.add(flow, None, None, "t".into(), Default::default(), 0, &zones).unwrap();
     let m = Membership::new(&p, &inv);
     let web = inv.get("web-1").unwrap();
     let rs = compile_with_blocks(&p, &m, web, &CompileOptions::default(), &blocks);

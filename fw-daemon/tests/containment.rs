@@ -644,7 +644,7 @@ fn a_persistent_tamperer_is_quarantined_within_a_second() {
         seen_ms.is_some_and(|s| s - start_ms <= 1500),
         "seen in `blocks` at {seen_ms:?}, start {start_ms}"
     );
-    assert_eq!(block.expires_at, None, "a tamper quarantine lasts until an operator lifts it: {block:?}");
+    assert_eq!(block.expires_at_ms, None, "a tamper quarantine lasts until an operator lifts it: {block:?}");
     // It stays after the tampering stops.
     std::thread::sleep(Duration::from_secs(2));
     assert!(c.blocks().iter().any(|b| b.id == block.id), "the tamper quarantine was lifted by itself");

@@ -12,8 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Mode, RuleRef};
 
-/// Bumped on any incompatible change to the types in this module.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Bumped on any incompatible change to the types in this module. 2: every time in an
+/// answer is unix milliseconds (`*_ms`), and an audit record's `target` has the shape of a
+/// block's.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The longest request line the daemon reads; a longer one closes the connection.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -21,14 +23,14 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Default control socket path.
 pub const DEFAULT_SOCKET: &str = "/run/fw/fw.sock";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Request {
     pub id: u64,
     #[serde(flatten)]
     pub op: Op,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Op {
     /// Must come first on every connection.
@@ -74,10 +76,13 @@ pub enum Op {
         block: u64,
     },
     Blocks,
-    /// Audit records at or after `since` (unix seconds), oldest first, the last `limit`.
+    /// Audit records at or after `since_ms` (unix milliseconds; or `since`, unix seconds),
+    /// oldest first, the last `limit`.
     Audit {
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         since: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since_ms: Option<i64>,
         #[serde(default)]
         limit: Option<usize>,
     },
@@ -124,7 +129,9 @@ impl Op {
 }
 
 /// Who a peer is, from its credentials. Ordered: each role can do what the ones below can.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     Viewer,
@@ -142,7 +149,7 @@ impl fmt::Display for Role {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ServerMsg {
     Ok {
@@ -161,7 +168,7 @@ pub enum ServerMsg {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ErrorCode {
     /// Not JSON, or not a request this protocol knows.
@@ -200,23 +207,48 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Answer {
-    Hello { version: u32, daemon: String, role: Role, user: String },
+    Hello {
+        version: u32,
+        daemon: String,
+        role: Role,
+        user: String,
+    },
     Status(StatusInfo),
     Flows(FlowSnapshot),
-    Subscribed { sub: u64 },
-    Unsubscribed { sub: u64 },
-    Blocked { block: BlockInfo },
-    Unblocked { block: BlockInfo },
-    Blocks { blocks: Vec<BlockInfo> },
-    Audit { records: Vec<AuditRecord> },
-    Reloaded { policy_hash: String, rejected: Vec<String> },
-    Alerts { alerts: Vec<Alert> },
+    Subscribed {
+        sub: u64,
+    },
+    Unsubscribed {
+        sub: u64,
+    },
+    Blocked {
+        block: BlockInfo,
+    },
+    Unblocked {
+        block: BlockInfo,
+        /// The blocks that still apply to the containers the lifted one covered.
+        #[serde(default)]
+        remaining: Vec<BlockInfo>,
+    },
+    Blocks {
+        blocks: Vec<BlockInfo>,
+    },
+    Audit {
+        records: Vec<AuditRecord>,
+    },
+    Reloaded {
+        policy_hash: String,
+        rejected: Vec<String>,
+    },
+    Alerts {
+        alerts: Vec<Alert>,
+    },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Event {
     /// Rows that changed since the previous event of this subscription (all rows, the first
@@ -238,7 +270,7 @@ pub enum Event {
 
 /// Something an operator should notice: a reload (good or refused), tampering with a table,
 /// a cap hit, an inspection violation, a block placed or lifted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Alert {
     /// Increases by one per alert for the daemon's life.
     pub id: u64,
@@ -261,7 +293,7 @@ pub struct Alert {
     pub message: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum AlertKind {
     /// New rule files were loaded.
@@ -314,14 +346,15 @@ impl fmt::Display for AlertKind {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StatusInfo {
     pub daemon_version: String,
     pub pid: u32,
-    pub uptime_secs: u64,
+    /// Milliseconds since the daemon started.
+    pub uptime_ms: u64,
     pub policy_hash: String,
-    /// Unix seconds.
-    pub loaded_at: i64,
+    /// Unix milliseconds the policy in force was loaded.
+    pub loaded_at_ms: i64,
     /// `path:line:col: error: ...` lines of the last rejected reload; empty when the last
     /// reload succeeded.
     pub last_reload_errors: Vec<String>,
@@ -335,9 +368,9 @@ pub struct StatusInfo {
     pub rules_dir: Option<String>,
     #[serde(default)]
     pub rule_files: Vec<String>,
-    /// Unix seconds of the last reload attempt, good or refused.
+    /// Unix milliseconds of the last reload attempt, good or refused.
     #[serde(default)]
-    pub last_reload_at: Option<i64>,
+    pub last_reload_at_ms: Option<i64>,
     /// The audit trail; `None` when it is turned off.
     #[serde(default)]
     pub audit: Option<AuditStatus>,
@@ -357,7 +390,7 @@ pub struct StatusInfo {
 }
 
 /// Whether the audit trail is being written.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditStatus {
     pub path: String,
     /// Unix ms of the first failed write since the last good one; `None` while it works.
@@ -372,7 +405,7 @@ pub struct AuditStatus {
     pub lost: u64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ContainerInfo {
     pub name: String,
     pub zone: String,
@@ -405,7 +438,7 @@ pub struct ContainerInfo {
 }
 
 /// A zone's caps; `None` is no cap.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CapsInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_conns: Option<u32>,
@@ -415,7 +448,7 @@ pub struct CapsInfo {
     pub egress_bytes_per_sec: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FlowSnapshot {
     pub flows: Vec<FlowRow>,
     /// Rows matching the filter (may exceed `flows.len()` when a limit applied).
@@ -423,7 +456,7 @@ pub struct FlowSnapshot {
     pub lost_events: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Direction {
     /// The container opened it.
@@ -441,7 +474,7 @@ impl fmt::Display for Direction {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum FlowVerdict {
     Allowed,
@@ -474,7 +507,9 @@ impl fmt::Display for FlowVerdict {
 }
 
 /// IP protocol: `tcp`, `udp`, `icmp`, `icmpv6`, or a number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
     Tcp,
@@ -541,7 +576,7 @@ impl std::str::FromStr for Proto {
 }
 
 /// One row of the flow table, as seen from `container`'s side.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FlowRow {
     /// Stable for the row's life; `removed` in events names it.
     pub id: u64,
@@ -583,7 +618,7 @@ pub struct FlowRow {
 }
 
 /// What inspection of a flow's first packets found.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Inspection {
     /// The application protocol seen (`tls`, `http`, `dns`, or `unknown`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -604,7 +639,7 @@ pub struct Inspection {
 /// Server-side flow filter; every set field must match. `text` matches a substring of the
 /// container, peer, zone, addresses, rule id or inspected name (normalized or as sent),
 /// ignoring case.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlowFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -689,13 +724,71 @@ impl FlowFilter {
     }
 }
 
-/// Which traffic of a quarantined container is cut.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Which connections of a quarantined container are cut, by who opened them (as conntrack
+/// records it). Each cut connection is cut both ways, established ones included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum BlockDirection {
+    /// Connections the container opens: it cannot start anything, and still answers
+    /// connections peers open to it.
     Egress,
+    /// Connections peers open to it: nobody reaches it, and it still gets the replies of
+    /// connections it opens.
     Ingress,
+    /// Everything.
     Both,
+}
+
+impl BlockDirection {
+    /// What it cuts, for people (help texts, dialogs).
+    pub fn describe(self) -> &'static str {
+        match self {
+            BlockDirection::Egress => "connections it opens (it still answers connections opened to it)",
+            BlockDirection::Ingress => "connections opened to it (it still gets replies to its own)",
+            BlockDirection::Both => "all its traffic, established connections included",
+        }
+    }
+}
+
+/// The direction a quarantine cuts unless the operator says otherwise, in the CLI and the
+/// console alike: a responder isolating a container means all of it.
+pub const DEFAULT_QUARANTINE_DIRECTION: BlockDirection = BlockDirection::Both;
+/// How long a block lasts unless the operator says otherwise (CLI and console alike): until
+/// it is lifted. A block that lapses unattended would reopen a compromised container.
+pub const DEFAULT_BLOCK_TTL_SECS: Option<u64> = None;
+
+/// Who placed a block.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum BlockOrigin {
+    /// An operator, over the control socket (CLI, console, scripts).
+    #[default]
+    Operator,
+    /// Inspection: a policy with `on_violation = "quarantine"` saw a violation.
+    Inspection,
+    /// Tamper escalation: the container kept changing its own table.
+    Tamper,
+    /// An origin this client does not know (a newer daemon).
+    #[serde(other)]
+    Unknown,
+}
+
+impl BlockOrigin {
+    /// Placed by the daemon itself, not by an operator.
+    pub fn is_automatic(self) -> bool {
+        self != BlockOrigin::Operator
+    }
+}
+
+impl fmt::Display for BlockOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BlockOrigin::Operator => "operator",
+            BlockOrigin::Inspection => "inspection",
+            BlockOrigin::Tamper => "tamper",
+            BlockOrigin::Unknown => "unknown",
+        })
+    }
 }
 
 impl fmt::Display for BlockDirection {
@@ -709,7 +802,7 @@ impl fmt::Display for BlockDirection {
 }
 
 /// Where a destination block applies.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "scope", content = "name", rename_all = "kebab-case")]
 pub enum Scope {
     Container(String),
@@ -727,7 +820,7 @@ impl fmt::Display for Scope {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum BlockTarget {
     /// Cut a container's traffic in one or both directions, established flows included.
@@ -735,6 +828,8 @@ pub enum BlockTarget {
     /// Cut traffic to (and replies from) a destination, optionally one protocol and port.
     Destination {
         scope: Scope,
+        /// A network in CIDR notation (`10.0.0.0/8`, `203.0.113.7/32`).
+        #[schemars(with = "String")]
         net: IpNet,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         proto: Option<Proto>,
@@ -775,19 +870,14 @@ fn sock(ip: IpAddr, port: u16) -> String {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BlockInfo {
     pub id: u64,
     pub target: BlockTarget,
     pub reason: Option<String>,
-    /// Unix seconds (rounded down).
-    pub created_at: i64,
-    /// Unix seconds (rounded up); none = until unblocked.
-    pub expires_at: Option<i64>,
-    /// The same, in unix milliseconds: what the daemon and the kernel go by.
-    #[serde(default)]
+    /// Unix milliseconds it was placed.
     pub created_at_ms: i64,
-    #[serde(default)]
+    /// Unix milliseconds it lapses; none = until unblocked.
     pub expires_at_ms: Option<i64>,
     /// `user (uid N)` of whoever asked.
     pub created_by: String,
@@ -795,11 +885,32 @@ pub struct BlockInfo {
     pub containers: Vec<String>,
     /// Conntrack entries deleted when it was applied.
     pub flows_cut: u64,
+    /// Who placed it: an operator, or the daemon itself (inspection, tamper escalation).
+    #[serde(default)]
+    pub origin: BlockOrigin,
+}
+
+impl BlockTarget {
+    /// The kind, as `fw-tui block` names it (`quarantine`, `dst`, `flow`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BlockTarget::Quarantine { .. } => "quarantine",
+            BlockTarget::Destination { .. } => "dst",
+            BlockTarget::Flow { .. } => "flow",
+        }
+    }
+}
+
+impl AuditRecord {
+    /// What the record is about, for people: a block's target, or what a reload read.
+    pub fn subject(&self) -> Option<String> {
+        self.target.as_ref().map(|t| t.to_string()).or_else(|| self.path.clone())
+    }
 }
 
 /// Who sent a request: taken once, when the connection was made (SO_PEERCRED, and the
 /// groups of that very process).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Peer {
     pub uid: u32,
     pub gid: u32,
@@ -810,7 +921,7 @@ pub struct Peer {
 }
 
 /// One line of the audit log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditRecord {
     /// Unix milliseconds.
     pub time_ms: i64,
@@ -822,14 +933,17 @@ pub struct AuditRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
     pub op: String,
+    /// What a block, unblock, expiry or cut was about: the same shape as a block's target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
+    pub target: Option<BlockTarget>,
+    /// What a reload read: the rules directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ttl_secs: Option<u64>,
+    /// The TTL a block was asked for, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
     /// `ok`, or `error: <message>`.

@@ -27,8 +27,11 @@ pub const STALE_MS: i64 = 10_000;
 pub const HISTORY: usize = 40;
 /// Alerts kept (the daemon keeps 1000 too).
 pub const ALERTS_KEPT: usize = 1000;
-/// The default TTL offered by the block dialogs.
-pub const DEFAULT_TTL: &str = "15m";
+/// The TTL the block dialogs offer: the one default the CLI has too
+/// ([`fw_proto::control::DEFAULT_BLOCK_TTL_SECS`]); empty is "until unblocked".
+pub fn default_ttl() -> String {
+    fw_proto::control::DEFAULT_BLOCK_TTL_SECS.map(crate::render::duration).unwrap_or_default()
+}
 /// From this many flow rows, typing a filter applies it once typing pauses for
 /// [`FILTER_IDLE`] (or on Enter), not per key: a key costs nothing, however many rows.
 pub const LIVE_FILTER_ROWS: usize = 20_000;
@@ -657,7 +660,7 @@ impl App {
                 self.conn = Conn::Connected;
                 self.was_connected = true;
                 self.hello = Some(h);
-                out.push(Command::Request(Op::Audit { since: None, limit: Some(500) }));
+                out.push(Command::Request(Op::Audit { since: None, since_ms: None, limit: Some(500) }));
             }
             Msg::Status(s) => {
                 self.status = Some(s);
@@ -684,7 +687,7 @@ impl App {
                 );
                 self.add_alerts(vec![a]);
                 if audit_worthy {
-                    out.push(Command::Request(Op::Audit { since: None, limit: Some(500) }));
+                    out.push(Command::Request(Op::Audit { since: None, since_ms: None, limit: Some(500) }));
                 }
             }
             Msg::Alerts(list) => self.add_alerts(list),
@@ -704,8 +707,8 @@ impl App {
                         ),
                         false,
                     ),
-                    Ok(Answer::Unblocked { block }) => {
-                        self.note(format!("block {} lifted: {}", block.id, block.target), false)
+                    Ok(Answer::Unblocked { block, remaining }) => {
+                        self.note(crate::render::unblocked_line(&block, &remaining), false)
                     }
                     Ok(Answer::Reloaded { policy_hash, rejected }) if rejected.is_empty() => {
                         self.note(format!("reloaded: policy {policy_hash}"), false)
@@ -969,13 +972,8 @@ impl App {
             .filter(|&i| {
                 let r = &self.audit[i];
                 let user = r.peer.as_ref().map_or("fw-daemon", |p| p.user.as_str());
-                let fields = [
-                    user,
-                    &r.op,
-                    r.target.as_deref().unwrap_or(""),
-                    &r.result,
-                    r.reason.as_deref().unwrap_or(""),
-                ];
+                let subject = r.subject().unwrap_or_default();
+                let fields = [user, &r.op, subject.as_str(), &r.result, r.reason.as_deref().unwrap_or("")];
                 self.filter.matches_fields(None, None, &fields)
             })
             .collect();
@@ -1075,7 +1073,7 @@ impl App {
         self.screen = s;
         self.details = false;
         if s == Screen::Audit && self.connected() {
-            out.push(Command::Request(Op::Audit { since: None, limit: Some(500) }));
+            out.push(Command::Request(Op::Audit { since: None, since_ms: None, limit: Some(500) }));
         }
         if s == Screen::Drops {
             self.drops_dirty = true;
@@ -1152,7 +1150,7 @@ impl App {
             KeyCode::Char('r') => {
                 out.push(Command::Request(Op::Status));
                 out.push(Command::Request(Op::Blocks));
-                out.push(Command::Request(Op::Audit { since: None, limit: Some(500) }));
+                out.push(Command::Request(Op::Audit { since: None, since_ms: None, limit: Some(500) }));
                 self.note("refreshing", false);
             }
             KeyCode::Char('b') => self.open_block(),
@@ -1191,7 +1189,7 @@ impl App {
             Some(target) => {
                 self.dialog = Some(Dialog {
                     kind: DialogKind::Block { target },
-                    ttl: DEFAULT_TTL.into(),
+                    ttl: default_ttl(),
                     reason: String::new(),
                     field: Field::Ttl,
                     error: None,
@@ -1210,8 +1208,11 @@ impl App {
         match self.selected_container() {
             Some(container) => {
                 self.dialog = Some(Dialog {
-                    kind: DialogKind::Quarantine { container, direction: BlockDirection::Both },
-                    ttl: DEFAULT_TTL.into(),
+                    kind: DialogKind::Quarantine {
+                        container,
+                        direction: fw_proto::control::DEFAULT_QUARANTINE_DIRECTION,
+                    },
+                    ttl: default_ttl(),
                     reason: String::new(),
                     field: Field::Ttl,
                     error: None,

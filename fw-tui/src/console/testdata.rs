@@ -149,9 +149,9 @@ pub fn status() -> StatusInfo {
     StatusInfo {
         daemon_version: "0.1.0".into(),
         pid: 4242,
-        uptime_secs: 3725,
+        uptime_ms: 3_725_000,
         policy_hash: "9f2c4e1ab7d03355".into(),
-        loaded_at: NOW_MS / 1000 - 600,
+        loaded_at_ms: NOW_MS - 600_000,
         last_reload_errors: Vec::new(),
         containers: vec![web1, web2, api, db],
         flows: 9,
@@ -159,7 +159,7 @@ pub fn status() -> StatusInfo {
         active_blocks: 1,
         rules_dir: Some("/etc/fw/rules".into()),
         rule_files: vec!["00-defaults.toml".into(), "10-zones.toml".into(), "20-policies.toml".into()],
-        last_reload_at: Some(NOW_MS / 1000 - 600),
+        last_reload_at_ms: Some(NOW_MS - 600_000),
         ..StatusInfo::default()
     }
 }
@@ -169,13 +169,12 @@ pub fn blocks() -> Vec<BlockInfo> {
         id: 3,
         target: BlockTarget::Quarantine { container: "api-1".into(), direction: BlockDirection::Both },
         reason: Some("suspected exfil".into()),
-        created_at: NOW_MS / 1000 - 300,
-        expires_at: Some(NOW_MS / 1000 + 600),
         created_at_ms: NOW_MS - 300_000,
         expires_at_ms: Some(NOW_MS + 600_000),
         created_by: "alice (uid 1000)".into(),
         containers: vec!["api-1".into()],
         flows_cut: 4,
+        origin: Default::default(),
     }]
 }
 
@@ -191,13 +190,12 @@ pub fn destination_block(id: u64, container: &str) -> BlockInfo {
             port: Some(443),
         },
         reason: None,
-        created_at: NOW_MS / 1000,
-        expires_at: None,
         created_at_ms: NOW_MS,
         expires_at_ms: None,
         created_by: "alice (uid 1000)".into(),
         containers: vec![container.into()],
         flows_cut: 1,
+        origin: Default::default(),
     }
 }
 
@@ -242,9 +240,9 @@ pub fn audit() -> Vec<AuditRecord> {
             actor: None,
             op: "reload".into(),
             target: None,
+            path: Some("/etc/fw/rules".into()),
             block: None,
             reason: None,
-            ttl_secs: None,
             ttl_ms: None,
             result: "ok".into(),
             policy_hash: Some("9f2c4e1ab7d03355".into()),
@@ -262,11 +260,14 @@ pub fn audit() -> Vec<AuditRecord> {
             role: Some(Role::Operator),
             actor: None,
             op: "block".into(),
-            target: Some("quarantine api-1 (both)".into()),
+            target: Some(BlockTarget::Quarantine {
+                container: "api-1".into(),
+                direction: BlockDirection::Both,
+            }),
+            path: None,
             block: Some(3),
             reason: Some("suspected exfil".into()),
-            ttl_secs: Some(900),
-            ttl_ms: None,
+            ttl_ms: Some(900_000),
             result: "ok".into(),
             policy_hash: None,
             summary: None,

@@ -92,7 +92,7 @@ fn rules_show_a_rejected_reload_with_positions() {
         "/etc/fw/rules/20-policies.toml:14:9: error: unknown zone \"dbb\"".into(),
         "/etc/fw/rules/10-zones.toml:3:1: error: duplicate zone \"web\"".into(),
     ];
-    s.last_reload_at = Some(NOW_MS / 1000 - 30);
+    s.last_reload_at_ms = Some(NOW_MS - 30_000);
     a.update(Msg::Status(s));
     a.press(KeyCode::Char('4'));
     let t = text(&draw(&mut a, 80, 24));
@@ -183,7 +183,7 @@ fn losing_the_daemon_and_reconnecting_is_said() {
     assert!(t.contains("lost fw-daemon"), "{t}");
     assert!(t.contains("web-1"), "old rows stay visible while reconnecting:\n{t}");
     let cmds = a.update(Msg::Connected(hello(Role::Operator)));
-    assert!(cmds.contains(&Command::Request(Op::Audit { since: None, limit: Some(500) })));
+    assert!(cmds.contains(&Command::Request(Op::Audit { since: None, since_ms: None, limit: Some(500) })));
     let t = text(&draw(&mut a, 80, 24));
     assert!(t.contains("reconnected to fw-daemon 0.1.0 as alice"), "{t}");
     assert!(t.contains("● connected"), "{t}");
@@ -345,7 +345,7 @@ fn block_confirm_sends_the_destination_of_the_selected_flow() {
     assert!(a.press(KeyCode::Char('b')).is_empty());
     let Some(d) = &a.dialog else { panic!("no dialog") };
     assert!(matches!(d.kind, DialogKind::Block { .. }));
-    assert_eq!(d.ttl, "15m");
+    assert_eq!(d.ttl, "", "the CLI's default: until unblocked");
     // TTL: clear and type 2h; Tab to the reason.
     a.update(ctrl('u'));
     a.type_str("2h");
@@ -477,7 +477,7 @@ fn screens_switch_with_tab_numbers_and_clicks() {
     assert_eq!(a.screen, Screen::Audit);
     assert_eq!(
         a.press(KeyCode::Char('5')),
-        [Command::Request(Op::Audit { since: None, limit: Some(500) })],
+        [Command::Request(Op::Audit { since: None, since_ms: None, limit: Some(500) })],
         "the audit screen fetches the trail"
     );
     a.press(KeyCode::Char('1'));

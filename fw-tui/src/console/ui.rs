@@ -717,21 +717,21 @@ fn rules(f: &mut Frame, app: &App, t: &Theme, area: Rect) {
         Line::from(vec![Span::styled("Policy   ", t.header()), Span::raw(s.policy_hash.clone())]),
         Line::from(vec![
             Span::styled("Loaded   ", t.header()),
-            Span::raw(crate::render::when(s.loaded_at, now)),
+            Span::raw(crate::render::when(s.loaded_at_ms / 1000, now)),
         ]),
         Line::from(vec![
             Span::styled("Rules    ", t.header()),
             Span::raw(s.rules_dir.clone().unwrap_or_else(|| "-".into())),
         ]),
     ];
-    match (s.last_reload_at, s.last_reload_errors.is_empty()) {
+    match (s.last_reload_at_ms.map(|t| t / 1000), s.last_reload_errors.is_empty()) {
         (_, false) => {
             lines.push(Line::from(vec![
                 Span::styled("Reload   ", t.header()),
                 Span::styled(
                     format!(
                         "REJECTED {} ({} error{}): the policy above stays in force",
-                        s.last_reload_at.map_or_else(String::new, |x| crate::render::ago(x, now)),
+                        s.last_reload_at_ms.map_or_else(String::new, |x| crate::render::ago(x / 1000, now)),
                         s.last_reload_errors.len(),
                         if s.last_reload_errors.len() == 1 { "" } else { "s" }
                     ),
@@ -781,7 +781,7 @@ fn audit(f: &mut Frame, app: &App, t: &Theme, area: Rect) {
                 },
                 None => "fw-daemon".into(),
             };
-            let mut what = r.target.clone().unwrap_or_default();
+            let mut what = r.subject().unwrap_or_default();
             if let Some(b) = r.block {
                 what = format!("#{b} {what}");
             }
@@ -858,7 +858,7 @@ fn block_effects(app: &App) -> Vec<String> {
         v.push(format!("b: block {target}"));
     }
     if let Some(c) = app.selected_container() {
-        v.push(format!("B: quarantine {c} (cut its traffic, established flows included)"));
+        v.push(format!("B: quarantine {c} (default: {})", fw_proto::control::DEFAULT_QUARANTINE_DIRECTION));
         let bs = app.blocks_of(&c);
         if !bs.is_empty() {
             let ids: Vec<String> = bs.iter().map(|b| format!("#{}", b.id)).collect();
@@ -1008,10 +1008,10 @@ fn details(f: &mut Frame, app: &App, t: &Theme, area: Rect) {
             ));
             lines.push(kv(t, "op", r.op.clone()));
             for (k, v) in [
-                ("target", r.target.clone()),
+                ("target", r.subject()),
                 ("block", r.block.map(|b| format!("#{b}"))),
                 ("reason", r.reason.clone()),
-                ("ttl", r.ttl_secs.or(r.ttl_ms.map(|m| m.div_ceil(1000))).map(duration)),
+                ("ttl", r.ttl_ms.map(|m| duration(m.div_ceil(1000)))),
                 ("policy", r.policy_hash.clone()),
                 ("summary", r.summary.clone()),
             ] {
@@ -1037,8 +1037,8 @@ fn details(f: &mut Frame, app: &App, t: &Theme, area: Rect) {
 
 fn block_line(b: &fw_proto::control::BlockInfo, now: i64) -> String {
     let mut s = b.target.to_string();
-    match b.expires_at {
-        Some(e) => s.push_str(&format!(", expires {}", crate::render::ago(e, now))),
+    match b.expires_at_ms {
+        Some(e) => s.push_str(&format!(", expires {}", crate::render::ago(crate::render::secs_up(e), now))),
         None => s.push_str(", until lifted"),
     }
     if let Some(r) = &b.reason {
@@ -1071,7 +1071,7 @@ fn dialog(f: &mut Frame, app: &App, t: &Theme, area: Rect) {
         }
         DialogKind::Quarantine { container, direction } => {
             lines.push(Line::raw(format!("Quarantine {container}?")));
-            lines.push(Line::styled("Its traffic is cut, established flows included.", t.dim()));
+            lines.push(Line::styled(format!("Cuts {}.", direction.describe()), t.dim()));
             let focused = d.field == Field::Direction;
             lines.push(Line::from(vec![
                 Span::styled(format!("{:<10}", "direction"), t.header()),
