@@ -4,6 +4,7 @@
 //! Chain layout (egress; ingress mirrors it with source addresses):
 //!   loopback accept
 //!   quarantine, blocks          <- before the established shortcut, so they cut live flows
+//!                                  (a quarantine by conntrack direction: who opened it)
 //!   bandwidth cap (all packets)
 //!   inspection: cut flows answered with resets; undecided flows' payload packets to NFQUEUE
 //!   ct established,related accept; ct invalid drop; IPv6 neighbour discovery accept
@@ -86,8 +87,21 @@ pub const CHAIN_INSPECT_CUT: &str = "inspect_cut";
 pub const CHAIN_EGRESS: &str = "egress";
 pub const CHAIN_INGRESS: &str = "ingress";
 pub const CHAIN_FORWARD: &str = "forward";
+/// The families whose connections the container opens are cut (egress quarantine).
 pub const SET_QUARANTINE_OUT: &str = "quarantine_out";
+/// The families whose connections opened to the container are cut (ingress quarantine).
 pub const SET_QUARANTINE_IN: &str = "quarantine_in";
+/// The rule id quarantine drops are logged with (`fw:block:quarantine`), and the one of
+/// drops of packets going the reply way of their connection.
+pub const QUARANTINE_RULE: &str = "quarantine";
+pub const QUARANTINE_REPLY_RULE: &str = "quarantine-reply";
+
+/// Who opened a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opener {
+    Container,
+    Peer,
+}
 pub const SET_BLOCK_OUT4: &str = "block_out4";
 pub const SET_BLOCK_OUT6: &str = "block_out6";
 pub const SET_BLOCK_IN4: &str = "block_in4";
@@ -323,13 +337,13 @@ impl<'a, 'p> Builder<'a, 'p> {
         self.sets.push(mk(
             SET_QUARANTINE_OUT,
             SetKey::NfProto,
-            "operator quarantine: all egress",
+            "operator quarantine: connections it opens",
             q(&cb.quarantine_out),
         ));
         self.sets.push(mk(
             SET_QUARANTINE_IN,
             SetKey::NfProto,
-            "operator quarantine: all ingress",
+            "operator quarantine: connections opened to it",
             q(&cb.quarantine_in),
         ));
         for (name, f, m, c) in [
@@ -589,6 +603,70 @@ impl<'a, 'p> Builder<'a, 'p> {
     }
 
     /// The responders' sets (declared once), one per family that has some.
+    /// The chain a packet of a quarantined family goes through on `side`: it drops the
+    /// packets of connections `cut` opened (both ways along them) and returns the rest.
+    /// Conntrack's direction says who opened a connection: on the egress side the packets
+    /// of connections the container opened go `original`, on the ingress side `reply`.
+    /// A packet without a conntrack entry (invalid, untracked) is dropped, and so is a TCP
+    /// segment that creates an entry without being a connection's opening SYN (conntrack
+    /// picks such segments up mid-stream, in whichever direction they go): after the block
+    /// deleted a cut connection's entry, its next segment must not pass as one the other
+    /// side opened. Responders stay reachable either way.
+    fn quarantine_chain(&mut self, side: Side, cut: Opener) -> String {
+        let (side_tag, peer_dir) = match side {
+            Side::Egress => ("out", Dir::Dst),
+            Side::Ingress => ("in", Dir::Src),
+        };
+        let name =
+            format!("quarantine_{}_{side_tag}", if cut == Opener::Container { "opened" } else { "accepted" });
+        if self.chains.iter().any(|c| c.name == name) {
+            return name;
+        }
+        let cut_dir = match (side, cut) {
+            (Side::Egress, Opener::Container) | (Side::Ingress, Opener::Peer) => CtDir::Original,
+            (Side::Egress, Opener::Peer) | (Side::Ingress, Opener::Container) => CtDir::Reply,
+        };
+        let keep_dir = if cut_dir == CtDir::Original { CtDir::Reply } else { CtDir::Original };
+        let drop_as = |b: &mut Self, id: &str| {
+            let origin = RuleRef { kind: RuleKind::Block, id: id.into(), source: None };
+            let chain = b.action_chain(
+                LogKind::Block,
+                &origin,
+                vec![Rule { verdict: Some(Verdict::Drop), origin: Some(origin.clone()), ..Rule::default() }],
+            );
+            (origin, chain)
+        };
+        let mut rules = Vec::new();
+        for (family, set) in self.responder_sets() {
+            let responders = RuleRef { kind: RuleKind::Block, id: "responders".into(), source: None };
+            rules.push(rule(
+                vec![Match::AddrInSet { family, dir: peer_dir, set }],
+                Verdict::Accept,
+                Some(responders),
+            ));
+        }
+        // Replies are logged as such: the flow table shows them on their connection's side.
+        let cut_id = if cut_dir == CtDir::Reply { QUARANTINE_REPLY_RULE } else { QUARANTINE_RULE };
+        let (origin, chain) = drop_as(self, cut_id);
+        rules.push(rule(vec![Match::CtDirection(cut_dir)], Verdict::Jump(chain), Some(origin)));
+        let (origin, chain) = drop_as(self, QUARANTINE_RULE);
+        if keep_dir == CtDir::Original {
+            rules.push(rule(
+                vec![
+                    Match::CtState(vec![CtState::New]),
+                    Match::TcpFlags { mask: TCP_OPENING_MASK, value: TCP_SYN, invert: true },
+                ],
+                Verdict::Jump(chain.clone()),
+                Some(origin.clone()),
+            ));
+        }
+        rules
+            .push(Rule { counter: false, ..rule(vec![Match::CtDirection(keep_dir)], Verdict::Return, None) });
+        rules.push(rule(vec![], Verdict::Jump(chain), Some(origin)));
+        self.chains.push(Chain { name: name.clone(), base: None, rules });
+        name
+    }
+
     fn responder_sets(&mut self) -> Vec<(Family, String)> {
         let mut out = Vec::new();
         for family in [Family::V4, Family::V6] {
@@ -820,25 +898,18 @@ impl<'a, 'p> Builder<'a, 'p> {
             ..rule(vec![Match::Loopback(lo_dir)], Verdict::Accept, builtin("loopback"))
         });
 
-        // Operator blocks first: they must cut established flows too.
-        let block = RuleRef { kind: RuleKind::Block, id: "quarantine".into(), source: None };
-        let drop_chain = self.action_chain(
-            LogKind::Block,
-            &block,
-            vec![Rule { verdict: Some(Verdict::Drop), origin: Some(block.clone()), ..Rule::default() }],
-        );
-        let q = if side == Side::Egress { SET_QUARANTINE_OUT } else { SET_QUARANTINE_IN };
-        // Responders (forensics) stay reachable from a quarantined container.
-        let peer_dir = if side == Side::Egress { Dir::Dst } else { Dir::Src };
-        for (family, set) in self.responder_sets() {
-            let responders = RuleRef { kind: RuleKind::Block, id: "responders".into(), source: None };
+        // Operator blocks first: they must cut established flows too. A quarantine cuts
+        // connections by who opened them (`quarantine_chain`): `quarantine_out` those the
+        // container opens, `quarantine_in` those opened to it; both sets: everything.
+        let block = RuleRef { kind: RuleKind::Block, id: QUARANTINE_RULE.into(), source: None };
+        for (set, cut) in [(SET_QUARANTINE_OUT, Opener::Container), (SET_QUARANTINE_IN, Opener::Peer)] {
+            let chain = self.quarantine_chain(side, cut);
             rules.push(rule(
-                vec![Match::NfProtoInSet(q.into()), Match::AddrInSet { family, dir: peer_dir, set }],
-                Verdict::Accept,
-                Some(responders),
+                vec![Match::NfProtoInSet(set.into())],
+                Verdict::Jump(chain),
+                Some(block.clone()),
             ));
         }
-        rules.push(rule(vec![Match::NfProtoInSet(q.into())], Verdict::Jump(drop_chain), Some(block)));
         let blocked = RuleRef {
             kind: RuleKind::Block,
             id: if side == Side::Egress { "block-out" } else { "block-in" }.into(),

@@ -123,7 +123,7 @@ fn alerts_are_raised_streamed_and_kept() {
     let good_hash = s.policy_hash.clone();
     assert_eq!(s.rules_dir.as_deref(), Some(d.join("rules").display().to_string().as_str()));
     assert_eq!(s.rule_files, ["00-defaults.toml", "10-zones.toml", "20-policies.toml"]);
-    let first_reload_at = s.last_reload_at.expect("the start-up load is a reload attempt");
+    let first_reload_at = s.last_reload_at_ms.expect("the start-up load is a reload attempt");
     // The policy in force, for the console's Rules screen: policies with their sources, the
     // default last.
     let web_to_api = s.policies.iter().find(|p| p.id == "web-to-api").expect("web-to-api listed");
@@ -161,7 +161,7 @@ fn alerts_are_raised_streamed_and_kept() {
     assert_eq!(tcp_probe(&web_ns, SocketAddr::new(api, 8080), WAIT), Probe::Connected);
     let s = c.status();
     assert_eq!((s.policy_hash.as_str(), s.rule_files.len()), (good_hash.as_str(), 3));
-    assert!(s.last_reload_at.unwrap() > first_reload_at, "{s:?}");
+    assert!(s.last_reload_at_ms.unwrap() > first_reload_at, "{s:?}");
 
     // 2. Fixed (and SIGHUP): a reload alert naming the new policy, which status then shows.
     put_rule_file(
@@ -342,7 +342,7 @@ fn a_start_on_refused_files_is_kept_as_an_alert() {
     let s = c.status();
     assert_eq!(s.policy_hash, good);
     assert!(s.last_reload_errors.iter().any(|e| e.contains("unknown zone")), "{s:?}");
-    assert!(s.last_reload_at.is_some());
+    assert!(s.last_reload_at_ms.is_some());
     // The enforced files are the last good copies, named where they are.
     assert_eq!(s.rule_files.len(), 3, "{:?}", s.rule_files);
     assert!(

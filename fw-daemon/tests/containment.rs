@@ -644,7 +644,7 @@ fn a_persistent_tamperer_is_quarantined_within_a_second() {
         seen_ms.is_some_and(|s| s - start_ms <= 1500),
         "seen in `blocks` at {seen_ms:?}, start {start_ms}"
     );
-    assert_eq!(block.expires_at, None, "a tamper quarantine lasts until an operator lifts it: {block:?}");
+    assert_eq!(block.expires_at_ms, None, "a tamper quarantine lasts until an operator lifts it: {block:?}");
     // It stays after the tampering stops.
     std::thread::sleep(Duration::from_secs(2));
     assert!(c.blocks().iter().any(|b| b.id == block.id), "the tamper quarantine was lifted by itself");
@@ -951,4 +951,196 @@ fn a_shared_namespace_gets_one_table_no_loop_and_the_intersection() {
          -> api-1:8080 as web-1 (api denies)\n{}",
         d.log_tail(40)
     );
+}
+
+/// A TCP echo server on `port` inside `node`, until `stop`.
+fn echo_server(env: &Env, node: &str, port: u16, stop: Arc<AtomicBool>) {
+    use std::io::Read;
+    let l = run_in(&env.path(node), move || std::net::TcpListener::bind(("::", port)))
+        .expect("enter netns")
+        .expect("bind tcp");
+    l.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((mut s, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+                let mut b = [0u8; 256];
+                while !stop.load(Ordering::Relaxed) {
+                    match s.read(&mut b) {
+                        Ok(0) => return,
+                        Ok(n) => {
+                            if s.write_all(&b[..n]).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) => {}
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// A connection opened from inside `from`, kept for later exchanges.
+fn open_from(env: &Env, from: &str, to: SocketAddr) -> std::net::TcpStream {
+    let s = run_in(&env.path(from), move || std::net::TcpStream::connect_timeout(&to, WAIT))
+        .expect("enter netns")
+        .unwrap_or_else(|e| panic!("{from} -> {to}: {e}"));
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    s
+}
+
+/// Whether `msg` sent on `s` comes back from the echo server.
+fn echoes(s: &mut std::net::TcpStream, msg: &[u8]) -> bool {
+    use std::io::Read;
+    if s.write_all(msg).is_err() {
+        return false;
+    }
+    let mut b = vec![0u8; msg.len()];
+    s.read_exact(&mut b).is_ok() && b == msg
+}
+
+/// `count` raw TCP frames carrying `token` from `from`'s own MAC and address, port `sport`,
+/// to `to`:`dport`.
+fn raw_tcp_from(env: &Env, from: &str, to: &str, sport: u16, dport: u16, token: &str, count: u64) {
+    let (src, dst, eth) = (env.v4(from), env.v4(to), env.eth(from, to));
+    let token = token.to_string();
+    let s = send_raw(&env.path(from), count, Duration::from_millis(2), move |seq| {
+        let p = frame::token_payload(&token, seq);
+        frame::ip_frame(
+            &eth,
+            src,
+            dst,
+            &L4::TcpSyn { sport, dport, seq: seq as u32, payload: &p },
+            seq as u16,
+        )
+        .expect("a valid frame")
+    });
+    assert_eq!(s.sent, count, "the raw sender itself failed: {s:?}");
+}
+
+/// Egress quarantine is the connections the container opens: it cannot open any (plain or
+/// raw), those it had are cut, and it still answers connections peers open to it, new and
+/// established, in its own table and at the floor. Its answers never show up as flows it
+/// opened. `both` cuts those too.
+#[test]
+fn quarantine_egress_cuts_what_it_opens_and_keeps_what_it_serves() {
+    if !available() {
+        return;
+    }
+    let mut env = Env::new("q-egress", &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    env.lab.serve_tcp("web-1", &[80]);
+    echo_server(&env, "web-1", 443, stop.clone());
+    echo_server(&env, "api-1", 9001, stop.clone());
+    let (d, mut c) = env.start("1");
+    let (web, api) = (env.v4("web-1"), env.v4("api-1"));
+    let web80 = SocketAddr::new(web, 80);
+    let api8080 = SocketAddr::new(api, 8080);
+    // Established both ways before the block (public-web lets api-1 reach web-1:443;
+    // web-to-api lets web-1 reach api-1:9001).
+    let mut inbound = open_from(&env, "api-1", SocketAddr::new(web, 443));
+    let mut outbound = open_from(&env, "web-1", SocketAddr::new(api, 9001));
+    assert!(echoes(&mut inbound, b"in-1") && echoes(&mut outbound, b"out-1"), "echo works before the block");
+    let rx = token_reader(&env, "api-1", "pre", api);
+    raw_to(&env, "web-1", "api-1", api, Tp::Syn(8080), "pre", 20);
+    assert_eq!(arrived(rx), 20, "allowed raw SYNs web-1 -> api-1:8080 arrive before (reader check)");
+
+    let b = c.block(
+        BlockTarget::Quarantine { container: "web-1".into(), direction: BlockDirection::Egress },
+        None,
+    );
+    assert_eq!(b.containers, vec!["web-1".to_string()]);
+    std::thread::sleep(Duration::from_millis(200));
+
+    // What it opens: nothing new, and its established connection is cut.
+    assert_ne!(tcp_probe(&env.path("web-1"), api8080, WAIT), Probe::Connected, "web-1 opened a connection");
+    assert!(!echoes(&mut outbound, b"out-2"), "web-1's established outbound connection must be cut");
+    // What it serves: a new connection and the established one still get answers.
+    assert_eq!(
+        tcp_probe(&env.path("api-1"), web80, WAIT),
+        Probe::Connected,
+        "web-1 must still answer api-1:80\n{}",
+        d.log_tail(30)
+    );
+    assert!(echoes(&mut inbound, b"in-2"), "web-1 must still answer on the established inbound connection");
+
+    // Raw frames (past its own table): the floor admits only answers on connections peers
+    // opened. api-1 opens one to web-1:80; web-1's raw frames on its tuple arrive, on any
+    // other tuple they do not.
+    let probe = open_from(&env, "api-1", web80);
+    let peer_port = probe.local_addr().expect("local address").port();
+    let rx = token_reader(&env, "api-1", "answer", api);
+    raw_tcp_from(&env, "web-1", "api-1", 80, peer_port, "answer", 20);
+    assert_eq!(arrived(rx), 20, "raw answers on a connection api-1 opened to web-1:80 arrive");
+    let rx = token_reader(&env, "api-1", "opened", api);
+    raw_tcp_from(&env, "web-1", "api-1", 80, peer_port.wrapping_add(1), "opened", 20);
+    raw_to(&env, "web-1", "api-1", api, Tp::Syn(8080), "opened", 20);
+    raw_to(&env, "web-1", "api-1", api, Tp::Udp(8080), "opened", 20);
+    let n = arrived(rx);
+    assert_eq!(n, 0, "raw frames web-1 opens under an egress quarantine: {}\n{}", of(n, 60), d.log_tail(30));
+
+    // Its answers are rows of connections api-1 opened (ingress), never ones web-1 opened.
+    let rows = c.flows("container=web-1");
+    let flipped: Vec<_> = rows
+        .iter()
+        .filter(|r| r.direction == fw_proto::control::Direction::Egress && (r.sport == 80 || r.sport == 443))
+        .collect();
+    assert!(flipped.is_empty(), "replies shown as flows web-1 opened: {flipped:?}");
+
+    // Both: nothing in, nothing out, the recorded tuple included.
+    assert!(c.call(fw_proto::control::Op::Unblock { block: b.id }).is_ok());
+    c.block(BlockTarget::Quarantine { container: "web-1".into(), direction: BlockDirection::Both }, None);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_ne!(tcp_probe(&env.path("api-1"), web80, WAIT), Probe::Connected, "both: api-1 reached web-1:80");
+    assert_ne!(tcp_probe(&env.path("web-1"), api8080, WAIT), Probe::Connected, "both: web-1 reached api-1");
+    assert!(!echoes(&mut inbound, b"in-3"), "both: the established inbound connection is cut");
+    let rx = token_reader(&env, "api-1", "both", api);
+    raw_tcp_from(&env, "web-1", "api-1", 80, peer_port, "both", 20);
+    let n = arrived(rx);
+    assert_eq!(n, 0, "both: raw answers on a recorded tuple: {}", of(n, 20));
+    stop.store(true, Ordering::Relaxed);
+    drop(probe);
+}
+
+/// Ingress quarantine is the connections opened to the container: nobody reaches it, while
+/// it still opens connections and gets their replies.
+#[test]
+fn quarantine_ingress_cuts_what_is_opened_to_it_and_keeps_what_it_opens() {
+    if !available() {
+        return;
+    }
+    let mut env = Env::new("q-ingress", &[]);
+    env.lab.serve_tcp("web-1", &[80]);
+    let (_d, mut c) = env.start("1");
+    let (web, api) = (env.v4("web-1"), env.v4("api-1"));
+    assert_eq!(tcp_probe(&env.path("api-1"), SocketAddr::new(web, 80), WAIT), Probe::Connected);
+    c.block(BlockTarget::Quarantine { container: "web-1".into(), direction: BlockDirection::Ingress }, None);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_ne!(
+        tcp_probe(&env.path("api-1"), SocketAddr::new(web, 80), WAIT),
+        Probe::Connected,
+        "api-1 reached web-1"
+    );
+    assert_eq!(
+        tcp_probe(&env.path("web-1"), SocketAddr::new(api, 8080), WAIT),
+        Probe::Connected,
+        "web-1 must still open connections and get their replies"
+    );
+    // Raw frames to it that no connection of its own stands for never arrive.
+    let rx = token_reader(&env, "web-1", "in", web);
+    raw_to(&env, "api-1", "web-1", web, Tp::Syn(80), "in", 20);
+    let n = arrived(rx);
+    assert_eq!(n, 0, "raw SYNs to an ingress-quarantined web-1: {}", of(n, 20));
 }

@@ -201,7 +201,7 @@ fn flows_blocks_and_audit_end_to_end() {
     assert_eq!(tcp_probe(&lab.node("web-1").path(), SocketAddr::new(api, 9002), WAIT), Probe::Connected);
 
     // The audit trail has every mutation, with who did it.
-    let records = match c.call(Op::Audit { since: None, limit: None }) {
+    let records = match c.call(Op::Audit { since: None, since_ms: None, limit: None }) {
         Ok(Answer::Audit { records }) => records,
         other => panic!("{other:?}"),
     };
@@ -280,7 +280,7 @@ fn viewers_cannot_block_and_strangers_are_refused() {
         ],
     );
     let gid = |i: usize| groups.gids[i].to_string();
-    let hello = r#"{"id":1,"op":"hello","version":1,"client":"t"}"#;
+    let hello = r#"{"id":1,"op":"hello","version":2,"client":"t"}"#;
     let block =
         r#"{"id":2,"op":"block","target":{"kind":"quarantine","container":"web-1","direction":"egress"}}"#;
     let status = r#"{"id":3,"op":"status"}"#;

@@ -21,7 +21,7 @@ use common::helper::{self, report, reports};
 use fw_proto::control::*;
 use serde_json::{json, Value};
 
-const HELLO: &str = r#"{"id":1,"op":"hello","version":1,"client":"abuse-test"}"#;
+const HELLO: &str = r#"{"id":1,"op":"hello","version":2,"client":"abuse-test"}"#;
 
 fn available() -> bool {
     common::lab::available()
@@ -337,8 +337,12 @@ fn a_refused_request_keeps_its_reason_in_the_trail() {
     assert_eq!(rec.role, Some(Role::Viewer));
     assert!(rec.result.contains("forbidden"), "{rec:?}");
     assert_eq!(rec.reason.as_deref(), Some("saw a beacon to 203.0.113.9"), "{rec:?}");
-    assert_eq!(rec.ttl_secs, Some(900), "{rec:?}");
-    assert_eq!(rec.target.as_deref(), Some("quarantine web-1 (both)"), "{rec:?}");
+    assert_eq!(rec.ttl_ms, Some(900_000), "{rec:?}");
+    assert_eq!(
+        rec.target,
+        Some(BlockTarget::Quarantine { container: "web-1".into(), direction: BlockDirection::Both }),
+        "{rec:?}"
+    );
 }
 
 const PIDREUSE_TEST: &str = "a_reused_pid_lends_its_groups_to_no_connection";

@@ -361,7 +361,7 @@ fn blocks_are_kernel_range_elements_with_timeouts() {
         proto: Some(P::Tcp),
         port: Some(5432),
     };
-    let id = blocks.add(target, None, None, "test".into(), 0, &who).unwrap().id;
+    let id = blocks.add(target, None, None, "test".into(), Default::default(), 0, &who).unwrap().id;
     program(&mut nft, &mut last, &blocks);
     assert_eq!(tcp_probe(&api_ns, to_db, WAIT), Probe::TimedOut);
     let listed = nft_in(lab.node("api-1"), &["list", "set", "inet", "fw", "block_out4"]);
@@ -374,7 +374,17 @@ fn blocks_are_kernel_range_elements_with_timeouts() {
     let target =
         BlockTarget::Destination { scope: Scope::All, net: ipnet::IpNet::from(db), proto: None, port: None };
     let now = fw_daemon::nft::now_ms();
-    blocks.add(target, Some(fw_daemon::blocks::Ttl::Secs(2)), None, "test".into(), now, &who).unwrap();
+    blocks
+        .add(
+            target,
+            Some(fw_daemon::blocks::Ttl::Secs(2)),
+            None,
+            "test".into(),
+            Default::default(),
+            now,
+            &who,
+        )
+        .unwrap();
     program(&mut nft, &mut last, &blocks);
     assert_eq!(tcp_probe(&api_ns, to_db, WAIT), Probe::TimedOut);
     // It survives a whole-table replacement, with its remaining time.

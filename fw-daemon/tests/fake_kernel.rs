@@ -166,7 +166,7 @@ fn a_block_touches_only_the_tables_it_applies_to() {
     let before = counts(&k);
     let mut blocks = BlockList::default();
     let target = BlockTarget::Quarantine { container: "api-1".into(), direction: BlockDirection::Both };
-    blocks.add(target, None, None, "test".into(), 0, &rec.zones()).unwrap();
+    blocks.add(target, None, None, "test".into(), Default::default(), 0, &rec.zones()).unwrap();
     rec.set_blocks(blocks);
     let affected = ["api-1".to_string()].into_iter().collect();
     let report = rec.reconcile_some(Some(&affected));
@@ -241,7 +241,7 @@ fn floors_follow_ports_and_blocks_and_revocation_cuts_only_denied_flows() {
     // A quarantine reaches the floor as elements.
     let mut blocks = BlockList::default();
     let target = BlockTarget::Quarantine { container: "api-1".into(), direction: BlockDirection::Both };
-    blocks.add(target, None, None, "test".into(), 0, &rec.zones()).unwrap();
+    blocks.add(target, None, None, "test".into(), Default::default(), 0, &rec.zones()).unwrap();
     let only = ["api-1".to_string()].into_iter().collect();
     let r = contain.sync_with(&rec, &blocks, Some(&only));
     assert_eq!(r.updated.len(), 1, "{r:?}");

@@ -414,8 +414,10 @@ fn inspection_cuts_violations_and_agrees_with_tshark() {
                 "{r:?}"
             )
         })
-        // "flow tcp SRC:PORT -> DST:PORT in CONTAINER"
-        .filter_map(|r| r.target?.split(" -> ").nth(1)?.split(' ').next()?.rsplit(':').next()?.parse().ok())
+        .filter_map(|r| match r.target? {
+            fw_proto::control::BlockTarget::Flow { dport, .. } => Some(dport),
+            _ => None,
+        })
         .collect();
     assert_eq!(cut_ports, [443, 8080, 8081, 8443].into_iter().collect(), "{audit}");
     let alerts = c.alerts(None, None);

@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::filter::{Filter, FilterError};
 use crate::{Mode, RuleRef};
 
-/// Bumped on any incompatible change to the types in this module.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Bumped on any incompatible change to the types in this module. 2: every time in an
+/// answer is unix milliseconds (`*_ms`), and an audit record's `target` has the shape of a
+/// block's.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The longest request line the daemon reads; a longer one closes the connection.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -22,14 +24,14 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Default control socket path.
 pub const DEFAULT_SOCKET: &str = "/run/fw/fw.sock";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Request {
     pub id: u64,
     #[serde(flatten)]
     pub op: Op,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Op {
     /// Must come first on every connection.
@@ -75,10 +77,13 @@ pub enum Op {
         block: u64,
     },
     Blocks,
-    /// Audit records at or after `since` (unix seconds), oldest first, the last `limit`.
+    /// Audit records at or after `since_ms` (unix milliseconds; or `since`, unix seconds),
+    /// oldest first, the last `limit`.
     Audit {
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         since: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since_ms: Option<i64>,
         #[serde(default)]
         limit: Option<usize>,
     },
@@ -125,7 +130,9 @@ impl Op {
 }
 
 /// Who a peer is, from its credentials. Ordered: each role can do what the ones below can.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     Viewer,
@@ -146,7 +153,7 @@ impl fmt::Display for Role {
 // A message is built once per answer and written out at once: boxing the big answers (status
 // with its zones and policies) would buy nothing and change every match on them.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ServerMsg {
     Ok {
@@ -165,7 +172,7 @@ pub enum ServerMsg {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ErrorCode {
     /// Not JSON, or not a request this protocol knows.
@@ -204,23 +211,48 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Answer {
-    Hello { version: u32, daemon: String, role: Role, user: String },
+    Hello {
+        version: u32,
+        daemon: String,
+        role: Role,
+        user: String,
+    },
     Status(StatusInfo),
     Flows(FlowSnapshot),
-    Subscribed { sub: u64 },
-    Unsubscribed { sub: u64 },
-    Blocked { block: BlockInfo },
-    Unblocked { block: BlockInfo },
-    Blocks { blocks: Vec<BlockInfo> },
-    Audit { records: Vec<AuditRecord> },
-    Reloaded { policy_hash: String, rejected: Vec<String> },
-    Alerts { alerts: Vec<Alert> },
+    Subscribed {
+        sub: u64,
+    },
+    Unsubscribed {
+        sub: u64,
+    },
+    Blocked {
+        block: BlockInfo,
+    },
+    Unblocked {
+        block: BlockInfo,
+        /// The blocks that still apply to the containers the lifted one covered.
+        #[serde(default)]
+        remaining: Vec<BlockInfo>,
+    },
+    Blocks {
+        blocks: Vec<BlockInfo>,
+    },
+    Audit {
+        records: Vec<AuditRecord>,
+    },
+    Reloaded {
+        policy_hash: String,
+        rejected: Vec<String>,
+    },
+    Alerts {
+        alerts: Vec<Alert>,
+    },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Event {
     /// Rows that changed since the previous event of this subscription (all rows, the first
@@ -242,7 +274,7 @@ pub enum Event {
 
 /// Something an operator should notice: a reload (good or refused), tampering with a table,
 /// a cap hit, an inspection violation, a block placed or lifted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Alert {
     /// Increases by one per alert for the daemon's life.
     pub id: u64,
@@ -265,7 +297,7 @@ pub struct Alert {
     pub message: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum AlertKind {
     /// New rule files were loaded.
@@ -318,14 +350,15 @@ impl fmt::Display for AlertKind {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StatusInfo {
     pub daemon_version: String,
     pub pid: u32,
-    pub uptime_secs: u64,
+    /// Milliseconds since the daemon started.
+    pub uptime_ms: u64,
     pub policy_hash: String,
-    /// Unix seconds.
-    pub loaded_at: i64,
+    /// Unix milliseconds the policy in force was loaded.
+    pub loaded_at_ms: i64,
     /// `path:line:col: error: ...` lines of the last rejected reload; empty when the last
     /// reload succeeded.
     pub last_reload_errors: Vec<String>,
@@ -339,9 +372,9 @@ pub struct StatusInfo {
     pub rules_dir: Option<String>,
     #[serde(default)]
     pub rule_files: Vec<String>,
-    /// Unix seconds of the last reload attempt, good or refused.
+    /// Unix milliseconds of the last reload attempt, good or refused.
     #[serde(default)]
-    pub last_reload_at: Option<i64>,
+    pub last_reload_at_ms: Option<i64>,
     /// The audit trail; `None` when it is turned off.
     #[serde(default)]
     pub audit: Option<AuditStatus>,
@@ -367,7 +400,7 @@ pub struct StatusInfo {
 }
 
 /// Whether a zone holds containers or addresses outside fw's control.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ZoneKind {
     Containers,
@@ -375,7 +408,7 @@ pub enum ZoneKind {
 }
 
 /// A zone of the policy in force.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ZoneInfo {
     pub name: String,
     pub kind: ZoneKind,
@@ -384,6 +417,7 @@ pub struct ZoneInfo {
     pub caps: CapsInfo,
     /// External zones: their networks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<String>")]
     pub nets: Vec<IpNet>,
     /// `path:line` where it is declared (none for the implicit `default` zone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -393,7 +427,7 @@ pub struct ZoneInfo {
 }
 
 /// What a policy does with the traffic it matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RuleAction {
     Allow,
@@ -404,7 +438,7 @@ pub enum RuleAction {
 
 /// A failsafe, policy or the default, as the policy in force has it. Flow rows name it by
 /// `id` (their `rule`), so readers count its hits from the flow table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PolicyInfo {
     pub id: String,
     /// `policy`, `failsafe` or `default`.
@@ -431,7 +465,7 @@ pub struct PolicyInfo {
 }
 
 /// Whether the audit trail is being written.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditStatus {
     pub path: String,
     /// Unix ms of the first failed write since the last good one; `None` while it works.
@@ -446,7 +480,7 @@ pub struct AuditStatus {
     pub lost: u64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ContainerInfo {
     pub name: String,
     pub zone: String,
@@ -483,7 +517,7 @@ pub struct ContainerInfo {
 }
 
 /// A zone's caps; `None` is no cap.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CapsInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_conns: Option<u32>,
@@ -496,7 +530,7 @@ pub struct CapsInfo {
     pub egress_written: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FlowSnapshot {
     pub flows: Vec<FlowRow>,
     /// Rows matching the filter (may exceed `flows.len()` when a limit applied).
@@ -504,7 +538,7 @@ pub struct FlowSnapshot {
     pub lost_events: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Direction {
     /// The container opened it.
@@ -522,7 +556,7 @@ impl fmt::Display for Direction {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum FlowVerdict {
     Allowed,
@@ -555,7 +589,9 @@ impl fmt::Display for FlowVerdict {
 }
 
 /// IP protocol: `tcp`, `udp`, `icmp`, `icmpv6`, or a number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
     Tcp,
@@ -622,7 +658,7 @@ impl std::str::FromStr for Proto {
 }
 
 /// One row of the flow table, as seen from `container`'s side.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FlowRow {
     /// Stable for the row's life; `removed` in events names it.
     pub id: u64,
@@ -664,7 +700,7 @@ pub struct FlowRow {
 }
 
 /// What inspection of a flow's first packets found.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Inspection {
     /// The application protocol seen (`tls`, `http`, `dns`, or `unknown`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -685,7 +721,7 @@ pub struct Inspection {
 /// Server-side flow filter: `expr` in the [filter language](crate::filter) (what
 /// `fw-tui flows --filter` sends), and the structured fields older clients send; every part
 /// must match. The daemon refuses an `expr` that does not parse (`bad-request`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlowFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -749,13 +785,71 @@ impl FlowFilter {
     }
 }
 
-/// Which traffic of a quarantined container is cut.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Which connections of a quarantined container are cut, by who opened them (as conntrack
+/// records it). Each cut connection is cut both ways, established ones included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum BlockDirection {
+    /// Connections the container opens: it cannot start anything, and still answers
+    /// connections peers open to it.
     Egress,
+    /// Connections peers open to it: nobody reaches it, and it still gets the replies of
+    /// connections it opens.
     Ingress,
+    /// Everything.
     Both,
+}
+
+impl BlockDirection {
+    /// What it cuts, for people (help texts, dialogs).
+    pub fn describe(self) -> &'static str {
+        match self {
+            BlockDirection::Egress => "connections it opens (it still answers connections opened to it)",
+            BlockDirection::Ingress => "connections opened to it (it still gets replies to its own)",
+            BlockDirection::Both => "all its traffic, established connections included",
+        }
+    }
+}
+
+/// The direction a quarantine cuts unless the operator says otherwise, in the CLI and the
+/// console alike: a responder isolating a container means all of it.
+pub const DEFAULT_QUARANTINE_DIRECTION: BlockDirection = BlockDirection::Both;
+/// How long a block lasts unless the operator says otherwise (CLI and console alike): until
+/// it is lifted. A block that lapses unattended would reopen a compromised container.
+pub const DEFAULT_BLOCK_TTL_SECS: Option<u64> = None;
+
+/// Who placed a block.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum BlockOrigin {
+    /// An operator, over the control socket (CLI, console, scripts).
+    #[default]
+    Operator,
+    /// Inspection: a policy with `on_violation = "quarantine"` saw a violation.
+    Inspection,
+    /// Tamper escalation: the container kept changing its own table.
+    Tamper,
+    /// An origin this client does not know (a newer daemon).
+    #[serde(other)]
+    Unknown,
+}
+
+impl BlockOrigin {
+    /// Placed by the daemon itself, not by an operator.
+    pub fn is_automatic(self) -> bool {
+        self != BlockOrigin::Operator
+    }
+}
+
+impl fmt::Display for BlockOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BlockOrigin::Operator => "operator",
+            BlockOrigin::Inspection => "inspection",
+            BlockOrigin::Tamper => "tamper",
+            BlockOrigin::Unknown => "unknown",
+        })
+    }
 }
 
 impl fmt::Display for BlockDirection {
@@ -769,7 +863,7 @@ impl fmt::Display for BlockDirection {
 }
 
 /// Where a destination block applies.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "scope", content = "name", rename_all = "kebab-case")]
 pub enum Scope {
     Container(String),
@@ -787,7 +881,7 @@ impl fmt::Display for Scope {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum BlockTarget {
     /// Cut a container's traffic in one or both directions, established flows included.
@@ -795,6 +889,8 @@ pub enum BlockTarget {
     /// Cut traffic to (and replies from) a destination, optionally one protocol and port.
     Destination {
         scope: Scope,
+        /// A network in CIDR notation (`10.0.0.0/8`, `203.0.113.7/32`).
+        #[schemars(with = "String")]
         net: IpNet,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         proto: Option<Proto>,
@@ -835,19 +931,14 @@ fn sock(ip: IpAddr, port: u16) -> String {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BlockInfo {
     pub id: u64,
     pub target: BlockTarget,
     pub reason: Option<String>,
-    /// Unix seconds (rounded down).
-    pub created_at: i64,
-    /// Unix seconds (rounded up); none = until unblocked.
-    pub expires_at: Option<i64>,
-    /// The same, in unix milliseconds: what the daemon and the kernel go by.
-    #[serde(default)]
+    /// Unix milliseconds it was placed.
     pub created_at_ms: i64,
-    #[serde(default)]
+    /// Unix milliseconds it lapses; none = until unblocked.
     pub expires_at_ms: Option<i64>,
     /// `user (uid N)` of whoever asked.
     pub created_by: String,
@@ -855,11 +946,32 @@ pub struct BlockInfo {
     pub containers: Vec<String>,
     /// Conntrack entries deleted when it was applied.
     pub flows_cut: u64,
+    /// Who placed it: an operator, or the daemon itself (inspection, tamper escalation).
+    #[serde(default)]
+    pub origin: BlockOrigin,
+}
+
+impl BlockTarget {
+    /// The kind, as `fw-tui block` names it (`quarantine`, `dst`, `flow`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BlockTarget::Quarantine { .. } => "quarantine",
+            BlockTarget::Destination { .. } => "dst",
+            BlockTarget::Flow { .. } => "flow",
+        }
+    }
+}
+
+impl AuditRecord {
+    /// What the record is about, for people: a block's target, or what a reload read.
+    pub fn subject(&self) -> Option<String> {
+        self.target.as_ref().map(|t| t.to_string()).or_else(|| self.path.clone())
+    }
 }
 
 /// Who sent a request: taken once, when the connection was made (SO_PEERCRED, and the
 /// groups of that very process).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Peer {
     pub uid: u32,
     pub gid: u32,
@@ -870,7 +982,7 @@ pub struct Peer {
 }
 
 /// One line of the audit log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditRecord {
     /// Unix milliseconds.
     pub time_ms: i64,
@@ -882,14 +994,17 @@ pub struct AuditRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
     pub op: String,
+    /// What a block, unblock, expiry or cut was about: the same shape as a block's target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
+    pub target: Option<BlockTarget>,
+    /// What a reload read: the rules directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ttl_secs: Option<u64>,
+    /// The TTL a block was asked for, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
     /// `ok`, or `error: <message>`.

@@ -7,9 +7,10 @@ use std::fmt;
 
 pub mod control;
 pub mod filter;
+pub mod output;
 
 /// Whether a zone's drops are enforced or only reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Denied traffic is dropped (and logged, rate-limited).
@@ -29,7 +30,7 @@ impl fmt::Display for Mode {
 }
 
 /// The outcome of a policy decision, as shown to operators.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     Allow,
@@ -49,7 +50,7 @@ impl fmt::Display for Verdict {
 }
 
 /// What kind of rule decided a verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RuleKind {
     /// A `[[policy]]` from a rule file.
@@ -83,7 +84,7 @@ impl fmt::Display for RuleKind {
 }
 
 /// The rule that decided a verdict: its stable id and where it was written.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RuleRef {
     pub kind: RuleKind,
     pub id: String,

@@ -8,7 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clap::error::ErrorKind as ClapErrorKind;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use fw_proto::control::{
-    Answer, BlockDirection, BlockTarget, ErrorCode, FlowFilter, Op, Proto, Scope, DEFAULT_SOCKET,
+    Answer, BlockDirection, BlockInfo, BlockTarget, ErrorCode, FlowFilter, Op, Proto, Scope,
+    DEFAULT_QUARANTINE_DIRECTION, DEFAULT_SOCKET,
 };
 use ipnet::IpNet;
 
@@ -76,7 +77,14 @@ Examples:
 
 const BLOCK_HELP: &str = "\
 TTL: 90s, 15m, 2h, 1d, combinations like 1h30m, or plain seconds. Without --ttl a block
-stays until `fw-tui unblock ID`.
+stays until `fw-tui unblock ID` (the console offers the same default).
+
+Quarantine directions go by who opened a connection (conntrack's view), each cut
+connection both ways, established ones included:
+  egress   the connections the container opens; it still answers connections opened to it
+  ingress  the connections opened to it; it still gets the replies of its own
+  both     everything (the default)
+Loopback stays, and so do the configured quarantine responders.
 
 Examples:
   fw-tui block quarantine web-1 --ttl 15m --reason \"suspected exfil\"
@@ -137,13 +145,16 @@ pub enum Command {
     /// Block traffic now: quarantine a container, a destination, or one flow.
     #[command(subcommand)]
     Block(BlockCmd),
-    /// Remove a block by its id (see `fw-tui blocks`).
+    /// Remove blocks by id (see `fw-tui blocks`); says what still applies.
     Unblock {
-        #[arg(value_name = "ID")]
-        id: u64,
+        #[arg(value_name = "ID", required = true, num_args = 1..)]
+        ids: Vec<u64>,
     },
-    /// Active blocks.
-    Blocks,
+    /// Active blocks: the operators', then the daemon's own (inspection, tamper escalation).
+    Blocks {
+        #[command(flatten)]
+        filter: BlocksFilter,
+    },
     /// The audit trail: who did what, oldest first.
     Audit {
         /// Records at or after TIME: unix seconds, or a duration ago (`1h`, `2d`, `30m`).
@@ -175,8 +186,8 @@ pub enum BlockCmd {
         /// The container's name, as `fw-tui status` shows it.
         #[arg(value_name = "CONTAINER")]
         container: String,
-        /// Which traffic to cut.
-        #[arg(long, value_enum, default_value_t = DirectionArg::Egress)]
+        /// Which connections to cut, by who opened them (see below).
+        #[arg(long, value_enum, default_value_t = DirectionArg::from(DEFAULT_QUARANTINE_DIRECTION))]
         direction: DirectionArg,
         #[command(flatten)]
         opts: BlockOpts,
@@ -254,9 +265,60 @@ impl ScopeArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DirectionArg {
+    /// Connections it opens; it still answers connections opened to it.
     Egress,
+    /// Connections opened to it; it still gets the replies of its own.
     Ingress,
+    /// Everything.
     Both,
+}
+
+impl From<BlockDirection> for DirectionArg {
+    fn from(d: BlockDirection) -> DirectionArg {
+        match d {
+            BlockDirection::Egress => DirectionArg::Egress,
+            BlockDirection::Ingress => DirectionArg::Ingress,
+            BlockDirection::Both => DirectionArg::Both,
+        }
+    }
+}
+
+/// `fw-tui blocks` filters: every one given must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct BlocksFilter {
+    /// Only blocks that apply to this container.
+    #[arg(long, value_name = "C")]
+    pub container: Option<String>,
+    /// Only blocks of this kind.
+    #[arg(long, value_enum)]
+    pub kind: Option<KindArg>,
+    /// Only the daemon's own blocks (inspection, tamper escalation).
+    #[arg(long, conflicts_with = "operator")]
+    pub auto: bool,
+    /// Only operators' blocks.
+    #[arg(long)]
+    pub operator: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    Quarantine,
+    Dst,
+    Flow,
+}
+
+impl BlocksFilter {
+    pub fn matches(&self, b: &BlockInfo) -> bool {
+        let kind = self.kind.map(|k| match k {
+            KindArg::Quarantine => "quarantine",
+            KindArg::Dst => "dst",
+            KindArg::Flow => "flow",
+        });
+        self.container.as_ref().is_none_or(|c| b.containers.contains(c))
+            && kind.is_none_or(|k| b.target.kind() == k)
+            && (!self.auto || b.origin.is_automatic())
+            && (!self.operator || !b.origin.is_automatic())
+    }
 }
 
 impl From<DirectionArg> for BlockDirection {
@@ -466,11 +528,13 @@ impl Cli {
                 let o = b.opts();
                 Op::Block { target: b.target()?, ttl_secs: o.ttl, ttl_ms: None, reason: o.reason.clone() }
             }
-            Command::Unblock { id } => Op::Unblock { block: *id },
-            Command::Blocks => Op::Blocks,
-            Command::Audit { since, limit } => {
-                Op::Audit { since: since.map(|s| s.resolve(now)), limit: *limit }
-            }
+            Command::Unblock { ids } => Op::Unblock { block: ids.first().copied().unwrap_or(0) },
+            Command::Blocks { .. } => Op::Blocks,
+            Command::Audit { since, limit } => Op::Audit {
+                since: None,
+                since_ms: since.map(|s| s.resolve(now).saturating_mul(1000)),
+                limit: *limit,
+            },
             Command::Reload => Op::Reload,
             Command::Alerts { since, limit } => {
                 Op::Alerts { since_ms: since.map(|s| s.resolve(now).saturating_mul(1000)), limit: *limit }
@@ -520,20 +584,67 @@ pub fn exit_code(e: &ClientError) -> u8 {
     }
 }
 
+/// The stable word `--json` errors carry for a client error (see `fw_proto::output`).
+pub fn error_code(e: &ClientError) -> String {
+    match e {
+        ClientError::Unreachable { .. } | ClientError::Timeout { .. } | ClientError::Closed { .. } => {
+            "unreachable".into()
+        }
+        ClientError::Io { .. } => "unreachable".into(),
+        ClientError::PermissionDenied { .. } => "permission-denied".into(),
+        ClientError::Daemon { code, .. } => code.to_string(),
+        ClientError::VersionMismatch(_) => "version-mismatch".into(),
+        ClientError::Protocol(_) => "protocol".into(),
+    }
+}
+
 pub fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
+/// Whether the arguments ask for `--json` (looked up before parsing, so a usage error can
+/// be answered in JSON too).
+fn wants_json(args: &[std::ffi::OsString]) -> bool {
+    args.iter().skip(1).take_while(|a| *a != "--").any(|a| a == "--json")
+}
+
 /// The binary's entry point: parses `std::env::args`, runs, returns the exit code.
 pub fn main() -> std::process::ExitCode {
-    let code = match parse_args(std::env::args_os()) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let json = wants_json(&args);
+    let code = match parse_args(args) {
         Ok(cli) => run(&cli, &mut io::stdout().lock(), &mut io::stderr(), unix_now),
-        Err(e) => {
-            let _ = e.print();
-            e.exit_code() as u8
-        }
+        Err(e) => usage_failure(&e, json, &mut io::stdout().lock()),
     };
     std::process::ExitCode::from(code)
+}
+
+/// Reports a clap error (usage, or `--help` / `--version`): as clap prints it, or under
+/// `--json` as an error document on stdout. Returns the exit code.
+fn usage_failure(e: &clap::Error, json: bool, out: &mut dyn Write) -> u8 {
+    let code = e.exit_code() as u8;
+    if json && code != exit::OK {
+        let msg = usage_message(&e.render().to_string());
+        let doc = fw_proto::output::ErrorDoc::new("usage", msg, code);
+        if let Ok(line) = fw_proto::output::line(&doc) {
+            let _ = writeln!(out, "{line}");
+        }
+        return code;
+    }
+    let _ = e.print();
+    code
+}
+
+#[cfg(test)]
+pub(crate) fn usage_failure_for_test(e: &clap::Error, json: bool, out: &mut dyn Write) -> u8 {
+    usage_failure(e, json, out)
+}
+
+/// clap's message without its usage and hint lines, on one line.
+fn usage_message(rendered: &str) -> String {
+    let head = rendered.split("\n\n").next().unwrap_or("");
+    let words: Vec<&str> = head.trim_start_matches("error: ").split_whitespace().collect();
+    words.join(" ")
 }
 
 /// Why the console cannot start (it needs a terminal on stdin and stdout), if it cannot.
@@ -564,6 +675,18 @@ impl From<io::Error> for Stop {
     }
 }
 
+/// Reports a failure: `fw-tui: <message>` on stderr, and under `--json` an error document
+/// on stdout. Returns `exit`.
+fn fail(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write, code: &str, message: &str, exit: u8) -> u8 {
+    let _ = writeln!(err, "fw-tui: {message}");
+    if cli.json {
+        if let Ok(line) = fw_proto::output::line(&fw_proto::output::ErrorDoc::new(code, message, exit)) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    exit
+}
+
 /// Runs a parsed command line, writing results to `out` and diagnostics to `err`; `now`
 /// gives the time (unix seconds). Returns the exit code.
 pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write, now: fn() -> i64) -> u8 {
@@ -572,8 +695,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write, now: fn() -> i64
         Ok(None) => {
             use std::io::IsTerminal;
             if let Some(why) = console_refusal(io::stdin().is_terminal(), io::stdout().is_terminal()) {
-                let _ = writeln!(err, "fw-tui: {why}");
-                return exit::USAGE;
+                return fail(cli, out, err, "usage", &why, exit::USAGE);
             }
             let opts = crate::console::Options {
                 socket: cli.socket.clone(),
@@ -588,10 +710,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write, now: fn() -> i64
                 }
             };
         }
-        Err(msg) => {
-            let _ = writeln!(err, "fw-tui: {msg}");
-            return exit::USAGE;
-        }
+        Err(msg) => return fail(cli, out, err, "usage", &msg, exit::USAGE),
     };
     match execute(cli, op, out, err, now) {
         Ok(code) => code,
@@ -600,11 +719,21 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write, now: fn() -> i64
             let _ = writeln!(err, "fw-tui: cannot write the output: {e}");
             exit::FAILED
         }
-        Err(Stop::Client(e)) => {
-            let _ = writeln!(err, "fw-tui: {e}");
-            exit_code(&e)
-        }
+        Err(Stop::Client(e)) => fail(cli, out, err, &error_code(&e), &e.to_string(), exit_code(&e)),
     }
+}
+
+/// Prints one answer: a `--json` line, or the human form.
+fn print_answer(cli: &Cli, answer: &Answer, out: &mut dyn Write, now: i64) -> Result<(), Stop> {
+    if cli.json {
+        let line = fw_proto::output::line(answer).map_err(|e| {
+            ClientError::Protocol(format!("cannot encode the {} answer: {e}", answer_kind(answer)))
+        })?;
+        writeln!(out, "{line}")?;
+    } else {
+        out.write_all(render::answer(answer, now).as_bytes())?;
+    }
+    Ok(())
 }
 
 fn execute(
@@ -622,15 +751,14 @@ fn execute(
         };
         return follow(&mut client, cli.json, filter, interval_ms, limit, out, now);
     }
-    let answer = client.request(op)?;
-    if cli.json {
-        let line = serde_json::to_string(&answer).map_err(|e| {
-            ClientError::Protocol(format!("cannot encode the {} answer: {e}", answer_kind(&answer)))
-        })?;
-        writeln!(out, "{line}")?;
-    } else {
-        out.write_all(render::answer(&answer, now()).as_bytes())?;
+    if let Some(Command::Unblock { ids }) = &cli.command {
+        return unblock_all(cli, &mut client, ids, out, err, now);
     }
+    let mut answer = client.request(op)?;
+    if let (Some(Command::Blocks { filter }), Answer::Blocks { blocks }) = (&cli.command, &mut answer) {
+        blocks.retain(|b| filter.matches(b));
+    }
+    print_answer(cli, &answer, out, now())?;
     out.flush()?;
     if let Answer::Reloaded { rejected, .. } = &answer {
         if !rejected.is_empty() {
@@ -644,6 +772,34 @@ fn execute(
         }
     }
     Ok(exit::OK)
+}
+
+/// Lifts every block in `ids`, in order, one answer (or error) each; a refusal does not
+/// stop the rest. The exit code is the first failure's.
+fn unblock_all(
+    cli: &Cli,
+    client: &mut Client,
+    ids: &[u64],
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    now: fn() -> i64,
+) -> Result<u8, Stop> {
+    let mut code = exit::OK;
+    for &id in ids {
+        match client.request(Op::Unblock { block: id }) {
+            Ok(answer) => print_answer(cli, &answer, out, now())?,
+            Err(e @ ClientError::Daemon { .. }) => {
+                let msg = if ids.len() > 1 { format!("unblock {id}: {e}") } else { e.to_string() };
+                let c = fail(cli, out, err, &error_code(&e), &msg, exit_code(&e));
+                if code == exit::OK {
+                    code = c;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    out.flush()?;
+    Ok(code)
 }
 
 fn follow(
@@ -662,7 +818,7 @@ fn follow(
             continue;
         }
         if json {
-            let line = serde_json::to_string(&event)
+            let line = fw_proto::output::line(&event)
                 .map_err(|e| ClientError::Protocol(format!("cannot encode an event: {e}")))?;
             writeln!(out, "{line}")?;
         } else {
@@ -761,7 +917,7 @@ mod tests {
             Op::Block {
                 target: BlockTarget::Quarantine {
                     container: "web-1".into(),
-                    direction: BlockDirection::Egress
+                    direction: DEFAULT_QUARANTINE_DIRECTION
                 },
                 ttl_secs: Some(900),
                 ttl_ms: None,
@@ -769,13 +925,13 @@ mod tests {
             }
         );
         let Op::Block { target, ttl_secs, reason, .. } =
-            op(&["block", "quarantine", "db-1", "--direction", "both"])
+            op(&["block", "quarantine", "db-1", "--direction", "egress"])
         else {
             panic!()
         };
         assert_eq!(
             target,
-            BlockTarget::Quarantine { container: "db-1".into(), direction: BlockDirection::Both }
+            BlockTarget::Quarantine { container: "db-1".into(), direction: BlockDirection::Egress }
         );
         assert_eq!((ttl_secs, reason), (None, None));
         let e = usage_error(&["block", "quarantine", "web-1", "--ttl", "soon"]);
@@ -956,13 +1112,13 @@ mod tests {
         assert!(parse_since("yesterday").is_err() && parse_since("").is_err());
         assert_eq!(
             op(&["audit", "--since", "1h", "--limit", "10"]),
-            Op::Audit { since: Some(NOW - 3600), limit: Some(10) }
+            Op::Audit { since: None, since_ms: Some((NOW - 3600) * 1000), limit: Some(10) }
         );
         assert_eq!(
             op(&["audit", "--since", "1700000000"]),
-            Op::Audit { since: Some(1_700_000_000), limit: None }
+            Op::Audit { since: None, since_ms: Some(1_700_000_000_000), limit: None }
         );
-        assert_eq!(op(&["audit"]), Op::Audit { since: None, limit: None });
+        assert_eq!(op(&["audit"]), Op::Audit { since: None, since_ms: None, limit: None });
         usage_error(&["audit", "--since", "last tuesday"]);
         assert_eq!(op(&["unblock", "7"]), Op::Unblock { block: 7 });
         usage_error(&["unblock", "seven"]);
@@ -989,9 +1145,9 @@ mod tests {
         StatusInfo {
             daemon_version: "0.1.0".into(),
             pid: 1,
-            uptime_secs: 60,
+            uptime_ms: 60_000,
             policy_hash: "sha256:ab".into(),
-            loaded_at: NOW - 60,
+            loaded_at_ms: (NOW - 60) * 1000,
             last_reload_errors: vec![],
             containers: vec![],
             flows: 0,
@@ -1014,7 +1170,7 @@ mod tests {
         assert_eq!(out.lines().count(), 1, "{out}");
         let back: Answer = serde_json::from_str(&out).unwrap();
         assert_eq!(back, Answer::Status(status_info()));
-        assert!(out.starts_with("{\"kind\":\"status\""), "{out}");
+        assert!(out.starts_with("{\"version\":1,\"kind\":\"status\""), "{out}");
     }
 
     #[test]
@@ -1129,7 +1285,14 @@ mod tests {
         let (code, out, err) = run_with(&srv, &["flows", "--follow", "--json", "--filter", "verdict=denied"]);
         assert_eq!(code, exit::UNREACHABLE);
         assert!(err.contains("closed the connection"), "{err}");
-        let lines: Vec<Event> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let mut lines: Vec<&str> = out.lines().collect();
+        let last: serde_json::Value = serde_json::from_str(lines.pop().unwrap()).unwrap();
+        assert_eq!(
+            (last["kind"].as_str(), last["code"].as_str(), last["exit"].as_u64()),
+            (Some("error"), Some("unreachable"), Some(3)),
+            "{out}"
+        );
+        let lines: Vec<Event> = lines.into_iter().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines, vec![flows_event(2, true), flows_event(1, false)], "other subscriptions skipped");
         assert!(matches!(
             &srv.received()[1].op,

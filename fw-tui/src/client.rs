@@ -636,13 +636,12 @@ mod tests {
                 direction: fw_proto::control::BlockDirection::Egress,
             },
             reason: None,
-            created_at: 0,
-            expires_at: None,
             created_at_ms: 0,
             expires_at_ms: None,
             created_by: "alice (uid 1000)".into(),
             containers: vec!["web-1".into()],
             flows_cut: 0,
+            origin: Default::default(),
         };
         let answer = Answer::Blocked { block: info };
         let a = answer.clone();

@@ -13,4 +13,6 @@ pub mod console;
 pub mod render;
 
 #[cfg(test)]
+mod contract;
+#[cfg(test)]
 mod testserver;

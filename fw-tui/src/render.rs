@@ -21,7 +21,7 @@ pub fn answer(a: &Answer, now: i64) -> String {
         Answer::Subscribed { sub } => format!("subscribed ({sub})\n"),
         Answer::Unsubscribed { sub } => format!("unsubscribed ({sub})\n"),
         Answer::Blocked { block } => blocked(block, now),
-        Answer::Unblocked { block } => unblocked(block, now),
+        Answer::Unblocked { block, remaining } => unblocked(block, remaining, now),
         Answer::Blocks { blocks: b } => blocks(b, now),
         Answer::Audit { records } => audit(records, now),
         Answer::Reloaded { policy_hash, rejected } => reloaded(policy_hash, rejected),
@@ -31,8 +31,8 @@ pub fn answer(a: &Answer, now: i64) -> String {
 
 pub fn status(s: &StatusInfo, now: i64) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "fw-daemon {}, pid {}, up {}", s.daemon_version, s.pid, duration(s.uptime_secs));
-    let _ = writeln!(o, "policy {}, loaded {}", s.policy_hash, when(s.loaded_at, now));
+    let _ = writeln!(o, "fw-daemon {}, pid {}, up {}", s.daemon_version, s.pid, duration(s.uptime_ms / 1000));
+    let _ = writeln!(o, "policy {}, loaded {}", s.policy_hash, when(s.loaded_at_ms.div_euclid(1000), now));
     if !s.last_reload_errors.is_empty() {
         let n = s.last_reload_errors.len();
         let _ = writeln!(o);
@@ -272,9 +272,9 @@ pub fn blocked(b: &BlockInfo, now: i64) -> String {
     if let Some(r) = &b.reason {
         let _ = writeln!(o, "  reason:     {r}");
     }
-    match b.expires_at {
+    match b.expires_at_ms {
         Some(t) => {
-            let _ = writeln!(o, "  expires:    {}", when(t, now));
+            let _ = writeln!(o, "  expires:    {}", when(secs_up(t), now));
         }
         None => {
             let _ = writeln!(o, "  expires:    never (until `fw-tui unblock {}`)", b.id);
@@ -289,20 +289,57 @@ pub fn blocked(b: &BlockInfo, now: i64) -> String {
     o
 }
 
-pub fn unblocked(b: &BlockInfo, now: i64) -> String {
-    format!(
+pub fn unblocked(b: &BlockInfo, remaining: &[BlockInfo], now: i64) -> String {
+    let mut o = format!(
         "removed block {}: {}\n  created by {} {}\n",
         b.id,
         b.target,
         b.created_by,
-        ago(b.created_at, now)
-    )
+        ago(b.created_at_ms.div_euclid(1000), now)
+    );
+    if remaining.is_empty() {
+        let _ = writeln!(o, "  nothing else blocks what it blocked");
+    }
+    for r in remaining {
+        let _ = writeln!(o, "  still applies: block {}: {} (on {})", r.id, r.target, r.containers.join(", "));
+    }
+    o
 }
 
+/// One line for a lifted block: what it was, and what still applies.
+pub fn unblocked_line(b: &BlockInfo, remaining: &[BlockInfo]) -> String {
+    let mut line = format!("block {} lifted: {}", b.id, b.target);
+    if !remaining.is_empty() {
+        let still: Vec<String> = remaining.iter().map(|r| format!("#{} {}", r.id, r.target)).collect();
+        line.push_str(&format!("; still blocked by {}", still.join(", ")));
+    }
+    line
+}
+
+/// Active blocks: the operators' first, then the daemon's own (inspection, tamper
+/// escalation), each under its heading.
 pub fn blocks(bs: &[BlockInfo], now: i64) -> String {
     if bs.is_empty() {
         return "no active blocks\n".into();
     }
+    let (auto, manual): (Vec<&BlockInfo>, Vec<&BlockInfo>) = bs.iter().partition(|b| b.origin.is_automatic());
+    let mut o = String::new();
+    for (title, list) in
+        [("operator blocks", manual), ("automatic blocks (inspection, tamper escalation)", auto)]
+    {
+        if list.is_empty() {
+            continue;
+        }
+        if !o.is_empty() {
+            o.push('\n');
+        }
+        let _ = writeln!(o, "{title}:");
+        o.push_str(&block_table(&list, now));
+    }
+    o
+}
+
+fn block_table(bs: &[&BlockInfo], now: i64) -> String {
     let mut t = Table::new(&["ID", "TARGET", "REASON", "CREATED BY", "CREATED", "EXPIRES"]).right(&[0]);
     for b in bs {
         t.row(vec![
@@ -310,8 +347,8 @@ pub fn blocks(bs: &[BlockInfo], now: i64) -> String {
             b.target.to_string(),
             b.reason.clone().unwrap_or_else(|| "-".into()),
             b.created_by.clone(),
-            ago(b.created_at, now),
-            match b.expires_at {
+            ago(b.created_at_ms.div_euclid(1000), now),
+            match b.expires_at_ms.map(secs_up) {
                 None => "never".into(),
                 Some(t) if t <= now => "expired".into(),
                 Some(t) => ago(t, now),
@@ -331,17 +368,17 @@ pub fn audit(records: &[AuditRecord], now: i64) -> String {
         let who = match (&r.peer, r.role, &r.actor) {
             (Some(p), Some(role), _) => format!("{} ({role})", p.user),
             (Some(p), None, _) => format!("{} (no role)", p.user),
-            (None, _, Some(a)) => a.clone(),
-            (None, _, None) => "fw-daemon".into(),
+            (None, _, Some(a)) => format!("auto: {a}"),
+            (None, _, None) => "auto: fw-daemon".into(),
         };
         let mut d: Vec<String> = Vec::new();
         if let Some(b) = r.block {
             d.push(format!("block {b}"));
         }
-        if let Some(x) = &r.target {
-            d.push(x.clone());
+        if let Some(x) = r.subject() {
+            d.push(x);
         }
-        if let Some(x) = r.ttl_secs.or(r.ttl_ms.map(|m| m.div_ceil(1000))) {
+        if let Some(x) = r.ttl_ms.map(|m| m.div_ceil(1000)) {
             d.push(format!("ttl {}", duration(x)));
         }
         if let Some(x) = &r.reason {
@@ -392,6 +429,11 @@ fn plural(n: usize) -> &'static str {
 }
 
 /// `2024-05-01 12:00:00Z (3m ago)`.
+/// Unix milliseconds as seconds, rounded up: an expiry read in seconds never comes early.
+pub fn secs_up(ms: i64) -> i64 {
+    ms.saturating_add(999).div_euclid(1000)
+}
+
 pub fn when(t: i64, now: i64) -> String {
     format!("{} ({})", utc(t), ago(t, now))
 }
@@ -531,9 +573,9 @@ mod tests {
         StatusInfo {
             daemon_version: "0.1.0".into(),
             pid: 4242,
-            uptime_secs: 3 * 86_400 + 4 * 3600 + 59,
+            uptime_ms: (3 * 86_400 + 4 * 3600 + 59) * 1000,
             policy_hash: "sha256:9f2c1ab04e77d3c1".into(),
-            loaded_at: NOW - 180,
+            loaded_at_ms: (NOW - 180) * 1000,
             last_reload_errors: vec!["rules/demo/20-policies.toml:14:9: error: unknown zone \"dbb\"".into()],
             containers: vec![
                 ContainerInfo {
@@ -637,13 +679,12 @@ mod tests {
             id,
             target,
             reason: Some("suspected exfil".into()),
-            created_at: NOW - 120,
-            expires_at,
             created_at_ms: (NOW - 120) * 1000,
             expires_at_ms: expires_at.map(|t| t * 1000),
             created_by: "alice (uid 1000)".into(),
             containers: vec!["web-1".into(), "web-2".into()],
             flows_cut: 3,
+            origin: Default::default(),
         }
     }
 
@@ -795,8 +836,23 @@ mod tests {
         forever.reason = None;
         insta::assert_snapshot!("blocked_forever", blocked(&forever, NOW));
         assert_eq!(
-            unblocked(&block(7, quarantine(), None), NOW),
-            "removed block 7: quarantine web-1 (egress)\n  created by alice (uid 1000) 2m ago\n"
+            unblocked(&block(7, quarantine(), None), &[], NOW),
+            "removed block 7: quarantine web-1 (egress)\n  created by alice (uid 1000) 2m ago\n  \
+             nothing else blocks what it blocked\n"
+        );
+        let both = block(
+            9,
+            BlockTarget::Quarantine { container: "web-1".into(), direction: BlockDirection::Both },
+            None,
+        );
+        let out = unblocked(&block(7, quarantine(), None), std::slice::from_ref(&both), NOW);
+        assert!(
+            out.ends_with("  still applies: block 9: quarantine web-1 (both) (on web-1, web-2)\n"),
+            "{out}"
+        );
+        assert_eq!(
+            unblocked_line(&block(7, quarantine(), None), &[both]),
+            "block 7 lifted: quarantine web-1 (egress); still blocked by #9 quarantine web-1 (both)"
         );
         let list = vec![
             block(7, quarantine(), Some(NOW + 14 * 60)),
@@ -814,6 +870,15 @@ mod tests {
                 )
             },
             block(13, quarantine(), Some(NOW - 1)),
+            BlockInfo {
+                created_by: "fw-daemon inspection (policy api-tls)".into(),
+                origin: fw_proto::control::BlockOrigin::Inspection,
+                ..block(
+                    14,
+                    BlockTarget::Quarantine { container: "api-1".into(), direction: BlockDirection::Both },
+                    None,
+                )
+            },
         ];
         insta::assert_snapshot!("blocks", blocks(&list, NOW));
         assert_eq!(blocks(&[], NOW), "no active blocks\n");
@@ -831,9 +896,9 @@ mod tests {
                 actor: None,
                 op: "reload".into(),
                 target: None,
+                path: None,
                 block: None,
                 reason: None,
-                ttl_secs: None,
                 ttl_ms: None,
                 result: "ok".into(),
                 policy_hash: Some("sha256:9f2c1ab04e77d3c1".into()),
@@ -845,11 +910,11 @@ mod tests {
                 role: Some(Role::Operator),
                 actor: None,
                 op: "block".into(),
-                target: Some("quarantine web-1 (egress)".into()),
+                target: Some(quarantine()),
+                path: None,
                 block: Some(7),
                 reason: Some("suspected exfil".into()),
-                ttl_secs: Some(900),
-                ttl_ms: None,
+                ttl_ms: Some(900_000),
                 result: "ok".into(),
                 policy_hash: None,
                 summary: None,
@@ -861,9 +926,9 @@ mod tests {
                 actor: None,
                 op: "unblock".into(),
                 target: None,
+                path: None,
                 block: Some(7),
                 reason: None,
-                ttl_secs: None,
                 ttl_ms: None,
                 result: "error: bob is viewer; unblock needs operator".into(),
                 policy_hash: None,
@@ -892,7 +957,7 @@ mod tests {
             Answer::Subscribed { sub: 1 },
             Answer::Unsubscribed { sub: 1 },
             Answer::Blocked { block: block(1, quarantine(), None) },
-            Answer::Unblocked { block: block(1, quarantine(), None) },
+            Answer::Unblocked { block: block(1, quarantine(), None), remaining: vec![] },
             Answer::Blocks { blocks: vec![] },
             Answer::Audit { records: vec![] },
             Answer::Reloaded { policy_hash: "h".into(), rejected: vec![] },

@@ -130,10 +130,10 @@ impl AuditLog {
             role: None,
             actor: None,
             op: "audit-resumed".into(),
-            target: Some(self.path.display().to_string()),
+            target: None,
+            path: Some(self.path.display().to_string()),
             block: None,
             reason: h.error.clone(),
-            ttl_secs: None,
             ttl_ms: None,
             result: "ok".into(),
             policy_hash: None,
@@ -228,7 +228,7 @@ impl AuditLog {
             };
             for line in BufReader::new(f).lines() {
                 let Ok(line) = line else { break };
-                let Ok(rec) = serde_json::from_str::<AuditRecord>(&line) else { continue };
+                let Some(rec) = parse_record(&line) else { continue };
                 if since_ms.is_some_and(|s| rec.time_ms < s) {
                     continue;
                 }
@@ -242,9 +242,41 @@ impl AuditLog {
     }
 }
 
+/// One line of the trail, as any version wrote it: before protocol 2 a record's target was
+/// text (kept as its summary, or for a reload as its path) and a TTL could be in seconds.
+fn parse_record(line: &str) -> Option<AuditRecord> {
+    let mut v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let o = v.as_object_mut()?;
+    if let Some(serde_json::Value::String(t)) = o.get("target").cloned() {
+        o.remove("target");
+        let key = if o.get("op").and_then(|x| x.as_str()) == Some("reload") { "path" } else { "summary" };
+        if !o.get(key).is_some_and(|x| x.is_string()) {
+            o.insert(key.into(), serde_json::Value::String(t));
+        }
+    }
+    if let Some(secs) = o.remove("ttl_secs").and_then(|x| x.as_u64()) {
+        o.entry("ttl_ms").or_insert_with(|| secs.saturating_mul(1000).into());
+    }
+    serde_json::from_value(v).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_of_older_versions_read_in_todays_shape() {
+        let old = r#"{"time_ms":5,"peer":null,"role":null,"op":"block","target":"quarantine web-1 (both)","block":3,"ttl_secs":60,"result":"ok"}"#;
+        let r = parse_record(old).unwrap();
+        assert_eq!(
+            (r.target, r.summary.as_deref(), r.ttl_ms),
+            (None, Some("quarantine web-1 (both)"), Some(60_000))
+        );
+        let old =
+            r#"{"time_ms":5,"peer":null,"role":null,"op":"reload","target":"/etc/fw/rules","result":"ok"}"#;
+        assert_eq!(parse_record(old).unwrap().path.as_deref(), Some("/etc/fw/rules"));
+        assert!(parse_record("{torn").is_none());
+    }
 
     fn rec(t: i64) -> AuditRecord {
         AuditRecord {
@@ -253,10 +285,13 @@ mod tests {
             role: None,
             actor: None,
             op: "block".into(),
-            target: Some("quarantine web-1 (egress)".into()),
+            target: Some(fw_proto::control::BlockTarget::Quarantine {
+                container: "web-1".into(),
+                direction: fw_proto::control::BlockDirection::Egress,
+            }),
+            path: None,
             block: Some(1),
             reason: None,
-            ttl_secs: None,
             ttl_ms: None,
             result: "ok".into(),
             policy_hash: None,

@@ -557,10 +557,11 @@ fn handle_one(
         }
         Op::Blocks => ok(Answer::Blocks { blocks: srv.snapshot().blocks.clone() }),
         Op::Flows { filter, limit } => ok(Answer::Flows(srv.flows.snapshot(&filter, limit))),
-        Op::Audit { since, limit } => match &srv.audit {
+        Op::Audit { since, since_ms, limit } => match &srv.audit {
             None => err(Some(id), ErrorCode::NotFound, "the audit log is disabled (--audit-log none)"),
             Some(a) => {
-                match a.read(since.map(|s| s.saturating_mul(1000)), limit.unwrap_or(1000).min(100_000)) {
+                let since_ms = since_ms.or(since.map(|s| s.saturating_mul(1000)));
+                match a.read(since_ms, limit.unwrap_or(1000).min(100_000)) {
                     Ok(records) => ok(Answer::Audit { records }),
                     Err(e) => err(Some(id), ErrorCode::Internal, e.to_string()),
                 }
@@ -644,17 +645,16 @@ fn audit_refusal(srv: &Server, op: &Op, who: &Credentials, role: Role) {
         actor: None,
         op: op.name().into(),
         target: match op {
-            Op::Block { target, .. } => Some(target.to_string()),
-            Op::Unblock { block } => Some(format!("block {block}")),
+            Op::Block { target, .. } => Some(target.clone()),
             _ => None,
         },
+        path: None,
         block: match op {
             Op::Unblock { block } => Some(*block),
             _ => None,
         },
         reason,
-        ttl_secs,
-        ttl_ms,
+        ttl_ms: ttl_ms.or(ttl_secs.map(|s| s.saturating_mul(1000))),
         result: format!("error: forbidden: {role} may not {}", op.name()),
         policy_hash: None,
         summary: None,

@@ -33,10 +33,10 @@ pub fn expire_record(b: &Block, summary: Option<&str>, now_ms: i64) -> AuditReco
         role: None,
         actor: None,
         op: "expire".into(),
-        target: Some(b.target.to_string()),
+        target: Some(b.target.clone()),
+        path: None,
         block: Some(b.id),
         reason: b.reason.clone(),
-        ttl_secs: None,
         ttl_ms: b.expires_ms.map(|e| (e - b.created_ms).max(0) as u64),
         result: "ok".into(),
         policy_hash: None,
@@ -69,18 +69,18 @@ impl Blocks<'_> {
         target: BlockTarget,
         ttl: Option<Ttl>,
         reason: Option<String>,
-        by: String,
+        by: crate::blocks::By,
         rec: &mut AuditRecord,
         need: Need,
     ) -> (Outcome, Vec<Notice>) {
         let zones = self.enf.rec.zones();
         let before = self.enf.rec.blocks().clone();
         let mut list = before.clone();
-        let block = match list.add(target, ttl, reason, by, self.clock.now_ms(), &zones) {
+        let block = match list.add(target, ttl, reason, by.name, by.origin, self.clock.now_ms(), &zones) {
             Ok(b) => b.clone(),
-            Err(e @ crate::blocks::BlockError::Overlap { .. }) => {
-                return (Err((ErrorCode::Conflict, e.to_string())), vec![])
-            }
+            Err(
+                e @ (crate::blocks::BlockError::Overlap { .. } | crate::blocks::BlockError::Duplicate { .. }),
+            ) => return (Err((ErrorCode::Conflict, e.to_string())), vec![]),
             Err(e) => return (Err((ErrorCode::NotFound, e.to_string())), vec![]),
         };
         rec.block = Some(block.id);
@@ -160,7 +160,7 @@ impl Blocks<'_> {
             Ok(b) => b,
             Err(e) => return (Err((ErrorCode::NotFound, e.to_string())), vec![]),
         };
-        rec.target = Some(block.target.to_string());
+        rec.target = Some(block.target.clone());
         rec.result = "ok".into();
         if let Err(e) = self.trail.write(rec, Need::Required) {
             return (Err(e), vec![]);
@@ -187,7 +187,19 @@ impl Blocks<'_> {
         let mut notice =
             Notice::new(AlertKind::Unblocked, format!("{by} lifted block {id} on {}", block.target));
         notice.container = block_container(&block.target).map(str::to_string);
-        (Ok(Answer::Unblocked { block: block.info(affected.into_iter().collect()) }), vec![notice])
+        // Other blocks that still cut what this one did: lifting it alone opened nothing there.
+        let zones = self.enf.rec.zones();
+        let remaining = self
+            .enf
+            .rec
+            .blocks()
+            .still_applying(&block, &zones)
+            .into_iter()
+            .map(|b| {
+                b.info(zones.iter().filter(|(c, z)| b.applies_to(c, z)).map(|(c, _)| c.clone()).collect())
+            })
+            .collect();
+        (Ok(Answer::Unblocked { block: block.info(affected.into_iter().collect()), remaining }), vec![notice])
     }
 
     /// Drops blocks whose time is up (the kernel already removed their elements).
@@ -225,14 +237,14 @@ impl Blocks<'_> {
         let reason =
             format!("tamper: its table was restored {} times within {} s", t.repairs, t.window.as_secs_f64());
         let target = BlockTarget::Quarantine { container: name.to_string(), direction: BlockDirection::Both };
-        let mut rec = self.trail.own_record("block", Some(target.to_string()), Some(&reason), self.clock);
+        let mut rec = self.trail.own_record("block", Some(target.clone()), Some(&reason), self.clock);
         rec.actor = Some(TAMPER_ACTOR.into());
         // The daemon's own action: it stands even when the trail cannot record it.
         let (outcome, mut notices) = self.block(
             target,
             None,
             Some(reason.clone()),
-            TAMPER_ACTOR.to_string(),
+            crate::blocks::By { name: TAMPER_ACTOR.into(), origin: fw_proto::control::BlockOrigin::Tamper },
             &mut rec,
             Need::BestEffort,
         );

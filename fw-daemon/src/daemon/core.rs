@@ -386,9 +386,9 @@ impl Core {
             actor: None,
             op: op.name().into(),
             target: None,
+            path: None,
             block: None,
             reason: None,
-            ttl_secs: None,
             ttl_ms: None,
             result: String::new(),
             policy_hash: None,
@@ -397,12 +397,12 @@ impl Core {
         let by = format!("{} (uid {})", who.peer.user, who.peer.uid);
         let result: Result<Answer, (ErrorCode, String)> = match op {
             Op::Block { target, ttl_secs, ttl_ms, reason } => {
-                rec.target = Some(target.to_string());
+                rec.target = Some(target.clone());
                 rec.reason = reason.clone();
-                rec.ttl_secs = ttl_secs;
-                rec.ttl_ms = ttl_ms;
+                rec.ttl_ms = ttl_ms.or(ttl_secs.map(|s| s.saturating_mul(1000)));
                 match crate::blocks::Ttl::from_request(ttl_secs, ttl_ms) {
                     Ok(ttl) => {
+                        let by = crate::blocks::By::operator(by.clone());
                         let (r, n) = self.blocks().block(target, ttl, reason, by, &mut rec, Need::Required);
                         self.notify(n);
                         r
@@ -417,7 +417,7 @@ impl Core {
                 r
             }
             Op::Reload => {
-                rec.target = Some(self.cfg.rules.display().to_string());
+                rec.path = Some(self.cfg.rules.display().to_string());
                 rec.reason = Some("requested over the control socket".into());
                 rec.result = "ok".into();
                 self.trail.write(&rec, Need::Required).map(|()| {
@@ -470,7 +470,7 @@ impl Core {
                     dport: f.dport,
                 };
                 rec.op = "cut".into();
-                rec.target = Some(flow.to_string());
+                rec.target = Some(flow.clone());
                 rec.result =
                     if v.done.is_none() { "error: not cut in the kernel".into() } else { "ok".into() };
                 self.trail.record(&rec);
@@ -482,9 +482,10 @@ impl Core {
                     direction: BlockDirection::Both,
                 };
                 rec.op = "block".into();
-                rec.target = Some(target.to_string());
+                rec.target = Some(target.clone());
                 // The daemon's own action: it stands even when the trail cannot record it
                 // (`block` writes the record).
+                let by = crate::blocks::By { name: by, origin: fw_proto::control::BlockOrigin::Inspection };
                 let (r, n) = self.blocks().block(target, None, Some(reason), by, &mut rec, Need::BestEffort);
                 match r {
                     Ok(Answer::Blocked { block }) => {
@@ -513,12 +514,8 @@ impl Core {
     }
 
     fn audit_reload(&self, hash: Option<&str>, result: String, summary: Option<String>) {
-        let mut rec = self.trail.own_record(
-            "reload",
-            Some(self.cfg.rules.display().to_string()),
-            Some("rule files changed"),
-            &*self.clock,
-        );
+        let mut rec = self.trail.own_record("reload", None, Some("rule files changed"), &*self.clock);
+        rec.path = Some(self.cfg.rules.display().to_string());
         rec.result = result;
         rec.policy_hash = hash.map(str::to_string);
         rec.summary = summary;
@@ -526,7 +523,7 @@ impl Core {
     }
 
     pub fn status_info(&self) -> fw_proto::control::StatusInfo {
-        super::status::status_info(&self.enf, &self.sources, &self.trail, self.clock.monotonic().as_secs())
+        super::status::status_info(&self.enf, &self.sources, &self.trail, self.clock.monotonic())
     }
 
     pub fn block_infos(&self) -> Vec<fw_proto::control::BlockInfo> {

@@ -16,7 +16,7 @@ pub fn block_infos(enf: &Enforcer) -> Vec<BlockInfo> {
         .collect()
 }
 
-pub fn status_info(enf: &Enforcer, src: &Sources, trail: &Trail, uptime_secs: u64) -> StatusInfo {
+pub fn status_info(enf: &Enforcer, src: &Sources, trail: &Trail, uptime: std::time::Duration) -> StatusInfo {
     let rec = &enf.rec;
     let policy = rec.policy();
     let containers = rec
@@ -50,9 +50,9 @@ pub fn status_info(enf: &Enforcer, src: &Sources, trail: &Trail, uptime_secs: u6
     StatusInfo {
         daemon_version: env!("CARGO_PKG_VERSION").into(),
         pid: std::process::id(),
-        uptime_secs,
+        uptime_ms: u64::try_from(uptime.as_millis()).unwrap_or(u64::MAX),
         policy_hash: src.status.policy_hash.clone(),
-        loaded_at: src.status.loaded_at,
+        loaded_at_ms: src.status.loaded_at.saturating_mul(1000),
         last_reload_errors: src.status.rejected.clone(),
         containers,
         flows,
@@ -60,7 +60,7 @@ pub fn status_info(enf: &Enforcer, src: &Sources, trail: &Trail, uptime_secs: u6
         active_blocks: rec.blocks().active().len(),
         rules_dir: Some(src.rules_dir().display().to_string()),
         rule_files: src.rule_files.clone(),
-        last_reload_at: src.last_reload_at,
+        last_reload_at_ms: src.last_reload_at.map(|t| t.saturating_mul(1000)),
         audit: trail.log().map(|a| a.status()),
         flows_dropped_open: enf.flows.dropped_open(),
         inventory: src.inventory_path().map(|p| p.display().to_string()),

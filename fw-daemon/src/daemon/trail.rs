@@ -61,7 +61,7 @@ impl Trail {
     pub fn own_record(
         &self,
         op: &str,
-        target: Option<String>,
+        target: Option<fw_proto::control::BlockTarget>,
         reason: Option<&str>,
         clock: &dyn Clock,
     ) -> AuditRecord {
@@ -72,9 +72,9 @@ impl Trail {
             actor: None,
             op: op.into(),
             target,
+            path: None,
             block: None,
             reason: reason.map(str::to_string),
-            ttl_secs: None,
             ttl_ms: None,
             result: String::new(),
             policy_hash: None,

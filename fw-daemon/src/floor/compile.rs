@@ -33,6 +33,33 @@
 //! Both directions refresh it; FIN or RST shortens it. So the floor admits a packet only if
 //! the namespace's chain would too: a new flow its egress policy allows, or a reply to one
 //! its ingress policy allowed.
+//!
+//! Quarantine by direction, without conntrack. An egress quarantine cuts the connections a
+//! container opens and keeps the ones peers open to it; the namespace's table tells them
+//! apart by conntrack direction, the floor by who sent a connection's opening SYN (a SYN
+//! without ACK, FIN or RST). `conns4/6` record every peer's opening SYN that the port's
+//! ingress policy let through (keyed port . own . peer . proto . own port . peer port), and
+//! `opened4/6` every opening SYN of the port's own that its egress policy let through.
+//! Under an egress quarantine a port's frames pass only on a `conns` tuple (TCP), on a
+//! `flows` tuple (UDP answering a datagram its ingress policy let in), as an ICMP error or
+//! echo reply to a peer that reached it (`peers`), or as neighbour discovery; under an
+//! ingress quarantine frames to it pass only on an `opened` tuple (its datagrams are
+//! recorded there too while it is quarantined), or as ARP and neighbour discovery. Both
+//! sets: nothing but responders.
+//!
+//! Why this holds against a container with raw sockets, which writes any frame it likes
+//! past its own table: every tuple that lets its frames out under an egress quarantine was
+//! written by a frame *to* it, which it cannot send (anti-spoofing keeps its frames to its
+//! own MAC and addresses, and a frame from its port never enters `conns`). A TCP tuple
+//! needs a peer's opening SYN, so a reply to a connection it opened (a SYN-ACK, an ACK)
+//! never makes one, and neither does a mid-stream segment of a connection whose state was
+//! lost: the stateful table's weak spot (conntrack picks such segments up as new
+//! connections), which the floor does not share. What it cannot tell without state: a UDP
+//! datagram (or ICMP error) answering one the container sent before the quarantine, when
+//! its ingress policy also allows the answer's tuple, records a `flows` tuple the container
+//! may keep using while the peer keeps sending. That needs the peer's cooperation on a tuple
+//! its policy allows both ways, and `both` closes it. A TCP connection a peer opened more
+//! than `tcp_idle_ms` before the quarantine lost its record and is cut (fail closed).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -62,11 +89,21 @@ pub const SET_FLOWS4: &str = "flows4";
 pub const SET_FLOWS6: &str = "flows6";
 pub const SET_PEERS4: &str = "peers4";
 pub const SET_PEERS6: &str = "peers6";
+/// TCP connections peers opened to a port (their SYN passed its ingress policy), and the
+/// ones the port opened (its SYN passed its egress policy; under an ingress quarantine its
+/// UDP exchanges too): what tells a quarantine's cut connections from the ones it keeps.
+pub const SET_CONNS4: &str = "conns4";
+pub const SET_CONNS6: &str = "conns6";
+pub const SET_OPENED4: &str = "opened4";
+pub const SET_OPENED6: &str = "opened6";
 pub const SET_RESPONDERS4: &str = "responders4";
 pub const SET_RESPONDERS6: &str = "responders6";
 
 /// The dynamic sets: filled from the packet path, carried over when the table is replaced.
-pub const DYNAMIC_SETS: [&str; 4] = [SET_FLOWS4, SET_FLOWS6, SET_PEERS4, SET_PEERS6];
+pub const DYNAMIC_SETS: [&str; 6] = [SET_FLOWS4, SET_FLOWS6, SET_PEERS4, SET_PEERS6, SET_CONNS4, SET_CONNS6];
+/// Dynamic sets of connections the ports opened: carried over while the egress policy
+/// still allows them.
+pub const DYNAMIC_OUT_SETS: [&str; 2] = [SET_OPENED4, SET_OPENED6];
 
 const K_PORT: &[KeyKind] = &[KeyKind::IfIndex];
 const K_PORT_MAC: &[KeyKind] = &[KeyKind::IfIndex, KeyKind::EtherAddr];
@@ -251,8 +288,8 @@ impl FloorBuilder {
             ..with(SET_PORT_ND6, K_PORT_IP6, "port . the addresses it may advertise", ip6)
         });
         for (name, comment) in [
-            (SET_QUARANTINE_OUT, "quarantined ports: nothing leaves"),
-            (SET_QUARANTINE_IN, "quarantined ports: nothing enters"),
+            (SET_QUARANTINE_OUT, "quarantined ports: connections they open are cut"),
+            (SET_QUARANTINE_IN, "quarantined ports: connections opened to them are cut"),
         ] {
             self.set(Set { timeout: true, ..Set::new(name, SetKey::Fields(K_PORT), comment) });
         }
@@ -262,6 +299,10 @@ impl FloorBuilder {
             (SET_FLOWS6, K_FLOW6, "replies: port . own . peer . proto . own port . peer port"),
             (SET_PEERS4, K_PEER4, "replies without ports: port . own . peer . proto"),
             (SET_PEERS6, K_PEER6, "replies without ports: port . own . peer . proto"),
+            (SET_CONNS4, K_FLOW4, "tcp opened to it: port . own . peer . proto . own port . peer port"),
+            (SET_CONNS6, K_FLOW6, "tcp opened to it: port . own . peer . proto . own port . peer port"),
+            (SET_OPENED4, K_FLOW4, "opened by it: port . own . peer . proto . own port . peer port"),
+            (SET_OPENED6, K_FLOW6, "opened by it: port . own . peer . proto . own port . peer port"),
         ] {
             self.set(Set { dynamic, ..Set::new(name, SetKey::Fields(key), comment) });
         }
@@ -411,6 +452,7 @@ impl FloorBuilder {
             rules.extend(
                 zones.iter().map(|z| r(vec![], Verdict::Jump(format!("pol_{}", set_stem(&z.name))), None)),
             );
+            rules.extend(opening_rules(opts, Side::Egress));
             rules.push(r(vec![], Verdict::Accept, floor_ref("allowed")));
             self.chains.push(Chain { name: out, base: None, rules });
         }
@@ -435,7 +477,7 @@ impl FloorBuilder {
             drop(vec![lookup(&[Field::Iif, Field::ArpSpa], SET_PORT_IP4, true)], spoof.clone()),
         ];
         if !responders {
-            arp.push(drop(vec![lookup(&[Field::Iif], SET_QUARANTINE_OUT, false)], block_ref()));
+            arp.push(drop(both_ways(Field::Iif), block_ref()));
         }
         arp.push(r(vec![], Verdict::Accept, floor_ref("arp")));
         self.chains.push(Chain { name: "arp_out".into(), base: None, rules: arp });
@@ -472,7 +514,11 @@ impl FloorBuilder {
                     ));
                 }
             }
-            rules.push(drop(vec![], block_ref()));
+            rules.extend(if dir == Dir::Dst {
+                quarantined_out_rules(opts)
+            } else {
+                quarantined_in_rules(opts)
+            });
             self.chains.push(Chain { name: name.into(), base: None, rules });
         }
     }
@@ -507,6 +553,7 @@ impl FloorBuilder {
             Verdict::Jump("quarantined_out".into()),
             block_ref(),
         ));
+        rules.extend(record_quarantined_udp(opts));
         rules.extend(block_rules("out", Field::Iif));
         rules.push(r(vec![], Verdict::Vmap { field: Field::Iif, map: MAP_PORT_OUT.into() }, None));
         rules.push(drop(vec![], floor_ref("no-zone")));
@@ -673,7 +720,7 @@ fn reply_rules(opts: &FloorOptions) -> Vec<Rule> {
 /// tuple so the replies pass, then let it through.
 fn record_rules(opts: &FloorOptions) -> Vec<Rule> {
     let rec = floor_ref("record");
-    let mut rules = Vec::new();
+    let mut rules = opening_rules(opts, Side::Ingress);
     for f in [Family::V4, Family::V6] {
         let with_ports = |extra: Vec<Match>, timeout_ms: u64| {
             let mut matches = vec![ip(f)];
@@ -702,6 +749,166 @@ fn record_rules(opts: &FloorOptions) -> Vec<Rule> {
     }
     rules.push(r(vec![], Verdict::Accept, None));
     rules
+}
+
+fn conns_set(f: Family) -> &'static str {
+    if f == Family::V4 {
+        SET_CONNS4
+    } else {
+        SET_CONNS6
+    }
+}
+
+fn opened_set(f: Family) -> &'static str {
+    if f == Family::V4 {
+        SET_OPENED4
+    } else {
+        SET_OPENED6
+    }
+}
+
+/// A TCP segment that opens a connection: SYN alone (not a SYN-ACK, never with FIN/RST).
+fn opening_syn() -> Match {
+    Match::TcpFlags { mask: TCP_OPENING_MASK, value: TCP_SYN, invert: false }
+}
+
+/// Records a connection's opening SYN that the policy just allowed: a peer's (`Ingress`,
+/// in `conns`, keyed from the frame to the port) or the port's own (`Egress`, in
+/// `opened`). No verdict: the chain goes on to its own.
+fn opening_rules(opts: &FloorOptions, side: Side) -> Vec<Rule> {
+    let rec = floor_ref(if side == Side::Ingress { "record" } else { "allowed" });
+    [Family::V4, Family::V6]
+        .into_iter()
+        .map(|f| {
+            let (fields, set) = match side {
+                Side::Ingress => (inbound_key(f, true), conns_set(f)),
+                Side::Egress => (outbound_key(f, true), opened_set(f)),
+            };
+            Rule {
+                matches: vec![ip(f), opening_syn()],
+                counter: false,
+                dynset: Some(DynSet { fields, set: set.into(), timeout_ms: opts.tcp_idle_ms }),
+                origin: rec.clone(),
+                ..Rule::default()
+            }
+        })
+        .collect()
+}
+
+/// `iif` (frames from a port) or `oif` (frames to it) is in both quarantine sets.
+fn both_ways(port: Field) -> Vec<Match> {
+    vec![lookup(&[port], SET_QUARANTINE_OUT, false), lookup(&[port], SET_QUARANTINE_IN, false)]
+}
+
+/// Frames a port under an egress quarantine emits: nothing but answers on connections
+/// peers opened to it (TCP, from the opening SYN the floor saw pass the ingress policy),
+/// answers to datagrams its ingress policy let in, ICMP errors and echo replies to peers
+/// that reached it, and neighbour discovery. Under both quarantines: nothing.
+fn quarantined_out_rules(opts: &FloorOptions) -> Vec<Rule> {
+    let keep = floor_ref("quarantine-reply");
+    let mut rules = vec![drop(both_ways(Field::Iif), block_ref())];
+    for f in [Family::V4, Family::V6] {
+        let key = outbound_key(f, true);
+        let tcp = |extra: Vec<Match>, timeout_ms: u64| {
+            let mut matches = vec![ip(f), Match::L4Proto(vec![L4::Tcp])];
+            matches.extend(extra);
+            matches.push(lookup(&key, conns_set(f), false));
+            Rule {
+                dynset: Some(DynSet { fields: key.clone(), set: conns_set(f).into(), timeout_ms }),
+                ..r(matches, Verdict::Accept, keep.clone())
+            }
+        };
+        rules.push(tcp(vec![Match::TcpFlagsAny(TCP_FIN | TCP_RST)], opts.closing_ms));
+        rules.push(tcp(vec![], opts.tcp_idle_ms));
+        rules.push(Rule {
+            dynset: Some(DynSet {
+                fields: key.clone(),
+                set: flows_set(f).into(),
+                timeout_ms: opts.udp_idle_ms,
+            }),
+            ..r(
+                vec![ip(f), Match::L4Proto(vec![L4::Udp]), lookup(&key, flows_set(f), false)],
+                Verdict::Accept,
+                keep.clone(),
+            )
+        });
+        let errors: Vec<u8> = if f == Family::V4 { vec![0, 3, 11, 12] } else { vec![1, 2, 3, 4, 129] };
+        rules.push(r(
+            vec![
+                ip(f),
+                Match::IcmpType { family: f, types: errors },
+                lookup(&outbound_key(f, false), peers_set(f), false),
+            ],
+            Verdict::Accept,
+            keep.clone(),
+        ));
+    }
+    rules.push(r(
+        vec![ip(Family::V6), Match::IcmpType { family: Family::V6, types: vec![133, 134, 135, 136, 143] }],
+        Verdict::Accept,
+        builtin("ipv6-nd"),
+    ));
+    rules.push(drop(vec![], block_ref()));
+    rules
+}
+
+/// Frames to a port under an ingress quarantine: nothing but replies on connections it
+/// opened (TCP from its opening SYN; UDP from the datagrams it sent while quarantined),
+/// and ARP and neighbour discovery. Under both quarantines: nothing.
+fn quarantined_in_rules(opts: &FloorOptions) -> Vec<Rule> {
+    let keep = floor_ref("quarantine-reply");
+    let mut rules = vec![drop(both_ways(Field::Oif), block_ref())];
+    rules.push(r(vec![ether(&[ETHERTYPE_ARP])], Verdict::Accept, floor_ref("arp")));
+    for f in [Family::V4, Family::V6] {
+        let key = inbound_key(f, true);
+        let hit = |extra: Vec<Match>, timeout_ms: u64| {
+            let mut matches = vec![ip(f)];
+            matches.extend(extra);
+            matches.push(lookup(&key, opened_set(f), false));
+            Rule {
+                dynset: Some(DynSet { fields: key.clone(), set: opened_set(f).into(), timeout_ms }),
+                ..r(matches, Verdict::Accept, keep.clone())
+            }
+        };
+        rules.push(hit(
+            vec![Match::L4Proto(vec![L4::Tcp]), Match::TcpFlagsAny(TCP_FIN | TCP_RST)],
+            opts.closing_ms,
+        ));
+        rules.push(hit(vec![Match::L4Proto(vec![L4::Tcp])], opts.tcp_idle_ms));
+        rules.push(hit(vec![Match::L4Proto(vec![L4::Udp])], opts.udp_idle_ms));
+    }
+    rules.push(r(
+        vec![
+            ip(Family::V6),
+            Match::IcmpType { family: Family::V6, types: vec![130, 131, 132, 133, 134, 135, 136, 137, 143] },
+        ],
+        Verdict::Accept,
+        builtin("ipv6-nd"),
+    ));
+    rules.push(drop(vec![], block_ref()));
+    rules
+}
+
+/// Datagrams a port under an ingress quarantine sends: recorded before its egress policy
+/// judges them, so their replies pass `quarantined_in` (what it sends is still judged).
+fn record_quarantined_udp(opts: &FloorOptions) -> Vec<Rule> {
+    [Family::V4, Family::V6]
+        .into_iter()
+        .map(|f| Rule {
+            matches: vec![
+                ip(f),
+                lookup(&[Field::Iif], SET_QUARANTINE_IN, false),
+                Match::L4Proto(vec![L4::Udp]),
+            ],
+            dynset: Some(DynSet {
+                fields: outbound_key(f, true),
+                set: opened_set(f).into(),
+                timeout_ms: opts.udp_idle_ms,
+            }),
+            origin: block_ref(),
+            ..Rule::default()
+        })
+        .collect()
 }
 
 /// Addresses a port may use: the container's own, in both families.

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use tracing::{info, info_span, warn};
 
-use super::compile::{compile_floor, DYNAMIC_SETS, FLOOR_TABLE};
+use super::compile::{compile_floor, DYNAMIC_OUT_SETS, DYNAMIC_SETS, FLOOR_TABLE};
 use super::link::NsId;
 use super::{FloorOptions, Port};
 use crate::blocks::BlockList;
@@ -213,13 +213,13 @@ impl Floors {
 fn replace(nft: &mut dyn Tables, rs: &Ruleset) -> Result<(), NftError> {
     let mut next = rs.clone();
     let now = crate::nft::now_ms();
-    for name in DYNAMIC_SETS {
+    for (name, outbound) in dynamic_sets() {
         let Some(set) = rs.set(name) else { continue };
         let SetKey::Fields(kinds) = set.key else { continue };
         let mut carried = Vec::new();
         for e in nft.dump_set(TableFamily::Bridge, FLOOR_TABLE, name)? {
             let Some(values) = crate::nft::decode_tuple(kinds, &e.key) else { continue };
-            if still_allowed(rs, &values) {
+            if still_allowed(rs, &values, outbound) {
                 carried.push((SetElem::Tuple(values), e.expires_in_ms));
             }
         }
@@ -238,14 +238,14 @@ fn replace(nft: &mut dyn Tables, rs: &Ruleset) -> Result<(), NftError> {
 /// Deletes the recorded reply tuples `rs` would not record now.
 fn revoke_tuples(nft: &mut dyn Tables, rs: &Ruleset) -> Result<(), NftError> {
     let mut changes = Vec::new();
-    for name in DYNAMIC_SETS {
+    for (name, outbound) in dynamic_sets() {
         let Some(set) = rs.set(name) else { continue };
         let SetKey::Fields(kinds) = set.key else { continue };
         let gone: Vec<SetElem> = nft
             .dump_set(TableFamily::Bridge, FLOOR_TABLE, name)?
             .into_iter()
             .filter_map(|e| crate::nft::decode_tuple(kinds, &e.key))
-            .filter(|v| !still_allowed(rs, v))
+            .filter(|v| !still_allowed(rs, v, outbound))
             .map(SetElem::Tuple)
             .collect();
         if !gone.is_empty() {
@@ -265,11 +265,18 @@ fn revoke_tuples(nft: &mut dyn Tables, rs: &Ruleset) -> Result<(), NftError> {
     nft.update_sets_in(TableFamily::Bridge, FLOOR_TABLE, &changes)
 }
 
-/// Whether a recorded reply tuple (port . own . peer . proto [. own port . peer port]) is
-/// one the floor `rs` would record now: its port's ingress chain, walked for the inbound
-/// packet it stands for, ends in the recording rule. What cannot be judged is not kept
-/// (the next inbound packet records it again if it is allowed).
-fn still_allowed(rs: &Ruleset, key: &[KeyValue]) -> bool {
+/// The dynamic sets, each with whether it records what the port opened (judged by its
+/// egress policy) rather than what was let in (its ingress policy).
+fn dynamic_sets() -> impl Iterator<Item = (&'static str, bool)> {
+    DYNAMIC_SETS.into_iter().map(|s| (s, false)).chain(DYNAMIC_OUT_SETS.into_iter().map(|s| (s, true)))
+}
+
+/// Whether a recorded tuple (port . own . peer . proto [. own port . peer port]) is one the
+/// floor `rs` would record now: for a reply tuple, its port's ingress chain, walked for the
+/// inbound packet it stands for, ends in the recording rule; for one the port opened
+/// (`outbound`), its egress chain allows the packet. What cannot be judged is not kept
+/// (the next packet records it again if it is allowed).
+fn still_allowed(rs: &Ruleset, key: &[KeyValue], outbound: bool) -> bool {
     use crate::ruleset::eval::{evaluate_chain, Packet, Proto};
     let (port, own, peer, proto) = match key {
         [p @ KeyValue::IfIndex(_), KeyValue::Addr(own), KeyValue::Addr(peer), KeyValue::Proto(proto), ..] => {
@@ -277,14 +284,14 @@ fn still_allowed(rs: &Ruleset, key: &[KeyValue]) -> bool {
         }
         _ => return false,
     };
-    let own_port = match key.get(4) {
+    let port_at = |i: usize| match key.get(i) {
         Some(KeyValue::Port(p)) => Some(*p),
         _ => None,
     };
-    let Some(chain) = rs
-        .set(super::compile::MAP_PORT_IN)
-        .and_then(|m| m.map.as_ref())
-        .and_then(|m| m.get(&SetElem::Tuple(vec![port])))
+    let own_port = port_at(4);
+    let map = if outbound { super::compile::MAP_PORT_OUT } else { super::compile::MAP_PORT_IN };
+    let Some(chain) =
+        rs.set(map).and_then(|m| m.map.as_ref()).and_then(|m| m.get(&SetElem::Tuple(vec![port])))
     else {
         return false; // the port is gone
     };
@@ -294,6 +301,10 @@ fn still_allowed(rs: &Ruleset, key: &[KeyValue]) -> bool {
         1 | 58 => Proto::Icmp,
         _ => return false,
     };
+    if outbound {
+        let pkt = Packet { src: own, dst: peer, proto, dport: port_at(5), icmp_type: None };
+        return evaluate_chain(rs, chain, &pkt).is_some_and(|d| d.verdict == fw_proto::Verdict::Allow);
+    }
     let pkt = Packet { src: peer, dst: own, proto, dport: own_port, icmp_type: None };
     evaluate_chain(rs, chain, &pkt)
         .and_then(|d| d.by)
@@ -345,13 +356,21 @@ mod tests {
             ]
         };
         // api-1 reached web-1:80 (public-web): its replies may keep flowing.
-        assert!(still_allowed(&rs, &flow("web-1", "10.77.0.11", "10.77.0.21", 80)));
+        assert!(still_allowed(&rs, &flow("web-1", "10.77.0.11", "10.77.0.21", 80), false));
         // web-1 -> db-1:5432 is denied (no-web-to-db): db-1's replies stop.
-        assert!(!still_allowed(&rs, &flow("db-1", "10.77.0.31", "10.77.0.11", 5432)));
+        assert!(!still_allowed(&rs, &flow("db-1", "10.77.0.31", "10.77.0.11", 5432), false));
         // A port that is gone, a key that is not a tuple: dropped.
         let mut gone = flow("web-1", "10.77.0.11", "10.77.0.21", 80);
         gone[0] = KeyValue::IfIndex(999);
-        assert!(!still_allowed(&rs, &gone));
-        assert!(!still_allowed(&rs, &[KeyValue::Proto(6)]));
+        assert!(!still_allowed(&rs, &gone, false));
+        assert!(!still_allowed(&rs, &[KeyValue::Proto(6)], false));
+        // web-1 opened a connection to api-1:8080 (web-to-api): kept; to db-1:5432: not.
+        let opened = |p: &str, own: &str, peer: &str, peer_port: u16| {
+            let mut k = flow(p, own, peer, 40000);
+            k[5] = KeyValue::Port(peer_port);
+            k
+        };
+        assert!(still_allowed(&rs, &opened("web-1", "10.77.0.11", "10.77.0.21", 8080), true));
+        assert!(!still_allowed(&rs, &opened("web-1", "10.77.0.11", "10.77.0.31", 5432), true));
     }
 }

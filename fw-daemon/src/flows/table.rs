@@ -424,6 +424,15 @@ impl FlowTable {
             _ => return None,
         };
         let (Some(src), Some(dst)) = (rec.src, rec.dst) else { return None };
+        let proto = rec.proto.unwrap_or(0);
+        let (sport, dport) = (rec.sport.unwrap_or(0), rec.dport.unwrap_or(0));
+        // A packet going the reply way of its connection is shown as that connection, from
+        // the end that opened it: never as a new flow from the end that answers.
+        let (src, dst, sport, dport) = if self.is_reply(container, &tag.rule, proto, src, sport, dst, dport) {
+            (dst, src, dport, sport)
+        } else {
+            (src, dst, sport, dport)
+        };
         let local = ctx.local_addrs(container);
         let direction = if local.contains(&src) {
             Direction::Egress
@@ -434,9 +443,6 @@ impl FlowTable {
         } else {
             Direction::Ingress
         };
-        let proto = rec.proto.unwrap_or(0);
-        let sport = rec.sport.unwrap_or(0);
-        let dport = rec.dport.unwrap_or(0);
         let c = self.strs.intern(container);
         let rule_key = self.strs.intern(&tag.rule);
         let key = Key::Attempt { container: c, verdict, direction, proto, src, dst, dport, rule: rule_key };
@@ -491,6 +497,28 @@ impl FlowTable {
         };
         self.maybe_compact();
         Some(id)
+    }
+
+    /// Whether a logged packet goes the reply way of its connection: its rule says so (a
+    /// quarantine drop of a reply), or `container` has a flow whose original tuple is the
+    /// packet's reversed (its conntrack entry may be gone: a block deleted it).
+    #[allow(clippy::too_many_arguments)]
+    fn is_reply(
+        &self,
+        container: &str,
+        rule: &str,
+        proto: u8,
+        src: IpAddr,
+        sport: u16,
+        dst: IpAddr,
+        dport: u16,
+    ) -> bool {
+        if rule == crate::compile::QUARANTINE_REPLY_RULE {
+            return true;
+        }
+        let Some(c) = self.strs.find(container) else { return false };
+        let tuple = Tuple { src: dst, dst: src, proto, sport: dport, dport: sport };
+        self.index.get(&Key::Flow { container: c, tuple }).is_some_and(|&i| !self.rows[i as usize].attempt)
     }
 
     /// Open (kernel-tracked) flows per container: the usage `max_conns` caps.
@@ -1316,6 +1344,33 @@ mod tests {
         assert_eq!((opened.get("web-1"), opened.get("db-1")), (Some(&2), None));
         let open = t.open_flows();
         assert_eq!((open.get("web-1"), open.get("db-1")), (Some(&3), Some(&1)));
+    }
+
+    #[test]
+    fn dropped_replies_are_shown_on_their_connections_side() {
+        let ctx = fake();
+        let mut t = FlowTable::new(100);
+        // Someone opened web-1:80; a block deleted the entry; web-1's answer is dropped.
+        let inn = tuple(OUTSIDE, 50000, WEB, 80);
+        t.apply_ct("web-1", &ev(CtKind::New, entry(inn)), 1000, &ctx);
+        t.apply_ct("web-1", &ev(CtKind::Destroy, entry(inn)), 1100, &ctx);
+        t.apply_log("web-1", &denied(WEB, 80, OUTSIDE, 50000, "block", "quarantine"), 1200, &ctx);
+        // A reply a quarantine logs as one, on a connection this table never saw.
+        t.apply_log("web-1", &denied(WEB, 8080, OUTSIDE, 50001, "block", "quarantine-reply"), 1200, &ctx);
+        let attempts: Vec<FlowRow> = all(&t).into_iter().filter(|r| r.state == "dropped").collect();
+        assert_eq!(attempts.len(), 2, "{attempts:?}");
+        for r in &attempts {
+            assert_eq!(
+                (r.direction, r.src, r.dst),
+                (Direction::Ingress, ip(OUTSIDE), ip(WEB)),
+                "a reply from web-1 is its ingress connection, never a new egress flow: {r:?}"
+            );
+            assert!(r.dport == 80 || r.dport == 8080, "{r:?}");
+        }
+        // web-1 opening something itself is still egress.
+        t.apply_log("web-1", &denied(WEB, 40000, OUTSIDE, 443, "block", "quarantine"), 1300, &ctx);
+        let r = all(&t).into_iter().find(|r| r.dport == 443).unwrap();
+        assert_eq!((r.direction, r.src), (Direction::Egress, ip(WEB)));
     }
 
     #[test]

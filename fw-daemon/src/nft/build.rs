@@ -999,6 +999,18 @@ fn push_match(em: &mut Emitter, rule: &mut Rule<'_>, m: &Match, what: &str) -> R
             rule.add_expr(&sys::RawPayload { base: nh, offset, len: 2, dreg: libc::NFT_REG_1 as u32 });
             rule.add_expr(&Cmp::new(CmpOp::Eq, &n.to_be_bytes()[..]));
         }
+        Match::CtDirection(d) => {
+            rule.add_expr(&sys::RawCt { key: libc::NFT_CT_DIRECTION as u32, dreg: libc::NFT_REG_1 as u32 });
+            rule.add_expr(&Cmp::new(CmpOp::Eq, if *d == CtDir::Original { 0u8 } else { 1u8 }));
+        }
+        Match::TcpFlags { mask, value, invert } => {
+            rule.add_expr(&Meta::L4Proto);
+            rule.add_expr(&Cmp::new(CmpOp::Eq, IPPROTO_TCP));
+            let th = libc::NFT_PAYLOAD_TRANSPORT_HEADER as u32;
+            rule.add_expr(&sys::RawPayload { base: th, offset: 13, len: 1, dreg: libc::NFT_REG_1 as u32 });
+            rule.add_expr(&Bitwise::new(*mask, 0u8));
+            rule.add_expr(&Cmp::new(if *invert { CmpOp::Neq } else { CmpOp::Eq }, value & mask));
+        }
         Match::TcpRst => {
             rule.add_expr(&Meta::L4Proto);
             rule.add_expr(&Cmp::new(CmpOp::Eq, IPPROTO_TCP));

@@ -201,6 +201,25 @@ impl Expression for RawMeta {
     }
 }
 
+/// `ct KEY` into register `dreg` (see `RawPayload`): keys nftnl's `Conntrack` lacks
+/// (`ct direction`).
+pub struct RawCt {
+    pub key: u32,
+    pub dreg: u32,
+}
+
+impl Expression for RawCt {
+    fn to_expr(&self, _rule: &Rule) -> NonNull<sys::nftnl_expr> {
+        let e = alloc_expr(c"ct");
+        // SAFETY: live ct expression; both attributes are u32.
+        unsafe {
+            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_CT_KEY as u16, self.key);
+            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_CT_DREG as u16, self.dreg);
+        }
+        e
+    }
+}
+
 /// `queue num N [bypass]`: the xtables NFQUEUE target through nft's compat layer (this
 /// kernel has no native `queue` expression). Revision 3 takes `struct xt_NFQ_info_v3
 /// { u16 queuenum; u16 queues_total; u16 flags; }` in host order; nft lists it natively.

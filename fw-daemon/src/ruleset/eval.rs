@@ -262,6 +262,11 @@ fn matches(rs: &Ruleset, m: &Match, pkt: &Packet, ct_mark: Option<u32>) -> bool 
         Match::TcpDoff(_) => pkt.proto == Proto::Tcp,
         Match::TcpRst => false,
         Match::IpLength(f, _) => *f == family,
+        // A new flow's first packet opens its connection.
+        Match::CtDirection(d) => *d == CtDir::Original,
+        Match::TcpFlags { mask, value, invert } => {
+            pkt.proto == Proto::Tcp && ((TCP_SYN & mask == *value) != *invert)
+        }
     }
 }
 

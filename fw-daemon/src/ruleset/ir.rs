@@ -411,10 +411,31 @@ pub enum Match {
     IpLength(Family, u16),
     /// `tcp flags rst`: the RST flag is set (implies TCP).
     TcpRst,
+    /// `ct direction original|reply`: which way the packet goes along its connection (no
+    /// match for a packet without one: untracked, invalid).
+    CtDirection(CtDir),
+    /// `tcp flags & MASK == VALUE` (or `!=` with `invert`); implies TCP.
+    TcpFlags {
+        mask: u8,
+        value: u8,
+        invert: bool,
+    },
+}
+
+/// A packet's direction along its conntrack entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtDir {
+    /// The way the connection's first packet went.
+    Original,
+    Reply,
 }
 
 pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+/// The flags that tell a connection's opening SYN from every later segment.
+pub const TCP_OPENING_MASK: u8 = TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK;
 
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_ARP: u16 = 0x0806;

@@ -344,24 +344,35 @@ fn match_text(m: &Match) -> String {
                 .collect();
             format!("meta l4proto != {}", braces(&names))
         }
-        Match::TcpFlagsAny(mask) => {
-            let mut names = Vec::new();
-            for (bit, name) in
-                [(TCP_FIN, "fin"), (0x02, "syn"), (TCP_RST, "rst"), (0x08, "psh"), (0x10, "ack")]
-            {
-                if mask & bit != 0 {
-                    names.push(name);
-                }
-            }
-            format!("tcp flags & ({}) != 0", names.join(" | "))
-        }
+        Match::TcpFlagsAny(mask) => format!("tcp flags & ({}) != 0", flag_names(*mask)),
         Match::FragNonFirst => "ip frag-off & 0x1fff != 0".into(),
         Match::CtMarkPrefix { mark, bits } => format!("ct mark 0x{mark:08x}/{bits}"),
         Match::TcpDoff(n) => format!("tcp doff {n}"),
         Match::IpLength(Family::V4, n) => format!("ip length {n}"),
         Match::IpLength(Family::V6, n) => format!("ip6 length {n}"),
         Match::TcpRst => "tcp flags rst".into(),
+        Match::CtDirection(CtDir::Original) => "ct direction original".into(),
+        Match::CtDirection(CtDir::Reply) => "ct direction reply".into(),
+        // As nft lists it back: `tcp flags != syn / fin,syn,rst,ack`.
+        Match::TcpFlags { mask, value, invert } => {
+            let v = flag_names(*value).replace(" | ", ",");
+            let v = if v.is_empty() { "0x0".to_string() } else { v };
+            let m = flag_names(*mask).replace(" | ", ",");
+            format!("tcp flags {}{v} / {m}", if *invert { "!= " } else { "" })
+        }
     }
+}
+
+/// `fin | syn`: nft's names of the TCP flags in `mask`.
+fn flag_names(mask: u8) -> String {
+    let mut names = Vec::new();
+    for (bit, name) in [(TCP_FIN, "fin"), (TCP_SYN, "syn"), (TCP_RST, "rst"), (0x08, "psh"), (TCP_ACK, "ack")]
+    {
+        if mask & bit != 0 {
+            names.push(name);
+        }
+    }
+    names.join(" | ")
 }
 
 fn field_text(f: Field) -> &'static str {

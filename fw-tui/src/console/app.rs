@@ -289,7 +289,7 @@ impl App {
                 self.model.conn = Conn::Connected;
                 self.model.was_connected = true;
                 self.model.hello = Some(h);
-                out.push(Command::Request(Op::Audit { since: None, limit: Some(500) }));
+                out.push(Command::Request(Op::Audit { since: None, since_ms: None, limit: Some(500) }));
             }
             Msg::Status(s) => {
                 self.model.status = Some(s);
@@ -315,7 +315,7 @@ impl App {
                 );
                 self.model.add_alerts(vec![a]);
                 if audit_worthy {
-                    out.push(Command::Request(Op::Audit { since: None, limit: Some(500) }));
+                    out.push(Command::Request(Op::Audit { since: None, since_ms: None, limit: Some(500) }));
                 }
             }
             Msg::Alerts(list) => self.model.add_alerts(list),
@@ -339,8 +339,8 @@ impl App {
                 format!("block {} placed: {} (cut {} flows)", block.id, block.target, block.flows_cut),
                 false,
             ),
-            Ok(Answer::Unblocked { block }) => {
-                self.note(format!("block {} lifted: {}", block.id, block.target), false)
+            Ok(Answer::Unblocked { block, remaining }) => {
+                self.note(crate::render::unblocked_line(&block, &remaining), false)
             }
             Ok(Answer::Reloaded { policy_hash, rejected }) if rejected.is_empty() => {
                 self.note(format!("reloaded: policy {policy_hash}"), false)
@@ -401,7 +401,7 @@ impl App {
             self.overlay = Overlay::None;
         }
         if s == ScreenId::Audit && self.model.connected() {
-            out.push(Command::Request(Op::Audit { since: None, limit: Some(500) }));
+            out.push(Command::Request(Op::Audit { since: None, since_ms: None, limit: Some(500) }));
         }
     }
 
@@ -494,7 +494,7 @@ impl App {
             Action::Refresh => {
                 out.push(Command::Request(Op::Status));
                 out.push(Command::Request(Op::Blocks));
-                out.push(Command::Request(Op::Audit { since: None, limit: Some(500) }));
+                out.push(Command::Request(Op::Audit { since: None, since_ms: None, limit: Some(500) }));
                 self.note("refreshing", false);
             }
             Action::Follow | Action::SortNext | Action::SortReverse => {

@@ -12,8 +12,11 @@ use super::keys::{dialog_hints, dialog_lookup, DialogAction};
 use super::theme::Theme;
 use super::widgets::popup;
 
-/// The default TTL offered by the block dialogs.
-pub const DEFAULT_TTL: &str = "15m";
+/// The TTL the block dialogs offer: the one default the CLI has too
+/// ([`fw_proto::control::DEFAULT_BLOCK_TTL_SECS`]); empty is "until unblocked".
+pub fn default_ttl() -> String {
+    fw_proto::control::DEFAULT_BLOCK_TTL_SECS.map(crate::render::duration).unwrap_or_default()
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
@@ -52,24 +55,24 @@ pub enum Outcome {
 }
 
 impl Dialog {
-    fn new(kind: DialogKind, ttl: &str, field: Field) -> Dialog {
-        Dialog { kind, ttl: ttl.into(), reason: String::new(), field, error: None }
+    fn new(kind: DialogKind, ttl: String, field: Field) -> Dialog {
+        Dialog { kind, ttl, reason: String::new(), field, error: None }
     }
 
     pub fn block(target: BlockTarget) -> Dialog {
-        Dialog::new(DialogKind::Block { target }, DEFAULT_TTL, Field::Ttl)
+        Dialog::new(DialogKind::Block { target }, default_ttl(), Field::Ttl)
     }
 
     pub fn quarantine(container: String) -> Dialog {
         Dialog::new(
-            DialogKind::Quarantine { container, direction: BlockDirection::Both },
-            DEFAULT_TTL,
+            DialogKind::Quarantine { container, direction: fw_proto::control::DEFAULT_QUARANTINE_DIRECTION },
+            default_ttl(),
             Field::Ttl,
         )
     }
 
     pub fn unblock(candidates: Vec<BlockInfo>) -> Dialog {
-        Dialog::new(DialogKind::Unblock { candidates, index: 0 }, "", Field::Ttl)
+        Dialog::new(DialogKind::Unblock { candidates, index: 0 }, String::new(), Field::Ttl)
     }
 
     fn fields(&self) -> &'static [Field] {
@@ -220,7 +223,7 @@ impl Dialog {
             }
             DialogKind::Quarantine { container, direction } => {
                 lines.push(Line::raw(format!("Quarantine {container}?")));
-                lines.push(Line::styled("Its traffic is cut, established flows included.", t.dim()));
+                lines.push(Line::styled(format!("Cuts {}.", direction.describe()), t.dim()));
                 let focused = self.field == Field::Direction;
                 lines.push(Line::from(vec![
                     Span::styled(format!("{:<10}", "direction"), t.header()),
@@ -262,8 +265,8 @@ impl Dialog {
 /// One block in a line: target, expiry, reason, who.
 pub fn block_line(b: &BlockInfo, now: i64) -> String {
     let mut s = b.target.to_string();
-    match b.expires_at {
-        Some(e) => s.push_str(&format!(", expires {}", crate::render::ago(e, now))),
+    match b.expires_at_ms {
+        Some(e) => s.push_str(&format!(", expires {}", crate::render::ago(crate::render::secs_up(e), now))),
         None => s.push_str(", until lifted"),
     }
     if let Some(r) = &b.reason {

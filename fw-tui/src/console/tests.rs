@@ -101,7 +101,7 @@ fn rules_show_a_rejected_reload_with_positions() {
         "/etc/fw/rules/20-policies.toml:14:9: error: unknown zone \"dbb\"".into(),
         "/etc/fw/rules/10-zones.toml:3:1: error: duplicate zone \"web\"".into(),
     ];
-    s.last_reload_at = Some(NOW_MS / 1000 - 30);
+    s.last_reload_at_ms = Some(NOW_MS - 30_000);
     a.update(Msg::Status(s));
     a.press(KeyCode::Char('4'));
     let t = text(&draw(&mut a, 80, 24));
@@ -192,7 +192,7 @@ fn losing_the_daemon_and_reconnecting_is_said() {
     assert!(t.contains("lost fw-daemon"), "{t}");
     assert!(t.contains("web-1"), "old rows stay visible while reconnecting:\n{t}");
     let cmds = a.update(Msg::Connected(hello(Role::Operator)));
-    assert!(cmds.contains(&Command::Request(Op::Audit { since: None, limit: Some(500) })));
+    assert!(cmds.contains(&Command::Request(Op::Audit { since: None, since_ms: None, limit: Some(500) })));
     let t = text(&draw(&mut a, 80, 24));
     assert!(t.contains("reconnected to fw-daemon 0.1.0 as alice"), "{t}");
     assert!(t.contains("● connected"), "{t}");
@@ -358,7 +358,7 @@ fn block_confirm_sends_the_destination_of_the_selected_flow() {
     assert!(a.press(KeyCode::Char('b')).is_empty());
     let Some(d) = a.dialog() else { panic!("no dialog") };
     assert!(matches!(d.kind, DialogKind::Block { .. }));
-    assert_eq!(d.ttl, "15m");
+    assert_eq!(d.ttl, "", "the CLI's default: until unblocked");
     // TTL: clear and type 2h; Tab to the reason.
     a.update(ctrl('u'));
     a.type_str("2h");
@@ -497,7 +497,7 @@ fn screens_switch_with_tab_numbers_and_clicks() {
     assert_eq!(a.screen, Screen::Audit);
     assert_eq!(
         a.press(KeyCode::Char('5')),
-        [Command::Request(Op::Audit { since: None, limit: Some(500) })],
+        [Command::Request(Op::Audit { since: None, since_ms: None, limit: Some(500) })],
         "the audit screen fetches the trail"
     );
     a.press(KeyCode::Char('1'));
@@ -1040,7 +1040,10 @@ fn words_whole_or_marked(t: &str, what: &str, whole: &[&str]) {
             assert!(whole.contains(&w) || w.contains('…'), "{w:?} is cut without an ellipsis:\n{t}");
         }
         for full in whole {
-            assert!(!(w.len() >= 4 && full.starts_with(w) && !whole.contains(&w)), "{w:?} cut silently:\n{t}");
+            assert!(
+                !(w.len() >= 4 && full.starts_with(w) && !whole.contains(&w)),
+                "{w:?} cut silently:\n{t}"
+            );
         }
     }
 }
@@ -1219,7 +1222,10 @@ fn rules_list_zones_and_policies_with_their_hits() {
     let t = text(&draw(&mut a, 160, 45));
     let line = |needle: &str| t.lines().find(|l| l.contains(needle)).unwrap_or_default().to_string();
     let web = line("web-egress");
-    assert!(web.contains("web → world") && web.contains(" 2 ") && web.contains("20-policies.toml:12"), "{web}");
+    assert!(
+        web.contains("web → world") && web.contains(" 2 ") && web.contains("20-policies.toml:12"),
+        "{web}"
+    );
     let default = line("any → any");
     assert!(default.contains("deny") && default.contains(" 23 "), "the default's denied attempts: {default}");
     assert!(line("api ").contains("80mbit out"), "{t}");
@@ -1275,7 +1281,11 @@ fn the_console_filter_is_the_cli_language() {
     a.type_str("verdict=denied port=443");
     assert_eq!(a.flows.view.len(), 2, "{:?}", a.filter.error);
     a.type_str(" colour:red");
-    assert!(a.filter.error.as_deref().is_some_and(|e| e.contains("unknown key \"colour\"")), "{:?}", a.filter.error);
+    assert!(
+        a.filter.error.as_deref().is_some_and(|e| e.contains("unknown key \"colour\"")),
+        "{:?}",
+        a.filter.error
+    );
     assert_eq!(a.filter.filter.to_string(), "verdict:denied port:443 colour", "the last good filter stays");
     a.press(KeyCode::Esc);
     a.press(KeyCode::Char('/'));

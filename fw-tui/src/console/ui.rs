@@ -196,7 +196,7 @@ fn block_effects(app: &App) -> Vec<String> {
         v.push(format!("b: block {target}"));
     }
     if let Some(c) = app.selected_container() {
-        v.push(format!("B: quarantine {c} (cut its traffic, established flows included)"));
+        v.push(format!("B: quarantine {c} (default: {})", fw_proto::control::DEFAULT_QUARANTINE_DIRECTION));
         let bs = app.model.blocks_of(&c);
         if !bs.is_empty() {
             let ids: Vec<String> = bs.iter().map(|b| format!("#{}", b.id)).collect();

@@ -25,7 +25,7 @@ pub struct AuditScreen {
 }
 
 fn key(r: &AuditRecord) -> Key {
-    (r.time_ms, r.op.clone(), r.target.clone())
+    (r.time_ms, r.op.clone(), r.subject())
 }
 
 fn who(r: &AuditRecord, with_role: bool) -> String {
@@ -84,13 +84,9 @@ impl Screen for AuditScreen {
             .filter(|&i| {
                 let r = &m.audit[i];
                 let user = who(r, false);
-                let fields = [
-                    user.as_str(),
-                    &r.op,
-                    r.target.as_deref().unwrap_or(""),
-                    &r.result,
-                    r.reason.as_deref().unwrap_or(""),
-                ];
+                let subject = r.subject().unwrap_or_default();
+                let fields =
+                    [user.as_str(), &r.op, subject.as_str(), &r.result, r.reason.as_deref().unwrap_or("")];
                 filter.matches_fields(None, None, &fields)
             })
             .collect();
@@ -116,7 +112,7 @@ impl Screen for AuditScreen {
             .window(self.view.len(), usize::from(body.height))
             .filter_map(|i| {
                 let r = cx.m.audit.get(*self.view.get(i)?)?;
-                let mut what = r.target.clone().unwrap_or_default();
+                let mut what = r.subject().unwrap_or_default();
                 if let Some(b) = r.block {
                     what = format!("#{b} {what}");
                 }
@@ -173,10 +169,10 @@ impl Screen for AuditScreen {
             kv(t, "op", r.op.clone()),
         ];
         for (k, v) in [
-            ("target", r.target.clone()),
+            ("target", r.subject()),
             ("block", r.block.map(|b| format!("#{b}"))),
             ("reason", r.reason.clone()),
-            ("ttl", r.ttl_secs.or(r.ttl_ms.map(|m| m.div_ceil(1000))).map(duration)),
+            ("ttl", r.ttl_ms.map(|m| duration(m.div_ceil(1000)))),
             ("policy", r.policy_hash.clone()),
             ("summary", r.summary.clone()),
         ] {

@@ -52,19 +52,19 @@ fn head(s: &StatusInfo, cx: &DrawCx) -> Vec<Line<'static>> {
     let now = cx.m.now_ms / 1000;
     let mut lines = vec![
         Line::from(vec![Span::styled("Policy   ", t.header()), Span::raw(s.policy_hash.clone())]),
-        Line::from(vec![Span::styled("Loaded   ", t.header()), Span::raw(when(s.loaded_at, now))]),
+        Line::from(vec![Span::styled("Loaded   ", t.header()), Span::raw(when(s.loaded_at_ms / 1000, now))]),
         Line::from(vec![
             Span::styled("Rules    ", t.header()),
             Span::raw(s.rules_dir.clone().unwrap_or_else(|| "-".into())),
         ]),
     ];
-    match (s.last_reload_at, s.last_reload_errors.is_empty()) {
+    match (s.last_reload_at_ms.map(|t| t / 1000), s.last_reload_errors.is_empty()) {
         (_, false) => lines.push(Line::from(vec![
             Span::styled("Reload   ", t.header()),
             Span::styled(
                 format!(
                     "REJECTED {} ({} error{}): the policy above stays in force",
-                    s.last_reload_at.map_or_else(String::new, |x| crate::render::ago(x, now)),
+                    s.last_reload_at_ms.map_or_else(String::new, |x| crate::render::ago(x / 1000, now)),
                     s.last_reload_errors.len(),
                     if s.last_reload_errors.len() == 1 { "" } else { "s" }
                 ),
