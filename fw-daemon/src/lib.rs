@@ -20,6 +20,7 @@ pub mod inventory;
 pub mod logging;
 pub mod netns;
 pub mod nft;
+pub mod nl;
 pub mod privileges;
 pub mod reconcile;
 pub mod rules;

@@ -470,7 +470,7 @@ fn overrun_is_reported_and_a_sized_buffer_keeps_up() {
 
     // Nothing read the small socket while the burst ran: the kernel dropped events.
     match small.recv(Duration::from_secs(1)) {
-        Err(CtError::Overrun { netns }) => assert_eq!(netns, client),
+        Err(CtError::Overrun { netns, .. }) => assert_eq!(netns, client),
         other => panic!("expected Overrun, got {other:?}"),
     }
     // The socket works again after the overrun: it still has the events it kept.

@@ -281,11 +281,9 @@ impl Flows {
                     }
                     Err(e) => {
                         // ENOBUFS: records were dropped by the kernel; count and go on.
-                        if let super::nflog::NflogError::Io { source, .. } = &e {
-                            if source.raw_os_error() == Some(libc::ENOBUFS) {
-                                f.table().add_lost(1);
-                                continue;
-                            }
+                        if let super::nflog::NflogError::Overrun { .. } = &e {
+                            f.table().add_lost(1);
+                            continue;
                         }
                         return warn!(error = %e, "flows: NFLOG collector stopped");
                     }
