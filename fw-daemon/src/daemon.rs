@@ -390,7 +390,12 @@ impl Daemon {
             server: None,
             audit,
             started: Instant::now(),
-            flows: crate::flows::collector::Flows::new(cfg_max_flows, cfg_log_group, alerts.clone()),
+            flows: crate::flows::collector::Flows::new(
+                cfg_max_flows,
+                cfg_log_group,
+                alerts.clone(),
+                crate::runtime::handle().map_err(DaemonError::Signals)?,
+            ),
             alerts,
             rule_files,
             last_reload_at: Some(t),

@@ -25,6 +25,7 @@ pub mod privileges;
 pub mod reconcile;
 pub mod rules;
 pub mod ruleset;
+pub mod runtime;
 pub mod state;
 pub mod tools;
 pub mod watch;

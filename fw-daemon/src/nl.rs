@@ -471,6 +471,17 @@ impl Socket {
     }
 }
 
+/// Registers a socket (any of ours: it owns its descriptor) with the async runtime, which
+/// then wakes its reader when the kernel queued something. Call in the runtime's context.
+///
+/// `AsyncFd::new` is deprecated because a type could hand out a descriptor it does not own
+/// and close it while registered; ours own theirs (`netlink_sys::Socket` closes it on drop)
+/// and the `AsyncFd` owns the socket, so the descriptor outlives the registration.
+#[allow(deprecated)]
+pub fn register<T: AsRawFd>(sock: T) -> std::io::Result<tokio::io::unix::AsyncFd<T>> {
+    tokio::io::unix::AsyncFd::new(sock)
+}
+
 impl AsRawFd for Socket {
     fn as_raw_fd(&self) -> RawFd {
         self.sock.as_raw_fd()

@@ -405,6 +405,53 @@ impl FlowTable {
         self.maybe_compact();
     }
 
+    /// The original tuples of every open flow, per container: what a counter refresh asks
+    /// the kernel about. One pass over the rows.
+    pub fn open_tuples(&self) -> HashMap<String, Vec<Tuple>> {
+        let mut by: HashMap<u32, Vec<Tuple>> = HashMap::new();
+        for r in self.rows.iter().filter(|r| r.open && !r.attempt) {
+            by.entry(r.container).or_default().push(Tuple {
+                src: r.src,
+                dst: r.dst,
+                proto: r.proto,
+                sport: r.sport,
+                dport: r.dport,
+            });
+        }
+        by.into_iter().filter_map(|(c, t)| Some((self.strs.get(c)?.to_string(), t))).collect()
+    }
+
+    /// Counters of known flows looked up one by one (see `CtControl::get_many`): each found
+    /// entry updates its row as a dump would; a flow the kernel no longer has is closed (its
+    /// DESTROY event was lost, or is still on its way and will find the row closed).
+    pub fn refresh(
+        &mut self,
+        container: &str,
+        looked_up: &[(Tuple, Option<CtEntry>)],
+        now_ms: i64,
+        ctx: &dyn Context,
+    ) {
+        let Some(c) = self.strs.find(container) else { return };
+        for (t, found) in looked_up {
+            match found {
+                Some(e) => {
+                    self.upsert_flow(container, e, CtKind::New, true, now_ms, ctx);
+                }
+                None => {
+                    if let Some(&i) = self.index.get(&Key::Flow { container: c, tuple: *t }) {
+                        if self.rows[i as usize].open {
+                            self.seq += 1;
+                            let r = &mut self.rows[i as usize];
+                            close(r);
+                            r.changed_at = self.seq;
+                        }
+                    }
+                }
+            }
+        }
+        self.maybe_compact();
+    }
+
     /// Applies one NFLOG record from `container`'s namespace. Records without an `fw:` tag or
     /// addresses, and `fw:log:` records, are ignored.
     /// Returns the id of the attempt row it counted in (none for records it skips).
@@ -1354,6 +1401,40 @@ mod tests {
         assert!(get("db-1", 1).open, "other containers' rows are untouched");
         assert_eq!(rows.iter().filter(|r| r.count == 1 && r.verdict == FlowVerdict::Denied).count(), 1);
         assert_eq!(t.len(), 5);
+    }
+
+    /// A refresh by lookups updates the counters of the flows found, closes those the kernel
+    /// no longer has, and lists open flows per container for the next one.
+    #[test]
+    fn refresh_by_lookup_updates_found_flows_and_closes_gone_ones() {
+        let ctx = fake();
+        let mut t = FlowTable::new(100);
+        let a = entry(tuple(WEB, 1, DB, 5432));
+        let b = entry(tuple(WEB, 2, DB, 5432));
+        for e in [&a, &b] {
+            t.apply_ct("web-1", &ev(CtKind::New, e.clone()), 1000, &ctx);
+        }
+        t.apply_ct("db-1", &ev(CtKind::New, entry(tuple(WEB, 1, DB, 5432))), 1000, &ctx);
+        let open = t.open_tuples();
+        assert_eq!(open.get("web-1").map(Vec::len), Some(2));
+        assert_eq!(open.get("db-1").map(Vec::len), Some(1));
+        let seq = t.seq();
+        let counted = counted(a.clone(), (10, 4000), (12, 8000));
+        t.refresh("web-1", &[(a.orig, Some(counted)), (b.orig, None)], 3000, &ctx);
+        let rows = all(&t);
+        let get = |c: &str, sport: u16| rows.iter().find(|r| r.container == c && r.sport == sport).unwrap();
+        assert_eq!(
+            (get("web-1", 1).open, get("web-1", 1).bytes_out, get("web-1", 1).first_seen_ms),
+            (true, 4000, 1000)
+        );
+        assert_eq!((get("web-1", 2).open, get("web-1", 2).state.as_str()), (false, "CLOSE"));
+        assert!(get("db-1", 1).open, "other containers' rows are untouched");
+        assert_eq!(t.changes_since(Some(seq), &FlowFilter::default()).changed.len(), 2);
+        assert_eq!(t.open_tuples().get("web-1").map(Vec::len), Some(1));
+        // Unknown containers and tuples are ignored.
+        t.refresh("gone", &[(a.orig, None)], 4000, &ctx);
+        t.refresh("web-1", &[(tuple(WEB, 9, DB, 1), None)], 4000, &ctx);
+        check_invariants(&t);
     }
 
     #[test]
