@@ -148,6 +148,8 @@ impl CapLimiter {
 pub struct Alerts {
     ring: Mutex<Ring>,
     raised: Condvar,
+    /// The last alert's id, for async subscribers (woken by a change, never polling).
+    last: tokio::sync::watch::Sender<u64>,
     caps: Mutex<CapLimiter>,
 }
 
@@ -162,6 +164,7 @@ impl Alerts {
         Alerts {
             ring: Mutex::new(Ring::new(kept)),
             raised: Condvar::new(),
+            last: tokio::sync::watch::Sender::new(0),
             caps: Mutex::new(CapLimiter::new(cap_window)),
         }
     }
@@ -210,6 +213,7 @@ impl Alerts {
         };
         let a = self.ring().push(a);
         self.raised.notify_all();
+        self.last.send_replace(a.id);
         a
     }
 
@@ -245,6 +249,16 @@ impl Alerts {
 
     pub fn last_id(&self) -> u64 {
         self.ring().last_id()
+    }
+
+    /// Alerts newer than `id`, now.
+    pub fn after(&self, id: u64) -> Vec<Alert> {
+        self.ring().after(id)
+    }
+
+    /// A receiver that sees the last alert id change.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.last.subscribe()
     }
 
     /// Alerts newer than `id`, waiting up to `timeout` for one when there are none yet.

@@ -20,18 +20,30 @@ pub enum NetnsError {
     Thread { path: PathBuf, what: String },
 }
 
-/// Runs `f` on a new thread inside the namespace at `path` and returns its result.
+thread_local! {
+    /// The namespace this thread entered with [`run_in`], if it is one of its threads.
+    static ENTERED: std::cell::RefCell<Option<PathBuf>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` on a new thread inside the namespace at `path` and returns its result. Called
+/// from within `run_in` for the same path (opening several sockets in one entry), `f` runs
+/// right there: one thread and one `setns` for all of them.
 pub fn run_in<T, F>(path: &Path, f: F) -> Result<T, NetnsError>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
+    if ENTERED.with(|e| e.borrow().as_deref() == Some(path)) {
+        return Ok(f());
+    }
     let file = File::open(path).map_err(|source| NetnsError::Open { path: path.to_path_buf(), source })?;
     let p = path.to_path_buf();
     let handle = std::thread::Builder::new()
         .name("fw-netns".into())
         .spawn(move || -> Result<T, NetnsError> {
-            setns(&file, CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Enter { path: p, source })?;
+            setns(&file, CloneFlags::CLONE_NEWNET)
+                .map_err(|source| NetnsError::Enter { path: p.clone(), source })?;
+            ENTERED.with(|e| *e.borrow_mut() = Some(p));
             Ok(f())
         })
         .map_err(|e| NetnsError::Thread { path: path.to_path_buf(), what: e.to_string() })?;

@@ -391,6 +391,22 @@ fn dump_matches_the_cli_and_delete_removes_by_tuple() {
         assert_eq!((e.tcp_state, e.packets_orig, e.packets_reply), (None, 1, 1), "{e:?}");
     }
 
+    // Lookups by tuple (what the counter scheduler asks for a few open flows) return the
+    // entries the dump returned, counters included; a tuple the kernel lacks is None.
+    let mut asked: Vec<Tuple> = dump.iter().map(|e| e.orig).collect();
+    asked.push(Tuple { sport: 1, ..tuples[0] });
+    let got = ctl.get_many(&asked).expect("get_many");
+    assert_eq!(got.len(), asked.len());
+    for (e, g) in dump.iter().zip(&got) {
+        let g = g.as_ref().unwrap_or_else(|| panic!("{:?} not found by lookup", e.orig));
+        assert_eq!((g.orig, g.reply, g.id), (e.orig, e.reply, e.id));
+        assert_eq!(
+            (g.packets_orig, g.bytes_orig, g.packets_reply, g.bytes_reply),
+            (e.packets_orig, e.bytes_orig, e.packets_reply, e.bytes_reply)
+        );
+    }
+    assert_eq!(got.last(), Some(&None), "a tuple that never existed");
+
     // ICMP entries delete by their exact tuple too (id, type and code).
     for (t, _) in &pings {
         assert!(ctl.delete(t).expect("delete an echo entry"), "{t:?} existed");
@@ -470,7 +486,7 @@ fn overrun_is_reported_and_a_sized_buffer_keeps_up() {
 
     // Nothing read the small socket while the burst ran: the kernel dropped events.
     match small.recv(Duration::from_secs(1)) {
-        Err(CtError::Overrun { netns }) => assert_eq!(netns, client),
+        Err(CtError::Overrun { netns, .. }) => assert_eq!(netns, client),
         other => panic!("expected Overrun, got {other:?}"),
     }
     // The socket works again after the overrun: it still has the events it kept.

@@ -115,7 +115,7 @@ fn operator() -> Credentials {
 
 /// Sends one request through the event path and returns the answer.
 fn request(core: &mut Core, op: Op) -> Result<Answer, (ErrorCode, String)> {
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
     assert!(core.handle(vec![Event::Control(Command {
         op,
         who: operator(),

@@ -9,8 +9,6 @@ pub mod auth;
 pub mod server;
 pub mod view;
 
-use std::sync::mpsc::Sender;
-
 use fw_proto::control::{
     Answer, BlockInfo, ErrorCode, FlowFilter, FlowRow, FlowSnapshot, Op, Role, StatusInfo,
 };
@@ -23,7 +21,8 @@ pub struct Command {
     pub op: Op,
     pub who: Credentials,
     pub role: Role,
-    pub reply: Sender<Result<Answer, (ErrorCode, String)>>,
+    /// Answered once, from the daemon's loop; the connection's task awaits it.
+    pub reply: tokio::sync::oneshot::Sender<Result<Answer, (ErrorCode, String)>>,
 }
 
 /// What the flow table offers the server (implemented over the shared table).
@@ -44,6 +43,11 @@ pub trait FlowView: Send + Sync {
     /// Rows of open flows dropped at the table's cap, counted now.
     fn dropped_open(&self) -> u64 {
         0
+    }
+    /// A receiver that sees the table's change position move: subscriptions wait on it
+    /// instead of polling. `None`: the view cannot say, poll at the subscription's interval.
+    fn watch(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
     }
 }
 

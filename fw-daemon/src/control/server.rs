@@ -1,24 +1,29 @@
-//! The socket server: one thread accepts, one thread per connection reads newline-delimited
-//! JSON requests, and one thread per subscription pushes flow deltas. Every input bound is
-//! explicit: line length, requests per second, subscriptions per connection, a write timeout
-//! so a client that stops reading cannot stall the daemon, and read deadlines (a hello
-//! within [`HELLO_TIMEOUT`], every request line whole within [`LINE_TIMEOUT`] of its first
-//! byte) so one that trickles bytes cannot hold a connection.
+//! The socket server, on the daemon's runtime: one task accepts, one task per connection
+//! reads newline-delimited JSON requests and pushes its subscriptions' events. A
+//! subscription costs no task and no polling: the connection wakes when the flow table's
+//! change position or the last alert id moves (watch channels), and sends a flow delta at
+//! most once per the subscription's interval. Every input bound is explicit: line length,
+//! requests per second, subscriptions per connection, a write timeout so a client that stops
+//! reading cannot stall the daemon, and read deadlines (a hello within [`HELLO_TIMEOUT`],
+//! every request line whole within [`LINE_TIMEOUT`] of its first byte) so one that trickles
+//! bytes cannot hold a connection.
 //!
 //! Connections are counted after authentication, per role and per uid (see [`Slots`]): a
 //! viewer can use up the viewers' share and no more; operators and admins have shares of
 //! their own, so no number of viewer connections keeps a responder out. A connection over
-//! its limit gets `busy` at once and costs no thread.
+//! its limit gets `busy` at once and costs no task.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Sender};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 
 use fw_proto::control::{
     Answer, AuditRecord, ErrorCode, Event, FlowFilter, Op, Request, Role, ServerMsg, ALERTS_KEPT,
@@ -221,59 +226,76 @@ impl Drop for Slot {
     }
 }
 
-/// Accepts connections forever on a thread of its own. Identity is read here, once, and
-/// the slot taken before any thread is spent on the connection.
+/// Accepts connections forever, as a task on the daemon's runtime. Identity is read here,
+/// once, and the slot taken before any task is spent on the connection.
 pub fn spawn(listener: UnixListener, server: Arc<Server>) -> std::io::Result<()> {
-    std::thread::Builder::new().name("control".into()).spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(stream) = conn else { continue };
-            let who = match auth::credentials(&stream) {
-                Ok(c) => c,
-                Err(e) => {
-                    debug!(error = %e, "control: no peer credentials");
-                    continue;
-                }
-            };
-            let role = server.roles.role_of(&who, auth::system_gid);
-            let slot = match server.slots.take(who.peer.uid, role) {
-                Ok(s) => s,
-                Err(why) => {
-                    debug!(uid = who.peer.uid, "control: refused a connection: {why}");
-                    // A fresh socket has room for one line: never wait on a refused peer.
-                    let mut s = stream;
-                    let _ = s.set_nonblocking(true);
-                    let _ = send(&mut s, &err(None, ErrorCode::Busy, format!("too many connections: {why}")));
-                    continue;
-                }
-            };
-            let srv = server.clone();
-            let spawned = std::thread::Builder::new().name("control-conn".into()).spawn(move || {
-                serve(&srv, stream, who, role);
-                drop(slot);
-            });
-            if let Err(e) = spawned {
-                warn!(error = %e, "control: cannot start a connection thread");
-            }
-        }
-    })?;
+    let rt = crate::runtime::handle()?;
+    listener.set_nonblocking(true)?;
+    let listener = {
+        let _in_runtime = rt.enter();
+        tokio::net::UnixListener::from_std(listener)?
+    };
+    rt.spawn(accept(listener, server));
     Ok(())
+}
+
+async fn accept(listener: tokio::net::UnixListener, server: Arc<Server>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // Out of descriptors, most likely: wait rather than spin.
+                debug!(error = %e, "control: accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let who = match auth::credentials(&stream) {
+            Ok(c) => c,
+            Err(e) => {
+                debug!(error = %e, "control: no peer credentials");
+                continue;
+            }
+        };
+        let role = server.roles.role_of(&who, auth::system_gid);
+        let slot = match server.slots.take(who.peer.uid, role) {
+            Ok(s) => s,
+            Err(why) => {
+                debug!(uid = who.peer.uid, "control: refused a connection: {why}");
+                // A fresh socket has room for one line: never wait on a refused peer.
+                let _ = stream.try_write(&line(&err(
+                    None,
+                    ErrorCode::Busy,
+                    format!("too many connections: {why}"),
+                )));
+                continue;
+            }
+        };
+        let srv = server.clone();
+        tokio::spawn(async move {
+            serve(&srv, stream, who, role).await;
+            drop(slot);
+        });
+    }
 }
 
 fn err(id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> ServerMsg {
     ServerMsg::Error { id, code, message: message.into() }
 }
 
-fn send(w: &mut impl Write, msg: &ServerMsg) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
+fn line(msg: &ServerMsg) -> Vec<u8> {
+    let mut line = serde_json::to_vec(msg).unwrap_or_else(|e| {
+        // Our own messages always serialize; say so rather than send nothing.
+        serde_json::to_vec(&err(None, ErrorCode::Internal, format!("unencodable answer: {e}")))
+            .unwrap_or_default()
+    });
     line.push(b'\n');
-    w.write_all(&line)
+    line
 }
 
-type Writer = Arc<Mutex<UnixStream>>;
-
-fn reply(w: &Writer, msg: &ServerMsg) -> bool {
-    let mut s = w.lock().unwrap_or_else(|e| e.into_inner());
-    send(&mut *s, msg).is_ok()
+/// Writes one message within [`WRITE_TIMEOUT`]; false when the peer is gone or not reading.
+async fn send(w: &mut (impl AsyncWrite + Unpin), msg: &ServerMsg) -> bool {
+    matches!(tokio::time::timeout(WRITE_TIMEOUT, w.write_all(&line(msg))).await, Ok(Ok(())))
 }
 
 /// Why a connection stops reading.
@@ -290,21 +312,24 @@ enum ReadEnd {
 /// Newline-delimited lines with deadlines: before the hello, the whole conversation must
 /// reach its first newline by `hello_by`; after it, a line has [`LINE_TIMEOUT`] from its
 /// first byte. An idle connection (no partial line) waits as long as it likes.
-struct LineReader {
-    stream: UnixStream,
+///
+/// `next_line` is cancel-safe (the connection's loop drops it when an event is due): what
+/// was read is kept in `pending`, and a dropped read consumed nothing.
+struct LineReader<R> {
+    stream: R,
     pending: Vec<u8>,
     /// When the first byte of the partial line in `pending` arrived.
     partial_since: Option<Instant>,
     line_timeout: Duration,
 }
 
-impl LineReader {
-    fn new(stream: UnixStream, line_timeout: Duration) -> LineReader {
+impl<R: AsyncRead + Unpin> LineReader<R> {
+    fn new(stream: R, line_timeout: Duration) -> LineReader<R> {
         LineReader { stream, pending: Vec::new(), partial_since: None, line_timeout }
     }
 
     /// The next line (without its newline); `hello_by` bounds the wait while set.
-    fn next_line(&mut self, hello_by: Option<Instant>) -> Result<Vec<u8>, ReadEnd> {
+    async fn next_line(&mut self, hello_by: Option<Instant>) -> Result<Vec<u8>, ReadEnd> {
         let mut chunk = [0u8; 4096];
         loop {
             if let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
@@ -323,23 +348,25 @@ impl LineReader {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let wait = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(left),
-                    _ => {
-                        return Err(ReadEnd::Slow(if hello_by.is_some_and(|h| Some(h) == deadline) {
-                            "no hello"
-                        } else {
-                            "a request line not finished"
-                        }))
-                    }
-                },
-                None => None,
-            };
-            if self.stream.set_read_timeout(wait).is_err() {
-                return Err(ReadEnd::Failed);
+            if let Some(d) = deadline {
+                if d <= Instant::now() {
+                    return Err(ReadEnd::Slow(if hello_by.is_some_and(|h| Some(h) == deadline) {
+                        "no hello"
+                    } else {
+                        "a request line not finished"
+                    }));
+                }
             }
-            match self.stream.read(&mut chunk) {
+            let read = self.stream.read(&mut chunk);
+            let got = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, read).await {
+                    Ok(r) => r,
+                    // The deadline passed: the loop says which one.
+                    Err(_) => continue,
+                },
+                None => read.await,
+            };
+            match got {
                 Ok(0) => return Err(ReadEnd::Eof),
                 Ok(n) => {
                     if self.pending.is_empty() {
@@ -350,9 +377,7 @@ impl LineReader {
                 Err(e)
                     if matches!(
                         e.kind(),
-                        std::io::ErrorKind::WouldBlock
-                            | std::io::ErrorKind::TimedOut
-                            | std::io::ErrorKind::Interrupted
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
                     ) => {}
                 Err(_) => return Err(ReadEnd::Failed),
             }
@@ -374,161 +399,249 @@ pub fn decode(line: &[u8]) -> Result<Request, (Option<u64>, String)> {
     }
 }
 
+/// One subscription of a connection: what it watches and where its reader is.
+struct Sub {
+    id: u64,
+    filter: FlowFilter,
+    interval: Duration,
+    /// The flow table position sent last (`None`: nothing sent yet, the first is full).
+    since: Option<u64>,
+    /// The table changed since the last delta was sent.
+    dirty: bool,
+    /// No delta before this (the subscription's interval).
+    next_at: Instant,
+    /// With alerts: the id of the last alert sent.
+    alerts: Option<u64>,
+}
+
 struct Conn {
-    subs: Vec<(u64, Arc<AtomicBool>)>,
+    subs: Vec<Sub>,
     window: (Instant, u32),
     bad: u32,
 }
 
-fn serve(srv: &Arc<Server>, stream: UnixStream, who: Credentials, role: Option<Role>) {
-    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-    let Ok(write_half) = stream.try_clone() else { return };
-    let w: Writer = Arc::new(Mutex::new(write_half));
-    let mut r = LineReader::new(stream, LINE_TIMEOUT);
+/// A command waiting for the daemon's answer; events keep flowing meanwhile, and the next
+/// request is read only after it (requests are answered in order).
+type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = ServerMsg> + Send>>;
+
+async fn serve(srv: &Arc<Server>, stream: tokio::net::UnixStream, who: Credentials, role: Option<Role>) {
+    let (rd, mut w) = stream.into_split();
+    let mut r = LineReader::new(rd, LINE_TIMEOUT);
     let hello_by = Instant::now() + HELLO_TIMEOUT;
     let mut hello = false;
     let mut conn = Conn { subs: Vec::new(), window: (Instant::now(), 0), bad: 0 };
+    let mut flows_changed = srv.flows.watch();
+    let polled = flows_changed.is_none();
+    let mut alerts_raised = srv.alerts.watch();
+    let mut pending: Option<Pending> = None;
     loop {
-        let buf = match r.next_line((!hello).then_some(hello_by)) {
-            Ok(line) => line,
-            Err(ReadEnd::Eof | ReadEnd::Failed) => break,
-            Err(ReadEnd::TooLong) => {
-                reply(
-                    &w,
-                    &err(
-                        None,
-                        ErrorCode::BadRequest,
-                        format!("request line over {MAX_REQUEST_BYTES} bytes: closing"),
-                    ),
-                );
-                break;
-            }
-            Err(ReadEnd::Slow(what)) => {
-                let limit = if hello { LINE_TIMEOUT } else { HELLO_TIMEOUT };
-                info!(uid = who.peer.uid, user = %who.peer.user, "control: {what} within {limit:?}: closing");
-                reply(&w, &err(None, ErrorCode::BadRequest, format!("{what} within {limit:?}: closing")));
-                break;
-            }
-        };
-        let line = buf.trim_ascii();
-        if line.is_empty() {
-            continue;
-        }
-        // Rate limit per connection: a flood gets `busy`, not more work.
-        if conn.window.0.elapsed() >= Duration::from_secs(1) {
-            conn.window = (Instant::now(), 0);
-        }
-        conn.window.1 += 1;
-        let req = match decode(line) {
-            Ok(r) => r,
-            Err((id, msg)) => {
-                conn.bad += 1;
-                if !reply(&w, &err(id, ErrorCode::BadRequest, msg)) || conn.bad >= MAX_BAD {
+        let flow_due = conn.subs.iter().filter(|s| s.dirty || polled).map(|s| s.next_at).min();
+        let want_alerts = conn.subs.iter().any(|s| s.alerts.is_some());
+        tokio::select! {
+            biased;
+            answer = async {
+                match pending.as_mut() {
+                    Some(p) => p.await,
+                    None => std::future::pending().await,
+                }
+            }, if pending.is_some() => {
+                pending = None;
+                if !send(&mut w, &answer).await {
                     break;
                 }
-                continue;
             }
-        };
-        if conn.window.1 > MAX_RATE {
-            if !reply(&w, &err(Some(req.id), ErrorCode::Busy, format!("over {MAX_RATE} requests per second")))
-            {
-                break;
+            changed = async { alerts_raised.changed().await }, if want_alerts => {
+                if changed.is_err() || !push_alerts(srv, &mut w, &mut conn).await {
+                    break;
+                }
             }
-            continue;
-        }
-        // The identity of the connection, fixed when it was accepted: a pid that changes
-        // hands meanwhile lends it nothing.
-        let Some(answer) = handle(srv, &w, &mut conn, &mut hello, req.id, req.op, &who, role) else {
-            continue;
-        };
-        // Before a successful hello, an error ends the conversation.
-        let keep_open = hello || !matches!(answer, ServerMsg::Error { .. });
-        if !reply(&w, &answer) || !keep_open {
-            break;
+            _ = tokio::time::sleep_until(flow_due.unwrap_or_else(Instant::now)), if flow_due.is_some() => {
+                if !push_flows(srv, &mut w, &mut conn, polled).await {
+                    break;
+                }
+            }
+            changed = async {
+                match flows_changed.as_mut() {
+                    Some(rx) => rx.changed().await,
+                    None => std::future::pending().await,
+                }
+            }, if !conn.subs.is_empty() => {
+                if changed.is_err() {
+                    break;
+                }
+                conn.subs.iter_mut().for_each(|s| s.dirty = true);
+            }
+            got = r.next_line((!hello).then_some(hello_by)), if pending.is_none() => {
+                let buf = match got {
+                    Ok(line) => line,
+                    Err(ReadEnd::Eof | ReadEnd::Failed) => break,
+                    Err(ReadEnd::TooLong) => {
+                        let msg = format!("request line over {MAX_REQUEST_BYTES} bytes: closing");
+                        send(&mut w, &err(None, ErrorCode::BadRequest, msg)).await;
+                        break;
+                    }
+                    Err(ReadEnd::Slow(what)) => {
+                        let limit = if hello { LINE_TIMEOUT } else { HELLO_TIMEOUT };
+                        info!(uid = who.peer.uid, user = %who.peer.user, "control: {what} within {limit:?}: closing");
+                        send(&mut w, &err(None, ErrorCode::BadRequest, format!("{what} within {limit:?}: closing"))).await;
+                        break;
+                    }
+                };
+                let line = buf.trim_ascii();
+                if line.is_empty() {
+                    continue;
+                }
+                // Rate limit per connection: a flood gets `busy`, not more work.
+                if conn.window.0.elapsed() >= Duration::from_secs(1) {
+                    conn.window = (Instant::now(), 0);
+                }
+                conn.window.1 += 1;
+                let req = match decode(line) {
+                    Ok(r) => r,
+                    Err((id, msg)) => {
+                        conn.bad += 1;
+                        if !send(&mut w, &err(id, ErrorCode::BadRequest, msg)).await || conn.bad >= MAX_BAD {
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                if conn.window.1 > MAX_RATE {
+                    let busy = err(Some(req.id), ErrorCode::Busy, format!("over {MAX_RATE} requests per second"));
+                    if !send(&mut w, &busy).await {
+                        break;
+                    }
+                    continue;
+                }
+                // The identity of the connection, fixed when it was accepted: a pid that
+                // changes hands meanwhile lends it nothing.
+                let answer = match handle(srv, &mut conn, &mut hello, req.id, req.op, &who, role).await {
+                    Handled::Now(a) => a,
+                    Handled::Later(p) => {
+                        pending = Some(p);
+                        continue;
+                    }
+                };
+                // Before a successful hello, an error ends the conversation.
+                let keep_open = hello || !matches!(answer, ServerMsg::Error { .. });
+                if !send(&mut w, &answer).await || !keep_open {
+                    break;
+                }
+            }
         }
     }
-    for (_, stop) in conn.subs {
-        stop.store(true, Ordering::SeqCst);
+    if !conn.subs.is_empty() {
+        info!(subs = conn.subs.len(), "control: subscriptions ended");
     }
+}
+
+/// Sends the flow deltas that are due; false when the peer is gone.
+async fn push_flows(srv: &Server, w: &mut (impl AsyncWrite + Unpin), conn: &mut Conn, polled: bool) -> bool {
+    let now = Instant::now();
+    for s in conn.subs.iter_mut().filter(|s| (s.dirty || polled) && s.next_at <= now) {
+        let c = srv.flows.changes(s.since, &s.filter);
+        s.since = Some(c.next);
+        s.dirty = false;
+        s.next_at = now + s.interval;
+        if c.full || !c.changed.is_empty() || !c.removed.is_empty() {
+            let event = Event::Flows {
+                changed: c.changed,
+                removed: c.removed,
+                total: c.total,
+                lost_events: c.lost_events,
+                full: c.full,
+            };
+            if !send(w, &ServerMsg::Event { sub: s.id, event }).await {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Sends every alert raised since each alert subscription's last one, as they are raised.
+async fn push_alerts(srv: &Server, w: &mut (impl AsyncWrite + Unpin), conn: &mut Conn) -> bool {
+    for s in &mut conn.subs {
+        let Some(last) = s.alerts else { continue };
+        for a in srv.alerts.after(last) {
+            s.alerts = Some(a.id);
+            if !send(w, &ServerMsg::Event { sub: s.id, event: Event::Alert(a) }).await {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn handle(
-    srv: &Arc<Server>,
-    w: &Writer,
-    conn: &mut Conn,
-    hello: &mut bool,
-    id: u64,
-    op: Op,
-    who: &Credentials,
-    role: Option<Role>,
-) -> Option<ServerMsg> {
-    match handle_one(srv, w, conn, hello, id, op, who, role) {
-        // Sent by the subscribe arm itself, ahead of the subscription's first event.
-        ServerMsg::Ok { answer: Answer::Subscribed { .. }, .. } => None,
-        m => Some(m),
-    }
+/// An answer now, or one the daemon will give (a command). Lives for one request, on the
+/// stack: the size of the first variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
+enum Handled {
+    Now(ServerMsg),
+    Later(Pending),
 }
 
-#[allow(clippy::too_many_arguments)]
-fn handle_one(
+async fn handle(
     srv: &Arc<Server>,
-    w: &Writer,
     conn: &mut Conn,
     hello: &mut bool,
     id: u64,
     op: Op,
     who: &Credentials,
     role: Option<Role>,
-) -> ServerMsg {
+) -> Handled {
     let ok = |answer| ServerMsg::Ok { id, answer };
     if !*hello {
         let Op::Hello { version, client } = &op else {
-            return err(Some(id), ErrorCode::VersionMismatch, "the first request must be hello");
+            return Handled::Now(err(
+                Some(id),
+                ErrorCode::VersionMismatch,
+                "the first request must be hello",
+            ));
         };
         if *version != PROTOCOL_VERSION {
-            return err(
+            return Handled::Now(err(
                 Some(id),
                 ErrorCode::VersionMismatch,
                 format!(
                     "{client} speaks protocol {version}, fw-daemon {} speaks {PROTOCOL_VERSION}: use a matching fw-tui",
                     env!("CARGO_PKG_VERSION")
                 ),
-            );
+            ));
         }
     }
     let Some(role) = role else {
         warn!(uid = who.peer.uid, pid = who.peer.pid, op = op.name(), "control: refused a peer with no role");
-        return err(
+        return Handled::Now(err(
             Some(id),
             ErrorCode::Forbidden,
             format!(
                 "{} is in none of the groups {}, {}: ask an admin for access",
                 who.peer.user, srv.roles.viewer_group, srv.roles.operator_group
             ),
-        );
+        ));
     };
     if role < op.required_role() {
         if op.required_role() >= Role::Operator {
             audit_refusal(srv, &op, who, role);
         }
-        return err(
+        return Handled::Now(err(
             Some(id),
             ErrorCode::Forbidden,
             format!("{} is {role}; {} needs {}", who.peer.user, op.name(), op.required_role()),
-        );
+        ));
     }
     // A filter the language refuses is the client's mistake, never an empty result.
     if let Op::Flows { filter, .. } | Op::Subscribe { filter, .. } = &op {
         if let Err(e) = filter.compile() {
-            return err(Some(id), ErrorCode::BadRequest, format!("bad filter: {e}"));
+            return Handled::Now(err(Some(id), ErrorCode::BadRequest, format!("bad filter: {e}")));
         }
     }
-    match op {
+    Handled::Now(match op {
         Op::Hello { .. } => {
             *hello = true;
             debug!(user = %who.peer.user, %role, "control: client connected");
@@ -560,73 +673,71 @@ fn handle_one(
         Op::Audit { since, since_ms, limit } => match &srv.audit {
             None => err(Some(id), ErrorCode::NotFound, "the audit log is disabled (--audit-log none)"),
             Some(a) => {
+                // A read of the trail is file I/O: off the runtime's workers.
+                let a = a.clone();
                 let since_ms = since_ms.or(since.map(|s| s.saturating_mul(1000)));
-                match a.read(since_ms, limit.unwrap_or(1000).min(100_000)) {
-                    Ok(records) => ok(Answer::Audit { records }),
-                    Err(e) => err(Some(id), ErrorCode::Internal, e.to_string()),
+                let limit = limit.unwrap_or(1000).min(100_000);
+                match tokio::task::spawn_blocking(move || a.read(since_ms, limit)).await {
+                    Ok(Ok(records)) => ok(Answer::Audit { records }),
+                    Ok(Err(e)) => err(Some(id), ErrorCode::Internal, e.to_string()),
+                    Err(e) => err(Some(id), ErrorCode::Internal, format!("audit read failed: {e}")),
                 }
             }
         },
         Op::Subscribe { filter, interval_ms, alerts } => {
-            conn.subs.retain(|(_, stop)| !stop.load(Ordering::SeqCst));
             if conn.subs.len() >= MAX_SUBSCRIPTIONS {
-                return err(
+                return Handled::Now(err(
                     Some(id),
                     ErrorCode::Busy,
                     format!("at most {MAX_SUBSCRIPTIONS} subscriptions per connection"),
-                );
+                ));
             }
             let sub = srv.next_sub.fetch_add(1, Ordering::SeqCst) as u64;
-            let stop = Arc::new(AtomicBool::new(false));
             let interval = Duration::from_millis(interval_ms.unwrap_or(1000).clamp(100, 60_000));
-            // The answer goes out before the first event: the pusher waits for this lock.
-            let guard = w.lock().unwrap_or_else(|e| e.into_inner());
-            // Alerts raised from now on, on their own thread so they go out at once.
-            let alerts_from = srv.alerts.last_id();
-            if let Err(e) = push_events(srv.flows.clone(), w.clone(), sub, filter, interval, stop.clone()) {
-                return err(Some(id), ErrorCode::Internal, format!("cannot start the subscription: {e}"));
-            }
-            if alerts {
-                if let Err(e) = push_alerts(srv.alerts.clone(), w.clone(), sub, alerts_from, stop.clone()) {
-                    stop.store(true, Ordering::SeqCst);
-                    return err(Some(id), ErrorCode::Internal, format!("cannot start the subscription: {e}"));
-                }
-            }
-            conn.subs.push((sub, stop));
-            let mut s = guard;
-            if send(&mut *s, &ok(Answer::Subscribed { sub })).is_err() {
-                conn.subs.iter().for_each(|(_, stop)| stop.store(true, Ordering::SeqCst));
-            }
-            // Sent under the lock, before any event of the subscription.
+            // The answer goes out first; the first (full) delta follows at once. Alerts
+            // raised from now on go out as they are raised.
+            conn.subs.push(Sub {
+                id: sub,
+                filter,
+                interval,
+                since: None,
+                dirty: true,
+                next_at: Instant::now(),
+                alerts: alerts.then(|| srv.alerts.last_id()),
+            });
             ok(Answer::Subscribed { sub })
         }
-        Op::Unsubscribe { sub } => match conn.subs.iter().position(|(s, _)| *s == sub) {
+        Op::Unsubscribe { sub } => match conn.subs.iter().position(|s| s.id == sub) {
             Some(i) => {
-                conn.subs.remove(i).1.store(true, Ordering::SeqCst);
+                conn.subs.remove(i);
+                info!(sub, "control: subscription ended");
                 ok(Answer::Unsubscribed { sub })
             }
             None => err(Some(id), ErrorCode::NotFound, format!("no subscription {sub} on this connection")),
         },
         op @ (Op::Block { .. } | Op::Unblock { .. } | Op::Reload) => {
-            let (tx, rx) = mpsc::channel();
+            let (tx, rx) = tokio::sync::oneshot::channel();
             let name = op.name();
             if srv.commands.send(Command { op, who: who.clone(), role, reply: tx }).is_err() {
-                return err(Some(id), ErrorCode::Internal, "the daemon is stopping");
+                return Handled::Now(err(Some(id), ErrorCode::Internal, "the daemon is stopping"));
             }
-            match rx.recv_timeout(COMMAND_TIMEOUT) {
-                Ok(Ok(answer)) => ok(answer),
-                Ok(Err((code, message))) => err(Some(id), code, message),
-                Err(_) => {
-                    warn!(op = name, "control: no answer from the daemon");
-                    err(
-                        Some(id),
-                        ErrorCode::Internal,
-                        format!("no answer from the daemon within {COMMAND_TIMEOUT:?}"),
-                    )
+            return Handled::Later(Box::pin(async move {
+                match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {
+                    Ok(Ok(Ok(answer))) => ServerMsg::Ok { id, answer },
+                    Ok(Ok(Err((code, message)))) => err(Some(id), code, message),
+                    Ok(Err(_)) => err(Some(id), ErrorCode::Internal, "the daemon is stopping"),
+                    Err(_) => {
+                        warn!(op = name, "control: no answer from the daemon");
+                        err(
+                            Some(id),
+                            ErrorCode::Internal,
+                            format!("no answer from the daemon within {COMMAND_TIMEOUT:?}"),
+                        )
+                    }
                 }
-            }
+            }));
         }
-    }
+    })
 }
 
 /// A request refused for its role, recorded with what it asked for and why (the reason
@@ -662,66 +773,6 @@ fn audit_refusal(srv: &Server, op: &Op, who: &Credentials, role: Role) {
     a.record(&rec);
 }
 
-/// Pushes flow deltas every `interval` until `stop` or the client goes away.
-fn push_events(
-    flows: Arc<dyn FlowView>,
-    w: Writer,
-    sub: u64,
-    filter: FlowFilter,
-    interval: Duration,
-    stop: Arc<AtomicBool>,
-) -> std::io::Result<()> {
-    std::thread::Builder::new().name("control-sub".into()).spawn(move || {
-        let mut since = None;
-        while !stop.load(Ordering::SeqCst) {
-            let c = flows.changes(since, &filter);
-            if c.full || !c.changed.is_empty() || !c.removed.is_empty() {
-                let ev = Event::Flows {
-                    changed: c.changed,
-                    removed: c.removed,
-                    total: c.total,
-                    lost_events: c.lost_events,
-                    full: c.full,
-                };
-                if !reply(&w, &ServerMsg::Event { sub, event: ev }) {
-                    stop.store(true, Ordering::SeqCst);
-                    break;
-                }
-            }
-            since = Some(c.next);
-            std::thread::sleep(interval);
-        }
-        info!(sub, "control: subscription ended");
-    })?;
-    Ok(())
-}
-
-/// Pushes every alert raised after `from`, as it is raised, until `stop` or the client goes.
-fn push_alerts(
-    alerts: Arc<crate::alerts::Alerts>,
-    w: Writer,
-    sub: u64,
-    from: u64,
-    stop: Arc<AtomicBool>,
-) -> std::io::Result<()> {
-    std::thread::Builder::new().name("control-alerts".into()).spawn(move || {
-        let mut last = from;
-        while !stop.load(Ordering::SeqCst) {
-            // A short wait: a stopped subscription's thread ends soon after.
-            for a in alerts.wait_after(last, Duration::from_millis(250)) {
-                last = a.id;
-                if stop.load(Ordering::SeqCst)
-                    || !reply(&w, &ServerMsg::Event { sub, event: Event::Alert(a) })
-                {
-                    stop.store(true, Ordering::SeqCst);
-                    return;
-                }
-            }
-        }
-    })?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -753,51 +804,68 @@ mod tests {
 
     /// Deadlines of the line reader: hello in time, a trickled line cut off, an idle
     /// connection (nothing pending) left alone, pipelined lines split.
-    #[test]
-    fn lines_have_deadlines_idle_connections_do_not() {
+    #[tokio::test]
+    async fn lines_have_deadlines_idle_connections_do_not() {
+        use tokio::net::UnixStream;
         let (a, mut b) = UnixStream::pair().unwrap();
         let mut r = LineReader::new(a, Duration::from_millis(200));
-        b.write_all(b"{\"id\":1}\n{\"id\":2}\n{\"id").unwrap();
+        b.write_all(b"{\"id\":1}\n{\"id\":2}\n{\"id").await.unwrap();
         let by = Instant::now() + Duration::from_secs(5);
-        assert_eq!(r.next_line(Some(by)).unwrap(), b"{\"id\":1}");
-        assert_eq!(r.next_line(None).unwrap(), b"{\"id\":2}");
+        assert_eq!(r.next_line(Some(by)).await.unwrap(), b"{\"id\":1}");
+        assert_eq!(r.next_line(None).await.unwrap(), b"{\"id\":2}");
         // One byte at a time, never the newline: cut off 200 ms after the line began.
         let t = Instant::now();
-        let trickle = std::thread::spawn(move || {
+        let trickle = tokio::spawn(async move {
             for _ in 0..10 {
-                std::thread::sleep(Duration::from_millis(50));
-                if b.write_all(b"x").is_err() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if b.write_all(b"x").await.is_err() {
                     break;
                 }
             }
             b
         });
-        assert_eq!(r.next_line(None), Err(ReadEnd::Slow("a request line not finished")));
+        assert_eq!(r.next_line(None).await, Err(ReadEnd::Slow("a request line not finished")));
         assert!(t.elapsed() < Duration::from_millis(400), "{:?}", t.elapsed());
-        drop(trickle.join().unwrap());
+        drop(trickle.await.unwrap());
         // No hello in time.
         let (a, _b) = UnixStream::pair().unwrap();
         let mut r = LineReader::new(a, Duration::from_secs(60));
         let t = Instant::now();
-        assert_eq!(r.next_line(Some(t + Duration::from_millis(150))), Err(ReadEnd::Slow("no hello")));
+        assert_eq!(r.next_line(Some(t + Duration::from_millis(150))).await, Err(ReadEnd::Slow("no hello")));
         // Idle after hello: waits (here until the peer hangs up).
         let (a, b) = UnixStream::pair().unwrap();
         let mut r = LineReader::new(a, Duration::from_millis(50));
-        let closer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(300));
+        let closer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
             drop(b);
         });
-        assert_eq!(r.next_line(None), Err(ReadEnd::Eof));
-        closer.join().unwrap();
+        assert_eq!(r.next_line(None).await, Err(ReadEnd::Eof));
+        closer.await.unwrap();
         // Too long, with or without its newline.
         let (a, mut b) = UnixStream::pair().unwrap();
         let mut r = LineReader::new(a, Duration::from_secs(5));
-        let w = std::thread::spawn(move || {
-            let _ = b.write_all(&vec![b'x'; MAX_REQUEST_BYTES + 10]);
+        let w = tokio::spawn(async move {
+            let _ = b.write_all(&vec![b'x'; MAX_REQUEST_BYTES + 10]).await;
             b
         });
-        assert_eq!(r.next_line(None), Err(ReadEnd::TooLong));
-        drop(w.join().unwrap());
+        assert_eq!(r.next_line(None).await, Err(ReadEnd::TooLong));
+        drop(w.await.unwrap());
+    }
+
+    /// A cancelled read loses nothing: the connection's loop drops `next_line` whenever an
+    /// event is due, and the bytes read so far must still make the next line.
+    #[tokio::test]
+    async fn a_dropped_read_keeps_what_it_read() {
+        use tokio::net::UnixStream;
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut r = LineReader::new(a, Duration::from_secs(5));
+        b.write_all(b"{\"id\"").await.unwrap();
+        for _ in 0..3 {
+            let cut = tokio::time::timeout(Duration::from_millis(30), r.next_line(None)).await;
+            assert!(cut.is_err(), "no newline yet");
+        }
+        b.write_all(b":7}\n").await.unwrap();
+        assert_eq!(r.next_line(None).await.unwrap(), b"{\"id\":7}");
     }
 
     /// The fuzz target's seeds are real requests: the fuzzer starts from inputs that reach

@@ -148,7 +148,9 @@ impl Core {
             // unidentified port now; Docker's snapshot admits them as they are programmed.
             contain.release_guard();
         }
-        let flows = crate::flows::collector::Flows::new(cfg.max_flows, cfg.opts.log_group, alerts.clone());
+        let rt = crate::runtime::handle().map_err(DaemonError::Signals)?;
+        let flows =
+            crate::flows::collector::Flows::new(cfg.max_flows, cfg.opts.log_group, alerts.clone(), rt);
         let enf = Enforcer::new(rec, contain, flows, collect_flows, clock.clone());
         let core = Core { cfg, clock, state, sources: start.sources, enf, trail, alerts, server: None };
         Ok((core, report))

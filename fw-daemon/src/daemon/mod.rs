@@ -187,19 +187,12 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     if !cfg.rules.is_dir() {
         return Err(DaemonError::RulesDir(cfg.rules.clone()));
     }
-    // Two workers for the sources and the socket; the state is owned by the loop on this
-    // thread. The thread count does not grow with containers or subscribers.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(6)
-        .thread_name("fw-rt")
-        .enable_all()
-        .build()
-        .map_err(DaemonError::Signals)?;
-    let result = rt.block_on(event_loop(cfg, listener, Deps::real()));
-    // Sources blocked in reads (the forwarders, a Docker request) must not hold the exit.
-    rt.shutdown_background();
-    result
+    // The runtime's few threads carry the sources, the socket and the collectors; the state
+    // is owned by the loop on this thread. The thread count does not grow with containers or
+    // subscribers. Sources blocked in reads (the forwarders, a Docker request) end with the
+    // process.
+    let rt = crate::runtime::handle().map_err(DaemonError::Signals)?;
+    rt.block_on(event_loop(cfg, listener, Deps::real()))
 }
 
 async fn event_loop(

@@ -1,24 +1,39 @@
-//! Feeds the flow table from the kernel: per programmed container, one thread reads
-//! conntrack events (after an initial dump) and one reads NFLOG records, each on sockets
-//! opened inside the container's namespace. A socket overrun (ENOBUFS) is counted as lost
-//! events and answered with a fresh dump. Threads stop (closing their sockets, which
-//! releases the namespace) when the container is forgotten.
+//! Feeds the flow table from the kernel. Per programmed container, sockets opened inside its
+//! namespace (on a short-lived thread, see `netns`) are registered with the runtime and read
+//! by tasks woken when the kernel has something: conntrack events, NFLOG records, and (with
+//! inspection configured) the inspection queues. No thread is spent per container and an
+//! idle namespace costs nothing but its sockets.
+//!
+//! Counters (conntrack reports them only in dumps and DESTROY events) come from one
+//! scheduler for every namespace, whose cost follows activity:
+//! - a namespace with no open flow is never asked;
+//! - one with a few open flows has them looked up by tuple (`CtControl::get_many`: a hash
+//!   lookup each), since a dump from any namespace walks the host's whole conntrack hash
+//!   (262,144 buckets on the measuring VM: ~8 ms a dump however few entries it returns);
+//! - one with many open flows is dumped, less often the bigger it is;
+//! - each round does at most [`MAX_DUMPS_PER_ROUND`] dumps and [`MAX_GETS_PER_ROUND`]
+//!   lookups; what does not fit waits for the next round, oldest first;
+//! - a dump is owed at start (flows that predate the daemon) and after an event overrun.
 //!
 //! The table's questions about containers, peers and rules are answered by `FlowContext`,
 //! a value the daemon rebuilds after every reconcile.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fw_proto::control::{Direction, FlowFilter, FlowSnapshot, FlowVerdict, Proto};
 use fw_proto::RuleRef;
+use tokio::runtime::Handle;
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::AbortHandle;
 use tracing::{debug, warn};
 
-use super::conntrack::{self, CtControl, CtError, CtEvents, CtKind};
+use super::conntrack::{self, CtControl, CtError, CtEvents, CtKind, Tuple};
 use super::inline::{self, Inline};
 use super::inspection::{self, TapStats, Violation};
 use super::nflog::Nflog;
@@ -32,12 +47,24 @@ use crate::ruleset::Ruleset;
 /// Conntrack event socket buffer: at ~45k new flows/s the default loses a fifth.
 const CT_RCVBUF: usize = 32 << 20;
 const LOG_RCVBUF: usize = 4 << 20;
-const POLL: Duration = Duration::from_millis(250);
-/// Counter refresh: every second for tables up to 10k entries; a bigger table is a flood
-/// of short flows (its rows get counters from DESTROY events) and a dump of it costs
+/// How often the counter scheduler looks for work.
+const ROUND: Duration = Duration::from_secs(1);
+/// Full dumps per round across namespaces (each walks the host's conntrack hash).
+pub const MAX_DUMPS_PER_ROUND: usize = 2;
+/// Flows looked up by tuple per round across namespaces.
+pub const MAX_GETS_PER_ROUND: usize = 20_000;
+/// Up to this many open flows a namespace's counters come from lookups; above, from a dump.
+pub const LOOKUP_MAX: usize = 2_000;
+/// How often an inspection queue's kernel drop counters are read while packets come.
+const COUNTERS_EVERY: Duration = Duration::from_secs(1);
+/// Namespaces whose sockets are being opened at once.
+const OPENING: usize = 2;
+
+/// Counter refresh: every second for namespaces up to 10k open flows; a bigger table is a
+/// flood of short flows (its rows get counters from DESTROY events) and a dump of it costs
 /// memory in proportion, so it is refreshed only every minute.
-fn refresh_interval(entries: usize) -> Duration {
-    if entries <= 10_000 {
+fn refresh_interval(open: usize) -> Duration {
+    if open <= 10_000 {
         Duration::from_secs(1)
     } else {
         Duration::from_secs(60)
@@ -127,9 +154,24 @@ fn cap_rule(container: &str, rec: &super::nflog::LogRecord, ctx: &dyn Context) -
     }
 }
 
+/// One container's collection: its tasks (aborted when it is forgotten, which closes its
+/// sockets and releases the namespace) and its counter-refresh state.
 struct Collector {
     netns: PathBuf,
-    stop: Arc<AtomicBool>,
+    /// Tells a late-finishing open that this collector was replaced meanwhile.
+    generation: u64,
+    tasks: Vec<AbortHandle>,
+}
+
+/// A namespace the scheduler may work on this round: name, state, last refresh, dump owed.
+type Due = (String, Arc<Mutex<Refresh>>, Option<Instant>, bool);
+
+/// A namespace's request socket and what the scheduler knows about it.
+struct Refresh {
+    ctl: CtControl,
+    last: Option<Instant>,
+    /// A full dump is owed (start, event overrun).
+    dump_owed: bool,
 }
 
 /// Where flagged flows' packets wait for verdicts and where violations go.
@@ -140,34 +182,61 @@ pub struct InspectConfig {
     pub violations: std::sync::mpsc::Sender<Violation>,
 }
 
+/// What a round of the scheduler did, for tests and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RefreshStats {
+    pub rounds: u64,
+    pub dumps: u64,
+    pub lookups: u64,
+}
+
 /// The shared flow table, its context, and the collectors feeding it.
 pub struct Flows {
     table: Mutex<FlowTable>,
     ctx: RwLock<Arc<FlowContext>>,
     collectors: Mutex<BTreeMap<String, Collector>>,
+    refresh: Mutex<HashMap<String, Arc<Mutex<Refresh>>>>,
+    /// Wakes the scheduler early (a dump is owed).
+    wake: Arc<Notify>,
     log_group: u16,
-    /// One dump at a time across namespaces: a dump's entries are held in memory until
-    /// merged, and ten large ones at once would multiply the peak.
-    dumping: Mutex<()>,
     /// Set before the first `sync`; without it no inspection queue is bound.
     inspect: Mutex<Option<InspectConfig>>,
     tap_stats: Mutex<TapStats>,
     /// Where cap hits seen in NFLOG records are raised.
     alerts: Arc<crate::alerts::Alerts>,
+    rt: Handle,
+    opening: Arc<Semaphore>,
+    generation: AtomicU64,
+    /// The table's change position, for subscribers that wait for changes.
+    changed: watch::Sender<u64>,
+    stats: Mutex<RefreshStats>,
+    scheduler: Mutex<Option<AbortHandle>>,
 }
 
 impl Flows {
-    pub fn new(cap: usize, log_group: u16, alerts: Arc<crate::alerts::Alerts>) -> Arc<Flows> {
-        Arc::new(Flows {
+    /// A table of at most `cap` rows fed by collectors that run as tasks on `rt`.
+    pub fn new(cap: usize, log_group: u16, alerts: Arc<crate::alerts::Alerts>, rt: Handle) -> Arc<Flows> {
+        let f = Arc::new(Flows {
             table: Mutex::new(FlowTable::new(cap)),
             ctx: RwLock::new(Arc::new(FlowContext::default())),
             collectors: Mutex::new(BTreeMap::new()),
+            refresh: Mutex::new(HashMap::new()),
+            wake: Arc::new(Notify::new()),
             log_group,
-            dumping: Mutex::new(()),
             inspect: Mutex::new(None),
             tap_stats: Mutex::new(TapStats::default()),
             alerts,
-        })
+            rt,
+            opening: Arc::new(Semaphore::new(OPENING)),
+            generation: AtomicU64::new(0),
+            changed: watch::Sender::new(0),
+            stats: Mutex::new(RefreshStats::default()),
+            scheduler: Mutex::new(None),
+        });
+        let (weak, wake) = (Arc::downgrade(&f), f.wake.clone());
+        let h = f.rt.spawn(async move { scheduler(weak, wake).await });
+        *f.scheduler.lock().unwrap_or_else(|e| e.into_inner()) = Some(h.abort_handle());
+        f
     }
 
     /// Starts inspection listeners with the collectors started from now on.
@@ -179,8 +248,27 @@ impl Flows {
         *self.tap_stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// What the counter scheduler has done so far.
+    pub fn refresh_stats(&self) -> RefreshStats {
+        *self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn table(&self) -> std::sync::MutexGuard<'_, FlowTable> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the table and tells waiting subscribers when it changed something.
+    fn with_table<T>(&self, f: impl FnOnce(&mut FlowTable) -> T) -> T {
+        let (out, before, after) = {
+            let mut t = self.table();
+            let before = t.seq();
+            let out = f(&mut t);
+            (out, before, t.seq())
+        };
+        if after != before {
+            self.changed.send_replace(after);
+        }
+        out
     }
 
     fn context(&self) -> Arc<FlowContext> {
@@ -220,117 +308,249 @@ impl Flows {
             cs.iter().filter(|(n, c)| programmed.get(*n) != Some(&c.netns)).map(|(n, _)| n.clone()).collect();
         for name in gone {
             if let Some(c) = cs.remove(&name) {
-                c.stop.store(true, Ordering::SeqCst);
+                c.tasks.iter().for_each(AbortHandle::abort);
             }
-            self.table().forget_container(&name);
+            self.refresh.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
+            self.with_table(|t| t.forget_container(&name));
         }
         for (name, ns) in programmed {
             if cs.contains_key(name) {
                 continue;
             }
-            let stop = Arc::new(AtomicBool::new(false));
-            if let Err(e) = self.spawn(name, ns, stop.clone()) {
-                warn!(container = %name, error = %e, "flows: cannot start the collectors");
-                continue;
-            }
-            cs.insert(name.clone(), Collector { netns: ns.clone(), stop });
+            let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+            let (f, n, p) = (self.clone(), name.clone(), ns.clone());
+            let task = self.rt.spawn(async move { f.start(n, p, generation).await });
+            cs.insert(
+                name.clone(),
+                Collector { netns: ns.clone(), generation, tasks: vec![task.abort_handle()] },
+            );
         }
     }
 
-    fn spawn(self: &Arc<Self>, name: &str, ns: &Path, stop: Arc<AtomicBool>) -> std::io::Result<()> {
-        let inspector = Arc::new(Mutex::new(Inspector::new(inspection::MAX_FLOWS)));
+    /// Opens the container's sockets (bounded: a fleet starting costs a few threads at a
+    /// time), then starts its readers.
+    async fn start(self: Arc<Self>, name: String, ns: PathBuf, generation: u64) {
+        let _span = tracing::info_span!("container", container = %name);
+        let Ok(permit) = self.opening.clone().acquire_owned().await else { return };
         let cfg = self.inspect.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some(cfg) = cfg {
-            let (f, n, p, s, i) =
-                (self.clone(), name.to_string(), ns.to_path_buf(), stop.clone(), inspector.clone());
-            std::thread::Builder::new().name(format!("insp-{name}")).spawn(move || {
-                let _span = tracing::info_span!("container", container = %n).entered();
-                f.inline_loop(&n, &p, &s, &i, &cfg);
-            })?;
-        }
-        let (f, n, p, s) = (self.clone(), name.to_string(), ns.to_path_buf(), stop.clone());
-        std::thread::Builder::new().name(format!("ct-{name}")).spawn(move || {
-            let _span = tracing::info_span!("container", container = %n).entered();
-            if let Err(e) = f.conntrack_loop(&n, &p, &s, &inspector) {
-                warn!(error = %e, "flows: conntrack collector stopped");
+        let (p, group, queue) = (ns.clone(), self.log_group, cfg.as_ref().map(|c| c.queue));
+        let opened = tokio::task::spawn_blocking(move || Sockets::open(&p, group, queue)).await;
+        drop(permit);
+        let socks = match opened {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return warn!(container = %name, error = %e, "flows: cannot start the collectors"),
+            Err(_) => return,
+        };
+        let mut cs = self.collectors.lock().unwrap_or_else(|e| e.into_inner());
+        // Forgotten (or replaced) while its sockets were opening: they close here.
+        let Some(c) = cs.get_mut(&name).filter(|c| c.generation == generation) else { return };
+        let inspector = Arc::new(Mutex::new(Inspector::new(inspection::MAX_FLOWS)));
+        let n: Arc<str> = Arc::from(name.as_str());
+        match socks.events {
+            Ok(ev) => {
+                let f = self.clone();
+                let (n, i) = (n.clone(), inspector.clone());
+                c.tasks.push(self.rt.spawn(async move { f.conntrack_events(n, ev, i).await }).abort_handle());
             }
-        })?;
-        let (f, n, p) = (self.clone(), name.to_string(), ns.to_path_buf());
-        std::thread::Builder::new().name(format!("log-{name}")).spawn(move || {
-            let _span = tracing::info_span!("container", container = %n).entered();
-            let mut log = match Nflog::open(&p, f.log_group, LOG_RCVBUF) {
-                Ok(l) => l,
-                Err(e) => return warn!(error = %e, "flows: cannot listen for NFLOG records"),
-            };
-            while !stop.load(Ordering::SeqCst) {
-                match log.recv(POLL) {
-                    Ok(recs) if recs.is_empty() => {}
-                    Ok(recs) => {
-                        let ctx = f.context();
-                        let now = now_ms();
-                        let mut hits = Vec::new();
-                        {
-                            let mut t = f.table();
-                            for r in &recs {
-                                let row = t.apply_log(&n, r, now, &*ctx);
-                                if let Some(rule) = cap_rule(&n, r, &*ctx) {
-                                    hits.push((rule, row));
-                                }
-                            }
+            Err(e) => warn!(container = %name, error = %e, "flows: no conntrack events"),
+        }
+        match socks.control {
+            Ok(ctl) => {
+                let r = Refresh { ctl, last: None, dump_owed: true };
+                self.refresh
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(name.clone(), Arc::new(Mutex::new(r)));
+                self.wake.notify_one();
+            }
+            Err(e) => warn!(container = %name, error = %e, "flows: no conntrack counters"),
+        }
+        match socks.log {
+            Ok(log) => {
+                let (f, n) = (self.clone(), n.clone());
+                c.tasks.push(self.rt.spawn(async move { f.nflog_records(n, log).await }).abort_handle());
+            }
+            Err(e) => warn!(container = %name, error = %e, "flows: cannot listen for NFLOG records"),
+        }
+        if let (Some(k), Some(cfg)) = (socks.inline, cfg) {
+            match k {
+                Ok(k) => {
+                    let f = self.clone();
+                    c.tasks.push(
+                        self.rt
+                            .spawn(async move { f.inline_queue(n, k, inspector, cfg).await })
+                            .abort_handle(),
+                    );
+                }
+                Err(e) => warn!(container = %name, error = %e, "flows: cannot bind the inspection queues"),
+            }
+        }
+    }
+
+    /// Reads conntrack events as they come.
+    async fn conntrack_events(
+        self: Arc<Self>,
+        name: Arc<str>,
+        ev: CtEvents,
+        inspector: Arc<Mutex<Inspector>>,
+    ) {
+        let fd = match ev
+            .set_nonblocking()
+            .map_err(|e| e.to_string())
+            .and_then(|()| crate::nl::register(ev).map_err(|e| e.to_string()))
+        {
+            Ok(fd) => fd,
+            Err(e) => return warn!(container = %name, error = %e, "flows: conntrack collector stopped"),
+        };
+        let mut fd = fd;
+        loop {
+            let Ok(mut ready) = fd.readable_mut().await else { return };
+            match ready.get_inner_mut().recv(Duration::ZERO) {
+                Ok(evs) if evs.is_empty() => ready.clear_ready(),
+                Ok(evs) => {
+                    let ctx = self.context();
+                    let now = now_ms();
+                    self.with_table(|t| {
+                        for e in &evs {
+                            t.apply_ct(&name, e, now, &*ctx);
                         }
-                        // Raised outside the table lock: an alert wakes subscribers.
-                        for (rule, row) in hits {
-                            f.alerts.cap_hit(&n, &rule, row, now);
+                    });
+                    // Ended flows free their inspection state.
+                    {
+                        let mut i = inspector.lock().unwrap_or_else(|e| e.into_inner());
+                        if i.flows() > 0 {
+                            for e in evs.iter().filter(|e| e.kind == CtKind::Destroy) {
+                                i.forget(&inspection::key_of(&e.entry.orig));
+                            }
                         }
                     }
-                    Err(e) => {
-                        // ENOBUFS: records were dropped by the kernel; count and go on.
-                        if let super::nflog::NflogError::Io { source, .. } = &e {
-                            if source.raw_os_error() == Some(libc::ENOBUFS) {
-                                f.table().add_lost(1);
-                                continue;
+                    // A flood in one namespace must not starve the others.
+                    tokio::task::yield_now().await;
+                }
+                Err(CtError::Overrun { .. }) => {
+                    debug!(container = %name, "flows: conntrack events lost; a dump is owed");
+                    self.with_table(|t| t.add_lost(1));
+                    self.owe_dump(&name);
+                }
+                Err(e) => return warn!(container = %name, error = %e, "flows: conntrack collector stopped"),
+            }
+        }
+    }
+
+    fn owe_dump(&self, name: &str) {
+        if let Some(r) = self.refresh.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
+            r.lock().unwrap_or_else(|e| e.into_inner()).dump_owed = true;
+        }
+        self.wake.notify_one();
+    }
+
+    /// Reads NFLOG records as they come; cap hits are raised as alerts.
+    async fn nflog_records(self: Arc<Self>, name: Arc<str>, log: Nflog) {
+        let mut fd = match log
+            .set_nonblocking()
+            .map_err(|e| e.to_string())
+            .and_then(|()| crate::nl::register(log).map_err(|e| e.to_string()))
+        {
+            Ok(fd) => fd,
+            Err(e) => return warn!(container = %name, error = %e, "flows: NFLOG collector stopped"),
+        };
+        loop {
+            let Ok(mut ready) = fd.readable_mut().await else { return };
+            match ready.get_inner_mut().recv(Duration::ZERO) {
+                Ok(recs) if recs.is_empty() => ready.clear_ready(),
+                Ok(recs) => {
+                    let ctx = self.context();
+                    let now = now_ms();
+                    let hits = self.with_table(|t| {
+                        let mut hits = Vec::new();
+                        for r in &recs {
+                            let row = t.apply_log(&name, r, now, &*ctx);
+                            if let Some(rule) = cap_rule(&name, r, &*ctx) {
+                                hits.push((rule, row));
                             }
                         }
-                        return warn!(error = %e, "flows: NFLOG collector stopped");
+                        hits
+                    });
+                    // Raised outside the table lock: an alert wakes subscribers.
+                    for (rule, row) in hits {
+                        self.alerts.cap_hit(&name, &rule, row, now);
                     }
                 }
+                // ENOBUFS: records were dropped by the kernel; count and go on.
+                Err(super::nflog::NflogError::Overrun { .. }) => self.with_table(|t| t.add_lost(1)),
+                Err(e) => return warn!(container = %name, error = %e, "flows: NFLOG collector stopped"),
             }
-        })?;
-        Ok(())
+        }
     }
 
-    /// Answers the inspection queues of one namespace until stopped (see `flows/inline.rs`).
-    fn inline_loop(
-        &self,
-        name: &str,
-        ns: &Path,
-        stop: &AtomicBool,
-        inspector: &Mutex<Inspector>,
-        cfg: &InspectConfig,
+    /// Answers the inspection queues of one namespace (see `flows/inline.rs`): woken by a
+    /// queued packet or by the next undecided flow's deadline, nothing else.
+    async fn inline_queue(
+        self: Arc<Self>,
+        name: Arc<str>,
+        k: inline::Kernel,
+        inspector: Arc<Mutex<Inspector>>,
+        cfg: InspectConfig,
     ) {
-        let mut k = match inline::Kernel::open(ns, cfg.queue) {
-            Ok(k) => k,
-            Err(e) => return warn!(error = %e, "flows: cannot bind the inspection queues"),
+        let mut fd = match k
+            .queue
+            .set_nonblocking()
+            .map_err(|e| e.to_string())
+            .and_then(|()| crate::nl::register(k).map_err(|e| e.to_string()))
+        {
+            Ok(fd) => fd,
+            Err(e) => return warn!(container = %name, error = %e, "flows: inspection queue stopped"),
         };
         let mut st = Inline::default();
         let mut overflow_seen = 0;
-        let mut last_counters = std::time::Instant::now();
-        while !stop.load(Ordering::SeqCst) {
+        let mut last_counters = Instant::now();
+        let mut seen_since_counters = false;
+        loop {
             // Wake for the next undecided flow's deadline even if no packet comes.
             let deadline = inspector.lock().unwrap_or_else(|e| e.into_inner()).next_deadline();
-            let wait = deadline
-                .map_or(POLL, |d| Duration::from_millis(u64::try_from(d - now_ms()).unwrap_or(0)).min(POLL));
-            let pkts = match k.queue.recv(wait) {
-                Ok(p) => p,
-                Err(e) => return warn!(error = %e, "flows: inspection queue stopped"),
+            let wait = deadline.map(|d| Duration::from_millis(u64::try_from(d - now_ms()).unwrap_or(0)));
+            // After packets, the drop counters are due a second after their last read.
+            let counters_due = seen_since_counters
+                .then(|| (last_counters + COUNTERS_EVERY).saturating_duration_since(Instant::now()));
+            let wait = match (wait, counters_due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             };
+            let mut pkts = Vec::new();
+            let ready = match wait {
+                Some(w) => tokio::time::timeout(w, fd.readable_mut()).await.ok(),
+                None => Some(fd.readable_mut().await),
+            };
+            match ready {
+                Some(Ok(mut ready)) => loop {
+                    match ready.get_inner_mut().queue.recv(Duration::ZERO) {
+                        Ok(p) if p.is_empty() => {
+                            ready.clear_ready();
+                            break;
+                        }
+                        Ok(p) => {
+                            pkts.extend(p);
+                            if pkts.len() >= 1024 {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            return warn!(container = %name, error = %e, "flows: inspection queue stopped")
+                        }
+                    }
+                },
+                Some(Err(_)) => return,
+                None => {}
+            }
+            seen_since_counters |= !pkts.is_empty();
+            let k = fd.get_mut();
             let ctx = self.context();
             let now = now_ms();
             let mut step = inline::Step::default();
             {
                 let mut i = inspector.lock().unwrap_or_else(|e| e.into_inner());
                 for p in &pkts {
-                    st.packet(p, name, &ctx.inspect, &mut i, now, &mut step);
+                    st.packet(p, &name, &ctx.inspect, &mut i, now, &mut step);
                 }
                 let expired = i.expire(now);
                 st.stats.timeouts += expired.len() as u64;
@@ -341,21 +561,31 @@ impl Flows {
             // The kernel first: held packets wait for these verdicts.
             k.execute(&step.actions);
             let mut stats = std::mem::take(&mut st.stats);
-            for mut v in inspection::record(name, step.findings, &self.table, &mut stats, now) {
+            let before = self.table().seq();
+            for mut v in inspection::record(&name, step.findings, &self.table, &mut stats, now) {
                 v.done = step.cut.get(&v.flow).map(|d| d.to_string());
                 warn!(rule = %v.rule.id, "inspection: {}", v.message());
                 if cfg.violations.send(v).is_err() {
                     debug!("inspection: nobody acts on violations (daemon stopping)");
                 }
             }
-            if last_counters.elapsed() >= Duration::from_secs(1) || k.queue.overruns > 0 {
-                last_counters = std::time::Instant::now();
+            let after = self.table().seq();
+            if after != before {
+                self.changed.send_replace(after);
+            }
+            // The kernel's drop counters move only while packets come: read them then, at
+            // most once a second, never for an idle namespace.
+            if (seen_since_counters && last_counters.elapsed() >= Duration::from_secs(1))
+                || k.queue.overruns > 0
+            {
+                last_counters = Instant::now();
+                seen_since_counters = false;
                 let n = k.overflow();
                 if n > overflow_seen {
                     stats.overflow += n - overflow_seen;
                     self.alerts.raise(
                         fw_proto::control::AlertKind::InspectionOverflow,
-                        Some(name),
+                        Some(&name),
                         None,
                         None,
                         format!(
@@ -379,65 +609,131 @@ impl Flows {
         }
     }
 
-    fn conntrack_loop(
-        &self,
-        name: &str,
-        ns: &Path,
-        stop: &AtomicBool,
-        inspector: &Mutex<Inspector>,
-    ) -> Result<(), CtError> {
-        if let Err(e) = conntrack::enable_accounting(ns) {
-            warn!(error = %e, "flows: byte counters unavailable");
-        }
-        // Subscribe before the dump: a flow that starts in between is seen twice, never missed.
-        let mut events = CtEvents::open(ns, CT_RCVBUF)?;
-        let mut ctl = CtControl::open(ns)?;
-        let mut size = self.redump(name, &mut ctl)?;
-        let mut last_dump = std::time::Instant::now();
-        while !stop.load(Ordering::SeqCst) {
-            // Conntrack reports counters only in dumps and on DESTROY: a periodic dump keeps
-            // the byte counts and rates of long-lived flows moving. A big table is dumped
-            // less often (events keep flowing in meanwhile; only counters wait).
-            if last_dump.elapsed() >= refresh_interval(size) {
-                size = self.redump(name, &mut ctl)?;
-                last_dump = std::time::Instant::now();
+    /// One round of the counter scheduler (blocking: its netlink exchanges wait for the
+    /// kernel). See the module documentation for what it asks and when. Returns whether
+    /// dumps are still owed (the next round then follows at once).
+    fn refresh_round(&self) -> bool {
+        let now = Instant::now();
+        let open = self.table().open_tuples();
+        let mut due: Vec<Due> = self
+            .refresh
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|(n, r)| {
+                let g = r.lock().unwrap_or_else(|e| e.into_inner());
+                let flows = open.get(n).map_or(0, Vec::len);
+                let is_due = g.last.is_none_or(|l| now.duration_since(l) >= refresh_interval(flows));
+                (g.dump_owed || (flows > 0 && is_due)).then(|| (n.clone(), r.clone(), g.last, g.dump_owed))
+            })
+            .collect();
+        // Owed dumps first, then the longest waiting.
+        due.sort_by_key(|(_, _, last, owed)| (!*owed, *last));
+        let (mut dumps, mut gets) = (0usize, 0usize);
+        let mut stats = RefreshStats { rounds: 1, ..Default::default() };
+        let mut still_owed = false;
+        for (name, r, _, owed) in due {
+            let tuples = open.get(&name).map_or(&[][..], Vec::as_slice);
+            let dump = owed || tuples.len() > LOOKUP_MAX;
+            if dump && dumps >= MAX_DUMPS_PER_ROUND || !dump && gets + tuples.len() > MAX_GETS_PER_ROUND {
+                still_owed |= owed;
+                continue;
             }
-            match events.recv(POLL) {
-                Ok(evs) if evs.is_empty() => {}
-                Ok(evs) => {
-                    let ctx = self.context();
-                    let now = now_ms();
-                    let mut t = self.table();
-                    for e in &evs {
-                        t.apply_ct(name, e, now, &*ctx);
+            let mut g = r.lock().unwrap_or_else(|e| e.into_inner());
+            let ctx = self.context();
+            if dump {
+                dumps += 1;
+                match g.ctl.dump() {
+                    Ok(entries) => {
+                        self.with_table(|t| t.replace_dump(&name, &entries, now_ms(), &*ctx));
+                        g.dump_owed = false;
                     }
-                    drop(t);
-                    // Ended flows free their inspection state.
-                    let mut i = inspector.lock().unwrap_or_else(|e| e.into_inner());
-                    if i.flows() > 0 {
-                        for e in evs.iter().filter(|e| e.kind == CtKind::Destroy) {
-                            i.forget(&inspection::key_of(&e.entry.orig));
-                        }
+                    Err(e) => warn!(container = %name, error = %e, "flows: conntrack dump failed"),
+                }
+            } else {
+                gets += tuples.len();
+                match g.ctl.get_many(tuples) {
+                    Ok(found) => {
+                        let looked: Vec<(Tuple, Option<conntrack::CtEntry>)> =
+                            tuples.iter().copied().zip(found).collect();
+                        self.with_table(|t| t.refresh(&name, &looked, now_ms(), &*ctx));
                     }
+                    Err(e) => warn!(container = %name, error = %e, "flows: conntrack lookups failed"),
                 }
-                Err(CtError::Overrun { .. }) => {
-                    debug!("flows: conntrack events lost; re-dumping");
-                    self.table().add_lost(1);
-                    self.redump(name, &mut ctl)?;
-                }
-                Err(e) => return Err(e),
             }
+            g.last = Some(Instant::now());
         }
-        Ok(())
+        stats.dumps = dumps as u64;
+        stats.lookups = gets as u64;
+        let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        s.rounds += stats.rounds;
+        s.dumps += stats.dumps;
+        s.lookups += stats.lookups;
+        still_owed
     }
+}
 
-    /// Replaces the container's rows with a fresh dump; returns the number of entries.
-    fn redump(&self, name: &str, ctl: &mut CtControl) -> Result<usize, CtError> {
-        let _one_at_a_time = self.dumping.lock().unwrap_or_else(|e| e.into_inner());
-        let entries = ctl.dump()?;
-        let ctx = self.context();
-        self.table().replace_dump(name, &entries, now_ms(), &*ctx);
-        Ok(entries.len())
+/// The counter scheduler: a round every [`ROUND`], or at once when a dump is owed; the
+/// round itself runs on the blocking pool, one at a time. Ends with the `Flows`.
+async fn scheduler(flows: std::sync::Weak<Flows>, wake: Arc<Notify>) {
+    let mut owed = false;
+    loop {
+        if !owed {
+            let _ = tokio::time::timeout(ROUND, wake.notified()).await;
+        }
+        let Some(f) = flows.upgrade() else { return };
+        match tokio::task::spawn_blocking(move || f.refresh_round()).await {
+            Ok(more) => owed = more,
+            Err(_) => {
+                owed = false;
+                warn!("flows: a counter refresh round failed");
+            }
+        }
+    }
+}
+
+impl Drop for Flows {
+    fn drop(&mut self) {
+        if let Some(h) = self.scheduler.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            h.abort();
+        }
+        for c in self.collectors.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            c.tasks.iter().for_each(AbortHandle::abort);
+        }
+    }
+}
+
+/// A container's sockets, opened inside its namespace; each may fail on its own.
+struct Sockets {
+    events: Result<CtEvents, CtError>,
+    control: Result<CtControl, CtError>,
+    log: Result<Nflog, super::nflog::NflogError>,
+    inline: Option<Result<inline::Kernel, inline::InlineError>>,
+}
+
+impl Sockets {
+    /// Opens them all on one thread that entered the namespace once (`netns::run_in` nests).
+    fn open(ns: &Path, log_group: u16, queue: Option<u16>) -> Result<Sockets, crate::netns::NetnsError> {
+        let p = ns.to_path_buf();
+        crate::netns::run_in(ns, move || {
+            let ns = p.as_path();
+            // First: entries made before accounting is on never get counters.
+            if let Err(e) = conntrack::enable_accounting(ns) {
+                warn!(error = %e, "flows: byte counters unavailable");
+            }
+            // Subscribe before the dump: a flow that starts in between is seen twice, never missed.
+            let events = CtEvents::open(ns, CT_RCVBUF);
+            let control = CtControl::open(ns);
+            let log = Nflog::open(ns, log_group, LOG_RCVBUF);
+            let inline = queue.map(|q| inline::Kernel::open(ns, q));
+            Sockets { events, control, log, inline }
+        })
+    }
+}
+
+impl AsRawFd for inline::Kernel {
+    fn as_raw_fd(&self) -> RawFd {
+        self.queue.as_raw_fd()
     }
 }
 
@@ -455,6 +751,10 @@ impl FlowView for Flows {
 
     fn snapshot(&self, filter: &FlowFilter, limit: Option<usize>) -> FlowSnapshot {
         self.table().snapshot(filter, limit)
+    }
+
+    fn watch(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.changed.subscribe())
     }
 
     fn changes(&self, since: Option<u64>, filter: &FlowFilter) -> FlowChanges {

@@ -15,13 +15,14 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use nix::sys::socket::{setsockopt, sockopt};
-
-use crate::netns::{self, NetnsError};
-use crate::nft::netlink::{attrs, messages, parse_ack, Msg, NLMSG_DONE, NLMSG_ERROR};
+use crate::netns;
+use crate::nl::{
+    self, attrs, messages, parse_ack, Builder, Msg, Recv, NETLINK_NETFILTER, NLA_F_NESTED, NLM_F_ACK,
+    NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_MULTI,
+};
 
 /// One direction of a conntrack entry. ICMP: `sport` is the echo id, `dport` is
 /// `type << 8 | code`; protocols without ports have both 0.
@@ -68,16 +69,10 @@ pub struct CtEvent {
     pub entry: CtEntry,
 }
 
-const NETLINK_NETFILTER: isize = 12;
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_NEW: u16 = 0;
 const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
-const NLM_F_EXCL: u16 = 0x200;
-const NLM_F_CREATE: u16 = 0x400;
-const NLM_F_DUMP: u16 = 0x300;
 /// Event groups: NFNLGRP_CONNTRACK_NEW, _UPDATE, _DESTROY.
 const GROUPS: [u32; 3] = [1, 2, 3];
 
@@ -110,24 +105,9 @@ const CTA_COUNTERS_PACKETS: u16 = 1;
 const CTA_COUNTERS_BYTES: u16 = 2;
 const CTA_COUNTERS32_PACKETS: u16 = 3;
 const CTA_COUNTERS32_BYTES: u16 = 4;
-const NLA_F_NESTED: u16 = 0x8000;
 
-#[derive(Debug, thiserror::Error)]
-pub enum CtError {
-    #[error(transparent)]
-    Netns(#[from] NetnsError),
-    #[error("conntrack in {netns}: {what}: {source}")]
-    Io { netns: PathBuf, what: &'static str, source: std::io::Error },
-    #[error("conntrack in {netns}: events were lost (receive buffer overrun)")]
-    Overrun { netns: PathBuf },
-    #[error("conntrack in {netns}: the kernel refused {what}: {}", std::io::Error::from_raw_os_error(*.errno))]
-    Rejected { netns: PathBuf, what: &'static str, errno: i32 },
-    #[error("conntrack in {netns}: no answer to {what}")]
-    Timeout { netns: PathBuf, what: &'static str },
-    /// The per-namespace conntrack sysctls are missing: nf_conntrack is not loaded.
-    #[error("conntrack in {netns}: {sysctl} does not exist: the nf_conntrack kernel module is not loaded (modprobe nf_conntrack)")]
-    NoConntrack { netns: PathBuf, sysctl: String },
-}
+/// Conntrack speaks through the one netlink layer, and fails with its error.
+pub type CtError = nl::Error;
 
 fn be16(b: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes(b.get(..2)?.try_into().ok()?))
@@ -284,7 +264,7 @@ fn parse_msg(m: &Msg<'_>) -> Option<CtEvent> {
         IPCTNL_MSG_CT_DELETE => CtKind::Destroy,
         IPCTNL_MSG_CT_NEW if m.flags & (NLM_F_CREATE | NLM_F_EXCL) != 0 => CtKind::New,
         // Dump replies carry NLM_F_MULTI and no create flags: they describe live entries.
-        IPCTNL_MSG_CT_NEW if m.flags & 0x2 != 0 => CtKind::New,
+        IPCTNL_MSG_CT_NEW if m.flags & NLM_F_MULTI != 0 => CtKind::New,
         IPCTNL_MSG_CT_NEW => CtKind::Update,
         _ => return None,
     };
@@ -315,34 +295,10 @@ pub fn enable_accounting(netns: &Path) -> Result<(), CtError> {
     })?
 }
 
-fn open_socket(netns: &Path, rcvbuf: usize) -> Result<netlink_sys::Socket, CtError> {
-    let mut sock = netns::netlink_socket(netns, NETLINK_NETFILTER)?;
-    let io = |what| move |source| CtError::Io { netns: netns.to_path_buf(), what, source };
-    sock.bind_auto().map_err(io("bind"))?;
-    // SO_RCVBUFFORCE passes net.core.rmem_max (it needs CAP_NET_ADMIN); without the
-    // capability the plain option still gets as much as rmem_max allows.
-    if setsockopt(&sock, sockopt::RcvBufForce, &rcvbuf).is_err() {
-        let _ = setsockopt(&sock, sockopt::RcvBuf, &rcvbuf);
-    }
+fn open_socket(netns: &Path, rcvbuf: usize) -> Result<nl::Socket, CtError> {
+    let sock = nl::Socket::open(netns, NETLINK_NETFILTER, 1 << 17)?;
+    sock.set_rcvbuf(rcvbuf);
     Ok(sock)
-}
-
-/// Sets SO_RCVTIMEO; zero would mean "block forever", so anything shorter is one microsecond.
-fn set_timeout(sock: &netlink_sys::Socket, t: Duration) {
-    let secs = t.as_secs().try_into().unwrap_or(i64::MAX);
-    let usecs = i64::from(t.subsec_micros()).max(i64::from(secs == 0));
-    let tv = nix::sys::time::TimeVal::new(secs, usecs);
-    let _ = setsockopt(sock, sockopt::ReceiveTimeout, &tv);
-}
-
-fn would_block(e: &std::io::Error) -> bool {
-    matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
-}
-
-/// A signal interrupted the wait (the daemon was stopped and continued, SIGSTOP/SIGCONT):
-/// nothing is wrong with the socket, wait again.
-fn interrupted(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::Interrupted
 }
 
 /// At most this many datagrams are drained per [`CtEvents::recv`] (each event is one).
@@ -350,11 +306,7 @@ const MAX_BATCH: usize = 1024;
 
 /// A socket subscribed to the namespace's conntrack events (NEW, UPDATE, DESTROY).
 pub struct CtEvents {
-    sock: netlink_sys::Socket,
-    netns: PathBuf,
-    buf: Vec<u8>,
-    /// The receive timeout last set on the socket (a setsockopt per call is not free).
-    timeout: Option<Duration>,
+    sock: nl::Socket,
     /// An overrun met while draining a batch, reported by the next `recv`.
     overrun: bool,
 }
@@ -365,65 +317,42 @@ impl CtEvents {
     pub fn open(netns: &Path, rcvbuf: usize) -> Result<CtEvents, CtError> {
         let sock = open_socket(netns, rcvbuf)?;
         for g in GROUPS {
-            sock.add_membership(g).map_err(|source| CtError::Io {
-                netns: netns.to_path_buf(),
-                what: "join event group",
-                source,
-            })?;
+            sock.join(g, "conntrack: join event group")?;
         }
-        Ok(CtEvents {
-            sock,
-            netns: netns.to_path_buf(),
-            buf: vec![0; 1 << 17],
-            timeout: None,
-            overrun: false,
-        })
+        Ok(CtEvents { sock, overrun: false })
+    }
+
+    /// Non-blocking mode, for a runtime that waits for readiness: `recv` then never waits.
+    pub fn set_nonblocking(&self) -> Result<(), CtError> {
+        self.sock.set_nonblocking()
     }
 
     /// Waits up to `timeout` (zero: does not wait) for events, then takes whatever else is
     /// already queued (up to a bound); empty on timeout. `Overrun` means the kernel dropped
     /// events (ENOBUFS): count the loss and re-dump; the socket keeps working.
     pub fn recv(&mut self, timeout: Duration) -> Result<Vec<CtEvent>, CtError> {
+        let overrun =
+            |s: &nl::Socket| CtError::Overrun { netns: s.netns().to_path_buf(), what: "conntrack events" };
         if std::mem::take(&mut self.overrun) {
-            return Err(CtError::Overrun { netns: self.netns.clone() });
+            return Err(overrun(&self.sock));
         }
-        let first = if timeout.is_zero() {
-            self.sock.recv(&mut &mut self.buf[..], libc::MSG_DONTWAIT)
-        } else {
-            if self.timeout != Some(timeout) {
-                set_timeout(&self.sock, timeout);
-                self.timeout = Some(timeout);
-            }
-            self.sock.recv(&mut &mut self.buf[..], 0)
-        };
-        let mut out = match first {
-            Ok(n) => parse_messages(&self.buf[..n]),
-            Err(e) if would_block(&e) || interrupted(&e) => return Ok(Vec::new()),
-            Err(e) => return Err(self.error(e)),
+        let mut out = match self.sock.recv(timeout, "conntrack: receive events")? {
+            Recv::Data(n) => parse_messages(self.sock.buf(n)),
+            Recv::Empty => return Ok(Vec::new()),
+            Recv::Overrun => return Err(overrun(&self.sock)),
         };
         for _ in 1..MAX_BATCH {
-            match self.sock.recv(&mut &mut self.buf[..], libc::MSG_DONTWAIT) {
-                Ok(n) => out.extend(parse_messages(&self.buf[..n])),
-                Err(e) if would_block(&e) => break,
-                Err(e) => match self.error(e) {
-                    CtError::Overrun { .. } => {
-                        // Hand over what arrived; the loss is reported next time.
-                        self.overrun = true;
-                        break;
-                    }
-                    e => return Err(e),
-                },
+            match self.sock.recv(Duration::ZERO, "conntrack: receive events")? {
+                Recv::Data(n) => out.extend(parse_messages(self.sock.buf(n))),
+                Recv::Empty => break,
+                Recv::Overrun => {
+                    // Hand over what arrived; the loss is reported next time.
+                    self.overrun = true;
+                    break;
+                }
             }
         }
         Ok(out)
-    }
-
-    fn error(&self, e: std::io::Error) -> CtError {
-        if e.raw_os_error() == Some(libc::ENOBUFS) {
-            CtError::Overrun { netns: self.netns.clone() }
-        } else {
-            CtError::Io { netns: self.netns.clone(), what: "receive events", source: e }
-        }
     }
 }
 
@@ -439,158 +368,152 @@ impl AsFd for CtEvents {
     }
 }
 
-/// Delete requests per send: their ACKs (one each) fit the receive buffer many times over.
-const DELETE_BATCH: usize = 256;
+/// Requests per send: their answers (one each) fit the receive buffer many times over.
+const BATCH: usize = 256;
+/// How long a request socket waits for the kernel.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A request socket: dumps and deletes.
+/// A request socket: dumps, lookups, deletes, marks.
 pub struct CtControl {
-    sock: netlink_sys::Socket,
-    netns: PathBuf,
-    buf: Vec<u8>,
-    seq: u32,
-}
-
-fn header(out: &mut Vec<u8>, msg: u16, flags: u16, seq: u32, family: u8) {
-    out.extend_from_slice(&0u32.to_ne_bytes()); // length, set at the end
-    out.extend_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | msg).to_ne_bytes());
-    out.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
-    out.extend_from_slice(&seq.to_ne_bytes());
-    out.extend_from_slice(&0u32.to_ne_bytes());
-    out.extend_from_slice(&[family, 0, 0, 0]); // nfgenmsg: family, version 0, res_id 0
-}
-
-fn attr(out: &mut Vec<u8>, ty: u16, value: &[u8]) {
-    out.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
-    out.extend_from_slice(&ty.to_ne_bytes());
-    out.extend_from_slice(value);
-    out.resize(out.len().next_multiple_of(4), 0);
-}
-
-fn nested(out: &mut Vec<u8>, ty: u16, f: impl FnOnce(&mut Vec<u8>)) {
-    let mut inner = Vec::new();
-    f(&mut inner);
-    attr(out, ty | NLA_F_NESTED, &inner);
-}
-
-fn finish(mut out: Vec<u8>) -> Vec<u8> {
-    let len = out.len() as u32;
-    out[..4].copy_from_slice(&len.to_ne_bytes());
-    out
-}
-
-/// The original tuple `t` as CTA_TUPLE_ORIG.
-fn orig_tuple(out: &mut Vec<u8>, t: &Tuple) {
-    nested(out, CTA_TUPLE_ORIG, |o| {
-        nested(o, CTA_TUPLE_IP, |ip| match (t.src, t.dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => {
-                attr(ip, CTA_IP_V4_SRC, &s.octets());
-                attr(ip, CTA_IP_V4_DST, &d.octets());
-            }
-            (s, d) => {
-                let v6 = |a: IpAddr| match a {
-                    IpAddr::V6(a) => a.octets(),
-                    IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-                };
-                attr(ip, CTA_IP_V6_SRC, &v6(s));
-                attr(ip, CTA_IP_V6_DST, &v6(d));
-            }
-        });
-        nested(o, CTA_TUPLE_PROTO, |p| {
-            attr(p, CTA_PROTO_NUM, &[t.proto]);
-            match t.proto {
-                1 | 58 => {
-                    let v6 = t.proto == 58;
-                    attr(p, if v6 { CTA_PROTO_ICMPV6_ID } else { CTA_PROTO_ICMP_ID }, &t.sport.to_be_bytes());
-                    attr(
-                        p,
-                        if v6 { CTA_PROTO_ICMPV6_TYPE } else { CTA_PROTO_ICMP_TYPE },
-                        &[(t.dport >> 8) as u8],
-                    );
-                    attr(p, if v6 { CTA_PROTO_ICMPV6_CODE } else { CTA_PROTO_ICMP_CODE }, &[t.dport as u8]);
-                }
-                _ => {
-                    attr(p, CTA_PROTO_SRC_PORT, &t.sport.to_be_bytes());
-                    attr(p, CTA_PROTO_DST_PORT, &t.dport.to_be_bytes());
-                }
-            }
-        });
-    });
+    sock: nl::Socket,
 }
 
 fn family_of(t: &Tuple) -> u8 {
     (if t.src.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 }) as u8
 }
 
+fn ct_msg(b: &mut Builder, msg: u16, flags: u16, seq: u32, family: u8) {
+    b.nfnl((NFNL_SUBSYS_CTNETLINK << 8) | msg, flags, seq, family, 0);
+}
+
+/// The original tuple `t` as CTA_TUPLE_ORIG.
+fn orig_tuple(b: &mut Builder, t: &Tuple) {
+    b.nested(CTA_TUPLE_ORIG, |o| {
+        o.nested(CTA_TUPLE_IP, |ip| match (t.src, t.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                ip.attr(CTA_IP_V4_SRC, &s.octets()).attr(CTA_IP_V4_DST, &d.octets());
+            }
+            (s, d) => {
+                let v6 = |a: IpAddr| match a {
+                    IpAddr::V6(a) => a.octets(),
+                    IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+                };
+                ip.attr(CTA_IP_V6_SRC, &v6(s)).attr(CTA_IP_V6_DST, &v6(d));
+            }
+        });
+        o.nested(CTA_TUPLE_PROTO, |p| {
+            p.attr(CTA_PROTO_NUM, &[t.proto]);
+            match t.proto {
+                1 | 58 => {
+                    let v6 = t.proto == 58;
+                    p.attr(if v6 { CTA_PROTO_ICMPV6_ID } else { CTA_PROTO_ICMP_ID }, &t.sport.to_be_bytes())
+                        .attr(
+                            if v6 { CTA_PROTO_ICMPV6_TYPE } else { CTA_PROTO_ICMP_TYPE },
+                            &[(t.dport >> 8) as u8],
+                        )
+                        .attr(if v6 { CTA_PROTO_ICMPV6_CODE } else { CTA_PROTO_ICMP_CODE }, &[t.dport as u8]);
+                }
+                _ => {
+                    p.attr(CTA_PROTO_SRC_PORT, &t.sport.to_be_bytes())
+                        .attr(CTA_PROTO_DST_PORT, &t.dport.to_be_bytes());
+                }
+            }
+        });
+    });
+}
+
+fn push_delete(b: &mut Builder, t: &Tuple, seq: u32) {
+    ct_msg(b, IPCTNL_MSG_CT_DELETE, NLM_F_ACK, seq, family_of(t));
+    orig_tuple(b, t);
+}
+
 /// The request that deletes the entry whose original tuple is `t`.
 pub fn delete_request(t: &Tuple, seq: u32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(96);
-    header(&mut out, IPCTNL_MSG_CT_DELETE, NLM_F_ACK, seq, family_of(t));
-    orig_tuple(&mut out, t);
-    finish(out)
+    let mut b = Builder::with_capacity(96);
+    push_delete(&mut b, t, seq);
+    b.finish()
+}
+
+/// The request that looks up the one entry whose original tuple is `t` (a hash lookup in the
+/// kernel, not a walk of the table): answered by the entry, or an error (ENOENT).
+pub fn get_request(t: &Tuple, seq: u32) -> Vec<u8> {
+    let mut b = Builder::with_capacity(96);
+    ct_msg(&mut b, IPCTNL_MSG_CT_GET, 0, seq, family_of(t));
+    orig_tuple(&mut b, t);
+    b.finish()
 }
 
 /// The request that sets the mark of the existing entry whose original tuple is `t` (an
 /// update: without NLM_F_CREATE the kernel never makes a new entry).
 pub fn set_mark_request(t: &Tuple, mark: u32, seq: u32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(104);
-    header(&mut out, IPCTNL_MSG_CT_NEW, NLM_F_ACK, seq, family_of(t));
-    orig_tuple(&mut out, t);
-    attr(&mut out, CTA_MARK, &mark.to_be_bytes());
-    finish(out)
+    let mut b = Builder::with_capacity(104);
+    ct_msg(&mut b, IPCTNL_MSG_CT_NEW, NLM_F_ACK, seq, family_of(t));
+    orig_tuple(&mut b, t);
+    b.attr(CTA_MARK, &mark.to_be_bytes());
+    b.finish()
 }
 
 impl CtControl {
     pub fn open(netns: &Path) -> Result<CtControl, CtError> {
-        let sock = open_socket(netns, 4 << 20)?;
-        set_timeout(&sock, Duration::from_secs(5));
-        Ok(CtControl { sock, netns: netns.to_path_buf(), buf: vec![0; 1 << 17], seq: 1 })
+        Ok(CtControl { sock: open_socket(netns, 4 << 20)? })
     }
 
-    fn recv(&mut self, what: &'static str) -> Result<usize, CtError> {
-        loop {
-            return match self.sock.recv(&mut &mut self.buf[..], 0) {
-                Ok(n) => Ok(n),
-                Err(e) if interrupted(&e) => continue,
-                Err(e) if would_block(&e) => Err(CtError::Timeout { netns: self.netns.clone(), what }),
-                Err(source) => Err(CtError::Io { netns: self.netns.clone(), what, source }),
-            };
-        }
-    }
-
-    /// Every entry in the namespace's table, IPv4 and IPv6.
+    /// Every entry in the namespace's table, IPv4 and IPv6. On this kernel a dump from any
+    /// namespace walks the whole global hash: its cost is the host's bucket count, whatever
+    /// this namespace holds (prefer [`CtControl::get_many`] for a few known flows).
     pub fn dump(&mut self) -> Result<Vec<CtEntry>, CtError> {
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        let mut req = Vec::with_capacity(20);
-        header(&mut req, IPCTNL_MSG_CT_GET, NLM_F_DUMP, seq, libc::AF_UNSPEC as u8);
-        let req = finish(req);
-        self.sock.send(&req, 0).map_err(|source| CtError::Io {
-            netns: self.netns.clone(),
-            what: "send dump",
-            source,
-        })?;
+        let seq = self.sock.next_seq();
+        let mut b = Builder::with_capacity(20);
+        ct_msg(&mut b, IPCTNL_MSG_CT_GET, NLM_F_DUMP, seq, libc::AF_UNSPEC as u8);
         let mut out = Vec::new();
-        loop {
-            let n = self.recv("dump")?;
-            for m in messages(&self.buf[..n]) {
-                if m.seq != seq {
-                    continue;
+        self.sock.dump(&b.finish(), seq, REQUEST_TIMEOUT, "conntrack dump", |m| {
+            out.extend(parse_entry(m.payload))
+        })?;
+        Ok(out)
+    }
+
+    /// The current entries of the flows whose original tuples are `tuples`, each by a hash
+    /// lookup: `None` where the kernel has no such entry (any more). Cost follows the number
+    /// of tuples, not the size of the host's table.
+    pub fn get_many(&mut self, tuples: &[Tuple]) -> Result<Vec<Option<CtEntry>>, CtError> {
+        let mut out = vec![None; tuples.len()];
+        for (c, chunk) in tuples.chunks(BATCH).enumerate() {
+            let mut b = Builder::with_capacity(chunk.len() * 96);
+            let first = self.sock.next_seq();
+            for (i, t) in chunk.iter().enumerate() {
+                if i > 0 {
+                    self.sock.next_seq();
                 }
-                match m.ty {
-                    NLMSG_DONE => return Ok(out),
-                    NLMSG_ERROR => {
-                        if let Some(a) = parse_ack(&m).filter(|a| a.errno != 0) {
-                            return Err(CtError::Rejected {
-                                netns: self.netns.clone(),
-                                what: "dump",
-                                errno: a.errno,
-                            });
+                ct_msg(&mut b, IPCTNL_MSG_CT_GET, 0, first.wrapping_add(i as u32), family_of(t));
+                orig_tuple(&mut b, t);
+            }
+            let mut refused = None;
+            self.sock.exchange(
+                &b.finish(),
+                first,
+                chunk.len(),
+                REQUEST_TIMEOUT,
+                "conntrack get",
+                |i, m| match parse_ack(m) {
+                    Some(a) if a.errno == 0 || a.errno == libc::ENOENT => {}
+                    Some(a) => {
+                        if refused.is_none() {
+                            refused = Some((a.errno, a.msg));
                         }
                     }
-                    _ => out.extend(parse_entry(m.payload)),
-                }
+                    None => out[c * BATCH + i] = parse_entry(m.payload),
+                },
+            )?;
+            if let Some((errno, msg)) = refused {
+                return Err(CtError::Rejected {
+                    netns: self.sock.netns().to_path_buf(),
+                    what: "conntrack get",
+                    errno,
+                    msg,
+                });
             }
         }
+        Ok(out)
     }
 
     /// Deletes the entry whose original tuple is `t`; `Ok(false)` if there was none.
@@ -603,38 +526,36 @@ impl CtControl {
     /// takes about two thirds of the time of one round trip per entry (20k entries: ~50 ms).
     pub fn delete_many(&mut self, tuples: &[Tuple]) -> Result<u64, CtError> {
         let mut deleted = 0;
-        for chunk in tuples.chunks(DELETE_BATCH) {
-            let first = self.seq.wrapping_add(1);
-            let mut req = Vec::with_capacity(chunk.len() * 96);
-            for t in chunk {
-                self.seq = self.seq.wrapping_add(1);
-                req.extend(delete_request(t, self.seq));
-            }
-            self.sock.send(&req, 0).map_err(|source| CtError::Io {
-                netns: self.netns.clone(),
-                what: "send delete",
-                source,
-            })?;
-            // One ACK per request, in order; anything else on the socket is stale.
-            let mut pending = chunk.len();
-            let mut refused = None;
-            while pending > 0 {
-                let n = self.recv("delete")?;
-                for m in messages(&self.buf[..n]) {
-                    let Some(a) = parse_ack(&m) else { continue };
-                    if m.seq.wrapping_sub(first) as usize >= chunk.len() {
-                        continue;
-                    }
-                    pending = pending.saturating_sub(1);
-                    match a.errno {
-                        0 => deleted += 1,
-                        e if e == libc::ENOENT => {}
-                        errno => refused = refused.or(Some(errno)),
-                    }
+        for chunk in tuples.chunks(BATCH) {
+            let mut b = Builder::with_capacity(chunk.len() * 96);
+            let first = self.sock.next_seq();
+            for (i, t) in chunk.iter().enumerate() {
+                if i > 0 {
+                    self.sock.next_seq();
                 }
+                push_delete(&mut b, t, first.wrapping_add(i as u32));
             }
-            if let Some(errno) = refused {
-                return Err(CtError::Rejected { netns: self.netns.clone(), what: "delete", errno });
+            let mut refused = None;
+            self.sock.exchange(
+                &b.finish(),
+                first,
+                chunk.len(),
+                REQUEST_TIMEOUT,
+                "conntrack delete",
+                |_, m| match parse_ack(m).map(|a| (a.errno, a.msg)) {
+                    Some((0, _)) => deleted += 1,
+                    Some((e, _)) if e == libc::ENOENT => {}
+                    Some((errno, msg)) if refused.is_none() => refused = Some((errno, msg)),
+                    _ => {}
+                },
+            )?;
+            if let Some((errno, msg)) = refused {
+                return Err(CtError::Rejected {
+                    netns: self.sock.netns().to_path_buf(),
+                    what: "conntrack delete",
+                    errno,
+                    msg,
+                });
             }
         }
         Ok(deleted)
@@ -643,23 +564,11 @@ impl CtControl {
     /// Sets the mark of the entry whose original tuple is `t`; `Ok(false)` if there is none.
     /// One round trip (the inspection verdict path: ~20 us).
     pub fn set_mark(&mut self, t: &Tuple, mark: u32) -> Result<bool, CtError> {
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        self.sock.send(&set_mark_request(t, mark, seq), 0).map_err(|source| CtError::Io {
-            netns: self.netns.clone(),
-            what: "send mark",
-            source,
-        })?;
-        loop {
-            let n = self.recv("mark")?;
-            for m in messages(&self.buf[..n]) {
-                let Some(a) = parse_ack(&m).filter(|_| m.seq == seq) else { continue };
-                return match a.errno {
-                    0 => Ok(true),
-                    e if e == libc::ENOENT => Ok(false),
-                    errno => Err(CtError::Rejected { netns: self.netns.clone(), what: "mark", errno }),
-                };
-            }
+        let seq = self.sock.next_seq();
+        match self.sock.request_ack(&set_mark_request(t, mark, seq), seq, REQUEST_TIMEOUT, "conntrack mark") {
+            Ok(()) => Ok(true),
+            Err(CtError::Rejected { errno, .. }) if errno == libc::ENOENT => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
@@ -678,34 +587,43 @@ mod tests {
 
     /// A conntrack message as the kernel sends it, built with the request encoder's helpers.
     fn event(msg: u16, flags: u16, t: &Tuple, bytes: Option<u64>, state: Option<u8>) -> Vec<u8> {
-        let mut out = Vec::new();
-        header(&mut out, msg, flags, 0, 2);
-        let req = delete_request(t, 0);
-        // Reuse the encoded original tuple: the attribute after the 20-byte headers.
-        out.extend_from_slice(&req[20..]);
+        let mut b = Builder::new();
+        b.header((NFNL_SUBSYS_CTNETLINK << 8) | msg, nl::NLM_F_REQUEST | flags, 0).raw(&[2, 0, 0, 0]);
+        orig_tuple(&mut b, t);
         let reply = Tuple { src: t.dst, dst: t.src, sport: t.dport, dport: t.sport, ..*t };
-        let r = delete_request(&reply, 0);
-        let mut reply_attr = r[20..].to_vec();
+        let mut r = Builder::new();
+        orig_tuple(&mut r, &reply);
+        let mut reply_attr = r.finish();
         reply_attr[2..4].copy_from_slice(&(CTA_TUPLE_REPLY | NLA_F_NESTED).to_ne_bytes());
-        out.extend_from_slice(&reply_attr);
-        attr(&mut out, CTA_STATUS, &8u32.to_be_bytes());
-        attr(&mut out, CTA_ID, &77u32.to_be_bytes());
-        if let Some(b) = bytes {
-            nested(&mut out, CTA_COUNTERS_ORIG, |c| {
-                attr(c, CTA_COUNTERS_PACKETS, &3u64.to_be_bytes());
-                attr(c, CTA_COUNTERS_BYTES, &b.to_be_bytes());
+        b.raw(&reply_attr);
+        b.attr(CTA_STATUS, &8u32.to_be_bytes());
+        b.attr(CTA_ID, &77u32.to_be_bytes());
+        if let Some(by) = bytes {
+            b.nested(CTA_COUNTERS_ORIG, |c| {
+                c.attr(CTA_COUNTERS_PACKETS, &3u64.to_be_bytes()).attr(CTA_COUNTERS_BYTES, &by.to_be_bytes());
             });
-            nested(&mut out, CTA_COUNTERS_REPLY, |c| {
-                attr(c, CTA_COUNTERS32_PACKETS, &2u32.to_be_bytes());
-                attr(c, CTA_COUNTERS32_BYTES, &120u32.to_be_bytes());
-            });
-        }
-        if let Some(s) = state {
-            nested(&mut out, CTA_PROTOINFO, |p| {
-                nested(p, CTA_PROTOINFO_TCP, |t| attr(t, CTA_PROTOINFO_TCP_STATE, &[s]))
+            b.nested(CTA_COUNTERS_REPLY, |c| {
+                c.attr(CTA_COUNTERS32_PACKETS, &2u32.to_be_bytes())
+                    .attr(CTA_COUNTERS32_BYTES, &120u32.to_be_bytes());
             });
         }
-        finish(out)
+        if let Some(st) = state {
+            b.nested(CTA_PROTOINFO, |p| {
+                p.nested(CTA_PROTOINFO_TCP, |t| {
+                    t.attr(CTA_PROTOINFO_TCP_STATE, &[st]);
+                });
+            });
+        }
+        b.finish()
+    }
+
+    /// A message of `msg` with `flags` and the given attributes already encoded.
+    fn raw_msg(msg: u16, flags: u16, body: &[u8]) -> Vec<u8> {
+        let mut b = Builder::new();
+        b.header((NFNL_SUBSYS_CTNETLINK << 8) | msg, nl::NLM_F_REQUEST | flags, 0)
+            .raw(&[2, 0, 0, 0])
+            .raw(body);
+        b.finish()
     }
 
     fn tuple(src: &str, dst: &str, proto: u8) -> Tuple {
@@ -758,18 +676,12 @@ mod tests {
 
     #[test]
     fn missing_tuples() {
-        let mut out = Vec::new();
-        header(&mut out, IPCTNL_MSG_CT_NEW, 0, 0, 2);
-        attr(&mut out, CTA_STATUS, &8u32.to_be_bytes());
-        let no_orig = finish(out);
+        let no_orig = raw_msg(IPCTNL_MSG_CT_NEW, 0, &[8, 0, CTA_STATUS as u8, 0, 0, 0, 0, 8]);
         assert!(parse_messages(&no_orig).is_empty(), "no original tuple: skipped");
         // An original tuple alone: the reply mirrors it.
         let t = tuple("10.0.0.2", "10.0.0.3", 6);
         let req = delete_request(&t, 0);
-        let mut out = Vec::new();
-        header(&mut out, IPCTNL_MSG_CT_NEW, 0, 0, 2);
-        out.extend_from_slice(&req[20..]);
-        let e = &parse_messages(&finish(out))[0];
+        let e = &parse_messages(&raw_msg(IPCTNL_MSG_CT_NEW, 0, &req[20..]))[0];
         assert_eq!(e.entry.reply, Tuple { src: t.dst, dst: t.src, sport: t.dport, dport: t.sport, ..t });
         // A garbage message between two good ones costs only itself.
         let good = event(IPCTNL_MSG_CT_NEW, 0, &t, None, None);
@@ -785,7 +697,7 @@ mod tests {
         let req = delete_request(&t, 42);
         assert_eq!(u32::from_ne_bytes(req[..4].try_into().unwrap()) as usize, req.len());
         assert_eq!(u16::from_ne_bytes([req[4], req[5]]), (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE);
-        assert_eq!(u16::from_ne_bytes([req[6], req[7]]), NLM_F_REQUEST | NLM_F_ACK);
+        assert_eq!(u16::from_ne_bytes([req[6], req[7]]), nl::NLM_F_REQUEST | NLM_F_ACK);
         assert_eq!(u32::from_ne_bytes(req[8..12].try_into().unwrap()), 42);
         assert_eq!(req[16], libc::AF_INET as u8);
         assert_eq!(delete_request(&tuple("fd00::2", "fd00::3", 6), 1)[16], libc::AF_INET6 as u8);

@@ -24,9 +24,9 @@ use std::path::Path;
 
 use fw_proto::RuleRef;
 
-use super::conntrack::{CtControl, CtError};
+use super::conntrack::CtControl;
 use super::inspection::{tuple_of, Policies, TapStats};
-use super::nfqueue::{self, Hook, NfQueue, QueueError, Queued};
+use super::nfqueue::{self, Hook, NfQueue, Queued};
 use super::reset::{self, SockDiag};
 use crate::inspect::{mark, packet, Finding, FlowKey, Inspector, Verdict};
 use crate::rules::model::OnViolation;
@@ -285,13 +285,8 @@ fn release(key: FlowKey, mut pkts: Vec<Held>, done: bool, m: u32, out: &mut Step
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum InlineError {
-    #[error(transparent)]
-    Queue(#[from] QueueError),
-    #[error(transparent)]
-    Conntrack(#[from] CtError),
-}
+/// The queues and conntrack speak through the one netlink layer: its error.
+pub type InlineError = crate::nl::Error;
 
 /// The namespace's sockets: the queues, conntrack (marks), sock_diag (aborts), and the
 /// kernel's queue counters (`/proc/net/netfilter/nfnetlink_queue` as seen inside it).

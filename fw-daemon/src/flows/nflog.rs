@@ -3,22 +3,19 @@
 //! The socket is opened inside the namespace (a group is per namespace); parsing is plain,
 //! bounds-checked byte work over hostile input.
 
-use std::net::IpAddr;
-use std::path::Path;
-use std::time::Duration;
-
-use nix::sys::socket::{setsockopt, sockopt};
 use pnet_packet::ip::IpNextHeaderProtocols;
 use pnet_packet::ipv4::Ipv4Packet;
 use pnet_packet::ipv6::Ipv6Packet;
 use pnet_packet::tcp::TcpPacket;
 use pnet_packet::udp::UdpPacket;
 use pnet_packet::Packet;
+use std::net::IpAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::path::Path;
+use std::time::Duration;
 
-use crate::netns::{self, NetnsError};
-use crate::nft::netlink::{attrs, messages, parse_ack};
+use crate::nl::{self, attrs, messages, Builder, Recv, NETLINK_NETFILTER, NLM_F_ACK};
 
-const NETLINK_NETFILTER: isize = 12;
 const NFNL_SUBSYS_ULOG: u16 = 4;
 const NFULNL_MSG_PACKET: u16 = 0;
 const NFULNL_MSG_CONFIG: u16 = 1;
@@ -31,15 +28,8 @@ const NFULA_PREFIX: u16 = 10;
 const NFULA_IFINDEX_INDEV: u16 = 4;
 const NFULA_IFINDEX_OUTDEV: u16 = 5;
 
-#[derive(Debug, thiserror::Error)]
-pub enum NflogError {
-    #[error(transparent)]
-    Netns(#[from] NetnsError),
-    #[error("nflog group {group}: {what}: {source}")]
-    Io { group: u16, what: &'static str, source: std::io::Error },
-    #[error("nflog group {group}: the kernel refused to bind: {}", std::io::Error::from_raw_os_error(*.errno))]
-    Bind { group: u16, errno: i32 },
-}
+/// NFLOG speaks through the one netlink layer, and fails with its error.
+pub type NflogError = nl::Error;
 
 /// What the rule that logged said about the packet: `fw:<kind>:<rule id>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,9 +151,7 @@ fn parse_ip(p: &[u8], r: &mut LogRecord) {
 
 /// A bound NFLOG group inside one namespace.
 pub struct Nflog {
-    sock: netlink_sys::Socket,
-    group: u16,
-    buf: Vec<u8>,
+    sock: nl::Socket,
     /// Payload bytes kept per record (0: none).
     keep: usize,
 }
@@ -176,30 +164,19 @@ const NFULA_CFG_QTHRESH: u16 = 5;
 /// Bind + copy mode, and with `qthresh` how many records the kernel may batch before it sends
 /// them (its default is up to 100 or one second, whichever first).
 fn config_msg(group: u16, seq: u32, copy_range: u32, qthresh: Option<u32>) -> Vec<u8> {
-    let mut b = Vec::with_capacity(56);
-    let len: u32 = 16 + 4 + 8 + 12 + if qthresh.is_some() { 8 } else { 0 };
-    b.extend_from_slice(&len.to_ne_bytes());
-    b.extend_from_slice(&((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG).to_ne_bytes());
-    b.extend_from_slice(&(1u16 | 4).to_ne_bytes()); // NLM_F_REQUEST | NLM_F_ACK
-    b.extend_from_slice(&seq.to_ne_bytes());
-    b.extend_from_slice(&0u32.to_ne_bytes());
-    b.extend_from_slice(&[0, 0]); // nfgenmsg: AF_UNSPEC, version 0
-    b.extend_from_slice(&group.to_be_bytes()); // res_id: the group, big-endian
-                                               // NFULA_CFG_CMD { command: BIND }, padded to 8.
-    b.extend_from_slice(&5u16.to_ne_bytes());
-    b.extend_from_slice(&NFULA_CFG_CMD.to_ne_bytes());
-    b.extend_from_slice(&[NFULNL_CFG_CMD_BIND, 0, 0, 0]);
-    // NFULA_CFG_MODE { copy_range: be32, copy_mode: u8, pad }, padded to 12.
-    b.extend_from_slice(&10u16.to_ne_bytes());
-    b.extend_from_slice(&NFULA_CFG_MODE.to_ne_bytes());
-    b.extend_from_slice(&copy_range.to_be_bytes());
-    b.extend_from_slice(&[NFULNL_COPY_PACKET, 0, 0, 0]);
+    let mut b = Builder::with_capacity(56);
+    // nfgenmsg: AF_UNSPEC, version 0, res_id: the group.
+    b.nfnl((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG, NLM_F_ACK, seq, 0, group);
+    // NFULA_CFG_CMD { command: BIND }.
+    b.attr(NFULA_CFG_CMD, &[NFULNL_CFG_CMD_BIND]);
+    // NFULA_CFG_MODE { copy_range: be32, copy_mode: u8, pad }.
+    let mut mode = copy_range.to_be_bytes().to_vec();
+    mode.extend_from_slice(&[NFULNL_COPY_PACKET, 0]);
+    b.attr(NFULA_CFG_MODE, &mode);
     if let Some(q) = qthresh {
-        b.extend_from_slice(&8u16.to_ne_bytes());
-        b.extend_from_slice(&NFULA_CFG_QTHRESH.to_ne_bytes());
-        b.extend_from_slice(&q.to_be_bytes());
+        b.attr(NFULA_CFG_QTHRESH, &q.to_be_bytes());
     }
-    b
+    b.finish()
 }
 
 impl Nflog {
@@ -220,46 +197,47 @@ impl Nflog {
         copy_range: u32,
         keep: usize,
     ) -> Result<Nflog, NflogError> {
-        let mut sock = netns::netlink_socket(netns, NETLINK_NETFILTER)?;
-        let io = |what| move |source| NflogError::Io { group, what, source };
-        sock.bind_auto().map_err(io("bind"))?;
+        let mut sock = nl::Socket::open(netns, NETLINK_NETFILTER, 1 << 16)?;
         // A flood must not overflow the socket before the daemon reads it.
-        let _ = setsockopt(&sock, sockopt::RcvBufForce, &rcvbuf);
+        sock.set_rcvbuf(rcvbuf);
         let qthresh = (keep > 0).then_some(1);
-        sock.send(&config_msg(group, 1, copy_range, qthresh), 0).map_err(io("send config"))?;
-        let mut buf = vec![0u8; 1 << 16];
-        setsockopt(&sock, sockopt::ReceiveTimeout, &nix::sys::time::TimeVal::new(2, 0))
-            .map_err(|e| NflogError::Io { group, what: "timeout", source: e.into() })?;
-        let n = sock.recv(&mut &mut buf[..], 0).map_err(io("receive config ack"))?;
-        for m in messages(&buf[..n]) {
-            if let Some(a) = parse_ack(&m) {
-                if a.errno != 0 {
-                    return Err(NflogError::Bind { group, errno: a.errno });
-                }
-            }
-        }
-        Ok(Nflog { sock, group, buf, keep })
+        let seq = sock.next_seq();
+        sock.request_ack(
+            &config_msg(group, seq, copy_range, qthresh),
+            seq,
+            Duration::from_secs(2),
+            "nflog bind",
+        )?;
+        Ok(Nflog { sock, keep })
     }
 
-    /// Waits up to `timeout` for records; an empty vec means none arrived.
+    /// Non-blocking mode, for a runtime that waits for readiness: `recv` then never waits.
+    pub fn set_nonblocking(&self) -> Result<(), NflogError> {
+        self.sock.set_nonblocking()
+    }
+
+    /// Waits up to `timeout` for records; an empty vec means none arrived. `Overrun`: the
+    /// kernel dropped records (the socket keeps working).
     pub fn recv(&mut self, timeout: Duration) -> Result<Vec<LogRecord>, NflogError> {
-        let t = nix::sys::time::TimeVal::new(timeout.as_secs() as i64, timeout.subsec_micros() as i64);
-        let _ = setsockopt(&self.sock, sockopt::ReceiveTimeout, &t);
-        match self.sock.recv(&mut &mut self.buf[..], 0) {
-            Ok(n) => Ok(parse_records_keeping(&self.buf[..n], self.keep)),
-            // A signal (SIGSTOP/SIGCONT of the daemon) interrupting the wait is no error.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                Ok(Vec::new())
+        match self.sock.recv(timeout, "nflog receive")? {
+            Recv::Data(n) => Ok(parse_records_keeping(self.sock.buf(n), self.keep)),
+            Recv::Empty => Ok(Vec::new()),
+            Recv::Overrun => {
+                Err(NflogError::Overrun { netns: self.sock.netns().to_path_buf(), what: "nflog" })
             }
-            Err(source) => Err(NflogError::Io { group: self.group, what: "receive", source }),
         }
+    }
+}
+
+impl AsRawFd for Nflog {
+    fn as_raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
+impl AsFd for Nflog {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
     }
 }
 

@@ -11,15 +11,12 @@
 //! - a verdict may replace the packet (`NFQA_PAYLOAD`); the checksums are then ours to get
 //!   right (the kernel marks the packet CHECKSUM_NONE).
 
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::Path;
 use std::time::Duration;
 
-use nix::sys::socket::{setsockopt, sockopt};
+use crate::nl::{self, attrs, messages, Builder, Recv, NETLINK_NETFILTER, NLM_F_ACK};
 
-use crate::netns::{self, NetnsError};
-use crate::nft::netlink::{attrs, messages, parse_ack};
-
-const NETLINK_NETFILTER: isize = 12;
 const NFNL_SUBSYS_QUEUE: u16 = 3;
 const NFQNL_MSG_PACKET: u16 = 0;
 const NFQNL_MSG_VERDICT: u16 = 1;
@@ -40,22 +37,13 @@ const NFQA_IFINDEX_INDEV: u16 = 5;
 const NFQA_IFINDEX_OUTDEV: u16 = 6;
 const NFQA_PAYLOAD: u16 = 10;
 const NFQA_CAP_LEN: u16 = 13;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
 const NF_INET_LOCAL_IN: u8 = 1;
 const NF_INET_LOCAL_OUT: u8 = 3;
 /// The largest copy range the kernel takes (NFQNL_MAX_COPY_RANGE).
 pub const MAX_COPY: u32 = 0xffff;
 
-#[derive(Debug, thiserror::Error)]
-pub enum QueueError {
-    #[error(transparent)]
-    Netns(#[from] NetnsError),
-    #[error("nfqueue: {what}: {source}")]
-    Io { what: &'static str, source: std::io::Error },
-    #[error("nfqueue {queue}: the kernel refused to bind: {}", std::io::Error::from_raw_os_error(*.errno))]
-    Bind { queue: u16, errno: i32 },
-}
+/// NFQUEUE speaks through the one netlink layer, and fails with its error.
+pub type QueueError = nl::Error;
 
 /// Where a queued packet was when it was queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,52 +132,33 @@ pub fn parse_packets(buf: &[u8]) -> Vec<Queued> {
     out
 }
 
-fn header(out: &mut Vec<u8>, msg: u16, flags: u16, seq: u32, queue: u16) {
-    out.extend_from_slice(&0u32.to_ne_bytes()); // length, set by `finish`
-    out.extend_from_slice(&((NFNL_SUBSYS_QUEUE << 8) | msg).to_ne_bytes());
-    out.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
-    out.extend_from_slice(&seq.to_ne_bytes());
-    out.extend_from_slice(&0u32.to_ne_bytes());
-    out.extend_from_slice(&[0, 0]); // nfgenmsg: AF_UNSPEC, version 0
-    out.extend_from_slice(&queue.to_be_bytes());
-}
-
-fn attr(out: &mut Vec<u8>, ty: u16, value: &[u8]) {
-    out.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
-    out.extend_from_slice(&ty.to_ne_bytes());
-    out.extend_from_slice(value);
-    out.resize(out.len().next_multiple_of(4), 0);
-}
-
-fn finish(out: &mut [u8], start: usize) {
-    let len = (out.len() - start) as u32;
-    out[start..start + 4].copy_from_slice(&len.to_ne_bytes());
+fn queue_msg(b: &mut Builder, msg: u16, flags: u16, seq: u32, queue: u16) {
+    // nfgenmsg: AF_UNSPEC, version 0, res_id: the queue number.
+    b.nfnl((NFNL_SUBSYS_QUEUE << 8) | msg, flags, seq, 0, queue);
 }
 
 /// Bind `queue` in packet-copy mode with the given flags (`NFQA_CFG_F_*`) and length.
 pub fn config_msg(queue: u16, seq: u32, copy_range: u32, maxlen: u32, flags: u32) -> Vec<u8> {
-    let mut b = Vec::with_capacity(72);
-    header(&mut b, NFQNL_MSG_CONFIG, NLM_F_ACK, seq, queue);
-    attr(&mut b, NFQA_CFG_CMD, &[NFQNL_CFG_CMD_BIND, 0, 0, 0]); // command, pad, be16 pf (unused)
+    let mut b = Builder::with_capacity(72);
+    queue_msg(&mut b, NFQNL_MSG_CONFIG, NLM_F_ACK, seq, queue);
+    b.attr(NFQA_CFG_CMD, &[NFQNL_CFG_CMD_BIND, 0, 0, 0]); // command, pad, be16 pf (unused)
     let mut params = copy_range.to_be_bytes().to_vec();
     params.push(NFQNL_COPY_PACKET);
-    attr(&mut b, NFQA_CFG_PARAMS, &params);
-    attr(&mut b, NFQA_CFG_QUEUE_MAXLEN, &maxlen.to_be_bytes());
-    attr(&mut b, NFQA_CFG_FLAGS, &flags.to_be_bytes());
-    attr(&mut b, NFQA_CFG_MASK, &NFQA_CFG_F_FAIL_OPEN.to_be_bytes());
-    finish(&mut b, 0);
-    b
+    b.attr(NFQA_CFG_PARAMS, &params)
+        .attr(NFQA_CFG_QUEUE_MAXLEN, &maxlen.to_be_bytes())
+        .attr(NFQA_CFG_FLAGS, &flags.to_be_bytes())
+        .attr(NFQA_CFG_MASK, &NFQA_CFG_F_FAIL_OPEN.to_be_bytes());
+    b.finish()
 }
 
 /// Appends the verdict message for packet `id` of `queue` to `out` (several go in one send).
 /// `mark`: the packet mark to leave on it (the rule overwrote the owner's with the
 /// connection's; 0 clears it).
-pub fn verdict_msg(out: &mut Vec<u8>, queue: u16, id: u32, v: &Verdict, mark: Option<u32>) {
+pub fn verdict_msg(out: &mut Builder, queue: u16, id: u32, v: &Verdict, mark: Option<u32>) {
     const NF_DROP: u32 = 0;
     const NF_ACCEPT: u32 = 1;
     const NF_REPEAT: u32 = 4;
-    let start = out.len();
-    header(out, NFQNL_MSG_VERDICT, 0, 0, queue);
+    queue_msg(out, NFQNL_MSG_VERDICT, 0, 0, queue);
     let code = match v {
         Verdict::Accept | Verdict::AcceptAs(_) => NF_ACCEPT,
         Verdict::Drop => NF_DROP,
@@ -197,21 +166,20 @@ pub fn verdict_msg(out: &mut Vec<u8>, queue: u16, id: u32, v: &Verdict, mark: Op
     };
     let mut hdr = code.to_be_bytes().to_vec();
     hdr.extend_from_slice(&id.to_be_bytes());
-    attr(out, NFQA_VERDICT_HDR, &hdr);
+    out.attr(NFQA_VERDICT_HDR, &hdr);
     if let Some(m) = mark {
-        attr(out, NFQA_MARK, &m.to_be_bytes());
+        out.attr(NFQA_MARK, &m.to_be_bytes());
     }
     if let Verdict::AcceptAs(p) = v {
-        attr(out, NFQA_PAYLOAD, p);
+        out.attr(NFQA_PAYLOAD, p);
     }
-    finish(out, start);
+    out.end();
 }
 
 /// Bound queues inside one namespace.
 pub struct NfQueue {
-    sock: netlink_sys::Socket,
-    buf: Vec<u8>,
-    out: Vec<u8>,
+    sock: nl::Socket,
+    out: Builder,
     /// Receive-buffer overruns seen (the kernel dropped, or with fail-open accepted, packets
     /// it could not hand over).
     pub overruns: u64,
@@ -226,54 +194,38 @@ impl NfQueue {
         rcvbuf: usize,
         maxlen: u32,
     ) -> Result<NfQueue, QueueError> {
-        let mut sock = netns::netlink_socket(netns, NETLINK_NETFILTER)?;
-        let io = |what| move |source| QueueError::Io { what, source };
-        sock.bind_auto().map_err(io("bind"))?;
-        let _ = setsockopt(&sock, sockopt::RcvBufForce, &rcvbuf);
+        let mut sock = nl::Socket::open(netns, NETLINK_NETFILTER, 1 << 17)?;
+        sock.set_rcvbuf(rcvbuf);
         // Verdicts carry whole packets at times; ENOBUFS on them would lose a verdict.
-        let _ = setsockopt(&sock, sockopt::SndBufForce, &(1usize << 20));
-        setsockopt(&sock, sockopt::ReceiveTimeout, &nix::sys::time::TimeVal::new(2, 0))
-            .map_err(|e| QueueError::Io { what: "timeout", source: e.into() })?;
-        let mut buf = vec![0u8; 1 << 17];
-        for (i, &(queue, flags)) in queues.iter().enumerate() {
-            let seq = i as u32 + 1;
-            sock.send(&config_msg(queue, seq, MAX_COPY, maxlen, flags), 0).map_err(io("send config"))?;
-            let n = sock.recv(&mut &mut buf[..], 0).map_err(io("receive config ack"))?;
-            for m in messages(&buf[..n]) {
-                if let Some(a) = parse_ack(&m).filter(|a| a.errno != 0) {
-                    return Err(QueueError::Bind { queue, errno: a.errno });
-                }
-            }
+        sock.set_sndbuf(1 << 20);
+        for &(queue, flags) in queues {
+            let seq = sock.next_seq();
+            sock.request_ack(
+                &config_msg(queue, seq, MAX_COPY, maxlen, flags),
+                seq,
+                Duration::from_secs(2),
+                "nfqueue bind",
+            )?;
         }
-        Ok(NfQueue { sock, buf, out: Vec::with_capacity(1 << 12), overruns: 0 })
+        Ok(NfQueue { sock, out: Builder::with_capacity(1 << 12), overruns: 0 })
     }
 
-    /// Waits up to `timeout` for queued packets; empty when none arrived. A receive-buffer
-    /// overrun is counted and reported as no packets (the kernel already dealt with them).
+    /// Non-blocking mode, for a runtime that waits for readiness: `recv` then never waits.
+    pub fn set_nonblocking(&self) -> Result<(), QueueError> {
+        self.sock.set_nonblocking()
+    }
+
+    /// Waits up to `timeout` (zero: does not wait) for queued packets; empty when none
+    /// arrived. A receive-buffer overrun is counted and reported as no packets (the kernel
+    /// already dealt with them).
     pub fn recv(&mut self, timeout: Duration) -> Result<Vec<Queued>, QueueError> {
-        let t = nix::sys::time::TimeVal::new(
-            timeout.as_secs() as i64,
-            timeout.subsec_micros().max(if timeout.is_zero() { 1 } else { 0 }) as i64,
-        );
-        let _ = setsockopt(&self.sock, sockopt::ReceiveTimeout, &t);
-        match self.sock.recv(&mut &mut self.buf[..], 0) {
-            Ok(n) => Ok(parse_packets(&self.buf[..n])),
-            // A signal (SIGSTOP/SIGCONT of the daemon) interrupting the wait is no error.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                Ok(Vec::new())
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+        match self.sock.recv(timeout, "nfqueue receive")? {
+            Recv::Data(n) => Ok(parse_packets(self.sock.buf(n))),
+            Recv::Empty => Ok(Vec::new()),
+            Recv::Overrun => {
                 self.overruns += 1;
                 Ok(Vec::new())
             }
-            Err(source) => Err(QueueError::Io { what: "receive", source }),
         }
     }
 
@@ -287,9 +239,21 @@ impl NfQueue {
         if self.out.is_empty() {
             return Ok(());
         }
-        let r = self.sock.send(&self.out, 0).map(|_| ());
+        let r = self.sock.send(self.out.bytes(), "nfqueue: send verdicts");
         self.out.clear();
-        r.map_err(|source| QueueError::Io { what: "send verdicts", source })
+        r
+    }
+}
+
+impl AsRawFd for NfQueue {
+    fn as_raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
+impl AsFd for NfQueue {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
     }
 }
 
@@ -300,23 +264,16 @@ mod tests {
 
     /// A packet message as the kernel builds it.
     fn packet_msg(queue: u16, id: u32, hook: u8, mark: u32, payload: &[u8]) -> Vec<u8> {
-        let mut b = Vec::new();
-        b.extend_from_slice(&0u32.to_ne_bytes());
-        b.extend_from_slice(&((NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET).to_ne_bytes());
-        b.extend_from_slice(&0u16.to_ne_bytes());
-        b.extend_from_slice(&0u32.to_ne_bytes());
-        b.extend_from_slice(&0u32.to_ne_bytes());
-        b.extend_from_slice(&[2, 0]);
-        b.extend_from_slice(&queue.to_be_bytes());
+        let mut b = Builder::new();
+        b.header((NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET, 0, 0).raw(&[2, 0]).raw(&queue.to_be_bytes());
         let mut hdr = id.to_be_bytes().to_vec();
         hdr.extend_from_slice(&0x0800u16.to_be_bytes());
         hdr.push(hook);
-        attr(&mut b, NFQA_PACKET_HDR, &hdr);
-        attr(&mut b, NFQA_MARK, &mark.to_be_bytes());
-        attr(&mut b, NFQA_IFINDEX_OUTDEV, &2u32.to_be_bytes());
-        attr(&mut b, NFQA_PAYLOAD, payload);
-        finish(&mut b, 0);
-        b
+        b.attr(NFQA_PACKET_HDR, &hdr)
+            .attr(NFQA_MARK, &mark.to_be_bytes())
+            .attr(NFQA_IFINDEX_OUTDEV, &2u32.to_be_bytes())
+            .attr(NFQA_PAYLOAD, payload);
+        b.finish()
     }
 
     #[test]
@@ -332,9 +289,10 @@ mod tests {
 
     #[test]
     fn verdict_layout() {
-        let mut out = Vec::new();
+        let mut out = Builder::new();
         verdict_msg(&mut out, 101, 9, &Verdict::Repeat, Some(0));
         verdict_msg(&mut out, 101, 10, &Verdict::AcceptAs(vec![1, 2, 3]), None);
+        let out = out.finish();
         let msgs = messages(&out);
         assert_eq!(msgs.len(), 2);
         assert_eq!(msgs[0].ty, (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT);

@@ -16,11 +16,13 @@
 //! one O(n) selection (amortized O(16) per insert): closed flows first (oldest `last_seen`
 //! first), then attempt rows, and open flows only as a last resort.
 //!
-//! Row size (x86_64, checked by `rows_are_compact`): the internal row is 184 bytes and its
-//! index entry 52. Measured with a counting allocator: 100 000 rows hold about 31 MB, and
-//! about 40 MB in steady state under churn (the index table doubles to absorb tombstones; the
-//! removal log adds 16 bytes a row). Strings (container, zone, peer, rule) are interned as
-//! `u32`s; the interners are rebuilt from the live rows when dead entries pile up.
+//! Row size (x86_64, checked by `rows_are_compact`): the internal row is 184 bytes (one
+//! [`Tuple`], strings interned as `u32`s: container, zone, peer, rule), and its index entry
+//! is the row's slot alone (4 bytes; the key is rebuilt from the row to compare). The rows are
+//! reserved at the cap up front (resident only as they fill) so the table never holds a
+//! doubling's slack. Measured by bench/flow_rows: 100,000 rows after 1,000,000 flows of churn
+//! cost 244 B each in RSS (the removal log adds 16 bytes a row). The interners are rebuilt
+//! from the live rows when dead entries pile up.
 //!
 //! Inspection (see `flows::inspection`): what the engine found about a flow is kept beside
 //! the rows, keyed by row id (rows stay compact; few flows are inspected), and shown as the
@@ -145,8 +147,9 @@ struct Row {
     sample_in: u64,
     sample_ms: i64,
     count: u64,
-    src: IpAddr,
-    dst: IpAddr,
+    /// Flows: the conntrack original tuple. Attempts: the packet's, the source port being
+    /// the last one seen (not part of the key).
+    tuple: Tuple,
     container: u32,
     zone: u32,
     peer: u32,
@@ -155,9 +158,6 @@ struct Row {
     rule: u32,
     /// Attempts: the tag's rule id (part of the key). Flows: [`NONE`].
     rule_key: u32,
-    sport: u16,
-    dport: u16,
-    proto: u8,
     state: u8,
     direction: Direction,
     verdict: FlowVerdict,
@@ -172,23 +172,14 @@ impl Row {
                 container: self.container,
                 verdict: self.verdict,
                 direction: self.direction,
-                proto: self.proto,
-                src: self.src,
-                dst: self.dst,
-                dport: self.dport,
+                proto: self.tuple.proto,
+                src: self.tuple.src,
+                dst: self.tuple.dst,
+                dport: self.tuple.dport,
                 rule: self.rule_key,
             }
         } else {
-            Key::Flow {
-                container: self.container,
-                tuple: Tuple {
-                    src: self.src,
-                    dst: self.dst,
-                    proto: self.proto,
-                    sport: self.sport,
-                    dport: self.dport,
-                },
-            }
+            Key::Flow { container: self.container, tuple: self.tuple }
         }
     }
 
@@ -219,6 +210,66 @@ enum Key {
         dport: u16,
         rule: u32,
     },
+}
+
+/// Row slots by key. An entry is the row's slot alone (4 bytes): the key lives in the row
+/// and is rebuilt from it to compare and rehash, never stored twice.
+#[derive(Debug, Default)]
+struct Index {
+    slots: hashbrown::HashTable<u32>,
+    state: std::hash::RandomState,
+}
+
+impl Index {
+    fn with_capacity(n: usize) -> Index {
+        Index { slots: hashbrown::HashTable::with_capacity(n), state: std::hash::RandomState::new() }
+    }
+
+    fn hash(&self, k: &Key) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.state, k)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn get(&self, rows: &[Row], k: &Key) -> Option<u32> {
+        let h = self.hash(k);
+        self.slots.find(h, |&i| rows.get(i as usize).is_some_and(|r| r.key() == *k)).copied()
+    }
+
+    /// Indexes `rows[slot]`, which must be in place (growing rehashes every row).
+    fn insert(&mut self, rows: &[Row], slot: u32) {
+        let Some(r) = rows.get(slot as usize) else { return };
+        let h = self.hash(&r.key());
+        let state = &self.state;
+        self.slots.insert_unique(h, slot, |&i| {
+            rows.get(i as usize).map_or(0, |r| std::hash::BuildHasher::hash_one(state, r.key()))
+        });
+    }
+
+    /// Drops the entry of the row with key `k` at `slot` (matched by slot: the row itself
+    /// may already be gone).
+    fn remove(&mut self, k: &Key, slot: u32) {
+        if let Ok(e) = self.slots.find_entry(self.hash(k), |&i| i == slot) {
+            e.remove();
+        }
+    }
+
+    /// The row with key `k` moved from slot `from` to `to`.
+    fn reslot(&mut self, k: &Key, from: u32, to: u32) {
+        if let Some(v) = self.slots.find_mut(self.hash(k), |&i| i == from) {
+            *v = to;
+        }
+    }
+
+    fn rebuild(&mut self, rows: &[Row]) {
+        self.slots.clear();
+        for i in 0..rows.len() {
+            self.insert(rows, i as u32);
+        }
+    }
 }
 
 /// Values interned as `u32`s; rebuilt from the live rows by [`FlowTable::compact`].
@@ -283,7 +334,7 @@ struct Who {
 pub struct FlowTable {
     cap: usize,
     rows: Vec<Row>,
-    index: HashMap<Key, u32>,
+    index: Index,
     strs: Interner<str>,
     rules: Interner<RuleRef>,
     /// Interner sizes after the last compaction.
@@ -318,8 +369,11 @@ impl FlowTable {
     pub fn new(cap: usize) -> FlowTable {
         FlowTable {
             cap: cap.max(1),
-            rows: Vec::new(),
-            index: HashMap::new(),
+            // Reserved whole: pages are resident only once rows fill them, and a table that
+            // never doubles never holds a half-empty copy (a doubling Vec at 100k rows is
+            // 131,072 slots).
+            rows: Vec::with_capacity(cap.max(1)),
+            index: Index::with_capacity(cap.max(1)),
             strs: Interner::default(),
             rules: Interner::default(),
             strs_live: 0,
@@ -405,6 +459,47 @@ impl FlowTable {
         self.maybe_compact();
     }
 
+    /// The original tuples of every open flow, per container: what a counter refresh asks
+    /// the kernel about. One pass over the rows.
+    pub fn open_tuples(&self) -> HashMap<String, Vec<Tuple>> {
+        let mut by: HashMap<u32, Vec<Tuple>> = HashMap::new();
+        for r in self.rows.iter().filter(|r| r.open && !r.attempt) {
+            by.entry(r.container).or_default().push(r.tuple);
+        }
+        by.into_iter().filter_map(|(c, t)| Some((self.strs.get(c)?.to_string(), t))).collect()
+    }
+
+    /// Counters of known flows looked up one by one (see `CtControl::get_many`): each found
+    /// entry updates its row as a dump would; a flow the kernel no longer has is closed (its
+    /// DESTROY event was lost, or is still on its way and will find the row closed).
+    pub fn refresh(
+        &mut self,
+        container: &str,
+        looked_up: &[(Tuple, Option<CtEntry>)],
+        now_ms: i64,
+        ctx: &dyn Context,
+    ) {
+        let Some(c) = self.strs.find(container) else { return };
+        for (t, found) in looked_up {
+            match found {
+                Some(e) => {
+                    self.upsert_flow(container, e, CtKind::New, true, now_ms, ctx);
+                }
+                None => {
+                    if let Some(i) = self.index.get(&self.rows, &Key::Flow { container: c, tuple: *t }) {
+                        if self.rows[i as usize].open {
+                            self.seq += 1;
+                            let r = &mut self.rows[i as usize];
+                            close(r);
+                            r.changed_at = self.seq;
+                        }
+                    }
+                }
+            }
+        }
+        self.maybe_compact();
+    }
+
     /// Applies one NFLOG record from `container`'s namespace. Records without an `fw:` tag or
     /// addresses, and `fw:log:` records, are ignored.
     /// Returns the id of the attempt row it counted in (none for records it skips).
@@ -448,10 +543,10 @@ impl FlowTable {
         let key = Key::Attempt { container: c, verdict, direction, proto, src, dst, dport, rule: rule_key };
         self.seq += 1;
         let seq = self.seq;
-        let id = if let Some(&i) = self.index.get(&key) {
+        let id = if let Some(i) = self.index.get(&self.rows, &key) {
             let r = &mut self.rows[i as usize];
             r.count = r.count.saturating_add(1);
-            r.sport = sport;
+            r.tuple.sport = sport;
             r.last_seen_ms = r.last_seen_ms.max(now_ms);
             r.changed_at = seq;
             r.id
@@ -476,17 +571,13 @@ impl FlowTable {
                 sample_in: 0,
                 sample_ms: NO_SAMPLE,
                 count: 1,
-                src,
-                dst,
+                tuple: Tuple { src, dst, proto, sport, dport },
                 container: c,
                 zone: who.zone,
                 peer: who.peer,
                 peer_zone: who.peer_zone,
                 rule,
                 rule_key,
-                sport,
-                dport,
-                proto,
                 state,
                 direction,
                 verdict,
@@ -518,7 +609,9 @@ impl FlowTable {
         }
         let Some(c) = self.strs.find(container) else { return false };
         let tuple = Tuple { src: dst, dst: src, proto, sport: dport, dport: sport };
-        self.index.get(&Key::Flow { container: c, tuple }).is_some_and(|&i| !self.rows[i as usize].attempt)
+        self.index
+            .get(&self.rows, &Key::Flow { container: c, tuple })
+            .is_some_and(|i| !self.rows[i as usize].attempt)
     }
 
     /// Open (kernel-tracked) flows per container: the usage `max_conns` caps.
@@ -552,7 +645,7 @@ impl FlowTable {
     /// (the finding then waits, bounded, for conntrack's NEW event).
     pub fn annotate(&mut self, container: &str, tuple: Tuple, found: Inspection) -> Option<u64> {
         let key = self.strs.find(container).map(|c| Key::Flow { container: c, tuple });
-        if let Some(&i) = key.as_ref().and_then(|k| self.index.get(k)) {
+        if let Some(i) = key.as_ref().and_then(|k| self.index.get(&self.rows, k)) {
             self.seq += 1;
             let r = &mut self.rows[i as usize];
             r.changed_at = self.seq;
@@ -575,7 +668,7 @@ impl FlowTable {
     /// The row id of a flow, if it has a row.
     pub fn flow_id(&self, container: &str, tuple: Tuple) -> Option<u64> {
         let c = self.strs.find(container)?;
-        self.index.get(&Key::Flow { container: c, tuple }).map(|&i| self.rows[i as usize].id)
+        self.index.get(&self.rows, &Key::Flow { container: c, tuple }).map(|i| self.rows[i as usize].id)
     }
 
     /// A DNS answer seen by `container`: `name` resolved to `addrs`. Rows of the container
@@ -598,7 +691,7 @@ impl FlowTable {
         let sym = self.strs.intern(name);
         for i in 0..self.rows.len() {
             let r = &self.rows[i];
-            let peer_addr = if r.direction == Direction::Egress { r.dst } else { r.src };
+            let peer_addr = if r.direction == Direction::Egress { r.tuple.dst } else { r.tuple.src };
             if r.container == ci && r.peer == NONE && addrs.contains(&peer_addr) {
                 self.seq += 1;
                 let r = &mut self.rows[i];
@@ -632,13 +725,18 @@ impl FlowTable {
         for i in 0..self.rows.len() {
             let r = self.rows[i].clone();
             let Some(container) = self.strs.get(r.container).map(str::to_owned) else { continue };
-            let peer_addr = if r.direction == Direction::Egress { r.dst } else { r.src };
+            let peer_addr = if r.direction == Direction::Egress { r.tuple.dst } else { r.tuple.src };
             let who = self.who(&container, peer_addr, ctx);
             let (verdict, rule) = if r.attempt {
                 (r.verdict, r.rule)
             } else {
-                let (v, rule) =
-                    ctx.attribute(&container, r.direction, Proto::from_number(r.proto), peer_addr, r.dport);
+                let (v, rule) = ctx.attribute(
+                    &container,
+                    r.direction,
+                    Proto::from_number(r.tuple.proto),
+                    peer_addr,
+                    r.tuple.dport,
+                );
                 (v, rule.map_or(NONE, |x| self.rules.add(Arc::new(x))))
             };
             if (who.zone, who.peer, who.peer_zone, verdict, rule)
@@ -718,7 +816,7 @@ impl FlowTable {
         let key = Key::Flow { container: c, tuple: e.orig };
         self.seq += 1;
         let seq = self.seq;
-        if let Some(&i) = self.index.get(&key) {
+        if let Some(i) = self.index.get(&self.rows, &key) {
             let r = &mut self.rows[i as usize];
             if kind == CtKind::New && !r.open && !dump {
                 // The tuple was reused by a new connection: start over.
@@ -768,17 +866,13 @@ impl FlowTable {
             sample_in: 0,
             sample_ms: NO_SAMPLE,
             count: 1,
-            src: e.orig.src,
-            dst: e.orig.dst,
+            tuple: e.orig,
             container: c,
             zone: who.zone,
             peer: who.peer,
             peer_zone: who.peer_zone,
             rule,
             rule_key: NONE,
-            sport: e.orig.sport,
-            dport: e.orig.dport,
-            proto: e.orig.proto,
             state: 0,
             direction,
             verdict,
@@ -822,8 +916,8 @@ impl FlowTable {
             self.evict_batch();
         }
         let i = self.rows.len() as u32;
-        self.index.insert(row.key(), i);
         self.rows.push(row);
+        self.index.insert(&self.rows, i);
     }
 
     /// Evicts `cap / 16` rows (at least one), lowest [`Row::evict_rank`] first.
@@ -847,13 +941,16 @@ impl FlowTable {
     }
 
     fn remove_at(&mut self, i: usize) {
+        let last = self.rows.len().saturating_sub(1);
+        let Some(gone) = self.rows.get(i).map(Row::key) else { return };
+        self.index.remove(&gone, i as u32);
+        if i != last {
+            let moved = self.rows[last].key();
+            self.index.reslot(&moved, last as u32, i as u32);
+        }
         let row = self.rows.swap_remove(i);
         if !self.inspections.is_empty() {
             self.inspections.remove(&row.id);
-        }
-        self.index.remove(&row.key());
-        if let Some(moved) = self.rows.get(i) {
-            self.index.insert(moved.key(), i as u32);
         }
         self.seq += 1;
         self.removals.push_back((self.seq, row.id));
@@ -893,7 +990,7 @@ impl FlowTable {
                 None => NONE,
             };
         }
-        self.index = self.rows.iter().enumerate().map(|(i, r)| (r.key(), i as u32)).collect();
+        self.index.rebuild(&self.rows);
         self.strs_live = self.strs.len();
         self.rules_live = self.rules.len();
     }
@@ -905,11 +1002,11 @@ impl FlowTable {
             container: s(r.container).unwrap_or_default(),
             zone: s(r.zone).unwrap_or_default(),
             direction: r.direction,
-            proto: Proto::from_number(r.proto),
-            src: r.src,
-            sport: r.sport,
-            dst: r.dst,
-            dport: r.dport,
+            proto: Proto::from_number(r.tuple.proto),
+            src: r.tuple.src,
+            sport: r.tuple.sport,
+            dst: r.tuple.dst,
+            dport: r.tuple.dport,
             peer: s(r.peer),
             peer_zone: s(r.peer_zone),
             state: state_name(r.state).to_string(),
@@ -955,7 +1052,7 @@ fn flow_state(e: &CtEntry, open: bool) -> u8 {
 
 fn close(r: &mut Row) {
     r.open = false;
-    r.state = if r.proto == 6 { ST_CLOSE } else { ST_CLOSED };
+    r.state = if r.tuple.proto == 6 { ST_CLOSE } else { ST_CLOSED };
     (r.rate_out, r.rate_in) = (0, 0);
 }
 
@@ -1050,19 +1147,19 @@ impl FlowFields for Fields<'_> {
         self.r.direction
     }
     fn proto(&self) -> Proto {
-        Proto::from_number(self.r.proto)
+        Proto::from_number(self.r.tuple.proto)
     }
     fn src(&self) -> IpAddr {
-        self.r.src
+        self.r.tuple.src
     }
     fn sport(&self) -> u16 {
-        self.r.sport
+        self.r.tuple.sport
     }
     fn dst(&self) -> IpAddr {
-        self.r.dst
+        self.r.tuple.dst
     }
     fn dport(&self) -> u16 {
-        self.r.dport
+        self.r.tuple.dport
     }
     fn state(&self) -> &str {
         state_name(self.r.state)
@@ -1201,7 +1298,7 @@ mod tests {
         assert!(t.len() <= t.cap());
         assert_eq!(t.index.len(), t.rows.len());
         for (i, r) in t.rows.iter().enumerate() {
-            assert_eq!(t.index.get(&r.key()), Some(&(i as u32)));
+            assert_eq!(t.index.get(&t.rows, &r.key()), Some(i as u32));
             assert!(t.strs.get(r.container).is_some());
         }
     }
@@ -1209,7 +1306,7 @@ mod tests {
     #[test]
     fn rows_are_compact() {
         let row = std::mem::size_of::<Row>();
-        let entry = std::mem::size_of::<(Key, u32)>();
+        let entry = std::mem::size_of::<u32>();
         eprintln!("row {row} bytes, index entry {entry} bytes");
         assert!(row <= 184, "row grew to {row} bytes");
         // Row + index entry (+ ~1/7 load-factor slack and a control byte) + removal log slot.
@@ -1440,6 +1537,40 @@ mod tests {
         assert!(get("db-1", 1).open, "other containers' rows are untouched");
         assert_eq!(rows.iter().filter(|r| r.count == 1 && r.verdict == FlowVerdict::Denied).count(), 1);
         assert_eq!(t.len(), 5);
+    }
+
+    /// A refresh by lookups updates the counters of the flows found, closes those the kernel
+    /// no longer has, and lists open flows per container for the next one.
+    #[test]
+    fn refresh_by_lookup_updates_found_flows_and_closes_gone_ones() {
+        let ctx = fake();
+        let mut t = FlowTable::new(100);
+        let a = entry(tuple(WEB, 1, DB, 5432));
+        let b = entry(tuple(WEB, 2, DB, 5432));
+        for e in [&a, &b] {
+            t.apply_ct("web-1", &ev(CtKind::New, e.clone()), 1000, &ctx);
+        }
+        t.apply_ct("db-1", &ev(CtKind::New, entry(tuple(WEB, 1, DB, 5432))), 1000, &ctx);
+        let open = t.open_tuples();
+        assert_eq!(open.get("web-1").map(Vec::len), Some(2));
+        assert_eq!(open.get("db-1").map(Vec::len), Some(1));
+        let seq = t.seq();
+        let counted = counted(a.clone(), (10, 4000), (12, 8000));
+        t.refresh("web-1", &[(a.orig, Some(counted)), (b.orig, None)], 3000, &ctx);
+        let rows = all(&t);
+        let get = |c: &str, sport: u16| rows.iter().find(|r| r.container == c && r.sport == sport).unwrap();
+        assert_eq!(
+            (get("web-1", 1).open, get("web-1", 1).bytes_out, get("web-1", 1).first_seen_ms),
+            (true, 4000, 1000)
+        );
+        assert_eq!((get("web-1", 2).open, get("web-1", 2).state.as_str()), (false, "CLOSE"));
+        assert!(get("db-1", 1).open, "other containers' rows are untouched");
+        assert_eq!(t.changes_since(Some(seq), &FlowFilter::default()).changed.len(), 2);
+        assert_eq!(t.open_tuples().get("web-1").map(Vec::len), Some(1));
+        // Unknown containers and tuples are ignored.
+        t.refresh("gone", &[(a.orig, None)], 4000, &ctx);
+        t.refresh("web-1", &[(tuple(WEB, 9, DB, 1), None)], 4000, &ctx);
+        check_invariants(&t);
     }
 
     #[test]

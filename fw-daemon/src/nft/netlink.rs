@@ -2,13 +2,8 @@
 //! extended-ACK message), and rule dumps with their counters and comments. Plain byte
 //! parsing, bounds-checked, no unsafe.
 
-pub const NLMSG_ERROR: u16 = 2;
-pub const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
-const NLM_F_ACK_TLVS: u16 = 0x200;
-const NLM_F_DUMP: u16 = 0x300;
-const NLMSGERR_ATTR_MSG: u16 = 1;
+pub use crate::nl::{attrs, messages, parse_ack, Ack, Msg, NLMSG_DONE, NLMSG_ERROR};
+use crate::nl::{Builder, NLM_F_ACK, NLM_F_DUMP};
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_GETRULE: u16 = 7;
@@ -39,123 +34,23 @@ const NFTA_COUNTER_PACKETS: u16 = 2;
 pub const NFPROTO_INET: u8 = 1;
 pub const NFPROTO_BRIDGE: u8 = 7;
 
-/// One netlink message: header fields and payload.
-#[derive(Debug)]
-pub struct Msg<'a> {
-    pub ty: u16,
-    pub flags: u16,
-    pub seq: u32,
-    pub payload: &'a [u8],
-}
-
-fn u16_at(b: &[u8], i: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(i..i + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], i: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(i..i + 4)?.try_into().ok()?))
-}
-
-/// Splits a receive buffer into messages; stops at the first malformed header.
-pub fn messages(buf: &[u8]) -> Vec<Msg<'_>> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i + 16 <= buf.len() {
-        let Some(len) = u32_at(buf, i).map(|l| l as usize) else { break };
-        if len < 16 || i + len > buf.len() {
-            break;
-        }
-        let (Some(ty), Some(flags), Some(seq)) = (u16_at(buf, i + 4), u16_at(buf, i + 6), u32_at(buf, i + 8))
-        else {
-            break;
-        };
-        out.push(Msg { ty, flags, seq, payload: &buf[i + 16..i + len] });
-        i += (len + 3) & !3;
-    }
-    out
-}
-
-/// Netlink attributes: (type without flag bits, value).
-pub fn attrs(mut b: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    while b.len() >= 4 {
-        let (Some(len), Some(ty)) = (u16_at(b, 0), u16_at(b, 2)) else { break };
-        let len = len as usize;
-        if len < 4 || len > b.len() {
-            break;
-        }
-        out.push((ty & 0x3fff, &b[4..len]));
-        let adv = ((len + 3) & !3).min(b.len());
-        b = &b[adv..];
-    }
-    out
-}
-
-/// An ACK (errno 0) or an error for the message with `seq`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ack {
-    pub seq: u32,
-    /// Positive errno, 0 for success.
-    pub errno: i32,
-    /// The kernel's extended-ACK explanation, when it gave one.
-    pub msg: Option<String>,
-}
-
-pub fn parse_ack(m: &Msg<'_>) -> Option<Ack> {
-    if m.ty != NLMSG_ERROR {
-        return None;
-    }
-    let err = i32::from_ne_bytes(m.payload.get(0..4)?.try_into().ok()?);
-    // The original header follows; its payload too unless the socket caps ACKs.
-    let orig_len = u32_at(m.payload, 4).unwrap_or(16) as usize;
-    let capped = m.flags & 0x100 != 0;
-    let tlv_start = 4 + if capped { 16 } else { orig_len.max(16) };
-    let mut msg = None;
-    if m.flags & NLM_F_ACK_TLVS != 0 {
-        if let Some(tlvs) = m.payload.get(tlv_start..) {
-            for (ty, v) in attrs(tlvs) {
-                if ty == NLMSGERR_ATTR_MSG {
-                    let s = String::from_utf8_lossy(v).trim_end_matches('\0').to_string();
-                    if !s.is_empty() {
-                        msg = Some(s);
-                    }
-                }
-            }
-        }
-    }
-    Some(Ack { seq: m.seq, errno: -err, msg })
-}
-
 /// A dump request of `ty` (GETRULE, GETSETELEM) with string attributes.
 fn dump_request(seq: u32, ty: u16, family: u8, strs: &[(u16, &str)]) -> Vec<u8> {
-    let mut attrs_buf = Vec::new();
+    let mut b = Builder::new();
+    b.nfnl((NFNL_SUBSYS_NFTABLES << 8) | ty, NLM_F_DUMP, seq, family, 0);
     for (t, v) in strs {
-        let mut val = v.as_bytes().to_vec();
-        val.push(0);
-        let alen = 4 + val.len();
-        attrs_buf.extend_from_slice(&(alen as u16).to_ne_bytes());
-        attrs_buf.extend_from_slice(&t.to_ne_bytes());
-        attrs_buf.extend_from_slice(&val);
-        attrs_buf.resize((attrs_buf.len() + 3) & !3, 0);
+        b.attr_str(*t, v);
     }
-    let len = 16 + 4 + attrs_buf.len();
-    let mut b = Vec::with_capacity(len);
-    b.extend_from_slice(&(len as u32).to_ne_bytes());
-    b.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | ty).to_ne_bytes());
-    b.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    b.extend_from_slice(&seq.to_ne_bytes());
-    b.extend_from_slice(&0u32.to_ne_bytes());
-    b.extend_from_slice(&[family, 0, 0, 0]); // nfgenmsg: family, version, res_id
-    b.extend_from_slice(&attrs_buf);
-    b
+    b.finish()
 }
 
 /// A GETTABLE request for one table: its NEWTABLE comes back, or ENOENT.
 pub fn gettable_request(seq: u32, family: u8, table: &str) -> Vec<u8> {
-    let mut b = dump_request(seq, NFT_MSG_GETTABLE, family, &[(NFTA_TABLE_NAME, table)]);
     // Not a dump: one table by name, then an ACK that says we have it all.
-    b[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-    b
+    let mut b = Builder::new();
+    b.nfnl((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE, NLM_F_ACK, seq, family, 0)
+        .attr_str(NFTA_TABLE_NAME, table);
+    b.finish()
 }
 
 /// A GETRULE dump request for one table (`inet fw`, `bridge fw_floor`).
@@ -223,15 +118,9 @@ pub fn parse_set_elems(m: &Msg<'_>) -> Vec<DumpedElem> {
 /// A GETGEN request: the namespace's ruleset generation, bumped by every committed change
 /// to any table there (ours or anyone's), which makes tampering cheap to notice.
 pub fn getgen_request(seq: u32) -> Vec<u8> {
-    let len = 16 + 4;
-    let mut b = Vec::with_capacity(len);
-    b.extend_from_slice(&(len as u32).to_ne_bytes());
-    b.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN).to_ne_bytes());
-    b.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-    b.extend_from_slice(&seq.to_ne_bytes());
-    b.extend_from_slice(&0u32.to_ne_bytes());
-    b.extend_from_slice(&[0, 0, 0, 0]); // nfgenmsg: AF_UNSPEC, version, res_id
-    b
+    let mut b = Builder::new();
+    b.nfnl((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN, 0, seq, 0, 0);
+    b.finish()
 }
 
 /// The generation id of a NEWGEN reply.
@@ -321,31 +210,6 @@ pub fn parse_rule(m: &Msg<'_>) -> Option<RuleCounters> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    #[test]
-    fn parses_an_error_with_extack() {
-        // NLMSG_ERROR, flags ACK_TLVS|CAPPED, seq 7, errno -2, orig header, MSG attr.
-        let mut p = Vec::new();
-        p.extend_from_slice(&(-2i32).to_ne_bytes());
-        p.extend_from_slice(&[0u8; 16]);
-        let text = b"set not found\0";
-        p.extend_from_slice(&((4 + text.len()) as u16).to_ne_bytes());
-        p.extend_from_slice(&NLMSGERR_ATTR_MSG.to_ne_bytes());
-        p.extend_from_slice(text);
-        while p.len() % 4 != 0 {
-            p.push(0);
-        }
-        let mut b = Vec::new();
-        b.extend_from_slice(&((16 + p.len()) as u32).to_ne_bytes());
-        b.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
-        b.extend_from_slice(&(NLM_F_ACK_TLVS | 0x100).to_ne_bytes());
-        b.extend_from_slice(&7u32.to_ne_bytes());
-        b.extend_from_slice(&0u32.to_ne_bytes());
-        b.extend_from_slice(&p);
-        let msgs = messages(&b);
-        assert_eq!(msgs.len(), 1);
-        assert_eq!(parse_ack(&msgs[0]), Some(Ack { seq: 7, errno: 2, msg: Some("set not found".into()) }));
-    }
 
     proptest! {
         #[test]
