@@ -317,6 +317,11 @@ impl Flows {
             if cs.contains_key(name) {
                 continue;
             }
+            // Before the table's publication says the container is programmed: a flow opened
+            // before accounting is on never gets counters, and its sockets open later, on a task.
+            if let Err(e) = conntrack::enable_accounting(ns) {
+                warn!(container = %name, error = %e, "flows: byte counters unavailable");
+            }
             let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
             let (f, n, p) = (self.clone(), name.clone(), ns.clone());
             let task = self.rt.spawn(async move { f.start(n, p, generation).await });
@@ -717,10 +722,6 @@ impl Sockets {
         let p = ns.to_path_buf();
         crate::netns::run_in(ns, move || {
             let ns = p.as_path();
-            // First: entries made before accounting is on never get counters.
-            if let Err(e) = conntrack::enable_accounting(ns) {
-                warn!(error = %e, "flows: byte counters unavailable");
-            }
             // Subscribe before the dump: a flow that starts in between is seen twice, never missed.
             let events = CtEvents::open(ns, CT_RCVBUF);
             let control = CtControl::open(ns);
