@@ -179,6 +179,7 @@ fn privileged() -> bool {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_full_filesystem_refuses_mutations() {
     if !privileged() {
         return;
@@ -194,6 +195,7 @@ fn a_full_filesystem_refuses_mutations() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_read_only_filesystem_refuses_mutations() {
     if !privileged() {
         return;
@@ -206,6 +208,7 @@ fn a_read_only_filesystem_refuses_mutations() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn an_immutable_file_refuses_mutations() {
     if !privileged() {
         return;
@@ -220,6 +223,7 @@ fn an_immutable_file_refuses_mutations() {
 /// A block that lapses while the daemon is down is recorded when it starts again, dated
 /// when it lapsed.
 #[test]
+#[ignore = "needs root"]
 fn blocks_that_lapse_while_down_are_recorded_at_start() {
     if !privileged() {
         return;

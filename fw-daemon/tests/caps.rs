@@ -98,6 +98,7 @@ fn srv(port: u16) -> SocketAddr {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn max_conns_resets_the_next_connection() {
     if !privileged() {
         return;
@@ -127,6 +128,7 @@ fn max_conns_resets_the_next_connection() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn new_connection_rate_is_limited() {
     if !privileged() {
         return;
@@ -156,6 +158,7 @@ fn new_connection_rate_is_limited() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn egress_bandwidth_is_policed() {
     if !privileged() {
         return;
@@ -195,6 +198,7 @@ fn egress_bandwidth_is_policed() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn audit_mode_passes_and_logs_to_nflog() {
     if !privileged() {
         return;
@@ -221,6 +225,7 @@ fn audit_mode_passes_and_logs_to_nflog() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_flood_of_drops_cannot_flood_the_logs() {
     if !privileged() {
         return;

@@ -203,6 +203,7 @@ fn conntrack_cli(node: &Node) -> Vec<CliEntry> {
 /// One connection with a known payload: NEW when it starts (state, no counters), UPDATEs as
 /// the handshake and close move it, DESTROY when it goes, carrying the final counters.
 #[test]
+#[ignore = "needs root"]
 fn events_carry_tuples_and_counters() {
     if !common::require(tools(), "root with iproute2, nft and conntrack") {
         return;
@@ -335,6 +336,7 @@ fn find<'a>(entries: &'a [CtEntry], t: &Tuple) -> &'a CtEntry {
 /// A dump while connections are open agrees with `conntrack -L`; deleting by tuple removes
 /// exactly that entry.
 #[test]
+#[ignore = "needs root"]
 fn dump_matches_the_cli_and_delete_removes_by_tuple() {
     if !common::require(tools(), "root with iproute2, nft and conntrack") {
         return;
@@ -435,6 +437,7 @@ fn dump_matches_the_cli_and_delete_removes_by_tuple() {
 /// A receive buffer that cannot hold a burst reports `Overrun` (and keeps working after);
 /// a sized one, read while the burst runs, takes every NEW event.
 #[test]
+#[ignore = "needs root"]
 fn overrun_is_reported_and_a_sized_buffer_keeps_up() {
     if !common::require(tools(), "root with iproute2, nft and conntrack") {
         return;

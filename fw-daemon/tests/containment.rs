@@ -211,6 +211,7 @@ fn raw_to(env: &Env, from: &str, to: &str, dst: IpAddr, tp: Tp, token: &str, cou
 }
 
 #[test]
+#[ignore = "needs root"]
 fn raw_frames_to_denied_peers_never_arrive() {
     if !available() {
         return;
@@ -256,6 +257,7 @@ fn raw_frames_to_denied_peers_never_arrive() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn raw_frames_to_a_blocked_destination_never_arrive() {
     if !available() {
         return;
@@ -288,6 +290,7 @@ fn raw_frames_to_a_blocked_destination_never_arrive() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn quarantine_both_ways_cuts_raw_frames_in_and_out() {
     if !available() {
         return;
@@ -332,6 +335,7 @@ fn quarantine_both_ways_cuts_raw_frames_in_and_out() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn spoofed_ip_mac_arp_and_nd_never_arrive() {
     if !available() {
         return;
@@ -496,6 +500,7 @@ fn nested_udp(nest: &Netns, dst: SocketAddr, token: &str, count: u64) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn nested_namespace_routed_through_a_container_is_not_forwarded() {
     if !available() {
         return;
@@ -527,6 +532,7 @@ fn nested_namespace_routed_through_a_container_is_not_forwarded() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_zone_with_forward_true_may_route_what_its_policy_allows() {
     if !available() {
         return;
@@ -564,6 +570,7 @@ fn a_zone_with_forward_true_may_route_what_its_policy_allows() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_persistent_tamperer_is_quarantined_within_a_second() {
     if !available() {
         return;
@@ -666,6 +673,7 @@ action = "allow"
 "#;
 
 #[test]
+#[ignore = "needs root"]
 fn address_blocks_catch_tiny_packets_of_any_protocol() {
     if !available() {
         return;
@@ -718,6 +726,7 @@ fn address_blocks_catch_tiny_packets_of_any_protocol() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_reload_that_denies_a_port_cuts_its_established_stream() {
     if !available() {
         return;
@@ -778,6 +787,7 @@ fn a_reload_that_denies_a_port_cuts_its_established_stream() {
 /// older version left there are removed, status reports them as skipped. The real host
 /// namespace is only read.
 #[test]
+#[ignore = "needs root"]
 fn the_host_and_the_daemons_own_namespace_are_never_programmed() {
     if !available() {
         return;
@@ -875,6 +885,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_shared_namespace_gets_one_table_no_loop_and_the_intersection() {
     if !available() {
         return;
@@ -1035,6 +1046,7 @@ fn raw_tcp_from(env: &Env, from: &str, to: &str, sport: u16, dport: u16, token: 
 /// established, in its own table and at the floor. Its answers never show up as flows it
 /// opened. `both` cuts those too.
 #[test]
+#[ignore = "needs root"]
 fn quarantine_egress_cuts_what_it_opens_and_keeps_what_it_serves() {
     if !available() {
         return;
@@ -1117,6 +1129,7 @@ fn quarantine_egress_cuts_what_it_opens_and_keeps_what_it_serves() {
 /// Ingress quarantine is the connections opened to the container: nobody reaches it, while
 /// it still opens connections and gets their replies.
 #[test]
+#[ignore = "needs root"]
 fn quarantine_ingress_cuts_what_is_opened_to_it_and_keeps_what_it_opens() {
     if !available() {
         return;

@@ -46,6 +46,7 @@ fn conntrack_bytes(lab: &Lab, node: &str, sport: u16, dport: u16) -> Option<u64>
 }
 
 #[test]
+#[ignore = "needs root"]
 fn flows_blocks_and_audit_end_to_end() {
     if !common::require(common::lab::available(), "root with iproute2 (network namespaces)") {
         return;
@@ -218,6 +219,7 @@ fn flows_blocks_and_audit_end_to_end() {
 
 /// Hostile input: a line too long, garbage, unknown ops, a request before hello.
 #[test]
+#[ignore = "needs root"]
 fn hostile_input_gets_errors_not_crashes() {
     if !common::require(common::lab::available(), "root with iproute2 (network namespaces)") {
         return;
@@ -258,6 +260,7 @@ fn hostile_input_gets_errors_not_crashes() {
 
 /// Roles from group membership, checked with real processes of other users (`setpriv`).
 #[test]
+#[ignore = "needs root"]
 fn viewers_cannot_block_and_strangers_are_refused() {
     if !common::require(common::lab::available(), "root with iproute2 (network namespaces)") {
         return;
@@ -363,6 +366,7 @@ impl Drop for Groups {
 /// second still holds for a whole second (counted in whole seconds it lapsed at the next
 /// second boundary, up to 1 s early).
 #[test]
+#[ignore = "needs root"]
 fn a_block_never_lapses_early() {
     if !common::require(common::lab::available(), "root with iproute2 (network namespaces)") {
         return;

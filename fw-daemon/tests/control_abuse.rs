@@ -203,6 +203,7 @@ impl Drop for Reap {
 const LIMITS_TEST: &str = "a_viewer_holding_every_connection_it_can_keeps_no_responder_out";
 
 #[test]
+#[ignore = "needs root"]
 fn a_viewer_holding_every_connection_it_can_keeps_no_responder_out() {
     match helper::mode().as_deref() {
         Some("flood") => return flood(),
@@ -308,6 +309,7 @@ fn a_viewer_holding_every_connection_it_can_keeps_no_responder_out() {
 const REFUSAL_TEST: &str = "a_refused_request_keeps_its_reason_in_the_trail";
 
 #[test]
+#[ignore = "needs root"]
 fn a_refused_request_keeps_its_reason_in_the_trail() {
     if let Some("one-request") = helper::mode().as_deref() {
         return one_request();
@@ -462,6 +464,7 @@ fn holder() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_reused_pid_lends_its_groups_to_no_connection() {
     match helper::mode().as_deref() {
         Some("pidns") => return pidns(PIDREUSE_TEST),

@@ -147,6 +147,7 @@ fn tmpdir(tag: &str) -> PathBuf {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn daemon_reloads_restores_follows_and_survives() {
     if !common::require(common::lab::available(), "root with iproute2 (network namespaces)") {
         return;
@@ -278,6 +279,7 @@ fn wait_status_change(d: &Daemon, path: &Path, before: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn fifty_reloads_under_traffic_never_open_or_cut() {
     use std::io::Write;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -372,6 +374,7 @@ fn fifty_reloads_under_traffic_never_open_or_cut() {
 /// The rule comparison behind the generation id: no false alarm on an untouched table
 /// (it runs every few seconds), and a deleted rule is put back.
 #[test]
+#[ignore = "needs root"]
 fn verify_rules_restores_a_changed_rule_and_only_then() {
     use fw_daemon::compile::CompileOptions;
     use fw_daemon::reconcile::Reconciler;
@@ -409,6 +412,7 @@ fn verify_rules_restores_a_changed_rule_and_only_then() {
 /// With the periodic checks 30 s apart, only the change notification can explain a table
 /// flushed from inside a container coming back within seconds.
 #[test]
+#[ignore = "needs root"]
 fn change_notifications_restore_without_waiting_for_a_tick() {
     if !common::require(common::lab::available(), "root with iproute2 (network namespaces)") {
         return;

@@ -369,6 +369,7 @@ fn setup() -> Option<std::sync::MutexGuard<'static, ()>> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn raw_frames_from_a_default_capability_container_to_a_denied_peer_never_arrive() {
     let Some(_g) = setup() else { return };
     let image = Image::import(None);
@@ -449,6 +450,7 @@ fn raw_frames_from_a_default_capability_container_to_a_denied_peer_never_arrive(
 }
 
 #[test]
+#[ignore = "needs root"]
 fn fifty_first_instant_containers_never_reach_a_denied_peer() {
     let Some(_g) = setup() else { return };
     let image = Image::import(None);
@@ -516,6 +518,7 @@ fn fifty_first_instant_containers_never_reach_a_denied_peer() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_container_reusing_a_removed_ones_ip_and_mac_is_not_admitted() {
     let Some(_g) = setup() else { return };
     let image = Image::import(None);
@@ -578,6 +581,7 @@ fn a_container_reusing_a_removed_ones_ip_and_mac_is_not_admitted() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_container_sharing_another_ones_namespace_gets_one_table_and_no_loop() {
     let Some(_g) = setup() else { return };
     let image = Image::import(None);
@@ -741,6 +745,7 @@ impl Drop for StandinEngine {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_host_network_container_is_skipped_and_its_namespace_never_touched() {
     let Some(_g) = setup() else { return };
     let real_host_before = Command::new("nft").args(["list", "tables"]).output().expect("nft").stdout;

@@ -52,6 +52,7 @@ fn demo_lab() -> (Lab, Policy, Inventory) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn reachability_matches_explain_for_every_cell() {
     if !privileged() {
         return;
@@ -211,6 +212,7 @@ fn regex_lite_counter(line: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn nft_lists_back_exactly_the_plan() {
     if !privileged() {
         return;
@@ -226,6 +228,7 @@ fn nft_lists_back_exactly_the_plan() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_rejected_batch_leaves_the_table_byte_identical() {
     if !privileged() {
         return;
@@ -259,6 +262,7 @@ fn a_rejected_batch_leaves_the_table_byte_identical() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn counters_are_read_back_per_rule_id() {
     if !privileged() {
         return;
@@ -286,6 +290,7 @@ fn counters_are_read_back_per_rule_id() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn zone_membership_changes_are_set_updates() {
     if !privileged() {
         return;
@@ -328,6 +333,7 @@ fn zone_membership_changes_are_set_updates() {
 /// only that flow, a TTL lapses in the kernel with nobody acting, and blocks survive a
 /// whole-table replacement (they are part of the compiled table).
 #[test]
+#[ignore = "needs root"]
 fn blocks_are_kernel_range_elements_with_timeouts() {
     use fw_daemon::blocks::BlockList;
     use fw_daemon::compile::{compile_with_blocks, Membership};
@@ -399,6 +405,7 @@ fn blocks_are_kernel_range_elements_with_timeouts() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn flush_removes_the_table() {
     if !privileged() {
         return;
@@ -434,6 +441,7 @@ fn hold_helper() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn rules_survive_kill_9_of_the_process_that_applied_them() {
     if !privileged() {
         return;
@@ -475,6 +483,7 @@ fn rules_survive_kill_9_of_the_process_that_applied_them() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_container_joining_updates_peers_without_replacing_their_tables() {
     if !privileged() {
         return;

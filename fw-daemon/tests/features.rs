@@ -148,6 +148,7 @@ fn the_lab_answers_unfiltered(lab: &Lab) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn each_containers_table_enforces_lists_services_mixed_zones_and_icmp_types() {
     if !privileged() {
         return;
@@ -175,6 +176,7 @@ fn link_info(ns: &str, dev: &str) -> (u32, [u8; 6]) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_floor_alone_enforces_the_same_cells() {
     if !privileged() {
         return;

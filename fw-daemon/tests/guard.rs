@@ -44,6 +44,7 @@ fn link(ns: &str, dev: &str) -> (u32, [u8; 6]) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_guard_admits_programmed_ports_only() {
     if !common::require(common::lab::available(), "root with iproute2 (network namespaces)") {
         return;

@@ -208,6 +208,7 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn inspection_cuts_violations_and_agrees_with_tshark() {
     if !privileged() {
         return;
@@ -470,6 +471,7 @@ fn client_and_server(tag: &str, rules: &str) -> (Lab, std::path::PathBuf) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_quarantine_policy_quarantines_the_container() {
     if !privileged() || !common::require(tool("nc"), "nc (vagrant/provision.sh installs it)") {
         return;
@@ -588,6 +590,7 @@ fn assert_cut(what: &str, a: &Attack, srv: &Observer, c: &mut Client, daemon: &D
 }
 
 #[test]
+#[ignore = "needs root"]
 fn every_evasion_of_the_hello_is_a_violation_and_reaches_nothing() {
     if !privileged() || !common::require(tool("ethtool"), "ethtool (vagrant/provision.sh installs it)") {
         return;
@@ -662,6 +665,7 @@ fn every_evasion_of_the_hello_is_a_violation_and_reaches_nothing() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn allowed_names_pass_however_the_hello_is_split_and_keep_their_raw_name() {
     if !privileged() {
         return;
@@ -718,6 +722,7 @@ fn allowed_names_pass_however_the_hello_is_split_and_keep_their_raw_name() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_disallowed_host_gets_no_body_bytes_from_a_server_that_answers_at_once() {
     if !privileged() {
         return;
@@ -772,6 +777,7 @@ inspect = { http_host = ["good.example"], on_violation = "cut" }
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_hello_that_never_completes_is_cut_when_its_timeout_fires() {
     if !privileged() {
         return;
@@ -800,6 +806,7 @@ fn a_hello_that_never_completes_is_cut_when_its_timeout_fires() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_daemon_killed_mid_handshake_follows_the_fail_mode() {
     if !privileged() {
         return;
@@ -879,6 +886,7 @@ inspect = { tls_sni = ["ok.example"], on_violation = "cut", fail = "open" }
 }
 
 #[test]
+#[ignore = "needs root"]
 fn queue_overflow_is_counted_and_alerted() {
     if !privileged() {
         return;

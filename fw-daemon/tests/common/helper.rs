@@ -16,7 +16,14 @@ pub fn mode() -> Option<String> {
 /// The arguments that run only `test` of this binary, its output not captured.
 pub fn self_args(test: &str) -> Vec<OsString> {
     let exe = std::env::current_exe().expect("the test binary");
-    vec![exe.into(), test.into(), "--exact".into(), "--nocapture".into(), "--test-threads=1".into()]
+    vec![
+        exe.into(),
+        test.into(),
+        "--exact".into(),
+        "--include-ignored".into(),
+        "--nocapture".into(),
+        "--test-threads=1".into(),
+    ]
 }
 
 pub fn report(line: &str) {
