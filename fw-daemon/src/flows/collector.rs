@@ -22,14 +22,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fw_proto::control::{Direction, FlowFilter, FlowSnapshot, FlowVerdict, Proto};
 use fw_proto::RuleRef;
 use tokio::runtime::Handle;
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Notify};
 use tokio::task::AbortHandle;
 use tracing::{debug, warn};
 
@@ -57,8 +56,6 @@ pub const MAX_GETS_PER_ROUND: usize = 20_000;
 pub const LOOKUP_MAX: usize = 2_000;
 /// How often an inspection queue's kernel drop counters are read while packets come.
 const COUNTERS_EVERY: Duration = Duration::from_secs(1);
-/// Namespaces whose sockets are being opened at once.
-const OPENING: usize = 2;
 
 /// Counter refresh: every second for namespaces up to 10k open flows; a bigger table is a
 /// flood of short flows (its rows get counters from DESTROY events) and a dump of it costs
@@ -158,8 +155,6 @@ fn cap_rule(container: &str, rec: &super::nflog::LogRecord, ctx: &dyn Context) -
 /// sockets and releases the namespace) and its counter-refresh state.
 struct Collector {
     netns: PathBuf,
-    /// Tells a late-finishing open that this collector was replaced meanwhile.
-    generation: u64,
     tasks: Vec<AbortHandle>,
 }
 
@@ -205,8 +200,6 @@ pub struct Flows {
     /// Where cap hits seen in NFLOG records are raised.
     alerts: Arc<crate::alerts::Alerts>,
     rt: Handle,
-    opening: Arc<Semaphore>,
-    generation: AtomicU64,
     /// The table's change position, for subscribers that wait for changes.
     changed: watch::Sender<u64>,
     stats: Mutex<RefreshStats>,
@@ -227,8 +220,6 @@ impl Flows {
             tap_stats: Mutex::new(TapStats::default()),
             alerts,
             rt,
-            opening: Arc::new(Semaphore::new(OPENING)),
-            generation: AtomicU64::new(0),
             changed: watch::Sender::new(0),
             stats: Mutex::new(RefreshStats::default()),
             scheduler: Mutex::new(None),
@@ -317,40 +308,32 @@ impl Flows {
             if cs.contains_key(name) {
                 continue;
             }
-            // Before the table's publication says the container is programmed: a flow opened
-            // before accounting is on never gets counters, and its sockets open later, on a task.
-            if let Err(e) = conntrack::enable_accounting(ns) {
-                warn!(container = %name, error = %e, "flows: byte counters unavailable");
+            // Opened here, before the publication that says the container is programmed: a
+            // connection made after that is seen from its first event, and has byte counters
+            // (accounting is off until these sockets are opened). Entering a namespace and
+            // opening four sockets costs a fraction of a millisecond; reading is on tasks.
+            let inspect = self.inspect.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let opened = Sockets::open(ns, self.log_group, inspect.as_ref().map(|c| c.queue));
+            cs.insert(name.clone(), Collector { netns: ns.clone(), tasks: Vec::new() });
+            match opened {
+                Ok(socks) => self.start(&mut cs, name, socks, inspect),
+                Err(e) => warn!(container = %name, error = %e, "flows: cannot start the collectors"),
             }
-            let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-            let (f, n, p) = (self.clone(), name.clone(), ns.clone());
-            let task = self.rt.spawn(async move { f.start(n, p, generation).await });
-            cs.insert(
-                name.clone(),
-                Collector { netns: ns.clone(), generation, tasks: vec![task.abort_handle()] },
-            );
         }
     }
 
-    /// Opens the container's sockets (bounded: a fleet starting costs a few threads at a
-    /// time), then starts its readers.
-    async fn start(self: Arc<Self>, name: String, ns: PathBuf, generation: u64) {
-        let _span = tracing::info_span!("container", container = %name);
-        let Ok(permit) = self.opening.clone().acquire_owned().await else { return };
-        let cfg = self.inspect.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let (p, group, queue) = (ns.clone(), self.log_group, cfg.as_ref().map(|c| c.queue));
-        let opened = tokio::task::spawn_blocking(move || Sockets::open(&p, group, queue)).await;
-        drop(permit);
-        let socks = match opened {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return warn!(container = %name, error = %e, "flows: cannot start the collectors"),
-            Err(_) => return,
-        };
-        let mut cs = self.collectors.lock().unwrap_or_else(|e| e.into_inner());
-        // Forgotten (or replaced) while its sockets were opening: they close here.
-        let Some(c) = cs.get_mut(&name).filter(|c| c.generation == generation) else { return };
+    /// Starts the readers of a container's opened sockets, as tasks.
+    fn start(
+        self: &Arc<Self>,
+        cs: &mut BTreeMap<String, Collector>,
+        name: &str,
+        socks: Sockets,
+        cfg: Option<InspectConfig>,
+    ) {
+        let _span = tracing::info_span!("container", container = %name).entered();
+        let Some(c) = cs.get_mut(name) else { return };
         let inspector = Arc::new(Mutex::new(Inspector::new(inspection::MAX_FLOWS)));
-        let n: Arc<str> = Arc::from(name.as_str());
+        let n: Arc<str> = Arc::from(name);
         match socks.events {
             Ok(ev) => {
                 let f = self.clone();
@@ -365,7 +348,7 @@ impl Flows {
                 self.refresh
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(name.clone(), Arc::new(Mutex::new(r)));
+                    .insert(name.to_string(), Arc::new(Mutex::new(r)));
                 self.wake.notify_one();
             }
             Err(e) => warn!(container = %name, error = %e, "flows: no conntrack counters"),
@@ -648,9 +631,10 @@ impl Flows {
             let ctx = self.context();
             if dump {
                 dumps += 1;
+                let taken_at = self.table().seq();
                 match g.ctl.dump() {
                     Ok(entries) => {
-                        self.with_table(|t| t.replace_dump(&name, &entries, now_ms(), &*ctx));
+                        self.with_table(|t| t.replace_dump(&name, &entries, taken_at, now_ms(), &*ctx));
                         g.dump_owed = false;
                     }
                     Err(e) => warn!(container = %name, error = %e, "flows: conntrack dump failed"),
@@ -722,6 +706,10 @@ impl Sockets {
         let p = ns.to_path_buf();
         crate::netns::run_in(ns, move || {
             let ns = p.as_path();
+            // First: entries made before accounting is on never get counters.
+            if let Err(e) = conntrack::enable_accounting(ns) {
+                warn!(error = %e, "flows: byte counters unavailable");
+            }
             // Subscribe before the dump: a flow that starts in between is seen twice, never missed.
             let events = CtEvents::open(ns, CT_RCVBUF);
             let control = CtControl::open(ns);

@@ -438,7 +438,18 @@ impl FlowTable {
     /// an event overrun, or periodically to refresh counters and rates): entries are added or
     /// updated (keeping their `first_seen`), and open flows of the container missing from the
     /// dump are closed.
-    pub fn replace_dump(&mut self, container: &str, entries: &[CtEntry], now_ms: i64, ctx: &dyn Context) {
+    ///
+    /// `taken_at` is the table's [`seq`](FlowTable::seq) when the dump was asked for: a row an
+    /// event changed after that is newer than the dump, and stays as it is (events are read on
+    /// their own task while a dump runs).
+    pub fn replace_dump(
+        &mut self,
+        container: &str,
+        entries: &[CtEntry],
+        taken_at: u64,
+        now_ms: i64,
+        ctx: &dyn Context,
+    ) {
         let mut seen = HashSet::with_capacity(entries.len());
         for e in entries {
             if let Some(id) = self.upsert_flow(container, e, CtKind::New, true, now_ms, ctx) {
@@ -448,7 +459,12 @@ impl FlowTable {
         if let Some(c) = self.strs.find(container) {
             for i in 0..self.rows.len() {
                 let r = &self.rows[i];
-                if r.container == c && !r.attempt && r.open && !seen.contains(&r.id) {
+                if r.container == c
+                    && !r.attempt
+                    && r.open
+                    && r.changed_at <= taken_at
+                    && !seen.contains(&r.id)
+                {
                     self.seq += 1;
                     let r = &mut self.rows[i];
                     close(r);
@@ -1389,7 +1405,7 @@ mod tests {
         let e = entry(tuple(WEB, 40000, DB, 5432));
         t.apply_ct("web-1", &ev(CtKind::New, counted(e.clone(), (1, 100), (1, 50))), 1000, &ctx);
         assert_eq!((all(&t)[0].rate_out, all(&t)[0].rate_in), (0, 0), "no rate from one sample");
-        t.replace_dump("web-1", &[counted(e.clone(), (5, 2100), (5, 1050))], 3000, &ctx);
+        t.replace_dump("web-1", &[counted(e.clone(), (5, 2100), (5, 1050))], t.seq(), 3000, &ctx);
         let r = &all(&t)[0];
         assert_eq!((r.rate_out, r.rate_in), (1000, 500));
         // An update without counters (conntrack sends them only in dumps and DESTROY) keeps
@@ -1398,8 +1414,8 @@ mod tests {
         let r = &all(&t)[0];
         assert_eq!((r.bytes_out, r.rate_out), (2100, 1000));
         // Two samples in the same millisecond: the rate waits for time to pass, losing nothing.
-        t.replace_dump("web-1", &[counted(e.clone(), (6, 2600), (5, 1050))], 3000, &ctx);
-        t.replace_dump("web-1", &[counted(e.clone(), (7, 4100), (5, 1050))], 4000, &ctx);
+        t.replace_dump("web-1", &[counted(e.clone(), (6, 2600), (5, 1050))], t.seq(), 3000, &ctx);
+        t.replace_dump("web-1", &[counted(e.clone(), (7, 4100), (5, 1050))], t.seq(), 4000, &ctx);
         let r = &all(&t)[0];
         assert_eq!((r.bytes_out, r.rate_out, r.rate_in), (4100, 2000, 0));
     }
@@ -1525,7 +1541,7 @@ mod tests {
         }
         t.apply_ct("db-1", &ev(CtKind::New, entry(tuple(WEB, 1, DB, 5432))), 1000, &ctx);
         t.apply_log("web-1", &denied(WEB, 1, OUTSIDE, 443, "deny", "default"), 1000, &ctx);
-        t.replace_dump("web-1", &[a.clone(), c.clone()], 5000, &ctx);
+        t.replace_dump("web-1", &[a.clone(), c.clone()], t.seq(), 5000, &ctx);
         let rows = all(&t);
         let get = |c: &str, sport: u16| rows.iter().find(|r| r.container == c && r.sport == sport).unwrap();
         assert_eq!(
@@ -1535,8 +1551,22 @@ mod tests {
         assert_eq!((get("web-1", 2).open, get("web-1", 2).state.as_str()), (false, "CLOSE"));
         assert_eq!((get("web-1", 3).open, get("web-1", 3).first_seen_ms), (true, 5000));
         assert!(get("db-1", 1).open, "other containers' rows are untouched");
+        // A dump asked for before an event arrived does not close what the event opened.
+        let taken = t.seq();
+        let d = entry(tuple(WEB, 4, DB, 5432));
+        t.apply_ct("web-1", &ev(CtKind::New, d.clone()), 5500, &ctx);
+        t.replace_dump("web-1", &[a.clone(), c.clone()], taken, 6000, &ctx);
+        assert!(
+            all(&t).iter().any(|r| r.container == "web-1" && r.sport == 4 && r.open),
+            "newer than the dump"
+        );
+        t.replace_dump("web-1", &[a.clone(), c.clone()], t.seq(), 6000, &ctx);
+        assert!(
+            all(&t).iter().any(|r| r.container == "web-1" && r.sport == 4 && !r.open),
+            "gone by the next one"
+        );
         assert_eq!(rows.iter().filter(|r| r.count == 1 && r.verdict == FlowVerdict::Denied).count(), 1);
-        assert_eq!(t.len(), 5);
+        assert_eq!(t.len(), 6);
     }
 
     /// A refresh by lookups updates the counters of the flows found, closes those the kernel
@@ -1808,7 +1838,7 @@ mod tests {
                     }
                     Op::Dump(c, v) => {
                         let es: Vec<CtEntry> = v.iter().map(|&(a, s)| entry(tuple(addr(a), s, addr(a + 1), 1))).collect();
-                        t.replace_dump(NAMES[usize::from(c)], &es, now, &ctx);
+                        t.replace_dump(NAMES[usize::from(c)], &es, t.seq(), now, &ctx);
                     }
                     Op::Forget(c) => t.forget_container(NAMES[usize::from(c)]),
                     Op::Lost(n) => t.add_lost(u64::from(n)),
