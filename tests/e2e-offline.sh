@@ -68,5 +68,28 @@ else
   bad "--help"
 fi
 
+# reach: what web-1 may reach, and that the database is not among it
+out=$("$FW" reach rules/demo --inventory "$INV" --from web-1 2>&1)
+if grep -q "api        tcp 8080, 9000-9010 .*by policy web-to-api" <<<"$out" && ! grep -q "^  db " <<<"$out" \
+    && "$FW" reach rules/demo --inventory "$INV" --to db-1 --json | python3 -c 'import json,sys; r=json.load(sys.stdin); assert [e["ports"] for e in r["entries"] if e["zone"]=="api" and e["proto"]=="tcp"]==[[[5432,5432]]], r'; then
+  ok "reach --from web-1 / --to db-1"
+else
+  bad "reach" "$out"
+fi
+out=$("$FW" reach rules/demo --inventory "$INV" --from web1 2>&1); rc=$?
+if [ "$rc" -eq 1 ] && grep -q "did you mean \`web-1\`" <<<"$out"; then
+  ok "reach: a misspelt container gets a suggestion"
+else
+  bad "reach misspelt: rc=$rc" "$out"
+fi
+
+# completions and the man page come from the same definitions as --help
+if "$FW" completions bash | grep -q "reach" && "$FW" man | grep -q '^\.TH' \
+    && "$BIN/fw-tui" completions zsh | grep -q "quarantine" && "$BIN/fw-tui" man | grep -q '^\.TH'; then
+  ok "completions and man page"
+else
+  bad "completions / man"
+fi
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -9,7 +9,7 @@ use fw_daemon::compile::CompileOptions;
 use fw_daemon::config::{self as fw_config, LogFormat};
 use fw_daemon::daemon;
 use fw_daemon::rules::report::Style;
-use fw_daemon::tools::{self, apply, check, explain, plan, Failed};
+use fw_daemon::tools::{self, apply, check, explain, plan, reach, Failed};
 
 #[derive(Parser)]
 #[command(
@@ -145,6 +145,37 @@ audit-deny (a zone in audit mode would have dropped it: logged and allowed).")]
         #[arg(long)]
         json: bool,
     },
+    /// Everything a container may reach (--from), or everyone who may reach it (--to)
+    #[command(after_help = "\
+Answered by explain's evaluator over the compiled rulesets of both ends: ports are split
+wherever any compiled rule's port match changes and one port of each piece is evaluated, so
+the ranges listed are exactly what the tables let through (audit-mode drops included, marked
+audit-deny). Peers: each zone of containers (one member asked for), each external zone (a
+host inside its first network), and `outside` (an address in no zone). What is not listed is
+denied.
+
+  fw-daemon reach rules/demo --inventory rules/demo-inventory.toml --from web-1
+  fw-daemon reach rules/demo --inventory rules/demo-inventory.toml --to db-1 --json")]
+    Reach {
+        dir: PathBuf,
+        #[arg(long)]
+        inventory: PathBuf,
+        /// What this container may reach
+        #[arg(long, conflicts_with = "to", required_unless_present = "to")]
+        from: Option<String>,
+        /// Who may reach this container
+        #[arg(long)]
+        to: Option<String>,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) on stdout
+    #[command(after_help = "For example: fw-daemon completions bash > /etc/bash_completion.d/fw-daemon")]
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) on stdout
+    #[command(after_help = "For example: fw-daemon man | man -l -")]
+    Man,
 }
 
 /// `fw-daemon run` flags: each overrides the config file, which overrides the defaults.
@@ -446,6 +477,37 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
             } else {
                 print!("{}", explain::render_text(&e));
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Reach { dir, inventory, from, to, json } => {
+            let (policy, inv, _) = tools::load_both(&dir, &inventory, now)?;
+            let opts = CompileOptions { now, ..CompileOptions::default() };
+            let (who, side) = match (from, to) {
+                (Some(c), _) => (c, reach::Side::From),
+                (None, Some(c)) => (c, reach::Side::To),
+                (None, None) => return Err(Failed::message("give --from or --to")),
+            };
+            let r = reach::reach(&policy, &inv, &who, side, &opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r).map_err(|e| Failed::message(e.to_string()))?);
+            } else {
+                print!("{}", reach::render_text(&r));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "fw-daemon",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Man => {
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut std::io::stdout())
+                .map_err(|e| Failed::message(format!("man page: {e}")))?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -166,6 +166,12 @@ pub enum Command {
     },
     /// Re-read rule files and inventory now (like SIGHUP); exit 1 if files were rejected.
     Reload,
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) on stdout.
+    #[command(after_help = "For example: fw-tui completions bash > /etc/bash_completion.d/fw-tui")]
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) on stdout.
+    #[command(after_help = "For example: fw-tui man | man -l -")]
+    Man,
     /// Recent alerts (reloads, tampering, cap hits, violations, blocks), oldest first.
     Alerts {
         /// Alerts at or after TIME: unix seconds, or a duration ago (`1h`, `2d`, `30m`).
@@ -517,6 +523,8 @@ impl Cli {
     pub fn op(&self, now: i64) -> Result<Option<Op>, String> {
         let Some(cmd) = &self.command else { return Ok(None) };
         Ok(Some(match cmd {
+            // Answered by `run` itself: they ask nothing of the daemon.
+            Command::Completions { .. } | Command::Man => return Ok(None),
             Command::Status => Op::Status,
             Command::Flows { follow: true, filter, .. } => {
                 Op::Subscribe { filter: filter.clone().unwrap_or_default(), interval_ms: None, alerts: false }
@@ -690,6 +698,22 @@ fn fail(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write, code: &str, message
 /// Runs a parsed command line, writing results to `out` and diagnostics to `err`; `now`
 /// gives the time (unix seconds). Returns the exit code.
 pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write, now: fn() -> i64) -> u8 {
+    // Generated from the same definitions as --help, so they cannot drift from the flags.
+    match &cli.command {
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(*shell, &mut <Cli as clap::CommandFactory>::command(), "fw-tui", out);
+            return exit::OK;
+        }
+        Some(Command::Man) => {
+            return match clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(out) {
+                Ok(()) => exit::OK,
+                Err(e) => {
+                    fail(cli, out, err, "output", &format!("cannot write the man page: {e}"), exit::FAILED)
+                }
+            };
+        }
+        _ => {}
+    }
     let op = match cli.op(now()) {
         Ok(Some(op)) => op,
         Ok(None) => {

@@ -83,7 +83,7 @@ pub fn parse_proto(s: &str) -> Result<Proto, Failed> {
     }
 }
 
-fn proto_name(p: Proto) -> &'static str {
+pub fn proto_name(p: Proto) -> &'static str {
     match p {
         Proto::Tcp => "tcp",
         Proto::Udp => "udp",

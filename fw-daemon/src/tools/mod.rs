@@ -5,6 +5,7 @@ pub mod apply;
 pub mod check;
 pub mod explain;
 pub mod plan;
+pub mod reach;
 
 use std::path::Path;
 
