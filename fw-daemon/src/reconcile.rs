@@ -38,6 +38,10 @@ struct Programmed {
     members: Vec<String>,
     last: Ruleset,
     generation: u32,
+    /// Committed to since its rules were last compared with `last`: a change that landed
+    /// between that commit and our reading of `generation` hides behind the id, so
+    /// `verify_rules` dumps this table once. Verified tables are left to the generation check.
+    unverified: bool,
 }
 
 /// What one pass did, per container name (a shared namespace's owner).
@@ -259,6 +263,7 @@ impl Reconciler {
                 Some(p) if p.last == rs && p.members == members => report.unchanged += 1,
                 Some(p) => {
                     p.members = members;
+                    p.unverified = true;
                     let step = p.nft.converge(Some(&p.last), &rs).and_then(|replaced| {
                         p.generation = p.nft.generation()?;
                         Ok(replaced)
@@ -289,7 +294,15 @@ impl Reconciler {
                         }
                         self.programmed.insert(
                             name.clone(),
-                            Programmed { nft, netns, ns: id, members, last: rs, generation },
+                            Programmed {
+                                nft,
+                                netns,
+                                ns: id,
+                                members,
+                                last: rs,
+                                generation,
+                                unverified: true,
+                            },
                         );
                         report.replaced.push(name.clone());
                         if !adopted {
@@ -309,9 +322,17 @@ impl Reconciler {
     /// The backstop for `restore_drift`: a change made between one of our commits and our
     /// reading of the generation id would hide behind that id, so the rules themselves are
     /// compared too (the caller does this less often: it is a dump per namespace).
+    ///
+    /// Only tables committed to since their last comparison are dumped (idle, nothing is):
+    /// any later change moves the generation id, which `restore_drift` reads.
     pub fn verify_rules(&mut self) -> Vec<String> {
         self.restore_where("rules differ from what fw programmed", None, |p| {
-            Ok(!rules_match(&p.last, &p.nft.list_rules()?))
+            if !p.unverified {
+                return Ok(false);
+            }
+            let differ = !rules_match(&p.last, &p.nft.list_rules()?);
+            p.unverified = false;
+            Ok(differ)
         })
     }
 
@@ -348,6 +369,7 @@ impl Reconciler {
             let _span = info_span!("container", container = %name).entered();
             let step = changed(p).and_then(|changed| {
                 if changed {
+                    p.unverified = true;
                     p.nft.apply(&p.last)?;
                     p.generation = p.nft.generation()?;
                 }

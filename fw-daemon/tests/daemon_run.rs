@@ -392,21 +392,31 @@ fn verify_rules_restores_a_changed_rule_and_only_then() {
         Reconciler::new(Arc::new(common::demo_policy()), lab.inventory(&lab_base), CompileOptions::default());
     let r = rec.reconcile();
     assert_eq!(r.replaced.len(), lab_base.containers.len(), "{:?}", r.failed);
-    assert!(rec.verify_rules().is_empty(), "false alarm on untouched tables");
-
     let web = lab.node("web-1");
-    let listing = nft_in(web, &["-a", "list", "chain", "inet", "fw", "egress"]);
-    let handle = listing
-        .lines()
-        .find(|l| l.contains("policy:public-web"))
-        .and_then(|l| l.rsplit("handle ").next())
-        .expect("rule handle")
-        .trim()
-        .to_string();
-    nft_in(web, &["delete", "rule", "inet", "fw", "egress", "handle", &handle]);
+    let delete_public_web = || {
+        let listing = nft_in(web, &["-a", "list", "chain", "inet", "fw", "egress"]);
+        let handle = listing
+            .lines()
+            .find(|l| l.contains("policy:public-web"))
+            .and_then(|l| l.rsplit("handle ").next())
+            .expect("rule handle")
+            .trim()
+            .to_string();
+        nft_in(web, &["delete", "rule", "inet", "fw", "egress", "handle", &handle]);
+    };
+    // A change right after our commit, before any comparison: where one that landed between
+    // the commit and our reading of the generation id would hide.
+    delete_public_web();
     assert_eq!(rec.verify_rules(), vec!["web-1".to_string()]);
     assert!(nft_in(web, &["list", "chain", "inet", "fw", "egress"]).contains("policy:public-web"));
+    // The restore was a commit: compared once more (equal), then verified.
+    assert!(rec.verify_rules().is_empty(), "false alarm on untouched tables");
+    // A verified table is not dumped again: a later change moves the generation id, and
+    // that check (restore_drift, every tick) restores it.
+    delete_public_web();
     assert!(rec.verify_rules().is_empty());
+    assert_eq!(rec.restore_drift(), vec!["web-1".to_string()]);
+    assert!(nft_in(web, &["list", "chain", "inet", "fw", "egress"]).contains("policy:public-web"));
 }
 
 /// With the periodic checks 30 s apart, only the change notification can explain a table
