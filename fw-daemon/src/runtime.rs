@@ -10,9 +10,9 @@ use tokio::runtime::{Builder, Handle, Runtime};
 
 /// Worker threads: the machine fw is built for has two cores; more workers buy nothing.
 const WORKERS: usize = 2;
-/// Blocking-pool threads at most: two forwarders of std channels (control commands,
-/// inspection verdicts) and the dumps and opens, which are one at a time or bounded.
-const BLOCKING: usize = 6;
+/// Blocking-pool threads at most (counter dumps are one round at a time; audit reads and
+/// Docker requests are short).
+const BLOCKING: usize = 4;
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 

@@ -18,7 +18,6 @@ use std::os::unix::fs::{chown, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -61,13 +60,17 @@ pub enum ServerError {
     Io { path: PathBuf, what: &'static str, source: std::io::Error },
 }
 
+/// Where commands go: `false` once the daemon's loop is gone.
+pub type CommandSink = Box<dyn Fn(Command) -> bool + Send + Sync>;
+
 /// Everything the connection threads share.
 pub struct Server {
     pub roles: Roles,
     pub published: RwLock<Arc<Published>>,
     pub flows: Arc<dyn FlowView>,
     pub audit: Option<Arc<AuditLog>>,
-    pub commands: Sender<Command>,
+    /// Hands a command to the daemon's loop (an unbounded channel send: never blocks).
+    pub commands: CommandSink,
     pub alerts: Arc<crate::alerts::Alerts>,
     slots: Arc<Slots>,
     next_sub: AtomicUsize,
@@ -79,7 +82,7 @@ impl Server {
         published: Published,
         flows: Arc<dyn FlowView>,
         audit: Option<Arc<AuditLog>>,
-        commands: Sender<Command>,
+        commands: CommandSink,
         alerts: Arc<crate::alerts::Alerts>,
     ) -> Arc<Server> {
         Arc::new(Server {
@@ -718,7 +721,7 @@ async fn handle(
         op @ (Op::Block { .. } | Op::Unblock { .. } | Op::Reload) => {
             let (tx, rx) = tokio::sync::oneshot::channel();
             let name = op.name();
-            if srv.commands.send(Command { op, who: who.clone(), role, reply: tx }).is_err() {
+            if !(srv.commands)(Command { op, who: who.clone(), role, reply: tx }) {
                 return Handled::Now(err(Some(id), ErrorCode::Internal, "the daemon is stopping"));
             }
             return Handled::Later(Box::pin(async move {

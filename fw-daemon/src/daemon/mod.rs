@@ -137,23 +137,6 @@ async fn settle(first: Event, rx: &mut UnboundedReceiver<Event>) -> Vec<Event> {
     events
 }
 
-/// Sends every `T` from a std channel on as an event (for sources that still speak std
-/// channels: the control server, the inspection engine). One blocking-pool thread each.
-fn forward<T: Send + 'static>(
-    rt: &tokio::runtime::Handle,
-    from: std::sync::mpsc::Receiver<T>,
-    to: UnboundedSender<Event>,
-    wrap: fn(T) -> Event,
-) {
-    rt.spawn_blocking(move || {
-        for m in from {
-            if to.send(wrap(m)).is_err() {
-                return;
-            }
-        }
-    });
-}
-
 async fn signals(tx: UnboundedSender<Event>) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup())?;
@@ -189,7 +172,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     }
     // The runtime's few threads carry the sources, the socket and the collectors; the state
     // is owned by the loop on this thread. The thread count does not grow with containers or
-    // subscribers. Sources blocked in reads (the forwarders, a Docker request) end with the
+    // subscribers. Sources blocked in reads (a Docker request) end with the
     // process.
     let rt = crate::runtime::handle().map_err(DaemonError::Signals)?;
     rt.block_on(event_loop(cfg, listener, Deps::real()))
@@ -214,8 +197,8 @@ async fn event_loop(
         let dtx = tx.clone();
         docker::spawn(&rt, socket, Box::new(move |u| dtx.send(Event::Docker(u)).is_ok()));
     }
-    let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
-    forward(&rt, cmd_rx, tx.clone(), Event::Control);
+    // Commands go straight onto the loop's channel: no thread in between.
+    let cmd_tx = tx.clone();
     let group = cfg.socket_group.clone();
     let (tick, resync) = (cfg.tick, cfg.resync);
     let (mut d, initial) = Core::start(cfg, deps)?;
@@ -225,12 +208,11 @@ async fn event_loop(
         Arc::new(move |name| drop(ctx.send(Event::Drift(name)))),
     );
     d.set_watch(Box::new(move |cmd| watcher.apply(cmd)));
-    let (vtx, vrx) = std::sync::mpsc::channel();
+    let vtx = tx.clone();
     d.flows().set_inspection(crate::flows::collector::InspectConfig {
         queue: d.cfg.opts.inspect_queue,
-        violations: vtx,
+        violations: Arc::new(move |v| vtx.send(Event::Inspect(v)).is_ok()),
     });
-    forward(&rt, vrx, tx.clone(), Event::Inspect);
     // Floors, change notifications and flow collectors (inspection included) follow.
     d.converged(&initial);
     if let Some((listener, path)) = listener {
@@ -239,7 +221,7 @@ async fn event_loop(
             crate::control::Published { status: d.status_info(), blocks: d.block_infos() },
             d.flows().clone(),
             d.trail.log().cloned(),
-            cmd_tx,
+            Box::new(move |c| cmd_tx.send(Event::Control(c)).is_ok()),
             d.alerts().clone(),
         );
         crate::control::server::spawn(listener, server.clone()).map_err(DaemonError::Signals)?;

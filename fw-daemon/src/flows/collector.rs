@@ -174,7 +174,8 @@ struct Refresh {
 pub struct InspectConfig {
     /// The fail-closed NFQUEUE number; the fail-open one is the next.
     pub queue: u16,
-    pub violations: std::sync::mpsc::Sender<Violation>,
+    /// Hands a violation to the daemon's loop; `false` once it is gone.
+    pub violations: Arc<dyn Fn(Violation) -> bool + Send + Sync>,
 }
 
 /// What a round of the scheduler did, for tests and benchmarks.
@@ -553,7 +554,7 @@ impl Flows {
             for mut v in inspection::record(&name, step.findings, &self.table, &mut stats, now) {
                 v.done = step.cut.get(&v.flow).map(|d| d.to_string());
                 warn!(rule = %v.rule.id, "inspection: {}", v.message());
-                if cfg.violations.send(v).is_err() {
+                if !(cfg.violations)(v) {
                     debug!("inspection: nobody acts on violations (daemon stopping)");
                 }
             }
