@@ -496,20 +496,34 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Completions { shell } => {
+            // Rendered in memory first: clap_complete panics on a failed write.
+            let mut text = Vec::new();
             clap_complete::generate(
                 shell,
                 &mut <Cli as clap::CommandFactory>::command(),
                 "fw-daemon",
-                &mut std::io::stdout(),
+                &mut text,
             );
-            Ok(ExitCode::SUCCESS)
+            write_generated(&text)
         }
         Cmd::Man => {
+            let mut text = Vec::new();
             clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
-                .render(&mut std::io::stdout())
+                .render(&mut text)
                 .map_err(|e| Failed::message(format!("man page: {e}")))?;
-            Ok(ExitCode::SUCCESS)
+            write_generated(&text)
         }
+    }
+}
+
+/// Writes generated text to stdout; a closed pipe (`| head`) is not an error.
+fn write_generated(text: &[u8]) -> Result<ExitCode, Failed> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text).and_then(|()| out.flush()) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(Failed::message(format!("cannot write the output: {e}"))),
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::lab::{nft_in, tcp_probe, udp_probe, Lab, Probe};
 use fw_daemon::compile::{compile_all, CompileOptions};
 use fw_daemon::inventory::Inventory;
+use fw_daemon::kernel::Tables;
 use fw_daemon::nft::{Nft, SetChange};
 use fw_daemon::rules::Policy;
 use fw_daemon::ruleset::eval::Proto;

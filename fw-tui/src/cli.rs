@@ -664,6 +664,15 @@ pub fn console_refusal(stdin_tty: bool, stdout_tty: bool) -> Option<String> {
     })
 }
 
+/// Writes generated text; a closed pipe (`| head`) is not an error.
+fn write_generated(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write, text: &[u8], what: &str) -> u8 {
+    match out.write_all(text).and_then(|()| out.flush()) {
+        Ok(()) => exit::OK,
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => exit::OK,
+        Err(e) => fail(cli, out, err, "output", &format!("cannot write the {what}: {e}"), exit::FAILED),
+    }
+}
+
 /// Why a run stopped early.
 enum Stop {
     Client(ClientError),
@@ -701,16 +710,30 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write, now: fn() -> i64
     // Generated from the same definitions as --help, so they cannot drift from the flags.
     match &cli.command {
         Some(Command::Completions { shell }) => {
-            clap_complete::generate(*shell, &mut <Cli as clap::CommandFactory>::command(), "fw-tui", out);
-            return exit::OK;
+            // Rendered in memory first: clap_complete panics on a failed write.
+            let mut text = Vec::new();
+            clap_complete::generate(
+                *shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "fw-tui",
+                &mut text,
+            );
+            return write_generated(cli, out, err, &text, "completions");
         }
         Some(Command::Man) => {
-            return match clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(out) {
-                Ok(()) => exit::OK,
-                Err(e) => {
-                    fail(cli, out, err, "output", &format!("cannot write the man page: {e}"), exit::FAILED)
-                }
-            };
+            let mut text = Vec::new();
+            if let Err(e) = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut text)
+            {
+                return fail(
+                    cli,
+                    out,
+                    err,
+                    "output",
+                    &format!("cannot render the man page: {e}"),
+                    exit::FAILED,
+                );
+            }
+            return write_generated(cli, out, err, &text, "man page");
         }
         _ => {}
     }

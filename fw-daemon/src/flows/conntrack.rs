@@ -477,42 +477,19 @@ impl CtControl {
     /// of tuples, not the size of the host's table.
     pub fn get_many(&mut self, tuples: &[Tuple]) -> Result<Vec<Option<CtEntry>>, CtError> {
         let mut out = vec![None; tuples.len()];
-        for (c, chunk) in tuples.chunks(BATCH).enumerate() {
-            let mut b = Builder::with_capacity(chunk.len() * 96);
-            let first = self.sock.next_seq();
-            for (i, t) in chunk.iter().enumerate() {
-                if i > 0 {
-                    self.sock.next_seq();
+        self.batched(
+            tuples,
+            "conntrack get",
+            |b, t, seq| {
+                ct_msg(b, IPCTNL_MSG_CT_GET, 0, seq, family_of(t));
+                orig_tuple(b, t);
+            },
+            |i, m| {
+                if parse_ack(m).is_none() {
+                    out[i] = parse_entry(m.payload);
                 }
-                ct_msg(&mut b, IPCTNL_MSG_CT_GET, 0, first.wrapping_add(i as u32), family_of(t));
-                orig_tuple(&mut b, t);
-            }
-            let mut refused = None;
-            self.sock.exchange(
-                &b.finish(),
-                first,
-                chunk.len(),
-                REQUEST_TIMEOUT,
-                "conntrack get",
-                |i, m| match parse_ack(m) {
-                    Some(a) if a.errno == 0 || a.errno == libc::ENOENT => {}
-                    Some(a) => {
-                        if refused.is_none() {
-                            refused = Some((a.errno, a.msg));
-                        }
-                    }
-                    None => out[c * BATCH + i] = parse_entry(m.payload),
-                },
-            )?;
-            if let Some((errno, msg)) = refused {
-                return Err(CtError::Rejected {
-                    netns: self.sock.netns().to_path_buf(),
-                    what: "conntrack get",
-                    errno,
-                    msg,
-                });
-            }
-        }
+            },
+        )?;
         Ok(out)
     }
 
@@ -526,14 +503,32 @@ impl CtControl {
     /// takes about two thirds of the time of one round trip per entry (20k entries: ~50 ms).
     pub fn delete_many(&mut self, tuples: &[Tuple]) -> Result<u64, CtError> {
         let mut deleted = 0;
-        for chunk in tuples.chunks(BATCH) {
+        self.batched(tuples, "conntrack delete", push_delete, |_, m| {
+            if parse_ack(m).is_some_and(|a| a.errno == 0) {
+                deleted += 1;
+            }
+        })?;
+        Ok(deleted)
+    }
+
+    /// One request per tuple (`push` writes it with its sequence number), sent [`BATCH`] to a
+    /// buffer; `each` sees every answer with the index of its tuple. "No such entry" is an
+    /// answer; any other refusal fails the call, after the batch it was in.
+    fn batched(
+        &mut self,
+        tuples: &[Tuple],
+        what: &'static str,
+        push: impl Fn(&mut Builder, &Tuple, u32),
+        mut each: impl FnMut(usize, &Msg<'_>),
+    ) -> Result<(), CtError> {
+        for (c, chunk) in tuples.chunks(BATCH).enumerate() {
             let mut b = Builder::with_capacity(chunk.len() * 96);
             let first = self.sock.next_seq();
             for (i, t) in chunk.iter().enumerate() {
                 if i > 0 {
                     self.sock.next_seq();
                 }
-                push_delete(&mut b, t, first.wrapping_add(i as u32));
+                push(&mut b, t, first.wrapping_add(i as u32));
             }
             let mut refused = None;
             self.sock.exchange(
@@ -541,24 +536,21 @@ impl CtControl {
                 first,
                 chunk.len(),
                 REQUEST_TIMEOUT,
-                "conntrack delete",
-                |_, m| match parse_ack(m).map(|a| (a.errno, a.msg)) {
-                    Some((0, _)) => deleted += 1,
-                    Some((e, _)) if e == libc::ENOENT => {}
-                    Some((errno, msg)) if refused.is_none() => refused = Some((errno, msg)),
-                    _ => {}
+                what,
+                |i, m| match parse_ack(m) {
+                    Some(a) if a.errno != 0 && a.errno != libc::ENOENT => {
+                        if refused.is_none() {
+                            refused = Some((a.errno, a.msg));
+                        }
+                    }
+                    _ => each(c * BATCH + i, m),
                 },
             )?;
             if let Some((errno, msg)) = refused {
-                return Err(CtError::Rejected {
-                    netns: self.sock.netns().to_path_buf(),
-                    what: "conntrack delete",
-                    errno,
-                    msg,
-                });
+                return Err(CtError::Rejected { netns: self.sock.netns().to_path_buf(), what, errno, msg });
             }
         }
-        Ok(deleted)
+        Ok(())
     }
 
     /// Sets the mark of the entry whose original tuple is `t`; `Ok(false)` if there is none.

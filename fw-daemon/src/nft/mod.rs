@@ -101,26 +101,6 @@ impl Nft {
         self.send_batch(built)
     }
 
-    /// Brings the table from `last` (what this socket programmed before, if anything) to
-    /// `next`: element updates when only set members changed, else one atomic replacement.
-    /// Returns whether it replaced the table.
-    pub fn converge(&mut self, last: Option<&Ruleset>, next: &Ruleset) -> Result<bool, NftError> {
-        if let Some(changes) = last.and_then(|l| crate::ruleset::diff::set_changes(l, next)) {
-            if changes.is_empty() {
-                return Ok(false);
-            }
-            match self.update_sets_in(next.family, &next.table, &changes) {
-                Ok(()) => return Ok(false),
-                // The sets are not what we left (someone deleted the table, or an element we
-                // remove is gone): the whole table, atomically, is what we want anyway.
-                Err(NftError::Rejected { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.apply(next)?;
-        Ok(true)
-    }
-
     /// Brings the table from `last` to `next` without replacing it (see
     /// `build::update_in_place_batch`): the sets the packet path writes keep every element.
     /// `Ok(false)` when that cannot be done (a base chain changed): replace the table.
