@@ -68,6 +68,23 @@ else
   bad "--help"
 fi
 
+# explain: the inspection a policy applies; --proto any; the verdict as the exit status
+out=$("$FW" explain rules/demo --inventory "$INV" --from api-1 --to 10.77.9.10 --proto tcp --port 443 2>&1)
+if grep -q "inspection: tls sni api.partner.example,\*.partner.example; on violation cut" <<<"$out"; then
+  ok "explain shows the inspection (allowed names, on_violation)"
+else
+  bad "explain inspection" "$out"
+fi
+"$FW" explain rules/demo --inventory "$INV" --from web-1 --to db-1 --proto any --port 5432 --exit-code >"$tmp/any" 2>&1; rc_deny=$?
+"$FW" explain rules/demo --inventory "$INV" --from api-1 --to db-1 --proto tcp --port 5432 --exit-code >/dev/null 2>&1; rc_allow=$?
+"$FW" explain rules/demo --inventory "$INV" --from nobody --to db-1 --proto tcp --port 5432 --exit-code >/dev/null 2>&1; rc_err=$?
+"$FW" explain rules/demo --inventory "$INV" --from web-1 --to db-1 --proto bogus >/dev/null 2>&1; rc_usage=$?
+if [ "$rc_deny/$rc_allow/$rc_err/$rc_usage" = "1/0/2/2" ] && [ "$(grep -c '^verdict: deny' "$tmp/any")" = 3 ]; then
+  ok "explain --proto any (3 answers) and --exit-code (deny 1, allow 0, error 2; usage 2)"
+else
+  bad "explain --exit-code: got $rc_deny/$rc_allow/$rc_err/$rc_usage" "$(cat "$tmp/any")"
+fi
+
 # reach: what web-1 may reach, and that the database is not among it
 out=$("$FW" reach rules/demo --inventory "$INV" --from web-1 2>&1)
 if grep -q "api        tcp 8080, 9000-9010 .*by policy web-to-api" <<<"$out" && ! grep -q "^  db " <<<"$out" \

@@ -123,8 +123,14 @@ SIGTERM stops the daemon and leaves enforcement in place; `fw-daemon flush` remo
     #[command(after_help = "\
 FROM and TO are container names from the inventory or IP addresses (an address outside the
 inventory is an external peer). The answer comes from evaluating the compiled rulesets of both
-ends: the sender's egress chain, then the receiver's ingress chain. Verdicts: allow, deny,
-audit-deny (a zone in audit mode would have dropped it: logged and allowed).")]
+ends: the sender's egress chain, the floor on the sender's host side, then the receiver's
+ingress chain. Verdicts: allow, deny, audit-deny (a zone in audit mode would have dropped it:
+logged and allowed). A flow a policy inspects says so, with the names it allows and what a
+violation does. --proto any asks tcp and udp (on --port) and icmp, one answer each.
+
+Exit status: 0 with the answer; 1 on an error (unknown container, bad rule files); 2 on a
+usage error. With --exit-code the verdict is the status: 0 the traffic passes (allow, or
+audit-deny), 1 it is denied (for --proto any: 0 if any protocol passes), 2 any error.")]
     Explain {
         dir: PathBuf,
         #[arg(long)]
@@ -141,9 +147,12 @@ audit-deny (a zone in audit mode would have dropped it: logged and allowed).")]
         /// ICMP type by name (icmp only), e.g. echo-request [default: echo-request]
         #[arg(long)]
         icmp_type: Option<String>,
-        /// Print JSON instead of text
+        /// Print JSON instead of text (with --proto any: an array)
         #[arg(long)]
         json: bool,
+        /// Make the verdict the exit status: 0 passes, 1 denied, 2 error
+        #[arg(long)]
+        exit_code: bool,
     },
     /// Everything a container may reach (--from), or everyone who may reach it (--to)
     #[command(after_help = "\
@@ -314,6 +323,8 @@ enum ProtoArg {
     Tcp,
     Udp,
     Icmp,
+    /// tcp, udp and icmp, one answer each
+    Any,
 }
 
 fn main() -> ExitCode {
@@ -461,23 +472,20 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
             daemon::run(cfg).map_err(|e| Failed::message(format!("error: {e}")))?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Explain { dir, inventory, from, to, proto, port, icmp_type, json } => {
-            let (policy, inv, _) = tools::load_both(&dir, &inventory, now)?;
-            let proto = match proto {
-                ProtoArg::Tcp => "tcp",
-                ProtoArg::Udp => "udp",
-                ProtoArg::Icmp => "icmp",
-            };
-            let opts = CompileOptions { now, ..CompileOptions::default() };
-            let icmp_type = icmp_type.as_deref().map(explain::parse_icmp_type).transpose()?;
-            let proto = explain::parse_proto(proto)?;
-            let e = explain::explain_icmp(&policy, &inv, &from, &to, proto, port, icmp_type, &opts)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&e).map_err(|e| Failed::message(e.to_string()))?);
-            } else {
-                print!("{}", explain::render_text(&e));
+        Cmd::Explain { dir, inventory, from, to, proto, port, icmp_type, json, exit_code } => {
+            let answer =
+                explain_cmd(&dir, &inventory, &from, &to, proto, port, icmp_type.as_deref(), json, now);
+            match (answer, exit_code) {
+                (Ok(passes), true) => Ok(ExitCode::from(if passes { 0 } else { 1 })),
+                (Ok(_), false) => Ok(ExitCode::SUCCESS),
+                (Err(f), true) => {
+                    for l in f.lines() {
+                        eprintln!("{l}");
+                    }
+                    Ok(ExitCode::from(2))
+                }
+                (Err(f), false) => Err(f),
             }
-            Ok(ExitCode::SUCCESS)
         }
         Cmd::Reach { dir, inventory, from, to, json } => {
             let (policy, inv, _) = tools::load_both(&dir, &inventory, now)?;
@@ -514,6 +522,52 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
             write_generated(&text)
         }
     }
+}
+
+/// `explain`: prints the answer (one per protocol for `any`); returns whether the traffic
+/// passes (for `any`: on some protocol).
+#[allow(clippy::too_many_arguments)]
+fn explain_cmd(
+    dir: &std::path::Path,
+    inventory: &std::path::Path,
+    from: &str,
+    to: &str,
+    proto: ProtoArg,
+    port: Option<u16>,
+    icmp_type: Option<&str>,
+    json: bool,
+    now: i64,
+) -> Result<bool, Failed> {
+    let (policy, inv, _) = tools::load_both(dir, inventory, now)?;
+    let opts = CompileOptions { now, ..CompileOptions::default() };
+    let icmp_type = icmp_type.map(explain::parse_icmp_type).transpose()?;
+    let protos: &[&str] = match proto {
+        ProtoArg::Tcp => &["tcp"],
+        ProtoArg::Udp => &["udp"],
+        ProtoArg::Icmp => &["icmp"],
+        ProtoArg::Any if icmp_type.is_some() => {
+            return Err(Failed::message("--icmp-type needs --proto icmp"))
+        }
+        ProtoArg::Any => &["tcp", "udp", "icmp"],
+    };
+    let mut answers = Vec::new();
+    for p in protos {
+        let p = explain::parse_proto(p)?;
+        let port = if p == fw_daemon::ruleset::eval::Proto::Icmp { None } else { port };
+        answers.push(explain::explain_icmp(&policy, &inv, from, to, p, port, icmp_type, &opts)?);
+    }
+    let passes = answers.iter().any(|e| e.verdict != fw_proto::Verdict::Deny);
+    if json {
+        let text = match answers.as_slice() {
+            [one] => serde_json::to_string_pretty(one),
+            all => serde_json::to_string_pretty(all),
+        };
+        println!("{}", text.map_err(|e| Failed::message(e.to_string()))?);
+    } else {
+        let texts: Vec<String> = answers.iter().map(explain::render_text).collect();
+        print!("{}", texts.join("\n"));
+    }
+    Ok(passes)
 }
 
 /// Writes generated text to stdout; a closed pipe (`| head`) is not an error.

@@ -35,7 +35,8 @@ pub fn zones(p: &Policy) -> Vec<ZoneInfo> {
         .collect()
 }
 
-fn inspect(r: &Rule) -> Option<String> {
+/// What a rule inspects, for people: `tls sni a,b; on violation cut`.
+pub fn inspect(r: &Rule) -> Option<String> {
     let i = r.inspect.as_ref()?;
     let mut s = match i.protocol {
         Some(AppProto::Tls) => "tls".to_string(),

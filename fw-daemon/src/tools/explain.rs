@@ -50,6 +50,10 @@ pub struct Explanation {
     /// Receiver's ingress chain (absent when the receiver is not a container, or egress
     /// already dropped the packet).
     pub ingress: Option<EndResult>,
+    /// What the deciding policy inspects inline (`tls sni a,b; on violation cut`), when the
+    /// flow is inspected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inspect: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -225,7 +229,14 @@ pub fn explain_icmp(
             _ => Some(e),
         })
         .expect("at least one end is a container");
+    let inspected = [egress.as_ref(), ingress.as_ref()].into_iter().flatten().any(|e| e.inspected);
+    let inspect = inspected
+        .then_some(decider.rule.as_ref())
+        .flatten()
+        .and_then(|by| policy.rules.iter().find(|r| r.id == by.id))
+        .and_then(crate::control::view::inspect);
     Ok(Explanation {
+        inspect,
         from: from_s.to_string(),
         to: to_s.to_string(),
         src,
@@ -300,6 +311,9 @@ pub fn render_text(e: &Explanation) -> String {
                 out.push_str(
                     "          inspected inline: its first payload packets wait for the daemon's verdict\n",
                 );
+                if let Some(i) = &e.inspect {
+                    out.push_str(&format!("          inspection: {i}\n"));
+                }
             }
         }
         None => out.push_str(&format!("  {label:<7} ({why_absent})\n")),
