@@ -332,3 +332,26 @@ fn an_inventory_change_is_an_element_update_for_peers() {
     assert!(t.set("z_web_4").unwrap().elements.contains(&SetElem::Addr("10.77.0.13".parse().unwrap())));
     assert!(core.status_info().containers.iter().any(|c| c.name == "web-3" && c.programmed));
 }
+
+#[test]
+fn a_lapsed_block_is_no_duplicate_before_the_resync_notices() {
+    let w = world("lapsed");
+    let mut core = w.start();
+    let Ok(Answer::Blocked { block: first }) = request(&mut core, quarantine("api-1", Some(1))) else {
+        panic!("blocked")
+    };
+    // While it holds, the same block again is refused as a duplicate.
+    let again = request(&mut core, quarantine("api-1", Some(1)));
+    assert!(matches!(again, Err((ErrorCode::Conflict, _))), "{again:?}");
+    // Its second is up: the kernel dropped its elements; no resync ran yet. Placing it again
+    // is a new block, not "already blocked by" the lapsed one.
+    w.clock.advance(Duration::from_millis(1500));
+    let Ok(Answer::Blocked { block: second }) = request(&mut core, quarantine("api-1", Some(1))) else {
+        panic!("the lapsed block still counted")
+    };
+    assert_ne!(first.id, second.id);
+    assert!(
+        w.audit().iter().any(|r| r.op == "expire" && r.block == Some(first.id)),
+        "its expiry is recorded"
+    );
+}

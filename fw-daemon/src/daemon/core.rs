@@ -404,6 +404,10 @@ impl Core {
                 rec.ttl_ms = ttl_ms.or(ttl_secs.map(|s| s.saturating_mul(1000)));
                 match crate::blocks::Ttl::from_request(ttl_secs, ttl_ms) {
                     Ok(ttl) => {
+                        // A block whose time is up is gone from the kernel already: it must
+                        // not refuse this one as a duplicate while waiting for the resync.
+                        let n = self.blocks().expire();
+                        self.notify(n);
                         let by = crate::blocks::By::operator(by.clone());
                         let (r, n) = self.blocks().block(target, ttl, reason, by, &mut rec, Need::Required);
                         self.notify(n);
