@@ -100,6 +100,19 @@ else
   bad "reach misspelt: rc=$rc" "$out"
 fi
 
+# run without root says so, before touching anything (as root: try it as nobody)
+if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null; then
+  # A copy nobody can reach, wherever this checkout lives (/root is 0700).
+  mkdir -p "$tmp/nobody" && cp "$FW" "$tmp/nobody/fw-daemon" && chmod 755 "$tmp" "$tmp/nobody"
+  out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$tmp/nobody/fw-daemon" run --rules "$tmp/nobody" \
+    --no-docker --socket none --audit-log none --state-dir "$tmp/nobody/state" 2>&1); rc=$?
+  if [ "$rc" -eq 1 ] && grep -q "fw-daemon run needs root" <<<"$out" && grep -q "missing: CAP_NET_ADMIN" <<<"$out"; then
+    ok "run without root: one clear error"
+  else
+    bad "run without root: rc=$rc" "$out"
+  fi
+fi
+
 # completions and the man page come from the same definitions as --help
 # (captured first: `grep -q` closing the pipe early must not fail the pipeline)
 comp=$("$FW" completions bash) man=$("$FW" man) tcomp=$("$BIN/fw-tui" completions zsh) tman=$("$BIN/fw-tui" man)

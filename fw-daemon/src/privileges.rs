@@ -24,6 +24,20 @@ pub struct PrivError {
 
 /// Drops every capability but `KEPT`. Not being root is not an error (nothing to drop;
 /// netlink calls will fail with their own clear errors).
+/// The capabilities enforcing needs, if this process lacks any: their names.
+pub fn require_enforcing() -> Result<(), String> {
+    let missing: Vec<String> = [Capability::CAP_NET_ADMIN, Capability::CAP_SYS_ADMIN]
+        .into_iter()
+        .filter(|c| !caps::has_cap(None, CapSet::Effective, *c).unwrap_or(false))
+        .map(|c| c.to_string())
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(missing.join(", "))
+    }
+}
+
 pub fn drop_unneeded() -> Result<(), PrivError> {
     let keep: CapsHashSet = KEPT.into_iter().collect();
     let err = |what| move |source| PrivError { what, source };

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::compile::CompileOptions;
 use crate::discovery::docker;
@@ -69,6 +69,11 @@ pub enum DaemonError {
     RulesDir(PathBuf),
     #[error(transparent)]
     Watch(#[from] crate::watch::WatchError),
+    #[error(
+        "fw-daemon run needs root: it programs nftables in every container's network namespace \
+         (CAP_NET_ADMIN) and enters those namespaces (CAP_SYS_ADMIN); missing: {0}"
+    )]
+    NeedsRoot(String),
     #[error(transparent)]
     Privileges(#[from] crate::privileges::PrivError),
     #[error("starting the runtime, a thread or signal handlers: {0}")]
@@ -158,6 +163,8 @@ async fn signals(tx: UnboundedSender<Event>) -> std::io::Result<()> {
 }
 
 pub fn run(cfg: Config) -> Result<(), DaemonError> {
+    // Said plainly up front, instead of an EPERM per namespace or from PR_CAPBSET_DROP.
+    crate::privileges::require_enforcing().map_err(DaemonError::NeedsRoot)?;
     // The socket is handed to its group with chown, which needs CAP_CHOWN: bind it first.
     let listener = match &cfg.socket {
         Some(path) => Some((crate::control::server::bind(path, Some(&cfg.socket_group))?, path.clone())),
@@ -225,7 +232,23 @@ async fn event_loop(
             d.alerts().clone(),
         );
         crate::control::server::spawn(listener, server.clone()).map_err(DaemonError::Signals)?;
-        info!(socket = %path.display(), group = %group, "control socket ready");
+        if crate::control::auth::system_gid(&group).is_some() {
+            info!(socket = %path.display(), group = %group, "control socket ready");
+        } else {
+            warn!(
+                socket = %path.display(),
+                "control socket ready for root only (mode 0600): group {group} does not exist; \
+                 create it (groupadd --system {group}) and restart to let its members connect"
+            );
+        }
+        let roles = &d.cfg.roles;
+        for g in [&roles.viewer_group, &roles.operator_group].into_iter().chain(roles.admin_group.as_ref()) {
+            if *g != group && crate::control::auth::system_gid(g).is_none() {
+                warn!(
+                    "role group {g} does not exist: nobody but root gets that role (groupadd --system {g})"
+                );
+            }
+        }
         d.server = Some(server);
     }
     drop(tx);
