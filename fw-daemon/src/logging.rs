@@ -15,13 +15,13 @@ use tracing_subscriber::fmt::FormatFields;
 /// Whether `c` must not reach a log line as it is: control characters (C0, DEL, C1),
 /// Unicode line and paragraph separators, and bidirectional overrides (which make a line
 /// read differently than it is).
-fn unsafe_char(c: char) -> bool {
+fn needs_escape(c: char) -> bool {
     c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// `s` with those characters written as `\n`, `\r`, `\t` or `\u{..}`.
 pub fn escape(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(unsafe_char) {
+    if !s.chars().any(needs_escape) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
@@ -30,7 +30,7 @@ pub fn escape(s: &str) -> Cow<'_, str> {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if unsafe_char(c) => {
+            c if needs_escape(c) => {
                 let _ = write!(out, "\\u{{{:x}}}", c as u32);
             }
             c => out.push(c),
