@@ -235,6 +235,24 @@ impl Containment {
         self.floors.sync(want, &inputs, scope.as_deref(), hold)
     }
 
+    /// `sync_with` for a change of `blocks` alone: only the block sets are written (see
+    /// `Floors::sync_blocks`); a whole sync where that cannot be done.
+    pub fn sync_blocks_with(
+        &mut self,
+        rec: &Reconciler,
+        blocks: &BlockList,
+        only: &BTreeSet<String>,
+    ) -> FloorReport {
+        if !self.hold_guard {
+            let zones: std::collections::HashMap<String, String> = rec.zones().into_iter().collect();
+            let zone_of = |c: &str| zones.get(c).map(String::as_str);
+            if let Some(report) = self.floors.sync_blocks(&zone_of, blocks, only) {
+                return report;
+            }
+        }
+        self.sync_with(rec, blocks, Some(only))
+    }
+
     /// Floors someone on the host changed: restored.
     pub fn verify(&mut self) -> Vec<PathBuf> {
         self.floors.verify()

@@ -311,6 +311,7 @@ fn zone_membership_changes_are_set_updates() {
         remove: if add { vec![] } else { vec![SetElem::Addr(db)] },
         expires: Default::default(),
         jumps: Default::default(),
+        flush: false,
     };
     nft.update_sets(&[change(false)]).unwrap();
     assert_eq!(tcp_probe(&api.path(), to_db, WAIT), Probe::TimedOut);

@@ -293,3 +293,102 @@ fn a_policy_change_keeps_live_reply_tuples_and_revokes_denied_ones() {
     assert!(!flows4().contains("5432"), "the revoked tuple is gone:\n{}", flows4());
     assert!(!flowing(&mut stream), "the revoked stream stopped");
 }
+
+/// A stream's mid-connection segments pass the floor on its verdict cache (one lookup, not
+/// the chains), and every write to the floor empties that cache: a block on the stream's
+/// destination, then an egress quarantine of its sender, each cut the cached stream at once;
+/// lifting them lets it flow (and be cached) again. No table inside the containers.
+#[test]
+#[ignore = "needs root"]
+fn a_cached_stream_is_cut_by_each_block_and_quarantine() {
+    if !common::require(common::lab::available(), "root and iproute2") {
+        return;
+    }
+    use fw_daemon::blocks::BlockList;
+    use fw_daemon::floor::enforcer::{Floors, Inputs, Want};
+    use fw_daemon::floor::link::NsId;
+    use fw_proto::control::{BlockDirection, BlockTarget, Proto as P, Scope};
+    use std::io::Write;
+    let base = common::demo_inventory();
+    let mut lab = Lab::new();
+    for n in ["web-1", "api-1", "db-1"] {
+        lab.add(n, &base.get(n).unwrap().addresses);
+    }
+    let received = lab.serve_sink("db-1", 5432);
+    let inv = lab.inventory(&base);
+    let inv = fw_daemon::inventory::Inventory {
+        containers: inv.containers.into_iter().filter(|c| c.netns.is_some()).collect(),
+    };
+    let policy = common::demo_policy();
+    let zones: Vec<(String, String)> =
+        inv.containers.iter().map(|c| (c.name.clone(), policy.zone_of(&c.identity()).name.clone())).collect();
+    let ports = demo_ports(&lab);
+    let hub = NsId::of(&lab.hub_path()).unwrap();
+    let mut floors = Floors::new(FloorOptions::default(), None, fw_daemon::kernel::real());
+    let m = Membership::new(&policy, &inv);
+    let copts = CompileOptions::default();
+    let zone_of = |c: &str| zones.iter().find(|(n, _)| n == c).map(|(_, z)| z.as_str());
+    let everyone: std::collections::BTreeSet<String> = zones.iter().map(|(c, _)| c.clone()).collect();
+    // As a block does: its sets first (nothing else compiled), then a whole sync, which
+    // must find the floor already as `compile_floor` would make it.
+    let mut sync = |blocks: &BlockList| {
+        let r = floors.sync_blocks(&zone_of, blocks, &everyone);
+        if let Some(r) = &r {
+            assert!(r.failed.is_empty(), "{:?}", r.failed);
+        }
+        let want =
+            std::collections::BTreeMap::from([(hub, Want { path: lab.hub_path(), ports: ports.clone() })]);
+        let full = floors.sync(want, &Inputs { policy: &policy, m: &m, blocks, copts: &copts }, None, None);
+        assert!(full.failed.is_empty(), "{:?}", full.failed);
+        let fast = r.is_some_and(|r| !r.updated.is_empty());
+        if fast {
+            assert_eq!(full.unchanged, 1, "the block sets alone left the floor as compiled: {full:?}");
+        }
+        fast
+    };
+    let mut blocks = BlockList::default();
+    sync(&blocks);
+    let cached = |set: &str| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", lab.hub_ns(), "nft", "list", "set", "bridge", "fw_floor", set])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("5432")
+    };
+    let mut stream = lab.connect("api-1", SocketAddr::new(lab.addr("db-1"), 5432));
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(300)));
+    let mut flowing = || {
+        let before = received.load(std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..20 {
+            if stream.write_all(&[7u8; 4096]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        received.load(std::sync::atomic::Ordering::SeqCst) > before
+    };
+    assert!(flowing(), "the stream flows through the floor");
+    assert!(cached("cache_out4") && cached("cache_in4"), "the stream's verdicts are cached both ways");
+
+    let dst = BlockTarget::Destination {
+        scope: Scope::Container("api-1".into()),
+        net: format!("{}/32", lab.addr("db-1")).parse().unwrap(),
+        proto: Some(P::Tcp),
+        port: Some(5432),
+    };
+    let now = fw_daemon::nft::now_ms();
+    let id = blocks.add(dst, None, None, "t".into(), Default::default(), now, &zones).unwrap().id;
+    assert!(sync(&blocks), "the block was written as block sets alone");
+    assert!(!cached("cache_out4") && !cached("cache_in4"), "the block emptied the caches");
+    assert!(!flowing(), "the block cut the cached stream");
+    blocks.remove(id).unwrap();
+    sync(&blocks);
+    assert!(flowing(), "the stream flows again once the block is lifted");
+    assert!(cached("cache_out4"), "and is cached again");
+
+    let q = BlockTarget::Quarantine { container: "api-1".into(), direction: BlockDirection::Egress };
+    blocks.add(q, None, None, "t".into(), Default::default(), fw_daemon::nft::now_ms(), &zones).unwrap();
+    assert!(sync(&blocks), "the quarantine was written as block sets alone");
+    assert!(!flowing(), "the egress quarantine cut the cached stream api-1 opened");
+}

@@ -59,6 +59,7 @@ fn main() {
             remove: if add { vec![] } else { vec![probe.clone()] },
             expires: Default::default(),
             jumps: Default::default(),
+            flush: false,
         };
         let (mut adds, mut removes) = (Vec::with_capacity(UPDATES), Vec::with_capacity(UPDATES));
         for _ in 0..UPDATES {

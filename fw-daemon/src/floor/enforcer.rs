@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use tracing::{info, info_span, warn};
 
-use super::compile::{compile_floor, DYNAMIC_OUT_SETS, DYNAMIC_SETS, FLOOR_TABLE};
+use super::compile::{compile_block_sets, compile_floor, DYNAMIC_OUT_SETS, DYNAMIC_SETS, FLOOR_TABLE};
 use super::link::NsId;
 use super::{FloorOptions, Port};
 use crate::blocks::BlockList;
@@ -29,6 +29,8 @@ struct FloorNs {
     path: PathBuf,
     /// What fw last programmed here, without the dynamic sets' elements.
     last: Option<Ruleset>,
+    /// The ports `last` was compiled for.
+    ports: Vec<Port>,
 }
 
 /// The ports of one floor namespace, as the daemon found them.
@@ -131,9 +133,12 @@ impl Floors {
             let f = match self.by_ns.get_mut(&id) {
                 Some(f) => f,
                 None => match self.kernel.tables(&w.path, &format!("floor {}", w.path.display())) {
-                    Ok(nft) => {
-                        self.by_ns.entry(id).or_insert(FloorNs { nft, path: w.path.clone(), last: None })
-                    }
+                    Ok(nft) => self.by_ns.entry(id).or_insert(FloorNs {
+                        nft,
+                        path: w.path.clone(),
+                        last: None,
+                        ports: Vec::new(),
+                    }),
                     Err(e) => {
                         warn!(error = %e, "floor: cannot open the namespace");
                         report.failed.push((id, e.to_string()));
@@ -165,6 +170,8 @@ impl Floors {
                 };
             match step {
                 Ok(replaced) => {
+                    flush_caches_again(&mut *f.nft, &rs);
+                    f.ports = w.ports.clone();
                     f.last = Some(rs);
                     if replaced {
                         info!(ports = w.ports.len(), "floor programmed");
@@ -180,6 +187,63 @@ impl Floors {
             }
         }
         report
+    }
+
+    /// Writes only what a change of operator blocks changes (the quarantine and block
+    /// sets) into the floors holding the ports of `containers`, without compiling the rest
+    /// of any floor: the first thing a block does, so the cut waits for one batch only.
+    /// `None` when a floor there was never programmed (or its sets are not in the shape
+    /// the blocks need): the caller does a whole `sync` instead.
+    pub fn sync_blocks<'z>(
+        &mut self,
+        zone_of: &dyn Fn(&str) -> Option<&'z str>,
+        blocks: &BlockList,
+        containers: &std::collections::BTreeSet<String>,
+    ) -> Option<FloorReport> {
+        let mut report = FloorReport::default();
+        for (id, f) in &mut self.by_ns {
+            if !f.ports.iter().any(|p| p.containers.iter().any(|c| containers.contains(c))) {
+                continue;
+            }
+            let last = f.last.as_ref()?;
+            let next_sets = compile_block_sets(zone_of, &f.ports, blocks, &self.opts);
+            let old_sets =
+                next_sets.iter().map(|n| last.set(&n.name).cloned()).collect::<Option<Vec<_>>>()?;
+            let mini = |sets: Vec<crate::ruleset::ir::Set>| Ruleset {
+                container: String::new(),
+                zone: String::new(),
+                mode: last.mode,
+                family: last.family,
+                table: last.table.clone(),
+                sets,
+                chains: Vec::new(),
+            };
+            let mut changes = crate::ruleset::diff::set_changes(&mini(old_sets), &mini(next_sets.clone()))?;
+            if changes.is_empty() {
+                report.unchanged += 1;
+                continue;
+            }
+            changes.extend(crate::ruleset::diff::cache_flushes(last));
+            let _span = info_span!("floor", netns = %f.path.display()).entered();
+            match f.nft.update_sets_in(last.family, &last.table, &changes) {
+                Ok(()) => {
+                    let mut next = last.clone();
+                    for s in next_sets {
+                        if let Some(slot) = next.sets.iter_mut().find(|o| o.name == s.name) {
+                            *slot = s;
+                        }
+                    }
+                    flush_caches_again(&mut *f.nft, &next);
+                    f.last = Some(next);
+                    report.updated.push(*id);
+                }
+                Err(e) => {
+                    warn!(error = %e, "floor: writing the blocks failed; the previous floor stays");
+                    report.failed.push((*id, e.to_string()));
+                }
+            }
+        }
+        Some(report)
     }
 
     /// Re-applies every floor whose rules differ from what fw programmed (someone on the
@@ -204,6 +268,20 @@ impl Floors {
             }
         }
         restored
+    }
+}
+
+/// Empties the verdict caches once more, after the write that emptied them committed: a
+/// packet that was already being judged by the old rules when that commit landed may have
+/// cached its (old) verdict just after the flush; none can now. A failure leaves at most
+/// one such verdict for `CACHE_MS`, and is logged.
+fn flush_caches_again(nft: &mut dyn Tables, rs: &Ruleset) {
+    let flushes = crate::ruleset::diff::cache_flushes(rs);
+    if flushes.is_empty() {
+        return;
+    }
+    if let Err(e) = nft.update_sets_in(rs.family, &rs.table, &flushes) {
+        warn!(error = %e, "floor: emptying the verdict caches after a change failed");
     }
 }
 
@@ -256,12 +334,14 @@ fn revoke_tuples(nft: &mut dyn Tables, rs: &Ruleset) -> Result<(), NftError> {
                 remove: gone,
                 expires: Default::default(),
                 jumps: Default::default(),
+                flush: false,
             });
         }
     }
     if changes.is_empty() {
         return Ok(());
     }
+    changes.extend(crate::ruleset::diff::cache_flushes(rs));
     nft.update_sets_in(TableFamily::Bridge, FLOOR_TABLE, &changes)
 }
 

@@ -420,6 +420,11 @@ impl Tables for FakeTables {
                 let Some(s) = next.sets.iter_mut().find(|s| s.name == c.set) else {
                     return Err(rejected(&who, format!("elements of set {}", c.set), libc::ENOENT));
                 };
+                if c.flush {
+                    removed += s.elements.len();
+                    s.elements.clear();
+                    s.expires.clear();
+                }
                 for e in &c.remove {
                     let Some(i) = s.elements.iter().position(|x| x == e) else {
                         return Err(rejected(&who, format!("removal from set {}", c.set), libc::ENOENT));
@@ -478,8 +483,8 @@ impl Tables for FakeTables {
                 ));
             };
             let mut out = next.clone();
-            // The packet path's elements stay.
-            for s in out.sets.iter_mut().filter(|s| s.dynamic.is_some()) {
+            // The packet path's elements stay (a verdict cache's go: see `ir::Dynamic::cache`).
+            for s in out.sets.iter_mut().filter(|s| s.dynamic.is_some_and(|d| !d.cache)) {
                 if let Some(old) = current.set(&s.name) {
                     s.elements = old.elements.clone();
                     s.expires = old.expires.clone();
@@ -620,6 +625,7 @@ mod tests {
             remove: vec![SetElem::Addr("10.0.0.1".parse().unwrap())],
             expires: Default::default(),
             jumps: Default::default(),
+            flush: false,
         };
         assert!(t.update_sets_in(TableFamily::Inet, "fw", std::slice::from_ref(&rm)).is_err());
         let missing = SetChange { set: "nope".into(), remove: vec![], ..rm.clone() };

@@ -549,8 +549,9 @@ pub fn update_in_place_batch(last: &Ruleset, next: &Ruleset) -> Result<Option<Bu
     };
     let kept: Vec<&Set> =
         next.sets.iter().filter(|n| last.set(&n.name).is_some_and(|o| same_shape(o, n))).collect();
+    // (A verdict cache is emptied too: its verdicts were judged by the rules going.)
     for set in &kept {
-        if set.dynamic.is_none() {
+        if set.dynamic.is_none_or(|d| d.cache) {
             em.flush_set(&set.name)?;
         }
     }
@@ -633,7 +634,13 @@ fn build_rule<'a>(
     if let Some(d) = &r.dynset {
         let sreg = load_fields(&mut rule, &d.fields);
         let l = lookup(em, &d.set, what)?;
-        rule.add_expr(&sys::Dynset { set: l.set, set_id: l.set_id, sreg, timeout_ms: d.timeout_ms });
+        rule.add_expr(&sys::Dynset {
+            set: l.set,
+            set_id: l.set_id,
+            sreg,
+            timeout_ms: d.timeout_ms,
+            add_only: d.op == crate::ruleset::ir::DynOp::Add,
+        });
     }
     if let Some(m) = r.mark {
         rule.add_expr(&Immediate::new(m, Register::Reg1));

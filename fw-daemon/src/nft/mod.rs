@@ -182,6 +182,9 @@ impl Nft {
                     })
                     .collect()
             };
+            if c.flush {
+                em.flush_set(&c.set).map_err(|e| self.build_err(e))?;
+            }
             if !c.remove.is_empty() {
                 em.elements(&c.set, key, &elems(&c.remove, false), MsgType::Del)
                     .map_err(|e| self.build_err(e))?;

@@ -139,18 +139,22 @@ pub struct Dynset {
     pub set_id: u32,
     pub sreg: u32,
     pub timeout_ms: u64,
+    /// `add` (leave a present element as it is) rather than `update` (refresh it).
+    pub add_only: bool,
 }
 
+const NFT_DYNSET_OP_ADD: u32 = 0;
 const NFT_DYNSET_OP_UPDATE: u32 = 1;
 
 impl Expression for Dynset {
     fn to_expr(&self, _rule: &Rule) -> NonNull<sys::nftnl_expr> {
         let e = alloc_expr(c"dynset");
+        let op = if self.add_only { NFT_DYNSET_OP_ADD } else { NFT_DYNSET_OP_UPDATE };
         // SAFETY: live dynset expression; attribute ids match libnftnl's dynset (u32 register,
         // op and set id, u64 timeout in ms, string set name copied by nftnl).
         unsafe {
             sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_DYNSET_SREG_KEY as u16, self.sreg);
-            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_DYNSET_OP as u16, NFT_DYNSET_OP_UPDATE);
+            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_DYNSET_OP as u16, op);
             sys::nftnl_expr_set_u64(e.as_ptr(), sys::NFTNL_EXPR_DYNSET_TIMEOUT as u16, self.timeout_ms);
             sys::nftnl_expr_set_str(e.as_ptr(), sys::NFTNL_EXPR_DYNSET_SET_NAME as u16, self.set.as_ptr());
             sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_DYNSET_SET_ID as u16, self.set_id);

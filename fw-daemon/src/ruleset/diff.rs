@@ -18,6 +18,28 @@ pub struct SetChange {
     pub expires: std::collections::BTreeMap<SetElem, i64>,
     /// For a verdict map: the chain each added element jumps to.
     pub jumps: std::collections::BTreeMap<SetElem, String>,
+    /// Empty the set first (a verdict cache, see `ir::Dynamic::cache`).
+    pub flush: bool,
+}
+
+impl SetChange {
+    /// Only emptying `set`.
+    pub fn flush(set: &super::ir::Set) -> SetChange {
+        SetChange {
+            set: set.name.clone(),
+            key: set.key,
+            add: Vec::new(),
+            remove: Vec::new(),
+            expires: Default::default(),
+            jumps: Default::default(),
+            flush: true,
+        }
+    }
+}
+
+/// The changes that empty every verdict cache of `rs`: part of every write to its table.
+pub fn cache_flushes(rs: &Ruleset) -> Vec<SetChange> {
+    rs.sets.iter().filter(|s| s.dynamic.is_some_and(|d| d.cache)).map(SetChange::flush).collect()
 }
 
 /// `Some(changes)` (possibly empty) when `new` differs from `old` only in the elements of
@@ -68,7 +90,12 @@ pub fn set_changes(old: &Ruleset, new: &Ruleset) -> Option<Vec<SetChange>> {
             jumps: add.iter().filter_map(|e| Some((e.clone(), target(b, e)?))).collect(),
             add,
             remove: before.difference(&after).chain(&retimed).map(|e| (*e).clone()).collect(),
+            flush: false,
         });
+    }
+    // A cached verdict was judged by the elements just changed.
+    if !out.is_empty() {
+        out.extend(cache_flushes(new));
     }
     Some(out)
 }
@@ -88,6 +115,27 @@ mod tests {
 
     fn web1(p: &crate::rules::Policy, inv: &Inventory) -> Ruleset {
         compile_all(p, inv, &CompileOptions::default()).into_iter().find(|r| r.container == "web-1").unwrap()
+    }
+
+    /// Every element write to a table with verdict caches empties them in the same batch
+    /// (their verdicts were judged by the elements it changes); no write, no flush.
+    #[test]
+    fn an_element_change_empties_every_verdict_cache() {
+        use crate::ruleset::ir::{Dynamic, KeyKind, Set, SetKey};
+        let (p, inv) = demo();
+        let mut old = web1(&p, &inv);
+        let cache = Dynamic { size: 16, timeout_ms: 10_000, cache: true };
+        let record = Dynamic { cache: false, ..cache };
+        for (name, d) in [("cache_x", cache), ("record_x", record)] {
+            old.sets.push(Set { dynamic: Some(d), ..Set::new(name, SetKey::Fields(&[KeyKind::Ipv4]), "") });
+        }
+        assert_eq!(set_changes(&old, &old.clone()), Some(vec![]), "nothing to write, nothing flushed");
+        let mut new = old.clone();
+        let z = new.sets.iter_mut().find(|s| s.name == "z_api_4").unwrap();
+        z.elements.push(SetElem::Addr("10.77.0.99".parse().unwrap()));
+        let changes = set_changes(&old, &new).expect("elements only");
+        let flushed: Vec<&str> = changes.iter().filter(|c| c.flush).map(|c| c.set.as_str()).collect();
+        assert_eq!(flushed, ["cache_x"], "only the cache is emptied: {changes:?}");
     }
 
     #[test]

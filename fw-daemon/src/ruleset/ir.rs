@@ -165,6 +165,10 @@ pub struct Set {
 pub struct Dynamic {
     pub size: u32,
     pub timeout_ms: u64,
+    /// A verdict cache (what the slow path accepted a moment ago): every write to the table
+    /// empties it in the same batch, so no cached verdict outlives the rules and elements it
+    /// was judged by; a replacement does not carry it over.
+    pub cache: bool,
 }
 
 impl Set {
@@ -292,12 +296,21 @@ pub struct Rule {
     pub dynset: Option<DynSet>,
 }
 
-/// Adds the key built from `fields` to `set`, or refreshes its timeout if present.
+/// Adds the key built from `fields` to `set`; `Update` also refreshes its timeout if
+/// present, `Add` leaves a present element alone (it expires `timeout_ms` after it was
+/// first added, however busy the flow: a cache entry is re-judged that often).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DynSet {
     pub fields: Vec<Field>,
     pub set: String,
     pub timeout_ms: u64,
+    pub op: DynOp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DynOp {
+    Update,
+    Add,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -201,7 +201,11 @@ pub fn rule_text(r: &Rule) -> String {
         parts.push("counter".into());
     }
     if let Some(d) = &r.dynset {
-        parts.push(format!("update @{} {{ {} timeout {}s }}", d.set, fields(&d.fields), d.timeout_ms / 1000));
+        let op = match d.op {
+            DynOp::Update => "update",
+            DynOp::Add => "add",
+        };
+        parts.push(format!("{op} @{} {{ {} timeout {}s }}", d.set, fields(&d.fields), d.timeout_ms / 1000));
     }
     if let Some(m) = r.mark {
         parts.push(format!("ct mark set 0x{m:08x}"));
@@ -353,7 +357,11 @@ fn match_text(m: &Match) -> String {
         Match::TcpRst => "tcp flags rst".into(),
         Match::CtDirection(CtDir::Original) => "ct direction original".into(),
         Match::CtDirection(CtDir::Reply) => "ct direction reply".into(),
-        // As nft lists it back: `tcp flags != syn / fin,syn,rst,ack`.
+        // As nft lists it back: `tcp flags ! fin,syn,rst` (none of them), `tcp flags != syn /
+        // fin,syn,rst,ack`.
+        Match::TcpFlags { mask, value: 0, invert: false } => {
+            format!("tcp flags ! {}", flag_names(*mask).replace(" | ", ","))
+        }
         Match::TcpFlags { mask, value, invert } => {
             let v = flag_names(*value).replace(" | ", ",");
             let v = if v.is_empty() { "0x0".to_string() } else { v };
