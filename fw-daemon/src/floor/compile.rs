@@ -123,6 +123,9 @@ pub const SET_CACHE_IN6: &str = "cache_in6";
 /// cached flow again this often (and refresh its reply tuple, whose timeouts are all far
 /// longer, so a cached verdict never outlives the record it was judged by).
 pub const CACHE_MS: u64 = 10_000;
+/// Where a frame to a port goes when its zone's ingress policy does not allow it: passed
+/// on (the namespace's chain drops it, and says why), and cached like any other pass.
+const IN_PASS: &str = "in_pass";
 pub const SET_RESPONDERS4: &str = "responders4";
 pub const SET_RESPONDERS6: &str = "responders6";
 
@@ -514,8 +517,10 @@ impl FloorBuilder {
                 // Egress: an allow returns to the next zone's check; a deny drops.
                 (Side::Egress, format!("pol_{zs}"), Verdict::Return, Verdict::Drop),
                 // Ingress: an allow returns (and gets recorded); a deny passes unrecorded:
-                // the namespace's own chain drops it and says which rule did.
-                (Side::Ingress, format!("polin_{zs}"), Verdict::Return, Verdict::Accept),
+                // the namespace's own chain drops it and says which rule did (`in_pass`
+                // caches that pass: the replies to a container's own connections come
+                // this way, one per segment it receives).
+                (Side::Ingress, format!("polin_{zs}"), Verdict::Return, Verdict::Jump(IN_PASS.into())),
             ] {
                 if !self.done.insert(name.clone()) {
                     continue;
@@ -558,6 +563,9 @@ impl FloorBuilder {
     }
 
     fn helper_chains(&mut self, opts: &FloorOptions) {
+        let mut pass = cache_fill(Side::Ingress);
+        pass.push(r(vec![], Verdict::Accept, None));
+        self.chains.push(Chain { name: IN_PASS.into(), base: None, rules: pass });
         let spoof = floor_ref("spoof");
         let responders = !opts.responders.is_empty();
         // ARP only for its own addresses, from its own MAC; none while quarantined (unless
