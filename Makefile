@@ -1,5 +1,5 @@
 # fw: two entry points for people (see README.md), the rest for developers.
-#   make demo   run the demo
+#   make demo   run the demo (STEP=1: one step per Enter)
 #   make test   install what is missing, build, run every test
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -35,8 +35,11 @@ fuzz-smoke: deps
 test: lint unit e2e fuzz-smoke
 	@echo "make test: all suites passed"
 
-demo: build
-	bash tests/demo.sh $(BIN)
+# The demo needs less than the tests: only what building and the lab use is installed.
+demo:
+	@bash vagrant/provision.sh --demo
+	$(CARGO) build -p fw-daemon -p fw-tui
+	bash tests/demo.sh $(BIN) $(if $(STEP),--step)
 
 fuzz: deps
 	bash fuzz/smoke.sh $(FUZZ_SECONDS)

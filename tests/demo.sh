@@ -4,13 +4,38 @@
 # builds a namespace lab with live traffic (tests/traffic.sh), runs the daemon on it, shows the
 # scripting commands and an incident block, and opens the console (in a terminal). Everything
 # it started is stopped and removed on exit.
-# Usage: tests/demo.sh [BIN_DIR]
+# Usage: tests/demo.sh [BIN_DIR] [--step]
+#   --step (make demo STEP=1): wait for Enter before each step. Otherwise, in a terminal, each
+#   step stays on screen for DEMO_PACE seconds (default 2) before the next one starts; piped
+#   or in CI, no pause at all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-FW="${1:-target/debug}/fw-daemon"
+BIN=target/debug STEP=0
+for a in "$@"; do
+  case $a in
+    --step) STEP=1 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) BIN=$a ;;
+  esac
+done
+FW="$BIN/fw-daemon"
 RULES=rules/demo
 INV=rules/demo-inventory.toml
-bold() { if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then printf '\n\033[1m== %s\033[0m\n' "$*"; else printf '\n== %s\n' "$*"; fi; }
+steps=0
+# Before every step but the first: Enter (--step), or a pause to read the last one.
+pace() {
+  steps=$((steps + 1))
+  [ "$steps" -gt 1 ] || return 0
+  if [ "$STEP" = 1 ] && [ -t 0 ]; then
+    read -rp "  [Enter: next step] " _
+  elif [ -t 1 ]; then
+    sleep "${DEMO_PACE:-2}"
+  fi
+}
+bold() {
+  pace
+  if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then printf '\n\033[1m== %s\033[0m\n' "$*"; else printf '\n== %s\n' "$*"; fi
+}
 run() { printf '$ %s\n' "$*"; "$@"; }
 
 bold "1. Check the rule files (and where each container lands)"
@@ -136,10 +161,12 @@ if [ -x "$TUI" ]; then
 
   bold "14. The console: live flows, drops and alerts, one-key blocking"
   if [ -t 0 ] && [ -t 1 ]; then
-    echo "  Tab / 1-5 switch screens, / filters, Enter shows details, b blocks, ? lists every key, q quits."
-    echo "  (web-2 is the misbehaving one: try / then 'web-2 verdict:cap-hit')"
-    sleep 2
-    "$TUI" --socket "$work/fw.sock" || true
+    echo "  It opens on the incident: Drops & alerts, filtered to web-2 (the misbehaving one: a port"
+    echo "  scan, connections past its cap). Tab / 1-5 switch screens, / changes the filter, Enter shows"
+    echo "  details, B quarantines the selected row's container, ? lists every key, q quits."
+    printf '$ %s\n' "$TUI --socket $work/fw.sock --screen drops --filter web-2"
+    pace
+    "$TUI" --socket "$work/fw.sock" --screen drops --filter web-2 || true
   else
     echo "  (no terminal here: five seconds of the live flow stream instead; run 'make demo' in a terminal for the console)"
     timeout 5 "$TUI" --socket "$work/fw.sock" flows --follow --filter "container=web-2" --limit 8 || true

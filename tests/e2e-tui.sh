@@ -104,6 +104,54 @@ keys Enter
 if wait_for 'block [0-9]+ lifted' 5; then ok "the console reports the unblock"; else bad "no unblock result" "$(screen)"; fi
 if connects; then ok "traffic resumes after the unblock"; else bad "still blocked after the unblock"; fi
 
+# Selection and direction. Two live streams of web-1's: the one it opens (to api-1:8080,
+# restarted: the block cut the first) and one it serves (api-1 -> web-1:443, public-web).
+# Both rows update all the time, so their order keeps changing; the selection must stay on
+# the row it was put on (by flow, not by screen position). An egress quarantine then cuts
+# only what web-1 opened: the stream it serves keeps flowing, and its row stays inbound.
+RX2="$tmp/rx2"
+: >"$RX2"
+setsid ip netns exec fwtui-web-1 socat -u TCP-LISTEN:443,reuseaddr,fork "OPEN:$RX2,append" 2>/dev/null &
+groups+=($!)
+sleep 0.3
+setsid ip netns exec fwtui-api-1 bash -c 'while :; do echo tock; sleep 0.05; done | socat -u - TCP:10.77.0.11:443' 2>/dev/null &
+groups+=($!)
+setsid ip netns exec fwtui-web-1 bash -c 'while :; do echo tick; sleep 0.05; done | socat -u - TCP:10.77.0.21:8080' 2>/dev/null &
+groups+=($!)
+flowing_in() { local a b; a=$(stat -c %s "$RX2"); sleep 0.5; b=$(stat -c %s "$RX2"); [ "$b" -gt "$a" ]; }
+if flowing && flowing_in; then ok "both streams flow (web-1 -> api-1:8080, api-1 -> web-1:443)"; else bad "the two streams do not both flow"; fi
+# The selected row: the one drawn in reverse video (SGR 7) among the flow rows.
+selected_row() { tmux capture-pane -p -e -t "$S" | grep $'\e\[[0-9;]*7m' | grep -E '10\.77\.0\.' | sed 's/\x1b\[[0-9;]*m//g'; }
+keys 1; keys / ; keys C-u; keys -l "container:web-1 state:established"; keys Enter
+wait_for '10\.77\.0\.11:443' 10 && wait_for '10\.77\.0\.21:8080' 10
+for _ in 1 2 3; do selected_row | grep -q '10\.77\.0\.11:443' && break; keys Down; sleep 0.4; done
+if selected_row | grep -q '10\.77\.0\.11:443'; then ok "the inbound row is selected"; else bad "could not select the inbound row" "$(screen)"; fi
+sticks=1
+for _ in $(seq 8); do
+  sleep 0.4
+  selected_row | grep -q '10\.77\.0\.11:443' || { sticks=0; break; }
+done
+if [ $sticks = 1 ]; then ok "the selection stays on its flow while rows update"; else bad "the selection moved off its flow" "$(screen)"; fi
+keys B
+if wait_for 'Quarantine web-1\?' 5; then ok "B opens the quarantine dialog for the selected row's container"; else bad "no quarantine dialog for web-1" "$(screen)"; fi
+# The dialog opens on the ttl; Shift-Tab goes up to the direction, Right picks egress.
+keys BTab; keys Right
+if wait_for '< egress >' 3 && wait_for 'Cuts connections it opens' 3; then ok "the dialog says what an egress quarantine cuts"; else bad "no egress choice in the dialog" "$(screen)"; fi
+keys Enter
+if wait_for 'block [0-9]+ placed: quarantine' 5; then ok "the console reports the quarantine"; else bad "no quarantine result" "$(screen)"; fi
+sleep 0.5
+if ! flowing; then ok "egress quarantine: the stream web-1 opened stopped"; else bad "the stream web-1 opened still flows under an egress quarantine"; fi
+if flowing_in; then ok "egress quarantine: the stream web-1 serves keeps flowing"; else bad "the stream web-1 serves was cut by an egress quarantine"; fi
+sleep 1
+rows=$(screen | grep -E '^ *web-1 ')
+if grep -Eq ' in +tcp .*10\.77\.0\.11:443' <<<"$rows" && ! grep -Eq ' out +tcp .*10\.77\.0\.21:[0-9]+' <<<"$(grep -v ':8080' <<<"$rows")"; then
+  ok "the served stream's row stays inbound (no reply shown as a new outbound flow)"
+else
+  bad "the served stream's direction" "$(screen)"
+fi
+qid=$(screen | grep -Eo 'block [0-9]+ placed' | tail -1 | awk '{print $2}')
+if [ -n "$qid" ] && "$TUI" --socket "$SOCK" unblock "$qid" >/dev/null; then ok "the quarantine is lifted"; else bad "could not lift the quarantine" "$("$TUI" --socket "$SOCK" blocks 2>&1)"; fi
+
 # The daemon restarts: the console says it lost it, then reconnects by itself.
 kill "$dpid"; wait "$dpid" 2>/dev/null
 if wait_for 'disconnected' 10; then ok "the console notices the daemon is gone"; else bad "no disconnected state" "$(screen)"; fi

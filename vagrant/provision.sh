@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs every system package fw needs on Debian 12 / Ubuntu. Idempotent: packages already
 # present are not reinstalled, and apt is only touched when something is missing.
-# Used by `make deps` (and so `make test` / `make demo`), by .ci/run, and by the Vagrantfile.
+# Used by `make deps` (and so `make test`), by .ci/run, and by the Vagrantfile; `make demo`
+# runs it with --demo, which installs only what the demo needs.
 set -euo pipefail
 
 PACKAGES=(
@@ -21,9 +22,14 @@ PACKAGES=(
   docker.io busybox-static
 )
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "provision.sh: must run as root (it installs system packages)" >&2
-  exit 1
+# `--demo` (what `make demo` uses): only what building fw and the demo's namespace lab need.
+if [ "${1:-}" = --demo ]; then
+  PACKAGES=(
+    build-essential pkg-config libnftnl-dev libmnl-dev
+    nftables iproute2
+    # the lab's listeners, traffic generators and probes (tests/traffic.sh, tests/demo.sh)
+    netcat-openbsd socat
+  )
 fi
 
 missing=()
@@ -40,6 +46,11 @@ fi
 if [ ${#missing[@]} -eq 0 ]; then
   echo "provision.sh: all ${#PACKAGES[@]} packages present"
   exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "provision.sh: missing ${missing[*]}; run as root to install them (it uses apt-get)" >&2
+  exit 1
 fi
 
 echo "provision.sh: installing ${missing[*]}"

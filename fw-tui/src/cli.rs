@@ -121,8 +121,38 @@ pub struct Cli {
     /// Console only: how often the daemon sends flow updates, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000), display_order = 902)]
     pub refresh: u64,
+    /// Console only: the screen it opens on (`drops` during an incident).
+    #[arg(long, value_enum, value_name = "SCREEN", default_value = "flows", display_order = 903)]
+    pub screen: ScreenArg,
+    /// Console only: the filter it opens with, in the console's language (`web-2
+    /// verdict:cap-hit`; `/` in the console changes it).
+    #[arg(long = "filter", value_name = "FILTER", display_order = 904)]
+    pub console_filter: Option<String>,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// The console's screens, as `--screen` names them (the keys 1-5 in the console).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScreenArg {
+    Flows,
+    Drops,
+    Containers,
+    Rules,
+    Audit,
+}
+
+impl From<ScreenArg> for crate::console::screens::ScreenId {
+    fn from(s: ScreenArg) -> Self {
+        use crate::console::screens::ScreenId;
+        match s {
+            ScreenArg::Flows => ScreenId::Flows,
+            ScreenArg::Drops => ScreenId::Drops,
+            ScreenArg::Containers => ScreenId::Containers,
+            ScreenArg::Rules => ScreenId::Rules,
+            ScreenArg::Audit => ScreenId::Audit,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -741,6 +771,11 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write, now: fn() -> i64
         Ok(Some(op)) => op,
         Ok(None) => {
             use std::io::IsTerminal;
+            if let Some(f) = &cli.console_filter {
+                if let Err(e) = fw_proto::filter::Filter::parse(f) {
+                    return fail(cli, out, err, "usage", &format!("--filter: {e}"), exit::USAGE);
+                }
+            }
             if let Some(why) = console_refusal(io::stdin().is_terminal(), io::stdout().is_terminal()) {
                 return fail(cli, out, err, "usage", &why, exit::USAGE);
             }
@@ -748,6 +783,8 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write, now: fn() -> i64
                 socket: cli.socket.clone(),
                 interval_ms: cli.refresh,
                 color: !crate::console::no_color(),
+                screen: cli.screen.into(),
+                filter: cli.console_filter.clone(),
             };
             return match crate::console::run(opts) {
                 Ok(()) => exit::OK,
@@ -1270,6 +1307,18 @@ mod tests {
         assert_eq!(parse(&["--refresh", "250"]).unwrap().refresh, 250);
         usage_error(&["--refresh", "5"]);
         assert_eq!(console_refusal(true, true), None);
+        // Where the console opens: a screen and a filter, checked before anything else.
+        let cli = parse(&["--screen", "drops", "--filter", "web-2 verdict:cap-hit"]).unwrap();
+        assert_eq!(
+            (cli.screen, cli.console_filter.as_deref()),
+            (ScreenArg::Drops, Some("web-2 verdict:cap-hit"))
+        );
+        assert_eq!(parse(&[]).unwrap().screen, ScreenArg::Flows);
+        assert!(usage_error(&["--screen", "nope"]).contains("flows"));
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let bad = parse(&["--filter", "verdict:maybe"]).unwrap();
+        assert_eq!(run(&bad, &mut out, &mut err, now), exit::USAGE);
+        assert!(String::from_utf8_lossy(&err).contains("--filter"), "{}", String::from_utf8_lossy(&err));
         for (i, o) in [(false, true), (true, false), (false, false)] {
             let why = console_refusal(i, o).unwrap();
             assert!(why.contains("needs a terminal") && why.contains("alerts"), "{why}");

@@ -375,6 +375,15 @@ impl App {
         }
     }
 
+    /// Where the console opens (`--screen`, `--filter`).
+    pub fn open_on(&mut self, screen: ScreenId, filter: Option<&str>) {
+        self.screen = screen;
+        if let Some(f) = filter {
+            let c = self.filter.set(f);
+            self.filter_changed(c);
+        }
+    }
+
     /// The filter in force changed: every screen re-lists.
     fn filter_changed(&mut self, c: Change) {
         let Change::Applied { narrower } = c else { return };

@@ -59,6 +59,9 @@ pub struct Options {
     pub interval_ms: u64,
     /// Colours (false when `NO_COLOR` is set).
     pub color: bool,
+    /// The screen and filter it opens with.
+    pub screen: screens::ScreenId,
+    pub filter: Option<String>,
 }
 
 /// Whether `NO_COLOR` asks for no colour (set and not empty, per no-color.org).
@@ -126,6 +129,7 @@ fn event_loop(
         tx,
     );
     let mut app = App::new(&opts.socket.display().to_string(), now_ms(), opts.color);
+    app.open_on(opts.screen, opts.filter.as_deref());
     let size = terminal.size()?;
     app.size = (size.width, size.height);
     let mut dirty = true;
