@@ -143,8 +143,8 @@ if [ -x "$TUI" ]; then
   run "$TUI" --socket "$work/fw.sock" flows --filter "verdict=denied" --limit 10
 
   bold "12. An incident: quarantine web-1's egress for 15 minutes, established flows included"
-  printf '$ %s\n' "$TUI --socket $work/fw.sock block quarantine web-1 --ttl 15m --reason \"demo: suspected exfil\""
-  placed=$("$TUI" --socket "$work/fw.sock" block quarantine web-1 --ttl 15m --reason "demo: suspected exfil")
+  printf '$ %s\n' "$TUI --socket $work/fw.sock block quarantine web-1 --direction egress --ttl 15m --reason \"demo: suspected exfil\""
+  placed=$("$TUI" --socket "$work/fw.sock" block quarantine web-1 --direction egress --ttl 15m --reason "demo: suspected exfil")
   echo "$placed"
   id=$(sed -n 's/^block \([0-9][0-9]*\):.*/\1/p' <<<"$placed")
   verdict=$(ip netns exec fwdemo-web-1 nc -z -w1 10.77.0.21 8080 2>/dev/null && echo connected || echo blocked)

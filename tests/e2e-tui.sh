@@ -162,5 +162,18 @@ if wait_for 'reconnected' 15 && wait_for '● connected' 5; then ok "the console
 keys q
 if wait_for 'CONSOLE-EXITED rc=0' 5; then ok "q quits with exit 0"; else bad "q did not quit cleanly" "$(screen)"; fi
 
+# --screen and --filter: the console opens where the incident is (what `make demo` does).
+S2="$S-open"
+tmux new-session -d -s "$S2" -x 160 -y 40 "NO_COLOR=1 $TUI --socket $SOCK --screen containers --filter container:web-1; sleep 30"
+
+for _ in $(seq 50); do tmux capture-pane -p -t "$S2" | grep -q 'filter: container:web-1' && break; sleep 0.2; done
+pane=$(tmux capture-pane -p -t "$S2")
+tmux kill-session -t "$S2" 2>/dev/null
+if grep -q 'filter: container:web-1' <<<"$pane" && grep -Eq '^ *web-1 ' <<<"$pane" && ! grep -Eq '^ *api-1 ' <<<"$pane" && grep -q 'BLOCKS' <<<"$pane"; then
+  ok "--screen containers --filter container:web-1 opens there"
+else
+  bad "--screen / --filter" "$pane"
+fi
+
 echo "e2e-tui: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
