@@ -28,6 +28,8 @@ e2e: build
 	bash tests/e2e-offline.sh $(BIN)
 	bash tests/e2e-console.sh $(BIN)
 	bash tests/e2e-tui.sh $(BIN)
+	@# The demo, unattended (no pauses when piped): every step must still run.
+	bash tests/demo.sh $(BIN) > target/demo.log 2>&1 || { tail -40 target/demo.log; exit 1; }
 
 fuzz-smoke: deps
 	bash fuzz/smoke.sh $(SMOKE_FUZZ_SECONDS)
