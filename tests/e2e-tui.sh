@@ -45,15 +45,14 @@ daemon
 for _ in $(seq 100); do "$TUI" --socket "$SOCK" status >/dev/null 2>&1 && break; sleep 0.1; done
 until ip netns exec fwtui-web-1 nft list table inet fw >/dev/null 2>&1; do sleep 0.1; done
 
-# api-1 appends what it receives to a file; web-1 writes a line every 50 ms on one connection.
-RX="$tmp/rx"
-: >"$RX"
 # Each in its own process group, so the cleanup stops the pipelines and forks too.
-setsid ip netns exec fwtui-api-1 socat -u TCP-LISTEN:8080,reuseaddr,fork "OPEN:$RX,append" 2>/dev/null &
-groups+=($!)
-sleep 0.3
-setsid ip netns exec fwtui-web-1 bash -c 'while :; do echo tick; sleep 0.05; done | socat -u - TCP:10.77.0.21:8080' 2>/dev/null &
-groups+=($!)
+# sink NODE PORT FILE: NODE appends what it receives on PORT to FILE.
+sink() { : >"$3"; setsid ip netns exec "fwtui-$1" socat -u "TCP-LISTEN:$2,reuseaddr,fork" "OPEN:$3,append" 2>/dev/null & groups+=($!); sleep 0.3; }
+# stream NODE ADDR:PORT: NODE writes a line every 50 ms on one connection.
+stream() { setsid ip netns exec "fwtui-$1" bash -c "while :; do echo tick; sleep 0.05; done | socat -u - TCP:$2" 2>/dev/null & groups+=($!); }
+RX="$tmp/rx"
+sink api-1 8080 "$RX"
+stream web-1 10.77.0.21:8080
 # Is the stream moving? (bytes received grow over half a second)
 flowing() { local a b; a=$(stat -c %s "$RX"); sleep 0.5; b=$(stat -c %s "$RX"); [ "$b" -gt "$a" ]; }
 connects() { ip netns exec fwtui-web-1 nc -z -w1 10.77.0.21 8080 2>/dev/null; }
@@ -110,14 +109,9 @@ if connects; then ok "traffic resumes after the unblock"; else bad "still blocke
 # the row it was put on (by flow, not by screen position). An egress quarantine then cuts
 # only what web-1 opened: the stream it serves keeps flowing, and its row stays inbound.
 RX2="$tmp/rx2"
-: >"$RX2"
-setsid ip netns exec fwtui-web-1 socat -u TCP-LISTEN:443,reuseaddr,fork "OPEN:$RX2,append" 2>/dev/null &
-groups+=($!)
-sleep 0.3
-setsid ip netns exec fwtui-api-1 bash -c 'while :; do echo tock; sleep 0.05; done | socat -u - TCP:10.77.0.11:443' 2>/dev/null &
-groups+=($!)
-setsid ip netns exec fwtui-web-1 bash -c 'while :; do echo tick; sleep 0.05; done | socat -u - TCP:10.77.0.21:8080' 2>/dev/null &
-groups+=($!)
+sink web-1 443 "$RX2"
+stream api-1 10.77.0.11:443
+stream web-1 10.77.0.21:8080
 flowing_in() { local a b; a=$(stat -c %s "$RX2"); sleep 0.5; b=$(stat -c %s "$RX2"); [ "$b" -gt "$a" ]; }
 if flowing && flowing_in; then ok "both streams flow (web-1 -> api-1:8080, api-1 -> web-1:443)"; else bad "the two streams do not both flow"; fi
 # The selected row: the one drawn in reverse video (SGR 7) among the flow rows.

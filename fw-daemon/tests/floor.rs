@@ -218,6 +218,22 @@ fn a_port_joining_is_an_element_update_of_every_set_and_map() {
     assert_eq!(probe("web-1"), Probe::TimedOut, "web -> db stays denied");
 }
 
+/// web-1, api-1 and db-1 of the demo in a lab, db-1 counting what reaches its port 5432, and
+/// the inventory of the three.
+fn db_sink_lab() -> (Lab, std::sync::Arc<std::sync::atomic::AtomicU64>, fw_daemon::inventory::Inventory) {
+    let base = common::demo_inventory();
+    let mut lab = Lab::new();
+    for n in ["web-1", "api-1", "db-1"] {
+        lab.add(n, &base.get(n).unwrap().addresses);
+    }
+    let received = lab.serve_sink("db-1", 5432);
+    let inv = lab.inventory(&base);
+    let inv = fw_daemon::inventory::Inventory {
+        containers: inv.containers.into_iter().filter(|c| c.netns.is_some()).collect(),
+    };
+    (lab, received, inv)
+}
+
 /// A policy change rewrites the floor in place: the reply tuples of live inbound flows
 /// survive it (a replacement would lose those recorded a moment before the commit), and
 /// those the new policy denies are deleted, so that flow stops at the floor too.
@@ -229,16 +245,7 @@ fn a_policy_change_keeps_live_reply_tuples_and_revokes_denied_ones() {
     }
     use fw_daemon::floor::enforcer::{Floors, Inputs, Want};
     use fw_daemon::floor::link::NsId;
-    let base = common::demo_inventory();
-    let mut lab = Lab::new();
-    for n in ["web-1", "api-1", "db-1"] {
-        lab.add(n, &base.get(n).unwrap().addresses);
-    }
-    let received = lab.serve_sink("db-1", 5432);
-    let inv = lab.inventory(&base);
-    let inv = fw_daemon::inventory::Inventory {
-        containers: inv.containers.into_iter().filter(|c| c.netns.is_some()).collect(),
-    };
+    let (lab, received, inv) = db_sink_lab();
     let ports = demo_ports(&lab);
     let hub = NsId::of(&lab.hub_path()).unwrap();
     let want =
@@ -309,16 +316,7 @@ fn a_cached_stream_is_cut_by_each_block_and_quarantine() {
     use fw_daemon::floor::link::NsId;
     use fw_proto::control::{BlockDirection, BlockTarget, Proto as P, Scope};
     use std::io::Write;
-    let base = common::demo_inventory();
-    let mut lab = Lab::new();
-    for n in ["web-1", "api-1", "db-1"] {
-        lab.add(n, &base.get(n).unwrap().addresses);
-    }
-    let received = lab.serve_sink("db-1", 5432);
-    let inv = lab.inventory(&base);
-    let inv = fw_daemon::inventory::Inventory {
-        containers: inv.containers.into_iter().filter(|c| c.netns.is_some()).collect(),
-    };
+    let (lab, received, inv) = db_sink_lab();
     let policy = common::demo_policy();
     let zones: Vec<(String, String)> =
         inv.containers.iter().map(|c| (c.name.clone(), policy.zone_of(&c.identity()).name.clone())).collect();
