@@ -160,7 +160,8 @@ if wait_for 'CONSOLE-EXITED rc=0' 5; then ok "q quits with exit 0"; else bad "q 
 S2="$S-open"
 tmux new-session -d -s "$S2" -x 160 -y 40 "NO_COLOR=1 $TUI --socket $SOCK --screen containers --filter container:web-1; sleep 30"
 
-for _ in $(seq 50); do tmux capture-pane -p -t "$S2" | grep -q 'filter: container:web-1' && break; sleep 0.2; done
+# (The filter shows at once; the rows once it is connected.)
+for _ in $(seq 75); do tmux capture-pane -p -t "$S2" | grep -Eq '^ *web-1 ' && break; sleep 0.2; done
 pane=$(tmux capture-pane -p -t "$S2")
 tmux kill-session -t "$S2" 2>/dev/null
 if grep -q 'filter: container:web-1' <<<"$pane" && grep -Eq '^ *web-1 ' <<<"$pane" && ! grep -Eq '^ *api-1 ' <<<"$pane" && grep -q 'BLOCKS' <<<"$pane"; then
