@@ -9,7 +9,7 @@
 //! When Docker is unreachable the source reports it and retries with backoff; the rest of
 //! the daemon keeps enforcing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -99,44 +99,73 @@ fn api(socket: &str) -> impl Fn(bollard::errors::Error) -> DockerError + '_ {
     move |source| DockerError::Api { socket: socket.to_string(), source }
 }
 
-/// Lists and inspects every running container.
-async fn snapshot(docker: &Docker, socket: &str) -> Result<Vec<(Container, Vec<[u8; 6]>)>, DockerError> {
+type Described = (Container, Vec<[u8; 6]>);
+
+/// Lists and inspects every running container, by id.
+async fn snapshot(docker: &Docker, socket: &str) -> Result<BTreeMap<String, Described>, DockerError> {
     let list = docker.list_containers(Some(ListContainersOptions::default())).await.map_err(api(socket))?;
-    let mut out = Vec::with_capacity(list.len());
-    for summary in list {
-        let Some(id) = summary.id else { continue };
-        // A container can vanish between list and inspect: skip it, the next event fixes up.
-        let Ok(c) = docker.inspect_container(&id, None).await else { continue };
-        let pid = c.state.as_ref().and_then(|s| s.pid).filter(|p| *p > 0);
-        let Some(pid) = pid else { continue };
-        let name = c.name.unwrap_or(id).trim_start_matches('/').to_string();
-        let config = c.config.unwrap_or_default();
-        let mut labels: Vec<(String, String)> = config.labels.unwrap_or_default().into_iter().collect();
-        labels.sort();
-        let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
-        let wire = match tokio::task::spawn_blocking({
-            let netns = netns.clone();
-            move || wire_identity(&netns)
-        })
-        .await
-        {
-            Ok(Ok(a)) => a,
-            Ok(Err(e)) => {
-                debug!(container = %name, error = %e, "addresses unreadable (container exiting?)");
-                continue;
-            }
-            Err(_) => continue,
-        };
-        let image = config.image.unwrap_or_default();
-        let c = Container { name, netns: Some(netns), image, labels, addresses: wire.addresses, link: None };
-        out.push((c, wire.macs));
+    let mut out = BTreeMap::new();
+    for id in list.into_iter().filter_map(|summary| summary.id) {
+        if let Some(d) = describe(docker, &id).await {
+            out.insert(id, d);
+        }
     }
-    out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
     Ok(out)
 }
 
-/// Follows Docker until the receiver goes away: one snapshot now, one after each relevant
-/// event. Returns the error that ended the stream.
+/// One container as the inventory needs it; `None` when it is gone or not running (a
+/// container can vanish between an event and its inspection: the next event fixes up).
+async fn describe(docker: &Docker, id: &str) -> Option<Described> {
+    let c = docker.inspect_container(id, None).await.ok()?;
+    let pid = c.state.as_ref().and_then(|s| s.pid).filter(|p| *p > 0)?;
+    let name = c.name.unwrap_or_else(|| id.to_string()).trim_start_matches('/').to_string();
+    let config = c.config.unwrap_or_default();
+    let mut labels: Vec<(String, String)> = config.labels.unwrap_or_default().into_iter().collect();
+    labels.sort();
+    let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+    let wire = match tokio::task::spawn_blocking({
+        let netns = netns.clone();
+        move || wire_identity(&netns)
+    })
+    .await
+    {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
+            debug!(container = %name, error = %e, "addresses unreadable (container exiting?)");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let image = config.image.unwrap_or_default();
+    Some((
+        Container { name, netns: Some(netns), image, labels, addresses: wire.addresses, link: None },
+        wire.macs,
+    ))
+}
+
+/// The container an event is about: the actor of a container event, the `container`
+/// attribute of a network one. `None`: not known (the caller takes a whole snapshot).
+fn event_container(ev: &bollard::models::EventMessage) -> Option<String> {
+    use bollard::models::EventMessageTypeEnum as T;
+    let actor = ev.actor.as_ref()?;
+    match ev.typ {
+        Some(T::CONTAINER) => actor.id.clone(),
+        Some(T::NETWORK) => actor.attributes.as_ref()?.get("container").cloned(),
+        _ => None,
+    }
+}
+
+/// What the inventory is told: every described container, by name.
+fn inventory_of(known: &BTreeMap<String, Described>) -> Vec<Described> {
+    let mut out: Vec<Described> = known.values().cloned().collect();
+    out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    out
+}
+
+/// Follows Docker until the receiver goes away: one snapshot now, then after each event
+/// only the container it names is inspected again (a start costs one inspection, not one
+/// per running container); an event that names none brings a whole snapshot. Returns the
+/// error that ended the stream.
 async fn follow(socket: &str, tx: &Sink) -> Result<(), DockerError> {
     let docker = Docker::connect_with_unix(socket, 30, bollard::API_DEFAULT_VERSION).map_err(api(socket))?;
     let docker = docker.negotiate_version().await.map_err(api(socket))?;
@@ -149,20 +178,31 @@ async fn follow(socket: &str, tx: &Sink) -> Result<(), DockerError> {
     ]);
     // Subscribe before the first snapshot so nothing between the two is missed.
     let mut events = docker.events(Some(EventsOptions { filters: Some(filters), ..Default::default() }));
-    let first = snapshot(&docker, socket).await?;
-    info!(containers = first.len(), "docker: connected");
-    if !tx(Update::Snapshot(first)) {
+    let mut known = snapshot(&docker, socket).await?;
+    info!(containers = known.len(), "docker: connected");
+    if !tx(Update::Snapshot(inventory_of(&known))) {
         return Ok(());
     }
     while let Some(ev) = events.next().await {
-        let ev = ev.map_err(api(socket))?;
-        debug!(action = ?ev.action, "docker event");
-        // One snapshot answers every event already queued (a burst of starts).
+        let mut batch = vec![ev.map_err(api(socket))?];
+        // One update answers every event already queued (a burst of starts).
         while let Some(Some(more)) = events.next().now_or_never() {
-            more.map_err(api(socket))?;
+            batch.push(more.map_err(api(socket))?);
         }
-        let snap = snapshot(&docker, socket).await?;
-        if !tx(Update::Snapshot(snap)) {
+        let ids: Option<BTreeSet<String>> = batch.iter().map(event_container).collect();
+        match ids {
+            Some(ids) => {
+                for id in ids {
+                    debug!(container = %id, "docker event");
+                    match describe(&docker, &id).await {
+                        Some(d) => known.insert(id, d),
+                        None => known.remove(&id),
+                    };
+                }
+            }
+            None => known = snapshot(&docker, socket).await?,
+        }
+        if !tx(Update::Snapshot(inventory_of(&known))) {
             return Ok(());
         }
     }
@@ -195,4 +235,34 @@ pub fn spawn(rt: &tokio::runtime::Handle, socket: String, tx: Sink) -> tokio::ta
             backoff = (backoff * 2).min(Duration::from_secs(30));
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{EventActor, EventMessage, EventMessageTypeEnum as T};
+
+    fn event(typ: Option<T>, id: Option<&str>, attrs: &[(&str, &str)]) -> EventMessage {
+        EventMessage {
+            typ,
+            actor: Some(EventActor {
+                id: id.map(str::to_string),
+                attributes: Some(attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// An event names the one container to inspect again; one that names none (another
+    /// type, no actor) makes the follower take a whole snapshot.
+    #[test]
+    fn an_event_names_its_container_or_none() {
+        assert_eq!(event_container(&event(Some(T::CONTAINER), Some("c1"), &[])).as_deref(), Some("c1"));
+        let net = event(Some(T::NETWORK), Some("n1"), &[("container", "c2"), ("name", "fw")]);
+        assert_eq!(event_container(&net).as_deref(), Some("c2"), "a network event is about its container");
+        assert_eq!(event_container(&event(Some(T::NETWORK), Some("n1"), &[])), None);
+        assert_eq!(event_container(&event(Some(T::IMAGE), Some("i1"), &[])), None);
+        assert_eq!(event_container(&event(None, Some("c1"), &[])), None);
+        assert_eq!(event_container(&EventMessage { typ: Some(T::CONTAINER), ..Default::default() }), None);
+    }
 }
