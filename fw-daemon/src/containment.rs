@@ -237,15 +237,18 @@ impl Containment {
 
     /// `sync_with` for a change of `blocks` alone: only the block sets are written (see
     /// `Floors::sync_blocks`); a whole sync where that cannot be done.
+    /// `zones`: every container's zone (`rec.zones()`, which the caller has at hand).
     pub fn sync_blocks_with(
         &mut self,
         rec: &Reconciler,
+        zones: &[(String, String)],
         blocks: &BlockList,
         only: &BTreeSet<String>,
     ) -> FloorReport {
         if !self.hold_guard {
-            let zones: std::collections::HashMap<String, String> = rec.zones().into_iter().collect();
-            let zone_of = |c: &str| zones.get(c).map(String::as_str);
+            let zones: std::collections::HashMap<&str, &str> =
+                zones.iter().map(|(c, z)| (c.as_str(), z.as_str())).collect();
+            let zone_of = |c: &str| zones.get(c).copied();
             if let Some(report) = self.floors.sync_blocks(&zone_of, blocks, only) {
                 return report;
             }

@@ -88,7 +88,7 @@ impl Blocks<'_> {
         // Applied first, saved before the answer: the cut does not wait for an fsync, and a
         // block is acknowledged only once it will survive a restart. The floors first: they
         // are what the container cannot undo (their block sets alone: nothing else compiled).
-        let floors = self.enf.contain.sync_blocks_with(&self.enf.rec, &list, &affected);
+        let floors = self.enf.contain.sync_blocks_with(&self.enf.rec, &zones, &list, &affected);
         if !floors.failed.is_empty() {
             self.enf.contain.sync_with(&self.enf.rec, &before, Some(&affected));
             let why: Vec<String> =

@@ -295,16 +295,10 @@ pub fn compile_block_sets<'z>(
     zone_of: &dyn Fn(&str) -> Option<&'z str>,
     ports: &[Port],
     blocks: &BlockList,
-    opts: &FloorOptions,
 ) -> Vec<Set> {
     let mut b = FloorBuilder { sets: BTreeMap::new(), chains: Vec::new(), done: BTreeSet::new() };
-    b.static_sets(ports, opts);
     b.block_sets(zone_of, ports, blocks);
-    b.sets.into_values().filter(|s| is_block_set(&s.name)).collect()
-}
-
-fn is_block_set(name: &str) -> bool {
-    name == SET_QUARANTINE_OUT || name == SET_QUARANTINE_IN || name.starts_with("block_")
+    b.sets.into_values().collect()
 }
 
 struct FloorBuilder {
@@ -356,12 +350,6 @@ impl FloorBuilder {
             typeof_text: Some("iif . @th,64,128"),
             ..with(SET_PORT_ND6, K_PORT_IP6, "port . the addresses it may advertise", ip6)
         });
-        for (name, comment) in [
-            (SET_QUARANTINE_OUT, "quarantined ports: connections they open are cut"),
-            (SET_QUARANTINE_IN, "quarantined ports: connections opened to them are cut"),
-        ] {
-            self.set(Set { timeout: true, ..Set::new(name, SetKey::Fields(K_PORT), comment) });
-        }
         let dynamic =
             Some(Dynamic { size: opts.flow_table_size, timeout_ms: opts.tcp_idle_ms, cache: false });
         for (name, key, comment) in [
@@ -464,12 +452,18 @@ impl FloorBuilder {
                 }
             }
         }
-        for (name, elems) in [(SET_QUARANTINE_OUT, q_out), (SET_QUARANTINE_IN, q_in)] {
-            let s = self.sets.get_mut(name).expect("declared by static_sets");
-            s.expires = elems.iter().filter_map(|e| Some((e.clone(), *q_exp.get(e)?))).collect();
-            s.elements = elems;
-            s.elements.sort();
-            s.elements.dedup();
+        for (name, mut elements, comment) in [
+            (SET_QUARANTINE_OUT, q_out, "quarantined ports: connections they open are cut"),
+            (SET_QUARANTINE_IN, q_in, "quarantined ports: connections opened to them are cut"),
+        ] {
+            elements.sort();
+            elements.dedup();
+            self.set(Set {
+                timeout: true,
+                expires: elements.iter().filter_map(|e| Some((e.clone(), *q_exp.get(e)?))).collect(),
+                elements,
+                ..Set::new(name, SetKey::Fields(K_PORT), comment)
+            });
         }
         for dir in ["out", "in"] {
             for family in [Family::V4, Family::V6] {
@@ -899,8 +893,6 @@ fn record_rules(opts: &FloorOptions) -> Vec<Rule> {
         ));
         rules.push(with_ports(vec![Match::L4Proto(vec![L4::Tcp])], opts.tcp_idle_ms));
         rules.push(with_ports(vec![Match::L4Proto(vec![L4::Udp])], opts.udp_idle_ms));
-        let icmp = if f == Family::V4 { IPPROTO_ICMP } else { IPPROTO_ICMPV6 };
-        let _ = icmp;
         rules.push(Rule {
             dynset: Some(DynSet {
                 fields: inbound_key(f, false),

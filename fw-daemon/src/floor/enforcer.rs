@@ -206,7 +206,7 @@ impl Floors {
                 continue;
             }
             let last = f.last.as_ref()?;
-            let next_sets = compile_block_sets(zone_of, &f.ports, blocks, &self.opts);
+            let next_sets = compile_block_sets(zone_of, &f.ports, blocks);
             let old_sets =
                 next_sets.iter().map(|n| last.set(&n.name).cloned()).collect::<Option<Vec<_>>>()?;
             let mini = |sets: Vec<crate::ruleset::ir::Set>| Ruleset {
@@ -227,14 +227,14 @@ impl Floors {
             let _span = info_span!("floor", netns = %f.path.display()).entered();
             match f.nft.update_sets_in(last.family, &last.table, &changes) {
                 Ok(()) => {
-                    let mut next = last.clone();
+                    // What fw programmed is now `last` with these sets: patched in place.
+                    let last = f.last.as_mut()?;
                     for s in next_sets {
-                        if let Some(slot) = next.sets.iter_mut().find(|o| o.name == s.name) {
+                        if let Some(slot) = last.sets.iter_mut().find(|o| o.name == s.name) {
                             *slot = s;
                         }
                     }
-                    flush_caches_again(&mut *f.nft, &next);
-                    f.last = Some(next);
+                    flush_caches_again(&mut *f.nft, last);
                     report.updated.push(*id);
                 }
                 Err(e) => {
