@@ -18,6 +18,7 @@ build: deps
 lint: build
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	python3 tests/import-cycles.py fw-daemon/src fw-tui/src fw-proto/src bench/src tests/attack/src
 
 # Tests that need root are #[ignore = "needs root"]: a plain `cargo test` reports them as
 # ignored, never as passed; here (as root, CI=true) they run too.

@@ -6,6 +6,7 @@
 //! Cap hits arrive once per logged packet; [`CapLimiter`] turns a flood into at most one
 //! alert per (container, rule) per window, carrying the count of hits it stands for.
 
+use crate::clock::now_ms;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -18,10 +19,6 @@ use tracing::{info, warn};
 pub const CAP_WINDOW_MS: i64 = 10_000;
 /// (container, rule) pairs the limiter remembers; beyond this, quiet ones are dropped first.
 const CAP_KEYS: usize = 10_000;
-
-fn now_ms() -> i64 {
-    crate::flows::collector::now_ms()
-}
 
 /// The last `cap` alerts, oldest first, with ids that increase by one per alert.
 #[derive(Debug)]

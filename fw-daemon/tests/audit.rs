@@ -8,6 +8,7 @@
 
 mod common;
 
+use fw_proto::control::AuditOp;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -162,13 +163,13 @@ impl Setup {
             c.status().audit.filter(|a| a.broken_since_ms.is_none()).map(|_| ())
         });
         let recs = records(&self.log);
-        let gap = recs.iter().rev().find(|r| r.op == "audit-resumed").expect("a record of the gap");
+        let gap = recs.iter().rev().find(|r| r.op == AuditOp::AuditResumed).expect("a record of the gap");
         assert!(gap.summary.as_deref().is_some_and(|s| s.contains("record(s)")), "{why}: {gap:?}");
         let b = c.block(quarantine("web-1"), Some(60));
         assert_eq!(self.probe(8080), Probe::TimedOut, "{why}: the quarantine is in force");
         assert!(records(&self.log)
             .iter()
-            .any(|r| r.op == "block" && r.block == Some(b.id) && r.result == "ok"));
+            .any(|r| r.op == AuditOp::Block && r.block == Some(b.id) && r.result.is_ok()));
         assert!(matches!(c.call(Op::Unblock { block: b.id }), Ok(Answer::Unblocked { .. })));
         assert_eq!(self.probe(8080), Probe::Connected);
     }
@@ -240,7 +241,7 @@ fn blocks_that_lapse_while_down_are_recorded_at_start() {
     let recs = records(&d.join("audit.jsonl"));
     let exp = recs
         .iter()
-        .find(|r| r.op == "expire" && r.block == Some(b.id))
+        .find(|r| r.op == AuditOp::Expire && r.block == Some(b.id))
         .unwrap_or_else(|| panic!("no expire record for block {}: {recs:#?}", b.id));
     let at = b.expires_at_ms.expect("a TTL");
     assert_eq!(exp.time_ms, at, "dated when it lapsed");

@@ -7,6 +7,7 @@
 
 mod common;
 
+use fw_proto::control::{AuditOp, AuditResult};
 use std::fs;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -209,10 +210,10 @@ fn flows_blocks_and_audit_end_to_end() {
     let ops: Vec<&str> = records.iter().map(|r| r.op.as_str()).collect();
     assert_eq!(ops.iter().filter(|o| **o == "block").count(), 3, "{ops:?}");
     assert!(ops.contains(&"unblock") && ops.contains(&"expire"), "{ops:?}");
-    let first = records.iter().find(|r| r.op == "block").unwrap();
+    let first = records.iter().find(|r| r.op == AuditOp::Block).unwrap();
     assert_eq!(first.peer.as_ref().map(|p| p.uid), Some(0));
     assert_eq!(first.role, Some(Role::Admin));
-    assert_eq!(first.result, "ok");
+    assert_eq!(first.result, AuditResult::Ok);
     drop(s);
     drop(idle);
 }

@@ -7,6 +7,7 @@
 
 mod common;
 
+use fw_proto::control::AuditOp;
 use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -334,10 +335,10 @@ fn a_refused_request_keeps_its_reason_in_the_trail() {
     let rec: AuditRecord = audit
         .lines()
         .filter_map(|l| serde_json::from_str::<AuditRecord>(l).ok())
-        .find(|r| r.op == "block")
+        .find(|r| r.op == AuditOp::Block)
         .unwrap_or_else(|| panic!("no block record:\n{audit}"));
     assert_eq!(rec.role, Some(Role::Viewer));
-    assert!(rec.result.contains("forbidden"), "{rec:?}");
+    assert!(rec.result.to_string().contains("forbidden"), "{rec:?}");
     assert_eq!(rec.reason.as_deref(), Some("saw a beacon to 203.0.113.9"), "{rec:?}");
     assert_eq!(rec.ttl_ms, Some(900_000), "{rec:?}");
     assert_eq!(

@@ -375,7 +375,7 @@ fn a_cached_stream_is_cut_by_each_block_and_quarantine() {
         proto: Some(P::Tcp),
         port: Some(5432),
     };
-    let now = fw_daemon::nft::now_ms();
+    let now = fw_daemon::clock::now_ms();
     let id = blocks.add(dst, None, None, "t".into(), Default::default(), now, &zones).unwrap().id;
     assert!(sync(&blocks), "the block was written as block sets alone");
     assert!(!cached("cache_out4") && !cached("cache_in4"), "the block emptied the caches");
@@ -386,7 +386,7 @@ fn a_cached_stream_is_cut_by_each_block_and_quarantine() {
     assert!(cached("cache_out4"), "and is cached again");
 
     let q = BlockTarget::Quarantine { container: "api-1".into(), direction: BlockDirection::Egress };
-    blocks.add(q, None, None, "t".into(), Default::default(), fw_daemon::nft::now_ms(), &zones).unwrap();
+    blocks.add(q, None, None, "t".into(), Default::default(), fw_daemon::clock::now_ms(), &zones).unwrap();
     assert!(sync(&blocks), "the quarantine was written as block sets alone");
     assert!(!flowing(), "the egress quarantine cut the cached stream api-1 opened");
 }

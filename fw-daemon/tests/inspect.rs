@@ -17,6 +17,7 @@
 
 mod common;
 
+use fw_proto::control::{AuditOp, AuditResult};
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
@@ -408,7 +409,7 @@ fn inspection_cuts_violations_and_agrees_with_tshark() {
     let cut_ports: BTreeSet<u16> = audit
         .lines()
         .filter_map(|l| serde_json::from_str::<AuditRecord>(l).ok())
-        .filter(|r| r.op == "cut")
+        .filter(|r| r.op == AuditOp::Cut)
         .inspect(|r| {
             assert!(
                 r.actor.as_deref().is_some_and(|a| a.starts_with("fw-daemon inspection (policy ")),
@@ -530,10 +531,10 @@ action = "allow"
     let rec = audit
         .lines()
         .filter_map(|l| serde_json::from_str::<AuditRecord>(l).ok())
-        .find(|r| r.op == "block")
+        .find(|r| r.op == AuditOp::Block)
         .unwrap_or_else(|| panic!("no block audited:\n{audit}"));
     assert_eq!(rec.actor.as_deref(), Some("fw-daemon inspection (policy tls-or-else)"), "{rec:?}");
-    assert_eq!((rec.peer.is_none(), rec.block, rec.result.as_str()), (true, Some(q.id), "ok"));
+    assert_eq!((rec.peer.is_none(), rec.block, &rec.result), (true, Some(q.id), &AuditResult::Ok));
     drop(daemon);
     let _ = fs::remove_dir_all(&d);
 }

@@ -185,7 +185,7 @@ fn a_configmap_update_is_one_reload() {
     assert_eq!(st.rule_files, vec!["policies.toml".to_string(), "zones.toml".into()], "each file read once");
     until_probe(&daemon, &lab, Probe::TimedOut, "the first payload denies web -> db");
     let reloads_before = daemon.log().matches("reload replaced=").count();
-    let since = fw_daemon::nft::now_ms();
+    let since = fw_daemon::clock::now_ms();
 
     // An update: the new payload, the `..data` swap, the old payload removed, with the
     // pauses of a busy kubelet between the steps.

@@ -11,6 +11,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::filter::{Filter, FilterError};
+pub use crate::flow::{Direction, FlowRow, FlowVerdict, Inspection, Proto};
 use crate::{Mode, RuleRef};
 
 /// Bumped on any incompatible change to the types in this module. 2: every time in an
@@ -538,186 +539,6 @@ pub struct FlowSnapshot {
     pub lost_events: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum Direction {
-    /// The container opened it.
-    Egress,
-    /// A peer opened it to the container.
-    Ingress,
-}
-
-impl fmt::Display for Direction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Direction::Egress => "egress",
-            Direction::Ingress => "ingress",
-        })
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum FlowVerdict {
-    Allowed,
-    Denied,
-    AuditDenied,
-    CapHit,
-    Blocked,
-}
-
-impl FlowVerdict {
-    pub const ALL: [FlowVerdict; 5] = [
-        FlowVerdict::Allowed,
-        FlowVerdict::Denied,
-        FlowVerdict::AuditDenied,
-        FlowVerdict::CapHit,
-        FlowVerdict::Blocked,
-    ];
-}
-
-impl fmt::Display for FlowVerdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            FlowVerdict::Allowed => "allowed",
-            FlowVerdict::Denied => "denied",
-            FlowVerdict::AuditDenied => "audit-denied",
-            FlowVerdict::CapHit => "cap-hit",
-            FlowVerdict::Blocked => "blocked",
-        })
-    }
-}
-
-/// IP protocol: `tcp`, `udp`, `icmp`, `icmpv6`, or a number.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    Tcp,
-    Udp,
-    Icmp,
-    Icmpv6,
-    #[serde(untagged)]
-    Other(u8),
-}
-
-impl Proto {
-    pub fn number(self) -> u8 {
-        match self {
-            Proto::Tcp => 6,
-            Proto::Udp => 17,
-            Proto::Icmp => 1,
-            Proto::Icmpv6 => 58,
-            Proto::Other(n) => n,
-        }
-    }
-
-    pub fn from_number(n: u8) -> Proto {
-        match n {
-            6 => Proto::Tcp,
-            17 => Proto::Udp,
-            1 => Proto::Icmp,
-            58 => Proto::Icmpv6,
-            n => Proto::Other(n),
-        }
-    }
-
-    /// Whether the protocol has ports.
-    pub fn has_ports(self) -> bool {
-        matches!(self, Proto::Tcp | Proto::Udp | Proto::Other(132) | Proto::Other(136))
-    }
-}
-
-impl fmt::Display for Proto {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Proto::Tcp => f.write_str("tcp"),
-            Proto::Udp => f.write_str("udp"),
-            Proto::Icmp => f.write_str("icmp"),
-            Proto::Icmpv6 => f.write_str("icmpv6"),
-            Proto::Other(n) => write!(f, "{n}"),
-        }
-    }
-}
-
-impl std::str::FromStr for Proto {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Proto, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "tcp" => Ok(Proto::Tcp),
-            "udp" => Ok(Proto::Udp),
-            "icmp" => Ok(Proto::Icmp),
-            "icmpv6" => Ok(Proto::Icmpv6),
-            n => n
-                .parse::<u8>()
-                .map(Proto::from_number)
-                .map_err(|_| format!("unknown protocol {s:?} (tcp, udp, icmp, icmpv6 or 0-255)")),
-        }
-    }
-}
-
-/// One row of the flow table, as seen from `container`'s side.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct FlowRow {
-    /// Stable for the row's life; `removed` in events names it.
-    pub id: u64,
-    pub container: String,
-    pub zone: String,
-    pub direction: Direction,
-    pub proto: Proto,
-    pub src: IpAddr,
-    pub sport: u16,
-    pub dst: IpAddr,
-    pub dport: u16,
-    /// The other end's container and zone, when fw knows the address.
-    pub peer: Option<String>,
-    pub peer_zone: Option<String>,
-    /// Conntrack state (`ESTABLISHED`, `TIME_WAIT`, ... for TCP; `open`/`closed` otherwise);
-    /// `dropped` for denied attempts that never became a flow.
-    pub state: String,
-    /// Counted from `container`'s side: out = sent by it, in = received.
-    pub bytes_out: u64,
-    pub bytes_in: u64,
-    pub packets_out: u64,
-    pub packets_in: u64,
-    /// Bytes per second over the last update interval.
-    pub rate_out: u64,
-    pub rate_in: u64,
-    /// Unix milliseconds.
-    pub first_seen_ms: i64,
-    pub last_seen_ms: i64,
-    pub verdict: FlowVerdict,
-    /// The rule that decided it (allowed flows: the policy that matches them, per `explain`).
-    pub rule: Option<RuleRef>,
-    /// Attempts aggregated into this row (denied / cap-hit rows), 1 for a flow.
-    pub count: u64,
-    /// Still tracked by the kernel.
-    pub open: bool,
-    /// What inspection of its first packets found, for flows a policy flags.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inspection: Option<Inspection>,
-}
-
-/// What inspection of a flow's first packets found.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct Inspection {
-    /// The application protocol seen (`tls`, `http`, `dns`, or `unknown`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub protocol: Option<String>,
-    /// TLS SNI, HTTP Host, or the DNS query name, normalized: ASCII (punycode), lower case,
-    /// no trailing dot; what the allow-lists are compared with.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// The name exactly as the flow sent it (bytes outside printable ASCII as `\xHH`), when it
-    /// differs from `name` (`API.Partner.Example.`): operators search for either.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub raw_name: Option<String>,
-    /// Why the flow broke its policy, when it did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub violation: Option<String>,
-}
-
 /// Server-side flow filter: `expr` in the [filter language](crate::filter) (what
 /// `fw-tui flows --filter` sends), and the structured fields older clients send; every part
 /// must match. The daemon refuses an `expr` that does not parse (`bad-request`).
@@ -969,6 +790,140 @@ impl AuditRecord {
     }
 }
 
+/// What an audit record is about. Written as its name (`block`, `audit-resumed`, ...), as
+/// the log always had it; a name this version does not know (a newer daemon's) is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum AuditOp {
+    /// An operator's block, or a quarantine the daemon placed (inspection, tamper).
+    Block,
+    Unblock,
+    /// Rule files read, on a change or a `reload` request.
+    Reload,
+    /// A block whose TTL ran out.
+    Expire,
+    /// A flow cut by inspection.
+    Cut,
+    /// The trail could be written again after a gap.
+    AuditResumed,
+    /// Any other name (a request refused for its role is recorded under its op's name).
+    Other(String),
+}
+
+impl AuditOp {
+    const NAMES: [(AuditOp, &'static str); 6] = [
+        (AuditOp::Block, "block"),
+        (AuditOp::Unblock, "unblock"),
+        (AuditOp::Reload, "reload"),
+        (AuditOp::Expire, "expire"),
+        (AuditOp::Cut, "cut"),
+        (AuditOp::AuditResumed, "audit-resumed"),
+    ];
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            AuditOp::Other(name) => name,
+            op => AuditOp::NAMES.iter().find(|(o, _)| o == op).map_or("", |(_, n)| n),
+        }
+    }
+
+    /// The record of request `op` (a command's own op, or one refused for its role).
+    pub fn of(op: &Op) -> AuditOp {
+        match op {
+            Op::Block { .. } => AuditOp::Block,
+            Op::Unblock { .. } => AuditOp::Unblock,
+            Op::Reload => AuditOp::Reload,
+            other => AuditOp::Other(other.name().to_string()),
+        }
+    }
+}
+
+impl From<String> for AuditOp {
+    fn from(s: String) -> AuditOp {
+        AuditOp::NAMES.iter().find(|(_, n)| *n == s).map_or(AuditOp::Other(s), |(o, _)| o.clone())
+    }
+}
+
+impl From<&str> for AuditOp {
+    fn from(s: &str) -> AuditOp {
+        AuditOp::from(s.to_string())
+    }
+}
+
+impl From<AuditOp> for String {
+    fn from(op: AuditOp) -> String {
+        op.as_str().to_string()
+    }
+}
+
+impl fmt::Display for AuditOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How an audited action ended. Written `ok` or `error: <message>`, as the log always had
+/// it; any other text (an older or newer writer's) is kept as it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum AuditResult {
+    Ok,
+    /// What went wrong, usually `<code>: <message>`.
+    Error(String),
+    Other(String),
+}
+
+impl AuditResult {
+    /// A request's refusal or failure: `error: <code>: <message>`.
+    pub fn failed(code: ErrorCode, message: impl fmt::Display) -> AuditResult {
+        AuditResult::Error(format!("{code}: {message}"))
+    }
+
+    /// Until the action's outcome is known: a record written by mistake before then says
+    /// it failed, never that it succeeded.
+    pub fn unfinished() -> AuditResult {
+        AuditResult::Error("not finished".into())
+    }
+
+    pub fn is_ok(&self) -> bool {
+        *self == AuditResult::Ok
+    }
+}
+
+impl From<String> for AuditResult {
+    fn from(s: String) -> AuditResult {
+        if s == "ok" {
+            return AuditResult::Ok;
+        }
+        match s.strip_prefix("error: ") {
+            Some(m) => AuditResult::Error(m.to_string()),
+            None => AuditResult::Other(s),
+        }
+    }
+}
+
+impl From<&str> for AuditResult {
+    fn from(s: &str) -> AuditResult {
+        AuditResult::from(s.to_string())
+    }
+}
+
+impl From<AuditResult> for String {
+    fn from(r: AuditResult) -> String {
+        r.to_string()
+    }
+}
+
+impl fmt::Display for AuditResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuditResult::Ok => f.write_str("ok"),
+            AuditResult::Error(m) => write!(f, "error: {m}"),
+            AuditResult::Other(s) => f.write_str(s),
+        }
+    }
+}
+
 /// Who sent a request: taken once, when the connection was made (SO_PEERCRED, and the
 /// groups of that very process).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -993,7 +948,8 @@ pub struct AuditRecord {
     /// (policy api-tls)` for a flow cut or container quarantined by inspection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
-    pub op: String,
+    #[schemars(with = "String")]
+    pub op: AuditOp,
     /// What a block, unblock, expiry or cut was about: the same shape as a block's target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<BlockTarget>,
@@ -1008,7 +964,8 @@ pub struct AuditRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
     /// `ok`, or `error: <message>`.
-    pub result: String,
+    #[schemars(with = "String")]
+    pub result: AuditResult,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_hash: Option<String>,
     /// For reloads: what changed (containers replaced / updated, zones and rules).
@@ -1142,5 +1099,31 @@ mod tests {
         // The expression travels as a field of its own.
         let line = serde_json::to_string(&FlowFilter::parse("port:443").unwrap()).unwrap();
         assert_eq!(line, r#"{"expr":"port:443"}"#);
+    }
+
+    /// The typed op and result are written exactly as the log always had them, and what
+    /// this version does not know is kept verbatim: old logs and newer daemons' read back.
+    #[test]
+    fn audit_op_and_result_keep_the_logs_wording() {
+        for name in ["block", "unblock", "reload", "expire", "cut", "audit-resumed", "subscribe", "later-op"]
+        {
+            let op = AuditOp::from(name);
+            assert_eq!(op.as_str(), name);
+            assert_eq!(serde_json::to_string(&op).unwrap(), format!("{name:?}"));
+        }
+        assert_eq!(AuditOp::from("cut"), AuditOp::Cut);
+        assert_eq!(AuditOp::of(&Op::Reload), AuditOp::Reload);
+        for text in ["ok", "error: forbidden: viewer may not block", "", "partly"] {
+            let r: AuditResult = serde_json::from_str(&format!("{text:?}")).unwrap();
+            assert_eq!(r.to_string(), text);
+        }
+        assert!(AuditResult::from("ok").is_ok());
+        assert_eq!(AuditResult::failed(ErrorCode::Internal, "x").to_string(), "error: internal: x");
+        assert!(!AuditResult::unfinished().is_ok());
+        let line =
+            r#"{"time_ms":5,"peer":null,"role":null,"op":"reload","path":"/etc/fw/rules","result":"ok"}"#;
+        let rec: AuditRecord = serde_json::from_str(line).unwrap();
+        assert_eq!((rec.op.clone(), rec.result.clone()), (AuditOp::Reload, AuditResult::Ok));
+        assert_eq!(serde_json::to_string(&rec).unwrap(), line);
     }
 }

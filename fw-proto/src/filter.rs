@@ -22,7 +22,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::control::{Direction, FlowRow, FlowVerdict, Inspection, Proto};
+use crate::flow::{Direction, FlowRow, FlowVerdict, Inspection, Proto};
 
 /// What a `key:value` word may say: the key, its short forms, the value it takes and what it
 /// compares. The parser, its errors and every help text read this one table.

@@ -7,6 +7,7 @@ use std::fmt;
 
 pub mod control;
 pub mod filter;
+pub mod flow;
 pub mod output;
 
 /// Whether a zone's drops are enforced or only reported.

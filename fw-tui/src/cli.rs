@@ -142,9 +142,9 @@ pub enum ScreenArg {
     Audit,
 }
 
-impl From<ScreenArg> for crate::console::screens::ScreenId {
+impl From<ScreenArg> for crate::console::screen_id::ScreenId {
     fn from(s: ScreenArg) -> Self {
-        use crate::console::screens::ScreenId;
+        use crate::console::screen_id::ScreenId;
         match s {
             ScreenArg::Flows => ScreenId::Flows,
             ScreenArg::Drops => ScreenId::Drops,

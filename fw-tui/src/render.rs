@@ -394,9 +394,9 @@ pub fn audit(records: &[AuditRecord], now: i64) -> String {
             utc(secs),
             ago(secs, now),
             who,
-            r.op.clone(),
+            r.op.to_string(),
             if d.is_empty() { "-".into() } else { d.join("; ") },
-            r.result.clone(),
+            r.result.to_string(),
         ]);
     }
     t.render()

@@ -74,7 +74,7 @@ fn frames(app: &mut App, w: u16, h: u16, n: usize) -> Vec<Duration> {
         // Scroll between frames: a page down every tenth frame, else one row.
         app.press(if i % 10 == 0 { KeyCode::PageDown } else { KeyCode::Down });
         let t = Instant::now();
-        term.draw(|f| app.draw(f)).expect("draw");
+        term.draw(|f| app.set_layout(fw_tui::console::ui::draw(f, app))).expect("draw");
         out.push(t.elapsed());
     }
     out

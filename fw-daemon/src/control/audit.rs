@@ -10,13 +10,14 @@
 //! (an alert, and status says so) until a write succeeds again; that first write is preceded
 //! by a record of the gap, so a reader of the file knows what it does not hold.
 
+use crate::clock::now_ms;
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use fw_proto::control::{AlertKind, AuditRecord, AuditStatus};
+use fw_proto::control::{AlertKind, AuditOp, AuditRecord, AuditResult, AuditStatus};
 use tracing::error;
 
 #[derive(Debug, thiserror::Error)]
@@ -41,10 +42,6 @@ pub struct AuditLog {
     health: Mutex<Health>,
     /// Where "broken" and "works again" are announced.
     alerts: Option<Arc<crate::alerts::Alerts>>,
-}
-
-fn now_ms() -> i64 {
-    crate::flows::collector::now_ms()
 }
 
 impl AuditLog {
@@ -129,13 +126,13 @@ impl AuditLog {
             peer: None,
             role: None,
             actor: None,
-            op: "audit-resumed".into(),
+            op: AuditOp::AuditResumed,
             target: None,
             path: Some(self.path.display().to_string()),
             block: None,
             reason: h.error.clone(),
             ttl_ms: None,
-            result: "ok".into(),
+            result: AuditResult::Ok,
             policy_hash: None,
             summary: Some(format!(
                 "the trail could not be written from unix ms {since}: {} record(s) of the daemon's own actions are missing; requests were refused meanwhile",

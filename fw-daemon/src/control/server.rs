@@ -13,20 +13,21 @@
 //! their own, so no number of viewer connections keeps a responder out. A connection over
 //! its limit gets `busy` at once and costs no task.
 
+use crate::clock::now_ms;
 use std::collections::HashMap;
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use fw_proto::control::{
-    Answer, AuditRecord, ErrorCode, Event, FlowFilter, Op, Request, Role, ServerMsg, ALERTS_KEPT,
-    MAX_REQUEST_BYTES, PROTOCOL_VERSION,
+    Answer, AuditOp, AuditRecord, AuditResult, ErrorCode, Event, FlowFilter, Op, Request, Role, ServerMsg,
+    ALERTS_KEPT, MAX_REQUEST_BYTES, PROTOCOL_VERSION,
 };
 use tracing::{debug, info, warn};
 
@@ -576,10 +577,6 @@ async fn push_alerts(srv: &Server, w: &mut (impl AsyncWrite + Unpin), conn: &mut
     true
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 /// An answer now, or one the daemon will give (a command). Lives for one request, on the
 /// stack: the size of the first variant costs nothing worth a box.
 #[allow(clippy::large_enum_variant)]
@@ -757,7 +754,7 @@ fn audit_refusal(srv: &Server, op: &Op, who: &Credentials, role: Role) {
         peer: Some(who.peer.clone()),
         role: Some(role),
         actor: None,
-        op: op.name().into(),
+        op: AuditOp::of(op),
         target: match op {
             Op::Block { target, .. } => Some(target.clone()),
             _ => None,
@@ -769,7 +766,7 @@ fn audit_refusal(srv: &Server, op: &Op, who: &Credentials, role: Role) {
         },
         reason,
         ttl_ms: ttl_ms.or(ttl_secs.map(|s| s.saturating_mul(1000))),
-        result: format!("error: forbidden: {role} may not {}", op.name()),
+        result: AuditResult::failed(ErrorCode::Forbidden, format!("{role} may not {}", op.name())),
         policy_hash: None,
         summary: None,
     };

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use fw_proto::control::{AlertKind, Answer, AuditRecord, BlockTarget, ErrorCode};
+use fw_proto::control::{AlertKind, Answer, AuditOp, AuditRecord, AuditResult, BlockTarget, ErrorCode};
 use tracing::{error, info, warn};
 
 use crate::blocks::{Block, Ttl};
@@ -32,13 +32,13 @@ pub fn expire_record(b: &Block, summary: Option<&str>, now_ms: i64) -> AuditReco
         peer: None,
         role: None,
         actor: None,
-        op: "expire".into(),
+        op: AuditOp::Expire,
         target: Some(b.target.clone()),
         path: None,
         block: Some(b.id),
         reason: b.reason.clone(),
         ttl_ms: b.expires_ms.map(|e| (e - b.created_ms).max(0) as u64),
-        result: "ok".into(),
+        result: AuditResult::Ok,
         policy_hash: None,
         summary: summary.map(str::to_string),
     }
@@ -56,8 +56,8 @@ pub struct Blocks<'a> {
 type Outcome = Result<Answer, (ErrorCode, String)>;
 
 impl Blocks<'_> {
-    fn affected(&self, block: &Block) -> BTreeSet<String> {
-        self.enf.rec.zones().into_iter().filter(|(c, z)| block.applies_to(c, z)).map(|(c, _)| c).collect()
+    fn affected(zones: &[(String, String)], block: &Block) -> BTreeSet<String> {
+        zones.iter().filter(|(c, z)| block.applies_to(c, z)).map(|(c, _)| c.clone()).collect()
     }
 
     /// Places a block. Its elements go in first (a cut must not wait for a disk), then its
@@ -84,7 +84,7 @@ impl Blocks<'_> {
             Err(e) => return (Err((ErrorCode::NotFound, e.to_string())), vec![]),
         };
         rec.block = Some(block.id);
-        let affected = self.affected(&block);
+        let affected = Self::affected(&zones, &block);
         // Applied first, saved before the answer: the cut does not wait for an fsync, and a
         // block is acknowledged only once it will survive a restart. The floors first: they
         // are what the container cannot undo (their block sets alone: nothing else compiled).
@@ -104,7 +104,7 @@ impl Blocks<'_> {
             let why: Vec<String> = report.failed.iter().map(|(c, e)| format!("{c}: {e}")).collect();
             return (Err((ErrorCode::Internal, format!("block not applied: {}", why.join("; ")))), vec![]);
         }
-        rec.result = "ok".into();
+        rec.result = AuditResult::Ok;
         if let Err(e) = self.trail.write(rec, need) {
             self.enf.rec.set_blocks(before);
             let report = self.enf.rec.reconcile_some(Some(&affected));
@@ -161,16 +161,16 @@ impl Blocks<'_> {
             Err(e) => return (Err((ErrorCode::NotFound, e.to_string())), vec![]),
         };
         rec.target = Some(block.target.clone());
-        rec.result = "ok".into();
+        rec.result = AuditResult::Ok;
         if let Err(e) = self.trail.write(rec, Need::Required) {
             return (Err(e), vec![]);
         }
-        let affected = self.affected(&block);
+        let affected = Self::affected(&self.enf.rec.zones(), &block);
         if let Err(e) = self.state.write_blocks(&list) {
             // Recorded as done, then not done: say so in the trail too.
             let mut undo = rec.clone();
             undo.time_ms = self.clock.now_ms();
-            undo.result = format!("error: internal: not lifted after all: {e}");
+            undo.result = AuditResult::failed(ErrorCode::Internal, format!("not lifted after all: {e}"));
             self.trail.record(&undo);
             return (Err((ErrorCode::Internal, e.to_string())), vec![]);
         }
@@ -237,7 +237,7 @@ impl Blocks<'_> {
         let reason =
             format!("tamper: its table was restored {} times within {} s", t.repairs, t.window.as_secs_f64());
         let target = BlockTarget::Quarantine { container: name.to_string(), direction: BlockDirection::Both };
-        let mut rec = self.trail.own_record("block", Some(target.clone()), Some(&reason), self.clock);
+        let mut rec = self.trail.own_record(AuditOp::Block, Some(target.clone()), Some(&reason), self.clock);
         rec.actor = Some(TAMPER_ACTOR.into());
         // The daemon's own action: it stands even when the trail cannot record it.
         let (outcome, mut notices) = self.block(
@@ -254,7 +254,7 @@ impl Blocks<'_> {
             }
             Ok(_) => "quarantined".into(),
             Err((code, m)) => {
-                rec.result = format!("error: {code}: {m}");
+                rec.result = AuditResult::failed(code, &m);
                 self.trail.record(&rec);
                 format!("quarantine failed: {m}")
             }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use fw_proto::control::{AuditRecord, ErrorCode};
+use fw_proto::control::{AuditOp, AuditRecord, AuditResult, ErrorCode};
 
 use crate::clock::Clock;
 use crate::control::audit::AuditLog;
@@ -60,7 +60,7 @@ impl Trail {
     /// A record of the daemon's own doing (no peer, no role): `op` on `target`, for `reason`.
     pub fn own_record(
         &self,
-        op: &str,
+        op: AuditOp,
         target: Option<fw_proto::control::BlockTarget>,
         reason: Option<&str>,
         clock: &dyn Clock,
@@ -70,13 +70,13 @@ impl Trail {
             peer: None,
             role: None,
             actor: None,
-            op: op.into(),
+            op,
             target,
             path: None,
             block: None,
             reason: reason.map(str::to_string),
             ttl_ms: None,
-            result: String::new(),
+            result: AuditResult::unfinished(),
             policy_hash: None,
             summary: None,
         }

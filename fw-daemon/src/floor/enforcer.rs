@@ -290,7 +290,7 @@ fn flush_caches_again(nft: &mut dyn Tables, rs: &Ruleset) {
 /// replies stop at the floor too).
 fn replace(nft: &mut dyn Tables, rs: &Ruleset) -> Result<(), NftError> {
     let mut next = rs.clone();
-    let now = crate::nft::now_ms();
+    let now = crate::clock::now_ms();
     for (name, outbound) in dynamic_sets() {
         let Some(set) = rs.set(name) else { continue };
         let SetKey::Fields(kinds) = set.key else { continue };

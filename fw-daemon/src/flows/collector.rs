@@ -18,12 +18,13 @@
 //! The table's questions about containers, peers and rules are answered by `FlowContext`,
 //! a value the daemon rebuilds after every reconcile.
 
+use crate::clock::now_ms;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use fw_proto::control::{Direction, FlowFilter, FlowSnapshot, FlowVerdict, Proto};
 use fw_proto::RuleRef;
@@ -66,10 +67,6 @@ fn refresh_interval(open: usize) -> Duration {
     } else {
         Duration::from_secs(60)
     }
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// What the table needs to know about the fleet; rebuilt by the daemon after reconciles.

@@ -3,11 +3,9 @@
 //! absolute-form and CONNECT targets) or the first `Host` header line is complete, and says
 //! `Invalid` as soon as the bytes so far cannot start an HTTP/1.x request.
 
+use super::sniff::{is_method_char, MAX_METHOD};
 use super::Parse;
 
-/// Longest method token we accept (standard methods are at most 7 letters; WebDAV's longest is
-/// 16).
-const MAX_METHOD: usize = 20;
 /// Longest request line or header line we wait for.
 const MAX_LINE: usize = 4096;
 
@@ -20,16 +18,7 @@ pub struct Request {
     pub host: Option<Vec<u8>>,
 }
 
-fn is_method_char(c: u8) -> bool {
-    c.is_ascii_uppercase() || c == b'-' || c == b'_'
-}
-
-/// Whether `data` could be the start of an HTTP request (a method token then a space), for
-/// reasons and for protocol autodetection.
-pub fn looks_like_request(data: &[u8]) -> bool {
-    let n = data.iter().take(MAX_METHOD + 1).take_while(|&&c| is_method_char(c)).count();
-    n > 0 && n <= MAX_METHOD && data.get(n) == Some(&b' ')
-}
+pub use super::sniff::looks_like_http_request as looks_like_request;
 
 /// One line ending in LF (a CR before it is dropped), or None when the line is not complete.
 fn line(data: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -48,7 +37,7 @@ pub fn parse_request(data: &[u8]) -> Parse<Request> {
         return bad("TLS handshake");
     }
     if data.starts_with(b"SSH-") {
-        return Parse::Invalid(format!("not HTTP: {}", super::tls::describe_non_tls(data)));
+        return Parse::Invalid(format!("not HTTP: {}", super::sniff::describe(data)));
     }
     // Method: check the prefix as it grows, so garbage is refused on the first segment.
     let m = data.iter().take(MAX_METHOD + 1).take_while(|&&c| is_method_char(c)).count();

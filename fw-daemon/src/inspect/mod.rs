@@ -16,6 +16,7 @@ pub mod mark;
 pub mod names;
 pub mod packet;
 pub mod reasm;
+pub mod sniff;
 pub mod tls;
 
 #[cfg(test)]
@@ -200,7 +201,7 @@ fn proto_label(p: AppProto) -> &'static str {
 fn detect(data: &[u8]) -> Option<AppProto> {
     if data.first() == Some(&0x16) && data.get(1).is_none_or(|&v| v == 3) {
         Some(AppProto::Tls)
-    } else if http::looks_like_request(data) {
+    } else if sniff::looks_like_http_request(data) {
         Some(AppProto::Http)
     } else {
         None
@@ -580,7 +581,7 @@ fn step(
                     reason: format!(
                         "not {}: server spoke first ({})",
                         proto_label(pr),
-                        tls::describe_non_tls(p.payload)
+                        sniff::describe(p.payload)
                     ),
                 }
             }

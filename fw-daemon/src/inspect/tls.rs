@@ -3,6 +3,7 @@
 //! compression methods, and walk the extensions to `server_name` (type 0), `host_name` (0).
 //! No allocation unless the handshake message is spread over several TLS records.
 
+use super::sniff::REC_HANDSHAKE;
 use super::Parse;
 
 /// What the first bytes of a client's stream say about TLS.
@@ -12,7 +13,6 @@ pub enum Hello {
     ClientHello { sni: Option<Vec<u8>> },
 }
 
-const REC_HANDSHAKE: u8 = 22;
 const HS_CLIENT_HELLO: u8 = 1;
 const EXT_SERVER_NAME: u16 = 0;
 /// Largest handshake message we are willing to gather across records (a ClientHello with a
@@ -53,30 +53,7 @@ impl<'a> Rd<'a> {
     }
 }
 
-/// Says what a stream that should start with a ClientHello starts with instead, for reasons
-/// like "not TLS: SSH-2.0 banner". Also used on a server's first bytes.
-pub fn describe_non_tls(data: &[u8]) -> String {
-    if data.starts_with(b"SSH-") {
-        // "SSH-2.0-OpenSSH_9.2": report the protocol version part.
-        let rest = &data[4..data.len().min(12)];
-        let ver = rest.split(|&c| c == b'-' || c == b'\r' || c == b'\n').next().unwrap_or(b"");
-        let ver: String = ver.iter().map(|&c| if c.is_ascii_graphic() { c as char } else { '?' }).collect();
-        return format!("SSH-{ver} banner");
-    }
-    if super::http::looks_like_request(data) {
-        return "HTTP request".into();
-    }
-    match data.first() {
-        Some(&REC_HANDSHAKE) => "TLS handshake that is not a ClientHello".into(),
-        Some(20..=24) => format!("TLS record of type {}", data[0]),
-        Some(_) => {
-            let n = data.len().min(4);
-            let hex: Vec<String> = data[..n].iter().map(|b| format!("{b:02x}")).collect();
-            format!("first bytes {}", hex.join(" "))
-        }
-        None => "no data".into(),
-    }
-}
+pub use super::sniff::describe as describe_non_tls;
 
 /// Parses the start of a client's TCP stream as TLS records holding a ClientHello.
 /// `NeedMore` while the bytes so far are a valid prefix of one; `Invalid(reason)` as soon as

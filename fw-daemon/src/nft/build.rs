@@ -1,6 +1,7 @@
 //! Ruleset IR -> one nftnl batch: add, delete, add `table inet fw`, then sets and their
 //! elements, chains, and rules. No I/O: the batch is sent by `mod.rs`.
 
+use crate::clock::now_ms;
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::net::IpAddr;
@@ -209,11 +210,6 @@ pub fn set_flags(set: &Set) -> u32 {
         flags |= sys::SET_EVAL;
     }
     flags
-}
-
-/// Unix milliseconds now: element timeouts are relative, expiries absolute.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The kernel timeout for an element expiring at `expires` (unix ms); `Err` when it already

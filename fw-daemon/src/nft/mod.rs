@@ -13,7 +13,7 @@ use nftnl::MsgType;
 use nix::sys::socket::{setsockopt, sockopt};
 
 pub use build::BuildError;
-pub use build::{decode_tuple, elem_key, now_ms};
+pub use build::{decode_tuple, elem_key};
 use build::{interval_elems, key_type, Built, Emitter};
 pub use netlink::{DumpedElem, RuleCounters};
 pub use sys::async_socket;
@@ -153,7 +153,7 @@ impl Nft {
         let mut em = Emitter::for_table(&name, build::proto_family(family).0);
         for c in changes {
             let key = key_type(c.key);
-            let now = build::now_ms();
+            let now = crate::clock::now_ms();
             let elems = |list: &[SetElem], with_timeouts: bool| -> Vec<Elem> {
                 let nets: Vec<(Vec<u8>, Vec<u8>)> = list
                     .iter()

@@ -10,8 +10,6 @@ pub mod units;
 pub mod validate;
 
 pub use diag::{Diagnostic, Severity};
-pub use load::{
-    load_dir, read_bounded, read_dir, read_dir_limited, Bounded, LoadResult, ReadLimits, SourceFile,
-};
+pub use load::{read_bounded, read_dir, read_dir_limited, Bounded, LoadResult, ReadLimits, SourceFile};
 pub use model::*;
-pub use validate::load_sources;
+pub use validate::{load_dir, load_sources};

@@ -10,6 +10,14 @@ use super::diag::{suggest, Diagnostic, Severity};
 use super::load::{format_unix, read_file, LoadResult, RawRule, SourceFile};
 use super::model::*;
 
+/// Loads and validates a rules directory. `now` (unix seconds) decides which rules have expired.
+pub fn load_dir(dir: &std::path::Path, now: i64) -> LoadResult {
+    match super::load::read_dir(dir) {
+        Ok(files) => load_sources(&files, now),
+        Err(diagnostics) => LoadResult { policy: None, diagnostics },
+    }
+}
+
 /// Loads a policy from in-memory files (in evaluation order). Pure: the fuzz target and the
 /// property tests drive this directly.
 pub fn load_sources(files: &[SourceFile], now: i64) -> LoadResult {

@@ -9,7 +9,6 @@ use fw_proto::control::{
 use ratatui::crossterm::event::{
     KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
 };
-use ratatui::Frame;
 
 use super::dialog::{Dialog, Outcome};
 use super::filterbar::{Change, FilterBar};
@@ -200,13 +199,8 @@ impl App {
     pub fn page(&self) -> usize {
         match self.layout.list {
             Some(l) if self.layout.size == self.size => usize::from(l.height).max(1),
-            _ => super::ui::list_height(self.screen, self.size).max(1),
+            _ => super::layout::list_height(self.screen, self.size).max(1),
         }
-    }
-
-    /// Renders the console and keeps the frame's layout for the mouse.
-    pub fn draw(&mut self, f: &mut Frame) {
-        self.layout = super::ui::draw(f, self);
     }
 
     pub fn set_layout(&mut self, layout: FrameLayout) {

@@ -3,7 +3,8 @@
 
 use ratatui::layout::Rect;
 
-use super::screens::ScreenId;
+use super::screen_id::ScreenId;
+use super::screens::drops;
 use super::widgets::Shown;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,4 +32,22 @@ impl FrameLayout {
         let l = self.list?;
         l.contains((column, row).into()).then(|| usize::from(row - l.y))
     }
+}
+
+/// The screen's area: below the tab bar, above the two bottom lines.
+pub fn body(area: Rect) -> Rect {
+    Rect { x: area.x, y: area.y + 1, width: area.width, height: area.height.saturating_sub(3) }
+}
+
+/// How many rows of `screen`'s list fit at `size`, as [`draw`](super::ui::draw) lays it out (before the first
+/// frame; after it the frame's own layout says).
+pub fn list_height(screen: ScreenId, size: (u16, u16)) -> usize {
+    let b = body(Rect::new(0, 0, size.0, size.1));
+    let h = match screen {
+        ScreenId::Drops => drops::split(b).0.height.saturating_sub(1),
+        // Policy, loaded, rules directory and reload lines stay above the list.
+        ScreenId::Rules => b.height.saturating_sub(4),
+        _ => b.height.saturating_sub(1),
+    };
+    usize::from(h)
 }

@@ -24,6 +24,7 @@ pub mod keys;
 pub mod layout;
 pub mod list;
 pub mod model;
+pub mod screen_id;
 pub mod screens;
 #[doc(hidden)]
 pub mod testdata;
@@ -142,7 +143,7 @@ fn event_loop(
             return Ok(());
         }
         if dirty && last_draw.elapsed() >= frame_every {
-            terminal.draw(|f| app.draw(f))?;
+            terminal.draw(|f| app.set_layout(ui::draw(f, &app)))?;
             last_draw = Instant::now();
             dirty = false;
         }

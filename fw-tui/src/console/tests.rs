@@ -51,7 +51,7 @@ fn rebuild(a: &mut App) {
 fn draw(app: &mut App, w: u16, h: u16) -> Terminal<TestBackend> {
     app.update(Msg::Resize(w, h));
     let mut t = Terminal::new(TestBackend::new(w, h)).expect("test terminal");
-    t.draw(|f| app.draw(f)).expect("draw");
+    t.draw(|f| app.set_layout(super::ui::draw(f, app))).expect("draw");
     t
 }
 

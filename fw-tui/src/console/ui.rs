@@ -14,32 +14,14 @@ use super::app::{App, Overlay};
 use super::columns::fit_line;
 use super::help;
 use super::keys;
-use super::layout::FrameLayout;
+use super::layout::{body, FrameLayout};
 use super::model::Conn;
-use super::screens::{drops, DrawCx, ScreenId};
+use super::screens::{DrawCx, ScreenId};
 use super::theme::Theme;
 use super::widgets::popup;
 
 /// Width from which popups are not as wide as the screen.
 pub const WIDE: u16 = 150;
-
-/// The screen's area: below the tab bar, above the two bottom lines.
-pub fn body(area: Rect) -> Rect {
-    Rect { x: area.x, y: area.y + 1, width: area.width, height: area.height.saturating_sub(3) }
-}
-
-/// How many rows of `screen`'s list fit at `size`, as [`draw`] lays it out (before the first
-/// frame; after it the frame's own layout says).
-pub fn list_height(screen: ScreenId, size: (u16, u16)) -> usize {
-    let b = body(Rect::new(0, 0, size.0, size.1));
-    let h = match screen {
-        ScreenId::Drops => drops::split(b).0.height.saturating_sub(1),
-        // Policy, loaded, rules directory and reload lines stay above the list.
-        ScreenId::Rules => b.height.saturating_sub(4),
-        _ => b.height.saturating_sub(1),
-    };
-    usize::from(h)
-}
 
 /// `" 1 Flows "`: a tab's label.
 fn tab_label(s: ScreenId) -> String {

@@ -25,7 +25,7 @@ pub struct AuditScreen {
 }
 
 fn key(r: &AuditRecord) -> Key {
-    (r.time_ms, r.op.clone(), r.subject())
+    (r.time_ms, r.op.to_string(), r.subject())
 }
 
 fn who(r: &AuditRecord, with_role: bool) -> String {
@@ -85,8 +85,14 @@ impl Screen for AuditScreen {
                 let r = &m.audit[i];
                 let user = who(r, false);
                 let subject = r.subject().unwrap_or_default();
-                let fields =
-                    [user.as_str(), &r.op, subject.as_str(), &r.result, r.reason.as_deref().unwrap_or("")];
+                let result = r.result.to_string();
+                let fields = [
+                    user.as_str(),
+                    r.op.as_str(),
+                    subject.as_str(),
+                    &result,
+                    r.reason.as_deref().unwrap_or(""),
+                ];
                 filter.matches_fields(None, None, &fields)
             })
             .collect();
@@ -122,7 +128,7 @@ impl Screen for AuditScreen {
                 if let Some(s) = &r.summary {
                     what.push_str(&format!(" {s}"));
                 }
-                let ok = r.result == "ok";
+                let ok = r.result.is_ok();
                 let style = if i == self.list.index {
                     Style::new().add_modifier(Modifier::REVERSED)
                 } else {
@@ -133,9 +139,9 @@ impl Screen for AuditScreen {
                     vec![
                         Text::new(time),
                         Text::new(who(r, wide)),
-                        Text::new(r.op.clone()),
+                        Text::new(r.op.to_string()),
                         Text::new(what.trim().to_string()),
-                        Text::new(r.result.clone()).styled(if ok { t.ok() } else { t.error() }),
+                        Text::new(r.result.to_string()).styled(if ok { t.ok() } else { t.error() }),
                     ],
                     style,
                 ))
@@ -166,7 +172,7 @@ impl Screen for AuditScreen {
                     None => r.actor.clone().unwrap_or_else(|| "fw-daemon".into()),
                 },
             ),
-            kv(t, "op", r.op.clone()),
+            kv(t, "op", r.op.to_string()),
         ];
         for (k, v) in [
             ("target", r.subject()),
@@ -180,7 +186,7 @@ impl Screen for AuditScreen {
                 lines.push(kv(t, k, v));
             }
         }
-        lines.push(kv(t, "result", r.result.clone()));
+        lines.push(kv(t, "result", r.result.to_string()));
         Some(Details { title: "Audit record", lines })
     }
 
