@@ -118,6 +118,8 @@ else
   cargo run -q --release -p fw-bench --bin nft_sets
   section "netlink: daemon reconcile, 200-namespace reload and 500-namespace churn (daemon_churn)"
   cargo run -q --release -p fw-bench --bin daemon_churn
+  section "idle: daemon CPU, threads and RSS with 50, 250 and 1,000 namespaces and no traffic (idle_cost)"
+  cargo run -q --release -p fw-bench --bin idle_cost 50 250 1000
   if command -v docker >/dev/null; then
     section "docker: start event -> table programmed, 50 starts (bench/docker-start.sh)"
     bash bench/docker-start.sh 50

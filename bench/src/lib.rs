@@ -352,36 +352,65 @@ pub fn bridged_pair(prefix: &str) -> (Netns, Netns, Netns) {
     (a, b, hub)
 }
 
+/// When the last byte of a stream reached a [`last_byte_server`], in ns since its `base`.
+pub struct LastByte {
+    /// The kernel's receive timestamp of the last segment read (`SO_TIMESTAMPNS`): when the
+    /// byte got through, whatever the reader's scheduling.
+    pub arrived: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// When the reader got it (arrival plus the reader's wake-up on a busy machine).
+    pub read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
 /// A TCP server inside `netns` that records when its last byte arrived (ns since `base`):
 /// the latency benchmarks time how fast a cut stops a stream by it.
 pub fn last_byte_server(
     netns: &std::path::Path,
     addr: std::net::SocketAddr,
     base: std::time::Instant,
-) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
-    use std::io::Read;
-    use std::sync::atomic::Ordering;
-    let last_rx = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+) -> LastByte {
+    use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
+    use nix::time::{clock_gettime, ClockId};
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let arrived = std::sync::Arc::new(AtomicU64::new(0));
+    let read = std::sync::Arc::new(AtomicU64::new(0));
     let listener = fw_daemon::netns::run_in(netns, move || std::net::TcpListener::bind(addr))
         .expect("netns")
         .expect("bind");
-    let lr = last_rx.clone();
+    // Kernel timestamps are wall-clock: this offset turns them into time since `base`.
+    let real = clock_gettime(ClockId::CLOCK_REALTIME).expect("clock");
+    let mono = base.elapsed().as_nanos() as i128;
+    let offset = real.tv_sec() as i128 * 1_000_000_000 + real.tv_nsec() as i128 - mono;
+    let (a, r) = (arrived.clone(), read.clone());
     std::thread::spawn(move || {
         for conn in listener.incoming() {
-            let Ok(mut s) = conn else { continue };
-            let lr = lr.clone();
+            let Ok(s) = conn else { continue };
+            setsockopt(&s, sockopt::ReceiveTimestampns, &true).expect("SO_TIMESTAMPNS");
+            let (a, r) = (a.clone(), r.clone());
             std::thread::spawn(move || {
                 let mut buf = [0u8; 65536];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 {
+                let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+                loop {
+                    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+                    let Ok(msg) = recvmsg::<()>(s.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
+                    else {
+                        break;
+                    };
+                    if msg.bytes == 0 {
                         break;
                     }
-                    lr.store(base.elapsed().as_nanos() as u64, Ordering::SeqCst);
+                    r.store(base.elapsed().as_nanos() as u64, Ordering::SeqCst);
+                    if let Ok(mut cmsgs) = msg.cmsgs() {
+                        if let Some(ControlMessageOwned::ScmTimestampns(t)) = cmsgs.next() {
+                            let at = t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128 - offset;
+                            a.store(at.max(0) as u64, Ordering::SeqCst);
+                        }
+                    }
                 }
             });
         }
     });
-    last_rx
+    LastByte { arrived, read }
 }
 
 /// Writes 512-byte chunks to `s`, 50 us apart, until `stop` (or the stream fails). It

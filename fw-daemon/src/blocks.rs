@@ -164,7 +164,7 @@ impl Block {
     }
 }
 
-fn any_addr(f: Family) -> (IpAddr, IpAddr) {
+pub(crate) fn any_addr(f: Family) -> (IpAddr, IpAddr) {
     match f {
         Family::V4 => (Ipv4Addr::UNSPECIFIED.into(), Ipv4Addr::BROADCAST.into()),
         Family::V6 => (Ipv6Addr::UNSPECIFIED.into(), Ipv6Addr::from(u128::MAX).into()),

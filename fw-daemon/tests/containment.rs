@@ -24,12 +24,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use common::attack::{arrived, mac, of, reader, send_raw, token_frames};
 use common::client::{skipped_names, Client};
 use common::daemon::{eventually, Daemon};
-use common::lab::{tcp_probe, Lab, Probe};
+use common::lab::{has_fw_table, tcp_probe, Lab, Probe};
 use fw_attack::frame::{self, Eth, MacAddr, L4};
 use fw_attack::link::Filter;
 use fw_attack::{net, tamper};
 use fw_daemon::netns::run_in;
-use fw_proto::control::{AlertKind, BlockDirection, BlockTarget, Scope};
+use fw_proto::control::{AlertKind, BlockDirection, BlockTarget, Op, Scope};
 
 const WAIT: Duration = Duration::from_millis(400);
 const MANAGED: [&str; 3] = ["web-1", "api-1", "db-1"];
@@ -64,10 +64,6 @@ fn nft_script(ns: &str, script: &str) {
         .expect("run nft");
     c.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("write the script");
     assert!(c.wait().expect("nft").success(), "nft -f in {ns}:\n{script}");
-}
-
-fn has_fw_table(ns: &str) -> bool {
-    nft_ns(ns, &["list", "tables"]).expect("nft list tables").lines().any(|l| l.trim() == "table inet fw")
 }
 
 fn now_ms() -> i64 {
@@ -287,6 +283,68 @@ fn raw_frames_to_a_blocked_destination_never_arrive() {
     let n = arrived(rx);
     assert_eq!(n, 0, "raw frames from web-1 to blocked api-1: {}\n{}", of(n, 40), d.log_tail(40));
     assert_eq!(tcp_probe(&env.path("web-1"), SocketAddr::new(api, 8080), WAIT), Probe::TimedOut);
+
+    // One host is a hash element on the floor; a network is a range element: the same
+    // frames against that kind too.
+    c.call(Op::Unblock { block: b.id }).expect("unblock");
+    let net = ipnet::IpNet::new(api, 30).expect("prefix").trunc();
+    c.block(
+        BlockTarget::Destination { scope: Scope::Container("web-1".into()), net, proto: None, port: None },
+        None,
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let rx = token_reader(&env, "api-1", "net", api);
+    raw_to(&env, "web-1", "api-1", api, Tp::Syn(8080), "net", 20);
+    raw_to(&env, "web-1", "api-1", api, Tp::Udp(8080), "net", 20);
+    let n = arrived(rx);
+    assert_eq!(n, 0, "raw frames from web-1 into blocked {net}: {}\n{}", of(n, 40), d.log_tail(40));
+}
+
+/// The floor's verdict cache passes a live stream's mid-stream segments on one lookup. An
+/// attacker who knows the tuple (another container on the bridge, raw sockets) writes the
+/// same segments, with its own MAC and with the stream owner's: the cache is keyed by the
+/// sending port and its MAC too, so they miss it and the anti-spoofing drops them.
+#[test]
+#[ignore = "needs root"]
+fn a_cached_stream_tuple_admits_no_other_sender() {
+    if !available() {
+        return;
+    }
+    let mut env = Env::new("cachespoof", &[]);
+    env.lab.serve_tcp_hold("db-1", 5432);
+    let (d, _c) = env.start("1");
+    let (api, db) = (env.v4("api-1"), env.v4("db-1"));
+    // api-1 -> db-1:5432 is allowed: a live stream, whose tuple the floor caches.
+    let mut stream = env.lab.connect("api-1", SocketAddr::new(db, 5432));
+    let sport = stream.local_addr().expect("local address").port();
+    for _ in 0..5 {
+        stream.write_all(&[7u8; 2048]).expect("write");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let cache =
+        nft_ns(env.lab.hub_ns(), &["list", "set", "bridge", "fw_floor", "cache_out4"]).expect("cache");
+    assert!(cache.contains(&format!("{sport}")), "the stream's tuple is cached:\n{cache}");
+
+    let segments = |eth: Eth, token: &str| {
+        let token = token.to_string();
+        move |seq: u64| {
+            let p = frame::token_payload(&token, seq);
+            let l4 = L4::TcpAck { sport, dport: 5432, seq: 1_000_000 + seq as u32, ack: 1, payload: &p };
+            frame::ip_frame(&eth, api, db, &l4, seq as u16).expect("a valid frame")
+        }
+    };
+    // Control: the owner's own segments on its tuple arrive (the reader sees this kind).
+    let rx = token_reader(&env, "db-1", "owner", db);
+    send_raw(&env.path("api-1"), 20, Duration::from_millis(2), segments(env.eth("api-1", "db-1"), "owner"));
+    assert_eq!(arrived(rx), 20, "api-1's own mid-stream segments arrive (reader check)");
+
+    let rx = token_reader(&env, "db-1", "thief", db);
+    let web = env.path("web-1");
+    send_raw(&web, 20, Duration::from_millis(2), segments(env.eth("web-1", "db-1"), "thief"));
+    send_raw(&web, 20, Duration::from_millis(2), segments(env.eth("api-1", "db-1"), "thief"));
+    let n = arrived(rx);
+    assert_eq!(n, 0, "web-1's segments on api-1's cached tuple: {}\n{}", of(n, 40), d.log_tail(40));
 }
 
 #[test]
@@ -1112,7 +1170,7 @@ fn quarantine_egress_cuts_what_it_opens_and_keeps_what_it_serves() {
     assert!(flipped.is_empty(), "replies shown as flows web-1 opened: {flipped:?}");
 
     // Both: nothing in, nothing out, the recorded tuple included.
-    assert!(c.call(fw_proto::control::Op::Unblock { block: b.id }).is_ok());
+    assert!(c.call(Op::Unblock { block: b.id }).is_ok());
     c.block(BlockTarget::Quarantine { container: "web-1".into(), direction: BlockDirection::Both }, None);
     std::thread::sleep(Duration::from_millis(200));
     assert_ne!(tcp_probe(&env.path("api-1"), web80, WAIT), Probe::Connected, "both: api-1 reached web-1:80");

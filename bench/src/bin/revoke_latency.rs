@@ -46,7 +46,8 @@ fn main() {
     c.wait_programmed();
 
     let base = Instant::now();
-    let last_rx = fw_bench::last_byte_server(&api.path(), SocketAddr::from(([10, 80, 0, 2], 8080)), base);
+    let last_rx =
+        fw_bench::last_byte_server(&api.path(), SocketAddr::from(([10, 80, 0, 2], 8080)), base).arrived;
     let dst = SocketAddr::from(([10, 80, 0, 2], 8080));
     let put = |text: &str| {
         let tmp = rules.join(".20-policies.toml.tmp");

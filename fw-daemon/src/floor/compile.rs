@@ -431,6 +431,19 @@ impl FloorBuilder {
                 }
                 for (dir, map) in [("out", &cb.egress), ("in", &cb.ingress)] {
                     for (range, exp) in map {
+                        // One destination host, whatever the protocol: a hash element,
+                        // which the kernel commits in a fraction of a range element's time
+                        // (the common incident cut, so it lands sooner).
+                        if let Some(host) = host_destination(range) {
+                            let name = block_host_set(dir, range.family());
+                            let e = SetElem::Tuple(vec![port, KeyValue::Addr(host)]);
+                            let entry = ranges.entry(name).or_default();
+                            if let Some(ms) = exp {
+                                entry.1.insert(e.clone(), *ms);
+                            }
+                            entry.0.push(e);
+                            continue;
+                        }
                         let name = block_set(dir, range.family(), range.has_ports());
                         let mut parts = vec![
                             (port, port),
@@ -467,26 +480,31 @@ impl FloorBuilder {
         }
         for dir in ["out", "in"] {
             for family in [Family::V4, Family::V6] {
-                for ports_too in [false, true] {
-                    let name = block_set(dir, family, ports_too);
-                    let key: &'static [KeyKind] = match (family, ports_too) {
-                        (Family::V4, false) => K_PEER4,
-                        (Family::V6, false) => K_PEER6,
-                        (Family::V4, true) => K_FLOW4,
-                        (Family::V6, true) => K_FLOW6,
-                    };
+                let v4 = family == Family::V4;
+                // (set, key, ranges?, what it holds)
+                let sets: [(&'static str, &'static [KeyKind], bool, &str); 3] = [
+                    (block_set(dir, family, false), if v4 { K_PEER4 } else { K_PEER6 }, true, ""),
+                    (block_set(dir, family, true), if v4 { K_FLOW4 } else { K_FLOW6 }, true, ""),
+                    (
+                        block_host_set(dir, family),
+                        if v4 { K_PORT_IP4 } else { K_PORT_IP6 },
+                        false,
+                        " of one destination host",
+                    ),
+                ];
+                for (name, key, interval, what) in sets {
                     let (mut elements, expires) = ranges.remove(name).unwrap_or_default();
                     elements.sort();
                     elements.dedup();
                     self.set(Set {
-                        interval: true,
+                        interval,
                         timeout: true,
                         elements,
                         expires,
                         ..Set::new(
                             name,
                             SetKey::Fields(key),
-                            format!("operator blocks ({dir}), keyed by port"),
+                            format!("operator blocks ({dir}){what}, keyed by port"),
                         )
                     });
                 }
@@ -752,10 +770,30 @@ pub fn block_set(dir: &str, f: Family, ports: bool) -> &'static str {
     }
 }
 
+/// The hash set of blocks that name one destination host, any protocol and port.
+pub fn block_host_set(dir: &str, f: Family) -> &'static str {
+    match (dir, f) {
+        ("out", Family::V4) => "block_out4h",
+        ("out", Family::V6) => "block_out6h",
+        (_, Family::V4) => "block_in4h",
+        (_, Family::V6) => "block_in6h",
+    }
+}
+
+/// The host a block range stands for when it is "anything to that one address".
+fn host_destination(r: &BlockRange) -> Option<IpAddr> {
+    let any_src = r.src == crate::blocks::any_addr(r.family());
+    (any_src && r.dst.0 == r.dst.1 && r.proto == (0, u8::MAX) && !r.has_ports()).then_some(r.dst.0)
+}
+
 /// The operator-block checks, port first: address-only ranges match every packet.
 fn block_rules(dir: &str, port: Field) -> Vec<Rule> {
     let mut out = Vec::new();
     for f in [Family::V4, Family::V6] {
+        out.push(drop(
+            vec![ip(f), lookup(&[port, Field::Daddr(f)], block_host_set(dir, f), false)],
+            block_ref(),
+        ));
         let base = vec![port, Field::Saddr(f), Field::Daddr(f), Field::L4Proto];
         let mut five = base.clone();
         five.extend([Field::Sport, Field::Dport]);

@@ -322,3 +322,10 @@ pub fn nft_in(node: &Node, args: &[&str]) -> String {
     assert!(out.status.success(), "nft {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Whether the named namespace holds a `table inet fw` (asked with the nft client).
+pub fn has_fw_table(ns: &str) -> bool {
+    let out =
+        Command::new("ip").args(["netns", "exec", ns, "nft", "list", "tables"]).output().expect("run nft");
+    String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == "table inet fw")
+}

@@ -53,6 +53,15 @@ pub enum L4<'a> {
         seq: u32,
         payload: &'a [u8],
     },
+    /// A mid-stream segment (ACK and PSH, no SYN, FIN or RST): what a verdict cache keyed
+    /// by a live connection's tuple would let through.
+    TcpAck {
+        sport: u16,
+        dport: u16,
+        seq: u32,
+        ack: u32,
+        payload: &'a [u8],
+    },
     /// Any protocol number with an opaque payload (0 bytes is fine).
     Raw {
         proto: u8,
@@ -64,7 +73,7 @@ impl L4<'_> {
     fn proto(&self) -> u8 {
         match self {
             L4::Udp { .. } => IpNextHeaderProtocols::Udp.0,
-            L4::TcpSyn { .. } => IpNextHeaderProtocols::Tcp.0,
+            L4::TcpSyn { .. } | L4::TcpAck { .. } => IpNextHeaderProtocols::Tcp.0,
             L4::Raw { proto, .. } => *proto,
         }
     }
@@ -72,7 +81,7 @@ impl L4<'_> {
     fn len(&self) -> usize {
         match self {
             L4::Udp { payload, .. } => UDP_LEN + payload.len(),
-            L4::TcpSyn { payload, .. } => TCP_LEN + payload.len(),
+            L4::TcpSyn { payload, .. } | L4::TcpAck { payload, .. } => TCP_LEN + payload.len(),
             L4::Raw { payload, .. } => payload.len(),
         }
     }
@@ -94,13 +103,18 @@ impl L4<'_> {
                 };
                 u.set_checksum(sum);
             }
-            L4::TcpSyn { sport, dport, seq, payload } => {
+            L4::TcpSyn { sport, dport, seq, payload } | L4::TcpAck { sport, dport, seq, payload, .. } => {
+                let (ack, flags) = match *self {
+                    L4::TcpAck { ack, .. } => (ack, TcpFlags::ACK | TcpFlags::PSH),
+                    _ => (0, TcpFlags::SYN),
+                };
                 let mut t = MutableTcpPacket::new(&mut b).expect("sized for a TCP header");
                 t.set_source(sport);
                 t.set_destination(dport);
                 t.set_sequence(seq);
+                t.set_acknowledgement(ack);
                 t.set_data_offset(5);
-                t.set_flags(TcpFlags::SYN);
+                t.set_flags(flags);
                 t.set_window(64240);
                 t.set_payload(payload);
                 let sum = match (src, dst) {
