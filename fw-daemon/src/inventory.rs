@@ -22,6 +22,15 @@ pub struct Container {
     /// Where its host side is, when discovery cannot find it by itself (a namespace not
     /// under /run/netns): the floor's namespace, and optionally the port's name there.
     pub link: Option<LinkHint>,
+    /// A Kubernetes pod's namespace and that namespace's labels (what `match.namespace` and
+    /// `match.namespace_labels` select by); `None` for Docker and inventory containers.
+    pub kube: Option<KubeMeta>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KubeMeta {
+    pub namespace: String,
+    pub namespace_labels: Vec<(String, String)>,
 }
 
 /// An inventory's `link = { netns = "...", ifname = "..." }`.
@@ -33,7 +42,12 @@ pub struct LinkHint {
 
 impl Container {
     pub fn identity(&self) -> Identity<'_> {
-        Identity { name: &self.name, image: &self.image, labels: &self.labels }
+        Identity {
+            name: &self.name,
+            image: &self.image,
+            labels: &self.labels,
+            kube: self.kube.as_ref().map(|k| (k.namespace.as_str(), k.namespace_labels.as_slice())),
+        }
     }
 }
 
@@ -88,7 +102,8 @@ pub fn parse_inventory(path: &Path, text: &str) -> Result<Inventory, Vec<Diagnos
 }
 
 const TOP_KEYS: &[&str] = &["container"];
-const CONTAINER_KEYS: &[&str] = &["name", "netns", "image", "labels", "addresses", "link"];
+const CONTAINER_KEYS: &[&str] =
+    &["name", "netns", "image", "labels", "addresses", "link", "kubernetes_namespace"];
 const LINK_KEYS: &[&str] = &["netns", "ifname"];
 
 fn read_containers(cx: &mut FileCtx<'_>, doc: &DeTable<'_>, out: &mut Vec<Container>) {
@@ -123,6 +138,11 @@ fn read_containers(cx: &mut FileCtx<'_>, doc: &DeTable<'_>, out: &mut Vec<Contai
             }
         }
         labels.sort();
+        // A pod's namespace, for `match.namespace` (the sidecar mode writes it; namespace
+        // labels are only known from the API server).
+        let kube = get(t, "kubernetes_namespace")
+            .and_then(|v| cx.str(v, "kubernetes_namespace"))
+            .map(|ns| KubeMeta { namespace: ns.to_string(), namespace_labels: Vec::new() });
         let link = get(t, "link").and_then(|v| {
             let lt = cx.table(v, "link")?;
             cx.check_keys(lt, LINK_KEYS, "`link`");
@@ -177,7 +197,7 @@ fn read_containers(cx: &mut FileCtx<'_>, doc: &DeTable<'_>, out: &mut Vec<Contai
                 addresses.push(ip);
             }
         }
-        out.push(Container { name, netns, image, labels, addresses, link });
+        out.push(Container { name, netns, image, labels, addresses, link, kube });
     }
 }
 

@@ -62,7 +62,7 @@ fn selectors_pick_the_first_matching_zone_else_default() {
     let inv = inventory(INV);
     let zone = |name: &str| {
         let c = inv.get(name).unwrap();
-        p.zone_of(&Identity { name: &c.name, image: &c.image, labels: &c.labels }).name.clone()
+        p.zone_of(&Identity { name: &c.name, image: &c.image, labels: &c.labels, kube: None }).name.clone()
     };
     assert_eq!(zone("web-1"), "web");
     assert_eq!(zone("api-1"), "api");
@@ -205,6 +205,7 @@ fn rule_count_follows_policies_not_peers() {
             labels: vec![("tier".into(), "api".into())],
             addresses: vec![std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a01_0000 + i))],
             link: None,
+            kube: None,
         });
     }
     let opts = CompileOptions::default();

@@ -381,7 +381,7 @@ fn blocks_are_kernel_range_elements_with_timeouts() {
     // A TTL: the kernel drops the element on time without anyone removing it.
     let target =
         BlockTarget::Destination { scope: Scope::All, net: ipnet::IpNet::from(db), proto: None, port: None };
-    let now = fw_daemon::nft::now_ms();
+    let now = fw_daemon::clock::now_ms();
     blocks
         .add(
             target,
@@ -506,6 +506,7 @@ fn a_container_joining_updates_peers_without_replacing_their_tables() {
         labels: vec![("tier".into(), "api".into())],
         addresses: vec![addr],
         link: None,
+        kube: None,
     });
     let out = apply(&policy, &inv, Some("api-3"), &opts);
     assert!(out[0].result.is_ok());

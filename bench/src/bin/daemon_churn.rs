@@ -31,6 +31,7 @@ fn container(i: usize, netns: Option<PathBuf>) -> Container {
             format!("fd79::{i:x}").parse().expect("v6"),
         ],
         link: None,
+        kube: None,
     }
 }
 

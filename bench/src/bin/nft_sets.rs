@@ -39,6 +39,7 @@ fn main() {
                 labels: vec![("tier".into(), "api".into())],
                 addresses: vec![IpAddr::V4(Ipv4Addr::from(0x0a50_0000 + i))],
                 link: None,
+                kube: None,
             });
         }
         let rs = compile_all(&policy, &inv, &CompileOptions::default())

@@ -138,7 +138,15 @@ async fn describe(docker: &Docker, id: &str) -> Option<Described> {
     };
     let image = config.image.unwrap_or_default();
     Some((
-        Container { name, netns: Some(netns), image, labels, addresses: wire.addresses, link: None },
+        Container {
+            name,
+            netns: Some(netns),
+            image,
+            labels,
+            addresses: wire.addresses,
+            link: None,
+            kube: None,
+        },
         wire.macs,
     ))
 }

@@ -169,14 +169,6 @@ pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, Bounded> {
     Ok(bytes)
 }
 
-/// Loads and validates a rules directory. `now` (unix seconds) decides which rules have expired.
-pub fn load_dir(dir: &Path, now: i64) -> LoadResult {
-    match read_dir(dir) {
-        Ok(files) => super::validate::load_sources(&files, now),
-        Err(diagnostics) => LoadResult { policy: None, diagnostics },
-    }
-}
-
 /// What one file contributed, before the files are merged.
 #[derive(Default)]
 pub(super) struct RawFile {
@@ -225,7 +217,7 @@ const ZONE_KEYS: &[&str] = &[
     "egress_bytes_per_sec",
     "forward",
 ];
-const MATCH_KEYS: &[&str] = &["name", "image", "labels"];
+const MATCH_KEYS: &[&str] = &["name", "image", "labels", "namespace", "namespace_labels"];
 const SERVICE_KEYS: &[&str] = &["description", "proto", "ports", "icmp_types"];
 const POLICY_KEYS: &[&str] = &[
     "id",
@@ -569,22 +561,31 @@ fn read_selector(cx: &mut FileCtx<'_>, v: &Value<'_>, ctx: &str) -> Option<Selec
     };
     sel.names = glob_list(cx, "name");
     sel.images = glob_list(cx, "image");
-    if let Some(lv) = get(t, "labels") {
-        if let Some(lt) = cx.table(lv, "labels") {
+    sel.namespaces = glob_list(cx, "namespace");
+    let label_table = |cx: &mut FileCtx<'_>, key: &str| -> Vec<(String, Glob)> {
+        let mut out = Vec::new();
+        let Some(lv) = get(t, key) else { return out };
+        if let Some(lt) = cx.table(lv, key) {
             if lt.is_empty() {
-                cx.error(&lv.span(), "`labels = {}` names no label, so it would select nothing: give at least one `key = \"pattern\"` (to select every container, use `name = \"*\"`)");
+                cx.error(&lv.span(), format!("`{key} = {{}}` names no label, so it would select nothing: give at least one `key = \"pattern\"` (to select every container, use `name = \"*\"`)"));
             }
             for (k, val) in lt.iter() {
-                if let Some(s) = cx.str(val, &format!("labels.{}", k.get_ref())) {
-                    sel.labels.push((k.get_ref().to_string(), Glob::new(s)));
+                if let Some(s) = cx.str(val, &format!("{key}.{}", k.get_ref())) {
+                    out.push((k.get_ref().to_string(), Glob::new(s)));
                 }
             }
         }
-    }
+        out
+    };
+    sel.labels = label_table(cx, "labels");
+    sel.namespace_labels = label_table(cx, "namespace_labels");
     if sel.is_empty() {
         // Unknown keys were already reported; "empty" would only repeat them.
         if t.is_empty() {
-            cx.error(&v.span(), format!("{what} is empty: give `name`, `image` or `labels`"));
+            cx.error(
+                &v.span(),
+                format!("{what} is empty: give `name`, `image`, `labels`, `namespace` or `namespace_labels`"),
+            );
         }
         return None;
     }

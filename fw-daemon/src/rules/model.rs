@@ -156,6 +156,10 @@ pub struct Selector {
     pub names: Vec<Glob>,
     pub images: Vec<Glob>,
     pub labels: Vec<(String, Glob)>,
+    /// Kubernetes namespaces (`match.namespace`): only pods have one.
+    pub namespaces: Vec<Glob>,
+    /// Labels of the pod's Kubernetes namespace (`match.namespace_labels`).
+    pub namespace_labels: Vec<(String, Glob)>,
 }
 
 /// What a selector sees of a container.
@@ -164,11 +168,23 @@ pub struct Identity<'a> {
     pub name: &'a str,
     pub image: &'a str,
     pub labels: &'a [(String, String)],
+    /// A pod's Kubernetes namespace and that namespace's labels; `None` for Docker and
+    /// inventory containers, which no namespace selector matches.
+    pub kube: Option<(&'a str, &'a [(String, String)])>,
 }
 
 impl Selector {
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty() && self.images.is_empty() && self.labels.is_empty()
+        self.names.is_empty()
+            && self.images.is_empty()
+            && self.labels.is_empty()
+            && self.namespaces.is_empty()
+            && self.namespace_labels.is_empty()
+    }
+
+    /// Whether it selects by Kubernetes namespace (so only pods can match it).
+    pub fn by_namespace(&self) -> bool {
+        !self.namespaces.is_empty() || !self.namespace_labels.is_empty()
     }
 
     pub fn matches(&self, id: &Identity<'_>) -> bool {
@@ -176,9 +192,14 @@ impl Selector {
             return false;
         }
         let any = |globs: &[Glob], s: &str| globs.is_empty() || globs.iter().any(|g| g.matches(s));
-        any(&self.names, id.name)
-            && any(&self.images, id.image)
-            && self.labels.iter().all(|(k, v)| id.labels.iter().any(|(ik, iv)| ik == k && v.matches(iv)))
+        let all = |want: &[(String, Glob)], have: &[(String, String)]| {
+            want.iter().all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && v.matches(hv)))
+        };
+        let kube = match id.kube {
+            Some((ns, ns_labels)) => any(&self.namespaces, ns) && all(&self.namespace_labels, ns_labels),
+            None => !self.by_namespace(),
+        };
+        any(&self.names, id.name) && any(&self.images, id.image) && all(&self.labels, id.labels) && kube
     }
 
     /// Whether the two selectors constrain a common criterion (name, image or a label key)
@@ -200,14 +221,19 @@ impl Selector {
         };
         let names = lists(&self.names, &other.names);
         let images = lists(&self.images, &other.images);
+        let namespaces = lists(&self.namespaces, &other.namespaces);
         let mut labels = true;
-        for (k, v) in &self.labels {
-            for (_, ov) in other.labels.iter().filter(|(ok, _)| ok == k) {
-                shared += 1;
-                labels &= v.intersects(ov);
+        for (mine, theirs) in
+            [(&self.labels, &other.labels), (&self.namespace_labels, &other.namespace_labels)]
+        {
+            for (k, v) in mine {
+                for (_, ov) in theirs.iter().filter(|(ok, _)| ok == k) {
+                    shared += 1;
+                    labels &= v.intersects(ov);
+                }
             }
         }
-        shared > 0 && names && images && labels
+        shared > 0 && names && images && namespaces && labels
     }
 }
 

@@ -149,6 +149,7 @@ mod tests {
             labels: vec![("tier".into(), "api".into())],
             addresses: vec!["10.77.0.23".parse().unwrap()],
             link: None,
+            kube: None,
         });
         let changes = set_changes(&old, &web1(&p, &inv)).expect("membership only");
         assert_eq!(changes.len(), 1);
