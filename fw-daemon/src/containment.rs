@@ -48,6 +48,8 @@ pub struct ContainmentConfig {
     pub revoke: bool,
     /// Extra namespaces a host side may be in (inventory hints).
     pub link_hints: Vec<PathBuf>,
+    /// Host-side floors at all (`--self` has no host side it may touch).
+    pub floors: bool,
 }
 
 impl Default for ContainmentConfig {
@@ -58,6 +60,7 @@ impl Default for ContainmentConfig {
             tamper: TamperPolicy::default(),
             revoke: true,
             link_hints: Vec::new(),
+            floors: true,
         }
     }
 }
@@ -151,6 +154,9 @@ impl Containment {
     fn want(&mut self, rec: &Reconciler) -> BTreeMap<NsId, Want> {
         let inv = rec.inventory();
         let mut want: BTreeMap<NsId, Want> = BTreeMap::new();
+        if !self.cfg.floors {
+            return want;
+        }
         let live: BTreeSet<NsId> = rec.namespaces().map(|(id, _, _)| id).collect();
         self.links.retain(|id, _| live.contains(id));
         for (id, path, members) in rec.namespaces() {
@@ -263,6 +269,9 @@ impl Containment {
 
     /// The host-side ports of a container, as status shows them; `Err` says why it has none.
     pub fn floor_of(&self, rec: &Reconciler, container: &str) -> Result<Vec<String>, String> {
+        if !self.cfg.floors {
+            return Err("no host-side floor: --self programs only the pod's own namespace".into());
+        }
         let Some((id, _, _)) = rec.namespaces().find(|(_, _, m)| m.iter().any(|c| c == container)) else {
             return Err("not programmed".into());
         };

@@ -199,6 +199,15 @@ struct RunArgs {
     /// Static container inventory (TOML, see rules/demo-inventory.toml)
     #[arg(long)]
     inventory: Option<PathBuf>,
+    /// Sidecar mode: program only the daemon's own network namespace, as the one container
+    /// (a pod, described by --pod-info); needs only CAP_NET_ADMIN; no host-side floor, so a
+    /// container of the pod with CAP_NET_RAW can bypass it (README, "Sidecar mode")
+    #[arg(long = "self", conflicts_with_all = ["inventory", "docker"])]
+    own: bool,
+    /// With --self: the downward-API volume holding the pod's `labels` (and `name`,
+    /// `namespace`; else $POD_NAME, $POD_NAMESPACE, the hostname) [default: /etc/podinfo]
+    #[arg(long, requires = "own")]
+    pod_info: Option<PathBuf>,
     /// Discover containers from Docker [default: when the socket exists]
     #[arg(long, conflicts_with = "no_docker")]
     docker: bool,
@@ -433,6 +442,11 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
             Ok(code)
         }
         Cmd::Run(args) => {
+            let own = args.own.then(|| {
+                args.pod_info
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(fw_daemon::discovery::own::DEFAULT_POD_INFO))
+            });
             let (file, flags) = args.split();
             let file_layer = match &file {
                 Some(p) => {
@@ -442,9 +456,19 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
                 }
                 None => fw_config::Layer::default(),
             };
-            let set = fw_config::resolve(flags.over(file_layer), |s| std::path::Path::new(s).exists())
+            let mut set = fw_config::resolve(flags.over(file_layer), |s| std::path::Path::new(s).exists())
                 .map_err(|e| Failed::message(format!("error: {e}")))?;
             init_logging(set.log_format);
+            if let Some(pod_info) = &own {
+                // The pod is the only container: an inventory of one, and nothing on a host.
+                let (id, path) = fw_daemon::discovery::own::write_inventory(pod_info, &set.state_dir)
+                    .map_err(|e| Failed::message(format!("error: --self: {e}")))?;
+                tracing::info!(pod = %id.name, namespace = ?id.namespace, "sidecar mode: programming this pod's own namespace only");
+                set.inventory = Some(path);
+                set.docker = None;
+                set.containment.floors = false;
+                set.containment.guard = None;
+            }
             let cfg = daemon::Config {
                 rules: std::path::absolute(&set.rules).unwrap_or(set.rules),
                 inventory: set.inventory.map(|p| std::path::absolute(&p).unwrap_or(p)),
@@ -468,6 +492,7 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
                 containment: set.containment,
                 read_limits: set.read_limits,
                 max_inventory_bytes: set.max_inventory_bytes,
+                own_namespace: own.is_some(),
             };
             daemon::run(cfg).map_err(|e| Failed::message(format!("error: {e}")))?;
             Ok(ExitCode::SUCCESS)

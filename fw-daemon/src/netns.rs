@@ -41,8 +41,12 @@ where
     let handle = std::thread::Builder::new()
         .name("fw-netns".into())
         .spawn(move || -> Result<T, NetnsError> {
-            setns(&file, CloneFlags::CLONE_NEWNET)
-                .map_err(|source| NetnsError::Enter { path: p.clone(), source })?;
+            // Already there (the daemon's own namespace, `--self`): no setns, which would
+            // need CAP_SYS_ADMIN that a sidecar does not have.
+            if !same_namespace(&file) {
+                setns(&file, CloneFlags::CLONE_NEWNET)
+                    .map_err(|source| NetnsError::Enter { path: p.clone(), source })?;
+            }
             ENTERED.with(|e| *e.borrow_mut() = Some(p));
             Ok(f())
         })
@@ -55,4 +59,38 @@ pub fn netlink_socket(path: &Path, protocol: isize) -> Result<netlink_sys::Socke
     let p = path.to_path_buf();
     run_in(path, move || netlink_sys::Socket::new(protocol))?
         .map_err(|e| NetnsError::Thread { path: p, what: format!("netlink socket: {e}") })
+}
+
+/// A network namespace's identity: the device and inode of its nsfs file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NsId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl NsId {
+    pub fn of(path: &Path) -> std::io::Result<NsId> {
+        std::fs::metadata(path).map(|m| NsId::from(&m))
+    }
+}
+
+impl From<&std::fs::Metadata> for NsId {
+    fn from(m: &std::fs::Metadata) -> NsId {
+        use std::os::unix::fs::MetadataExt;
+        NsId { dev: m.dev(), ino: m.ino() }
+    }
+}
+
+impl std::fmt::Display for NsId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "net:[{}]", self.ino)
+    }
+}
+
+/// Whether `ns` (an open namespace file) is the calling thread's network namespace.
+fn same_namespace(ns: &File) -> bool {
+    match (ns.metadata(), NsId::of(Path::new("/proc/thread-self/ns/net"))) {
+        (Ok(m), Ok(here)) => NsId::from(&m) == here,
+        _ => false,
+    }
 }

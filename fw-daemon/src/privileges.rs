@@ -25,9 +25,16 @@ pub struct PrivError {
 /// Drops every capability but `KEPT`. Not being root is not an error (nothing to drop;
 /// netlink calls will fail with their own clear errors).
 /// The capabilities enforcing needs, if this process lacks any: their names.
-pub fn require_enforcing() -> Result<(), String> {
-    let missing: Vec<String> = [Capability::CAP_NET_ADMIN, Capability::CAP_SYS_ADMIN]
-        .into_iter()
+/// `own_namespace` (`--self`): netlink in the daemon's own namespace needs no `setns`.
+pub fn require_enforcing(own_namespace: bool) -> Result<(), String> {
+    let needed: &[Capability] = if own_namespace {
+        &[Capability::CAP_NET_ADMIN]
+    } else {
+        &[Capability::CAP_NET_ADMIN, Capability::CAP_SYS_ADMIN]
+    };
+    let missing: Vec<String> = needed
+        .iter()
+        .copied()
         .filter(|c| !caps::has_cap(None, CapSet::Effective, *c).unwrap_or(false))
         .map(|c| c.to_string())
         .collect();

@@ -13,7 +13,9 @@ use fw_daemon::control::{Command, Credentials};
 use fw_daemon::daemon::{Config, Core, Deps, Event};
 use fw_daemon::kernel::fake::{Commit, FakeKernel};
 use fw_daemon::ruleset::ir::{SetElem, TableFamily, TABLE};
-use fw_proto::control::{AlertKind, Answer, BlockDirection, BlockTarget, ErrorCode, Op, Peer, Role};
+use fw_proto::control::{
+    AlertKind, Answer, AuditOp, AuditResult, BlockDirection, BlockTarget, ErrorCode, Op, Peer, Role,
+};
 
 const T0: i64 = 1_790_000_000_000;
 
@@ -71,6 +73,7 @@ impl World {
             containment: Default::default(),
             read_limits: Default::default(),
             max_inventory_bytes: 1 << 20,
+            own_namespace: false,
         }
     }
 
@@ -157,10 +160,10 @@ fn a_block_is_applied_audited_persisted_and_expires_by_the_clock() {
     assert!(t.sets.iter().any(|s| s.expires.values().any(|at| *at == T0 + 60_000)), "kernel-side expiry");
     assert_eq!(quarantine_elems(&w.table("web-1")), 0);
     // Audited with who and why; persisted; alerted.
-    let rec = w.audit().into_iter().find(|r| r.op == "block").expect("a block record");
+    let rec = w.audit().into_iter().find(|r| r.op == AuditOp::Block).expect("a block record");
     assert_eq!(
-        (rec.result.as_str(), rec.reason.as_deref(), rec.block),
-        ("ok", Some("incident 7"), Some(block.id))
+        (rec.result, rec.reason.as_deref(), rec.block),
+        (AuditResult::Ok, Some("incident 7"), Some(block.id))
     );
     assert_eq!(rec.peer.as_ref().map(|p| p.user.as_str()), Some("alice"));
     let saved = std::fs::read_to_string(w.dir.join("state/blocks.json")).unwrap();
@@ -180,7 +183,7 @@ fn a_block_is_applied_audited_persisted_and_expires_by_the_clock() {
     core.resync();
     assert!(core.block_infos().is_empty());
     assert_eq!(quarantine_elems(&w.table("api-1")), 0);
-    let exp = w.audit().into_iter().find(|r| r.op == "expire").expect("an expiry record");
+    let exp = w.audit().into_iter().find(|r| r.op == AuditOp::Expire).expect("an expiry record");
     assert_eq!(exp.time_ms, T0 + 60_000);
     assert_eq!(alerts_of(&core, AlertKind::Unblocked).len(), 1);
     assert!(!std::fs::read_to_string(w.dir.join("state/blocks.json")).unwrap().contains("incident 7"));
@@ -210,8 +213,8 @@ fn a_block_a_namespace_refuses_is_rolled_back_everywhere() {
     // web-1 took the block and gave it back: its table is what it was.
     assert_eq!(w.table("web-1"), web1_before);
     assert!(core.block_infos().is_empty());
-    let rec = w.audit().into_iter().find(|r| r.op == "block").expect("the refusal is recorded");
-    assert!(rec.result.starts_with("error: internal"), "{}", rec.result);
+    let rec = w.audit().into_iter().find(|r| r.op == AuditOp::Block).expect("the refusal is recorded");
+    assert!(rec.result.to_string().starts_with("error: internal"), "{}", rec.result);
     assert!(
         !w.dir.join("state/blocks.json").exists() || {
             let s = std::fs::read_to_string(w.dir.join("state/blocks.json")).unwrap();
@@ -252,7 +255,7 @@ fn refused_rule_files_change_nothing_and_are_reported_once() {
     // The same errors again (an editor saving twice): not a second alert or record.
     assert!(core.handle(vec![Event::Rules]));
     assert_eq!(alerts_of(&core, AlertKind::ReloadFailed).len(), 1);
-    assert_eq!(w.audit().iter().filter(|r| r.op == "reload").count(), 1);
+    assert_eq!(w.audit().iter().filter(|r| r.op == AuditOp::Reload).count(), 1);
     // Fixed: the same policy, said so; status clean again.
     std::fs::remove_file(w.dir.join("rules/30-broken.toml")).unwrap();
     assert!(core.handle(vec![Event::Rules]));
@@ -272,8 +275,8 @@ fn a_policy_change_is_enforced_and_audited_with_what_it_did() {
     std::fs::write(&file, text.replace("\"web-to-api\"", "\"web-to-api-v2\"")).unwrap();
     assert!(core.handle(vec![Event::Rules]));
     assert!(matches!(w.kernel.commits(&w.ns("web-1")).last(), Some(Commit::Replace { .. })));
-    let rec = w.audit().into_iter().find(|r| r.op == "reload").expect("a reload record");
-    assert_eq!(rec.result, "ok");
+    let rec = w.audit().into_iter().find(|r| r.op == AuditOp::Reload).expect("a reload record");
+    assert_eq!(rec.result, AuditResult::Ok);
     assert!(rec.summary.as_deref().unwrap_or_default().contains("tables replaced"), "{rec:?}");
     assert_eq!(rec.policy_hash.as_deref(), Some(core.status_info().policy_hash.as_str()));
 }
@@ -302,7 +305,7 @@ fn a_tamperer_is_repaired_then_quarantined_and_spread_repairs_are_not_escalated(
     assert_eq!(blocks.len(), 1, "{blocks:?}");
     assert_eq!(blocks[0].created_by, "fw-daemon tamper escalation");
     assert_eq!(alerts_of(&core, AlertKind::Escalated).len(), 1);
-    let rec = w.audit().into_iter().find(|r| r.op == "block").unwrap();
+    let rec = w.audit().into_iter().find(|r| r.op == AuditOp::Block).unwrap();
     assert_eq!(rec.actor.as_deref(), Some("fw-daemon tamper escalation"));
     // Tamper alerts were limited to one per window, with the count.
     let tamper = alerts_of(&core, AlertKind::Tamper);
@@ -351,7 +354,7 @@ fn a_lapsed_block_is_no_duplicate_before_the_resync_notices() {
     };
     assert_ne!(first.id, second.id);
     assert!(
-        w.audit().iter().any(|r| r.op == "expire" && r.block == Some(first.id)),
+        w.audit().iter().any(|r| r.op == AuditOp::Expire && r.block == Some(first.id)),
         "its expiry is recorded"
     );
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use fw_proto::control::{AlertKind, Answer, AuditRecord, ErrorCode, Op};
+use fw_proto::control::{AlertKind, Answer, AuditOp, AuditRecord, AuditResult, ErrorCode, Op};
 use tracing::{error, info, warn};
 
 use crate::clock::Clock;
@@ -35,6 +35,11 @@ impl Deps {
     /// This machine.
     pub fn real() -> Deps {
         Deps { kernel: crate::kernel::real(), clock: crate::clock::system(), collect_flows: true }
+    }
+
+    /// This machine, programming the daemon's own namespace (`--self`).
+    pub fn own_namespace() -> Deps {
+        Deps { kernel: Arc::new(crate::kernel::Real { own_namespace: true }), ..Deps::real() }
     }
 }
 
@@ -129,7 +134,9 @@ impl Core {
             info!(blocks = blocks.active().len(), "restoring operator blocks");
         }
         rec.set_blocks(blocks);
-        remove_leftovers(&*kernel);
+        if !cfg.own_namespace {
+            remove_leftovers(&*kernel);
+        }
         // Replacing an existing table is one atomic batch, so adopting the tables of a
         // previous run never opens a window.
         let report = rec.reconcile();
@@ -302,7 +309,7 @@ impl Core {
             RulesOutcome::Accepted { policy, files, changed, recovered } => {
                 let (report, mut notices) = self.enf.set_policy(policy.clone(), t, changed);
                 if changed {
-                    self.audit_reload(Some(&policy.hash), "ok".into(), Some(summary(&policy, &report)));
+                    self.audit_reload(Some(&policy.hash), AuditResult::Ok, Some(summary(&policy, &report)));
                 }
                 if let Err(e) = self.state.save_last_good(&files) {
                     error!("{e}");
@@ -321,7 +328,10 @@ impl Core {
                 if new {
                     self.audit_reload(
                         None,
-                        format!("error: {} error(s), the last good policy stays", error_count(&errors)),
+                        AuditResult::Error(format!(
+                            "{} error(s), the last good policy stays",
+                            error_count(&errors)
+                        )),
                         errors.first().cloned(),
                     );
                     let msg = refused_message(&errors, &self.sources.status.policy_hash);
@@ -386,13 +396,13 @@ impl Core {
             peer: Some(who.peer.clone()),
             role: Some(role),
             actor: None,
-            op: op.name().into(),
+            op: AuditOp::of(&op),
             target: None,
             path: None,
             block: None,
             reason: None,
             ttl_ms: None,
-            result: String::new(),
+            result: AuditResult::unfinished(),
             policy_hash: None,
             summary: None,
         };
@@ -425,7 +435,7 @@ impl Core {
             Op::Reload => {
                 rec.path = Some(self.cfg.rules.display().to_string());
                 rec.reason = Some("requested over the control socket".into());
-                rec.result = "ok".into();
+                rec.result = AuditResult::Ok;
                 self.trail.write(&rec, Need::Required).map(|()| {
                     self.reload_inventory();
                     self.reload_rules();
@@ -441,7 +451,7 @@ impl Core {
             // The trail is what failed: writing the refusal there would fail too.
             Err((ErrorCode::AuditUnavailable, _)) => {}
             Err((code, m)) => {
-                rec.result = format!("error: {code}: {m}");
+                rec.result = AuditResult::failed(*code, m);
                 self.trail.record(&rec);
             }
             Ok(_) => {}
@@ -461,7 +471,8 @@ impl Core {
         let f = &v.flow;
         let by = format!("fw-daemon inspection (policy {})", v.rule.id);
         let reason = format!("inspection: policy {}: {}", v.rule.id, v.reason);
-        let mut rec = self.trail.own_record("", None, Some(&reason), &*self.clock);
+        let op = if matches!(v.on, OnViolation::Quarantine) { AuditOp::Block } else { AuditOp::Cut };
+        let mut rec = self.trail.own_record(op, None, Some(&reason), &*self.clock);
         rec.actor = Some(by.clone());
         let mut outcome = String::new();
         match v.on {
@@ -475,10 +486,11 @@ impl Core {
                     dst: f.dst,
                     dport: f.dport,
                 };
-                rec.op = "cut".into();
                 rec.target = Some(flow.clone());
-                rec.result =
-                    if v.done.is_none() { "error: not cut in the kernel".into() } else { "ok".into() };
+                rec.result = match v.done {
+                    Some(_) => AuditResult::Ok,
+                    None => AuditResult::Error("not cut in the kernel".into()),
+                };
                 self.trail.record(&rec);
                 info!(after_ms = self.clock.now_ms() - v.seen_ms, "inspection: flow cut");
             }
@@ -487,7 +499,6 @@ impl Core {
                     container: v.container.clone(),
                     direction: BlockDirection::Both,
                 };
-                rec.op = "block".into();
                 rec.target = Some(target.clone());
                 // The daemon's own action: it stands even when the trail cannot record it
                 // (`block` writes the record).
@@ -504,7 +515,7 @@ impl Core {
                     }
                     Ok(_) => {}
                     Err((code, m)) => {
-                        rec.result = format!("error: {code}: {m}");
+                        rec.result = AuditResult::failed(code, &m);
                         outcome = format!(" [not applied: {m}]");
                         self.trail.record(&rec);
                     }
@@ -519,8 +530,8 @@ impl Core {
         self.notify(vec![notice]);
     }
 
-    fn audit_reload(&self, hash: Option<&str>, result: String, summary: Option<String>) {
-        let mut rec = self.trail.own_record("reload", None, Some("rule files changed"), &*self.clock);
+    fn audit_reload(&self, hash: Option<&str>, result: AuditResult, summary: Option<String>) {
+        let mut rec = self.trail.own_record(AuditOp::Reload, None, Some("rule files changed"), &*self.clock);
         rec.path = Some(self.cfg.rules.display().to_string());
         rec.result = result;
         rec.policy_hash = hash.map(str::to_string);

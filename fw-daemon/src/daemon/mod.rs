@@ -57,6 +57,9 @@ pub struct Config {
     pub containment: crate::containment::ContainmentConfig,
     pub read_limits: ReadLimits,
     pub max_inventory_bytes: u64,
+    /// `--self`: the only container is the daemon's own namespace (a pod's sidecar); only
+    /// CAP_NET_ADMIN is needed, and there is no floor.
+    pub own_namespace: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +167,7 @@ async fn signals(tx: UnboundedSender<Event>) -> std::io::Result<()> {
 
 pub fn run(cfg: Config) -> Result<(), DaemonError> {
     // Said plainly up front, instead of an EPERM per namespace or from PR_CAPBSET_DROP.
-    crate::privileges::require_enforcing().map_err(DaemonError::NeedsRoot)?;
+    crate::privileges::require_enforcing(cfg.own_namespace).map_err(DaemonError::NeedsRoot)?;
     // The socket is handed to its group with chown, which needs CAP_CHOWN: bind it first.
     let listener = match &cfg.socket {
         Some(path) => Some((crate::control::server::bind(path, Some(&cfg.socket_group))?, path.clone())),
@@ -182,7 +185,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     // subscribers. Sources blocked in reads (a Docker request) end with the
     // process.
     let rt = crate::runtime::handle().map_err(DaemonError::Signals)?;
-    rt.block_on(event_loop(cfg, listener, Deps::real()))
+    let deps = if cfg.own_namespace { Deps::own_namespace() } else { Deps::real() };
+    rt.block_on(event_loop(cfg, listener, deps))
 }
 
 async fn event_loop(

@@ -1,3 +1,5 @@
-//! Where containers come from: the static inventory file (see `inventory`) and Docker.
+//! Where containers come from: the static inventory file (see `inventory`), Docker, and the
+//! daemon's own namespace (`--self`).
 
 pub mod docker;
+pub mod own;

@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use futures_util::{StreamExt, TryStreamExt};
@@ -22,25 +21,7 @@ use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo};
 use rtnetlink::packet_route::nsid::{NsidAttribute, NsidMessage};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 
-/// A network namespace's identity: the device and inode of its nsfs file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct NsId {
-    pub dev: u64,
-    pub ino: u64,
-}
-
-impl NsId {
-    pub fn of(path: &Path) -> std::io::Result<NsId> {
-        let m = std::fs::metadata(path)?;
-        Ok(NsId { dev: m.dev(), ino: m.ino() })
-    }
-}
-
-impl std::fmt::Display for NsId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "net:[{}]", self.ino)
-    }
-}
+pub use crate::netns::NsId;
 
 /// The host side of one of a container's links.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -97,13 +97,17 @@ pub trait Conntrack: Send {
     fn delete_matching(&mut self, pred: &dyn Fn(&CtEntry) -> bool) -> Result<u64, CtError>;
 }
 
-/// The kernel this machine runs.
+/// The kernel this machine runs. `own_namespace` (`--self`): the daemon's own namespace is
+/// the one it must program (`discovery::own` refused to start in the host's), so none is
+/// forbidden.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Real;
+pub struct Real {
+    pub own_namespace: bool,
+}
 
 /// The real kernel, shared.
 pub fn real() -> Arc<dyn Kernel> {
-    Arc::new(Real)
+    Arc::new(Real::default())
 }
 
 impl Kernel for Real {
@@ -112,6 +116,9 @@ impl Kernel for Real {
     }
 
     fn forbidden(&self) -> Vec<NsId> {
+        if self.own_namespace {
+            return Vec::new();
+        }
         ["/proc/self/ns/net", "/proc/1/ns/net"].iter().filter_map(|p| NsId::of(Path::new(p)).ok()).collect()
     }
 
