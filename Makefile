@@ -7,7 +7,7 @@ FUZZ_SECONDS ?= 600
 SMOKE_FUZZ_SECONDS ?= 15
 BIN := target/debug
 
-.PHONY: demo test deps build lint unit e2e fuzz-smoke fuzz bench clean
+.PHONY: demo test deps build lint unit e2e fuzz-smoke fuzz bench image clean
 
 deps:
 	@bash vagrant/provision.sh
@@ -29,6 +29,7 @@ e2e: build
 	bash tests/e2e-offline.sh $(BIN)
 	bash tests/e2e-console.sh $(BIN)
 	bash tests/e2e-tui.sh $(BIN)
+	bash tests/image.sh $(BIN)
 	@# The demo, unattended (no pauses when piped): every step must still run.
 	bash tests/demo.sh $(BIN) > target/demo.log 2>&1 || { tail -40 target/demo.log; exit 1; }
 
@@ -49,6 +50,11 @@ fuzz: deps
 
 bench: deps
 	bash bench/run.sh
+
+# The container image, built offline (no registry): the release binaries and their libraries.
+image: deps
+	$(CARGO) build --release -p fw-daemon -p fw-tui
+	bash deploy/image.sh target/release
 
 clean:
 	$(CARGO) clean
