@@ -123,5 +123,25 @@ else
   bad "completions / man"
 fi
 
+# The Kubernetes examples' rule files (ConfigMaps in deploy/kubernetes/) must pass check.
+for manifest in deploy/kubernetes/*.yaml; do
+  cm=$(mktemp -d)
+  python3 - "$manifest" "$cm" <<'PY'
+import sys, re
+text = open(sys.argv[1]).read()
+# Each `name.toml: |` block of a ConfigMap's data, dedented.
+for m in re.finditer(r"^(\s+)([\w.-]+\.toml): \|\n((?:\1\s+.*\n|\s*\n)+)", text, re.M):
+    indent = len(m.group(1)) + 2
+    body = "".join(l[indent:] + "\n" for l in m.group(3).splitlines())
+    open(f"{sys.argv[2]}/{m.group(2)}", "w").write(body)
+PY
+  if ls "$cm"/*.toml >/dev/null 2>&1 && out=$("$FW" check "$cm" 2>&1); then
+    ok "$manifest: its rules ConfigMap passes check"
+  else
+    bad "$manifest: rules ConfigMap" "$out"
+  fi
+  rm -rf "$cm"
+done
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
