@@ -20,6 +20,9 @@ PACKAGES=(
   bc python3
   # Docker discovery tests: the engine, and a static busybox to `docker import` as an image
   docker.io busybox-static
+  # Kubernetes node agent tests: a real CRI runtime (its own containerd in a lab namespace),
+  # the CNI bridge plugin for its pods, and protoc for the CRI gRPC client (k8s-cri)
+  containerd containernetworking-plugins protobuf-compiler
 )
 
 # `--demo` (what `make demo` uses): only what building fw and the demo's namespace lab need.

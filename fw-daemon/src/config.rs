@@ -38,6 +38,12 @@ pub struct Layer {
     /// `None`: Docker when its socket exists.
     pub docker: Option<bool>,
     pub docker_socket: Option<String>,
+    /// Pods from the node's CRI runtime (the Kubernetes node agent) [default: false, or
+    /// true when `cri_socket` is set].
+    pub cri: Option<bool>,
+    pub cri_socket: Option<String>,
+    /// Seconds between two lists of the runtime's sandboxes.
+    pub cri_poll: Option<f64>,
     pub unknown_containers: Option<Unknown>,
     pub state_dir: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
@@ -79,6 +85,9 @@ impl Layer {
             inventory: self.inventory.or(lower.inventory),
             docker: self.docker.or(lower.docker),
             docker_socket: self.docker_socket.or(lower.docker_socket),
+            cri: self.cri.or(lower.cri),
+            cri_socket: self.cri_socket.or(lower.cri_socket),
+            cri_poll: self.cri_poll.or(lower.cri_poll),
             unknown_containers: self.unknown_containers.or(lower.unknown_containers),
             state_dir: self.state_dir.or(lower.state_dir),
             log_format: self.log_format.or(lower.log_format),
@@ -109,6 +118,8 @@ pub struct Settings {
     pub rules: PathBuf,
     pub inventory: Option<PathBuf>,
     pub docker: Option<String>,
+    /// The CRI runtime's socket and poll interval, when pods come from it.
+    pub cri: Option<(String, Duration)>,
     pub unknown_containers: Unknown,
     pub state_dir: PathBuf,
     pub log_format: LogFormat,
@@ -160,10 +171,18 @@ fn seconds(s: f64, what: &str) -> Result<Duration, String> {
 pub fn resolve(layer: Layer, docker_socket_exists: impl Fn(&str) -> bool) -> Result<Settings, String> {
     let socket = layer.docker_socket.unwrap_or_else(|| crate::discovery::docker::DEFAULT_SOCKET.to_string());
     let docker = layer.docker.unwrap_or_else(|| docker_socket_exists(&socket));
+    let cri = match layer.cri.unwrap_or(layer.cri_socket.is_some()) {
+        false => None,
+        true => Some((
+            layer.cri_socket.unwrap_or_else(|| crate::discovery::cri::DEFAULT_SOCKET.to_string()),
+            seconds(layer.cri_poll.unwrap_or(crate::discovery::cri::DEFAULT_POLL.as_secs_f64()), "cri_poll")?,
+        )),
+    };
     Ok(Settings {
         rules: layer.rules.unwrap_or_else(|| PathBuf::from("/etc/fw/rules")),
         inventory: layer.inventory,
         docker: docker.then_some(socket),
+        cri,
         unknown_containers: layer.unknown_containers.unwrap_or(Unknown::Deny),
         state_dir: layer.state_dir.unwrap_or_else(|| PathBuf::from("/var/lib/fw")),
         log_format: layer.log_format.unwrap_or(LogFormat::Human),

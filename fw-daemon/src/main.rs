@@ -202,7 +202,7 @@ struct RunArgs {
     /// Sidecar mode: program only the daemon's own network namespace, as the one container
     /// (a pod, described by --pod-info); needs only CAP_NET_ADMIN; no host-side floor, so a
     /// container of the pod with CAP_NET_RAW can bypass it (README, "Sidecar mode")
-    #[arg(long = "self", conflicts_with_all = ["inventory", "docker"])]
+    #[arg(long = "self", conflicts_with_all = ["inventory", "docker", "cri", "cri_socket"])]
     own: bool,
     /// With --self: the downward-API volume holding the pod's `labels` (and `name`,
     /// `namespace`; else $POD_NAME, $POD_NAMESPACE, the hostname) [default: /etc/podinfo]
@@ -217,6 +217,17 @@ struct RunArgs {
     /// Docker API socket [default: /var/run/docker.sock]
     #[arg(long)]
     docker_socket: Option<String>,
+    /// Node agent: program the pods of this node's CRI runtime (containerd, CRI-O), each
+    /// as `namespace/name` with its labels; hostNetwork pods are reported, not programmed
+    #[arg(long)]
+    cri: bool,
+    /// The CRI runtime's socket; implies --cri [default: /run/containerd/containerd.sock;
+    /// CRI-O: /var/run/crio/crio.sock]
+    #[arg(long)]
+    cri_socket: Option<String>,
+    /// Seconds between two lists of the runtime's pod sandboxes [default: 0.25]
+    #[arg(long)]
+    cri_poll: Option<f64>,
     /// Containers not identified yet: deny (the host-side floor drops their ports until
     /// programmed) or default-zone (no guard; peers treat them as the default zone) [default: deny]
     #[arg(long, value_enum)]
@@ -294,6 +305,9 @@ impl RunArgs {
             inventory: self.inventory,
             docker,
             docker_socket: self.docker_socket,
+            cri: self.cri.then_some(true),
+            cri_socket: self.cri_socket,
+            cri_poll: self.cri_poll,
             unknown_containers: self.unknown_containers,
             state_dir: self.state_dir,
             log_format: self.log_format,
@@ -466,6 +480,7 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
                 tracing::info!(pod = %id.name, namespace = ?id.namespace, "sidecar mode: programming this pod's own namespace only");
                 set.inventory = Some(path);
                 set.docker = None;
+                set.cri = None;
                 set.containment.floors = false;
                 set.containment.guard = None;
             }
@@ -473,6 +488,7 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
                 rules: std::path::absolute(&set.rules).unwrap_or(set.rules),
                 inventory: set.inventory.map(|p| std::path::absolute(&p).unwrap_or(p)),
                 docker: set.docker,
+                cri: set.cri,
                 unknown_containers: set.unknown_containers,
                 state_dir: set.state_dir,
                 opts: CompileOptions {

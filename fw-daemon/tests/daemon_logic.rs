@@ -60,6 +60,7 @@ impl World {
             rules: self.dir.join("rules"),
             inventory: Some(self.dir.join("inventory.toml")),
             docker: None,
+            cri: None,
             unknown_containers: fw_daemon::config::Unknown::DefaultZone,
             state_dir: self.dir.join("state"),
             opts: Default::default(),

@@ -222,11 +222,13 @@ impl Core {
             self.reload_rules();
         }
         let mut newest_docker = None;
+        let mut newest_cri = None;
         let mut commands = Vec::new();
         let mut violations = Vec::new();
         for e in events {
             match e {
                 Event::Docker(u) => newest_docker = Some(u),
+                Event::Cri(u) => newest_cri = Some(u),
                 Event::Control(c) => commands.push(c),
                 Event::Inspect(v) => violations.push(v),
                 _ => {}
@@ -243,6 +245,9 @@ impl Core {
         // Snapshots are complete: only the newest matters.
         if let Some(u) = newest_docker {
             self.docker_update(u);
+        }
+        if let Some(u) = newest_cri {
+            self.cri_update(u);
         }
         // A quarantined tamperer waits for the periodic check.
         let drifted: BTreeSet<String> = drifted.into_iter().filter(|n| !self.enf.escalated(n)).collect();
@@ -382,6 +387,24 @@ impl Core {
             }
             // Keep enforcing what we know; the source logs and retries by itself.
             docker::Update::Unavailable(why) => tracing::debug!("docker unavailable: {why}"),
+        }
+    }
+
+    fn cri_update(&mut self, u: crate::discovery::cri::Update) {
+        use crate::discovery::cri::Update;
+        match u {
+            Update::Snapshot { pods, skipped } => {
+                let (changed, new_skips) = self.sources.cri(pods, skipped);
+                let mut n = match changed {
+                    Some(inv) => self.enf.membership_changed(inv, "pods changed"),
+                    None => Vec::new(),
+                };
+                n.extend(new_skips.into_iter().map(|s| {
+                    Notice::new(AlertKind::Unenforced, format!("pod {} is not programmed: {}", s.pod, s.why))
+                }));
+                self.notify(n);
+            }
+            Update::Unavailable(why) => tracing::debug!("cri runtime unavailable: {why}"),
         }
     }
 

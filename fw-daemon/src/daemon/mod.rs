@@ -40,6 +40,8 @@ pub struct Config {
     pub inventory: Option<PathBuf>,
     /// Docker API socket to discover containers from, if any.
     pub docker: Option<String>,
+    /// The CRI runtime's socket and poll interval (Kubernetes pods), if any.
+    pub cri: Option<(String, std::time::Duration)>,
     /// Deny: the host guard closes the start-up window (with Docker).
     pub unknown_containers: crate::config::Unknown,
     pub state_dir: PathBuf,
@@ -93,6 +95,7 @@ pub enum Event {
     Rules,
     Inventory,
     Docker(docker::Update),
+    Cri(crate::discovery::cri::Update),
     /// A programmed container's namespace announced a ruleset change (maybe ours): check it.
     Drift(String),
     /// SIGHUP: reload rules and inventory.
@@ -207,6 +210,10 @@ async fn event_loop(
     if let Some(socket) = cfg.docker.clone() {
         let dtx = tx.clone();
         docker::spawn(&rt, socket, Box::new(move |u| dtx.send(Event::Docker(u)).is_ok()));
+    }
+    if let Some((socket, poll)) = cfg.cri.clone() {
+        let ctx = tx.clone();
+        crate::discovery::cri::spawn(&rt, socket, poll, Box::new(move |u| ctx.send(Event::Cri(u)).is_ok()));
     }
     // Commands go straight onto the loop's channel: no thread in between.
     let cmd_tx = tx.clone();

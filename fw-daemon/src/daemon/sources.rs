@@ -111,16 +111,18 @@ pub fn file_names(dir: &Path, files: &[SourceFile]) -> Vec<String> {
     files.iter().map(|f| f.path.strip_prefix(dir).unwrap_or(&f.path).display().to_string()).collect()
 }
 
-/// The static inventory plus Docker's containers; a name in both keeps the static entry
-/// (an operator's explicit word) and is reported.
-pub fn merge(static_inv: &Inventory, docker: &[Container]) -> Inventory {
+/// The static inventory plus Docker's containers and the CRI runtime's pods; a name in two
+/// keeps the first (the inventory file, an operator's explicit word, wins) and is reported.
+pub fn merge(static_inv: &Inventory, found: &[(&str, &[Container])]) -> Inventory {
     let mut inv = static_inv.clone();
-    for c in docker {
-        if inv.get(&c.name).is_some() {
-            warn!(container = %c.name, "in both the inventory file and Docker: the inventory file wins");
-            continue;
+    for (source, containers) in found {
+        for c in *containers {
+            if inv.get(&c.name).is_some() {
+                warn!(container = %c.name, source, "named twice (inventory file, Docker, CRI): the first one wins");
+                continue;
+            }
+            inv.containers.push(c.clone());
         }
-        inv.containers.push(c.clone());
     }
     inv
 }
@@ -160,6 +162,10 @@ pub struct Sources {
     static_inv: Inventory,
     docker_inv: Vec<Container>,
     docker_seen: bool,
+    cri_inv: Vec<Container>,
+    /// Pods the runtime has that are not programmed, as last reported (each is alerted
+    /// once, when it first appears).
+    cri_skipped: Vec<crate::discovery::cri::Skipped>,
     /// The enforced policy's hash and load time, and the last refused reload's errors.
     pub status: Status,
     /// The files the enforced policy came from, as shown in status.
@@ -268,6 +274,8 @@ impl Sources {
             static_inv: inventory.clone(),
             docker_inv: Vec::new(),
             docker_seen: false,
+            cri_inv: Vec::new(),
+            cri_skipped: Vec::new(),
             status,
             rule_files,
             last_reload_at: Some(now),
@@ -371,8 +379,22 @@ impl Sources {
         (changed.then(|| self.merged()), first)
     }
 
+    /// A CRI snapshot: the merged inventory when the pods changed, and the skipped pods
+    /// not reported before.
+    pub fn cri(
+        &mut self,
+        found: Vec<Container>,
+        skipped: Vec<crate::discovery::cri::Skipped>,
+    ) -> (Option<Inventory>, Vec<crate::discovery::cri::Skipped>) {
+        let changed = found != self.cri_inv;
+        self.cri_inv = found;
+        let new = skipped.iter().filter(|s| !self.cri_skipped.contains(s)).cloned().collect();
+        self.cri_skipped = skipped;
+        (changed.then(|| self.merged()), new)
+    }
+
     pub fn merged(&self) -> Inventory {
-        merge(&self.static_inv, &self.docker_inv)
+        merge(&self.static_inv, &[("docker", &self.docker_inv), ("cri", &self.cri_inv)])
     }
 
     /// The periodic re-read: contents that differ from what was last loaded, and held

@@ -1,5 +1,6 @@
-//! Where containers come from: the static inventory file (see `inventory`), Docker, and the
-//! daemon's own namespace (`--self`).
+//! Where containers come from: the static inventory file (see `inventory`), Docker, the
+//! node's CRI runtime (Kubernetes pods), and the daemon's own namespace (`--self`).
 
+pub mod cri;
 pub mod docker;
 pub mod own;

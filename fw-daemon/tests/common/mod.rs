@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod attack;
 pub mod client;
+pub mod cri;
 pub mod daemon;
 pub mod helper;
 pub mod icmp;

@@ -1,0 +1,200 @@
+//! The Kubernetes node agent against a real CRI runtime: `fw-daemon run --cri-socket` on an
+//! own containerd (see `common::cri`), whose sandboxes are created here the way the kubelet
+//! creates them (`RunPodSandbox` with the pod's labels and the kubelet's identity labels).
+//! The daemon finds each pod, names it `namespace/name`, zones it by Kubernetes namespace
+//! and labels, and programs its network namespace and the host side of its veth (in the
+//! node's namespace); real connections between the pods agree with `fw-daemon explain`.
+//! No kube-apiserver is involved: the CRI side is the real one.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::client::Client;
+use common::cri::{Pod, Runtime};
+use common::daemon::{eventually, Daemon};
+use common::lab::{tcp_probe, Probe};
+use fw_proto::control::AlertKind;
+
+const RULES: &str = r#"
+[defaults]
+action = "deny"
+
+[zone.web]
+match = { namespace = "shop", labels = { app = "web" } }
+
+[zone.api]
+match = { namespace = "shop", labels = { app = "api" } }
+
+# Every pod of a batch-* namespace, whatever its labels say.
+[zone.batch]
+match = { namespace = "batch-*" }
+
+[[policy]]
+id = "web-to-api"
+from = "web"
+to = "api"
+proto = "tcp"
+ports = [8080]
+action = "allow"
+"#;
+
+/// A listener on `port` inside `netns` that answers and closes, until the test ends.
+fn serve(netns: &Path, port: u16) {
+    let l = fw_daemon::netns::run_in(netns, move || TcpListener::bind(("0.0.0.0", port)))
+        .expect("enter the pod's namespace")
+        .expect("bind");
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            use std::io::Write;
+            let _ = (&s).write_all(b"ok");
+        }
+    });
+}
+
+/// `fw-daemon explain` over an inventory of the pods as the test made them: 0 allowed.
+fn explain(dir: &Path, from: &str, to: &str, port: u16) -> bool {
+    let out = Command::new(common::daemon::bin())
+        .arg("explain")
+        .arg(dir.join("rules"))
+        .arg("--inventory")
+        .arg(dir.join("pods.toml"))
+        .args(["--from", from, "--to", to, "--proto", "tcp", "--port", &port.to_string(), "--exit-code"])
+        .output()
+        .expect("run explain");
+    match out.status.code() {
+        Some(0) => true,
+        Some(1) => false,
+        _ => panic!("explain failed: {}", String::from_utf8_lossy(&out.stderr)),
+    }
+}
+
+fn inventory_entry(name: &str, ns: &str, labels: &[(&str, &str)], pod: &Pod) -> String {
+    let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k} = \"{v}\"")).collect();
+    format!(
+        "[[container]]\nname = \"{ns}/{name}\"\nkubernetes_namespace = \"{ns}\"\nlabels = {{ {} }}\naddresses = [\"{}\"]\n\n",
+        labels.join(", "),
+        pod.ip
+    )
+}
+
+#[test]
+#[ignore = "needs root"]
+fn pods_of_a_real_containerd_are_programmed_by_namespace_and_labels() {
+    if !common::require(common::lab::available() && common::cri::tools_present(), common::cri::NEEDS) {
+        return;
+    }
+    let mut cri = Runtime::start("pods", "10.89.0.0/24");
+    let web_l = [("app", "web")];
+    let api_l = [("app", "api")];
+    let web = cri.run_pod("shop", "web", &web_l, false);
+    let api = cri.run_pod("shop", "api", &api_l, false);
+    // Labelled like web, but in a batch namespace: the namespace selector decides.
+    let job = cri.run_pod("batch-1", "job", &web_l, false);
+    let hostnet = cri.run_pod("kube-system", "node-exporter", &[("app", "exporter")], true);
+    serve(&api.netns, 8080);
+    serve(&api.netns, 9090);
+
+    let dir = common::work_dir("cri-daemon", "pods");
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    std::fs::write(dir.join("rules/pods.toml"), RULES).unwrap();
+    let mut inv = String::new();
+    inv += &inventory_entry("web", "shop", &web_l, &web);
+    inv += &inventory_entry("api", "shop", &api_l, &api);
+    inv += &inventory_entry("job", "batch-1", &web_l, &job);
+    std::fs::write(dir.join("pods.toml"), inv).unwrap();
+
+    let args: Vec<std::ffi::OsString> = vec![
+        "run".into(),
+        "--no-docker".into(),
+        "--cri-socket".into(),
+        cri.socket.clone().into(),
+        "--cri-poll".into(),
+        "0.2".into(),
+        "--rules".into(),
+        dir.join("rules").into(),
+        "--state-dir".into(),
+        dir.join("state").into(),
+        "--socket-group".into(),
+        "root".into(),
+        "--tick".into(),
+        "0.2".into(),
+    ];
+    let d = Daemon::spawn(args, dir.join("daemon.log"));
+    d.wait_ready();
+    let mut c = Client::connect(&d.socket);
+    let zones = |c: &mut Client| -> Vec<(String, String, bool)> {
+        let mut z: Vec<_> =
+            c.status().containers.into_iter().map(|x| (x.name, x.zone, x.programmed)).collect();
+        z.sort();
+        z
+    };
+    let want = vec![
+        ("batch-1/job".to_string(), "batch".to_string(), true),
+        ("shop/api".into(), "api".into(), true),
+        ("shop/web".into(), "web".into(), true),
+    ];
+    eventually("the three pods programmed", &d, || (zones(&mut c) == want).then_some(()));
+    let s = c.status();
+    let floor_of =
+        |n: &str| s.containers.iter().find(|x| x.name == n).map(|x| x.floor.clone()).unwrap_or_default();
+    assert!(
+        !floor_of("shop/web").is_empty(),
+        "the host side of the pod's veth is floored: {:?}",
+        s.containers
+    );
+
+    // Real connections agree with explain, both ways of the verdict.
+    let wait = Duration::from_millis(700);
+    for (from, from_name, port) in
+        [(&web, "shop/web", 8080), (&web, "shop/web", 9090), (&job, "batch-1/job", 8080)]
+    {
+        let expected = explain(&dir, from_name, "shop/api", port);
+        let got = tcp_probe(&from.netns, SocketAddr::new(api.ip, port), wait);
+        assert_eq!(
+            got == Probe::Connected,
+            expected,
+            "{from_name} -> shop/api:{port}: probe {got:?}, explain says allowed={expected}\n{}",
+            d.log_tail(30)
+        );
+    }
+    assert!(explain(&dir, "shop/web", "shop/api", 8080), "the allowed case is exercised");
+
+    // The hostNetwork pod: reported, never programmed (its namespace is the node's).
+    let alerts = c.alerts(None, None);
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a.kind == AlertKind::Unenforced && a.message.contains("kube-system/node-exporter")),
+        "{alerts:?}"
+    );
+    assert!(!s.containers.iter().any(|x| x.name.contains("node-exporter")));
+    assert!(
+        !common::lab::has_fw_table(&cri.node_ns),
+        "the node's namespace (where the hostNetwork pod lives) got no container table"
+    );
+    drop(hostnet);
+
+    // A deleted pod is forgotten; its replacement with other labels is zoned anew (a
+    // relabel in Kubernetes is a new sandbox to the runtime).
+    cri.remove_pod(&api.id);
+    let api2 = cri.run_pod("shop", "api", &web_l, false);
+    eventually("the recreated pod zoned by its new labels", &d, || {
+        let z = zones(&mut c);
+        z.contains(&("shop/api".to_string(), "web".to_string(), true)).then_some(())
+    });
+    serve(&api2.netns, 8080);
+    assert_eq!(
+        tcp_probe(&web.netns, SocketAddr::new(api2.ip, 8080), wait),
+        Probe::TimedOut,
+        "web -> web is not allowed\n{}",
+        d.log_tail(30)
+    );
+    cri.remove_pod(&job.id);
+    eventually("a removed pod forgotten", &d, || {
+        (!zones(&mut c).iter().any(|(n, _, _)| n == "batch-1/job")).then_some(())
+    });
+}
