@@ -120,6 +120,8 @@ else
   cargo run -q --release -p fw-bench --bin daemon_churn
   section "idle: daemon CPU, threads and RSS with 50, 250 and 1,000 namespaces and no traffic (idle_cost)"
   cargo run -q --release -p fw-bench --bin idle_cost 50 250 1000
+  section "kubernetes: pod sandbox READY -> programmed (50 pods), then 200 pods idle, real containerd (cri_pods)"
+  cargo run -q --release -p fw-bench --bin cri_pods 50 200
   if command -v docker >/dev/null; then
     section "docker: start event -> table programmed, 50 starts (bench/docker-start.sh)"
     bash bench/docker-start.sh 50
