@@ -44,6 +44,13 @@ pub struct Layer {
     pub cri_socket: Option<String>,
     /// Seconds between two lists of the runtime's sandboxes.
     pub cri_poll: Option<f64>,
+    /// Follow the Kubernetes API (namespace labels, pods on other nodes) [default: false,
+    /// or true when `kube_api` is set]: in-cluster, else the kubeconfig.
+    pub kube: Option<bool>,
+    /// The API server's URL, instead of the in-cluster or kubeconfig one.
+    pub kube_api: Option<String>,
+    /// This node's name (its pods come from the CRI runtime) [default: $NODE_NAME].
+    pub node_name: Option<String>,
     pub unknown_containers: Option<Unknown>,
     pub state_dir: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
@@ -88,6 +95,9 @@ impl Layer {
             cri: self.cri.or(lower.cri),
             cri_socket: self.cri_socket.or(lower.cri_socket),
             cri_poll: self.cri_poll.or(lower.cri_poll),
+            kube: self.kube.or(lower.kube),
+            kube_api: self.kube_api.or(lower.kube_api),
+            node_name: self.node_name.or(lower.node_name),
             unknown_containers: self.unknown_containers.or(lower.unknown_containers),
             state_dir: self.state_dir.or(lower.state_dir),
             log_format: self.log_format.or(lower.log_format),
@@ -120,6 +130,8 @@ pub struct Settings {
     pub docker: Option<String>,
     /// The CRI runtime's socket and poll interval, when pods come from it.
     pub cri: Option<(String, Duration)>,
+    /// The Kubernetes API, when followed.
+    pub kube: Option<crate::discovery::kube::KubeSettings>,
     pub unknown_containers: Unknown,
     pub state_dir: PathBuf,
     pub log_format: LogFormat,
@@ -183,6 +195,14 @@ pub fn resolve(layer: Layer, docker_socket_exists: impl Fn(&str) -> bool) -> Res
         inventory: layer.inventory,
         docker: docker.then_some(socket),
         cri,
+        kube: layer.kube.unwrap_or(layer.kube_api.is_some()).then(|| crate::discovery::kube::KubeSettings {
+            api: layer.kube_api.clone(),
+            node: layer
+                .node_name
+                .clone()
+                .or_else(|| std::env::var("NODE_NAME").ok())
+                .filter(|n| !n.is_empty()),
+        }),
         unknown_containers: layer.unknown_containers.unwrap_or(Unknown::Deny),
         state_dir: layer.state_dir.unwrap_or_else(|| PathBuf::from("/var/lib/fw")),
         log_format: layer.log_format.unwrap_or(LogFormat::Human),

@@ -202,7 +202,7 @@ struct RunArgs {
     /// Sidecar mode: program only the daemon's own network namespace, as the one container
     /// (a pod, described by --pod-info); needs only CAP_NET_ADMIN; no host-side floor, so a
     /// container of the pod with CAP_NET_RAW can bypass it (README, "Sidecar mode")
-    #[arg(long = "self", conflicts_with_all = ["inventory", "docker", "cri", "cri_socket"])]
+    #[arg(long = "self", conflicts_with_all = ["inventory", "docker", "cri", "cri_socket", "kube", "kube_api"])]
     own: bool,
     /// With --self: the downward-API volume holding the pod's `labels` (and `name`,
     /// `namespace`; else $POD_NAME, $POD_NAMESPACE, the hostname) [default: /etc/podinfo]
@@ -228,6 +228,17 @@ struct RunArgs {
     /// Seconds between two lists of the runtime's pod sandboxes [default: 0.25]
     #[arg(long)]
     cri_poll: Option<f64>,
+    /// Follow the Kubernetes API (in-cluster service account, else the kubeconfig): the
+    /// labels of each namespace, for match.namespace_labels, and the pods on other nodes,
+    /// as peers in their zones
+    #[arg(long)]
+    kube: bool,
+    /// The API server's URL instead (implies --kube)
+    #[arg(long)]
+    kube_api: Option<String>,
+    /// This node's name: its pods come from the CRI runtime, not the API [default: $NODE_NAME]
+    #[arg(long)]
+    node_name: Option<String>,
     /// Containers not identified yet: deny (the host-side floor drops their ports until
     /// programmed) or default-zone (no guard; peers treat them as the default zone) [default: deny]
     #[arg(long, value_enum)]
@@ -308,6 +319,9 @@ impl RunArgs {
             cri: self.cri.then_some(true),
             cri_socket: self.cri_socket,
             cri_poll: self.cri_poll,
+            kube: self.kube.then_some(true),
+            kube_api: self.kube_api,
+            node_name: self.node_name,
             unknown_containers: self.unknown_containers,
             state_dir: self.state_dir,
             log_format: self.log_format,
@@ -481,6 +495,7 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
                 set.inventory = Some(path);
                 set.docker = None;
                 set.cri = None;
+                set.kube = None;
                 set.containment.floors = false;
                 set.containment.guard = None;
             }
@@ -489,6 +504,7 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
                 inventory: set.inventory.map(|p| std::path::absolute(&p).unwrap_or(p)),
                 docker: set.docker,
                 cri: set.cri,
+                kube: set.kube,
                 unknown_containers: set.unknown_containers,
                 state_dir: set.state_dir,
                 opts: CompileOptions {

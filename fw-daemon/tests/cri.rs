@@ -198,3 +198,149 @@ fn pods_of_a_real_containerd_are_programmed_by_namespace_and_labels() {
         (!zones(&mut c).iter().any(|(n, _, _)| n == "batch-1/job")).then_some(())
     });
 }
+
+const API_RULES: &str = r#"
+[defaults]
+action = "deny"
+
+# Only the API server knows a namespace's labels.
+[zone.web]
+match = { namespace_labels = { team = "pay" }, labels = { app = "web" } }
+
+[zone.api]
+match = { labels = { app = "api" } }
+
+[[policy]]
+id = "web-to-api"
+from = "web"
+to = "api"
+proto = "tcp"
+ports = [8080]
+action = "allow"
+"#;
+
+/// A peer "on another node": a namespace of the test's on the node's bridge, with a
+/// listener; the API stand-in says which pod it is.
+struct Remote {
+    ns: String,
+}
+
+impl Remote {
+    fn new(node_ns: &str, ip: &str) -> Remote {
+        let ns = format!("fwkr-{}", std::process::id());
+        let sh = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().expect("ip");
+            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        sh(&["netns", "add", &ns]);
+        let host = format!("fwkrh{}", std::process::id() % 100000);
+        sh(&["-n", node_ns, "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+        sh(&["-n", node_ns, "link", "set", &host, "master", "fwcri0", "up"]);
+        sh(&["-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+        sh(&["-n", &ns, "link", "set", "eth0", "up"]);
+        sh(&["-n", &ns, "link", "set", "lo", "up"]);
+        Remote { ns }
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        format!("/run/netns/{}", self.ns).into()
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+    }
+}
+
+/// The API side: namespace labels decide a local pod's zone, a pod on another node is a
+/// peer in its zone, and both follow the API's watch events. The API server is a local
+/// stand-in (common::kube_api); the runtime and the packets are real. The daemon runs in
+/// the node's namespace, as a hostNetwork DaemonSet pod does, where the stand-in listens.
+#[test]
+#[ignore = "needs root"]
+fn namespace_labels_and_remote_pods_come_from_the_api_server() {
+    if !common::require(common::lab::available() && common::cri::tools_present(), common::cri::NEEDS) {
+        return;
+    }
+    let mut cri = Runtime::start("api", "10.88.0.0/24");
+    let api = common::kube_api::ApiServer::start(Path::new(&format!("/run/netns/{}", cri.node_ns)));
+    api.namespace("shop", &[("team", "pay")]);
+    let web = cri.run_pod("shop", "web", &[("app", "web")], false);
+    // The API lists this node's pods too; they come from the runtime (field selector).
+    api.pod("shop", "web", "node-a", &[("app", "web")], &web.ip.to_string());
+    let remote = Remote::new(&cri.node_ns, "10.88.0.250");
+    serve(&remote.path(), 8080);
+
+    let dir = common::work_dir("cri-daemon", "api");
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    std::fs::write(dir.join("rules/pods.toml"), API_RULES).unwrap();
+    let wrapper: Vec<std::ffi::OsString> =
+        vec!["nsenter".into(), format!("--net=/run/netns/{}", cri.node_ns).into()];
+    let args: Vec<std::ffi::OsString> = vec![
+        "run".into(),
+        "--no-docker".into(),
+        "--cri-socket".into(),
+        cri.socket.clone().into(),
+        "--cri-poll".into(),
+        "0.2".into(),
+        "--kube-api".into(),
+        api.url().into(),
+        "--node-name".into(),
+        "node-a".into(),
+        "--rules".into(),
+        dir.join("rules").into(),
+        "--state-dir".into(),
+        dir.join("state").into(),
+        "--socket-group".into(),
+        "root".into(),
+        "--tick".into(),
+        "0.2".into(),
+    ];
+    let d = Daemon::spawn_via(&wrapper, args, dir.join("daemon.log"));
+    d.wait_ready();
+    let mut c = Client::connect(&d.socket);
+    let zone_of = |c: &mut Client, n: &str| {
+        c.status().containers.into_iter().find(|x| x.name == n).map(|x| (x.zone, x.programmed))
+    };
+    eventually("shop/web zoned by its namespace's labels", &d, || {
+        (zone_of(&mut c, "shop/web") == Some(("web".into(), true))).then_some(())
+    });
+    let to_remote = SocketAddr::new("10.88.0.250".parse().unwrap(), 8080);
+    let wait = Duration::from_millis(500);
+    assert_eq!(
+        tcp_probe(&web.netns, to_remote, wait),
+        Probe::TimedOut,
+        "an address no source names is in no zone: denied\n{}",
+        d.log_tail(20)
+    );
+
+    // The API announces the pod on node-b: it joins zone api, and web may reach it.
+    api.pod("shop", "api-0", "node-b", &[("app", "api")], "10.88.0.250");
+    eventually("web -> the remote api pod allowed", &d, || {
+        (tcp_probe(&web.netns, to_remote, wait) == Probe::Connected).then_some(())
+    });
+    let names: Vec<String> = c.status().containers.into_iter().map(|x| x.name).collect();
+    assert_eq!(names, ["shop/web"], "this node's pod once; a remote pod is a peer, not a container here");
+
+    // The namespace loses its label: web is no longer zone web, and is denied.
+    api.namespace("shop", &[]);
+    eventually("shop/web leaves zone web", &d, || {
+        (zone_of(&mut c, "shop/web").map(|z| z.0).as_deref() == Some("default")).then_some(())
+    });
+    eventually("web -> api denied again", &d, || {
+        (tcp_probe(&web.netns, to_remote, wait) == Probe::TimedOut).then_some(())
+    });
+    // Labelled again, then the remote pod deleted in the API: no longer a peer in zone api.
+    api.namespace("shop", &[("team", "pay")]);
+    eventually("web -> api allowed again", &d, || {
+        (tcp_probe(&web.netns, to_remote, wait) == Probe::Connected).then_some(())
+    });
+    api.delete_pod("shop", "api-0");
+    eventually("the deleted remote pod is no peer", &d, || {
+        (tcp_probe(&web.netns, to_remote, wait) == Probe::TimedOut).then_some(())
+    });
+    drop(d);
+    drop(remote);
+}

@@ -61,6 +61,7 @@ impl World {
             inventory: Some(self.dir.join("inventory.toml")),
             docker: None,
             cri: None,
+            kube: None,
             unknown_containers: fw_daemon::config::Unknown::DefaultZone,
             state_dir: self.dir.join("state"),
             opts: Default::default(),

@@ -223,12 +223,14 @@ impl Core {
         }
         let mut newest_docker = None;
         let mut newest_cri = None;
+        let mut newest_kube = None;
         let mut commands = Vec::new();
         let mut violations = Vec::new();
         for e in events {
             match e {
                 Event::Docker(u) => newest_docker = Some(u),
                 Event::Cri(u) => newest_cri = Some(u),
+                Event::Kube(u) => newest_kube = Some(u),
                 Event::Control(c) => commands.push(c),
                 Event::Inspect(v) => violations.push(v),
                 _ => {}
@@ -248,6 +250,20 @@ impl Core {
         }
         if let Some(u) = newest_cri {
             self.cri_update(u);
+        }
+        if let Some(u) = newest_kube {
+            match u {
+                crate::discovery::kube::Update::Snapshot { namespaces, remote } => {
+                    if let Some(inv) = self.sources.kube(namespaces, remote) {
+                        let n =
+                            self.enf.membership_changed(inv, "kubernetes namespaces or remote pods changed");
+                        self.notify(n);
+                    }
+                }
+                crate::discovery::kube::Update::Unavailable(why) => {
+                    tracing::debug!("kubernetes API unavailable: {why}")
+                }
+            }
         }
         // A quarantined tamperer waits for the periodic check.
         let drifted: BTreeSet<String> = drifted.into_iter().filter(|n| !self.enf.escalated(n)).collect();

@@ -42,6 +42,8 @@ pub struct Config {
     pub docker: Option<String>,
     /// The CRI runtime's socket and poll interval (Kubernetes pods), if any.
     pub cri: Option<(String, std::time::Duration)>,
+    /// The Kubernetes API (namespace labels, remote pods), if followed.
+    pub kube: Option<crate::discovery::kube::KubeSettings>,
     /// Deny: the host guard closes the start-up window (with Docker).
     pub unknown_containers: crate::config::Unknown,
     pub state_dir: PathBuf,
@@ -96,6 +98,7 @@ pub enum Event {
     Inventory,
     Docker(docker::Update),
     Cri(crate::discovery::cri::Update),
+    Kube(crate::discovery::kube::Update),
     /// A programmed container's namespace announced a ruleset change (maybe ours): check it.
     Drift(String),
     /// SIGHUP: reload rules and inventory.
@@ -214,6 +217,10 @@ async fn event_loop(
     if let Some((socket, poll)) = cfg.cri.clone() {
         let ctx = tx.clone();
         crate::discovery::cri::spawn(&rt, socket, poll, Box::new(move |u| ctx.send(Event::Cri(u)).is_ok()));
+    }
+    if let Some(k) = cfg.kube.clone() {
+        let ktx = tx.clone();
+        crate::discovery::kube::spawn(&rt, k, Box::new(move |u| ktx.send(Event::Kube(u)).is_ok()));
     }
     // Commands go straight onto the loop's channel: no thread in between.
     let cmd_tx = tx.clone();

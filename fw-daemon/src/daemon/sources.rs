@@ -166,6 +166,9 @@ pub struct Sources {
     /// Pods the runtime has that are not programmed, as last reported (each is alerted
     /// once, when it first appears).
     cri_skipped: Vec<crate::discovery::cri::Skipped>,
+    /// From the Kubernetes API: each namespace's labels, and the pods on other nodes.
+    kube_namespaces: crate::discovery::kube::NamespaceLabels,
+    kube_remote: Vec<Container>,
     /// The enforced policy's hash and load time, and the last refused reload's errors.
     pub status: Status,
     /// The files the enforced policy came from, as shown in status.
@@ -276,6 +279,8 @@ impl Sources {
             docker_seen: false,
             cri_inv: Vec::new(),
             cri_skipped: Vec::new(),
+            kube_namespaces: Default::default(),
+            kube_remote: Vec::new(),
             status,
             rule_files,
             last_reload_at: Some(now),
@@ -393,8 +398,34 @@ impl Sources {
         (changed.then(|| self.merged()), new)
     }
 
+    /// A Kubernetes API snapshot: the merged inventory when it changes anything.
+    pub fn kube(
+        &mut self,
+        namespaces: crate::discovery::kube::NamespaceLabels,
+        remote: Vec<Container>,
+    ) -> Option<Inventory> {
+        let changed = namespaces != self.kube_namespaces || remote != self.kube_remote;
+        self.kube_namespaces = namespaces;
+        self.kube_remote = remote;
+        changed.then(|| self.merged())
+    }
+
     pub fn merged(&self) -> Inventory {
-        merge(&self.static_inv, &[("docker", &self.docker_inv), ("cri", &self.cri_inv)])
+        let mut inv = merge(&self.static_inv, &[("docker", &self.docker_inv), ("cri", &self.cri_inv)]);
+        // Pods on other nodes are peers: a name known here already is this node's (the
+        // runtime's word wins, quietly: the API lists every pod).
+        let known: std::collections::HashSet<String> =
+            inv.containers.iter().map(|c| c.name.clone()).collect();
+        inv.containers.extend(self.kube_remote.iter().filter(|c| !known.contains(&c.name)).cloned());
+        // Namespace labels only the API server knows.
+        for c in &mut inv.containers {
+            if let Some(k) = c.kube.as_mut() {
+                if let Some(l) = self.kube_namespaces.get(&k.namespace) {
+                    k.namespace_labels = l.clone();
+                }
+            }
+        }
+        inv
     }
 
     /// The periodic re-read: contents that differ from what was last loaded, and held

@@ -23,6 +23,9 @@ pub fn status_info(enf: &Enforcer, src: &Sources, trail: &Trail, uptime: std::ti
         .inventory()
         .containers
         .iter()
+        // Pods on other nodes are peers (their addresses are in their zones' sets), not
+        // containers of this node: a cluster's worth of them is not status.
+        .filter(|c| !(c.netns.is_none() && c.kube.is_some()))
         .map(|c| {
             let programmed = rec.ruleset(&c.name);
             let zone = policy.zone_of(&c.identity());

@@ -1,6 +1,7 @@
 //! Where containers come from: the static inventory file (see `inventory`), Docker, the
-//! node's CRI runtime (Kubernetes pods), and the daemon's own namespace (`--self`).
+//! node's CRI runtime (Kubernetes pods), the Kubernetes API (namespace labels, remote pods), and the daemon's own namespace (`--self`).
 
 pub mod cri;
 pub mod docker;
+pub mod kube;
 pub mod own;

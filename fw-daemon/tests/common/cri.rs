@@ -128,7 +128,7 @@ impl Runtime {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("work dir");
         let node_ns = format!("fwcri-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &node_ns]).status();
+        let _ = Command::new("ip").args(["netns", "del", &node_ns]).output();
         run(Command::new("ip").args(["netns", "add", &node_ns]));
         run(Command::new("ip").args(["-n", &node_ns, "link", "set", "lo", "up"]));
         let socket = dir.join("containerd.sock");

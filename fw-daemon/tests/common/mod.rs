@@ -9,6 +9,7 @@ pub mod cri;
 pub mod daemon;
 pub mod helper;
 pub mod icmp;
+pub mod kube_api;
 pub mod lab;
 pub mod tls_attack;
 
