@@ -42,6 +42,24 @@ ports = [8080]
 action = "allow"
 "#;
 
+/// `fw-daemon run` on the runtime's pods, fast timers, rules and state in `dir`.
+fn daemon_args(cri: &Runtime, dir: &Path, extra: &[&str]) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> =
+        ["run", "--no-docker", "--cri-poll", "0.2", "--tick", "0.2", "--socket-group", "root"]
+            .map(Into::into)
+            .to_vec();
+    for (flag, value) in [
+        ("--cri-socket", cri.socket.clone()),
+        ("--rules", dir.join("rules")),
+        ("--state-dir", dir.join("state")),
+    ] {
+        args.push(flag.into());
+        args.push(value.into());
+    }
+    args.extend(extra.iter().map(Into::into));
+    args
+}
+
 /// A listener on `port` inside `netns` that answers and closes, until the test ends.
 fn serve(netns: &Path, port: u16) {
     let l = fw_daemon::netns::run_in(netns, move || TcpListener::bind(("0.0.0.0", port)))
@@ -107,22 +125,7 @@ fn pods_of_a_real_containerd_are_programmed_by_namespace_and_labels() {
     inv += &inventory_entry("job", "batch-1", &web_l, &job);
     std::fs::write(dir.join("pods.toml"), inv).unwrap();
 
-    let args: Vec<std::ffi::OsString> = vec![
-        "run".into(),
-        "--no-docker".into(),
-        "--cri-socket".into(),
-        cri.socket.clone().into(),
-        "--cri-poll".into(),
-        "0.2".into(),
-        "--rules".into(),
-        dir.join("rules").into(),
-        "--state-dir".into(),
-        dir.join("state").into(),
-        "--socket-group".into(),
-        "root".into(),
-        "--tick".into(),
-        "0.2".into(),
-    ];
+    let args = daemon_args(&cri, &dir, &[]);
     let d = Daemon::spawn(args, dir.join("daemon.log"));
     d.wait_ready();
     let mut c = Client::connect(&d.socket);
@@ -278,26 +281,8 @@ fn namespace_labels_and_remote_pods_come_from_the_api_server() {
     std::fs::write(dir.join("rules/pods.toml"), API_RULES).unwrap();
     let wrapper: Vec<std::ffi::OsString> =
         vec!["nsenter".into(), format!("--net=/run/netns/{}", cri.node_ns).into()];
-    let args: Vec<std::ffi::OsString> = vec![
-        "run".into(),
-        "--no-docker".into(),
-        "--cri-socket".into(),
-        cri.socket.clone().into(),
-        "--cri-poll".into(),
-        "0.2".into(),
-        "--kube-api".into(),
-        api.url().into(),
-        "--node-name".into(),
-        "node-a".into(),
-        "--rules".into(),
-        dir.join("rules").into(),
-        "--state-dir".into(),
-        dir.join("state").into(),
-        "--socket-group".into(),
-        "root".into(),
-        "--tick".into(),
-        "0.2".into(),
-    ];
+    let api_url = api.url();
+    let args = daemon_args(&cri, &dir, &["--kube-api", &api_url, "--node-name", "node-a"]);
     let d = Daemon::spawn_via(&wrapper, args, dir.join("daemon.log"));
     d.wait_ready();
     let mut c = Client::connect(&d.socket);

@@ -358,24 +358,13 @@ pub fn spawn(
     tx: Sink,
 ) -> tokio::task::JoinHandle<()> {
     rt.spawn(async move {
-        let mut backoff = Duration::from_millis(500);
-        loop {
-            let started = tokio::time::Instant::now();
-            match follow(&socket, poll, &tx).await {
-                Ok(()) => return,
-                Err(e) => {
-                    warn!(error = %e, retry_in = ?backoff, "cri source unavailable");
-                    if !tx(Update::Unavailable(e.to_string())) {
-                        return;
-                    }
-                }
-            }
-            if started.elapsed() > Duration::from_secs(30) {
-                backoff = Duration::from_millis(500);
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(30));
-        }
+        let (socket, tx) = (&socket, &tx);
+        super::follow_with_backoff(
+            "cri source",
+            || follow(socket, poll, tx),
+            |why| tx(Update::Unavailable(why)),
+        )
+        .await
     })
 }
 

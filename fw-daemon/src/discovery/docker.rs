@@ -12,12 +12,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use bollard::Docker;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::inventory::Container;
 
@@ -223,25 +222,9 @@ pub type Sink = Box<dyn Fn(Update) -> bool + Send + Sync>;
 /// Runs the Docker source as a task on the daemon's runtime, until the sink closes.
 pub fn spawn(rt: &tokio::runtime::Handle, socket: String, tx: Sink) -> tokio::task::JoinHandle<()> {
     rt.spawn(async move {
-        let mut backoff = Duration::from_millis(500);
-        loop {
-            let started = tokio::time::Instant::now();
-            match follow(&socket, &tx).await {
-                Ok(()) => return, // the daemon is gone
-                Err(e) => {
-                    warn!(error = %e, retry_in = ?backoff, "docker source unavailable");
-                    if !tx(Update::Unavailable(e.to_string())) {
-                        return;
-                    }
-                }
-            }
-            // A connection that lasted a while was healthy: start the backoff over.
-            if started.elapsed() > Duration::from_secs(30) {
-                backoff = Duration::from_millis(500);
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(30));
-        }
+        let (socket, tx) = (&socket, &tx);
+        super::follow_with_backoff("docker source", || follow(socket, tx), |why| tx(Update::Unavailable(why)))
+            .await
     })
 }
 

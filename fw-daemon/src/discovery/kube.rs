@@ -238,24 +238,9 @@ async fn follow(s: &KubeSettings, tx: &Sink) -> Result<(), KubeError> {
 /// Runs the source as a task on the daemon's runtime, until the sink closes.
 pub fn spawn(rt: &tokio::runtime::Handle, s: KubeSettings, tx: Sink) -> tokio::task::JoinHandle<()> {
     rt.spawn(async move {
-        let mut backoff = Duration::from_millis(500);
-        loop {
-            let started = tokio::time::Instant::now();
-            match follow(&s, &tx).await {
-                Ok(()) => return,
-                Err(e) => {
-                    warn!(error = %e, retry_in = ?backoff, "kubernetes API unavailable");
-                    if !tx(Update::Unavailable(e.to_string())) {
-                        return;
-                    }
-                }
-            }
-            if started.elapsed() > Duration::from_secs(30) {
-                backoff = Duration::from_millis(500);
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(30));
-        }
+        let (s, tx) = (&s, &tx);
+        super::follow_with_backoff("kubernetes API", || follow(s, tx), |why| tx(Update::Unavailable(why)))
+            .await
     })
 }
 
