@@ -197,11 +197,7 @@ pub fn resolve(layer: Layer, docker_socket_exists: impl Fn(&str) -> bool) -> Res
         cri,
         kube: layer.kube.unwrap_or(layer.kube_api.is_some()).then(|| crate::discovery::kube::KubeSettings {
             api: layer.kube_api.clone(),
-            node: layer
-                .node_name
-                .clone()
-                .or_else(|| std::env::var("NODE_NAME").ok())
-                .filter(|n| !n.is_empty()),
+            node: layer.node_name.clone().filter(|n| !n.is_empty()),
         }),
         unknown_containers: layer.unknown_containers.unwrap_or(Unknown::Deny),
         state_dir: layer.state_dir.unwrap_or_else(|| PathBuf::from("/var/lib/fw")),
@@ -274,6 +270,30 @@ fn positive(v: Option<u64>, default: u64, what: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cri_socket_or_an_api_url_turns_its_source_on() {
+        let off = resolve(Layer::default(), |_| false).unwrap();
+        assert_eq!((off.cri, off.kube), (None, None), "Kubernetes sources are off by default");
+        let on = resolve(
+            Layer {
+                cri_socket: Some("/var/run/crio/crio.sock".into()),
+                kube_api: Some("http://127.0.0.1:6443".into()),
+                node_name: Some("node-a".into()),
+                ..Layer::default()
+            },
+            |_| false,
+        )
+        .unwrap();
+        assert_eq!(on.cri, Some(("/var/run/crio/crio.sock".into(), crate::discovery::cri::DEFAULT_POLL)));
+        let k = on.kube.expect("the API followed");
+        assert_eq!((k.api.as_deref(), k.node.as_deref()), (Some("http://127.0.0.1:6443"), Some("node-a")));
+        let cri = resolve(Layer { cri: Some(true), ..Layer::default() }, |_| false).unwrap().cri;
+        assert_eq!(cri.map(|c| c.0).as_deref(), Some(crate::discovery::cri::DEFAULT_SOCKET));
+        assert!(
+            resolve(Layer { cri: Some(true), cri_poll: Some(0.0), ..Layer::default() }, |_| false).is_err()
+        );
+    }
 
     #[test]
     fn flags_override_the_file_which_overrides_defaults() {

@@ -321,7 +321,8 @@ impl RunArgs {
             cri_poll: self.cri_poll,
             kube: self.kube.then_some(true),
             kube_api: self.kube_api,
-            node_name: self.node_name,
+            // The downward API's `spec.nodeName`, as the DaemonSet passes it.
+            node_name: self.node_name.or_else(|| std::env::var("NODE_NAME").ok()),
             unknown_containers: self.unknown_containers,
             state_dir: self.state_dir,
             log_format: self.log_format,

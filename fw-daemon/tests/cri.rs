@@ -329,3 +329,42 @@ fn namespace_labels_and_remote_pods_come_from_the_api_server() {
     drop(d);
     drop(remote);
 }
+
+/// The runtime restarts (an upgrade on the node): the daemon keeps enforcing what it
+/// knows while the socket is gone, says so, and picks up where it was when it is back.
+#[test]
+#[ignore = "needs root"]
+fn a_runtime_restart_loses_nothing() {
+    if !common::require(common::lab::available() && common::cri::tools_present(), common::cri::NEEDS) {
+        return;
+    }
+    let mut cri = Runtime::start("restart", "10.87.0.0/24");
+    let web = cri.run_pod("shop", "web", &[("app", "web")], false);
+    let dir = common::work_dir("cri-daemon", "restart");
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    std::fs::write(dir.join("rules/pods.toml"), RULES).unwrap();
+    let d = Daemon::spawn(daemon_args(&cri, &dir, &[]), dir.join("daemon.log"));
+    d.wait_ready();
+    let mut c = Client::connect(&d.socket);
+    let programmed = |c: &mut Client| -> Vec<String> {
+        let mut v: Vec<String> =
+            c.status().containers.into_iter().filter(|x| x.programmed).map(|x| x.name).collect();
+        v.sort();
+        v
+    };
+    eventually("shop/web programmed", &d, || (programmed(&mut c) == ["shop/web"]).then_some(()));
+
+    cri.stop_runtime();
+    eventually("the daemon notices the runtime is gone", &d, || {
+        d.log().contains("cri source unavailable").then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(programmed(&mut c), ["shop/web"], "what is known stays enforced\n{}", d.log_tail(20));
+    assert!(common::lab::has_fw_table(web.netns.file_name().unwrap().to_str().unwrap()), "its table stays");
+
+    cri.start_runtime();
+    cri.run_pod("shop", "api", &[("app", "api")], false);
+    eventually("reconnected: the new pod programmed, the old one kept", &d, || {
+        (programmed(&mut c) == ["shop/api", "shop/web"]).then_some(())
+    });
+}

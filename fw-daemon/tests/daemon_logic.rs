@@ -360,3 +360,72 @@ fn a_lapsed_block_is_no_duplicate_before_the_resync_notices() {
         "its expiry is recorded"
     );
 }
+
+/// The node agent's two Kubernetes sources meet in one inventory: pods from the CRI
+/// runtime (their tables), namespace labels and pods on other nodes from the API (zone
+/// membership and peers). A skipped pod is alerted once, not at every snapshot.
+#[test]
+fn cri_pods_take_namespace_labels_and_remote_peers_from_the_api() {
+    use fw_daemon::discovery::{cri, kube};
+    use fw_daemon::inventory::{Container, KubeMeta};
+    let w = world("kube");
+    std::fs::write(
+        w.dir.join("rules/00-k8s.toml"),
+        "[zone.pay]\nmatch = { namespace_labels = { team = \"pay\" }, labels = { app = \"web\" } }\n\
+         [zone.payapi]\nmatch = { namespace = \"shop\", labels = { app = \"api\" } }\n\
+         [[policy]]\nid = \"pay-to-api\"\nfrom = \"pay\"\nto = \"payapi\"\nproto = \"tcp\"\nports = [8080]\naction = \"allow\"\n",
+    )
+    .unwrap();
+    let mut core = w.start();
+    let pod = |name: &str, netns: Option<&str>, app: &str, ip: &str| Container {
+        name: name.into(),
+        netns: netns.map(PathBuf::from),
+        labels: vec![("app".into(), app.into())],
+        addresses: vec![ip.parse().unwrap()],
+        kube: Some(KubeMeta { namespace: "shop".into(), namespace_labels: Vec::new() }),
+        ..Container::default()
+    };
+    w.kernel.add_netns("/run/netns/fwk-web");
+    let web = pod("shop/web", Some("/run/netns/fwk-web"), "web", "10.99.0.2");
+    let skipped = vec![cri::Skipped { pod: "kube-system/proxy".into(), why: cri::SkipReason::HostNetwork }];
+    let snapshot = || cri::Update::Snapshot { pods: vec![web.clone()], skipped: skipped.clone() };
+    assert!(core.handle(vec![Event::Cri(snapshot())]));
+    assert!(core.handle(vec![Event::Cri(snapshot())]));
+    let skips: Vec<_> = alerts_of(&core, AlertKind::Unenforced)
+        .into_iter()
+        .filter(|a| a.message.contains("kube-system/proxy"))
+        .collect();
+    assert_eq!(skips.len(), 1, "alerted once: {skips:?}");
+    let zone = |core: &Core| {
+        core.status_info()
+            .containers
+            .into_iter()
+            .find(|c| c.name == "shop/web")
+            .map(|c| (c.zone, c.programmed))
+    };
+    assert_eq!(zone(&core), Some(("default".into(), true)), "namespace labels unknown yet");
+
+    let remote = pod("shop/api-0", None, "api", "10.99.1.5");
+    // The API lists this node's pod too: the runtime's entry stays, once.
+    let again = pod("shop/web", None, "web", "10.99.0.2");
+    let namespaces = std::collections::BTreeMap::from([(
+        "shop".to_string(),
+        vec![("team".to_string(), "pay".to_string())],
+    )]);
+    assert!(
+        core.handle(vec![Event::Kube(kube::Update::Snapshot { namespaces, remote: vec![remote, again] })])
+    );
+    assert_eq!(zone(&core), Some(("pay".into(), true)), "the namespace's labels admit it to pay");
+    let names: Vec<String> = core.status_info().containers.into_iter().map(|c| c.name).collect();
+    assert_eq!(
+        names.iter().filter(|n| n.starts_with("shop/")).collect::<Vec<_>>(),
+        ["shop/web"],
+        "remote pods are peers, not status rows"
+    );
+    let t = w.kernel.table(Path::new("/run/netns/fwk-web"), TableFamily::Inet, TABLE).expect("programmed");
+    assert!(
+        t.set("z_payapi_4")
+            .is_some_and(|s| s.elements.contains(&SetElem::Addr("10.99.1.5".parse().unwrap()))),
+        "the remote pod is a member of its zone's set"
+    );
+}

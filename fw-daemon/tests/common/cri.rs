@@ -120,7 +120,53 @@ fn pause_archive(dir: &Path) -> PathBuf {
     archive
 }
 
+/// containerd in the node's namespace; its log appended to `dir/containerd.log`.
+fn spawn_containerd(dir: &Path, node_ns: &str) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("containerd.log")).unwrap();
+    // nsenter, not `ip netns exec`: that remounts /sys and hides the cgroups from runc.
+    Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{node_ns}"))
+        .arg("containerd")
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start containerd")
+}
+
+fn stop(mut c: Child) {
+    let _ =
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let until = Instant::now() + Duration::from_secs(5);
+    while c.try_wait().ok().flatten().is_none() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
 impl Runtime {
+    /// Stops containerd (its shims and sandboxes live on, as on a node whose runtime is
+    /// upgraded).
+    pub fn stop_runtime(&mut self) {
+        if let Some(c) = self.containerd.take() {
+            stop(c);
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+
+    /// Starts it again and waits for its socket.
+    pub fn start_runtime(&mut self) {
+        self.containerd = Some(spawn_containerd(&self.dir, &self.node_ns));
+        let until = Instant::now() + Duration::from_secs(20);
+        while !self.socket.exists() {
+            assert!(Instant::now() < until, "containerd did not start again:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.connect();
+    }
+
     /// containerd up in a fresh node namespace whose bridge hands out `subnet` (a /24), with
     /// the pause image imported.
     pub fn start(tag: &str, subnet: &str) -> Runtime {
@@ -169,17 +215,7 @@ state = "{d}/state"
             ),
         )
         .unwrap();
-        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
-        // nsenter, not `ip netns exec`: that remounts /sys and hides the cgroups from runc.
-        let containerd = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{node_ns}"))
-            .arg("containerd")
-            .arg("--config")
-            .arg(dir.join("config.toml"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start containerd");
+        let containerd = spawn_containerd(&dir, &node_ns);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let mut me = Runtime {
             dir,
@@ -201,25 +237,43 @@ state = "{d}/state"
             .arg(&me.socket)
             .args(["-n", "k8s.io", "images", "import"])
             .arg(&archive));
-        let path = me.socket.clone();
-        let client = me.rt.block_on(async move {
-            let ch = tonic::transport::Endpoint::from_static("http://cri.invalid")
-                .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                    let path = path.clone();
-                    async move {
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                            tokio::net::UnixStream::connect(path).await?,
-                        ))
-                    }
-                }))
-                .await
-                .expect("connect to containerd");
-            let mut c = RuntimeServiceClient::new(ch);
-            c.version(VersionRequest { version: "v1".into() }).await.expect("CRI v1 version");
-            c
-        });
-        me.client = Some(client);
+        me.connect();
         me
+    }
+
+    /// A client on the socket, once the CRI service answers (it comes up a moment after the
+    /// socket does).
+    fn connect(&mut self) {
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            let path = self.socket.clone();
+            let attempt = self.rt.block_on(async move {
+                let ch = tonic::transport::Endpoint::from_static("http://cri.invalid")
+                    .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                        let path = path.clone();
+                        async move {
+                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                                tokio::net::UnixStream::connect(path).await?,
+                            ))
+                        }
+                    }))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut c = RuntimeServiceClient::new(ch);
+                c.version(VersionRequest { version: "v1".into() }).await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(c)
+            });
+            match attempt {
+                Ok(c) => {
+                    self.client = Some(c);
+                    return;
+                }
+                Err(e) => {
+                    assert!(Instant::now() < until, "CRI v1 does not answer: {e}\n{}", self.log());
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
     }
 
     pub fn log(&self) -> String {
@@ -316,17 +370,8 @@ impl Drop for Runtime {
             self.remove_pod(&id);
         }
         self.client = None;
-        if let Some(mut c) = self.containerd.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let until = Instant::now() + Duration::from_secs(5);
-            while c.try_wait().ok().flatten().is_none() && Instant::now() < until {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(c) = self.containerd.take() {
+            stop(c);
         }
         // Shims outlive containerd by design: end the ones this instance started.
         let me = self.socket.display().to_string();
