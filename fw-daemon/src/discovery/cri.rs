@@ -13,7 +13,7 @@
 //! without usable metadata is still programmed, as an unnamed pod in the default zone.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
@@ -366,12 +366,6 @@ pub fn spawn(
         )
         .await
     })
-}
-
-/// Whether `p` exists as a socket a runtime could listen on (for `--cri` without a path).
-pub fn socket_exists(p: &Path) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    std::fs::metadata(p).is_ok_and(|m| m.file_type().is_socket())
 }
 
 #[cfg(test)]
