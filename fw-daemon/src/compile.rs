@@ -20,7 +20,7 @@ use fw_proto::{Mode, RuleKind, RuleRef};
 use ipnet::IpNet;
 
 use crate::inspect::mark;
-use crate::inventory::{Container, Inventory};
+use crate::inventory::{Container, Inventory, SvcProto};
 use crate::rules::validate::set_stem;
 use crate::rules::{Action, InspectFail, Policy, Rule as PolicyRule, Traffic, Zone, ZONE_ANY};
 use crate::ruleset::ir::*;
@@ -116,20 +116,76 @@ pub const SET_BLOCK_IN6_ADDR: &str = "block_in6a";
 pub struct Membership<'p> {
     pub zone_of: HashMap<String, &'p Zone>,
     pub members: HashMap<String, BTreeSet<IpAddr>>,
+    /// Each port of each virtual address (Kubernetes Service), with its backends' zones.
+    pub vips: Vec<VipPort>,
+}
+
+/// One port of a virtual address and what is behind it: per backend, the zones its address
+/// is in (none: an address no source names, which only `any` covers) and its port there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VipPort {
+    pub service: String,
+    pub addresses: Vec<IpAddr>,
+    pub proto: SvcProto,
+    pub port: u16,
+    pub backends: Vec<(Vec<String>, u16)>,
 }
 
 impl<'p> Membership<'p> {
     pub fn new(policy: &'p Policy, inventory: &Inventory) -> Membership<'p> {
         let mut zone_of = HashMap::with_capacity(inventory.containers.len());
         let mut members: HashMap<String, BTreeSet<IpAddr>> = HashMap::new();
+        let mut zone_at: HashMap<IpAddr, &str> = HashMap::new();
         for c in &inventory.containers {
             let z = policy.zone_of(&c.identity());
             zone_of.insert(c.name.clone(), z);
             members.entry(z.name.clone()).or_default().extend(c.addresses.iter().copied());
+            for a in &c.addresses {
+                zone_at.entry(*a).or_insert(z.name.as_str());
+            }
         }
-        Membership { zone_of, members }
+        // A backend is in the zone of the container with its address, and in every zone
+        // whose networks hold it (a packet to it matches the rules of each).
+        let zones_of = |a: &IpAddr| -> Vec<String> {
+            let mut out: Vec<String> = zone_at.get(a).map(|z| z.to_string()).into_iter().collect();
+            for z in policy.zones.iter() {
+                if z.cidrs().iter().any(|n| n.contains(a)) && !out.contains(&z.name) {
+                    out.push(z.name.clone());
+                }
+            }
+            out
+        };
+        let mut vips = Vec::new();
+        for s in &inventory.services {
+            for p in &s.ports {
+                vips.push(VipPort {
+                    service: s.name.clone(),
+                    addresses: s.addresses.clone(),
+                    proto: p.proto,
+                    port: p.port,
+                    backends: p.backends.iter().map(|(a, port)| (zones_of(a), *port)).collect(),
+                });
+            }
+        }
+        Membership { zone_of, members, vips }
     }
 }
+
+/// Which rule decides a packet: a failsafe or a policy (by index in its list), or the
+/// default. Ordered as the chains walk them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Decider {
+    Failsafe(usize),
+    Policy(usize),
+    Default,
+}
+
+/// Where each virtual address's ports are decided, for one zone's egress: the elements
+/// (`daddr . l4proto . dport`) each decider's rule gets, per family.
+type VipPicks = std::collections::BTreeMap<(Decider, Family), Vec<SetElem>>;
+
+const VIP_KEY4: &[KeyKind] = &[KeyKind::Ipv4, KeyKind::InetProto, KeyKind::InetService];
+const VIP_KEY6: &[KeyKind] = &[KeyKind::Ipv6, KeyKind::InetProto, KeyKind::InetService];
 
 /// Compiles every container in the inventory.
 pub fn compile_all(policy: &Policy, inventory: &Inventory, opts: &CompileOptions) -> Vec<Ruleset> {
@@ -549,9 +605,16 @@ impl<'a, 'p> Builder<'a, 'p> {
     }
 
     /// Rules for policies that apply on this side of this container, in order.
-    fn policy_rules(&mut self, side: Side, list: &'p [PolicyRule], kind: RuleKind, out: &mut Vec<Rule>) {
+    fn policy_rules(
+        &mut self,
+        side: Side,
+        list: &'p [PolicyRule],
+        kind: RuleKind,
+        picks: &VipPicks,
+        out: &mut Vec<Rule>,
+    ) {
         let zone = self.zone.name.as_str();
-        for r in list.iter().filter(|r| !r.is_expired(self.opts.now)) {
+        for (index, r) in list.iter().enumerate().filter(|(_, r)| !r.is_expired(self.opts.now)) {
             let (own, peers, dir) = match side {
                 Side::Egress => (&r.from, &r.to, Dir::Dst),
                 Side::Ingress => (&r.to, &r.from, Dir::Src),
@@ -598,6 +661,15 @@ impl<'a, 'p> Builder<'a, 'p> {
                     x.mark = tap.as_ref().map(|t| t.mark | remote);
                     out.push(x);
                 }
+            }
+            if side == Side::Egress {
+                let decider = if kind == RuleKind::Failsafe {
+                    Decider::Failsafe(index)
+                } else {
+                    Decider::Policy(index)
+                };
+                let mark = tap.as_ref().map(|t| t.mark);
+                self.vip_rules(picks, decider, &verdict, &origin, mark, out);
             }
         }
     }
@@ -699,8 +771,9 @@ impl<'a, 'p> Builder<'a, 'p> {
         // Failsafes are allows that no policy can remove: evaluated before every policy and
         // never subject to audit mode.
         let policy = self.policy;
-        self.policy_rules(side, &policy.failsafes, RuleKind::Failsafe, rules);
-        self.policy_rules(side, &policy.rules, RuleKind::Policy, rules);
+        let picks = if side == Side::Egress { self.vip_picks() } else { VipPicks::new() };
+        self.policy_rules(side, &policy.failsafes, RuleKind::Failsafe, &picks, rules);
+        self.policy_rules(side, &policy.rules, RuleKind::Policy, &picks, rules);
         let d = &policy.defaults;
         let origin = RuleRef {
             kind: RuleKind::Default,
@@ -708,7 +781,113 @@ impl<'a, 'p> Builder<'a, 'p> {
             source: d.pos.as_ref().map(|p| p.short()),
         };
         let verdict = self.decide(d.action, &origin);
+        self.vip_rules(&picks, Decider::Default, &verdict, &origin, None, rules);
         rules.push(rule(vec![], verdict, Some(origin)));
+    }
+
+    /// The rule that decides this zone's packets to a backend in `zones` on `proto`/`port`,
+    /// and whether it allows: the first failsafe or policy whose peers and traffic cover
+    /// it, else the default.
+    fn first_match(&self, zones: &[String], proto: SvcProto, port: u16) -> (Decider, bool) {
+        let own = self.zone.name.as_str();
+        let probe = Traffic {
+            protos: crate::rules::Protos {
+                tcp: proto == SvcProto::Tcp,
+                udp: proto == SvcProto::Udp,
+                icmp: false,
+            },
+            ports: crate::rules::Ports(vec![crate::rules::PortRange { lo: port, hi: port }]),
+            icmp: crate::rules::IcmpTypes(Vec::new()),
+        };
+        let covers = |r: &PolicyRule| {
+            !r.is_expired(self.opts.now)
+                && r.from.includes(own)
+                && (r.to.iter().any(|z| z == ZONE_ANY) || zones.iter().any(|z| r.to.includes(z)))
+                && r.traffic.iter().any(|t| t.covers(&probe))
+        };
+        if let Some(i) = self.policy.failsafes.iter().position(covers) {
+            return (Decider::Failsafe(i), self.policy.failsafes[i].action != Action::Deny);
+        }
+        if let Some(i) = self.policy.rules.iter().position(covers) {
+            return (Decider::Policy(i), self.policy.rules[i].action != Action::Deny);
+        }
+        (Decider::Default, self.policy.defaults.action != Action::Deny)
+    }
+
+    /// Where each virtual address port is decided for this zone's egress. The node's proxy
+    /// picks a backend per connection, which nothing here can see: a port passes only if
+    /// every backend's decider allows it (then the first of those deciders judges it, with
+    /// its log and inspection), and is denied by the first denying decider otherwise. A
+    /// port without backends is left to the rules as any address is.
+    fn vip_picks(&self) -> VipPicks {
+        let mut picks = VipPicks::new();
+        for v in &self.m.vips {
+            let decided: Vec<(Decider, bool)> =
+                v.backends.iter().map(|(zones, port)| self.first_match(zones, v.proto, *port)).collect();
+            let denying = decided.iter().filter(|d| !d.1).map(|d| d.0).min();
+            let Some(decider) = denying.or_else(|| decided.iter().map(|d| d.0).min()) else { continue };
+            for a in &v.addresses {
+                let elem = SetElem::Tuple(vec![
+                    KeyValue::Addr(*a),
+                    KeyValue::Proto(v.proto.number()),
+                    KeyValue::Port(v.port),
+                ]);
+                let list = picks.entry((decider, Family::of(a))).or_default();
+                if !list.contains(&elem) {
+                    list.push(elem);
+                }
+            }
+        }
+        picks
+    }
+
+    /// The rules sending the virtual address ports `decider` decides to its verdict.
+    fn vip_rules(
+        &mut self,
+        picks: &VipPicks,
+        decider: Decider,
+        verdict: &Verdict,
+        origin: &RuleRef,
+        mark: Option<u32>,
+        out: &mut Vec<Rule>,
+    ) {
+        for family in [Family::V4, Family::V6] {
+            let Some(elems) = picks.get(&(decider, family)) else { continue };
+            let (tag, what) = match decider {
+                Decider::Failsafe(i) => {
+                    (format!("f{i}"), format!("failsafe {}", self.policy.failsafes[i].id))
+                }
+                Decider::Policy(i) => (format!("p{i}"), format!("policy {}", self.policy.rules[i].id)),
+                Decider::Default => ("d".to_string(), "the default".to_string()),
+            };
+            // Named by the deciding zone too: a floor's table holds several zones' chains.
+            let name = format!("vip_{}_{tag}_{}", set_stem(&self.zone.name), fam_digit(family));
+            let key = if family == Family::V4 { VIP_KEY4 } else { VIP_KEY6 };
+            let mut elements = elems.clone();
+            elements.sort();
+            self.declare_set(Set {
+                elements,
+                ..Set::new(
+                    name.clone(),
+                    SetKey::Fields(key),
+                    format!("service addresses and ports {what} decides"),
+                )
+            });
+            let mut x = rule(
+                vec![
+                    Match::NfProto(family),
+                    Match::Lookup {
+                        fields: vec![Field::Daddr(family), Field::L4Proto, Field::Dport],
+                        set: name,
+                        invert: false,
+                    },
+                ],
+                verdict.clone(),
+                Some(origin.clone()),
+            );
+            x.mark = mark;
+            out.push(x);
+        }
     }
 
     /// Allow and log policies with `inspect` that apply to this container on either side.

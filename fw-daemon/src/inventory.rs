@@ -54,6 +54,44 @@ impl Container {
 #[derive(Debug, Clone, Default)]
 pub struct Inventory {
     pub containers: Vec<Container>,
+    /// Virtual addresses (Kubernetes Services) that stand for the peers behind them.
+    pub services: Vec<ServiceVip>,
+}
+
+/// The transport a Service port forwards (SCTP ports are not modelled: fw's policies do not
+/// speak SCTP, so their packets meet the default like any other).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SvcProto {
+    Tcp,
+    Udp,
+}
+
+impl SvcProto {
+    pub fn number(self) -> u8 {
+        match self {
+            SvcProto::Tcp => 6,
+            SvcProto::Udp => 17,
+        }
+    }
+}
+
+/// One port of a virtual address, and where the node's proxy sends its packets: each
+/// backend's address and the port there (a Service's `targetPort`, resolved per endpoint).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServicePort {
+    pub proto: SvcProto,
+    pub port: u16,
+    pub backends: Vec<(IpAddr, u16)>,
+}
+
+/// A virtual address (a Kubernetes Service's ClusterIPs): inside a pod's namespace egress
+/// sees it before the node rewrites it to a backend, so it is judged as its backends are.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServiceVip {
+    /// `namespace/name`.
+    pub name: String,
+    pub addresses: Vec<IpAddr>,
+    pub ports: Vec<ServicePort>,
 }
 
 impl Inventory {
@@ -90,18 +128,22 @@ pub fn parse_inventory(path: &Path, text: &str) -> Result<Inventory, Vec<Diagnos
         cx.error(&span, format!("TOML syntax: {}", msg.lines().next().unwrap_or(msg).trim()));
     }
     let mut containers = Vec::new();
+    let mut services = Vec::new();
     if errors.is_empty() {
         read_containers(&mut cx, doc.get_ref(), &mut containers);
+        read_services(&mut cx, doc.get_ref(), &mut services);
     }
     let diags = cx.finish();
     if diags.is_empty() {
-        Ok(Inventory { containers })
+        Ok(Inventory { containers, services })
     } else {
         Err(diags)
     }
 }
 
-const TOP_KEYS: &[&str] = &["container"];
+const TOP_KEYS: &[&str] = &["container", "service"];
+const SERVICE_KEYS: &[&str] = &["name", "addresses", "ports", "endpoints"];
+const SERVICE_PORT_KEYS: &[&str] = &["proto", "port", "target"];
 const CONTAINER_KEYS: &[&str] =
     &["name", "netns", "image", "labels", "addresses", "link", "kubernetes_namespace"];
 const LINK_KEYS: &[&str] = &["netns", "ifname"];
@@ -198,6 +240,98 @@ fn read_containers(cx: &mut FileCtx<'_>, doc: &DeTable<'_>, out: &mut Vec<Contai
             }
         }
         out.push(Container { name, netns, image, labels, addresses, link, kube });
+    }
+}
+
+/// `[[service]]`: a virtual address, its ports and the endpoints behind them, as a
+/// Kubernetes Service and its EndpointSlices say (for `explain`, and for hosts whose proxy
+/// fw does not learn from an API server).
+fn read_services(cx: &mut FileCtx<'_>, doc: &DeTable<'_>, out: &mut Vec<ServiceVip>) {
+    let Some(v) = get(doc, "service") else { return };
+    let DeValue::Array(items) = v.get_ref() else {
+        cx.error(&v.span(), "`service` must be an array of tables: write each one as [[service]]");
+        return;
+    };
+    let mut names: HashMap<String, SourcePos> = HashMap::new();
+    for item in items.iter() {
+        let Some(t) = cx.table(item, "service") else { continue };
+        cx.check_keys(t, SERVICE_KEYS, "[[service]]");
+        let Some((name, span)) =
+            get(t, "name").and_then(|nv| cx.str(nv, "name").map(|n| (n.to_string(), nv.span())))
+        else {
+            cx.error(&item.span(), "service needs a `name`");
+            continue;
+        };
+        if let Some(first) = names.get(&name) {
+            let d = cx
+                .diag(Severity::Error, &span, format!("service `{name}` is listed twice"))
+                .note(format!("first listed at {first}"));
+            cx.report(d);
+            continue;
+        }
+        names.insert(name.clone(), cx.pos(&span));
+        let addrs = |cx: &mut FileCtx<'_>, key: &str| -> Vec<IpAddr> {
+            let Some(av) = get(t, key) else {
+                cx.error(&item.span(), format!("service `{name}` needs `{key}`"));
+                return Vec::new();
+            };
+            let mut out = Vec::new();
+            for (a, span) in cx.str_list(av, key) {
+                match a.trim().parse::<IpAddr>() {
+                    Ok(ip) => out.push(ip),
+                    Err(_) => cx.error(&span, format!("`{a}` is not an IPv4 or IPv6 address")),
+                }
+            }
+            out
+        };
+        let addresses = addrs(cx, "addresses");
+        let endpoints = addrs(cx, "endpoints");
+        let mut ports = Vec::new();
+        match get(t, "ports").map(|v| (v.span(), v.get_ref())) {
+            Some((_, DeValue::Array(list))) => {
+                for pv in list.iter() {
+                    let Some(pt) = cx.table(pv, "ports") else { continue };
+                    cx.check_keys(pt, SERVICE_PORT_KEYS, "a service port");
+                    let proto = match get(pt, "proto")
+                        .and_then(|v| cx.str(v, "proto").map(|s| (s.to_string(), v.span())))
+                    {
+                        None => SvcProto::Tcp,
+                        Some((p, _)) if p == "tcp" => SvcProto::Tcp,
+                        Some((p, _)) if p == "udp" => SvcProto::Udp,
+                        Some((p, span)) => {
+                            cx.error(&span, format!("service port proto `{p}`: expected \"tcp\" or \"udp\""));
+                            continue;
+                        }
+                    };
+                    let num = |cx: &mut FileCtx<'_>, key: &str| -> Option<u16> {
+                        let v = get(pt, key)?;
+                        match cx.uint(v, key, 65535)? {
+                            0 => {
+                                cx.error(&v.span(), format!("`{key}` must be a port, 1 to 65535"));
+                                None
+                            }
+                            n => u16::try_from(n).ok(),
+                        }
+                    };
+                    let Some(port) = num(cx, "port") else {
+                        if get(pt, "port").is_none() {
+                            cx.error(&pv.span(), "a service port needs `port`");
+                        }
+                        continue;
+                    };
+                    let target = if get(pt, "target").is_some() { num(cx, "target") } else { Some(port) };
+                    let Some(target) = target else { continue };
+                    ports.push(ServicePort {
+                        proto,
+                        port,
+                        backends: endpoints.iter().map(|a| (*a, target)).collect(),
+                    });
+                }
+            }
+            Some((span, _)) => cx.error(&span, "`ports` must be an array: [{ port = 80, target = 8080 }]"),
+            None => cx.error(&item.span(), format!("service `{name}` needs `ports`")),
+        }
+        out.push(ServiceVip { name, addresses, ports });
     }
 }
 

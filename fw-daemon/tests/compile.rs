@@ -508,3 +508,150 @@ fn responders_stay_reachable_from_a_quarantine() {
         .unwrap();
     assert!(plain.set("responders4").is_none());
 }
+
+/// A Service's virtual address counts as the zone(s) of its endpoints, on the port each
+/// forwards to: inside the client's namespace egress sees the VIP and the Service port,
+/// before the node's proxy rewrites them (finding of the Kubernetes issue: every policy to
+/// a Service failed, the VIP being in no zone).
+#[test]
+fn a_service_address_is_judged_as_the_endpoints_behind_it() {
+    let rules = r#"
+[defaults]
+action = "deny"
+[zone.web]
+match = { name = "web-*" }
+[zone.api]
+match = { name = "api-*" }
+[zone.db]
+match = { name = "db-*" }
+[zone.lab]
+cidrs = ["192.0.2.0/24"]
+[[policy]]
+id = "web-to-api"
+from = "web"
+to = "api"
+proto = "tcp"
+ports = [8080]
+action = "allow"
+[[policy]]
+id = "web-to-lab"
+from = "web"
+to = "lab"
+proto = "udp"
+ports = [53]
+action = "allow"
+[[policy]]
+id = "no-db"
+from = "web"
+to = "db"
+action = "deny"
+[[policy]]
+id = "anyone-5000"
+from = "web"
+to = "any"
+proto = "tcp"
+ports = [5000]
+action = "allow"
+"#;
+    let inv = r#"
+[[container]]
+name = "web-1"
+addresses = ["10.0.0.1", "fd00::1"]
+[[container]]
+name = "api-1"
+addresses = ["10.0.0.2"]
+[[container]]
+name = "api-2"
+addresses = ["10.0.0.3"]
+[[container]]
+name = "db-1"
+addresses = ["10.0.0.4"]
+
+[[service]]
+name = "shop/api"
+addresses = ["10.96.0.10", "fd96::10"]
+ports = [{ port = 80, target = 8080 }, { port = 81, target = 9090 }, { proto = "udp", port = 80, target = 8080 }]
+endpoints = ["10.0.0.2", "10.0.0.3"]
+
+[[service]]
+name = "shop/mixed"
+addresses = ["10.96.0.11"]
+ports = [{ port = 80, target = 8080 }]
+endpoints = ["10.0.0.2", "10.0.0.4"]
+
+[[service]]
+name = "shop/dns"
+addresses = ["10.96.0.12"]
+ports = [{ proto = "udp", port = 53 }]
+endpoints = ["192.0.2.53"]
+
+[[service]]
+name = "shop/elsewhere"
+addresses = ["10.96.0.13"]
+ports = [{ port = 80, target = 5000 }, { port = 81, target = 8080 }]
+endpoints = ["198.51.100.7"]
+
+[[service]]
+name = "shop/empty"
+addresses = ["10.96.0.14"]
+ports = [{ port = 80, target = 8080 }]
+endpoints = []
+"#;
+    let p = policy(&[("z.toml", rules)]);
+    let inv = inventory(inv);
+    let v = |to: &str, proto: Proto, port: u16| verdict(&p, &inv, "web-1", to, proto, Some(port));
+    let allowed = |id: &str| (Verdict::Allow, id.to_string());
+    // The endpoints are api's, and web may reach api:8080: the VIP's port 80, both families.
+    assert_eq!(v("10.96.0.10", Proto::Tcp, 80), allowed("web-to-api"));
+    assert_eq!(v("fd96::10", Proto::Tcp, 80), allowed("web-to-api"));
+    // Port 81 goes to 9090, which no policy allows; udp 80 is not tcp 8080.
+    assert_eq!(v("10.96.0.10", Proto::Tcp, 81), (Verdict::Deny, "default".into()));
+    assert_eq!(v("10.96.0.10", Proto::Udp, 80), (Verdict::Deny, "default".into()));
+    // A port the Service does not have is an address in no zone.
+    assert_eq!(v("10.96.0.10", Proto::Tcp, 8080), (Verdict::Deny, "default".into()));
+    // The proxy picks a backend per connection: one backend in a denied zone denies the
+    // port, by the rule that denies it.
+    assert_eq!(v("10.96.0.11", Proto::Tcp, 80), (Verdict::Deny, "no-db".into()));
+    // Backends in a zone of networks, and ones in no zone at all (only `any` covers them).
+    assert_eq!(v("10.96.0.12", Proto::Udp, 53), allowed("web-to-lab"));
+    assert_eq!(v("10.96.0.13", Proto::Tcp, 80), allowed("anyone-5000"));
+    assert_eq!(v("10.96.0.13", Proto::Tcp, 81), (Verdict::Deny, "default".into()));
+    // No endpoints: nothing to judge it by, so the rules judge the address itself.
+    assert_eq!(v("10.96.0.14", Proto::Tcp, 80), (Verdict::Deny, "default".into()));
+    // The endpoints themselves are judged as ever.
+    assert_eq!(v("10.0.0.2", Proto::Tcp, 8080), allowed("web-to-api"));
+    assert_eq!(v("10.0.0.4", Proto::Tcp, 8080), (Verdict::Deny, "no-db".into()));
+
+    // The rule count follows the policies, not the Services: each decider gets one lookup
+    // per family, whatever the number of VIPs behind it.
+    let mut more = inv.clone();
+    for i in 0..50u16 {
+        let mut s = more.services[0].clone();
+        s.name = format!("shop/api-{i}");
+        s.addresses = vec![format!("10.96.1.{i}").parse().unwrap()];
+        more.services.push(s);
+    }
+    let count = |inv: &Inventory| {
+        let rs = compile_all(&p, inv, &CompileOptions::default());
+        let web = rs.iter().find(|r| r.container == "web-1").unwrap();
+        web.chains.iter().map(|c| c.rules.len()).sum::<usize>()
+    };
+    assert_eq!(count(&inv), count(&more));
+}
+
+#[test]
+fn services_in_the_inventory_are_checked_with_positions() {
+    let bad = "[[service]]\nname = \"s\"\naddresses = [\"10.96.0.300\"]\nports = [{ proto = \"sctp\", port = 80 }, { port = 0 }, { prot = \"tcp\", port = 1 }]\nendpoints = [\"10.0.0.1\"]\n";
+    let errs = fw_daemon::inventory::parse_inventory(std::path::Path::new("i.toml"), bad).unwrap_err();
+    let text: Vec<String> = errs.iter().map(|d| d.to_string()).collect();
+    assert_eq!(
+        text,
+        [
+            "i.toml:3:14: error: `10.96.0.300` is not an IPv4 or IPv6 address",
+            "i.toml:4:20: error: service port proto `sctp`: expected \"tcp\" or \"udp\"",
+            "i.toml:4:50: error: `port` must be a port, 1 to 65535",
+            "i.toml:4:57: error: unknown key `prot` in a service port; did you mean `proto`?",
+        ],
+        "{text:#?}"
+    );
+}

@@ -90,7 +90,10 @@ fn tour_lab() -> (Lab, Policy, Inventory) {
         lab.serve_udp(n, &[53, 5432]);
     }
     let inv = lab.inventory(&base);
-    let inv = Inventory { containers: inv.containers.into_iter().filter(|c| c.netns.is_some()).collect() };
+    let inv = Inventory {
+        containers: inv.containers.into_iter().filter(|c| c.netns.is_some()).collect(),
+        ..Default::default()
+    };
     (lab, policy, inv)
 }
 

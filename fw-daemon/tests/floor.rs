@@ -60,6 +60,7 @@ fn the_floor_alone_enforces_the_egress_policy() {
     let inv = lab.inventory(&base);
     let inv = fw_daemon::inventory::Inventory {
         containers: inv.containers.into_iter().filter(|c| c.netns.is_some()).collect(),
+        ..Default::default()
     };
     let m = Membership::new(&policy, &inv);
     let ports = demo_ports(&lab);
@@ -179,6 +180,7 @@ fn a_port_joining_is_an_element_update_of_every_set_and_map() {
     let inv = lab.inventory(&base);
     let inv = fw_daemon::inventory::Inventory {
         containers: inv.containers.into_iter().filter(|c| c.netns.is_some()).collect(),
+        ..Default::default()
     };
     let m = Membership::new(&policy, &inv);
     let all = demo_ports(&lab);
@@ -230,6 +232,7 @@ fn db_sink_lab() -> (Lab, std::sync::Arc<std::sync::atomic::AtomicU64>, fw_daemo
     let inv = lab.inventory(&base);
     let inv = fw_daemon::inventory::Inventory {
         containers: inv.containers.into_iter().filter(|c| c.netns.is_some()).collect(),
+        ..Default::default()
     };
     (lab, received, inv)
 }

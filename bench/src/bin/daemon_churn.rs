@@ -70,6 +70,7 @@ fn main() {
     let spaces: Vec<Netns> = (0..n).map(|i| Netns::new(&format!("fwr-{i}"))).collect();
     let mut inv = Inventory {
         containers: spaces.iter().enumerate().map(|(i, ns)| container(i, Some(ns.path()))).collect(),
+        ..Default::default()
     };
     let mut rec = Reconciler::new(policy, inv.clone(), CompileOptions::default());
     let t = Instant::now();
@@ -100,7 +101,10 @@ fn main() {
     let mut rec = Reconciler::new(policy, Inventory::default(), CompileOptions::default());
     let mut cycle = |i: usize| {
         let ns = Netns::new(&format!("fwc-{}", i % 4));
-        rec.set_inventory(Inventory { containers: vec![container(i, Some(ns.path()))] });
+        rec.set_inventory(Inventory {
+            containers: vec![container(i, Some(ns.path()))],
+            ..Default::default()
+        });
         let r = rec.reconcile();
         assert_eq!(r.replaced.len(), 1, "cycle {i}: {:?}", r.failed);
         rec.set_inventory(Inventory::default());

@@ -30,7 +30,7 @@ fn main() {
         "members", "initial load", "add median", "add p99", "remove median", "remove p99"
     );
     for n in [100usize, 1_000, 10_000] {
-        let mut inv = Inventory { containers: demo.containers.clone() };
+        let mut inv = Inventory { containers: demo.containers.clone(), ..Default::default() };
         for i in 0..n as u32 {
             inv.containers.push(Container {
                 name: format!("api-x{i}"),
