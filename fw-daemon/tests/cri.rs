@@ -246,6 +246,30 @@ impl Remote {
         Remote { ns }
     }
 
+    /// A pod on another node reached through the node's routing (as across nodes): its own
+    /// link to the node's namespace, `ip`/24 with the node at `.1` of it, and a route back
+    /// to the node's pod subnet only.
+    fn routed(node_ns: &str, ip: &str, pods: &str) -> Remote {
+        let ns = format!("fwks-{}", std::process::id());
+        let sh = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().expect("ip");
+            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        sh(&["netns", "add", &ns]);
+        let host = format!("fwksh{}", std::process::id() % 100000);
+        let node_ip = format!("{}.1/24", ip.rsplit_once('.').expect("an IPv4 address").0);
+        sh(&["-n", node_ns, "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+        sh(&["-n", node_ns, "addr", "add", &node_ip, "dev", &host]);
+        sh(&["-n", node_ns, "link", "set", &host, "up"]);
+        sh(&["-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+        sh(&["-n", &ns, "link", "set", "eth0", "up"]);
+        sh(&["-n", &ns, "link", "set", "lo", "up"]);
+        let via = node_ip.trim_end_matches("/24");
+        sh(&["-n", &ns, "route", "add", pods, "via", via]);
+        Remote { ns }
+    }
+
     fn path(&self) -> std::path::PathBuf {
         format!("/run/netns/{}", self.ns).into()
     }
@@ -325,6 +349,129 @@ fn namespace_labels_and_remote_pods_come_from_the_api_server() {
     api.delete_pod("shop", "api-0");
     eventually("the deleted remote pod is no peer", &d, || {
         (tcp_probe(&web.netns, to_remote, wait) == Probe::TimedOut).then_some(())
+    });
+    drop(d);
+    drop(remote);
+}
+
+/// Services: a pod connects to a ClusterIP, and the node rewrites it to an endpoint after
+/// the pod's own table has judged it, so the VIP and its port must count as the zone of the
+/// endpoints behind them (EndpointSlices), on the port each forwards to. The test plays
+/// kube-proxy itself: a DNAT rule in the node's namespace (the one the test created), and
+/// the endpoint is a pod "on another node" behind the node's routing. The API server is the
+/// local stand-in (common::kube_api); the runtime, the NAT and the packets are real.
+#[test]
+#[ignore = "needs root"]
+fn a_service_address_is_judged_as_the_zone_of_its_endpoints() {
+    if !common::require(common::lab::available() && common::cri::tools_present(), common::cri::NEEDS) {
+        return;
+    }
+    let mut cri = Runtime::start("svc", "10.87.0.0/24");
+    let node = format!("/run/netns/{}", cri.node_ns);
+    let api = common::kube_api::ApiServer::start(Path::new(&node));
+    api.namespace("shop", &[("team", "pay")]);
+    let web = cri.run_pod("shop", "web", &[("app", "web")], false);
+    let other = cri.run_pod("shop", "other", &[("app", "other")], false);
+    let remote = Remote::routed(&cri.node_ns, "10.86.0.2", "10.87.0.0/24");
+    serve(&remote.path(), 8080);
+    serve(&remote.path(), 9090);
+    // The node routes between its pods' bridge and the other node, and NATs Service
+    // addresses to endpoints as kube-proxy's nftables mode does.
+    let sh = |cmd: &mut Command| {
+        let out = cmd.output().expect("run");
+        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    sh(Command::new("ip").args(["-n", &cri.node_ns, "addr", "add", "10.87.0.1/24", "dev", "fwcri0"]));
+    sh(Command::new("ip").args(["netns", "exec", &cri.node_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"]));
+    for pod in [&web, &other] {
+        for dst in ["10.96.0.0/16", "10.86.0.0/24"] {
+            sh(Command::new("nsenter").arg(format!("--net={}", pod.netns.display())).args([
+                "ip",
+                "route",
+                "add",
+                dst,
+                "via",
+                "10.87.0.1",
+            ]));
+        }
+    }
+    let mut nft = Command::new("ip");
+    nft.args(["netns", "exec", &cri.node_ns, "nft", "-f", "-"]).stdin(std::process::Stdio::piped());
+    let mut child = nft.spawn().expect("nft");
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        b"table ip fwtest_proxy {\n chain pre {\n type nat hook prerouting priority dstnat;\n\
+          ip daddr 10.96.0.10 tcp dport 80 dnat to 10.86.0.2:8080\n\
+          ip daddr 10.96.0.10 tcp dport 81 dnat to 10.86.0.2:9090\n }\n}\n",
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success(), "the test's DNAT");
+
+    let dir = common::work_dir("cri-daemon", "svc");
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    std::fs::write(dir.join("rules/pods.toml"), RULES).unwrap();
+    let wrapper: Vec<std::ffi::OsString> = vec!["nsenter".into(), format!("--net={node}").into()];
+    let api_url = api.url();
+    let args = daemon_args(&cri, &dir, &["--kube-api", &api_url, "--node-name", "node-a"]);
+    let d = Daemon::spawn_via(&wrapper, args, dir.join("daemon.log"));
+    d.wait_ready();
+    let wait = Duration::from_millis(500);
+    let ip = |s: &str| -> std::net::IpAddr { s.parse().unwrap() };
+    let direct = SocketAddr::new(ip("10.86.0.2"), 8080);
+    let vip = |port| SocketAddr::new(ip("10.96.0.10"), port);
+    api.pod("shop", "api-0", "node-b", &[("app", "api")], "10.86.0.2");
+    eventually("web -> the api pod on node-b, directly", &d, || {
+        (tcp_probe(&web.netns, direct, wait) == Probe::Connected).then_some(())
+    });
+    // What main did: the VIP is in no zone, so every policy to a Service failed.
+    assert_eq!(
+        tcp_probe(&web.netns, vip(80), wait),
+        Probe::TimedOut,
+        "a VIP the API has not described is in no zone: denied\n{}",
+        d.log_tail(20)
+    );
+
+    api.service("shop", "api", "10.96.0.10", &[("http", 80, 8080), ("admin", 81, 9090)]);
+    api.endpoint_slice("shop", "api-x1", "api", &[("http", 8080), ("admin", 9090)], &["10.86.0.2"]);
+    eventually("web -> the api Service allowed, as web -> api:8080 is", &d, || {
+        (tcp_probe(&web.netns, vip(80), wait) == Probe::Connected).then_some(())
+    });
+    assert_eq!(tcp_probe(&web.netns, vip(81), wait), Probe::TimedOut, "port 81 goes to 9090: denied");
+    assert_eq!(tcp_probe(&other.netns, vip(80), wait), Probe::TimedOut, "zone default has no policy to api");
+    assert_eq!(tcp_probe(&other.netns, direct, wait), Probe::TimedOut);
+
+    // explain, over an inventory saying what the API said, agrees.
+    std::fs::write(
+        dir.join("pods.toml"),
+        inventory_entry("web", "shop", &[("app", "web")], &web)
+            + "[[container]]\nname = \"shop/api-0\"\nkubernetes_namespace = \"shop\"\nlabels = { app = \"api\" }\naddresses = [\"10.86.0.2\"]\n\n\
+               [[service]]\nname = \"shop/api\"\naddresses = [\"10.96.0.10\"]\n\
+               ports = [{ port = 80, target = 8080 }, { port = 81, target = 9090 }]\nendpoints = [\"10.86.0.2\"]\n",
+    )
+    .unwrap();
+    assert!(explain(&dir, "shop/web", "10.96.0.10", 80), "explain: web -> VIP:80 allowed");
+    assert!(!explain(&dir, "shop/web", "10.96.0.10", 81), "explain: web -> VIP:81 denied");
+
+    // The floor on web's port judges the VIP the same way: its table holds the set.
+    let floor = Command::new("ip")
+        .args(["netns", "exec", &cri.node_ns, "nft", "list", "ruleset"])
+        .output()
+        .expect("nft list");
+    let floor = String::from_utf8_lossy(&floor.stdout);
+    assert!(floor.contains("table bridge") && floor.contains("10.96.0.10 . tcp . 80"), "{floor}");
+
+    // The endpoints move to an address no source names: the VIP follows them.
+    api.endpoint_slice("shop", "api-x1", "api", &[("http", 8080), ("admin", 9090)], &["10.86.0.3"]);
+    eventually("web -> the Service denied once its endpoint is in no zone", &d, || {
+        (tcp_probe(&web.netns, vip(80), wait) == Probe::TimedOut).then_some(())
+    });
+    api.endpoint_slice("shop", "api-x1", "api", &[("http", 8080), ("admin", 9090)], &["10.86.0.2"]);
+    eventually("allowed again", &d, || {
+        (tcp_probe(&web.netns, vip(80), wait) == Probe::Connected).then_some(())
+    });
+    api.delete_service("shop", "api");
+    eventually("a deleted Service's address is in no zone", &d, || {
+        (tcp_probe(&web.netns, vip(80), wait) == Probe::TimedOut).then_some(())
     });
     drop(d);
     drop(remote);

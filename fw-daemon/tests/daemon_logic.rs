@@ -12,7 +12,7 @@ use fw_daemon::clock::FakeClock;
 use fw_daemon::control::{Command, Credentials};
 use fw_daemon::daemon::{Config, Core, Deps, Event};
 use fw_daemon::kernel::fake::{Commit, FakeKernel};
-use fw_daemon::ruleset::ir::{SetElem, TableFamily, TABLE};
+use fw_daemon::ruleset::ir::{KeyValue, SetElem, TableFamily, TABLE};
 use fw_proto::control::{
     AlertKind, Answer, AuditOp, AuditResult, BlockDirection, BlockTarget, ErrorCode, Op, Peer, Role,
 };
@@ -412,9 +412,21 @@ fn cri_pods_take_namespace_labels_and_remote_peers_from_the_api() {
         "shop".to_string(),
         vec![("team".to_string(), "pay".to_string())],
     )]);
-    assert!(
-        core.handle(vec![Event::Kube(kube::Update::Snapshot { namespaces, remote: vec![remote, again] })])
-    );
+    // A Service in front of the remote pod: its address stands for it, on its target port.
+    let service = fw_daemon::inventory::ServiceVip {
+        name: "shop/api".into(),
+        addresses: vec!["10.96.0.10".parse().unwrap()],
+        ports: vec![fw_daemon::inventory::ServicePort {
+            proto: fw_daemon::inventory::SvcProto::Tcp,
+            port: 80,
+            backends: vec![("10.99.1.5".parse().unwrap(), 8080)],
+        }],
+    };
+    assert!(core.handle(vec![Event::Kube(kube::Update::Snapshot {
+        namespaces,
+        remote: vec![remote, again],
+        services: vec![service],
+    })]));
     assert_eq!(zone(&core), Some(("pay".into(), true)), "the namespace's labels admit it to pay");
     let names: Vec<String> = core.status_info().containers.into_iter().map(|c| c.name).collect();
     assert_eq!(
@@ -427,5 +439,15 @@ fn cri_pods_take_namespace_labels_and_remote_peers_from_the_api() {
         t.set("z_payapi_4")
             .is_some_and(|s| s.elements.contains(&SetElem::Addr("10.99.1.5".parse().unwrap()))),
         "the remote pod is a member of its zone's set"
+    );
+    let vip = SetElem::Tuple(vec![
+        KeyValue::Addr("10.96.0.10".parse().unwrap()),
+        KeyValue::Proto(6),
+        KeyValue::Port(80),
+    ]);
+    assert!(
+        t.sets.iter().any(|s| s.name.starts_with("vip_pay_p") && s.elements == [vip.clone()]),
+        "the Service's address and port are decided by pay-to-api: {:?}",
+        t.sets.iter().map(|s| &s.name).collect::<Vec<_>>()
     );
 }

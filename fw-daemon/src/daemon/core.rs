@@ -253,10 +253,12 @@ impl Core {
         }
         if let Some(u) = newest_kube {
             match u {
-                crate::discovery::kube::Update::Snapshot { namespaces, remote } => {
-                    if let Some(inv) = self.sources.kube(namespaces, remote) {
-                        let n =
-                            self.enf.membership_changed(inv, "kubernetes namespaces or remote pods changed");
+                crate::discovery::kube::Update::Snapshot { namespaces, remote, services } => {
+                    if let Some(inv) = self.sources.kube(namespaces, remote, services) {
+                        let n = self.enf.membership_changed(
+                            inv,
+                            "kubernetes namespaces, remote pods or services changed",
+                        );
                         self.notify(n);
                     }
                 }

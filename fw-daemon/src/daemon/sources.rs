@@ -169,6 +169,7 @@ pub struct Sources {
     /// From the Kubernetes API: each namespace's labels, and the pods on other nodes.
     kube_namespaces: crate::discovery::kube::NamespaceLabels,
     kube_remote: Vec<Container>,
+    kube_services: Vec<crate::inventory::ServiceVip>,
     /// The enforced policy's hash and load time, and the last refused reload's errors.
     pub status: Status,
     /// The files the enforced policy came from, as shown in status.
@@ -281,6 +282,7 @@ impl Sources {
             cri_skipped: Vec::new(),
             kube_namespaces: Default::default(),
             kube_remote: Vec::new(),
+            kube_services: Vec::new(),
             status,
             rule_files,
             last_reload_at: Some(now),
@@ -403,10 +405,14 @@ impl Sources {
         &mut self,
         namespaces: crate::discovery::kube::NamespaceLabels,
         remote: Vec<Container>,
+        services: Vec<crate::inventory::ServiceVip>,
     ) -> Option<Inventory> {
-        let changed = namespaces != self.kube_namespaces || remote != self.kube_remote;
+        let changed = namespaces != self.kube_namespaces
+            || remote != self.kube_remote
+            || services != self.kube_services;
         self.kube_namespaces = namespaces;
         self.kube_remote = remote;
+        self.kube_services = services;
         changed.then(|| self.merged())
     }
 
@@ -417,6 +423,9 @@ impl Sources {
         let known: std::collections::HashSet<String> =
             inv.containers.iter().map(|c| c.name.clone()).collect();
         inv.containers.extend(self.kube_remote.iter().filter(|c| !known.contains(&c.name)).cloned());
+        // Services of the API; one the inventory file names already is the file's.
+        let named: std::collections::HashSet<String> = inv.services.iter().map(|s| s.name.clone()).collect();
+        inv.services.extend(self.kube_services.iter().filter(|s| !named.contains(&s.name)).cloned());
         // Namespace labels only the API server knows.
         for c in &mut inv.containers {
             if let Some(k) = c.kube.as_mut() {

@@ -3,7 +3,11 @@
 //! local pod's traffic to a remote pod is judged by that pod's zone (its address joins the
 //! zone's sets; it has no table here: `netns` is `None`).
 //!
-//! Both are followed with kube-rs's watcher (list, then watch from the resourceVersion,
+//! And the Services: inside a pod's namespace egress sees a Service's ClusterIP before the
+//! node's proxy rewrites it, so each ClusterIP and port stands for the endpoints behind it
+//! (EndpointSlices), as `inventory::ServiceVip`.
+//!
+//! All are followed with kube-rs's watcher (list, then watch from the resourceVersion,
 //! relisting when the server expires it). Memory is bounded by what is kept: namespaces are
 //! watched as metadata only; of a pod only its name, namespace, labels and addresses stay.
 //! Pods of this node (`--node-name`, the downward API's `spec.nodeName`) are left out by a
@@ -15,16 +19,24 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::{self, Event};
 use kube::Api;
 use tracing::{info, warn};
 
-use crate::inventory::{Container, KubeMeta};
+use crate::inventory::{Container, KubeMeta, ServicePort, ServiceVip, SvcProto};
 
 /// Namespaces and remote pods kept at most (a large cluster has tens of thousands of pods).
 const MAX_NAMESPACES: usize = 10_000;
 const MAX_PODS: usize = 100_000;
+const MAX_SERVICES: usize = 20_000;
+const MAX_SLICES: usize = 50_000;
+/// Kubernetes puts at most 1,000 endpoints in a slice and 100 ports in a Service.
+const MAX_SLICE_ENDPOINTS: usize = 1000;
+const MAX_PORTS: usize = 100;
+/// Backends one Service port stands for, at most (the rest are left out and counted).
+const MAX_BACKENDS: usize = 10_000;
 const MAX_LABELS: usize = 256;
 const MAX_LABEL_BYTES: usize = 1024;
 /// Changes are sent on at most this often (a rollout is one update, not hundreds).
@@ -44,7 +56,7 @@ pub type NamespaceLabels = BTreeMap<String, Vec<(String, String)>>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Update {
-    Snapshot { namespaces: NamespaceLabels, remote: Vec<Container> },
+    Snapshot { namespaces: NamespaceLabels, remote: Vec<Container>, services: Vec<ServiceVip> },
     Unavailable(String),
 }
 
@@ -103,6 +115,132 @@ pub fn remote_pod(p: &Pod) -> Option<Container> {
         link: None,
         kube: Some(KubeMeta { namespace: ns, namespace_labels: Vec::new() }),
     })
+}
+
+/// A Service port as fw keeps it: its name (how EndpointSlices refer to it), protocol, port.
+type PortKey = (String, SvcProto, u16);
+
+fn proto(p: Option<&str>) -> Option<SvcProto> {
+    match p.unwrap_or("TCP") {
+        "TCP" => Some(SvcProto::Tcp),
+        "UDP" => Some(SvcProto::Udp),
+        _ => None, // SCTP: no policy speaks it
+    }
+}
+
+/// What fw keeps of a Service: its ClusterIPs and ports; `None` for a Service without a
+/// virtual address (headless, ExternalName), whose clients reach the pods directly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SvcEntry {
+    vips: Vec<IpAddr>,
+    ports: Vec<PortKey>,
+}
+
+pub fn service_entry(s: &Service) -> Option<SvcEntry> {
+    let spec = s.spec.as_ref()?;
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return None;
+    }
+    let mut vips: Vec<IpAddr> = spec
+        .cluster_ips
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .chain(spec.cluster_ip.as_deref())
+        .filter_map(|a| a.parse().ok()) // "None": headless
+        .collect();
+    vips.sort();
+    vips.dedup();
+    let ports: Vec<PortKey> = spec
+        .ports
+        .iter()
+        .flatten()
+        .take(MAX_PORTS)
+        .filter_map(|p| {
+            let port = u16::try_from(p.port).ok().filter(|p| *p > 0)?;
+            Some((p.name.clone().unwrap_or_default(), proto(p.protocol.as_deref())?, port))
+        })
+        .collect();
+    (!vips.is_empty()).then_some(SvcEntry { vips, ports })
+}
+
+/// What fw keeps of an EndpointSlice: the Service it belongs to, its resolved ports (the
+/// targetPorts) and its ready endpoints' addresses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SliceEntry {
+    service: String,
+    ports: Vec<PortKey>,
+    addresses: Vec<IpAddr>,
+}
+
+pub fn slice_entry(e: &EndpointSlice) -> Option<SliceEntry> {
+    let ns = e.metadata.namespace.as_deref()?;
+    let svc = e.metadata.labels.as_ref()?.get("kubernetes.io/service-name")?;
+    let ports = e
+        .ports
+        .iter()
+        .flatten()
+        .take(MAX_PORTS)
+        .filter_map(|p| {
+            let port = u16::try_from(p.port?).ok().filter(|p| *p > 0)?;
+            Some((p.name.clone().unwrap_or_default(), proto(p.protocol.as_deref())?, port))
+        })
+        .collect();
+    let mut addresses: Vec<IpAddr> = e
+        .endpoints
+        .iter()
+        .take(MAX_SLICE_ENDPOINTS)
+        // "ready" unset means ready, as the API documents it.
+        .filter(|ep| ep.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+        .flat_map(|ep| ep.addresses.iter())
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    Some(SliceEntry { service: format!("{ns}/{svc}"), ports, addresses })
+}
+
+/// Each Service with a virtual address, its ports matched by name and protocol to the
+/// slices' resolved ports (as the node's proxy matches them). `dropped`: backends left out
+/// over the cap.
+pub fn join_services(
+    services: &BTreeMap<String, SvcEntry>,
+    slices: &BTreeMap<String, SliceEntry>,
+    dropped: &mut usize,
+) -> Vec<ServiceVip> {
+    let mut by_service: BTreeMap<&str, Vec<&SliceEntry>> = BTreeMap::new();
+    for s in slices.values() {
+        by_service.entry(s.service.as_str()).or_default().push(s);
+    }
+    let mut out = Vec::with_capacity(services.len());
+    for (name, svc) in services {
+        let slices = by_service.get(name.as_str()).map(Vec::as_slice).unwrap_or_default();
+        let ports = svc
+            .ports
+            .iter()
+            .map(|(pname, proto, port)| {
+                let mut backends: Vec<(IpAddr, u16)> = Vec::new();
+                for s in slices {
+                    let Some((_, _, target)) = s.ports.iter().find(|(n, p, _)| n == pname && p == proto)
+                    else {
+                        continue;
+                    };
+                    for a in &s.addresses {
+                        if backends.len() >= MAX_BACKENDS {
+                            *dropped += 1;
+                            continue;
+                        }
+                        backends.push((*a, *target));
+                    }
+                }
+                backends.sort();
+                backends.dedup();
+                ServicePort { proto: *proto, port: *port, backends }
+            })
+            .collect();
+        out.push(ServiceVip { name: name.clone(), addresses: svc.vips.clone(), ports });
+    }
+    out
 }
 
 /// One watched kind's objects as fw keeps them, with the relist buffer.
@@ -185,49 +323,91 @@ async fn client(s: &KubeSettings) -> Result<kube::Client, KubeError> {
     }
 }
 
-fn snapshot(namespaces: &Mirror<Vec<(String, String)>>, pods: &Mirror<Container>) -> Update {
-    Update::Snapshot { namespaces: namespaces.live.clone(), remote: pods.live.values().cloned().collect() }
+struct Mirrors {
+    namespaces: Mirror<Vec<(String, String)>>,
+    pods: Mirror<Container>,
+    services: Mirror<SvcEntry>,
+    slices: Mirror<SliceEntry>,
+    backends_dropped: usize,
 }
 
-/// Follows namespaces and remote pods until the receiver goes away.
+impl Mirrors {
+    fn dropped(&self) -> usize {
+        self.namespaces.dropped + self.pods.dropped + self.services.dropped + self.slices.dropped
+    }
+
+    fn snapshot(&mut self) -> Update {
+        let mut dropped = 0;
+        let services = join_services(&self.services.live, &self.slices.live, &mut dropped);
+        self.backends_dropped = dropped;
+        Update::Snapshot {
+            namespaces: self.namespaces.live.clone(),
+            remote: self.pods.live.values().cloned().collect(),
+            services,
+        }
+    }
+}
+
+fn ns_key(m: &kube::api::ObjectMeta) -> Option<String> {
+    Some(format!("{}/{}", m.namespace.as_deref()?, m.name.as_deref()?))
+}
+
+/// Follows namespaces, remote pods, Services and EndpointSlices until the receiver goes
+/// away.
 async fn follow(s: &KubeSettings, tx: &Sink) -> Result<(), KubeError> {
     let client = client(s).await?;
     let ns_api: Api<Namespace> = Api::all(client.clone());
-    let pod_api: Api<Pod> = Api::all(client);
+    let pod_api: Api<Pod> = Api::all(client.clone());
+    let svc_api: Api<Service> = Api::all(client.clone());
+    let slice_api: Api<EndpointSlice> = Api::all(client);
     let pod_cfg = match &s.node {
         Some(node) => watcher::Config::default().fields(&format!("spec.nodeName!={node}")),
         None => watcher::Config::default(),
     };
-    let mut ns_events = std::pin::pin!(watcher::metadata_watcher(ns_api, watcher::Config::default()));
+    let all = watcher::Config::default;
+    let mut ns_events = std::pin::pin!(watcher::metadata_watcher(ns_api, all()));
     let mut pod_events = std::pin::pin!(watcher::watcher(pod_api, pod_cfg));
-    let mut namespaces: Mirror<Vec<(String, String)>> = Mirror::new(MAX_NAMESPACES);
-    let mut pods: Mirror<Container> = Mirror::new(MAX_PODS);
+    let mut svc_events = std::pin::pin!(watcher::watcher(svc_api, all()));
+    let mut slice_events = std::pin::pin!(watcher::watcher(slice_api, all()));
+    let mut m = Mirrors {
+        namespaces: Mirror::new(MAX_NAMESPACES),
+        pods: Mirror::new(MAX_PODS),
+        services: Mirror::new(MAX_SERVICES),
+        slices: Mirror::new(MAX_SLICES),
+        backends_dropped: 0,
+    };
     let mut dirty = false;
     let mut reported_drops = 0;
-    info!(api = s.api.as_deref().unwrap_or("in-cluster or kubeconfig"), node = ?s.node, "kubernetes API: following namespaces and remote pods");
+    info!(api = s.api.as_deref().unwrap_or("in-cluster or kubeconfig"), node = ?s.node, "kubernetes API: following namespaces, remote pods, services and endpoint slices");
+    let ended = |what: &str| KubeError::Config(format!("{what} watch ended"));
     loop {
         let flush = tokio::time::sleep(if dirty { DEBOUNCE } else { Duration::from_secs(3600) });
         tokio::select! {
             ev = ns_events.next() => {
-                let ev = ev.ok_or_else(|| KubeError::Config("namespace watch ended".into()))??;
-                dirty |= namespaces.apply(ev, |m| m.metadata.name.clone(), |m| Some(labels(m.metadata.labels.as_ref())));
+                let ev = ev.ok_or_else(|| ended("namespace"))??;
+                dirty |= m.namespaces.apply(ev, |o| o.metadata.name.clone(), |o| Some(labels(o.metadata.labels.as_ref())));
             }
             ev = pod_events.next() => {
-                let ev = ev.ok_or_else(|| KubeError::Config("pod watch ended".into()))??;
-                dirty |= pods.apply(
-                    ev,
-                    |p| Some(format!("{}/{}", p.metadata.namespace.as_deref()?, p.metadata.name.as_deref()?)),
-                    remote_pod,
-                );
+                let ev = ev.ok_or_else(|| ended("pod"))??;
+                dirty |= m.pods.apply(ev, |p| ns_key(&p.metadata), remote_pod);
+            }
+            ev = svc_events.next() => {
+                let ev = ev.ok_or_else(|| ended("service"))??;
+                dirty |= m.services.apply(ev, |o| ns_key(&o.metadata), service_entry);
+            }
+            ev = slice_events.next() => {
+                let ev = ev.ok_or_else(|| ended("endpoint slice"))??;
+                dirty |= m.slices.apply(ev, |o| ns_key(&o.metadata), slice_entry);
             }
             _ = flush, if dirty => {
                 dirty = false;
-                let drops = namespaces.dropped + pods.dropped;
+                let update = m.snapshot();
+                let drops = m.dropped() + m.backends_dropped;
                 if drops != reported_drops {
                     warn!(dropped = drops, "kubernetes API: more objects than fw keeps; the rest are ignored");
                     reported_drops = drops;
                 }
-                if !tx(snapshot(&namespaces, &pods)) {
+                if !tx(update) {
                     return Ok(());
                 }
             }
@@ -306,5 +486,117 @@ mod tests {
         assert_eq!(m.live.keys().collect::<Vec<_>>(), ["b"]);
         assert!(m.apply(Event::Delete(("b".into(), 0)), k, v));
         assert!(m.live.is_empty());
+    }
+
+    fn service(ns: &str, name: &str, ips: &[&str], ports: &[(&str, i32, &str)]) -> Service {
+        use k8s_openapi::api::core::v1::{ServicePort as SP, ServiceSpec};
+        Service {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                ..Default::default()
+            },
+            spec: Some(ServiceSpec {
+                cluster_ip: ips.first().map(|s| s.to_string()),
+                cluster_ips: Some(ips.iter().map(|s| s.to_string()).collect()),
+                ports: Some(
+                    ports
+                        .iter()
+                        .map(|(n, p, proto)| SP {
+                            name: Some(n.to_string()),
+                            port: *p,
+                            protocol: Some(proto.to_string()),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    fn slice(
+        ns: &str,
+        name: &str,
+        svc: &str,
+        ports: &[(&str, i32)],
+        eps: &[(&str, Option<bool>)],
+    ) -> EndpointSlice {
+        use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort};
+        EndpointSlice {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                labels: Some(BTreeMap::from([("kubernetes.io/service-name".to_string(), svc.to_string())])),
+                ..Default::default()
+            },
+            address_type: "IPv4".into(),
+            endpoints: eps
+                .iter()
+                .map(|(a, ready)| Endpoint {
+                    addresses: vec![a.to_string()],
+                    conditions: Some(EndpointConditions { ready: *ready, ..Default::default() }),
+                    ..Default::default()
+                })
+                .collect(),
+            ports: Some(
+                ports
+                    .iter()
+                    .map(|(n, p)| EndpointPort {
+                        name: Some(n.to_string()),
+                        port: Some(*p),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Service ports meet the slices' resolved ports by name and protocol; endpoints not
+    /// ready are no backends; headless Services and SCTP ports are no virtual addresses.
+    #[test]
+    fn services_and_their_slices_become_virtual_addresses() {
+        let mut services = BTreeMap::new();
+        let s = service(
+            "shop",
+            "api",
+            &["10.96.0.10"],
+            &[("http", 80, "TCP"), ("admin", 81, "TCP"), ("x", 99, "SCTP")],
+        );
+        services.insert("shop/api".to_string(), service_entry(&s).expect("a ClusterIP"));
+        assert_eq!(service_entry(&service("shop", "h", &["None"], &[("http", 80, "TCP")])), None, "headless");
+        let mut slices = BTreeMap::new();
+        let a = slice(
+            "shop",
+            "api-a",
+            "api",
+            &[("http", 8080), ("admin", 9090)],
+            &[("10.0.0.2", Some(true)), ("10.0.0.9", Some(false))],
+        );
+        let b = slice("shop", "api-b", "api", &[("http", 8081)], &[("10.0.0.3", None)]);
+        slices.insert("shop/api-a".to_string(), slice_entry(&a).unwrap());
+        slices.insert("shop/api-b".to_string(), slice_entry(&b).unwrap());
+        let other = slice("pay", "api-c", "api", &[("http", 1)], &[("10.0.0.4", None)]);
+        slices.insert("pay/api-c".to_string(), slice_entry(&other).unwrap());
+        let mut dropped = 0;
+        let vips = join_services(&services, &slices, &mut dropped);
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        assert_eq!(
+            vips,
+            [ServiceVip {
+                name: "shop/api".into(),
+                addresses: vec![ip("10.96.0.10")],
+                ports: vec![
+                    ServicePort {
+                        proto: SvcProto::Tcp,
+                        port: 80,
+                        backends: vec![(ip("10.0.0.2"), 8080), (ip("10.0.0.3"), 8081)]
+                    },
+                    ServicePort { proto: SvcProto::Tcp, port: 81, backends: vec![(ip("10.0.0.2"), 9090)] },
+                ],
+            }]
+        );
+        assert_eq!(dropped, 0);
     }
 }

@@ -1,6 +1,7 @@
 //! A STAND-IN for the Kubernetes API server (no kube-apiserver package exists for this
 //! machine): a small HTTP/1.1 server speaking the list and watch protocol kube-rs's watcher
-//! uses, for namespaces (as PartialObjectMetadata) and pods, with resourceVersions, watch
+//! uses, for namespaces (as PartialObjectMetadata), pods, services and endpointslices, with
+//! resourceVersions, watch
 //! streams of ADDED / MODIFIED / DELETED events resumed from a resourceVersion, and the
 //! `spec.nodeName!=X` field selector. It binds inside a namespace the test created (the
 //! node's), on loopback: no traffic leaves it. The CRI side of these tests stays real.
@@ -17,9 +18,9 @@ use serde_json::{json, Value};
 #[derive(Default)]
 struct State {
     rv: u64,
-    namespaces: BTreeMap<String, Value>,
-    pods: BTreeMap<String, Value>,
-    /// (resourceVersion, "namespaces" | "pods", event type, object)
+    /// kind ("namespaces", "pods", "services", "endpointslices") -> key -> object
+    objects: BTreeMap<&'static str, BTreeMap<String, Value>>,
+    /// (resourceVersion, kind, event type, object)
     log: Vec<(u64, &'static str, &'static str, Value)>,
     stop: bool,
 }
@@ -56,7 +57,7 @@ impl ApiServer {
         let mut s = m.lock().unwrap();
         s.rv += 1;
         let rv = s.rv;
-        let map = if kind == "namespaces" { &mut s.namespaces } else { &mut s.pods };
+        let map = s.objects.entry(kind).or_default();
         let (ty, obj) = match obj {
             Some(mut o) => {
                 o["metadata"]["resourceVersion"] = json!(rv.to_string());
@@ -100,6 +101,40 @@ impl ApiServer {
 
     pub fn delete_pod(&self, ns: &str, name: &str) {
         self.change("pods", format!("{ns}/{name}"), None);
+    }
+
+    /// A ClusterIP Service; `ports`: (name, port, targetPort).
+    pub fn service(&self, ns: &str, name: &str, ip: &str, ports: &[(&str, u16, u16)]) {
+        let ports: Vec<Value> = ports
+            .iter()
+            .map(|(n, p, t)| json!({"name": n, "port": p, "targetPort": t, "protocol": "TCP"}))
+            .collect();
+        let o = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": ns, "uid": format!("svc-{ns}-{name}")},
+            "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip], "ports": ports}
+        });
+        self.change("services", format!("{ns}/{name}"), Some(o));
+    }
+
+    pub fn delete_service(&self, ns: &str, name: &str) {
+        self.change("services", format!("{ns}/{name}"), None);
+    }
+
+    /// The EndpointSlice the endpoint controller keeps for Service `service`: `ports` are
+    /// (name, resolved target port), `ready` the ready endpoints' addresses.
+    pub fn endpoint_slice(&self, ns: &str, name: &str, service: &str, ports: &[(&str, u16)], ready: &[&str]) {
+        let ports: Vec<Value> =
+            ports.iter().map(|(n, p)| json!({"name": n, "port": p, "protocol": "TCP"})).collect();
+        let endpoints: Vec<Value> =
+            ready.iter().map(|a| json!({"addresses": [a], "conditions": {"ready": true}})).collect();
+        let o = json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": name, "namespace": ns, "uid": format!("eps-{ns}-{name}"),
+                         "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4", "endpoints": endpoints, "ports": ports
+        });
+        self.change("endpointslices", format!("{ns}/{name}"), Some(o));
     }
 }
 
@@ -151,6 +186,8 @@ fn serve(s: TcpStream, state: Arc<(Mutex<State>, Condvar)>) {
         let kind: &'static str = match path.as_str() {
             "/api/v1/namespaces" => "namespaces",
             "/api/v1/pods" => "pods",
+            "/api/v1/services" => "services",
+            "/apis/discovery.k8s.io/v1/endpointslices" => "endpointslices",
             _ => {
                 let _ = w.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
                 continue;
@@ -166,11 +203,21 @@ fn serve(s: TcpStream, state: Arc<(Mutex<State>, Condvar)>) {
         } else {
             let (m, _) = &*state;
             let s = m.lock().unwrap();
-            let map = if kind == "namespaces" { &s.namespaces } else { &s.pods };
-            let items: Vec<&Value> = map.values().filter(|p| selected(p, selector.as_deref())).collect();
-            let list_kind = if kind == "namespaces" { "PartialObjectMetadataList" } else { "PodList" };
+            let items: Vec<&Value> = s
+                .objects
+                .get(kind)
+                .into_iter()
+                .flat_map(|m| m.values())
+                .filter(|p| kind != "pods" || selected(p, selector.as_deref()))
+                .collect();
+            let (api_version, list_kind) = match kind {
+                "namespaces" => ("meta.k8s.io/v1", "PartialObjectMetadataList"),
+                "pods" => ("v1", "PodList"),
+                "services" => ("v1", "ServiceList"),
+                _ => ("discovery.k8s.io/v1", "EndpointSliceList"),
+            };
             let body = json!({
-                "apiVersion": if kind == "namespaces" { "meta.k8s.io/v1" } else { "v1" },
+                "apiVersion": api_version,
                 "kind": list_kind,
                 "metadata": {"resourceVersion": s.rv.to_string()},
                 "items": items,
