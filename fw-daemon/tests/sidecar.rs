@@ -1,9 +1,11 @@
 //! `fw-daemon run --self`, the sidecar mode: the daemon runs inside a pod's network
 //! namespace with CAP_NET_ADMIN and nothing else, and programs that namespace alone, as the
 //! one container the pod's downward API describes. Here the pod is a lab namespace: the
-//! daemon is started in it with `nsenter --net` and `setpriv` dropping every other
-//! capability, as a container with `capabilities: { add: [NET_ADMIN], drop: [ALL] }` is.
-//! Real probes from another node check what it enforces.
+//! daemon is started in it with `nsenter --net`, in a PID namespace of its own (`unshare`,
+//! as a pod's), and `setpriv` dropping every other capability, as a container with
+//! `capabilities: { add: [NET_ADMIN], drop: [ALL] }` is. Real probes from another node
+//! check what it enforces. And it refuses the host's namespace, or one it cannot tell from
+//! the host's.
 
 mod common;
 
@@ -36,8 +38,9 @@ action = "allow"
 "#;
 
 fn available() -> bool {
-    let tools = ["nsenter", "setpriv"].iter().all(|t| Command::new(t).arg("--version").output().is_ok());
-    common::require(common::lab::available() && tools, "root, iproute2, nsenter and setpriv")
+    let tools =
+        ["nsenter", "setpriv", "unshare"].iter().all(|t| Command::new(t).arg("--version").output().is_ok());
+    common::require(common::lab::available() && tools, "root, iproute2, nsenter, unshare and setpriv")
 }
 
 #[test]
@@ -65,6 +68,12 @@ fn a_sidecar_with_net_admin_alone_programs_its_own_namespace_only() {
     let wrapper: Vec<std::ffi::OsString> = [
         "nsenter".to_string(),
         format!("--net={}", pod.display()),
+        // A pod's own PID namespace: no kthreadd in it, so no host to tell apart.
+        "unshare".into(),
+        "--pid".into(),
+        "--fork".into(),
+        "--mount-proc".into(),
+        "--kill-child".into(),
         "setpriv".into(),
         "--inh-caps=-all,+net_admin".into(),
         "--ambient-caps=-all,+net_admin".into(),
@@ -128,8 +137,11 @@ fn a_sidecar_with_net_admin_alone_programs_its_own_namespace_only() {
         String::from_utf8_lossy(&hub.stdout).trim().is_empty(),
         "no floor: the host side is not the sidecar's"
     );
-    // It ran with CAP_NET_ADMIN alone (bit 12), in every set.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).expect("daemon status");
+    // It ran with CAP_NET_ADMIN alone (bit 12), in every set: the daemon is unshare's child.
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", d.pid())).expect("children");
+    let daemon = children.split_whitespace().next().expect("the daemon under unshare");
+    let status = std::fs::read_to_string(format!("/proc/{daemon}/status")).expect("daemon status");
     let caps = |k: &str| {
         status
             .lines()
@@ -141,4 +153,62 @@ fn a_sidecar_with_net_admin_alone_programs_its_own_namespace_only() {
     assert!(!log.contains("NET_ADMIN, SYS_ADMIN") && !log.contains("panicked"), "{log}");
     drop(d);
     let _ = std::fs::remove_dir_all(Path::new(&dir));
+}
+
+/// `--self` where it would be the host's: refused before anything is programmed, both when
+/// the namespace is the host's and when it cannot be told from the host's (no
+/// CAP_SYS_PTRACE to compare it with kthreadd's). The daemon runs here, in the test's own
+/// namespace, so it gets no CAP_NET_ADMIN at all: were the refusal gone it could program
+/// nothing, and would fail later with another error.
+#[test]
+#[ignore = "needs root"]
+fn self_mode_refuses_the_host_namespace_and_one_it_cannot_tell_apart() {
+    if !available() {
+        return;
+    }
+    let host = std::fs::read_link("/proc/2/ns/net").ok() == std::fs::read_link("/proc/self/ns/net").ok()
+        && std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd");
+    if !common::require(host, "running in the host's network and PID namespaces") {
+        return;
+    }
+    let dir = common::work_dir("sidecar", "host");
+    let info = dir.join("podinfo");
+    std::fs::create_dir_all(&info).unwrap();
+    std::fs::write(info.join("name"), "api-0").unwrap();
+    std::fs::write(dir.join("rules.toml"), RULES).unwrap();
+    for (caps, says) in [
+        ("+sys_ptrace", "this is the host's network namespace"),
+        ("", "cannot compare its network namespace"),
+    ] {
+        let set = format!("-all{}", if caps.is_empty() { String::new() } else { format!(",{caps}") });
+        let out = Command::new("setpriv")
+            .args([
+                format!("--inh-caps={set}"),
+                format!("--ambient-caps={set}"),
+                format!("--bounding-set={set}"),
+            ])
+            .arg(common::daemon::bin())
+            .args(["run", "--self", "--pod-info"])
+            .arg(&info)
+            .arg("--rules")
+            .arg(dir.join("rules.toml"))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--socket")
+            .arg(dir.join("fw.sock"))
+            .output()
+            .expect("run fw-daemon");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "refused (caps {set}): {err}");
+        assert!(err.contains("error: --self:") && err.contains(says), "caps {set}: {err}");
+    }
+    assert!(!has_fw_table_here(), "the host's namespace has no table of fw's");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Whether the namespace the test runs in has an `inet fw` table (read through nft, which
+/// only reads).
+fn has_fw_table_here() -> bool {
+    let out = Command::new("nft").args(["list", "table", "inet", "fw"]).output().expect("nft");
+    out.status.success()
 }

@@ -26,6 +26,8 @@ pub enum OwnError {
     Name(String),
     #[error("this is the host's network namespace (the same as kthreadd's): --self programs only a pod's own namespace, and would cut the host")]
     HostNamespace,
+    #[error("this process sees the host's processes (kthreadd is pid 2) but cannot compare its network namespace with theirs ({0}): --self refuses to run where it cannot tell a pod's namespace from the host's (run it in the pod's own PID namespace, or with CAP_SYS_PTRACE)")]
+    HostUnknown(String),
     #[error("reading the pod's addresses: {0}")]
     Addresses(String),
 }
@@ -143,12 +145,22 @@ fn unquote(q: &str) -> Result<String, String> {
 /// Whether the calling process's network namespace is the host's: kthreadd (pid 2) always
 /// lives in it. Only visible when the process shares the host's pid namespace; `false`
 /// when it cannot tell.
-pub fn in_host_namespace() -> bool {
+/// `Ok` when this is not the host's network namespace. The host's is kthreadd's: visible
+/// only in the host's PID namespace, and comparable only with CAP_SYS_PTRACE. In a pod's
+/// PID namespace there is no kthreadd (pid 2 is another process of the pod): not the host.
+/// In the host's PID namespace without the right to compare, which namespace this is
+/// cannot be told, and `--self` refuses (fail closed: a NET_ADMIN process on a host must
+/// not take the host's namespace for a pod's).
+fn host_namespace_check() -> Result<(), OwnError> {
     use crate::netns::NsId;
     let kthreadd = std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd");
+    if !kthreadd {
+        return Ok(());
+    }
     match (NsId::of(Path::new("/proc/2/ns/net")), NsId::of(Path::new(OWN_NETNS))) {
-        (Ok(a), Ok(b)) => kthreadd && a == b,
-        _ => false,
+        (Ok(a), Ok(b)) if a == b => Err(OwnError::HostNamespace),
+        (Ok(_), Ok(_)) => Ok(()),
+        (Err(e), _) | (_, Err(e)) => Err(OwnError::HostUnknown(e.to_string())),
     }
 }
 
@@ -177,9 +189,7 @@ pub fn inventory_toml(id: &OwnIdentity, addresses: &[IpAddr]) -> String {
 
 /// Describes the pod and writes its one-entry inventory into `state_dir`; returns its path.
 pub fn write_inventory(pod_info: &Path, state_dir: &Path) -> Result<(OwnIdentity, PathBuf), OwnError> {
-    if in_host_namespace() {
-        return Err(OwnError::HostNamespace);
-    }
+    host_namespace_check()?;
     let id = read_identity(pod_info, &|k| std::env::var(k).ok())?;
     let wire =
         super::docker::wire_identity(Path::new(OWN_NETNS)).map_err(|e| OwnError::Addresses(e.to_string()))?;
