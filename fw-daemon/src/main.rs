@@ -526,6 +526,7 @@ fn run(cmd: Cmd, now: i64) -> Result<ExitCode, Failed> {
                 read_limits: set.read_limits,
                 max_inventory_bytes: set.max_inventory_bytes,
                 own_namespace: own.is_some(),
+                pod_info: own,
             };
             daemon::run(cfg).map_err(|e| Failed::message(format!("error: {e}")))?;
             Ok(ExitCode::SUCCESS)

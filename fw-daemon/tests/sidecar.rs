@@ -95,6 +95,8 @@ fn a_sidecar_with_net_admin_alone_programs_its_own_namespace_only() {
         "root".into(),
         "--tick".into(),
         "0.2".into(),
+        "--resync".into(),
+        "0.5".into(),
     ]
     .to_vec();
     let d = Daemon::spawn_via(&wrapper, args, dir.join("daemon.log"));
@@ -149,6 +151,15 @@ fn a_sidecar_with_net_admin_alone_programs_its_own_namespace_only() {
             .and_then(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
     };
     assert_eq!((caps("CapEff:"), caps("CapBnd:")), (Some(1 << 12), Some(1 << 12)), "{status}");
+    // Relabelled: kubelet rewrites the labels file, and the pod leaves zone api, no restart.
+    std::fs::write(info.join(".labels.tmp"), "app=\"batch\"\n").unwrap();
+    std::fs::rename(info.join(".labels.tmp"), info.join("labels")).unwrap();
+    eventually("the relabelled pod leaves zone api", &d, || {
+        (c.status().containers.first().map(|x| x.zone.clone()).as_deref() == Some("default")).then_some(())
+    });
+    eventually("clients -> api:8080 denied once it is no longer api", &d, || {
+        (tcp_probe(&client, at(8080), wait) == Probe::TimedOut).then_some(())
+    });
     let log = d.log();
     assert!(!log.contains("NET_ADMIN, SYS_ADMIN") && !log.contains("panicked"), "{log}");
     drop(d);

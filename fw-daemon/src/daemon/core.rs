@@ -305,6 +305,16 @@ impl Core {
     pub fn resync(&mut self) {
         let n = self.blocks().expire();
         self.notify(n);
+        if let Some(pod_info) = &self.cfg.pod_info {
+            // A refused re-read keeps the identity last written (and enforced).
+            match crate::discovery::own::refresh_inventory(pod_info, &self.cfg.state_dir) {
+                Ok((id, _, true)) => {
+                    info!(pod = %id.name, labels = ?id.labels, "sidecar mode: the pod's downward API changed")
+                }
+                Ok(_) => {}
+                Err(e) => warn!("sidecar mode: re-reading the pod's downward API: {e}"),
+            }
+        }
         let (rules, inv) = self.sources.backstop();
         if let Some(read) = rules {
             self.reload_rules_from(read);

@@ -64,6 +64,9 @@ pub struct Config {
     /// `--self`: the only container is the daemon's own namespace (a pod's sidecar); only
     /// CAP_NET_ADMIN is needed, and there is no floor.
     pub own_namespace: bool,
+    /// With `own_namespace`: the downward-API directory, re-read at each resync so a
+    /// relabelled pod changes zone without a restart.
+    pub pod_info: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -190,16 +190,31 @@ pub fn inventory_toml(id: &OwnIdentity, addresses: &[IpAddr]) -> String {
 /// Describes the pod and writes its one-entry inventory into `state_dir`; returns its path.
 pub fn write_inventory(pod_info: &Path, state_dir: &Path) -> Result<(OwnIdentity, PathBuf), OwnError> {
     host_namespace_check()?;
+    let (id, path, _) = refresh_inventory(pod_info, state_dir)?;
+    Ok((id, path))
+}
+
+/// Describes the pod again (kubelet rewrites the downward API's `labels` when the pod is
+/// relabelled) and rewrites the inventory if that changed it (`true`), which the
+/// daemon's inventory watch then loads.
+pub fn refresh_inventory(
+    pod_info: &Path,
+    state_dir: &Path,
+) -> Result<(OwnIdentity, PathBuf, bool), OwnError> {
     let id = read_identity(pod_info, &|k| std::env::var(k).ok())?;
     let wire =
         super::docker::wire_identity(Path::new(OWN_NETNS)).map_err(|e| OwnError::Addresses(e.to_string()))?;
     let path = state_dir.join("self-inventory.toml");
+    let text = inventory_toml(&id, &wire.addresses);
+    if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
+        return Ok((id, path, false));
+    }
     let io = |e: std::io::Error| OwnError::PodInfo { path: path.clone(), why: e.to_string() };
     std::fs::create_dir_all(state_dir).map_err(io)?;
     let tmp = state_dir.join(".self-inventory.toml.tmp");
-    std::fs::write(&tmp, inventory_toml(&id, &wire.addresses)).map_err(io)?;
+    std::fs::write(&tmp, text).map_err(io)?;
     std::fs::rename(&tmp, &path).map_err(io)?;
-    Ok((id, path))
+    Ok((id, path, true))
 }
 
 #[cfg(test)]
