@@ -104,6 +104,9 @@ if [[ -x /usr/bin/time ]]; then
   /usr/bin/time -f "one more run: %e s wall, %U s user, %S s sys, peak RSS %M KiB" "${plan[@]}" >/dev/null
 fi
 
+section "kubernetes: compile_all with 0 / 1,000 / 5,000 Services, 100 and 1,000 containers (service_vips)"
+cargo run -q --release -p fw-bench --bin service_vips
+
 section "console: frame render, delta and re-sort with 100,000 flows (console_frame)"
 cargo run -q --release -p fw-bench --bin console_frame 300
 

@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
 use fw_proto::{Mode, RuleKind, RuleRef};
 use ipnet::IpNet;
@@ -118,6 +119,9 @@ pub struct Membership<'p> {
     pub members: HashMap<String, BTreeSet<IpAddr>>,
     /// Each port of each virtual address (Kubernetes Service), with its backends' zones.
     pub vips: Vec<VipPort>,
+    /// Where each zone's egress to the virtual addresses is decided, by zone and `now`:
+    /// the same for every container of the zone, and costly with thousands of Services.
+    picks: Arc<Mutex<HashMap<(String, i64), Arc<VipPicks>>>>,
 }
 
 /// One port of a virtual address and what is behind it: per backend, the zones its address
@@ -167,7 +171,7 @@ impl<'p> Membership<'p> {
                 });
             }
         }
-        Membership { zone_of, members, vips }
+        Membership { zone_of, members, vips, picks: Arc::default() }
     }
 }
 
@@ -182,7 +186,7 @@ enum Decider {
 
 /// Where each virtual address's ports are decided, for one zone's egress: the elements
 /// (`daddr . l4proto . dport`) each decider's rule gets, per family.
-type VipPicks = std::collections::BTreeMap<(Decider, Family), Vec<SetElem>>;
+type VipPicks = std::collections::BTreeMap<(Decider, Family), BTreeSet<SetElem>>;
 
 const VIP_KEY4: &[KeyKind] = &[KeyKind::Ipv4, KeyKind::InetProto, KeyKind::InetService];
 const VIP_KEY6: &[KeyKind] = &[KeyKind::Ipv6, KeyKind::InetProto, KeyKind::InetService];
@@ -771,7 +775,7 @@ impl<'a, 'p> Builder<'a, 'p> {
         // Failsafes are allows that no policy can remove: evaluated before every policy and
         // never subject to audit mode.
         let policy = self.policy;
-        let picks = if side == Side::Egress { self.vip_picks() } else { VipPicks::new() };
+        let picks = if side == Side::Egress { self.vip_picks() } else { Arc::default() };
         self.policy_rules(side, &policy.failsafes, RuleKind::Failsafe, &picks, rules);
         self.policy_rules(side, &policy.rules, RuleKind::Policy, &picks, rules);
         let d = &policy.defaults;
@@ -819,11 +823,27 @@ impl<'a, 'p> Builder<'a, 'p> {
     /// every backend's decider allows it (then the first of those deciders judges it, with
     /// its log and inspection), and is denied by the first denying decider otherwise. A
     /// port without backends is left to the rules as any address is.
-    fn vip_picks(&self) -> VipPicks {
+    fn vip_picks(&self) -> Arc<VipPicks> {
+        if self.m.vips.is_empty() {
+            return Arc::default();
+        }
+        let key = (self.zone.name.clone(), self.opts.now);
+        if let Some(p) = self.m.picks.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            return p;
+        }
         let mut picks = VipPicks::new();
+        // Backends share zones and ports: each combination is walked once.
+        let mut memo: HashMap<(&[String], SvcProto, u16), (Decider, bool)> = HashMap::new();
         for v in &self.m.vips {
-            let decided: Vec<(Decider, bool)> =
-                v.backends.iter().map(|(zones, port)| self.first_match(zones, v.proto, *port)).collect();
+            let decided: Vec<(Decider, bool)> = v
+                .backends
+                .iter()
+                .map(|(zones, port)| {
+                    *memo
+                        .entry((zones.as_slice(), v.proto, *port))
+                        .or_insert_with(|| self.first_match(zones, v.proto, *port))
+                })
+                .collect();
             let denying = decided.iter().filter(|d| !d.1).map(|d| d.0).min();
             let Some(decider) = denying.or_else(|| decided.iter().map(|d| d.0).min()) else { continue };
             for a in &v.addresses {
@@ -832,11 +852,12 @@ impl<'a, 'p> Builder<'a, 'p> {
                     KeyValue::Proto(v.proto.number()),
                     KeyValue::Port(v.port),
                 ]);
-                let list = picks.entry((decider, Family::of(a))).or_default();
-                if !list.contains(&elem) {
-                    list.push(elem);
-                }
+                picks.entry((decider, Family::of(a))).or_default().insert(elem);
             }
+        }
+        let picks = Arc::new(picks);
+        if let Ok(mut c) = self.m.picks.lock() {
+            c.insert(key, picks.clone());
         }
         picks
     }
@@ -863,10 +884,8 @@ impl<'a, 'p> Builder<'a, 'p> {
             // Named by the deciding zone too: a floor's table holds several zones' chains.
             let name = format!("vip_{}_{tag}_{}", set_stem(&self.zone.name), fam_digit(family));
             let key = if family == Family::V4 { VIP_KEY4 } else { VIP_KEY6 };
-            let mut elements = elems.clone();
-            elements.sort();
             self.declare_set(Set {
-                elements,
+                elements: elems.iter().cloned().collect(),
                 ..Set::new(
                     name.clone(),
                     SetKey::Fields(key),
