@@ -121,7 +121,7 @@ pub struct Membership<'p> {
     pub vips: Vec<VipPort>,
     /// Where each zone's egress to the virtual addresses is decided, by zone and `now`:
     /// the same for every container of the zone, and costly with thousands of Services.
-    picks: Arc<Mutex<HashMap<(String, i64), Arc<VipPicks>>>>,
+    picks: Arc<Mutex<PicksCache>>,
 }
 
 /// One port of a virtual address and what is behind it: per backend, the zones its address
@@ -187,6 +187,9 @@ enum Decider {
 /// Where each virtual address's ports are decided, for one zone's egress: the elements
 /// (`daddr . l4proto . dport`) each decider's rule gets, per family.
 type VipPicks = std::collections::BTreeMap<(Decider, Family), BTreeSet<SetElem>>;
+
+/// Each zone's picks, by (zone, `now`).
+type PicksCache = HashMap<(String, i64), Arc<VipPicks>>;
 
 const VIP_KEY4: &[KeyKind] = &[KeyKind::Ipv4, KeyKind::InetProto, KeyKind::InetService];
 const VIP_KEY6: &[KeyKind] = &[KeyKind::Ipv6, KeyKind::InetProto, KeyKind::InetService];
