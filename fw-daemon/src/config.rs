@@ -68,6 +68,12 @@ pub struct Layer {
     pub admin_group: Option<String>,
     /// Audit log path, or "none".
     pub audit_log: Option<PathBuf>,
+    /// The audit log is rotated (`PATH.1`, `PATH.2`, ...) once it reaches this size.
+    pub audit_max_bytes: Option<u64>,
+    /// Rotated audit files kept at most.
+    pub audit_keep: Option<usize>,
+    /// Rotated audit files last written longer ago than this are deleted (unset: never).
+    pub audit_retention_days: Option<u32>,
     /// Flow table rows held at most.
     pub max_flows: Option<usize>,
     /// Restores of one container's table within `tamper_window` seconds that quarantine it
@@ -110,6 +116,9 @@ impl Layer {
             viewer_group: self.viewer_group.or(lower.viewer_group),
             admin_group: self.admin_group.or(lower.admin_group),
             audit_log: self.audit_log.or(lower.audit_log),
+            audit_max_bytes: self.audit_max_bytes.or(lower.audit_max_bytes),
+            audit_keep: self.audit_keep.or(lower.audit_keep),
+            audit_retention_days: self.audit_retention_days.or(lower.audit_retention_days),
             max_flows: self.max_flows.or(lower.max_flows),
             tamper_repairs: self.tamper_repairs.or(lower.tamper_repairs),
             tamper_window: self.tamper_window.or(lower.tamper_window),
@@ -144,6 +153,7 @@ pub struct Settings {
     pub roles: crate::control::Roles,
     /// `None`: no audit log.
     pub audit_log: Option<PathBuf>,
+    pub audit_rotation: crate::control::audit::Rotation,
     pub max_flows: usize,
     pub containment: crate::containment::ContainmentConfig,
     pub read_limits: crate::rules::ReadLimits,
@@ -216,6 +226,23 @@ pub fn resolve(layer: Layer, docker_socket_exists: impl Fn(&str) -> bool) -> Res
             admin_group: layer.admin_group,
         },
         audit_log: optional_path(layer.audit_log, "/var/log/fw/audit.jsonl"),
+        audit_rotation: crate::control::audit::Rotation {
+            max_bytes: match layer.audit_max_bytes.unwrap_or(64 << 20) {
+                n if n < 4096 => return Err("audit_max_bytes: expected at least 4096".into()),
+                n => n,
+            },
+            keep: match layer.audit_keep.unwrap_or(20) {
+                0 => return Err("audit_keep: expected at least 1 (rotated files kept)".into()),
+                n => n.min(10_000),
+            },
+            max_age: match layer.audit_retention_days {
+                Some(0) => return Err(
+                    "audit_retention_days: expected at least 1 (leave it out to keep files by count only)"
+                        .into(),
+                ),
+                d => d.map(|d| Duration::from_secs(u64::from(d) * 86_400)),
+            },
+        },
         max_flows: match layer.max_flows.unwrap_or(100_000) {
             0 => return Err("max_flows: expected at least 1".into()),
             n => n,

@@ -76,6 +76,7 @@ impl World {
             read_limits: Default::default(),
             max_inventory_bytes: 1 << 20,
             own_namespace: false,
+            audit_rotation: Default::default(),
             pod_info: None,
         }
     }

@@ -479,6 +479,17 @@ pub struct AuditStatus {
     /// not be written while broken. Requests are refused instead, so none of theirs is lost.
     #[serde(default)]
     pub lost: u64,
+    /// The newest record (`fw-tui audit verify --daemon` checks the file ends there: a
+    /// chain alone cannot show its newest records deleted). Boxed: status stays small.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<Box<AuditHead>>,
+}
+
+/// The newest record of the audit trail: its `seq` and chain link.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct AuditHead {
+    pub seq: u64,
+    pub link: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -806,18 +817,22 @@ pub enum AuditOp {
     Cut,
     /// The trail could be written again after a gap.
     AuditResumed,
+    /// The first record of a new file of the trail (after rotation), linking it to the last
+    /// record of the file before.
+    AuditCheckpoint,
     /// Any other name (a request refused for its role is recorded under its op's name).
     Other(String),
 }
 
 impl AuditOp {
-    const NAMES: [(AuditOp, &'static str); 6] = [
+    const NAMES: [(AuditOp, &'static str); 7] = [
         (AuditOp::Block, "block"),
         (AuditOp::Unblock, "unblock"),
         (AuditOp::Reload, "reload"),
         (AuditOp::Expire, "expire"),
         (AuditOp::Cut, "cut"),
         (AuditOp::AuditResumed, "audit-resumed"),
+        (AuditOp::AuditCheckpoint, crate::audit_chain::CHECKPOINT_OP),
     ];
 
     pub fn as_str(&self) -> &str {

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+pub mod audit_chain;
 pub mod control;
 pub mod filter;
 pub mod flow;

@@ -156,6 +156,22 @@ impl From<ScreenArg> for crate::console::screen_id::ScreenId {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    /// Check the trail's hash chain in FILE and its rotated files (FILE.N .. FILE.1),
+    /// read directly (no daemon needed): each record links to the one before it, so an
+    /// edited, deleted or reordered record is found and named; exit 1 if one is.
+    #[command(after_help = "For example: fw-tui audit verify /var/log/fw/audit.jsonl")]
+    Verify {
+        #[arg(value_name = "FILE", default_value = "/var/log/fw/audit.jsonl")]
+        file: std::path::PathBuf,
+        /// Also ask the running daemon for its newest record, and check the file ends there
+        /// (the chain alone cannot show the newest records deleted).
+        #[arg(long)]
+        daemon: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Daemon version, policy, reload errors, containers and counters.
     Status,
@@ -185,8 +201,11 @@ pub enum Command {
         #[command(flatten)]
         filter: BlocksFilter,
     },
-    /// The audit trail: who did what, oldest first.
+    /// The audit trail: who did what, oldest first. `audit verify` checks its hash chain.
+    #[command(args_conflicts_with_subcommands = true)]
     Audit {
+        #[command(subcommand)]
+        action: Option<AuditAction>,
         /// Records at or after TIME: unix seconds, or a duration ago (`1h`, `2d`, `30m`).
         #[arg(long, value_name = "TIME", value_parser = parse_since)]
         since: Option<Since>,
@@ -568,7 +587,8 @@ impl Cli {
             }
             Command::Unblock { ids } => Op::Unblock { block: ids.first().copied().unwrap_or(0) },
             Command::Blocks { .. } => Op::Blocks,
-            Command::Audit { since, limit } => Op::Audit {
+            Command::Audit { action: Some(_), .. } => return Ok(None),
+            Command::Audit { action: None, since, limit } => Op::Audit {
                 since: None,
                 since_ms: since.map(|s| s.resolve(now).saturating_mul(1000)),
                 limit: *limit,
@@ -722,6 +742,85 @@ impl From<io::Error> for Stop {
     }
 }
 
+/// `fw-tui audit verify FILE`: the chain across FILE.N .. FILE.1, FILE.
+fn audit_verify(
+    cli: &Cli,
+    file: &std::path::Path,
+    head: Option<(u64, String)>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    let mut paths: Vec<std::path::PathBuf> = Vec::new();
+    for n in 1..=10_000 {
+        let mut p = file.to_path_buf().into_os_string();
+        p.push(format!(".{n}"));
+        let p = std::path::PathBuf::from(p);
+        if !p.exists() {
+            break;
+        }
+        paths.push(p);
+    }
+    paths.reverse();
+    paths.push(file.to_path_buf());
+    let mut files = Vec::with_capacity(paths.len());
+    for p in &paths {
+        match std::fs::read(p) {
+            Ok(bytes) => files.push((p.display().to_string(), String::from_utf8_lossy(&bytes).into_owned())),
+            Err(e) if e.kind() == ErrorKind::NotFound && p != file => {}
+            Err(e) => {
+                return fail(cli, out, err, "input", &format!("{}: {e}", p.display()), exit::FAILED);
+            }
+        }
+    }
+    let checked = head.is_some();
+    match fw_proto::audit_chain::verify(&files, head.as_ref().map(|(s, h)| (*s, h.as_str()))) {
+        Ok(v) => {
+            let (head_seq, head) = v.head.clone().unzip();
+            let text = if cli.json {
+                serde_json::json!({
+                    "ok": true, "files": files.len(), "records": v.records, "unchained": v.unchained,
+                    "first_seq": v.first_seq, "head_seq": head_seq, "head": head,
+                    "starts_at_checkpoint": v.starts_at_checkpoint,
+                    "torn": v.torn.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                })
+                .to_string()
+            } else {
+                let mut t = format!(
+                    "ok: {} chained record(s) in {} file(s), seq {} .. {}",
+                    v.records,
+                    files.len(),
+                    v.first_seq.map_or("-".into(), |s| s.to_string()),
+                    head_seq.map_or("-".into(), |s| s.to_string()),
+                );
+                if let Some(h) = &head {
+                    t.push_str(&format!(", newest link {h}"));
+                }
+                if v.starts_at_checkpoint {
+                    t.push_str("\n  starts at a checkpoint: older files were rotated away");
+                }
+                if v.unchained > 0 {
+                    t.push_str(&format!("\n  {} older record(s) before the chain began", v.unchained));
+                }
+                for p in &v.torn {
+                    t.push_str(&format!("\n  {p}: a torn line (a write cut short), not a record"));
+                }
+                if checked {
+                    t.push_str("\n  ends at the daemon's newest record");
+                } else {
+                    t.push_str("\n  (deleting the newest records shows only with --daemon)");
+                }
+                t
+            };
+            match writeln!(out, "{text}") {
+                Ok(()) => exit::OK,
+                Err(e) if e.kind() == ErrorKind::BrokenPipe => exit::OK,
+                Err(e) => fail(cli, out, err, "output", &e.to_string(), exit::FAILED),
+            }
+        }
+        Err(b) => fail(cli, out, err, "tampered", &format!("audit trail: {b}"), exit::FAILED),
+    }
+}
+
 /// Reports a failure: `fw-tui: <message>` on stderr, and under `--json` an error document
 /// on stdout. Returns `exit`.
 fn fail(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write, code: &str, message: &str, exit: u8) -> u8 {
@@ -764,6 +863,35 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write, now: fn() -> i64
                 );
             }
             return write_generated(cli, out, err, &text, "man page");
+        }
+        Some(Command::Audit { action: Some(AuditAction::Verify { file, daemon }), .. }) => {
+            let head = if *daemon {
+                let answer =
+                    crate::client::Client::connect(&cli.socket).and_then(|mut c| c.request(Op::Status));
+                match answer {
+                    Ok(fw_proto::control::Answer::Status(s)) => match s.audit {
+                        Some(a) => a.head.map(|h| (h.seq, h.link)),
+                        None => {
+                            return fail(
+                                cli,
+                                out,
+                                err,
+                                "usage",
+                                "the daemon keeps no audit trail",
+                                exit::FAILED,
+                            )
+                        }
+                    },
+                    Ok(other) => {
+                        let msg = format!("unexpected answer to status: {other:?}");
+                        return fail(cli, out, err, "protocol", &msg, exit::PROTOCOL);
+                    }
+                    Err(e) => return fail(cli, out, err, "unreachable", &e.to_string(), exit::UNREACHABLE),
+                }
+            } else {
+                None
+            };
+            return audit_verify(cli, file, head, out, err);
         }
         _ => {}
     }
@@ -1223,6 +1351,56 @@ mod tests {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let code = run(&cli, &mut out, &mut err, now);
         (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+    }
+
+    /// `audit verify` reads the trail itself: exit 0 on a whole chain (and against the
+    /// daemon's head with --daemon), 1 naming the first tampered record.
+    #[test]
+    fn audit_verify_checks_the_chain_and_the_daemons_head() {
+        use fw_proto::audit_chain::{link, GENESIS};
+        let dir = std::env::temp_dir().join(format!("fw-tui-verify-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("audit.jsonl");
+        let mut lines = Vec::new();
+        let mut prev = GENESIS.to_string();
+        for seq in 0..4 {
+            let l = format!(r#"{{"time_ms":{seq},"op":"block","result":"ok","seq":{seq},"prev":"{prev}"}}"#);
+            prev = link(&l);
+            lines.push(l);
+        }
+        std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+        let path = file.to_str().unwrap();
+        let srv = TestServer::start(|req| vec![ok(req.id, Answer::Status(status_info()))]);
+        let (code, out, _) = run_with(&srv, &["audit", "verify", path]);
+        assert_eq!(code, exit::OK, "{out}");
+        assert!(out.starts_with("ok: 4 chained record(s) in 1 file(s), seq 0 .. 3"), "{out}");
+        let (code, out, _) = run_with(&srv, &["--json", "audit", "verify", path]);
+        let doc: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!((code, doc["records"].as_u64(), doc["head_seq"].as_u64()), (exit::OK, Some(4), Some(3)));
+        // The daemon's head is record 3: the file must end there.
+        let serving_head = || {
+            let head = prev.clone();
+            TestServer::start(move |req| {
+                let mut s = status_info();
+                s.audit = Some(fw_proto::control::AuditStatus {
+                    path: "/a".into(),
+                    head: Some(Box::new(fw_proto::control::AuditHead { seq: 3, link: head.clone() })),
+                    ..Default::default()
+                });
+                vec![ok(req.id, Answer::Status(s))]
+            })
+        };
+        assert_eq!(run_with(&serving_head(), &["audit", "verify", "--daemon", path]).0, exit::OK);
+        std::fs::write(&file, lines[..3].join("\n") + "\n").unwrap();
+        let (code, _, err) = run_with(&serving_head(), &["audit", "verify", "--daemon", path]);
+        assert_eq!(code, exit::FAILED);
+        assert!(err.contains("the trail ends at record 2"), "{err}");
+        // An edit is named by place.
+        std::fs::write(&file, lines.join("\n").replacen("\"time_ms\":1", "\"time_ms\":9", 1) + "\n").unwrap();
+        let (code, _, err) = run_with(&srv, &["audit", "verify", path]);
+        assert_eq!(code, exit::FAILED);
+        assert!(err.contains("audit.jsonl:2: record 1 was edited"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn status_info() -> StatusInfo {

@@ -744,6 +744,7 @@ mod tests {
                 broken_since_ms: Some((NOW - 60) * 1000),
                 error: Some("No space left on device (os error 28)".into()),
                 lost: 2,
+                ..Default::default()
             }),
             inventory: Some("/etc/fw/inventory.toml".into()),
             inventory_errors: vec!["/etc/fw/inventory.toml:3:1: error: unknown field `img`".into()],

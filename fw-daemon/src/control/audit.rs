@@ -3,6 +3,12 @@
 //! so when logrotate renames it, the next record goes to a new file: rotation by rename
 //! loses nothing. Reading returns the rotated file (`PATH.1`) and the current one.
 //!
+//! Each record is a link of a hash chain (`fw_proto::audit_chain`): its `seq` and the hash
+//! of the line before it, so `fw-tui audit verify` finds an edited, deleted or reordered
+//! record. The daemon rotates the file itself at a size (`Rotation`), keeping a number of
+//! files and deleting those past an age; each new file starts with a checkpoint record
+//! linked to the last one of the file before, so the chain runs across files.
+//!
 //! It fails closed. [`AuditLog::append`] is for records a change depends on: the caller
 //! refuses the change when it fails (`audit-unavailable`). [`AuditLog::record`] is for what
 //! the daemon does on its own (reloads from files, expiries, inspection cuts): those go on,
@@ -17,7 +23,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use fw_proto::control::{AlertKind, AuditOp, AuditRecord, AuditResult, AuditStatus};
+use fw_proto::control::{AlertKind, AuditHead, AuditOp, AuditRecord, AuditResult, AuditStatus};
 use tracing::error;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,16 +34,35 @@ pub struct AuditError {
     pub source: std::io::Error,
 }
 
-/// Since when the trail is broken, why, and how many of the daemon's own records it lost.
+/// Since when the trail is broken, why, and how many of the daemon's own records it lost;
+/// and the newest record's `seq` and link, which the next one carries.
 #[derive(Debug, Default)]
 struct Health {
     broken_since_ms: Option<i64>,
     error: Option<String>,
     lost: u64,
+    head: Option<(u64, String)>,
+}
+
+/// When the daemon rotates its trail, and what it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    pub max_bytes: u64,
+    /// Rotated files kept (`PATH.1` .. `PATH.keep`).
+    pub keep: usize,
+    /// Rotated files last written longer ago are deleted.
+    pub max_age: Option<std::time::Duration>,
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Rotation { max_bytes: 64 << 20, keep: 20, max_age: None }
+    }
 }
 
 pub struct AuditLog {
     path: PathBuf,
+    rotation: Rotation,
     /// Serialises appends (one record per write, never interleaved) and holds the health.
     health: Mutex<Health>,
     /// Where "broken" and "works again" are announced.
@@ -49,7 +74,16 @@ impl AuditLog {
     /// trail that cannot be opened does not stop the daemon (enforcement must go on): it
     /// starts broken, so every request that needs it is refused until it works.
     pub fn open(path: &Path, alerts: Option<Arc<crate::alerts::Alerts>>) -> AuditLog {
-        let log = AuditLog { path: path.to_path_buf(), health: Mutex::new(Health::default()), alerts };
+        Self::open_rotating(path, Rotation::default(), alerts)
+    }
+
+    pub fn open_rotating(
+        path: &Path,
+        rotation: Rotation,
+        alerts: Option<Arc<crate::alerts::Alerts>>,
+    ) -> AuditLog {
+        let health = Health { head: last_link(path, rotation.keep), ..Health::default() };
+        let log = AuditLog { path: path.to_path_buf(), rotation, health: Mutex::new(health), alerts };
         let opened = (|| {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
@@ -108,14 +142,20 @@ impl AuditLog {
             broken_since_ms: h.broken_since_ms,
             error: h.error.clone(),
             lost: h.lost,
+            head: h.head.as_ref().map(|(seq, link)| Box::new(AuditHead { seq: *seq, link: link.clone() })),
         }
+    }
+
+    /// The newest record's `seq` and link (what `audit verify` checks the file's end by).
+    pub fn head(&self) -> Option<(u64, String)> {
+        self.lock().head.clone()
     }
 
     fn append_locked(&self, h: &mut Health, rec: &AuditRecord) -> Result<(), AuditError> {
         if h.broken_since_ms.is_some() {
             self.resume(h)?;
         }
-        self.write(rec).inspect_err(|e| self.broke(h, e))
+        self.write(h, rec).inspect_err(|e| self.broke(h, e))
     }
 
     /// Writes the gap record; on success the trail is whole again.
@@ -139,9 +179,9 @@ impl AuditLog {
                 h.lost
             )),
         };
-        self.write(&gap).inspect_err(|e| self.broke(h, e))?;
+        self.write(h, &gap).inspect_err(|e| self.broke(h, e))?;
         let lost = std::mem::take(&mut h.lost);
-        *h = Health::default();
+        *h = Health { head: h.head.take(), ..Health::default() };
         if let Some(a) = &self.alerts {
             a.raise(
                 AlertKind::Audit,
@@ -177,9 +217,51 @@ impl AuditLog {
         }
     }
 
-    fn write(&self, rec: &AuditRecord) -> Result<(), AuditError> {
+    /// Writes `rec` as the chain's next link (after a checkpoint when it starts a file),
+    /// rotating first when the file is full.
+    fn write(&self, h: &mut Health, rec: &AuditRecord) -> Result<(), AuditError> {
         let err = |source| AuditError { path: self.path.clone(), source };
-        let mut line = serde_json::to_vec(rec).map_err(|e| err(std::io::Error::other(e)))?;
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.len() >= self.rotation.max_bytes) {
+            self.rotate().map_err(err)?;
+        }
+        if !self.path.exists() {
+            if let Some((seq, _)) = &h.head {
+                let checkpoint = AuditRecord {
+                    time_ms: now_ms(),
+                    peer: None,
+                    role: None,
+                    actor: None,
+                    op: AuditOp::AuditCheckpoint,
+                    target: None,
+                    path: Some(self.path.display().to_string()),
+                    block: None,
+                    reason: None,
+                    ttl_ms: None,
+                    result: AuditResult::Ok,
+                    policy_hash: None,
+                    summary: Some(format!(
+                        "a new file: the trail continues from record {seq} of the file before"
+                    )),
+                };
+                self.write_link(h, &checkpoint)?;
+            }
+        }
+        self.write_link(h, rec)
+    }
+
+    fn write_link(&self, h: &mut Health, rec: &AuditRecord) -> Result<(), AuditError> {
+        let err = |source| AuditError { path: self.path.clone(), source };
+        let (seq, prev) = match &h.head {
+            Some((seq, link)) => (seq + 1, link.clone()),
+            None => (0, fw_proto::audit_chain::GENESIS.to_string()),
+        };
+        let mut v = serde_json::to_value(rec).map_err(|e| err(std::io::Error::other(e)))?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("seq".into(), seq.into());
+            o.insert("prev".into(), prev.into());
+        }
+        let text = serde_json::to_string(&v).map_err(|e| err(std::io::Error::other(e)))?;
+        let mut line = text.clone().into_bytes();
         line.push(b'\n');
         let created = !self.path.exists();
         let mut f = OpenOptions::new()
@@ -208,7 +290,40 @@ impl AuditLog {
                 std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
             }
         }
+        h.head = Some((seq, fw_proto::audit_chain::link(&text)));
         Ok(())
+    }
+
+    /// `PATH.N` -> `PATH.N+1` (the last one kept is deleted), `PATH` -> `PATH.1`; then the
+    /// rotated files past the age limit go.
+    fn rotate(&self) -> std::io::Result<()> {
+        let keep = self.rotation.keep;
+        let _ = std::fs::remove_file(rotated(&self.path, keep));
+        for n in (1..keep).rev() {
+            match std::fs::rename(rotated(&self.path, n), rotated(&self.path, n + 1)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        std::fs::rename(&self.path, rotated(&self.path, 1))?;
+        if let Some(age) = self.rotation.max_age {
+            let now = std::time::SystemTime::now();
+            for n in 1..=keep {
+                let p = rotated(&self.path, n);
+                let old = std::fs::metadata(&p)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| now.duration_since(t).is_ok_and(|d| d > age));
+                if old {
+                    std::fs::remove_file(&p)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The trail's files, oldest first: the rotated ones kept, then the current one.
+    pub fn files(&self) -> Vec<PathBuf> {
+        files(&self.path, self.rotation.keep)
     }
 
     /// Records at or after `since_ms`, oldest first, at most the last `limit`. Lines that
@@ -237,6 +352,35 @@ impl AuditLog {
         }
         Ok(out.into())
     }
+}
+
+fn rotated(path: &Path, n: usize) -> PathBuf {
+    let mut p = path.to_path_buf().into_os_string();
+    p.push(format!(".{n}"));
+    PathBuf::from(p)
+}
+
+/// The trail's files that exist, oldest first.
+pub fn files(path: &Path, keep: usize) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = (1..=keep).rev().map(|n| rotated(path, n)).filter(|p| p.exists()).collect();
+    if path.exists() {
+        out.push(path.to_path_buf());
+    }
+    out
+}
+
+/// The newest chained record's `seq` and link, from the newest file that has one.
+fn last_link(path: &Path, keep: usize) -> Option<(u64, String)> {
+    for p in files(path, keep).iter().rev() {
+        let Ok(text) = std::fs::read_to_string(p) else { continue };
+        for line in text.lines().rev() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            if let Some(seq) = v.get("seq").and_then(|s| s.as_u64()) {
+                return Some((seq, fw_proto::audit_chain::link(line)));
+            }
+        }
+    }
+    None
 }
 
 /// One line of the trail, as any version wrote it: before protocol 2 a record's target was
@@ -305,10 +449,15 @@ mod tests {
         log.append(&rec(2)).unwrap();
         std::fs::rename(log.path(), dir.join("sub/audit.jsonl.1")).unwrap();
         log.append(&rec(3)).unwrap();
-        let all: Vec<i64> = log.read(None, 100).unwrap().iter().map(|r| r.time_ms).collect();
+        let recs = log.read(None, 100).unwrap();
+        // The new file starts with the checkpoint that keeps the chain.
+        assert_eq!(recs.iter().filter(|r| r.op == AuditOp::AuditCheckpoint).count(), 1);
+        let all: Vec<i64> =
+            recs.iter().filter(|r| r.op != AuditOp::AuditCheckpoint).map(|r| r.time_ms).collect();
         assert_eq!(all, vec![1, 2, 3]);
-        assert_eq!(log.read(Some(2), 100).unwrap().len(), 2);
+        assert_eq!(log.read(Some(2), 100).unwrap().len(), 3, "2, the checkpoint, 3");
         assert_eq!(log.read(None, 1).unwrap()[0].time_ms, 3);
+        assert!(fw_proto::audit_chain::verify(&texts(&log.files()), None).is_ok());
         // A torn line is skipped, not fatal.
         std::fs::OpenOptions::new()
             .append(true)
@@ -317,7 +466,13 @@ mod tests {
             .write_all(b"{\"time_ms\":4,")
             .unwrap();
         log.append(&rec(5)).unwrap();
-        let all: Vec<i64> = log.read(None, 100).unwrap().iter().map(|r| r.time_ms).collect();
+        let all: Vec<i64> = log
+            .read(None, 100)
+            .unwrap()
+            .iter()
+            .filter(|r| r.op != AuditOp::AuditCheckpoint)
+            .map(|r| r.time_ms)
+            .collect();
         assert_eq!(all, vec![1, 2, 3, 5]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -346,13 +501,82 @@ mod tests {
         assert!(log.retry());
         assert_eq!(
             log.status(),
-            AuditStatus { path: log.path().display().to_string(), ..Default::default() }
+            AuditStatus {
+                path: log.path().display().to_string(),
+                head: log.head().map(|(seq, link)| Box::new(AuditHead { seq, link })),
+                ..Default::default()
+            }
         );
         log.append(&rec(4)).unwrap();
         let recs = log.read(None, 10).unwrap();
         assert_eq!(recs.iter().map(|r| r.op.as_str()).collect::<Vec<_>>(), vec!["audit-resumed", "block"]);
         assert!(recs[0].summary.as_deref().is_some_and(|s| s.contains("2 record(s)")), "{recs:?}");
         assert_eq!(alerts.recent(None, None).len(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn texts(paths: &[PathBuf]) -> Vec<(String, String)> {
+        paths
+            .iter()
+            .map(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read_to_string(p).unwrap())
+            })
+            .collect()
+    }
+
+    /// The daemon's own rotation keeps the chain across files (each new file starts with a
+    /// checkpoint), keeps `keep` files, and a restart continues the chain where it was; any
+    /// edit, deletion or reordering of the written files is then named by the verifier.
+    #[test]
+    fn the_chain_survives_rotation_and_restarts_and_shows_tampering() {
+        use fw_proto::audit_chain::{verify, Break};
+        let dir = std::env::temp_dir().join(format!("fw-audit-chain-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("audit.jsonl");
+        let rotation = Rotation { max_bytes: 4096, keep: 3, max_age: None };
+        let log = AuditLog::open_rotating(&path, rotation, None);
+        for t in 0..150 {
+            log.append(&rec(t)).unwrap();
+        }
+        drop(log);
+        // A restart picks the chain up from the newest record on disk.
+        let log = AuditLog::open_rotating(&path, rotation, None);
+        for t in 150..170 {
+            log.append(&rec(t)).unwrap();
+        }
+        let files = log.files();
+        assert_eq!(files.len(), 4, "three rotated files kept, and the current one: {files:?}");
+        let v = verify(&texts(&files), None).expect("a whole chain");
+        let head = log.head().unwrap();
+        assert_eq!(v.head.as_ref(), Some(&head));
+        assert!(v.starts_at_checkpoint, "the oldest files were rotated away: it starts at a checkpoint");
+        assert!(verify(&texts(&files), Some((head.0, &head.1))).is_ok());
+        assert_eq!(log.status().head.map(|h| h.seq), Some(head.0));
+
+        // Tampering with the files on disk, each way.
+        let mut t = texts(&files);
+        t[1].1 = t[1].1.replacen("\"block\":1", "\"block\":2", 1);
+        assert!(matches!(verify(&t, None), Err(Break::Edited { .. })), "{:?}", verify(&t, None));
+        let mut t = texts(&files);
+        let lines: Vec<&str> = t[2].1.lines().collect();
+        t[2].1 = lines.iter().enumerate().filter(|(i, _)| *i != 2).map(|(_, l)| format!("{l}\n")).collect();
+        assert!(matches!(verify(&t, None), Err(Break::Deleted { .. })));
+        let mut t = texts(&files);
+        t.swap(1, 2);
+        assert!(matches!(verify(&t, None), Err(Break::Deleted { .. } | Break::Reordered { .. })));
+        // Retention deleting the oldest file is fine (the next starts at a checkpoint)...
+        assert!(verify(&texts(&files[1..]), None).is_ok_and(|v| v.starts_at_checkpoint));
+        // ...deleting the head of one is not.
+        let mut t = texts(&files);
+        t[0].1 = t[0].1.split_once('\n').unwrap().1.to_string();
+        assert!(matches!(verify(&t, None), Err(Break::StartsMidChain { .. })), "{:?}", verify(&t, None));
+        let mut t = texts(&files);
+        let last = t.last_mut().unwrap();
+        let cut: Vec<&str> = last.1.lines().collect();
+        last.1 = cut[..cut.len() - 1].iter().map(|l| format!("{l}\n")).collect();
+        assert!(verify(&t, None).is_ok(), "the newest record gone: the chain alone holds");
+        assert!(matches!(verify(&t, Some((head.0, &head.1))), Err(Break::Head { .. })), "the head shows it");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -110,11 +110,13 @@ impl Core {
         let mut opts = cfg.opts.clone();
         opts.now = t;
         let mut rec = Reconciler::with_kernel(start.policy, start.inventory, opts, kernel.clone());
-        let trail = Trail::new(
-            cfg.audit_log
-                .as_deref()
-                .map(|p| Arc::new(crate::control::audit::AuditLog::open(p, Some(alerts.clone())))),
-        );
+        let trail = Trail::new(cfg.audit_log.as_deref().map(|p| {
+            Arc::new(crate::control::audit::AuditLog::open_rotating(
+                p,
+                cfg.audit_rotation,
+                Some(alerts.clone()),
+            ))
+        }));
         // Blocks survive restarts; those that lapsed meanwhile already left the kernel, and
         // get their record now, dated when they expired.
         let mut blocks = state.read_blocks()?;

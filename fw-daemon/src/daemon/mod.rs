@@ -56,6 +56,7 @@ pub struct Config {
     pub socket_group: String,
     pub roles: crate::control::Roles,
     pub audit_log: Option<PathBuf>,
+    pub audit_rotation: crate::control::audit::Rotation,
     pub max_flows: usize,
     /// The floors, tamper escalation, revocation.
     pub containment: crate::containment::ContainmentConfig,

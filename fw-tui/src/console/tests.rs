@@ -125,6 +125,7 @@ fn the_status_bar_shows_dropped_flows_and_a_broken_trail() {
         broken_since_ms: Some(NOW_MS - 5_000),
         error: Some("Read-only file system (os error 30)".into()),
         lost: 0,
+        ..Default::default()
     });
     s.inventory_errors = vec!["/etc/fw/inventory.toml:1:13: error: unclosed array table".into()];
     a.update(Msg::Status(s));
