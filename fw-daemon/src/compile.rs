@@ -139,19 +139,23 @@ impl<'p> Membership<'p> {
     pub fn new(policy: &'p Policy, inventory: &Inventory) -> Membership<'p> {
         let mut zone_of = HashMap::with_capacity(inventory.containers.len());
         let mut members: HashMap<String, BTreeSet<IpAddr>> = HashMap::new();
-        let mut zone_at: HashMap<IpAddr, &str> = HashMap::new();
+        let mut zone_at: HashMap<IpAddr, Vec<&str>> = HashMap::new();
         for c in &inventory.containers {
             let z = policy.zone_of(&c.identity());
             zone_of.insert(c.name.clone(), z);
             members.entry(z.name.clone()).or_default().extend(c.addresses.iter().copied());
             for a in &c.addresses {
-                zone_at.entry(*a).or_insert(z.name.as_str());
+                let zs = zone_at.entry(*a).or_default();
+                if !zs.contains(&z.name.as_str()) {
+                    zs.push(z.name.as_str());
+                }
             }
         }
-        // A backend is in the zone of the container with its address, and in every zone
-        // whose networks hold it (a packet to it matches the rules of each).
+        // A backend is in the zone of each container with its address (a pod going away and
+        // one reusing its address), and in every zone whose networks hold it: a packet to it
+        // matches the rules of each.
         let zones_of = |a: &IpAddr| -> Vec<String> {
-            let mut out: Vec<String> = zone_at.get(a).map(|z| z.to_string()).into_iter().collect();
+            let mut out: Vec<String> = zone_at.get(a).into_iter().flatten().map(|z| z.to_string()).collect();
             for z in policy.zones.iter() {
                 if z.cidrs().iter().any(|n| n.contains(a)) && !out.contains(&z.name) {
                     out.push(z.name.clone());
@@ -167,7 +171,13 @@ impl<'p> Membership<'p> {
                     addresses: s.addresses.clone(),
                     proto: p.proto,
                     port: p.port,
-                    backends: p.backends.iter().map(|(a, port)| (zones_of(a), *port)).collect(),
+                    backends: p
+                        .backends
+                        .iter()
+                        .map(|(a, port)| (zones_of(a), *port))
+                        // Backends fw does not know: one in no zone, which only `any` covers.
+                        .chain(p.incomplete.then(|| (Vec::new(), p.port)))
+                        .collect(),
                 });
             }
         }
@@ -612,16 +622,9 @@ impl<'a, 'p> Builder<'a, 'p> {
     }
 
     /// Rules for policies that apply on this side of this container, in order.
-    fn policy_rules(
-        &mut self,
-        side: Side,
-        list: &'p [PolicyRule],
-        kind: RuleKind,
-        picks: &VipPicks,
-        out: &mut Vec<Rule>,
-    ) {
+    fn policy_rules(&mut self, side: Side, list: &'p [PolicyRule], kind: RuleKind, out: &mut Vec<Rule>) {
         let zone = self.zone.name.as_str();
-        for (index, r) in list.iter().enumerate().filter(|(_, r)| !r.is_expired(self.opts.now)) {
+        for r in list.iter().filter(|r| !r.is_expired(self.opts.now)) {
             let (own, peers, dir) = match side {
                 Side::Egress => (&r.from, &r.to, Dir::Dst),
                 Side::Ingress => (&r.to, &r.from, Dir::Src),
@@ -668,15 +671,6 @@ impl<'a, 'p> Builder<'a, 'p> {
                     x.mark = tap.as_ref().map(|t| t.mark | remote);
                     out.push(x);
                 }
-            }
-            if side == Side::Egress {
-                let decider = if kind == RuleKind::Failsafe {
-                    Decider::Failsafe(index)
-                } else {
-                    Decider::Policy(index)
-                };
-                let mark = tap.as_ref().map(|t| t.mark);
-                self.vip_rules(picks, decider, &verdict, &origin, mark, out);
             }
         }
     }
@@ -778,9 +772,19 @@ impl<'a, 'p> Builder<'a, 'p> {
         // Failsafes are allows that no policy can remove: evaluated before every policy and
         // never subject to audit mode.
         let policy = self.policy;
-        let picks = if side == Side::Egress { self.vip_picks() } else { Arc::default() };
-        self.policy_rules(side, &policy.failsafes, RuleKind::Failsafe, &picks, rules);
-        self.policy_rules(side, &policy.rules, RuleKind::Policy, &picks, rules);
+        // Virtual addresses first: their packets are decided by the rules that decide the
+        // endpoints behind them (failsafes included), never by a rule that happens to
+        // match the VIP itself (`any`, a network holding the ClusterIP) earlier on.
+        if side == Side::Egress {
+            let picks = self.vip_picks();
+            let deciders: BTreeSet<Decider> = picks.keys().map(|(d, _)| *d).collect();
+            for d in deciders {
+                let (verdict, origin, mark) = self.decider_verdict(d);
+                self.vip_rules(&picks, d, &verdict, &origin, mark, rules);
+            }
+        }
+        self.policy_rules(side, &policy.failsafes, RuleKind::Failsafe, rules);
+        self.policy_rules(side, &policy.rules, RuleKind::Policy, rules);
         let d = &policy.defaults;
         let origin = RuleRef {
             kind: RuleKind::Default,
@@ -788,8 +792,47 @@ impl<'a, 'p> Builder<'a, 'p> {
             source: d.pos.as_ref().map(|p| p.short()),
         };
         let verdict = self.decide(d.action, &origin);
-        self.vip_rules(&picks, Decider::Default, &verdict, &origin, None, rules);
         rules.push(rule(vec![], verdict, Some(origin)));
+    }
+
+    /// The verdict, origin and inspection mark a decider's rule gives on egress.
+    fn decider_verdict(&mut self, d: Decider) -> (Verdict, RuleRef, Option<u32>) {
+        let (r, kind) = match d {
+            Decider::Failsafe(i) => (&self.policy.failsafes[i], RuleKind::Failsafe),
+            Decider::Policy(i) => (&self.policy.rules[i], RuleKind::Policy),
+            Decider::Default => {
+                let def = &self.policy.defaults;
+                let origin = RuleRef {
+                    kind: RuleKind::Default,
+                    id: "default".into(),
+                    source: def.pos.as_ref().map(|p| p.short()),
+                };
+                let verdict = self.decide(def.action, &origin);
+                return (verdict, origin, None);
+            }
+        };
+        let origin = RuleRef { kind, id: r.id.clone(), source: Some(r.pos.short()) };
+        let tap = self.taps.iter().find(|t| t.origin.id == r.id && t.origin.kind == kind).cloned();
+        let verdict = match &tap {
+            Some(_) => self.inspected_accept(r.action, &origin),
+            None => self.decide(r.action, &origin),
+        };
+        (verdict, origin, tap.map(|t| t.mark))
+    }
+
+    /// How much a decider's allow does beyond passing: an inspected policy (its flows are
+    /// judged by content), one that logs, or a plain allow.
+    fn strictness(&self, d: Decider) -> u8 {
+        let r = match d {
+            Decider::Failsafe(i) => &self.policy.failsafes[i],
+            Decider::Policy(i) => &self.policy.rules[i],
+            Decider::Default => return u8::from(self.policy.defaults.action == Action::Log),
+        };
+        if r.inspect.is_some() {
+            2
+        } else {
+            u8::from(r.action == Action::Log)
+        }
     }
 
     /// The rule that decides this zone's packets to a backend in `zones` on `proto`/`port`,
@@ -823,9 +866,9 @@ impl<'a, 'p> Builder<'a, 'p> {
 
     /// Where each virtual address port is decided for this zone's egress. The node's proxy
     /// picks a backend per connection, which nothing here can see: a port passes only if
-    /// every backend's decider allows it (then the first of those deciders judges it, with
-    /// its log and inspection), and is denied by the first denying decider otherwise. A
-    /// port without backends is left to the rules as any address is.
+    /// every backend's decider allows it (then the strictest of those deciders judges it,
+    /// with its log and inspection), and is denied by the first denying decider otherwise.
+    /// A port without backends is left to the rules as any address is.
     fn vip_picks(&self) -> Arc<VipPicks> {
         if self.m.vips.is_empty() {
             return Arc::default();
@@ -848,7 +891,11 @@ impl<'a, 'p> Builder<'a, 'p> {
                 })
                 .collect();
             let denying = decided.iter().filter(|d| !d.1).map(|d| d.0).min();
-            let Some(decider) = denying.or_else(|| decided.iter().map(|d| d.0).min()) else { continue };
+            // All allow: the one that does most (inspection, then logging) judges, so a
+            // connection the proxy sends to an inspected backend is inspected.
+            let allowing =
+                || decided.iter().map(|d| d.0).min_by_key(|d| (std::cmp::Reverse(self.strictness(*d)), *d));
+            let Some(decider) = denying.or_else(allowing) else { continue };
             for a in &v.addresses {
                 let elem = SetElem::Tuple(vec![
                     KeyValue::Addr(*a),

@@ -82,6 +82,8 @@ pub struct ServicePort {
     pub proto: SvcProto,
     pub port: u16,
     pub backends: Vec<(IpAddr, u16)>,
+    /// Some backends are not known (over fw's caps): counted as one in no zone.
+    pub incomplete: bool,
 }
 
 /// A virtual address (a Kubernetes Service's ClusterIPs): inside a pod's namespace egress
@@ -131,7 +133,7 @@ pub fn parse_inventory(path: &Path, text: &str) -> Result<Inventory, Vec<Diagnos
     let mut services = Vec::new();
     if errors.is_empty() {
         read_containers(&mut cx, doc.get_ref(), &mut containers);
-        read_services(&mut cx, doc.get_ref(), &mut services);
+        read_services(&mut cx, doc.get_ref(), &containers, &mut services);
     }
     let diags = cx.finish();
     if diags.is_empty() {
@@ -246,7 +248,12 @@ fn read_containers(cx: &mut FileCtx<'_>, doc: &DeTable<'_>, out: &mut Vec<Contai
 /// `[[service]]`: a virtual address, its ports and the endpoints behind them, as a
 /// Kubernetes Service and its EndpointSlices say (for `explain`, and for hosts whose proxy
 /// fw does not learn from an API server).
-fn read_services(cx: &mut FileCtx<'_>, doc: &DeTable<'_>, out: &mut Vec<ServiceVip>) {
+fn read_services(
+    cx: &mut FileCtx<'_>,
+    doc: &DeTable<'_>,
+    containers: &[Container],
+    out: &mut Vec<ServiceVip>,
+) {
     let Some(v) = get(doc, "service") else { return };
     let DeValue::Array(items) = v.get_ref() else {
         cx.error(&v.span(), "`service` must be an array of tables: write each one as [[service]]");
@@ -262,6 +269,10 @@ fn read_services(cx: &mut FileCtx<'_>, doc: &DeTable<'_>, out: &mut Vec<ServiceV
             cx.error(&item.span(), "service needs a `name`");
             continue;
         };
+        if name.is_empty() {
+            cx.error(&span, "service `name` is empty");
+            continue;
+        }
         if let Some(first) = names.get(&name) {
             let d = cx
                 .diag(Severity::Error, &span, format!("service `{name}` is listed twice"))
@@ -285,6 +296,21 @@ fn read_services(cx: &mut FileCtx<'_>, doc: &DeTable<'_>, out: &mut Vec<ServiceV
             out
         };
         let addresses = addrs(cx, "addresses");
+        // A container's own address as a VIP would change how every packet to it is judged.
+        if let Some(av) = get(t, "addresses") {
+            if addresses.is_empty() && !matches!(av.get_ref(), DeValue::Array(a) if a.iter().next().is_some())
+            {
+                cx.error(&av.span(), format!("service `{name}` has no addresses"));
+            }
+            for a in &addresses {
+                if let Some(c) = containers.iter().find(|c| c.addresses.contains(a)) {
+                    cx.error(
+                        &av.span(),
+                        format!("address {a} of service `{name}` is container `{}`'s", c.name),
+                    );
+                }
+            }
+        }
         let endpoints = addrs(cx, "endpoints");
         let mut ports = Vec::new();
         match get(t, "ports").map(|v| (v.span(), v.get_ref())) {
@@ -325,6 +351,7 @@ fn read_services(cx: &mut FileCtx<'_>, doc: &DeTable<'_>, out: &mut Vec<ServiceV
                         proto,
                         port,
                         backends: endpoints.iter().map(|a| (*a, target)).collect(),
+                        incomplete: false,
                     });
                 }
             }

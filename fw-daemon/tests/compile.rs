@@ -641,6 +641,27 @@ endpoints = []
 
 #[test]
 fn services_in_the_inventory_are_checked_with_positions() {
+    let parse = |t: &str| {
+        fw_daemon::inventory::parse_inventory(std::path::Path::new("i.toml"), t)
+            .unwrap_err()
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        parse(
+            "[[service]]\nname = \"\"\naddresses = [\"10.96.0.1\"]\nports = [{ port = 1 }]\nendpoints = []\n"
+        ),
+        ["i.toml:2:8: error: service `name` is empty"]
+    );
+    assert_eq!(
+        parse("[[service]]\nname = \"s\"\naddresses = []\nports = [{ port = 1 }]\nendpoints = []\n"),
+        ["i.toml:3:13: error: service `s` has no addresses"]
+    );
+    assert_eq!(
+        parse("[[container]]\nname = \"a\"\naddresses = [\"10.0.0.1\"]\n[[service]]\nname = \"s\"\naddresses = [\"10.0.0.1\"]\nports = [{ port = 1 }]\nendpoints = []\n"),
+        ["i.toml:6:13: error: address 10.0.0.1 of service `s` is container `a`'s"]
+    );
     let bad = "[[service]]\nname = \"s\"\naddresses = [\"10.96.0.300\"]\nports = [{ proto = \"sctp\", port = 80 }, { port = 0 }, { prot = \"tcp\", port = 1 }]\nendpoints = [\"10.0.0.1\"]\n";
     let errs = fw_daemon::inventory::parse_inventory(std::path::Path::new("i.toml"), bad).unwrap_err();
     let text: Vec<String> = errs.iter().map(|d| d.to_string()).collect();
@@ -654,4 +675,97 @@ fn services_in_the_inventory_are_checked_with_positions() {
         ],
         "{text:#?}"
     );
+}
+
+/// A rule that matches the VIP packet itself (`any` on the Service port, a network holding
+/// the ClusterIP) does not pre-empt what the endpoints' rules decide; and when every
+/// endpoint is allowed but by different rules, the one that inspects judges the VIP.
+#[test]
+fn a_service_port_is_decided_by_its_endpoints_rules_alone_and_the_strictest_allow() {
+    let rules = r#"
+[defaults]
+action = "deny"
+[zone.web]
+match = { name = "web-*" }
+[zone.db]
+match = { name = "db-*" }
+[zone.api]
+match = { name = "api-*" }
+[zone.tls]
+match = { name = "tls-*" }
+[zone.services]
+cidrs = ["10.96.0.0/16"]
+[[policy]]
+id = "anyone-5000"
+from = "web"
+to = "any"
+proto = "tcp"
+ports = [5000]
+action = "allow"
+[[policy]]
+id = "service-range"
+from = "web"
+to = "services"
+action = "allow"
+[[policy]]
+id = "no-db"
+from = "web"
+to = "db"
+action = "deny"
+[[policy]]
+id = "to-api"
+from = "web"
+to = "api"
+proto = "tcp"
+ports = [443]
+action = "allow"
+[[policy]]
+id = "to-tls"
+from = "web"
+to = "tls"
+proto = "tcp"
+ports = [443]
+action = "allow"
+inspect = { protocol = "tls", tls_sni = ["api.example.com"], on_violation = "cut" }
+"#;
+    let inv = r#"
+[[container]]
+name = "web-1"
+addresses = ["10.0.0.1"]
+[[container]]
+name = "db-1"
+addresses = ["10.0.0.4"]
+[[container]]
+name = "api-1"
+addresses = ["10.0.0.5"]
+[[container]]
+name = "tls-1"
+addresses = ["10.0.0.6"]
+[[service]]
+name = "shop/db"
+addresses = ["10.96.0.20"]
+ports = [{ port = 5000, target = 5432 }]
+endpoints = ["10.0.0.4"]
+[[service]]
+name = "shop/mixed"
+addresses = ["10.96.0.21"]
+ports = [{ port = 443 }]
+endpoints = ["10.0.0.5", "10.0.0.6"]
+"#;
+    let p = policy(&[("z.toml", rules)]);
+    let inv = inventory(inv);
+    let opts = CompileOptions::default();
+    let e = |to: &str, port: u16| explain(&p, &inv, "web-1", to, Proto::Tcp, Some(port), &opts).unwrap();
+    let db = e("10.96.0.20", 5000);
+    assert_eq!(
+        (db.verdict, db.rule.map(|r| r.id)),
+        (Verdict::Deny, Some("no-db".into())),
+        "neither `any` on 5000 nor the Service range's allow pre-empts db's deny"
+    );
+    let mixed = e("10.96.0.21", 443);
+    assert_eq!(mixed.verdict, Verdict::Allow);
+    assert_eq!(mixed.rule.map(|r| r.id).as_deref(), Some("to-tls"), "the inspected allow judges the VIP");
+    assert!(mixed.egress.is_some_and(|x| x.inspected), "and its flows are inspected");
+    // An address of the range that is no Service is judged by the range's rule as ever.
+    assert_eq!(e("10.96.0.99", 80).rule.map(|r| r.id).as_deref(), Some("service-range"));
 }

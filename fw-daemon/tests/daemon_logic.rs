@@ -422,6 +422,7 @@ fn cri_pods_take_namespace_labels_and_remote_peers_from_the_api() {
             proto: fw_daemon::inventory::SvcProto::Tcp,
             port: 80,
             backends: vec![("10.99.1.5".parse().unwrap(), 8080)],
+            incomplete: false,
         }],
     };
     assert!(core.handle(vec![Event::Kube(kube::Update::Snapshot {

@@ -35,8 +35,14 @@ fn main() {
                         proto: SvcProto::Tcp,
                         port: 80,
                         backends: backends(8000 + (i % 10) as u16),
+                        incomplete: false,
                     },
-                    ServicePort { proto: SvcProto::Tcp, port: 443, backends: backends(443) },
+                    ServicePort {
+                        proto: SvcProto::Tcp,
+                        port: 443,
+                        backends: backends(443),
+                        incomplete: false,
+                    },
                 ],
             });
         }

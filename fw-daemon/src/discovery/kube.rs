@@ -141,12 +141,17 @@ pub fn service_entry(s: &Service) -> Option<SvcEntry> {
     if spec.type_.as_deref() == Some("ExternalName") {
         return None;
     }
+    // The node's proxy rewrites these on the client's node too: the ClusterIPs, external
+    // IPs and load-balancer ingress IPs all stand for the endpoints.
+    let lb = s.status.as_ref().and_then(|st| st.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref());
     let mut vips: Vec<IpAddr> = spec
         .cluster_ips
         .iter()
         .flatten()
         .map(String::as_str)
         .chain(spec.cluster_ip.as_deref())
+        .chain(spec.external_ips.iter().flatten().map(String::as_str))
+        .chain(lb.into_iter().flatten().filter_map(|i| i.ip.as_deref()))
         .filter_map(|a| a.parse().ok()) // "None": headless
         .collect();
     vips.sort();
@@ -171,6 +176,11 @@ pub struct SliceEntry {
     service: String,
     ports: Vec<PortKey>,
     addresses: Vec<IpAddr>,
+    /// Terminating endpoints still serving: the proxy falls back to them when a Service
+    /// has no ready endpoint.
+    serving: Vec<IpAddr>,
+    /// More endpoints than fw keeps: the Service is not fully known.
+    truncated: bool,
 }
 
 pub fn slice_entry(e: &EndpointSlice) -> Option<SliceEntry> {
@@ -186,26 +196,36 @@ pub fn slice_entry(e: &EndpointSlice) -> Option<SliceEntry> {
             Some((p.name.clone().unwrap_or_default(), proto(p.protocol.as_deref())?, port))
         })
         .collect();
-    let mut addresses: Vec<IpAddr> = e
-        .endpoints
-        .iter()
-        .take(MAX_SLICE_ENDPOINTS)
-        // "ready" unset means ready, as the API documents it.
-        .filter(|ep| ep.conditions.as_ref().and_then(|c| c.ready) != Some(false))
-        .flat_map(|ep| ep.addresses.iter())
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    addresses.sort();
-    addresses.dedup();
-    Some(SliceEntry { service: format!("{ns}/{svc}"), ports, addresses })
+    let addrs = |keep: &dyn Fn(Option<&k8s_openapi::api::discovery::v1::EndpointConditions>) -> bool| {
+        let mut out: Vec<IpAddr> = e
+            .endpoints
+            .iter()
+            .take(MAX_SLICE_ENDPOINTS)
+            .filter(|ep| keep(ep.conditions.as_ref()))
+            .flat_map(|ep| ep.addresses.iter())
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    };
+    // "ready" unset means ready, as the API documents it.
+    let addresses = addrs(&|c| c.and_then(|c| c.ready) != Some(false));
+    let serving = addrs(&|c| c.is_some_and(|c| c.ready == Some(false) && c.serving == Some(true)));
+    let truncated = e.endpoints.len() > MAX_SLICE_ENDPOINTS;
+    Some(SliceEntry { service: format!("{ns}/{svc}"), ports, addresses, serving, truncated })
 }
 
 /// Each Service with a virtual address, its ports matched by name and protocol to the
 /// slices' resolved ports (as the node's proxy matches them). `dropped`: backends left out
 /// over the cap.
+///
+/// What fw does not fully know fails closed: a port with endpoints over the cap, or any
+/// port while slices were dropped over the cap, is `incomplete` (an endpoint in no zone).
 pub fn join_services(
     services: &BTreeMap<String, SvcEntry>,
     slices: &BTreeMap<String, SliceEntry>,
+    slices_dropped: bool,
     dropped: &mut usize,
 ) -> Vec<ServiceVip> {
     let mut by_service: BTreeMap<&str, Vec<&SliceEntry>> = BTreeMap::new();
@@ -219,23 +239,33 @@ pub fn join_services(
             .ports
             .iter()
             .map(|(pname, proto, port)| {
-                let mut backends: Vec<(IpAddr, u16)> = Vec::new();
-                for s in slices {
-                    let Some((_, _, target)) = s.ports.iter().find(|(n, p, _)| n == pname && p == proto)
-                    else {
-                        continue;
-                    };
-                    for a in &s.addresses {
-                        if backends.len() >= MAX_BACKENDS {
-                            *dropped += 1;
+                let mut incomplete = slices_dropped;
+                let mut pick = |serving: bool| {
+                    let mut backends: Vec<(IpAddr, u16)> = Vec::new();
+                    for s in slices {
+                        let Some((_, _, target)) = s.ports.iter().find(|(n, p, _)| n == pname && p == proto)
+                        else {
                             continue;
+                        };
+                        incomplete |= s.truncated;
+                        for a in if serving { &s.serving } else { &s.addresses } {
+                            if backends.len() >= MAX_BACKENDS {
+                                *dropped += 1;
+                                incomplete = true;
+                                continue;
+                            }
+                            backends.push((*a, *target));
                         }
-                        backends.push((*a, *target));
                     }
+                    backends
+                };
+                let mut backends = pick(false);
+                if backends.is_empty() {
+                    backends = pick(true);
                 }
                 backends.sort();
                 backends.dedup();
-                ServicePort { proto: *proto, port: *port, backends }
+                ServicePort { proto: *proto, port: *port, backends, incomplete }
             })
             .collect();
         out.push(ServiceVip { name: name.clone(), addresses: svc.vips.clone(), ports });
@@ -338,7 +368,8 @@ impl Mirrors {
 
     fn snapshot(&mut self) -> Update {
         let mut dropped = 0;
-        let services = join_services(&self.services.live, &self.slices.live, &mut dropped);
+        let services =
+            join_services(&self.services.live, &self.slices.live, self.slices.dropped > 0, &mut dropped);
         self.backends_dropped = dropped;
         Update::Snapshot {
             namespaces: self.namespaces.live.clone(),
@@ -376,31 +407,48 @@ async fn follow(s: &KubeSettings, tx: &Sink) -> Result<(), KubeError> {
         slices: Mirror::new(MAX_SLICES),
         backends_dropped: 0,
     };
-    let mut dirty = false;
+    // Nothing is sent until every kind has been listed once: a snapshot with the pods but
+    // not yet the Services (or the reverse) would take peers out of their zones. Until then
+    // the daemon keeps what it had (across a reconnect too).
+    let mut synced = [false; 4];
+    // A change is sent DEBOUNCE after the first one since the last send, however busy the
+    // cluster: later events join it, they do not push it back.
+    let mut due: Option<tokio::time::Instant> = None;
     let mut reported_drops = 0;
     info!(api = s.api.as_deref().unwrap_or("in-cluster or kubeconfig"), node = ?s.node, "kubernetes API: following namespaces, remote pods, services and endpoint slices");
     let ended = |what: &str| KubeError::Config(format!("{what} watch ended"));
+    fn listed<K>(ev: &Event<K>, flag: &mut bool) {
+        if matches!(ev, Event::InitDone) {
+            *flag = true;
+        }
+    }
     loop {
-        let flush = tokio::time::sleep(if dirty { DEBOUNCE } else { Duration::from_secs(3600) });
+        let mut changed = false;
+        let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+        let ready = synced.iter().all(|s| *s);
         tokio::select! {
             ev = ns_events.next() => {
                 let ev = ev.ok_or_else(|| ended("namespace"))??;
-                dirty |= m.namespaces.apply(ev, |o| o.metadata.name.clone(), |o| Some(labels(o.metadata.labels.as_ref())));
+                listed(&ev, &mut synced[0]);
+                changed = m.namespaces.apply(ev, |o| o.metadata.name.clone(), |o| Some(labels(o.metadata.labels.as_ref())));
             }
             ev = pod_events.next() => {
                 let ev = ev.ok_or_else(|| ended("pod"))??;
-                dirty |= m.pods.apply(ev, |p| ns_key(&p.metadata), remote_pod);
+                listed(&ev, &mut synced[1]);
+                changed = m.pods.apply(ev, |p| ns_key(&p.metadata), remote_pod);
             }
             ev = svc_events.next() => {
                 let ev = ev.ok_or_else(|| ended("service"))??;
-                dirty |= m.services.apply(ev, |o| ns_key(&o.metadata), service_entry);
+                listed(&ev, &mut synced[2]);
+                changed = m.services.apply(ev, |o| ns_key(&o.metadata), service_entry);
             }
             ev = slice_events.next() => {
                 let ev = ev.ok_or_else(|| ended("endpoint slice"))??;
-                dirty |= m.slices.apply(ev, |o| ns_key(&o.metadata), slice_entry);
+                listed(&ev, &mut synced[3]);
+                changed = m.slices.apply(ev, |o| ns_key(&o.metadata), slice_entry);
             }
-            _ = flush, if dirty => {
-                dirty = false;
+            _ = tokio::time::sleep_until(due.unwrap_or(far)), if due.is_some() && ready => {
+                due = None;
                 let update = m.snapshot();
                 let drops = m.dropped() + m.backends_dropped;
                 if drops != reported_drops {
@@ -411,6 +459,12 @@ async fn follow(s: &KubeSettings, tx: &Sink) -> Result<(), KubeError> {
                     return Ok(());
                 }
             }
+        }
+        // The first full listing is sent even if it matches nothing before (an empty
+        // cluster): the daemon learns the API is there.
+        let first = !ready && synced.iter().all(|s| *s);
+        if (changed || first) && due.is_none() {
+            due = Some(tokio::time::Instant::now() + DEBOUNCE);
         }
     }
 }
@@ -580,7 +634,7 @@ mod tests {
         let other = slice("pay", "api-c", "api", &[("http", 1)], &[("10.0.0.4", None)]);
         slices.insert("pay/api-c".to_string(), slice_entry(&other).unwrap());
         let mut dropped = 0;
-        let vips = join_services(&services, &slices, &mut dropped);
+        let vips = join_services(&services, &slices, false, &mut dropped);
         let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
         assert_eq!(
             vips,
@@ -591,12 +645,57 @@ mod tests {
                     ServicePort {
                         proto: SvcProto::Tcp,
                         port: 80,
-                        backends: vec![(ip("10.0.0.2"), 8080), (ip("10.0.0.3"), 8081)]
+                        backends: vec![(ip("10.0.0.2"), 8080), (ip("10.0.0.3"), 8081)],
+                        incomplete: false,
                     },
-                    ServicePort { proto: SvcProto::Tcp, port: 81, backends: vec![(ip("10.0.0.2"), 9090)] },
+                    ServicePort {
+                        proto: SvcProto::Tcp,
+                        port: 81,
+                        backends: vec![(ip("10.0.0.2"), 9090)],
+                        incomplete: false,
+                    },
                 ],
             }]
         );
+        // Slices dropped over the cap: no port is fully known, each fails closed.
+        let vips = join_services(&services, &slices, true, &mut dropped);
+        assert!(vips[0].ports.iter().all(|p| p.incomplete));
         assert_eq!(dropped, 0);
+    }
+
+    /// With no ready endpoint the proxy uses the terminating ones still serving; load-
+    /// balancer and external IPs are virtual addresses too.
+    #[test]
+    fn serving_endpoints_stand_in_and_every_proxied_address_counts() {
+        use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceStatus};
+        use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions};
+        let mut s = service("shop", "web", &["10.96.0.30"], &[("http", 80, "TCP")]);
+        s.spec.as_mut().unwrap().external_ips = Some(vec!["192.0.2.30".into()]);
+        s.status = Some(ServiceStatus {
+            load_balancer: Some(LoadBalancerStatus {
+                ingress: Some(vec![LoadBalancerIngress {
+                    ip: Some("198.51.100.30".into()),
+                    ..Default::default()
+                }]),
+            }),
+            ..Default::default()
+        });
+        let e = service_entry(&s).unwrap();
+        assert_eq!(e.vips.len(), 3, "{:?}", e.vips);
+        let mut sl = slice("shop", "web-a", "web", &[("http", 8080)], &[("10.0.0.7", Some(false))]);
+        sl.endpoints.push(Endpoint {
+            addresses: vec!["10.0.0.8".into()],
+            conditions: Some(EndpointConditions {
+                ready: Some(false),
+                serving: Some(true),
+                terminating: Some(true),
+            }),
+            ..Default::default()
+        });
+        let services = BTreeMap::from([("shop/web".to_string(), e)]);
+        let slices = BTreeMap::from([("shop/web-a".to_string(), slice_entry(&sl).unwrap())]);
+        let vips = join_services(&services, &slices, false, &mut 0);
+        let ip: IpAddr = "10.0.0.8".parse().unwrap();
+        assert_eq!(vips[0].ports[0].backends, [(ip, 8080)], "the serving one, not the unready one");
     }
 }
