@@ -346,6 +346,19 @@ fn namespace_labels_and_remote_pods_come_from_the_api_server() {
     eventually("web -> api allowed again", &d, || {
         (tcp_probe(&web.netns, to_remote, wait) == Probe::Connected).then_some(())
     });
+    // `kubectl label pod web app=other`: the runtime keeps the sandbox's labels, the API has
+    // the new ones, and they decide the zone on this node too.
+    api.pod("shop", "web", "node-a", &[("app", "other")], &web.ip.to_string());
+    eventually("shop/web relabelled out of zone web", &d, || {
+        (zone_of(&mut c, "shop/web").map(|z| z.0).as_deref() == Some("default")).then_some(())
+    });
+    eventually("and denied", &d, || {
+        (tcp_probe(&web.netns, to_remote, wait) == Probe::TimedOut).then_some(())
+    });
+    api.pod("shop", "web", "node-a", &[("app", "web")], &web.ip.to_string());
+    eventually("relabelled back", &d, || {
+        (tcp_probe(&web.netns, to_remote, wait) == Probe::Connected).then_some(())
+    });
     api.delete_pod("shop", "api-0");
     eventually("the deleted remote pod is no peer", &d, || {
         (tcp_probe(&web.netns, to_remote, wait) == Probe::TimedOut).then_some(())

@@ -429,6 +429,7 @@ fn cri_pods_take_namespace_labels_and_remote_peers_from_the_api() {
         namespaces,
         remote: vec![remote, again],
         services: vec![service],
+        local_labels: Default::default(),
     })]));
     assert_eq!(zone(&core), Some(("pay".into(), true)), "the namespace's labels admit it to pay");
     let names: Vec<String> = core.status_info().containers.into_iter().map(|c| c.name).collect();

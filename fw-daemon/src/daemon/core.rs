@@ -255,8 +255,8 @@ impl Core {
         }
         if let Some(u) = newest_kube {
             match u {
-                crate::discovery::kube::Update::Snapshot { namespaces, remote, services } => {
-                    if let Some(inv) = self.sources.kube(namespaces, remote, services) {
+                crate::discovery::kube::Update::Snapshot { namespaces, remote, services, local_labels } => {
+                    if let Some(inv) = self.sources.kube(namespaces, remote, services, local_labels) {
                         let n = self.enf.membership_changed(
                             inv,
                             "kubernetes namespaces, remote pods or services changed",

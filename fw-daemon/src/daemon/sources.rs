@@ -170,6 +170,7 @@ pub struct Sources {
     kube_namespaces: crate::discovery::kube::NamespaceLabels,
     kube_remote: Vec<Container>,
     kube_services: Vec<crate::inventory::ServiceVip>,
+    kube_local_labels: std::collections::BTreeMap<String, Vec<(String, String)>>,
     /// The enforced policy's hash and load time, and the last refused reload's errors.
     pub status: Status,
     /// The files the enforced policy came from, as shown in status.
@@ -283,6 +284,7 @@ impl Sources {
             kube_namespaces: Default::default(),
             kube_remote: Vec::new(),
             kube_services: Vec::new(),
+            kube_local_labels: Default::default(),
             status,
             rule_files,
             last_reload_at: Some(now),
@@ -406,10 +408,13 @@ impl Sources {
         namespaces: crate::discovery::kube::NamespaceLabels,
         remote: Vec<Container>,
         services: Vec<crate::inventory::ServiceVip>,
+        local_labels: std::collections::BTreeMap<String, Vec<(String, String)>>,
     ) -> Option<Inventory> {
         let changed = namespaces != self.kube_namespaces
             || remote != self.kube_remote
-            || services != self.kube_services;
+            || services != self.kube_services
+            || local_labels != self.kube_local_labels;
+        self.kube_local_labels = local_labels;
         self.kube_namespaces = namespaces;
         self.kube_remote = remote;
         self.kube_services = services;
@@ -426,8 +431,16 @@ impl Sources {
         // Services of the API; one the inventory file names already is the file's.
         let named: std::collections::HashSet<String> = inv.services.iter().map(|s| s.name.clone()).collect();
         inv.services.extend(self.kube_services.iter().filter(|s| !named.contains(&s.name)).cloned());
-        // Namespace labels only the API server knows.
+        // Namespace labels only the API server knows, and this node's pods' labels as they
+        // are now (the runtime has them as they were when the sandbox was made).
+        let from_cri: std::collections::HashSet<&str> =
+            self.cri_inv.iter().map(|c| c.name.as_str()).collect();
         for c in &mut inv.containers {
+            if from_cri.contains(c.name.as_str()) {
+                if let Some(l) = self.kube_local_labels.get(&c.name) {
+                    c.labels = l.clone();
+                }
+            }
             if let Some(k) = c.kube.as_mut() {
                 if let Some(l) = self.kube_namespaces.get(&k.namespace) {
                     k.namespace_labels = l.clone();

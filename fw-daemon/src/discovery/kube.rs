@@ -56,7 +56,15 @@ pub type NamespaceLabels = BTreeMap<String, Vec<(String, String)>>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Update {
-    Snapshot { namespaces: NamespaceLabels, remote: Vec<Container>, services: Vec<ServiceVip> },
+    Snapshot {
+        namespaces: NamespaceLabels,
+        remote: Vec<Container>,
+        services: Vec<ServiceVip>,
+        /// This node's pods' labels as the API has them now (`namespace/name`): the CRI
+        /// runtime keeps the labels a sandbox was created with, and `kubectl label` does
+        /// not change those.
+        local_labels: BTreeMap<String, Vec<(String, String)>>,
+    },
     Unavailable(String),
 }
 
@@ -356,6 +364,7 @@ async fn client(s: &KubeSettings) -> Result<kube::Client, KubeError> {
 struct Mirrors {
     namespaces: Mirror<Vec<(String, String)>>,
     pods: Mirror<Container>,
+    local: Mirror<Vec<(String, String)>>,
     services: Mirror<SvcEntry>,
     slices: Mirror<SliceEntry>,
     backends_dropped: usize,
@@ -363,7 +372,11 @@ struct Mirrors {
 
 impl Mirrors {
     fn dropped(&self) -> usize {
-        self.namespaces.dropped + self.pods.dropped + self.services.dropped + self.slices.dropped
+        self.namespaces.dropped
+            + self.pods.dropped
+            + self.local.dropped
+            + self.services.dropped
+            + self.slices.dropped
     }
 
     fn snapshot(&mut self) -> Update {
@@ -375,6 +388,7 @@ impl Mirrors {
             namespaces: self.namespaces.live.clone(),
             remote: self.pods.live.values().cloned().collect(),
             services,
+            local_labels: self.local.live.clone(),
         }
     }
 }
@@ -389,6 +403,7 @@ async fn follow(s: &KubeSettings, tx: &Sink) -> Result<(), KubeError> {
     let client = client(s).await?;
     let ns_api: Api<Namespace> = Api::all(client.clone());
     let pod_api: Api<Pod> = Api::all(client.clone());
+    let local_api: Api<Pod> = Api::all(client.clone());
     let svc_api: Api<Service> = Api::all(client.clone());
     let slice_api: Api<EndpointSlice> = Api::all(client);
     let pod_cfg = match &s.node {
@@ -396,6 +411,12 @@ async fn follow(s: &KubeSettings, tx: &Sink) -> Result<(), KubeError> {
         None => watcher::Config::default(),
     };
     let all = watcher::Config::default;
+    // This node's pods, for their current labels (none to follow without a node name).
+    let local_cfg = match &s.node {
+        Some(node) => watcher::Config::default().fields(&format!("spec.nodeName={node}")),
+        None => all(),
+    };
+    let mut local_events = std::pin::pin!(watcher::watcher(local_api, local_cfg));
     let mut ns_events = std::pin::pin!(watcher::metadata_watcher(ns_api, all()));
     let mut pod_events = std::pin::pin!(watcher::watcher(pod_api, pod_cfg));
     let mut svc_events = std::pin::pin!(watcher::watcher(svc_api, all()));
@@ -403,6 +424,7 @@ async fn follow(s: &KubeSettings, tx: &Sink) -> Result<(), KubeError> {
     let mut m = Mirrors {
         namespaces: Mirror::new(MAX_NAMESPACES),
         pods: Mirror::new(MAX_PODS),
+        local: Mirror::new(MAX_PODS),
         services: Mirror::new(MAX_SERVICES),
         slices: Mirror::new(MAX_SLICES),
         backends_dropped: 0,
@@ -410,7 +432,7 @@ async fn follow(s: &KubeSettings, tx: &Sink) -> Result<(), KubeError> {
     // Nothing is sent until every kind has been listed once: a snapshot with the pods but
     // not yet the Services (or the reverse) would take peers out of their zones. Until then
     // the daemon keeps what it had (across a reconnect too).
-    let mut synced = [false; 4];
+    let mut synced = [false, false, false, false, s.node.is_none()];
     // A change is sent DEBOUNCE after the first one since the last send, however busy the
     // cluster: later events join it, they do not push it back.
     let mut due: Option<tokio::time::Instant> = None;
@@ -436,6 +458,11 @@ async fn follow(s: &KubeSettings, tx: &Sink) -> Result<(), KubeError> {
                 let ev = ev.ok_or_else(|| ended("pod"))??;
                 listed(&ev, &mut synced[1]);
                 changed = m.pods.apply(ev, |p| ns_key(&p.metadata), remote_pod);
+            }
+            ev = local_events.next(), if s.node.is_some() => {
+                let ev = ev.ok_or_else(|| ended("local pod"))??;
+                listed(&ev, &mut synced[4]);
+                changed = m.local.apply(ev, |p| ns_key(&p.metadata), |p| Some(labels(p.metadata.labels.as_ref())));
             }
             ev = svc_events.next() => {
                 let ev = ev.ok_or_else(|| ended("service"))??;

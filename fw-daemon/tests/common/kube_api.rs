@@ -3,7 +3,7 @@
 //! uses, for namespaces (as PartialObjectMetadata), pods, services and endpointslices, with
 //! resourceVersions, watch
 //! streams of ADDED / MODIFIED / DELETED events resumed from a resourceVersion, and the
-//! `spec.nodeName!=X` field selector. It binds inside a namespace the test created (the
+//! `spec.nodeName!=X` / `spec.nodeName=X` field selectors. It binds inside a namespace the test created (the
 //! node's), on loopback: no traffic leaves it. The CRI side of these tests stays real.
 
 use std::collections::BTreeMap;
@@ -146,11 +146,14 @@ impl Drop for ApiServer {
     }
 }
 
-/// `spec.nodeName!=X` (the one selector fw uses); anything else selects all.
+/// `spec.nodeName!=X` and `spec.nodeName=X` (the selectors fw uses); anything else selects
+/// all.
 fn selected(pod: &Value, selector: Option<&str>) -> bool {
-    match selector.and_then(|s| s.strip_prefix("spec.nodeName!=")) {
-        Some(node) => pod["spec"]["nodeName"].as_str() != Some(node),
-        None => true,
+    let node = pod["spec"]["nodeName"].as_str();
+    match selector {
+        Some(s) if s.starts_with("spec.nodeName!=") => node != s.strip_prefix("spec.nodeName!="),
+        Some(s) if s.starts_with("spec.nodeName=") => node == s.strip_prefix("spec.nodeName="),
+        _ => true,
     }
 }
 
