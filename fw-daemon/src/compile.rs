@@ -133,6 +133,8 @@ pub struct VipPort {
     pub proto: SvcProto,
     pub port: u16,
     pub backends: Vec<(Vec<String>, u16)>,
+    /// The backends' addresses and ports (for operator blocks of an endpoint).
+    pub endpoints: Vec<(IpAddr, u16)>,
 }
 
 impl<'p> Membership<'p> {
@@ -178,6 +180,7 @@ impl<'p> Membership<'p> {
                         // Backends fw does not know: one in no zone, which only `any` covers.
                         .chain(p.incomplete.then(|| (Vec::new(), p.port)))
                         .collect(),
+                    endpoints: p.backends.clone(),
                 });
             }
         }
@@ -382,7 +385,47 @@ fn rule(matches: Vec<Match>, verdict: Verdict, origin: Option<RuleRef>) -> Rule 
 }
 
 impl<'a, 'p> Builder<'a, 'p> {
+    /// Operator blocks of an endpoint, carried to the virtual addresses in front of it: the
+    /// egress table sees a Service's ClusterIP, not the endpoint the node rewrites it to,
+    /// so a block of the endpoint also blocks each VIP port that may lead there (a range
+    /// that would overlap one already in the set is left out: the kernel refuses those).
+    fn vip_blocks(&self, cb: &crate::blocks::ContainerBlocks) -> crate::blocks::ContainerBlocks {
+        let mut out = cb.clone();
+        if self.m.vips.is_empty() {
+            return out;
+        }
+        for (b, exp) in &cb.egress {
+            for v in &self.m.vips {
+                let proto = v.proto.number();
+                let leads_there = v.endpoints.iter().any(|(a, target)| {
+                    Family::of(a) == b.family()
+                        && (b.dst.0..=b.dst.1).contains(a)
+                        && (b.proto.0..=b.proto.1).contains(&proto)
+                        && (b.dport.0..=b.dport.1).contains(target)
+                });
+                if !leads_there {
+                    continue;
+                }
+                for vip in v.addresses.iter().filter(|a| Family::of(a) == b.family()) {
+                    let derived = BlockRange {
+                        src: b.src,
+                        dst: (*vip, *vip),
+                        proto: (proto, proto),
+                        sport: b.sport,
+                        dport: (v.port, v.port),
+                    };
+                    if out.egress.keys().any(|x| x.overlaps(&derived)) {
+                        continue;
+                    }
+                    out.egress.insert(derived, *exp);
+                }
+            }
+        }
+        out
+    }
+
     fn block_sets(&mut self, cb: &crate::blocks::ContainerBlocks) {
+        let cb = &self.vip_blocks(cb);
         fn mk(name: &str, key: SetKey, comment: &str, elems: Vec<(SetElem, Option<i64>)>) -> Set {
             let mut set = Set { timeout: true, ..Set::new(name, key, comment) };
             for (e, exp) in elems {

@@ -769,3 +769,44 @@ endpoints = ["10.0.0.5", "10.0.0.6"]
     // An address of the range that is no Service is judged by the range's rule as ever.
     assert_eq!(e("10.96.0.99", 80).rule.map(|r| r.id).as_deref(), Some("service-range"));
 }
+
+/// An operator's block of an endpoint also blocks the Service addresses in front of it:
+/// the egress table sees the VIP, not the endpoint the node rewrites it to.
+#[test]
+fn a_block_of_an_endpoint_blocks_the_service_ports_that_lead_to_it() {
+    use fw_daemon::blocks::BlockList;
+    use fw_daemon::compile::{compile_with_blocks, Membership};
+    use fw_daemon::ruleset::eval::{evaluate, Packet};
+    use fw_daemon::ruleset::ir::Hook;
+    use fw_proto::control::{BlockTarget, Proto as P, Scope};
+    let rules = "[defaults]\naction = \"allow\"\n[zone.web]\nmatch = { name = \"web-*\" }\n";
+    let inv = "[[container]]\nname = \"web-1\"\naddresses = [\"10.0.0.1\"]\n\
+               [[service]]\nname = \"shop/db\"\naddresses = [\"10.96.0.20\"]\n\
+               ports = [{ port = 5000, target = 5432 }, { port = 80, target = 8080 }]\nendpoints = [\"10.0.0.4\"]\n";
+    let p = policy(&[("z.toml", rules)]);
+    let inv = inventory(inv);
+    let zones = vec![("web-1".to_string(), "web".to_string())];
+    let mut blocks = BlockList::default();
+    let target = BlockTarget::Destination {
+        scope: Scope::Container("web-1".into()),
+        net: "10.0.0.4/32".parse().unwrap(),
+        proto: Some(P::Tcp),
+        port: Some(5432),
+    };
+    blocks.add(target, None, None, "t".into(), Default::default(), 0, &zones).unwrap();
+    let m = Membership::new(&p, &inv);
+    let rs = compile_with_blocks(&p, &m, inv.get("web-1").unwrap(), &CompileOptions::default(), &blocks);
+    let to = |dst: &str, port: u16| {
+        let pkt = Packet {
+            src: "10.0.0.1".parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            proto: Proto::Tcp,
+            dport: Some(port),
+            icmp_type: None,
+        };
+        evaluate(&rs, Hook::Output, &pkt).verdict
+    };
+    assert_eq!(to("10.0.0.4", 5432), Verdict::Deny, "the endpoint itself");
+    assert_eq!(to("10.96.0.20", 5000), Verdict::Deny, "the Service port that leads to it");
+    assert_eq!(to("10.96.0.20", 80), Verdict::Allow, "a port that leads elsewhere on it");
+}
