@@ -172,6 +172,20 @@ impl Setup {
             .any(|r| r.op == AuditOp::Block && r.block == Some(b.id) && r.result.is_ok()));
         assert!(matches!(c.call(Op::Unblock { block: b.id }), Ok(Answer::Unblocked { .. })));
         assert_eq!(self.probe(8080), Probe::Connected);
+        // The trail, gap and all, is one hash chain that ends at the daemon's newest record.
+        let mut files = Vec::new();
+        for name in ["audit.jsonl.1", "audit.jsonl"] {
+            if let Ok(text) = fs::read_to_string(self.log.with_file_name(name)) {
+                files.push((name.to_string(), text));
+            }
+        }
+        let head = c.status().audit.and_then(|a| a.head).expect("the daemon's head");
+        let v = fw_proto::audit_chain::verify(&files, Some((head.seq, &head.link)))
+            .unwrap_or_else(|e| panic!("{why}: {e}"));
+        // The current file alone verifies too: it starts at the checkpoint of its rotation.
+        let current = files.last().cloned().into_iter().collect::<Vec<_>>();
+        assert!(fw_proto::audit_chain::verify(&current, None).is_ok(), "{why}: {:?}", current);
+        assert!(v.records >= 3 && v.unchained == 0, "{why}: {v:?}");
     }
 }
 

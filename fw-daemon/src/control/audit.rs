@@ -224,7 +224,8 @@ impl AuditLog {
         if std::fs::metadata(&self.path).is_ok_and(|m| m.len() >= self.rotation.max_bytes) {
             self.rotate().map_err(err)?;
         }
-        if !self.path.exists() {
+        // A new file (or one a failed first write left empty) starts with the checkpoint.
+        if std::fs::metadata(&self.path).map_or(true, |m| m.len() == 0) {
             if let Some((seq, _)) = &h.head {
                 let checkpoint = AuditRecord {
                     time_ms: now_ms(),
