@@ -228,21 +228,28 @@ struct Remote {
     ns: String,
 }
 
+/// `ip ARGS`, which must succeed.
+fn sh(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip");
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 impl Remote {
+    /// A fresh namespace `ns` with `eth0` (`ip`/24, up) whose peer `host` is in the node's.
+    fn wire(node_ns: &str, ns: &str, host: &str, ip: &str) {
+        let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        sh(&["netns", "add", ns]);
+        sh(&["-n", node_ns, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", ns]);
+        sh(&["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+        sh(&["-n", ns, "link", "set", "eth0", "up"]);
+        sh(&["-n", ns, "link", "set", "lo", "up"]);
+    }
+
     fn new(node_ns: &str, ip: &str) -> Remote {
         let ns = format!("fwkr-{}", std::process::id());
-        let sh = |args: &[&str]| {
-            let out = Command::new("ip").args(args).output().expect("ip");
-            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        };
-        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-        sh(&["netns", "add", &ns]);
         let host = format!("fwkrh{}", std::process::id() % 100000);
-        sh(&["-n", node_ns, "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+        Self::wire(node_ns, &ns, &host, ip);
         sh(&["-n", node_ns, "link", "set", &host, "master", "fwcri0", "up"]);
-        sh(&["-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
-        sh(&["-n", &ns, "link", "set", "eth0", "up"]);
-        sh(&["-n", &ns, "link", "set", "lo", "up"]);
         Remote { ns }
     }
 
@@ -251,22 +258,12 @@ impl Remote {
     /// to the node's pod subnet only.
     fn routed(node_ns: &str, ip: &str, pods: &str) -> Remote {
         let ns = format!("fwks-{}", std::process::id());
-        let sh = |args: &[&str]| {
-            let out = Command::new("ip").args(args).output().expect("ip");
-            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        };
-        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-        sh(&["netns", "add", &ns]);
         let host = format!("fwksh{}", std::process::id() % 100000);
-        let node_ip = format!("{}.1/24", ip.rsplit_once('.').expect("an IPv4 address").0);
-        sh(&["-n", node_ns, "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
-        sh(&["-n", node_ns, "addr", "add", &node_ip, "dev", &host]);
+        Self::wire(node_ns, &ns, &host, ip);
+        let via = format!("{}.1", ip.rsplit_once('.').expect("an IPv4 address").0);
+        sh(&["-n", node_ns, "addr", "add", &format!("{via}/24"), "dev", &host]);
         sh(&["-n", node_ns, "link", "set", &host, "up"]);
-        sh(&["-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
-        sh(&["-n", &ns, "link", "set", "eth0", "up"]);
-        sh(&["-n", &ns, "link", "set", "lo", "up"]);
-        let via = node_ip.trim_end_matches("/24");
-        sh(&["-n", &ns, "route", "add", pods, "via", via]);
+        sh(&["-n", &ns, "route", "add", pods, "via", &via]);
         Remote { ns }
     }
 
