@@ -999,6 +999,31 @@ impl<'a, 'p> Builder<'a, 'p> {
             );
             x.mark = mark;
             out.push(x);
+            // The floor sees IPv4 datagrams unreassembled: later fragments carry no ports,
+            // so an allowed VIP's later fragments pass by address (as for other allows).
+            let allows = self.floor.as_ref().is_some_and(|(pass, _)| verdict == pass);
+            if allows && family == Family::V4 {
+                let addrs: BTreeSet<SetElem> = elems
+                    .iter()
+                    .filter_map(|e| match e {
+                        SetElem::Tuple(v) => match v.first() {
+                            Some(KeyValue::Addr(a)) => Some(SetElem::Addr(*a)),
+                            _ => None,
+                        },
+                        _ => None,
+                    })
+                    .collect();
+                let frag_set = format!("vip_{}_{tag}_a4", set_stem(&self.zone.name));
+                self.declare_set(Set {
+                    elements: addrs.into_iter().collect(),
+                    ..Set::new(frag_set.clone(), SetKey::Ipv4, format!("service addresses {what} allows"))
+                });
+                out.push(rule(
+                    vec![Match::AddrInSet { family, dir: Dir::Dst, set: frag_set }, Match::FragNonFirst],
+                    verdict.clone(),
+                    Some(origin.clone()),
+                ));
+            }
         }
     }
 

@@ -810,3 +810,36 @@ fn a_block_of_an_endpoint_blocks_the_service_ports_that_lead_to_it() {
     assert_eq!(to("10.96.0.20", 5000), Verdict::Deny, "the Service port that leads to it");
     assert_eq!(to("10.96.0.20", 80), Verdict::Allow, "a port that leads elsewhere on it");
 }
+
+/// On the floor (which sees IPv4 datagrams unreassembled) an allowed Service port's later
+/// fragments, which carry no ports, pass by the VIP's address, as other allows' do.
+#[test]
+fn the_floor_passes_later_fragments_to_an_allowed_service_address() {
+    use fw_daemon::compile::{zone_policy, Membership, Side};
+    use fw_daemon::ruleset::ir::{Match, SetElem, Verdict as V};
+    let rules = "[defaults]\naction = \"deny\"\n[zone.web]\nmatch = { name = \"web-*\" }\n\
+                 [zone.api]\nmatch = { name = \"api-*\" }\n\
+                 [[policy]]\nfrom = \"web\"\nto = \"api\"\nproto = \"udp\"\nports = [8053]\naction = \"allow\"\n";
+    let inv = "[[container]]\nname = \"web-1\"\naddresses = [\"10.0.0.1\"]\n\
+               [[container]]\nname = \"api-1\"\naddresses = [\"10.0.0.2\"]\n\
+               [[service]]\nname = \"s/api\"\naddresses = [\"10.96.0.10\"]\n\
+               ports = [{ proto = \"udp\", port = 53, target = 8053 }]\nendpoints = [\"10.0.0.2\"]\n";
+    let p = policy(&[("z.toml", rules)]);
+    let inv = inventory(inv);
+    let m = Membership::new(&p, &inv);
+    let web = p.zone("web").unwrap();
+    let zp = zone_policy(&p, &m, web, Side::Egress, &CompileOptions::default(), V::Return, V::Drop);
+    let frag = zp
+        .rules
+        .iter()
+        .find(|r| {
+            r.matches.contains(&Match::FragNonFirst)
+                && r.matches
+                    .iter()
+                    .any(|m| matches!(m, Match::AddrInSet { set, .. } if set.starts_with("vip_")))
+        })
+        .expect("a later-fragment rule for the VIP");
+    assert_eq!(frag.verdict, Some(V::Return));
+    let set = zp.sets.iter().find(|s| s.name.starts_with("vip_") && s.name.ends_with("_a4")).unwrap();
+    assert_eq!(set.elements, [SetElem::Addr("10.96.0.10".parse().unwrap())]);
+}
