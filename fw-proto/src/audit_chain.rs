@@ -83,59 +83,81 @@ fn range(from: u64, to: u64) -> String {
 
 /// Checks the chain across `files` (name, text), oldest first.
 pub fn verify(files: &[(String, String)], expect_head: Option<(u64, &str)>) -> Result<Verified, Break> {
-    let mut v = Verified::default();
-    let mut prev: Option<(u64, String, Place)> = None;
+    let mut vf = Verifier::default();
     for (name, text) in files {
         for (i, line) in text.split('\n').enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let at = Place { file: name.clone(), line: i + 1 };
-            let Ok(rec) = serde_json::from_str::<serde_json::Value>(line) else {
-                v.torn.push(at);
-                continue;
-            };
-            let Some(seq) = rec.get("seq").and_then(|s| s.as_u64()) else {
-                if prev.is_some() {
-                    return Err(Break::Unlinked { at });
-                }
-                v.unchained += 1;
-                continue;
-            };
-            let linked = rec.get("prev").and_then(|p| p.as_str()).unwrap_or("");
-            match &prev {
-                None => {
-                    let checkpoint = rec.get("op").and_then(|o| o.as_str()) == Some(CHECKPOINT_OP);
-                    if !(checkpoint || seq == 0 && linked == GENESIS) {
-                        return Err(Break::StartsMidChain { at, seq });
-                    }
-                    v.starts_at_checkpoint = checkpoint && seq != 0;
-                    v.first_seq = Some(seq);
-                }
-                Some((pseq, phash, pat)) => {
-                    if seq == pseq + 1 && linked != phash {
-                        return Err(Break::Edited { at: pat.clone(), seq: *pseq, next: at });
-                    }
-                    if seq > pseq + 1 {
-                        return Err(Break::Deleted { at, expected: pseq + 1, found: seq });
-                    }
-                    if seq <= *pseq {
-                        return Err(Break::Reordered { at, found: seq, after: *pseq });
-                    }
-                }
-            }
-            prev = Some((seq, link(line), at));
-            v.records += 1;
+            vf.line(name, i + 1, line)?;
         }
     }
-    v.head = prev.map(|(s, h, _)| (s, h));
-    if let Some((seq, hash)) = expect_head {
-        let found = v.head.as_ref().map_or("no record".to_string(), |(s, h)| format!("{s} ({h})"));
-        if v.head.as_ref().is_none_or(|(s, h)| *s != seq || h != hash) {
-            return Err(Break::Head { expected: format!("{seq} ({hash})"), found });
+    vf.finish(expect_head)
+}
+
+/// The chain checked one line at a time, so a trail of many large files is read in
+/// pieces: feed every line of every file, oldest first, then `finish`.
+#[derive(Debug, Default)]
+pub struct Verifier {
+    v: Verified,
+    prev: Option<(u64, String, Place)>,
+}
+
+impl Verifier {
+    /// Line `n` (1-based) of `file`, without its newline.
+    pub fn line(&mut self, file: &str, n: usize, line: &str) -> Result<(), Break> {
+        if line.trim().is_empty() {
+            return Ok(());
         }
+        let at = Place { file: file.to_string(), line: n };
+        let Ok(rec) = serde_json::from_str::<serde_json::Value>(line) else {
+            self.v.torn.push(at);
+            return Ok(());
+        };
+        let Some(seq) = rec.get("seq").and_then(|s| s.as_u64()) else {
+            if self.prev.is_some() {
+                return Err(Break::Unlinked { at });
+            }
+            self.v.unchained += 1;
+            return Ok(());
+        };
+        let linked = rec.get("prev").and_then(|p| p.as_str()).unwrap_or("");
+        match &self.prev {
+            None => {
+                let checkpoint = rec.get("op").and_then(|o| o.as_str()) == Some(CHECKPOINT_OP);
+                if !(checkpoint || seq == 0 && linked == GENESIS) {
+                    return Err(Break::StartsMidChain { at, seq });
+                }
+                self.v.starts_at_checkpoint = checkpoint && seq != 0;
+                self.v.first_seq = Some(seq);
+            }
+            Some((pseq, phash, pat)) => {
+                // No successor to u64::MAX: anything after it is out of order.
+                let next = pseq.checked_add(1);
+                if Some(seq) == next && linked != phash {
+                    return Err(Break::Edited { at: pat.clone(), seq: *pseq, next: at });
+                }
+                if next.is_some_and(|n| seq > n) {
+                    return Err(Break::Deleted { at, expected: pseq + 1, found: seq });
+                }
+                if seq <= *pseq {
+                    return Err(Break::Reordered { at, found: seq, after: *pseq });
+                }
+            }
+        }
+        self.prev = Some((seq, link(line), at));
+        self.v.records += 1;
+        Ok(())
     }
-    Ok(v)
+
+    /// The result, checked against the daemon's newest record when given.
+    pub fn finish(mut self, expect_head: Option<(u64, &str)>) -> Result<Verified, Break> {
+        self.v.head = self.prev.map(|(s, h, _)| (s, h));
+        if let Some((seq, hash)) = expect_head {
+            let found = self.v.head.as_ref().map_or("no record".to_string(), |(s, h)| format!("{s} ({h})"));
+            if self.v.head.as_ref().is_none_or(|(s, h)| *s != seq || h != hash) {
+                return Err(Break::Head { expected: format!("{seq} ({hash})"), found });
+            }
+        }
+        Ok(self.v)
+    }
 }
 
 #[cfg(test)]
@@ -199,6 +221,10 @@ mod tests {
         let mut old = vec![r#"{"time_ms":1,"op":"block","result":"ok"}"#.to_string()];
         old.extend(c.clone());
         assert_eq!(verify(&files(&old), None).unwrap().unchained, 1);
+        // Hostile numbers: no overflow, just an order error.
+        let max = format!(r#"{{"op":"audit-checkpoint","seq":{},"prev":"x"}}"#, u64::MAX);
+        let after = format!(r#"{{"op":"block","seq":0,"prev":"{}"}}"#, link(&max));
+        assert!(matches!(verify(&files(&[max, after]), None), Err(Break::Reordered { .. })));
         let mut inserted = c.clone();
         inserted.insert(2, r#"{"time_ms":1,"op":"unblock","result":"ok"}"#.into());
         assert!(matches!(verify(&files(&inserted), None), Err(Break::Unlinked { .. })));
