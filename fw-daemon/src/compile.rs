@@ -389,11 +389,14 @@ impl<'a, 'p> Builder<'a, 'p> {
     /// egress table sees a Service's ClusterIP, not the endpoint the node rewrites it to,
     /// so a block of the endpoint also blocks each VIP port that may lead there (a range
     /// that would overlap one already in the set is left out: the kernel refuses those).
-    fn vip_blocks(&self, cb: &crate::blocks::ContainerBlocks) -> crate::blocks::ContainerBlocks {
-        let mut out = cb.clone();
-        if self.m.vips.is_empty() {
-            return out;
+    fn vip_blocks<'c>(
+        &self,
+        cb: &'c crate::blocks::ContainerBlocks,
+    ) -> std::borrow::Cow<'c, crate::blocks::ContainerBlocks> {
+        if self.m.vips.is_empty() || cb.egress.is_empty() {
+            return std::borrow::Cow::Borrowed(cb);
         }
+        let mut out = cb.clone();
         for (b, exp) in &cb.egress {
             for v in &self.m.vips {
                 let proto = v.proto.number();
@@ -421,11 +424,12 @@ impl<'a, 'p> Builder<'a, 'p> {
                 }
             }
         }
-        out
+        std::borrow::Cow::Owned(out)
     }
 
     fn block_sets(&mut self, cb: &crate::blocks::ContainerBlocks) {
-        let cb = &self.vip_blocks(cb);
+        let derived = self.vip_blocks(cb);
+        let cb = derived.as_ref();
         fn mk(name: &str, key: SetKey, comment: &str, elems: Vec<(SetElem, Option<i64>)>) -> Set {
             let mut set = Set { timeout: true, ..Set::new(name, key, comment) };
             for (e, exp) in elems {
@@ -675,15 +679,7 @@ impl<'a, 'p> Builder<'a, 'p> {
             if !own.includes(zone) {
                 continue;
             }
-            let origin = RuleRef { kind, id: r.id.clone(), source: Some(r.pos.short()) };
-            // An inspected policy marks the connections it accepts as undecided (so their
-            // payload packets, both directions, wait for the daemon's verdict) and sends a
-            // first packet that already carries payload (a UDP query) to the queue itself.
-            let tap = self.taps.iter().find(|t| t.origin.id == r.id && t.origin.kind == kind).cloned();
-            let verdict = match &tap {
-                Some(_) => self.inspected_accept(r.action, &origin),
-                None => self.decide(r.action, &origin),
-            };
+            let (verdict, origin, tap) = self.rule_verdict(r, kind);
             let mut alts = Vec::new();
             for p in peers.iter() {
                 alts.extend(self.peer(p, dir));
@@ -828,38 +824,42 @@ impl<'a, 'p> Builder<'a, 'p> {
         }
         self.policy_rules(side, &policy.failsafes, RuleKind::Failsafe, rules);
         self.policy_rules(side, &policy.rules, RuleKind::Policy, rules);
-        let d = &policy.defaults;
-        let origin = RuleRef {
-            kind: RuleKind::Default,
-            id: "default".into(),
-            source: d.pos.as_ref().map(|p| p.short()),
-        };
-        let verdict = self.decide(d.action, &origin);
+        let origin = self.default_origin();
+        let verdict = self.decide(policy.defaults.action, &origin);
         rules.push(rule(vec![], verdict, Some(origin)));
     }
 
-    /// The verdict, origin and inspection mark a decider's rule gives on egress.
-    fn decider_verdict(&mut self, d: Decider) -> (Verdict, RuleRef, Option<u32>) {
-        let (r, kind) = match d {
-            Decider::Failsafe(i) => (&self.policy.failsafes[i], RuleKind::Failsafe),
-            Decider::Policy(i) => (&self.policy.rules[i], RuleKind::Policy),
-            Decider::Default => {
-                let def = &self.policy.defaults;
-                let origin = RuleRef {
-                    kind: RuleKind::Default,
-                    id: "default".into(),
-                    source: def.pos.as_ref().map(|p| p.short()),
-                };
-                let verdict = self.decide(def.action, &origin);
-                return (verdict, origin, None);
-            }
-        };
+    fn default_origin(&self) -> RuleRef {
+        let d = &self.policy.defaults;
+        RuleRef { kind: RuleKind::Default, id: "default".into(), source: d.pos.as_ref().map(|p| p.short()) }
+    }
+
+    /// A failsafe's or policy's verdict, origin and inspection tap. An inspected policy
+    /// marks the connections it accepts as undecided (so their payload packets, both
+    /// directions, wait for the daemon's verdict) and sends a first packet that already
+    /// carries payload (a UDP query) to the queue itself.
+    fn rule_verdict(&mut self, r: &PolicyRule, kind: RuleKind) -> (Verdict, RuleRef, Option<Tap>) {
         let origin = RuleRef { kind, id: r.id.clone(), source: Some(r.pos.short()) };
         let tap = self.taps.iter().find(|t| t.origin.id == r.id && t.origin.kind == kind).cloned();
         let verdict = match &tap {
             Some(_) => self.inspected_accept(r.action, &origin),
             None => self.decide(r.action, &origin),
         };
+        (verdict, origin, tap)
+    }
+
+    /// The verdict, origin and inspection mark a decider's rule gives on egress.
+    fn decider_verdict(&mut self, d: Decider) -> (Verdict, RuleRef, Option<u32>) {
+        let policy = self.policy;
+        let (r, kind) = match d {
+            Decider::Failsafe(i) => (&policy.failsafes[i], RuleKind::Failsafe),
+            Decider::Policy(i) => (&policy.rules[i], RuleKind::Policy),
+            Decider::Default => {
+                let origin = self.default_origin();
+                return (self.decide(policy.defaults.action, &origin), origin, None);
+            }
+        };
+        let (verdict, origin, tap) = self.rule_verdict(r, kind);
         (verdict, origin, tap.map(|t| t.mark))
     }
 
@@ -965,15 +965,13 @@ impl<'a, 'p> Builder<'a, 'p> {
         mark: Option<u32>,
         out: &mut Vec<Rule>,
     ) {
+        let (tag, what) = match decider {
+            Decider::Failsafe(i) => (format!("f{i}"), format!("failsafe {}", self.policy.failsafes[i].id)),
+            Decider::Policy(i) => (format!("p{i}"), format!("policy {}", self.policy.rules[i].id)),
+            Decider::Default => ("d".to_string(), "the default".to_string()),
+        };
         for family in [Family::V4, Family::V6] {
             let Some(elems) = picks.get(&(decider, family)) else { continue };
-            let (tag, what) = match decider {
-                Decider::Failsafe(i) => {
-                    (format!("f{i}"), format!("failsafe {}", self.policy.failsafes[i].id))
-                }
-                Decider::Policy(i) => (format!("p{i}"), format!("policy {}", self.policy.rules[i].id)),
-                Decider::Default => ("d".to_string(), "the default".to_string()),
-            };
             // Named by the deciding zone too: a floor's table holds several zones' chains.
             let name = format!("vip_{}_{tag}_{}", set_stem(&self.zone.name), fam_digit(family));
             let key = if family == Family::V4 { VIP_KEY4 } else { VIP_KEY6 };
