@@ -162,22 +162,14 @@ impl AuditLog {
     fn resume(&self, h: &mut Health) -> Result<(), AuditError> {
         let since = h.broken_since_ms.unwrap_or_default();
         let gap = AuditRecord {
-            time_ms: now_ms(),
-            peer: None,
-            role: None,
-            actor: None,
-            op: AuditOp::AuditResumed,
-            target: None,
-            path: Some(self.path.display().to_string()),
-            block: None,
             reason: h.error.clone(),
-            ttl_ms: None,
-            result: AuditResult::Ok,
-            policy_hash: None,
-            summary: Some(format!(
-                "the trail could not be written from unix ms {since}: {} record(s) of the daemon's own actions are missing; requests were refused meanwhile",
-                h.lost
-            )),
+            ..self.trail_record(
+                AuditOp::AuditResumed,
+                format!(
+                    "the trail could not be written from unix ms {since}: {} record(s) of the daemon's own actions are missing; requests were refused meanwhile",
+                    h.lost
+                ),
+            )
         };
         self.write(h, &gap).inspect_err(|e| self.broke(h, e))?;
         let lost = std::mem::take(&mut h.lost);
@@ -195,6 +187,25 @@ impl AuditLog {
             );
         }
         Ok(())
+    }
+
+    /// A record the trail writes about itself (a gap, a new file).
+    fn trail_record(&self, op: AuditOp, summary: String) -> AuditRecord {
+        AuditRecord {
+            time_ms: now_ms(),
+            peer: None,
+            role: None,
+            actor: None,
+            op,
+            target: None,
+            path: Some(self.path.display().to_string()),
+            block: None,
+            reason: None,
+            ttl_ms: None,
+            result: AuditResult::Ok,
+            policy_hash: None,
+            summary: Some(summary),
+        }
     }
 
     fn broke(&self, h: &mut Health, e: &AuditError) {
@@ -227,23 +238,10 @@ impl AuditLog {
         // A new file (or one a failed first write left empty) starts with the checkpoint.
         if std::fs::metadata(&self.path).map_or(true, |m| m.len() == 0) {
             if let Some((seq, _)) = &h.head {
-                let checkpoint = AuditRecord {
-                    time_ms: now_ms(),
-                    peer: None,
-                    role: None,
-                    actor: None,
-                    op: AuditOp::AuditCheckpoint,
-                    target: None,
-                    path: Some(self.path.display().to_string()),
-                    block: None,
-                    reason: None,
-                    ttl_ms: None,
-                    result: AuditResult::Ok,
-                    policy_hash: None,
-                    summary: Some(format!(
-                        "a new file: the trail continues from record {seq} of the file before"
-                    )),
-                };
+                let checkpoint = self.trail_record(
+                    AuditOp::AuditCheckpoint,
+                    format!("a new file: the trail continues from record {seq} of the file before"),
+                );
                 self.write_link(h, &checkpoint)?;
             }
         }
